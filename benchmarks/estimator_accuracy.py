@@ -1,0 +1,85 @@
+"""How close `launcher estimate` comes to what vLLM itself reported, line by line.
+
+usage: .venv/bin/python benchmarks/estimator_accuracy.py [--in-sample] [--markdown FILE]
+
+For every measured start in benchmarks/results/*.jsonl (shared/calibration's lines
+and our own GPU runs) it predicts with the same GPU, model and flags, and compares:
+  kv_cache_tokens   vs "GPU KV cache size"                 (target: within 2%)
+  max_model_len_fit vs vLLM's auto-fit length               (target: never above, within 3%)
+vLLM's auto-fit length is taken from its log where the run used --max-model-len auto
+("Auto-fit max_model_len") or failed ("estimated maximum model length is N");
+otherwise it is computed from vLLM's own "Available KV cache memory" with vLLM's
+rule (largest length whose one request fits), capped at the derived maximum.
+By default the coefficients are refitted leaving the case's own model+flags out
+(leave-one-out), so no line is predicted by a fit that saw it.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fit_calibration  # noqa: E402
+from launcher.estimator import activation, estimate, kv  # noqa: E402
+from results_io import num, rows as load_rows  # noqa: E402
+
+GiB = 1 << 30
+
+
+def vllm_fit_len(r, est) -> tuple[int, str]:
+    if "autofit" in r:
+        return int(r["autofit"][1]), "log: auto-fit"
+    if "est_max_len" in r:
+        return int(r["est_max_len"]), "log: estimated max"
+    avail = int(num(r["kv_avail_gib"]) * GiB)
+    m, s = r["arch"], r["settings"]
+    lay = kv.layout(m, tp=s.tensor_parallel_size, pp=1, block_size=16, kv_cache_dtype=s.kv_cache_dtype)
+    return lay.max_len_that_fits(avail, m.derived_max_len, 16, est.max_num_batched_tokens), "from vLLM's KV memory"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--in-sample", action="store_true", help="use the shipped coefficients for every line")
+    ap.add_argument("--markdown", help="write the table to this file")
+    a = ap.parse_args()
+    rows = load_rows()
+    lines, worst_tok, worst_len, above = [], 0.0, 0.0, 0
+    for r in rows:
+        key = (r["model"], r["size"], tuple(x for x in r.get("args", []) if x not in ("auto", "--max-model-len")))
+        if not a.in_sample:
+            train = [x for x in rows if (x["model"], x["size"], tuple(y for y in x.get("args", []) if y not in ("auto", "--max-model-len"))) != key]
+            coef = fit_calibration.fit(train)
+            activation.coefficients = lambda coef=coef: coef  # noqa: E731
+        e = estimate(r["arch"], r["settings"], r["budget"], vllm_version=(0, 24, 0))
+        lines_out = {"case": r["case"], "w": e.weights_bytes / GiB, "w_v": num(r["weights_gib"])}
+        tok_err = None
+        if "kv_tokens" in r:
+            vt = num(r["kv_tokens"])
+            tok_err = (e.kv_cache_tokens - vt) / vt * 100
+            worst_tok = max(worst_tok, abs(tok_err))
+        vfit, src = vllm_fit_len(r, e)
+        len_err = (e.max_model_len_fit - vfit) / vfit * 100
+        worst_len = max(worst_len, abs(len_err))
+        above += e.max_model_len_fit > vfit
+        lines.append(
+            f"| {r['case']} | {' '.join(r.get('args', [])) or '(defaults)'} | {e.weights_bytes / GiB:.2f} / {num(r['weights_gib']):.2f} "
+            f"| {e.kv_cache_bytes / GiB:.2f} / {num(r.get('kv_avail_gib', 'nan')):.2f} "
+            f"| {e.kv_cache_tokens:,} / {r.get('kv_tokens', '-')} | {'' if tok_err is None else f'{tok_err:+.2f}%'} "
+            f"| {e.max_model_len_fit:,} / {vfit:,} ({src}) | {len_err:+.2f}% |")
+    head = ("| case | flags | weights GiB est / vLLM | KV GiB est / vLLM | KV tokens est / vLLM | tokens err "
+            "| max_model_len_fit est / vLLM | fit err |\n|---|---|---|---|---|---|---|---|")
+    mode = "in-sample (shipped coefficients)" if a.in_sample else "leave-one-out (coefficients refitted without the line's model+flags)"
+    summary = (f"\n{len(rows)} lines, {mode}: worst |kv_cache_tokens error| {worst_tok:.2f}% (target 2%), "
+               f"worst |max_model_len_fit error| {worst_len:.2f}% (target 3%), fit above vLLM's: {above} (target 0)")
+    text = head + "\n" + "\n".join(lines) + "\n" + summary + "\n"
+    print(text)
+    if a.markdown:
+        with open(a.markdown, "w") as fh:
+            fh.write(text)
+    return 0 if (worst_tok <= 2 and worst_len <= 3 and above == 0) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Fit the estimator's activation / non-torch / CUDA graph coefficients to measured vLLM starts.
+
+usage: .venv/bin/python benchmarks/fit_calibration.py   (writes launcher/estimator/calibration.json)
+
+Only runs with VLLM_LOGGING_LEVEL=DEBUG (field "profile": vLLM's own split into
+torch peak increase, non-torch increase and weights) are used for the fit.
+The shapes are physical (see launcher/estimator/activation.py); only a few
+scale factors are fitted. benchmarks/estimator_accuracy.py then checks the
+whole estimate, leave-one-out, against every measured line.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from launcher.estimator import activation  # noqa: E402
+from results_io import rows as load_rows  # noqa: E402
+
+GiB = 1 << 30
+OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "launcher", "estimator", "calibration.json")
+
+
+def fit(rows: list[dict]) -> dict:
+    prof = [r for r in rows if "profile" in r]
+    pts = []
+    for r in prof:
+        s = r["settings"]
+        batched = s.max_num_batched_tokens or 8192
+        seqs = s.max_num_seqs or 1024
+        shape = activation.profile_shape(r["arch"], max_num_batched_tokens=batched, max_num_seqs=seqs,
+                                         tp=s.tensor_parallel_size)
+        kind = activation.runner(r["arch"], (0, 24, 0))
+        peak, nt = float(r["profile"][1]) * GiB, float(r["profile"][2]) * GiB
+        pts.append((r, kind, shape, peak, nt))
+    v2 = [p for p in pts if p[1] == "v2"]
+    v1 = [p for p in pts if p[1] == "v1"]
+    X = np.array([[p[2].sampler, p[2].ffn, 1.0] for p in v2])
+    y = np.array([p[3] for p in v2])
+    a2 = np.linalg.lstsq(X, y, rcond=None)[0]
+    # V1: the sampler dominates dense models; the fused-MoE workspace adds on top (coefficient 1: its real size)
+    cs = float(np.mean([(p[3] - p[2].moe_workspace) / p[2].sampler for p in v1]))
+    coef = {
+        "fitted_on": sorted({p[0]["case"] for p in pts}),
+        "activation": {
+            "v2": {"sampler": float(a2[0]), "ffn": float(a2[1]), "const": float(a2[2])},
+            "v1": {"sampler": cs, "ffn": float(a2[1]), "moe_workspace": 1.0, "const": 0.0},
+        },
+        "non_torch": {
+            "v1": float(np.mean([p[4] for p in v1])), "v2": float(np.mean([p[4] for p in v2])),
+            # NCCL buffers and custom all-reduce with tensor/pipeline parallelism: not measured yet
+            "per_extra_gpu": 0.25 * GiB,
+        },
+    }
+    cg = [r for r in rows if "cg_est_gib" in r]
+    Xc = np.array([[1.0, r["arch"].num_layers * r["arch"].hidden_size] for r in cg])
+    yc = np.array([float(r["cg_est_gib"]) * GiB for r in cg])
+    c = np.linalg.lstsq(Xc, yc, rcond=None)[0]
+    coef["cudagraph"] = {"const": float(c[0]), "per_layer_hidden": float(c[1])}
+    coef["fit_margin_bytes"] = fit_margin(coef, rows)
+    return coef
+
+
+def fit_margin(coef: dict, rows: list[dict]) -> int:
+    """Headroom kept when answering max_model_len_fit: the worst under-prediction of
+    vLLM's available KV memory over the fitted lines, rounded up to 0.05 GiB (at least 0.05 GiB)."""
+    from launcher.estimator import estimate
+    saved = activation.coefficients
+    activation.coefficients = lambda: {**coef, "fit_margin_bytes": 0}  # noqa: E731
+    try:
+        worst = 0.0
+        for r in rows:
+            e = estimate(r["arch"], r["settings"], r["budget"], vllm_version=(0, 24, 0))
+            worst = max(worst, e.kv_cache_bytes - float(r["kv_avail_gib"]) * GiB)
+    finally:
+        activation.coefficients = saved
+    step = 0.05 * GiB
+    return int(max(1, -(-worst // step)) * step)
+
+
+if __name__ == "__main__":
+    coef = fit(load_rows())
+    with open(OUT, "w") as fh:
+        json.dump(coef, fh, indent=1)
+    print(json.dumps(coef, indent=1))

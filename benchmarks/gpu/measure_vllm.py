@@ -1,0 +1,117 @@
+"""Measure what vLLM itself reserves on a GPU, one `vllm serve` start per case.
+
+Adapted from shared/calibration/measure_vllm.py: the architecture comes from the
+launcher's own catalog (launcher/models/catalog.json), each case carries its own
+engine flags, and vLLM runs with VLLM_LOGGING_LEVEL=DEBUG so that its memory
+profiler's breakdown (torch peak increase, non-torch increase, weights) is logged.
+
+usage: python3 benchmarks/gpu/measure_vllm.py CASES.json [CASE ...]
+Results: $OUT/results.jsonl (one JSON object per start) and $OUT/logs/CASE.log.
+Needs vLLM importable (see shared/gpu/README.md) and a GPU.
+"""
+import json, os, re, signal, subprocess, sys, time, shutil
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+OUT = os.environ.get("OUT", "/tmp/out")
+MODELS = os.environ.get("MODELS_DIR", "/root/models")
+PAT = {k: re.compile(v) for k, v in {
+    "weights_gib": r"Model loading took ([\d.]+) GiB",
+    "kv_avail_gib": r"Available KV cache memory: ([\d.]+) GiB",
+    "kv_tokens": r"GPU KV cache size: ([\d,]+) tokens",
+    "max_conc": r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x",
+    "cg_est_gib": r"Estimated CUDA graph memory: ([\d.]+) GiB",
+    "cg_actual": r"CUDA graph pool memory: ([\d.]+) GiB \(actual\), ([\d.]+) GiB \(estimated\)",
+    "graph_took_gib": r"Graph capturing finished in \d+ secs, took ([\d.]+) GiB",
+    "profile": r"Total non KV cache memory: ([\d.]+)GiB; torch peak memory increase: ([\d.]+)GiB; non-torch forward increase memory: ([\d.]+)GiB; weights memory: ([\d.]+)GiB",
+    "requested_gib": r"worker requested memory: ([\d.]+)GiB",
+    "max_len": r"Using max model len (\d+)",
+    "autofit": r"Auto-fit max_model_len: reduced from (\d+) to (\d+)",
+    "est_max_len": r"estimated maximum model length is (\d+)",
+    "batched": r"max_num_batched_tokens=(\d+)",
+    "init_s": r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+)",
+    "error": r"((?:ValueError|RuntimeError|torch.OutOfMemoryError|AssertionError|ImportError|ModuleNotFoundError|KeyError|TypeError)[^\n]{0,600})",
+}.items()}
+
+
+def config_for(case):
+    if "config" in case:
+        return case["config"]
+    cat = json.load(open(os.path.join(ROOT, "launcher", "models", "catalog.json")))
+    return cat["models"][case["model"]]["sizes"][case["size"]]["config"]
+
+
+def run(case, port):
+    name = case["case"]
+    d = os.path.join(MODELS, name)
+    os.makedirs(d, exist_ok=True)
+    json.dump(config_for(case), open(f"{d}/config.json", "w"))
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(os.path.join(HERE, f), d)
+    os.makedirs(f"{OUT}/logs", exist_ok=True)
+    log = f"{OUT}/logs/{name}.log"
+    cmd = [sys.executable, "-c", "import sys; from vllm.entrypoints.cli.main import main; sys.argv[0]='vllm'; main()",
+           "serve", d, "--load-format", "dummy", "--skip-tokenizer-init", "--port", str(port), "--host", "127.0.0.1",
+           *case.get("args", [])]
+    env = dict(os.environ, VLLM_LOGGING_LEVEL="DEBUG", VLLM_USE_FLASHINFER_SAMPLER="0")
+    t0 = time.time()
+    with open(log, "w") as fh:
+        p = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        ready = False
+        while time.time() - t0 < float(os.environ.get("CASE_S", 300)):
+            time.sleep(1)
+            if p.poll() is not None:
+                break
+            if "Application startup complete" in open(log, errors="replace").read():
+                ready = True
+                break
+        ready_s = time.time() - t0
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(30)
+        except Exception:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except Exception:
+                pass
+    text = open(log, errors="replace").read()
+    r = {"case": name, "model": case.get("model"), "size": case.get("size"), "ready": ready,
+         "ready_s": round(ready_s, 1), "rc": p.returncode, "args": case.get("args", []), "gpu": gpu_info()}
+    for k, pat in PAT.items():
+        m = pat.search(text)
+        if m:
+            r[k] = m.groups() if len(m.groups()) > 1 else m.group(1)
+    print(json.dumps(r), flush=True)
+    with open(f"{OUT}/results.jsonl", "a") as fh:
+        fh.write(json.dumps(r) + "\n")
+    # wait until the GPU memory is free again before the next case
+    for _ in range(60):
+        if gpu_used_mib() < 2048:
+            break
+        time.sleep(1)
+
+
+def gpu_info():
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,memory.used", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=20).stdout.strip()
+    except Exception as e:  # noqa: BLE001
+        return repr(e)
+
+
+def gpu_used_mib():
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20).stdout
+        return max(int(x) for x in out.split())
+    except Exception:  # noqa: BLE001
+        return 0
+
+
+if __name__ == "__main__":
+    cases = json.load(open(sys.argv[1]))
+    want = set(sys.argv[2:])
+    for i, c in enumerate(cases):
+        if not want or c["case"] in want:
+            run(c, 18000 + i)
+    print("ALL DONE", flush=True)

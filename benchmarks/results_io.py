@@ -1,0 +1,56 @@
+"""Read measured vLLM start-ups (benchmarks/results/*.jsonl) into estimator inputs."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+
+from launcher.estimator import EngineSettings, GpuBudget
+from launcher.models import catalog
+from launcher.models.config import from_config
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _flag(args: list[str], name: str, cast=str):
+    return cast(args[args.index(name) + 1]) if name in args else None
+
+
+def settings_from_args(args: list[str]) -> EngineSettings:
+    mml = _flag(args, "--max-model-len")
+    return EngineSettings(
+        max_model_len=("auto" if mml == "auto" else (int(mml) if mml else None)),
+        gpu_memory_utilization=_flag(args, "--gpu-memory-utilization", float),
+        tensor_parallel_size=_flag(args, "--tensor-parallel-size", int) or 1,
+        max_num_batched_tokens=_flag(args, "--max-num-batched-tokens", int),
+        max_num_seqs=_flag(args, "--max-num-seqs", int),
+        kv_cache_dtype=_flag(args, "--kv-cache-dtype") or "auto",
+        enforce_eager="--enforce-eager" in args,
+    )
+
+
+def gpu_from(row: dict) -> GpuBudget:
+    name, total, _used = [x.strip() for x in row["gpu"].split(",")]
+    return GpuBudget(name=name, total_bytes=int(re.sub(r"\D", "", total)) << 20)
+
+
+def num(x) -> float:
+    return float(str(x).replace(",", ""))
+
+
+def rows(pattern: str = "*.jsonl") -> list[dict]:
+    """Every measured start with its ModelArch, settings and GPU attached."""
+    out = []
+    for f in sorted(glob.glob(os.path.join(HERE, "results", pattern))):
+        for line in open(f):
+            r = json.loads(line)
+            if not r.get("model") or "weights_gib" not in r:
+                continue  # a start that did not get as far as loading
+            entry = catalog.lookup(r["model"], r["size"])
+            r["arch"] = from_config(entry.config)
+            r["settings"] = settings_from_args(r.get("args", []))
+            r["budget"] = gpu_from(r)
+            r["file"] = os.path.basename(f)
+            out.append(r)
+    return out

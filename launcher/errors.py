@@ -1,0 +1,65 @@
+"""One exception family; each error knows its exit code and says what to do next."""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+# Exit codes, documented in docs/exit-codes.md
+EXIT_OK = 0
+EXIT_FAILED = 1  # a smoke check failed, or the server failed at run time
+EXIT_BAD_INPUT = 2
+EXIT_DOES_NOT_FIT = 3
+EXIT_NOT_READY = 4
+EXIT_INTERRUPTED = 130
+
+
+class LauncherError(Exception):
+    """Base of every error the CLI turns into one clear line and an exit code."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} {self.hint}"
+
+
+class BadInput(LauncherError):
+    """The user's input (flags, files, configs) is wrong; nothing was started."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class ModelConfigError(BadInput):
+    pass
+
+
+class UnsupportedArchitecture(BadInput):
+    pass
+
+
+class DoesNotFit(LauncherError):
+    exit_code = EXIT_DOES_NOT_FIT
+
+    def __init__(self, message: str, *, hint: str | None = None, estimate=None):
+        super().__init__(message, hint=hint)
+        self.estimate = estimate
+
+
+class NotReady(LauncherError):
+    exit_code = EXIT_NOT_READY
+
+
+class LaunchFailed(LauncherError):
+    exit_code = EXIT_FAILED
+
+
+def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> str:
+    """A ' Did you mean ...?' suffix, or '' when nothing is close."""
+    close = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.6)
+    if not close:
+        return ""
+    return " Did you mean " + " or ".join(f"'{c}'" for c in close) + "?"

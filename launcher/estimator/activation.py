@@ -1,0 +1,80 @@
+"""Peak activation of vLLM's profile run, non-torch memory and the CUDA graph estimate.
+
+vLLM measures these at start-up (gpu_worker.determine_available_memory); we
+predict them from the shapes that drive them. The shapes are physical (tokens x
+intermediate size, sampled rows x vocab, MoE workspace); the coefficients are
+fitted to what vLLM really reported (benchmarks/fit_calibration.py writes
+calibration.json from the measured lines in benchmarks/results/).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from ..models.config import ModelArch
+
+# vLLM 0.24.0 runs these architectures on its "model runner V2" (config/vllm.py
+# DEFAULT_V2_MODEL_RUNNER_ARCHITECTURES). V2 does not subtract a CUDA graph
+# estimate and profiles the sampler differently, so it is fitted separately.
+V2_RUNNER_ARCHS = frozenset({"Qwen3ForCausalLM", "DeepseekV2ForCausalLM", "Qwen2MoeForCausalLM",
+                             "GraniteMoeForCausalLM", "LlamaForCausalLM", "MistralForCausalLM"})
+
+
+@lru_cache(maxsize=1)
+def coefficients() -> dict:
+    return json.loads(Path(__file__).with_name("calibration.json").read_text())
+
+
+def runner(m: ModelArch, vllm_version: tuple[int, ...]) -> str:
+    if vllm_version >= (0, 24) and m.architecture in V2_RUNNER_ARCHS:
+        return "v2"
+    return "v1"
+
+
+@dataclass(frozen=True)
+class ProfileShape:
+    """The shapes of vLLM's profile run that drive its peak memory."""
+
+    sampler: float  # rows sampled x vocab
+    ffn: float  # tokens x intermediate per GPU (active experts for MoE)
+    moe_workspace: float  # bytes of the fused-MoE intermediate caches
+
+
+def profile_shape(m: ModelArch, *, max_num_batched_tokens: int, max_num_seqs: int, tp: int) -> ProfileShape:
+    t = max_num_batched_tokens
+    rows = min(max_num_seqs, t)
+    if m.is_moe:
+        active = m.moe_intermediate_size * (m.experts_per_tok + m.shared_experts)
+        ws = t * m.experts_per_tok * (3 * m.moe_intermediate_size // tp + m.hidden_size) * m.dtype_bytes
+    else:
+        active, ws = m.intermediate_size, 0
+    return ProfileShape(sampler=rows * m.vocab_size, ffn=t * active / tp, moe_workspace=ws)
+
+
+def peak_activation_bytes(shape: ProfileShape, runner_kind: str, *, compiled: bool = True) -> int:
+    c = coefficients()["activation"][runner_kind]
+    if runner_kind == "v2":
+        peak = c["sampler"] * shape.sampler + c["ffn"] * shape.ffn + c["const"]
+    else:
+        peak = max(c["sampler"] * shape.sampler, c["ffn"] * shape.ffn) + c["moe_workspace"] * shape.moe_workspace + c["const"]
+    return int(max(peak, 0.05 * 2**30))
+
+
+def non_torch_bytes(runner_kind: str, tp: int) -> int:
+    c = coefficients()["non_torch"]
+    return int(c[runner_kind] + (c["per_extra_gpu"] if tp > 1 else 0))
+
+
+def cudagraph_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: int) -> int:
+    """The CUDA graph memory vLLM estimates and subtracts (V1 runner, graphs on)."""
+    if enforce_eager or runner_kind != "v1":
+        return 0
+    c = coefficients()["cudagraph"]
+    return int(c["const"] + c["per_layer_hidden"] * m.num_layers * m.hidden_size / tp)
+
+
+def fit_margin_bytes() -> int:
+    """Headroom kept when answering the largest max_model_len that fits (see fit_calibration.py)."""
+    return int(coefficients().get("fit_margin_bytes", 0))

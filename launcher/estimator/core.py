@@ -1,0 +1,209 @@
+"""Put the pieces together the way vLLM's Worker.determine_available_memory does."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from ..errors import BadInput
+from ..models.config import ModelArch
+from ..units import GiB
+from . import activation, kv, weights
+
+# The CUDA runtime reports a little less total memory than NVML/nvidia-smi
+# (measured on an H200: 143771 MiB in nvidia-smi, 139.80 GiB in torch).
+CUDA_RESERVED_BYTES = 611 * (1 << 20)
+LARGE_GPU_BYTES = 70 * GiB  # vLLM's threshold for its larger batch defaults
+
+
+@dataclass(frozen=True)
+class GpuBudget:
+    """One GPU as seen by NVML (or as described by --gpu-memory)."""
+
+    name: str
+    total_bytes: int  # NVML total
+    free_bytes: int | None = None  # NVML free; None when planning for a GPU not present
+
+    @property
+    def cuda_total_bytes(self) -> int:
+        return self.total_bytes - CUDA_RESERVED_BYTES
+
+    @property
+    def cuda_free_bytes(self) -> int | None:
+        return None if self.free_bytes is None else max(0, self.free_bytes - CUDA_RESERVED_BYTES)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """The engine arguments that change memory, with vLLM's names. None means vLLM's default."""
+
+    max_model_len: int | str | None = None  # int, "auto" or None (the derived default)
+    gpu_memory_utilization: float | None = None
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    max_num_batched_tokens: int | None = None
+    max_num_seqs: int | None = None
+    kv_cache_dtype: str = "auto"
+    dtype: str = "auto"
+    block_size: int | None = None
+    enforce_eager: bool = False
+    kv_cache_memory_bytes: int | None = None
+    quantization: str | None = None
+
+
+def default_utilization(vllm_version: tuple[int, ...]) -> float:
+    return 0.92 if vllm_version >= (0, 24) else 0.9
+
+
+@dataclass
+class Estimate:
+    """Per-GPU prediction, in bytes, of what vLLM will reserve, and the verdict."""
+
+    fits: bool
+    max_model_len: int
+    max_model_len_fit: int
+    derived_max_model_len: int
+    kv_cache_tokens: int
+    kv_cache_bytes: int
+    kv_blocks: int
+    weights_bytes: int
+    activation_bytes: int
+    cudagraph_bytes: int
+    non_torch_bytes: int
+    requested_bytes: int
+    total_bytes: int
+    gpu_memory_utilization: float
+    max_num_batched_tokens: int
+    max_num_seqs: int
+    block_size: int
+    kv_bytes_per_token: int
+    max_concurrency: float
+    runner: str
+    gpus: list[dict] = field(default_factory=list)
+    vllm_version: str = ""
+    reason: str = ""
+    suggestions: list[str] = field(default_factory=list)
+    auto: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _validate(m: ModelArch, s: EngineSettings) -> None:
+    u = s.gpu_memory_utilization
+    if u is not None and not (0 < u <= 1):
+        raise BadInput(f"--gpu-memory-utilization must be in (0, 1], got {u}.")
+    tp, pp = s.tensor_parallel_size, s.pipeline_parallel_size
+    if tp < 1 or pp < 1:
+        raise BadInput("--tensor-parallel-size and --pipeline-parallel-size must be at least 1.")
+    if m.num_heads % tp:
+        raise BadInput(f"--tensor-parallel-size {tp} does not divide the model's {m.num_heads} attention heads.",
+                       hint="Pick a tensor parallel size that divides it.")
+    if pp > m.num_layers:
+        raise BadInput(f"--pipeline-parallel-size {pp} is larger than the model's {m.num_layers} layers.")
+    for name in ("max_num_batched_tokens", "max_num_seqs", "block_size", "kv_cache_memory_bytes"):
+        v = getattr(s, name)
+        if v is not None and v <= 0:
+            raise BadInput(f"--{name.replace('_', '-')} must be positive, got {v}.")
+    if isinstance(s.max_model_len, int) and s.max_model_len <= 0:
+        raise BadInput(f"--max-model-len must be positive or 'auto', got {s.max_model_len}.")
+
+
+def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: tuple[int, ...] = (0, 24, 0),
+             num_gpus_available: int | None = None) -> Estimate:
+    """Predict vLLM's memory accounting on one GPU (the most loaded one) and decide whether it fits."""
+    _validate(m, s)
+    tp, pp = s.tensor_parallel_size, s.pipeline_parallel_size
+    util = s.gpu_memory_utilization if s.gpu_memory_utilization is not None else default_utilization(vllm_version)
+    large = gpu.cuda_total_bytes >= LARGE_GPU_BYTES and "a100" not in gpu.name.lower()
+    batched = s.max_num_batched_tokens or (8192 if large else 2048)
+    seqs = s.max_num_seqs or (1024 if large else 256)
+    block = s.block_size or 16
+    derived = m.derived_max_len
+    auto = s.max_model_len == "auto" or s.max_model_len == -1
+    if isinstance(s.max_model_len, int) and not auto and s.max_model_len > derived:
+        raise BadInput(f"--max-model-len {s.max_model_len} is larger than the model's maximum of {derived} "
+                       "(derived from config.json); vLLM would refuse it.",
+                       hint=f"Use at most {derived}, or 'auto'.")
+    want_len = derived if (s.max_model_len is None or auto) else int(s.max_model_len)
+
+    run = activation.runner(m, vllm_version)
+    w = weights.weights_bytes(m, tp, pp)
+    shape = activation.profile_shape(m, max_num_batched_tokens=batched, max_num_seqs=seqs, tp=tp)
+    act = activation.peak_activation_bytes(shape, run, compiled=not s.enforce_eager)
+    nt = activation.non_torch_bytes(run, tp * pp)
+    cg = activation.cudagraph_bytes(m, run, enforce_eager=s.enforce_eager, tp=tp)
+    requested = math.ceil(gpu.cuda_total_bytes * util)
+    if s.kv_cache_memory_bytes:
+        avail = int(s.kv_cache_memory_bytes)
+    else:
+        avail = requested - (w + act + nt) - cg
+    lay = kv.layout(m, tp=tp, pp=pp, block_size=block, kv_cache_dtype=s.kv_cache_dtype)
+    avail_pos = max(0, avail)
+    # the fit answer keeps the calibrated headroom: better a little short than a failed load
+    margin = 0 if s.kv_cache_memory_bytes else activation.fit_margin_bytes()
+    fit_len = lay.max_len_that_fits(max(0, avail - margin), derived, block, batched)
+    used_len = fit_len if auto else want_len
+    tokens = lay.tokens(avail_pos, max(used_len, 1), block, batched)
+    per_req = lay.blocks_per_request(max(used_len, 1), block, batched)
+    per_token = lay.bytes_per_block // block
+    est = Estimate(
+        fits=True, max_model_len=used_len, max_model_len_fit=fit_len, derived_max_model_len=derived,
+        kv_cache_tokens=tokens, kv_cache_bytes=avail, kv_blocks=lay.num_blocks(avail_pos), weights_bytes=w,
+        activation_bytes=act, cudagraph_bytes=cg, non_torch_bytes=nt, requested_bytes=requested,
+        total_bytes=gpu.total_bytes, gpu_memory_utilization=util, max_num_batched_tokens=batched,
+        max_num_seqs=seqs, block_size=block, kv_bytes_per_token=per_token,
+        max_concurrency=round(lay.num_blocks(avail_pos) / per_req, 2) if per_req else 0.0, runner=run, auto=auto,
+    )
+    free = gpu.cuda_free_bytes
+    if free is not None and free < requested and not s.kv_cache_memory_bytes:
+        est.fits = False
+        est.reason = (f"Free memory on device ({free / GiB:.2f}/{gpu.cuda_total_bytes / GiB:.2f} GiB) on startup is less "
+                      f"than desired GPU memory utilization ({util}, {requested / GiB:.2f} GiB); vLLM would fail at once.")
+        usable = math.floor(free / gpu.cuda_total_bytes * 100) / 100
+        est.suggestions.append(f"--gpu-memory-utilization {usable:.2f} (the share that is free now), "
+                               "or free the memory other processes hold.")
+    elif avail <= 0:
+        est.fits = False
+        est.reason = (f"the model does not fit at all: weights {w / GiB:.2f} GiB + activations and overhead "
+                      f"{(act + nt + cg) / GiB:.2f} GiB exceed the {requested / GiB:.2f} GiB requested.")
+    elif fit_len < want_len and not auto:
+        est.fits = False
+        need = lay.bytes_per_request(want_len, block, batched)
+        est.reason = (f"max_model_len {want_len} needs {need / GiB:.2f} GiB of KV cache; only {avail / GiB:.2f} GiB "
+                      f"is available. The largest that fits is {fit_len}.")
+    elif fit_len <= 0:
+        est.fits = False
+        est.reason = "no KV cache is left for even one block."
+    if not est.fits and est.reason and not est.suggestions:
+        est.suggestions = _suggest(m, s, gpu, vllm_version, want_len, fit_len, num_gpus_available)
+    return est
+
+
+def _suggest(m, s: EngineSettings, gpu: GpuBudget, vv, want_len: int, fit_len: int, num_gpus: int | None) -> list[str]:
+    """Other settings that would make want_len fit, each checked with the same model."""
+    from dataclasses import replace
+    out: list[str] = []
+    if fit_len > 0:
+        out.append(f"--max-model-len {fit_len} (or 'auto')")
+
+    def fits(**kw) -> bool:
+        try:
+            e = estimate(m, replace(s, max_model_len=want_len, **kw), gpu, vllm_version=vv)
+        except BadInput:
+            return False
+        return e.fits
+
+    free_share = 1.0 if gpu.cuda_free_bytes is None else gpu.cuda_free_bytes / gpu.cuda_total_bytes
+    for u in (0.93, 0.94, 0.95, 0.96, 0.97, 0.98):
+        cur = s.gpu_memory_utilization or default_utilization(vv)
+        if u > cur and u <= free_share and fits(gpu_memory_utilization=u):
+            out.append(f"--gpu-memory-utilization {u:.2f}")
+            break
+    if not s.kv_cache_dtype.startswith("fp8") and fits(kv_cache_dtype="fp8"):
+        out.append("--kv-cache-dtype fp8")
+    for tp in (2, 4, 8):
+        if tp > s.tensor_parallel_size and m.num_heads % tp == 0 and fits(tensor_parallel_size=tp):
+            have = f" (you have {num_gpus})" if num_gpus is not None and num_gpus < tp else ""
+            out.append(f"--tensor-parallel-size {tp} on {tp} GPUs{have}")
+            break
+    return out

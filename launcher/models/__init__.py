@@ -1,0 +1,1 @@
+"""Model descriptions: config.json reading and the offline catalog."""

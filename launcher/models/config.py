@@ -1,0 +1,223 @@
+"""Read a Hugging Face config.json into the few numbers the estimator needs.
+
+Only config.json is read, never weights. The numbers follow how vLLM builds the
+model: per-layer attention type (full, sliding window, MLA), MoE experts, tied
+embeddings, quantization_config.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ModelConfigError, UnsupportedArchitecture
+
+# Architectures whose weights and KV cache the estimator models.
+DENSE = {
+    "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
+    "Gemma2ForCausalLM", "GemmaForCausalLM", "Phi3ForCausalLM", "GraniteForCausalLM",
+}
+MOE = {"MixtralForCausalLM", "Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM"}
+MLA = {"DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM"}
+SUPPORTED = DENSE | MOE | MLA
+# Hybrid attention/state-space models: per-request state is not modelled yet.
+HYBRID_HINTS = ("mamba", "jamba", "falconh1", "nemotronh", "qwen3next", "zamba", "bamba", "granitemoehybrid", "lfm2", "minimax")
+
+# Keys vLLM takes the minimum of to derive the default max_model_len.
+MAX_LEN_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length",
+                "model_max_length", "max_sequence_length", "max_seq_length", "seq_len")
+
+DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2, "fp8": 1, "float8": 1}
+
+
+@dataclass(frozen=True)
+class Quant:
+    """Weight quantization as vLLM applies it to linear layers."""
+
+    method: str  # "none", "awq", "gptq", "fp8", "bitsandbytes", ...
+    bits: int = 16
+    group_size: int = 128
+
+    def linear_bytes(self, n_in: int, n_out: int, dtype_bytes: int) -> float:
+        """Bytes of one linear layer's weight (plus scales/zeros) of shape n_in x n_out."""
+        if self.method in ("none", ""):
+            return n_in * n_out * dtype_bytes
+        if self.method == "fp8":
+            return n_in * n_out * 1 + n_out * 4
+        # int-N packed weights, an fp16 scale and packed zero per group.
+        g = self.group_size if self.group_size and self.group_size > 0 else n_in
+        groups = -(-n_in // g)
+        return n_in * n_out * self.bits / 8 + groups * n_out * 2 + groups * n_out * self.bits / 8
+
+
+@dataclass(frozen=True)
+class ModelArch:
+    """What the estimator needs to know of one model."""
+
+    architecture: str
+    model_type: str
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    tie_word_embeddings: bool
+    dtype: str
+    derived_max_len: int
+    layer_windows: tuple[int | None, ...]  # sliding window per layer, None for full attention
+    attention_bias: bool = False
+    qk_norm: bool = False
+    extra_norms_per_layer: int = 0
+    # MoE
+    num_experts: int = 0
+    experts_per_tok: int = 0
+    moe_intermediate_size: int = 0
+    shared_experts: int = 0
+    dense_layers: int = 0  # leading dense layers of an MoE model (DeepSeek first_k_dense_replace)
+    # MLA
+    mla: bool = False
+    kv_lora_rank: int = 0
+    q_lora_rank: int | None = None
+    qk_nope_head_dim: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
+    rope_max_pos: int = 0
+    quant: Quant = field(default_factory=lambda: Quant("none"))
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0
+
+    @property
+    def dtype_bytes(self) -> int:
+        return DTYPE_BYTES.get(self.dtype, 2)
+
+
+def _need(cfg: dict, key: str, source: str):
+    if key not in cfg or cfg[key] is None:
+        raise ModelConfigError(f"{source}: config.json has no '{key}'.", hint="Is this a Hugging Face causal-LM config?")
+    v = cfg[key]
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+        raise ModelConfigError(f"{source}: '{key}' must be a positive number, got {v!r}.")
+    return int(v)
+
+
+def derive_max_len(cfg: dict) -> int:
+    """The default max_model_len as vLLM derives it (config/model.py _get_and_verify_max_len)."""
+    lens = [int(cfg[k]) for k in MAX_LEN_KEYS if isinstance(cfg.get(k), (int, float)) and not isinstance(cfg.get(k), bool)]
+    derived = min(lens) if lens else 2048
+    rope = cfg.get("rope_scaling") or cfg.get("rope_parameters")
+    if isinstance(rope, dict) and "gemma3" not in str(cfg.get("model_type", "")):
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        if rope_type not in ("su", "longrope", "llama3"):
+            factor = rope.get("factor") or 1.0
+            if rope_type == "yarn" and rope.get("original_max_position_embeddings"):
+                derived = int(rope["original_max_position_embeddings"])
+            derived = int(derived * factor)
+    return derived
+
+
+def _quant(cfg: dict, override: str | None) -> Quant:
+    q = cfg.get("quantization_config") or {}
+    method = (override or q.get("quant_method") or "none").lower()
+    if method in ("none", ""):
+        return Quant("none")
+    if method in ("fp8", "fbgemm_fp8", "modelopt"):
+        return Quant("fp8", bits=8)
+    if method in ("awq", "awq_marlin", "gptq", "gptq_marlin", "compressed-tensors", "bitsandbytes", "marlin"):
+        bits = int(q.get("bits") or q.get("w_bit") or 4)
+        group = int(q.get("group_size") or q.get("q_group_size") or 128)
+        base = method.replace("_marlin", "")
+        return Quant(base, bits=bits, group_size=group)
+    raise UnsupportedArchitecture(f"quantization '{method}' is not modelled by the estimator.",
+                                  hint="Supported: none, awq, gptq, fp8, compressed-tensors, bitsandbytes.")
+
+
+def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = None,
+                quantization: str | None = None) -> ModelArch:
+    """Build a ModelArch from a parsed config.json dict."""
+    if not isinstance(cfg, dict):
+        raise ModelConfigError(f"{source}: expected a JSON object.")
+    if isinstance(cfg.get("text_config"), dict) and "hidden_size" not in cfg:
+        cfg = {**cfg["text_config"], "architectures": cfg.get("architectures")}
+    archs = cfg.get("architectures") or []
+    arch = archs[0] if archs else ""
+    mtype = str(cfg.get("model_type", ""))
+    key = (arch + mtype).lower().replace("_", "")
+    layer_types = cfg.get("layer_types") or cfg.get("layers_block_type") or []
+    if any(h in key for h in HYBRID_HINTS) or any(
+            str(t).lower() in ("mamba", "linear_attention", "conv", "mamba2") for t in layer_types):
+        raise UnsupportedArchitecture(
+            f"{source}: '{arch or mtype}' is a hybrid/state-space model; its per-request state is not modelled yet.",
+            hint="Launch with --kv-cache-memory-bytes or without the estimator (--no-preflight).")
+    if arch not in SUPPORTED:
+        raise UnsupportedArchitecture(
+            f"{source}: architecture '{arch or '(none)'}' is not supported by the estimator.",
+            hint="Supported: " + ", ".join(sorted(SUPPORTED)) + ".")
+    h = _need(cfg, "hidden_size", source)
+    layers = _need(cfg, "num_hidden_layers", source)
+    heads = _need(cfg, "num_attention_heads", source)
+    kv = int(cfg.get("num_key_value_heads") or heads)
+    head_dim = int(cfg.get("head_dim") or h // heads)
+    vocab = _need(cfg, "vocab_size", source)
+    inter = int(cfg.get("intermediate_size") or 4 * h)
+    tdtype = dtype if dtype not in (None, "auto") else str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
+    if tdtype == "float32":
+        tdtype = "bfloat16"  # vLLM serves float32 checkpoints in bfloat16 by default
+    # Per-layer sliding windows
+    windows: list[int | None]
+    sw = cfg.get("sliding_window")
+    if layer_types:
+        windows = [int(sw) if str(t) == "sliding_attention" and sw else None for t in layer_types][:layers]
+    elif mtype == "gemma2" and sw:
+        windows = [int(sw) if i % 2 == 0 else None for i in range(layers)]
+    elif mtype in ("qwen2", "qwen3", "qwen2_moe", "qwen3_moe"):
+        use = cfg.get("use_sliding_window", False) and sw
+        mwl = int(cfg.get("max_window_layers") or layers)
+        windows = [int(sw) if use and i >= mwl else None for i in range(layers)]
+    elif sw and mtype in ("mistral", "mixtral", "phi3"):
+        windows = [int(sw)] * layers
+    else:
+        windows = [None] * layers
+    common = dict(
+        architecture=arch, model_type=mtype, hidden_size=h, num_layers=layers, num_heads=heads, num_kv_heads=kv,
+        head_dim=head_dim, intermediate_size=inter, vocab_size=vocab,
+        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", mtype.startswith("gemma"))),
+        dtype=tdtype, derived_max_len=derive_max_len(cfg), layer_windows=tuple(windows),
+        attention_bias=bool(cfg.get("attention_bias", mtype == "qwen2")) or mtype in ("qwen2", "qwen2_moe"),
+        qk_norm=mtype in ("qwen3", "qwen3_moe"),
+        extra_norms_per_layer=2 if mtype == "gemma2" else 0,
+        rope_max_pos=int(cfg.get("max_position_embeddings") or 0),
+        quant=_quant(cfg, quantization),
+    )
+    if arch in MOE:
+        experts = int(cfg.get("num_local_experts") or cfg.get("num_experts") or 0)
+        moe_i = int(cfg.get("moe_intermediate_size") or inter)
+        shared = 1 if cfg.get("shared_expert_intermediate_size") else 0
+        return ModelArch(**common, num_experts=experts, experts_per_tok=int(cfg.get("num_experts_per_tok") or 2),
+                         moe_intermediate_size=moe_i, shared_experts=shared)
+    if arch in MLA:
+        return ModelArch(**common, mla=True, kv_lora_rank=_need(cfg, "kv_lora_rank", source),
+                         q_lora_rank=cfg.get("q_lora_rank"), qk_nope_head_dim=_need(cfg, "qk_nope_head_dim", source),
+                         qk_rope_head_dim=_need(cfg, "qk_rope_head_dim", source), v_head_dim=_need(cfg, "v_head_dim", source),
+                         num_experts=int(cfg.get("n_routed_experts") or 0), experts_per_tok=int(cfg.get("num_experts_per_tok") or 0),
+                         moe_intermediate_size=int(cfg.get("moe_intermediate_size") or 0),
+                         shared_experts=int(cfg.get("n_shared_experts") or 0),
+                         dense_layers=int(cfg.get("first_k_dense_replace") or 0))
+    return ModelArch(**common)
+
+
+def load_config_dir(path: str | Path) -> dict:
+    """Read DIR/config.json (or a config.json path) with clear errors."""
+    p = Path(path)
+    f = p / "config.json" if p.is_dir() else p
+    if not p.exists():
+        raise ModelConfigError(f"model path '{path}' does not exist.", hint="Give a Hugging Face model folder with a config.json.")
+    if not f.is_file():
+        raise ModelConfigError(f"'{p}' has no config.json.", hint="Give a Hugging Face model folder with a config.json.")
+    try:
+        return json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelConfigError(f"{f}: malformed JSON ({e}).") from None
