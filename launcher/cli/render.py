@@ -1,0 +1,66 @@
+"""Rich rendering of an estimate, and its JSON form."""
+from __future__ import annotations
+
+from ..units import GiB
+
+
+def estimate_dict(p) -> dict:
+    base = {"model": p.model.label, "load": p.model.load, "vllm_version": p.vllm_version, "gpu_source": p.source}
+    if p.estimate is not None:
+        d = p.estimate.to_dict()
+        d.update(base)
+        d["notes"] = p.notes
+        return d
+    kv = p.cpu_kv or {}
+    fits = kv.get("fits")
+    return base | {
+        "device": "cpu", "fits": True if fits is None else fits, "max_model_len": kv.get("max_model_len"),
+        "max_model_len_fit": kv.get("max_model_len_fit"), "kv_cache_tokens": kv.get("kv_cache_tokens"),
+        "kv_cache_bytes": kv.get("kv_cache_bytes"), "kv_cache_source": kv.get("source"),
+        "kv_bytes_per_token": kv.get("kv_bytes_per_token"), "weights_bytes": None, "activation_bytes": None,
+        "cudagraph_bytes": None, "non_torch_bytes": None, "requested_bytes": None, "gpus": [],
+        "notes": ["No GPU: the CPU build of vLLM sizes its KV cache from VLLM_CPU_KVCACHE_SPACE (GiB), not by profiling."
+                  + ("" if kv.get("kv_cache_bytes") else " Set VLLM_CPU_KVCACHE_SPACE to see how many tokens it holds.")],
+    }
+
+
+def _g(b: int | None) -> str:
+    return "-" if b is None else f"{b / GiB:.2f}"
+
+
+def render_estimate(p, con) -> None:
+    from rich.table import Table
+
+    d = estimate_dict(p)
+    if p.estimate is None:
+        con.print(f"[bold]{p.model.label}[/] on the CPU build of vLLM")
+        for n in d["notes"]:
+            con.print(n)
+        if d["kv_cache_bytes"]:
+            con.print(f"KV cache {_g(d['kv_cache_bytes'])} GiB ({d['kv_cache_source']}): {d['kv_cache_tokens']:,} tokens; "
+                      f"largest max_model_len {d['max_model_len_fit']:,}.")
+        return
+    e = p.estimate
+    g = e.gpus[0] if e.gpus else {}
+    src = "NVML" if p.source == "nvml" else "planned"
+    t = Table(title=f"{p.model.label} · vLLM {p.vllm_version} · per GPU ({g.get('name', '?')}, {_g(e.total_bytes)} GiB, {src}) x{len(e.gpus)}")
+    t.add_column("what")
+    t.add_column("GiB", justify="right")
+    t.add_row("requested (total x %.2f)" % e.gpu_memory_utilization, _g(e.requested_bytes))
+    t.add_row("weights", _g(e.weights_bytes))
+    t.add_row(f"peak activation (profile: {e.max_num_batched_tokens} tokens, {e.max_num_seqs} seqs)", _g(e.activation_bytes))
+    t.add_row("non-torch (NCCL, cuBLAS, allocator)", _g(e.non_torch_bytes))
+    t.add_row("CUDA graphs (estimate vLLM subtracts)", _g(e.cudagraph_bytes))
+    t.add_row("[bold]KV cache[/]", f"[bold]{_g(e.kv_cache_bytes)}[/]")
+    con.print(t)
+    con.print(f"KV cache: {e.kv_cache_tokens:,} tokens ({e.kv_bytes_per_token:,} bytes/token), "
+              f"max concurrency {e.max_concurrency:.2f}x at {e.max_model_len:,} tokens per request.")
+    if e.fits:
+        word = "auto: largest max_model_len" if e.auto else "fits: max_model_len"
+        con.print(f"[green]✓ {word} {e.max_model_len:,}[/] (largest that fits: {e.max_model_len_fit:,}; model maximum {e.derived_max_model_len:,}).")
+    else:
+        con.print(f"[red]✗ does not fit:[/] {e.reason}")
+        for s in e.suggestions:
+            con.print(f"  → {s}")
+    for n in p.notes:
+        con.print(f"[yellow]note:[/] {n}")

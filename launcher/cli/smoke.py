@@ -1,0 +1,118 @@
+"""`launcher smoke`: launch, real requests, verdict, clean stop, report."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import common
+from .launch import Env
+
+
+def smoke(
+    ctx: typer.Context,
+    model_path: common.ModelPath = None,
+    model_name: common.ModelName = None,
+    size_in_billions: common.Size = None,
+    model_format: Annotated[Optional[str], typer.Option("--model-format", help="pytorch, awq, gptq or fp8.")] = None,
+    quantization: Annotated[Optional[str], typer.Option("--quantization", "-q", help="Quantization method, or 'none'.")] = None,
+    model_engine: Annotated[Optional[str], typer.Option("--model-engine", help="Only 'vllm' for now.")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Name of this smoke launch.")] = None,
+    host: Annotated[Optional[str], typer.Option("--host")] = None,
+    port: Annotated[Optional[int], typer.Option("--port")] = None,
+    env: Env = None,
+    api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help="Variable holding the API key.")] = None,
+    config: common.Config = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Deadline in seconds for the whole smoke.")] = 600.0,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="max_tokens of each request.")] = 8,
+    stream: Annotated[bool, typer.Option("--stream", help="Also check a streaming chat completion.")] = False,
+    expect: Annotated[Optional[str], typer.Option("--expect", help="Regex that some output must match.")] = None,
+    report_json: Annotated[Optional[Path], typer.Option("--report-json", help="Write the report as JSON here.")] = None,
+    junit_xml: Annotated[Optional[Path], typer.Option("--junit-xml", help="Write a JUnit XML report here.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command line and the estimate; start nothing.")] = False,
+    no_preflight: Annotated[bool, typer.Option("--no-preflight")] = False,
+    gpu_memory: common.GpuMemory = None,
+    gpu: common.GpuPreset = None,
+    num_gpus: common.NumGpus = None,
+    json_out: common.Json = False,
+) -> None:
+    """Launch, wait for ready, send real requests (models, completion, chat, optional stream), stop, report.
+    Exit: 0 passed, 1 a check failed, 2 bad input, 3 does not fit (pre-flight), 4 never became ready."""
+    import os
+    import re
+    import shlex
+
+    from ..engine_args import parse_argv, parse_mapping
+    from ..engines import vllm as vllm_engine
+    from ..errors import BadInput
+    from ..launching import prepare
+    from ..smoke import smoke as run_smoke
+    from ..spec import build, load_file, parse_env
+
+    if expect:
+        try:
+            re.compile(expect)
+        except re.error as e:
+            raise BadInput(f"--expect is not a valid regex: {e}.") from None
+    if max_tokens < 1:
+        raise BadInput("--max-tokens must be at least 1.")
+    spec_args = vllm_engine.arg_spec()
+    passthrough = parse_argv(list(ctx.args), spec_args)
+    file_engine = parse_mapping(load_file(config).get("engine_args", {}), spec_args) if config else {}
+    flags = dict(model_path=model_path, model_name=model_name, size_in_billions=size_in_billions, model_format=model_format,
+                 quantization=quantization, model_engine=model_engine, name=name, host=host, port=port,
+                 env=parse_env(env) if env else None, api_key_env=api_key_env, startup_timeout_s=timeout,
+                 preflight=False if no_preflight else None, gpu_memory=gpu_memory, gpu=gpu, num_gpus=num_gpus)
+    spec = build(flags, config, passthrough, file_engine)
+    if not name:
+        from dataclasses import replace
+        spec = replace(spec, name=f"smoke-{spec.name}"[:64])
+    prep = prepare(spec, check_port=not dry_run)
+    con = common.console(stderr=True)
+    if dry_run:
+        out = {"command": prep.argv, "port": prep.port, "note": prep.note,
+               "estimate": prep.plan.estimate.to_dict() if prep.plan and prep.plan.estimate else None,
+               "cpu_kv": prep.plan.cpu_kv if prep.plan else None}
+        if json_out:
+            common.emit_json(out)
+        else:
+            common.console().print("command: " + shlex.join(prep.argv))
+            if prep.plan:
+                from .render import render_estimate
+                if prep.plan.estimate or prep.plan.cpu_kv:
+                    render_estimate(prep.plan, common.console())
+        return
+    api_key = os.environ.get(api_key_env) if api_key_env else os.environ.get("VLLM_API_KEY")
+    with con.status(f"smoke {prep.spec.name}: starting") as status:
+        def ev(kind, data):
+            if kind == "phase":
+                status.update(f"smoke {prep.spec.name}: {data['phase']}")
+        rep = run_smoke(prep, timeout_s=timeout, max_tokens=max_tokens, stream=stream, expect=expect,
+                        api_key=api_key, on_event=ev)
+    if report_json:
+        report_json.write_text(__import__("json").dumps(rep.to_dict(), indent=2))
+    if junit_xml:
+        junit_xml.write_text(rep.junit_xml())
+    if json_out:
+        common.emit_json(rep.to_dict())
+    else:
+        render_report(rep, common.console())
+    raise typer.Exit(rep.exit_code)
+
+
+def render_report(rep, con) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"smoke {rep.name}: {'PASSED' if rep.passed else 'FAILED'}")
+    t.add_column("check")
+    t.add_column("result")
+    t.add_column("seconds", justify="right")
+    t.add_column("detail", overflow="fold")
+    for c in rep.checks:
+        t.add_row(c.name, "[green]pass[/]" if c.passed else "[red]FAIL[/]", f"{c.seconds:.2f}", c.detail)
+    con.print(t)
+    con.print(f"endpoint {rep.endpoint} · time to ready {rep.time_to_ready_s} s · KV cache tokens: vLLM {rep.kv_cache_tokens_vllm}, "
+              f"estimate {rep.kv_cache_tokens_estimate} · processes left: {len(rep.leftover_pids)}")
+    if rep.reason and not rep.passed:
+        con.print(f"[red]reason:[/] {rep.reason}")

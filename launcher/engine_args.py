@@ -1,0 +1,184 @@
+"""Engine arguments as vLLM names them, in either spelling, typed and validated.
+
+`--max_model_len 18080`, `--max-model-len=18080` and `max_model_len: 18080` in a
+launch file all become {"max-model-len": 18080}. The list of valid arguments
+comes from the vLLM that will run (read once per version, cached), or from the
+snapshot shipped with the project where vLLM is not installed.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import BadInput, did_you_mean
+
+SNAPSHOT = Path(__file__).parent / "engines" / "vllm_args_snapshot.json"
+# Arguments the launcher owns; passing them as engine arguments would bypass its checks.
+RESERVED = {"model": "--model-path or --model-name", "host": "--host", "port": "--port",
+            "api-key": "--api-key-env (the key goes through the environment)"}
+
+
+def canonical(name: str) -> str:
+    """'--max_model_len' / 'max-model-len' / 'max_model_len' -> 'max-model-len'."""
+    return name.lstrip("-").replace("_", "-").strip().lower()
+
+
+@dataclass(frozen=True)
+class ArgSpec:
+    version: str
+    args: dict  # canonical name -> {"type", "choices"?, "aliases", "nargs"?}
+
+    def resolve(self, name: str) -> tuple[str, bool]:
+        """Canonical name and whether it was a --no-X negation; BadInput with did-you-mean if unknown."""
+        key = canonical(name)
+        if key in self.args:
+            return key, False
+        for k, v in self.args.items():
+            if key in v.get("aliases", []):
+                return k, key.startswith("no-")
+        raise BadInput(f"unknown engine argument '--{key}' for vLLM {self.version}.{did_you_mean(key, self.args)}",
+                       hint="See `python -m vllm.entrypoints.openai.api_server --help` for the list.")
+
+    def convert(self, key: str, raw, negated: bool = False):
+        """Convert a raw value (string from argv, or a YAML/JSON value) to the argument's type."""
+        spec = self.args[key]
+        t = spec["type"]
+        if t in ("flag", "bool_optional"):
+            if raw is None:
+                return not negated
+            if isinstance(raw, bool):
+                return raw != negated
+            s = str(raw).lower()
+            if s in ("true", "1", "yes", "on"):
+                return not negated
+            if s in ("false", "0", "no", "off"):
+                return negated
+            raise BadInput(f"--{key} is a switch; got value '{raw}'.", hint=f"Write --{key} or --no-{key}.")
+        if raw is None:
+            raise BadInput(f"--{key} needs a value.")
+        if isinstance(raw, bool):
+            raise BadInput(f"--{key} expects a {t.replace('_', ' ')}, got {raw!r}.")
+        if isinstance(raw, str) and raw.startswith("--"):
+            raise BadInput(f"--{key} needs a value, got the flag-like '{raw}'.",
+                           hint="Values may not start with '--'; did you forget the value?")
+        if t == "json":
+            if isinstance(raw, (dict, list)):
+                return raw
+            try:
+                return json.loads(raw)
+            except json.JSONDecodeError:
+                raise BadInput(f"--{key} expects JSON, got '{raw}'.") from None
+        if "nargs" in spec and isinstance(raw, list):
+            return [str(x) for x in raw]
+        if isinstance(raw, (dict, list)):
+            if t == "str":
+                return json.dumps(raw)  # e.g. hf-overrides given as a mapping in a launch file
+            raise BadInput(f"--{key} expects a single {t}, got {raw!r}.")
+        if t == "int" or (t == "int_or_str" and key != "max-model-len"):
+            try:
+                return int(raw) if not isinstance(raw, float) or raw.is_integer() else _bad(key, raw, "an integer")
+            except ValueError:
+                if t == "int_or_str":
+                    return _human_int(key, str(raw))
+                _bad(key, raw, "an integer")
+        if t == "int_or_str":  # max-model-len: an integer, 'auto' or -1, or 32k
+            s = str(raw).strip().lower()
+            if s in ("auto", "-1"):
+                return "auto"
+            return _human_int(key, s)
+        if t == "float":
+            try:
+                return float(raw)
+            except ValueError:
+                _bad(key, raw, "a number")
+        s = str(raw)
+        if "choices" in spec and s not in spec["choices"]:
+            raise BadInput(f"--{key} must be one of {', '.join(spec['choices'])}; got '{s}'.{did_you_mean(s, spec['choices'])}")
+        return s
+
+
+def _bad(key, raw, what):
+    raise BadInput(f"--{key} expects {what}, got '{raw}'.")
+
+
+def _human_int(key: str, s: str) -> int:
+    mult = {"k": 1000, "m": 1000**2, "g": 1000**3, "K": 1024, "M": 1024**2, "G": 1024**3}
+    s = s.strip()
+    try:
+        if s and s[-1] in mult:
+            return int(float(s[:-1]) * mult[s[-1]])
+        v = int(s)
+    except ValueError:
+        _bad(key, s, "an integer")
+    return v
+
+
+def parse_argv(tokens: list[str], spec: ArgSpec) -> dict:
+    """Parse passthrough tokens such as ['--max_model_len', '18080', '--enforce-eager']."""
+    out: dict = {}
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if not tok.startswith("--") or tok == "--":
+            raise BadInput(f"unexpected argument '{tok}'.", hint="Engine arguments are written --name value.")
+        name, eq, val = tok[2:].partition("=")
+        key, negated = spec.resolve(name)
+        kind = spec.args[key]["type"]
+        if kind in ("flag", "bool_optional"):
+            raw = val if eq else None
+            i += 1
+        elif eq:
+            raw = val
+            i += 1
+        else:
+            if i + 1 >= len(tokens) or (tokens[i + 1].startswith("--") and not _is_number(tokens[i + 1])):
+                raise BadInput(f"--{key} needs a value.")
+            raw = tokens[i + 1]
+            i += 2
+        _check_reserved(key)
+        out[key] = spec.convert(key, raw, negated)
+    return out
+
+
+def parse_mapping(mapping: dict, spec: ArgSpec) -> dict:
+    """Engine arguments from a launch file mapping (either spelling as keys)."""
+    out = {}
+    for k, v in mapping.items():
+        key, negated = spec.resolve(str(k))
+        _check_reserved(key)
+        out[key] = spec.convert(key, v, negated)
+    return out
+
+
+def _check_reserved(key: str) -> None:
+    if key in RESERVED:
+        raise BadInput(f"--{key} is set by the launcher; use {RESERVED[key]} instead.")
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def to_argv(args: dict, spec: ArgSpec | None = None) -> list[str]:
+    """Back to vLLM's argv spelling: {'max-model-len': 4096, 'enforce-eager': True} -> [...]."""
+    out: list[str] = []
+    for k, v in args.items():
+        kind = spec.args.get(k, {}).get("type") if spec else None
+        if isinstance(v, bool):
+            if v:
+                out.append(f"--{k}")
+            elif kind == "bool_optional":
+                out.append(f"--no-{k}")
+            continue
+        if isinstance(v, (dict, list)) and not (spec and "nargs" in spec.args.get(k, {})):
+            out += [f"--{k}", json.dumps(v)]
+        elif isinstance(v, list):
+            out += [f"--{k}", *map(str, v)]
+        else:
+            out += [f"--{k}", str(v)]
+    return out

@@ -1,0 +1,2 @@
+"""Engine adapters. Only vLLM for now."""
+SUPPORTED_ENGINES = ("vllm",)

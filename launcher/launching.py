@@ -1,0 +1,201 @@
+"""From a LaunchSpec to a running, supervised server (foreground or detached), and back to stopped."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+
+import psutil
+
+from .engine_args import to_argv
+from .engines import vllm as vllm_engine
+from .errors import BadInput, DoesNotFit, LaunchFailed
+from .planning import Plan, plan, resolve_model
+from .runs import read_json, read_state, run_dir, update_state, write_json
+from .spec import LaunchSpec
+from .supervisor import health, process
+from .supervisor.policy import RestartPolicy
+
+ACTIVE = ("STARTING", "READY", "BACKOFF", "STOPPING")
+
+
+@dataclass
+class Prepared:
+    spec: LaunchSpec
+    plan: Plan | None
+    argv: list[str]
+    env: dict
+    port: int
+    note: str = ""
+
+
+def prepare(spec: LaunchSpec, *, check_port: bool = True) -> Prepared:
+    """Validate everything and build the exact command line; start nothing."""
+    from .engines import SUPPORTED_ENGINES
+
+    if spec.model_engine.lower() not in SUPPORTED_ENGINES:
+        raise BadInput(f"model engine '{spec.model_engine}' is not supported.", hint="Only 'vllm' is, for now.")
+    inst = vllm_engine.installed()
+    ref = resolve_model(spec.model_path, spec.model_name, spec.size_in_billions, spec.model_format, spec.quantization,
+                        dtype=spec.engine_args.get("dtype"))
+    engine_args = dict(spec.engine_args)
+    if spec.quantization not in ("none", "", None) and "quantization" not in engine_args:
+        engine_args["quantization"] = spec.quantization
+    p: Plan | None = None
+    note = ""
+    if spec.preflight:
+        p = plan(ref, engine_args, gpu_memory=spec.gpu_memory, gpu_preset=spec.gpu, num_gpus=spec.num_gpus)
+        e = p.estimate
+        if e is not None and not e.fits:
+            if engine_args.get("max-model-len") == "auto" and e.max_model_len_fit > 0 and "Free memory" not in e.reason:
+                engine_args["max-model-len"] = e.max_model_len_fit
+                note = f"--max-model-len auto: launching with {e.max_model_len_fit} (the largest that fits)."
+            else:
+                raise DoesNotFit(f"pre-flight: does not fit: {e.reason}",
+                                 hint=("Try: " + "; ".join(e.suggestions) + ".") if e.suggestions else None, estimate=e)
+        if e is not None and e.fits and engine_args.get("max-model-len") == "auto":
+            engine_args["max-model-len"] = e.max_model_len
+            note = f"--max-model-len auto: launching with {e.max_model_len} (the largest that fits)."
+        if p.cpu_kv and p.cpu_kv.get("fits") is False:
+            raise DoesNotFit(f"pre-flight: max_model_len {p.cpu_kv['max_model_len']} does not fit the CPU KV cache "
+                             f"({p.cpu_kv['kv_cache_tokens']} tokens).",
+                             hint=f"Use --max-model-len {p.cpu_kv['max_model_len_fit']} or raise VLLM_CPU_KVCACHE_SPACE.")
+    port = spec.port
+    if port is None:
+        port = 8000 if health.port_free(spec.host, 8000) else health.find_free_port(spec.host if spec.host != "0.0.0.0" else "127.0.0.1")
+    elif check_port and not health.port_free(spec.host, port):
+        raise BadInput(f"port {port} on {spec.host} is already in use{_port_owner(port)}.",
+                       hint="Pick another --port, or stop what holds it.")
+    spec_args = vllm_engine.arg_spec(inst)
+    argv = vllm_engine.server_command(ref.load, spec.host, port, to_argv(engine_args, spec_args))
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("LAUNCHER_RUN_ID")}
+    env = vllm_engine.server_env(base_env, spec.env, cpu_build=bool(inst and inst.cpu_build))
+    if spec.api_key_env:
+        env["VLLM_API_KEY"] = os.environ[spec.api_key_env]
+    return Prepared(replace(spec, engine_args=engine_args), p, argv, env, port, note)
+
+
+def _port_owner(port: int) -> str:
+    try:
+        for c in psutil.net_connections("inet"):
+            if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN and c.pid:
+                return f" (by PID {c.pid}, {psutil.Process(c.pid).name()})"
+    except (psutil.Error, OSError):
+        pass
+    return ""
+
+
+def policy_for(spec: LaunchSpec) -> RestartPolicy:
+    return RestartPolicy(startup_timeout_s=spec.startup_timeout_s)
+
+
+def record_launch(prep: Prepared) -> None:
+    """launch.json: the resolved launch (no secret values), readable by the owner only."""
+    d = run_dir(prep.spec.name)
+    st = read_state(prep.spec.name)
+    if st and st.get("state") in ACTIVE and _supervisor_alive(st):
+        raise BadInput(f"a launch named '{prep.spec.name}' is already running.",
+                       hint=f"Stop it with `launcher stop {prep.spec.name}` or pick another --name.")
+    d.mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o700)
+    for f in ("state.json",):
+        (d / f).unlink(missing_ok=True)
+    write_json(d / "launch.json", {
+        "spec": prep.spec.to_dict(), "argv": prep.argv, "port": prep.port,
+        "env_keys": sorted(set(prep.spec.env) | ({"VLLM_API_KEY"} if prep.spec.api_key_env else set())),
+        "estimate": prep.plan.estimate.to_dict() if prep.plan and prep.plan.estimate else None,
+        "cpu_kv": prep.plan.cpu_kv if prep.plan else None, "note": prep.note,
+    })
+    update_state(prep.spec.name, state="STARTING", created_at=time.time(), port=prep.port, host=prep.spec.host,
+                 endpoint=f"http://{prep.spec.host}:{prep.port}/v1", restarts=0)
+
+
+def run_foreground(prep: Prepared, on_event=None):
+    from .supervisor.run import ServerRun
+
+    record_launch(prep)
+    sr = ServerRun(prep.spec.name, prep.argv, prep.env, prep.spec.host, prep.port, run_dir(prep.spec.name),
+                   policy_for(prep.spec), on_event=on_event)
+    return sr, sr.run()
+
+
+def start_detached(prep: Prepared) -> int:
+    """Start the supervisor as a daemon (own session); returns its PID. The API key goes only through env."""
+    record_launch(prep)
+    d = run_dir(prep.spec.name)
+    log = open(d / "supervisor.log", "ab")
+    env = dict(prep.env)
+    env["LAUNCHER_HOME"] = str(d.parent.parent)
+    # the server env is rebuilt by the daemon from launch.json + this environment
+    proc = subprocess.Popen([sys.executable, "-m", "launcher", "_supervise", prep.spec.name], stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+                            cwd=os.getcwd())
+    log.close()
+    return proc.pid
+
+
+def supervise_from_record(name: str) -> int:
+    """Body of the daemon: read launch.json and supervise until stopped."""
+    from .supervisor.machine import State
+    from .supervisor.run import ServerRun
+
+    rec = read_json(run_dir(name) / "launch.json")
+    if rec is None:
+        raise LaunchFailed(f"no launch record for '{name}'.")
+    spec = LaunchSpec(**rec["spec"])
+    inst = vllm_engine.installed()
+    env = vllm_engine.server_env({k: v for k, v in os.environ.items()}, spec.env, cpu_build=bool(inst and inst.cpu_build))
+    sr = ServerRun(name, rec["argv"], env, spec.host, rec["port"], run_dir(name), policy_for(spec))
+    st = sr.run()
+    return 0 if st == State.STOPPED else 1
+
+
+def _supervisor_alive(st: dict) -> bool:
+    s = st.get("supervisor") or {}
+    return bool(s) and process.ProcRef(s["pid"], s["create_time"]).alive()
+
+
+def effective_state(st: dict) -> str:
+    """The recorded state, corrected when the supervisor died without recording it."""
+    state = st.get("state", "?")
+    if state in ACTIVE and st.get("supervisor") and not _supervisor_alive(st):
+        return "DEAD"
+    return state
+
+
+def wait_until(name: str, states: tuple[str, ...], timeout_s: float, poll_s: float = 0.25, on_poll=None) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        st = read_state(name) or {}
+        if on_poll:
+            on_poll(st)
+        eff = effective_state(st) if st else "?"
+        if eff in states or eff == "DEAD":
+            return st | {"state": eff}
+        if time.monotonic() > deadline:
+            return st | {"state": eff, "timed_out": True}
+        time.sleep(poll_s)
+
+
+def stop(name: str, timeout_s: float = 60.0) -> dict:
+    """Stop a launch: SIGTERM its supervisor (verified by start time), wait, then sweep whatever is left."""
+    st = read_state(name)
+    if st is None:
+        raise BadInput(f"no launch named '{name}'.", hint="See `launcher ps`.")
+    sup = st.get("supervisor")
+    if sup and process.ProcRef(sup["pid"], sup["create_time"]).signal(signal.SIGTERM):
+        deadline = time.monotonic() + timeout_s
+        ref = process.ProcRef(sup["pid"], sup["create_time"])
+        while ref.alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if ref.alive():
+            ref.signal(signal.SIGKILL)
+    st = read_state(name) or st
+    srv = st.get("server") or {}
+    refs = [process.ProcRef(srv["pid"], srv["create_time"])] if srv else []
+    refs += [process.ProcRef(p, c) for p, c in st.get("descendants", [])]
+    killed = process.sweep_run(st.get("run_id", "-"), srv.get("pgid"), refs) if st.get("run_id") else []
+    return update_state(name, state="STOPPED", swept=killed, stopped_at=st.get("stopped_at") or time.time())

@@ -1,0 +1,132 @@
+"""From what the user gave (model, GPUs, engine arguments) to an Estimate. No torch, no vLLM import."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from .engines import vllm as vllm_engine
+from .errors import BadInput
+from .estimator import EngineSettings, Estimate, estimate
+from .estimator import kv as kvmod
+from .gpu import GpuInfo, GpuSource, NvmlSource, planned_gpus
+from .models import catalog
+from .models.config import ModelArch, from_config, load_config_dir
+from .units import GiB, parse_bytes
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """The model to load: what vLLM gets as --model, and its architecture."""
+
+    load: str  # local folder or repository id
+    arch: ModelArch
+    label: str
+
+
+def resolve_model(model_path: str | None, model_name: str | None, size: str | None, model_format: str | None,
+                  quantization: str | None, dtype: str | None = None) -> ModelRef:
+    if model_path and model_name:
+        raise BadInput("give either --model-path or --model-name, not both.")
+    q = None if quantization in (None, "none", "") else quantization
+    if model_path:
+        cfg = load_config_dir(model_path)
+        return ModelRef(str(model_path), from_config(cfg, source=str(model_path), dtype=dtype, quantization=q), str(model_path))
+    if not model_name:
+        raise BadInput("no model given.", hint="Use --model-path DIR, or --model-name NAME --size-in-billions N.")
+    entry = catalog.lookup(model_name, size, model_format or "pytorch", quantization)
+    arch = from_config(entry.config, source=f"catalog:{entry.name}", dtype=dtype, quantization=q if q and model_format in (None, "pytorch") else None)
+    return ModelRef(entry.repo, arch, f"{entry.name} {entry.size.replace('_', '.')}B {entry.model_format}")
+
+
+SETTINGS_KEYS = {
+    "max-model-len": "max_model_len", "gpu-memory-utilization": "gpu_memory_utilization",
+    "tensor-parallel-size": "tensor_parallel_size", "pipeline-parallel-size": "pipeline_parallel_size",
+    "max-num-batched-tokens": "max_num_batched_tokens", "max-num-seqs": "max_num_seqs",
+    "kv-cache-dtype": "kv_cache_dtype", "dtype": "dtype", "block-size": "block_size",
+    "enforce-eager": "enforce_eager", "kv-cache-memory-bytes": "kv_cache_memory_bytes", "quantization": "quantization",
+}
+
+
+def settings_from_engine_args(args: dict) -> EngineSettings:
+    kw = {}
+    for k, attr in SETTINGS_KEYS.items():
+        if k in args and args[k] is not None:
+            v = args[k]
+            if attr == "kv_cache_memory_bytes":
+                v = parse_bytes(v, what="--kv-cache-memory-bytes")
+            kw[attr] = v
+    return EngineSettings(**kw)
+
+
+@dataclass
+class Plan:
+    model: ModelRef
+    settings: EngineSettings
+    gpus: list[GpuInfo]
+    vllm_version: str
+    source: str  # "nvml", "planned", "cpu"
+    estimate: Estimate | None = None
+    notes: list[str] = field(default_factory=list)
+    cpu_kv: dict | None = None
+
+
+def plan(model: ModelRef, engine_args: dict, *, gpu_memory: str | None = None, gpu_preset: str | None = None,
+         num_gpus: int | None = None, vllm_version: str | None = None, gpu_source: GpuSource | None = None,
+         device: str = "auto") -> Plan:
+    """Run the estimator for this model, these engine arguments and these GPUs."""
+    inst = vllm_engine.installed()
+    # the CPU build's version says nothing of the GPU build that will run there: use the calibrated default
+    gpu_target = bool(gpu_memory or gpu_preset)
+    version = vllm_version or (inst.version if inst and not (inst.cpu_build and gpu_target) else vllm_engine.DEFAULT_VERSION)
+    vv = vllm_engine.parse_version(version)
+    settings = settings_from_engine_args(engine_args)
+    if settings.dtype not in ("auto", None) and settings.dtype != model.arch.dtype:
+        from dataclasses import replace
+        model = ModelRef(model.load, replace(model.arch, dtype=settings.dtype), model.label)
+    if gpu_memory or gpu_preset:
+        gpus, source = planned_gpus(gpu_memory, gpu_preset, num_gpus), "planned"
+    else:
+        gpus, source = (gpu_source or NvmlSource()).list(), "nvml"
+        if num_gpus is not None and gpus:
+            if num_gpus > len(gpus):
+                raise BadInput(f"--num-gpus {num_gpus} but only {len(gpus)} GPU(s) are visible.")
+            gpus = gpus[:num_gpus]
+    p = Plan(model, settings, gpus, version, source)
+    cpu = device == "cpu" or (device == "auto" and not gpus and inst is not None and inst.cpu_build)
+    if not gpus or cpu:
+        p.source = "cpu" if cpu else "none"
+        p.cpu_kv = cpu_kv_cache(model.arch, settings) if cpu else None
+        return p
+    need = settings.tensor_parallel_size * settings.pipeline_parallel_size
+    if need > len(gpus):
+        p.notes.append(f"tensor x pipeline parallel needs {need} GPUs; {len(gpus)} {'given' if source == 'planned' else 'visible'}.")
+    used = gpus[:need] if need <= len(gpus) else gpus
+    # plan for the GPU with the least free memory among those used
+    worst = min(used, key=lambda g: (g.free_bytes, g.total_bytes))
+    p.estimate = estimate(model.arch, settings, worst.budget(), vllm_version=vv, num_gpus_available=len(gpus))
+    p.estimate.gpus = [g.__dict__ | {"pids": list(g.pids)} for g in used]
+    p.estimate.vllm_version = version
+    if need > len(gpus):
+        p.estimate.fits = False
+        p.estimate.reason = p.notes[-1] + " " + p.estimate.reason
+    return p
+
+
+def cpu_kv_cache(m: ModelArch, s: EngineSettings, env: dict | None = None) -> dict:
+    """The CPU build sizes its KV cache from VLLM_CPU_KVCACHE_SPACE (GiB) or --kv-cache-memory-bytes."""
+    env = os.environ if env is None else env
+    space = s.kv_cache_memory_bytes
+    src = "--kv-cache-memory-bytes"
+    if space is None and env.get("VLLM_CPU_KVCACHE_SPACE"):
+        space, src = int(env["VLLM_CPU_KVCACHE_SPACE"]) * GiB, "VLLM_CPU_KVCACHE_SPACE"
+    block = s.block_size or 128  # the CPU backend's default block size
+    lay = kvmod.layout(m, tp=s.tensor_parallel_size, pp=1, block_size=block, kv_cache_dtype=s.kv_cache_dtype)
+    want = m.derived_max_len if s.max_model_len in (None, "auto") else int(s.max_model_len)
+    batched = s.max_num_batched_tokens or 4096
+    out = {"kv_cache_bytes": space, "source": src if space else None, "max_model_len": want,
+           "kv_bytes_per_token": lay.bytes_per_block // block}
+    if space:
+        fit = lay.max_len_that_fits(space, m.derived_max_len, block, batched)
+        out.update(kv_cache_tokens=lay.tokens(space, want, block, batched), max_model_len_fit=fit,
+                   fits=fit >= want or s.max_model_len == "auto")
+    return out

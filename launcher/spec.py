@@ -1,0 +1,176 @@
+"""LaunchSpec: one frozen, validated description of a launch, from flags, a launch file and passthrough args.
+
+Flags win over the file. The file is untrusted input: YAML through safe_load (no
+tags), a pydantic model with extra="forbid" (unknown keys rejected).
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import BadInput, did_you_mean
+
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    name: str
+    model_path: str | None = None
+    model_name: str | None = None
+    size_in_billions: str | None = None
+    model_format: str = "pytorch"
+    quantization: str = "none"
+    model_engine: str = "vllm"
+    engine_args: dict = field(default_factory=dict)
+    env: dict = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    port: int | None = None
+    api_key_env: str | None = None
+    allow_unauthenticated: bool = False
+    startup_timeout_s: float = 900.0
+    preflight: bool = True
+    gpu_memory: str | None = None
+    gpu: str | None = None
+    num_gpus: int | None = None
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+FILE_KEYS = {f for f in LaunchSpec.__dataclass_fields__} - {"engine_args"}
+
+
+def load_file(path: str) -> dict:
+    """Read a launch file (.yaml/.yml/.json) into a dict of spec keys plus 'engine_args'."""
+    from pydantic import BaseModel, ConfigDict, ValidationError
+
+    class LaunchFile(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=False)
+        name: Optional[str] = None
+        model_path: Optional[str] = None
+        model_name: Optional[str] = None
+        size_in_billions: Optional[str] = None
+        model_format: Optional[str] = None
+        quantization: Optional[str] = None
+        model_engine: Optional[str] = None
+        engine_args: dict[str, Any] = {}
+        env: dict[str, str] = {}
+        host: Optional[str] = None
+        port: Optional[int] = None
+        api_key_env: Optional[str] = None
+        allow_unauthenticated: Optional[bool] = None
+        startup_timeout_s: Optional[float] = None
+        preflight: Optional[bool] = None
+        gpu_memory: Optional[str] = None
+        gpu: Optional[str] = None
+        num_gpus: Optional[int] = None
+
+    p = Path(path)
+    if not p.is_file():
+        raise BadInput(f"launch file '{path}' not found.")
+    text = p.read_text()
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        elif p.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise BadInput(f"launch file '{path}': use .yaml, .yml or .json.")
+    except BadInput:
+        raise
+    except Exception as e:  # yaml.YAMLError (tags included), JSONDecodeError
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise BadInput(f"launch file '{path}' is malformed: {first}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise BadInput(f"launch file '{path}': expected a mapping at the top level.")
+    # accept dashed spellings of top-level keys too
+    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    if "size_in_billions" in data and data["size_in_billions"] is not None:
+        data["size_in_billions"] = str(data["size_in_billions"])
+    try:
+        lf = LaunchFile(**data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        if err["type"] == "extra_forbidden":
+            raise BadInput(f"launch file '{path}': unknown key '{loc}'.{did_you_mean(loc, LaunchFile.model_fields)}") from None
+        raise BadInput(f"launch file '{path}': {loc}: {err['msg']}.") from None
+    return lf.model_dump(exclude_none=True)
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def build(flags: dict, file_path: str | None, passthrough: dict, file_engine_args: dict | None = None) -> LaunchSpec:
+    """Merge launch file < flags; engine args: file mapping < passthrough."""
+    base: dict = {}
+    if file_path:
+        base = load_file(file_path)
+        base.pop("engine_args", None)
+    merged = {**base, **{k: v for k, v in flags.items() if v is not None}}
+    engine_args = {**(file_engine_args or {}), **passthrough}
+    if not merged.get("name"):
+        merged["name"] = default_name(merged)
+    spec = LaunchSpec(**{k: v for k, v in merged.items() if k in LaunchSpec.__dataclass_fields__}, engine_args=engine_args)
+    return validate(spec)
+
+
+def default_name(d: dict) -> str:
+    import re
+
+    if d.get("model_path"):
+        base = Path(d["model_path"]).resolve().name
+    else:
+        base = f"{d.get('model_name') or 'model'}-{d.get('size_in_billions') or ''}".strip("-")
+    return re.sub(r"[^A-Za-z0-9._-]", "-", base)[:64] or "model"
+
+
+def validate(spec: LaunchSpec) -> LaunchSpec:
+    from .runs import check_name
+
+    check_name(spec.name)
+    if spec.port is not None and not (1 <= spec.port <= 65535):
+        raise BadInput(f"--port must be in 1..65535, got {spec.port}.")
+    for k in spec.env:
+        if not k or "=" in k or not k.replace("_", "a").isalnum():
+            raise BadInput(f"--env: invalid variable name '{k}'.")
+    if spec.api_key_env and spec.api_key_env not in os.environ:
+        raise BadInput(f"--api-key-env {spec.api_key_env}: that variable is not set.")
+    if not is_loopback(spec.host) and not spec.api_key_env and "VLLM_API_KEY" not in os.environ \
+            and not spec.allow_unauthenticated:
+        raise BadInput(f"--host {spec.host} exposes the server beyond this machine without an API key.",
+                       hint="Set --api-key-env VAR (the key stays in the environment), or pass --allow-unauthenticated.")
+    if spec.startup_timeout_s <= 0:
+        raise BadInput("--startup-timeout must be positive.")
+    return spec
+
+
+def parse_env(pairs: list[str]) -> dict:
+    out = {}
+    for p in pairs or []:
+        k, eq, v = p.partition("=")
+        if not eq or not k:
+            raise BadInput(f"--env expects KEY=VALUE, got '{p}'.")
+        out[k] = v
+    return out
+
+
+def with_port(spec: LaunchSpec, port: int) -> LaunchSpec:
+    return replace(spec, port=port)

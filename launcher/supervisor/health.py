@@ -1,0 +1,35 @@
+"""HTTP probes of the server (stdlib only: the probe runs every second)."""
+from __future__ import annotations
+
+import socket
+import urllib.error
+import urllib.request
+
+
+def probe(url: str, timeout_s: float = 5.0) -> int | None:
+    """HTTP status of GET url, or None when nothing answered in time."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def port_free(host: str, port: int) -> bool:
+    """True when host:port can be bound now (the server would get it)."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def find_free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]

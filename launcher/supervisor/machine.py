@@ -1,0 +1,150 @@
+"""The supervisor as an explicit state machine.
+
+STARTING --/health 200--> READY --N failed probes / exit--> BACKOFF --delay, GPU free--> STARTING
+any failure that is a configuration error, or the K-th quick failure ------------------> FATAL
+stop() from any state ------------------------------------------------------------------> STOPPING -> STOPPED
+
+`tick(now)` compares deadlines and never sleeps; the clock, spawning, probing,
+log reading and the GPU check are injected, so tests drive it without sleeping.
+"""
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .policy import RestartPolicy
+
+
+class State(str, enum.Enum):
+    STARTING = "STARTING"
+    READY = "READY"
+    BACKOFF = "BACKOFF"
+    STOPPING = "STOPPING"
+    STOPPED = "STOPPED"
+    FATAL = "FATAL"
+
+
+class Server(Protocol):
+    def exit_code(self) -> int | None: ...
+    def stop(self, grace_s: float) -> list[int]: ...
+    def refresh(self) -> None: ...
+
+
+@dataclass
+class Hooks:
+    spawn: Callable[[], Server]
+    probe: Callable[[], int | None]  # HTTP status of /health, None when no answer
+    root_cause: Callable[[], tuple[str, str, bool] | None]  # from the server log
+    gpu_released: Callable[[], bool] = lambda: True  # the dead instance's GPU memory is free again
+    on_change: Callable[[State, State, str], None] = lambda old, new, why: None
+
+
+@dataclass
+class Supervisor:
+    hooks: Hooks
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+    state: State = State.STOPPED
+    server: Server | None = None
+    restarts: int = 0
+    streak: int = 0  # failures in a row, each before the stable period
+    reason: str = ""
+    started_at: float = 0.0
+    ready_at: float | None = None
+    _next_probe: float = 0.0
+    _misses: int = 0
+    _retry_at: float = 0.0
+    _gpu_wait_until: float = 0.0
+
+    # -- transitions, all in one place ------------------------------------------------
+    def _go(self, new: State, why: str = "") -> None:
+        old = self.state
+        self.state = new
+        if why:
+            self.reason = why
+        self.hooks.on_change(old, new, why)
+
+    def start(self, now: float) -> None:
+        self.server = self.hooks.spawn()
+        self.started_at, self.ready_at = now, None
+        self._next_probe, self._misses = now, 0
+        self._go(State.STARTING, "")
+
+    def stop(self) -> list[int]:
+        if self.state in (State.STOPPED,):
+            return []
+        self._go(State.STOPPING, "stop requested")
+        killed = self.server.stop(self.policy.stop_grace_s) if self.server else []
+        self._go(State.STOPPED, "stopped")
+        return killed
+
+    def _fail(self, now: float, why: str, retryable: bool) -> None:
+        if self.server is not None:
+            self.server.stop(self.policy.stop_grace_s)  # leave nothing half-alive
+        quick = self.ready_at is None or (now - self.ready_at) < self.policy.stable_s
+        self.streak = self.streak + 1 if quick else 1
+        if not retryable:
+            self._go(State.FATAL, f"{why} (configuration error: not retried)")
+            return
+        if self.streak >= self.policy.max_quick_failures:
+            self._go(State.FATAL, f"{why} ({self.streak} failures in a row, giving up)")
+            return
+        if self.policy.max_restarts is not None and self.restarts >= self.policy.max_restarts:
+            self._go(State.FATAL, f"{why} (restart limit {self.policy.max_restarts} reached)")
+            return
+        self._retry_at = now + self.policy.backoff_s(self.streak)
+        self._gpu_wait_until = self._retry_at + self.policy.gpu_free_timeout_s
+        self._go(State.BACKOFF, why)
+
+    def _explain(self, default: str) -> tuple[str, bool]:
+        rc = self.hooks.root_cause()
+        if rc is None:
+            return default, True
+        kind, line, retryable = rc
+        return f"{default}: {kind}: {line}", retryable
+
+    # -- the clock tick ---------------------------------------------------------------
+    def tick(self, now: float) -> State:
+        s = self.state
+        if s in (State.STOPPED, State.FATAL, State.STOPPING):
+            return s
+        if self.server is not None:
+            self.server.refresh()
+        if s == State.BACKOFF:
+            if now < self._retry_at:
+                return s
+            if not self.hooks.gpu_released() and now < self._gpu_wait_until:
+                return s  # wait for the dead instance's GPU memory
+            self.restarts += 1
+            self.start(now)
+            return self.state
+        code = self.server.exit_code() if self.server else None
+        if code is not None:
+            phase = "exited during start-up" if s == State.STARTING else "crashed after ready"
+            why, retryable = self._explain(f"server {phase} with code {code}")
+            self._fail(now, why, retryable if s == State.STARTING else True)
+            return self.state
+        if now < self._next_probe:
+            return s
+        self._next_probe = now + self.policy.probe_interval_s
+        status = self.hooks.probe()
+        if s == State.STARTING:
+            if status == 200:
+                self.ready_at = now
+                self._misses = 0
+                self._go(State.READY, "healthy")
+            elif now - self.started_at > self.policy.startup_timeout_s:
+                why, _ = self._explain(f"not healthy within the start-up deadline of {self.policy.startup_timeout_s:.0f} s")
+                self._fail(now, why, True)
+            return self.state
+        # READY
+        if status == 200:
+            self._misses = 0
+            if self.ready_at is not None and now - self.ready_at >= self.policy.stable_s:
+                self.streak = 0
+            return s
+        self._misses += 1
+        if self._misses >= self.policy.liveness_failures:
+            self._fail(now, f"liveness: {self._misses} failed health probes in a row (last: {status or 'no answer'})", True)
+        return self.state

@@ -1,0 +1,163 @@
+"""Drive the state machine with real processes, HTTP probes, the server log and NVML."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from ..engines import vllm as vllm_engine
+from ..gpu import NvmlSource
+from ..runs import update_state
+from . import health, process
+from .machine import Hooks, State, Supervisor
+from .policy import RestartPolicy
+
+LOG_TAIL_BYTES = 256 * 1024
+
+
+def read_tail(path: Path, n: int = LOG_TAIL_BYTES) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - n))
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+class GpuReleaseCheck:
+    """After a crash: ready to restart once no recorded PID holds GPU memory and usage is back near the baseline."""
+
+    def __init__(self, source=None, slack_bytes: int = 1 << 30):
+        self.source = source or NvmlSource()
+        self.baseline = {g.index: g.used_bytes for g in self.source.list()}
+        self.slack = slack_bytes
+        self.pids: set[int] = set()
+
+    def __call__(self) -> bool:
+        gpus = self.source.list()
+        if not gpus:
+            return True
+        for g in gpus:
+            if self.pids & set(g.pids):
+                return False
+            if g.used_bytes > self.baseline.get(g.index, 0) + self.slack:
+                return False
+        return True
+
+
+class ServerRun:
+    """One supervised launch: spawn, probe, restart, stop; mirrors everything into state.json."""
+
+    def __init__(self, name: str, argv: list[str], env: dict, host: str, port: int, run_dir: Path,
+                 policy: RestartPolicy, on_event: Callable[[str, dict], None] | None = None,
+                 gpu_check: GpuReleaseCheck | None = None, probe_host: str | None = None):
+        self.name, self.argv, self.env, self.host, self.port = name, argv, env, host, port
+        self.dir = run_dir
+        self.log = run_dir / "server.log"
+        self.policy = policy
+        self.on_event = on_event or (lambda kind, data: None)
+        self.gpu_check = gpu_check or GpuReleaseCheck()
+        self.run_id = uuid.uuid4().hex
+        self.tree: process.ProcessTree | None = None
+        self._stop = threading.Event()
+        self._log_offset = 0
+        self._known: set[int] = set()
+        ph = probe_host or ("127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host))
+        self.health_url = f"http://{'[' + ph + ']' if ':' in ph else ph}:{port}/health"
+        self.sup = Supervisor(Hooks(spawn=self._spawn, probe=self._probe, root_cause=self._root_cause,
+                                    gpu_released=self.gpu_check, on_change=self._changed), policy)
+
+    # hooks
+    def _spawn(self):
+        with open(self.log, "ab") as fh:
+            fh.write(f"\n===== launcher: start {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n".encode())
+        self._log_offset = self.log.stat().st_size
+        self.tree = process.spawn(self.argv, self.env, str(self.log), self.run_id)
+        self._known = set()
+        self.gpu_check.pids = set()
+        self._record_pids()
+        return self.tree
+
+    def _probe(self):
+        return health.probe(self.health_url, self.policy.probe_timeout_s)
+
+    def _root_cause(self):
+        text = read_tail(self.log)
+        # only this instance's part of the log
+        marker = text.rfind("===== launcher: start")
+        return vllm_engine.root_cause(text[marker:] if marker >= 0 else text)
+
+    def _changed(self, old: State, new: State, why: str):
+        data = {"state": new.value, "reason": self.sup.reason, "restarts": self.sup.restarts}
+        if new == State.READY:
+            data["ready_at"] = time.time()
+            data["facts"] = vllm_engine.parse_log_facts(read_tail(self.log)[-LOG_TAIL_BYTES:])
+        if new == State.STARTING:
+            data["started_at"] = time.time()
+        update_state(self.name, **data)
+        with open(self.dir / "supervisor.log", "a") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {old.value} -> {new.value} {why}\n")
+        self.on_event("state", {"old": old.value, **data})
+
+    def _record_pids(self):
+        t = self.tree
+        if t is None:
+            return
+        t.refresh()
+        pids = {t.leader.pid, *t.seen}
+        if pids != self._known:
+            self._known = pids
+            self.gpu_check.pids |= pids
+            update_state(self.name, server={"pid": t.leader.pid, "create_time": t.leader.create_time, "pgid": t.pgid},
+                         descendants=[[r.pid, r.create_time] for r in t.seen.values()], run_id=self.run_id)
+
+    def _pump_log(self):
+        """New log lines -> phase events for the live view."""
+        try:
+            with open(self.log, "rb") as fh:
+                fh.seek(self._log_offset)
+                chunk = fh.read()
+        except OSError:
+            return
+        if not chunk:
+            return
+        cut = chunk.rfind(b"\n") + 1
+        self._log_offset += cut
+        for line in chunk[:cut].decode("utf-8", "replace").splitlines():
+            ph = vllm_engine.phase_of(line)
+            if ph:
+                self.on_event("phase", {"phase": ph, "line": line})
+
+    # driver
+    def request_stop(self, *_):
+        self._stop.set()
+
+    def run(self, install_signals: bool = True, tick_s: float = 0.2) -> State:
+        if install_signals:
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+        update_state(self.name, supervisor={"pid": os.getpid(), "create_time": process.ProcRef.of(os.getpid()).create_time},
+                     host=self.host, port=self.port, endpoint=f"http://{self.host}:{self.port}/v1", restarts=0)
+        self.sup.start(time.monotonic())
+        try:
+            while not self._stop.is_set():
+                st = self.sup.tick(time.monotonic())
+                self._record_pids()
+                self._pump_log()
+                if st in (State.FATAL, State.STOPPED):
+                    break
+                self._stop.wait(tick_s)
+        finally:
+            if self.sup.state not in (State.FATAL, State.STOPPED):
+                self.sup.stop()
+            elif self.tree is not None:
+                self.tree.stop(self.policy.stop_grace_s)  # FATAL: make sure nothing is left
+            self._pump_log()
+            update_state(self.name, stopped_at=time.time(), state=self.sup.state.value)
+        return self.sup.state
