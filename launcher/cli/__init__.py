@@ -46,12 +46,10 @@ def main() -> None:
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.exceptions.Abort):
+    except Exception as e:  # usage errors of typer's click: one line, exit 2
+        if type(e).__name__ == "Abort":
             sys.exit(130)
-        if isinstance(e, click.ClickException):
-            e.show()
+        if hasattr(e, "format_message") and hasattr(e, "exit_code") and not os.environ.get("LAUNCHER_DEBUG"):
+            print(f"error: {e.format_message()}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
         raise

@@ -49,7 +49,8 @@ def arg_spec(inst: Installed | None = None, *, refresh: bool = False, allow_dump
     """vLLM's server arguments: dumped once per installed version and cached, else the shipped snapshot."""
     inst = inst if inst is not None else installed()
     if inst is not None:
-        cache = home() / "cache" / f"vllm-args-{inst.distribution}-{inst.version}.json"
+        cache_dir = Path(os.environ.get("LAUNCHER_CACHE") or home() / "cache")
+        cache = cache_dir / f"vllm-args-{inst.distribution}-{inst.version}.json"
         if cache.is_file() and not refresh:
             data = json.loads(cache.read_text())
             return ArgSpec(data["vllm_version"], data["args"])
@@ -132,7 +133,15 @@ def root_cause(log_text: str) -> tuple[str, str, bool] | None:
         if m:
             line = m.group(1) if m.groups() else m.group(0)
             return kind, line.strip()[:400], retry
+    last = None
+    for m in _ANY_ERROR.finditer(text):
+        last = m
+    if last:
+        return "error", last.group(1).strip()[:400], True
     return None
+
+
+_ANY_ERROR = re.compile(r"(\b\w*(?:Error|Exception): [^\n]*)")
 
 
 def parse_log_facts(text: str) -> dict:

@@ -1,0 +1,38 @@
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FAKE = str(Path(__file__).with_name("fake_server.py"))
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("launcher-cache")
+
+
+@pytest.fixture(autouse=True)
+def launcher_home(tmp_path, monkeypatch, shared_cache):
+    monkeypatch.setenv("LAUNCHER_CACHE", str(shared_cache))
+    home = tmp_path / "home"
+    monkeypatch.setenv("LAUNCHER_HOME", str(home))
+    return home
+
+
+def wait_for(pred, timeout_s: float, poll_s: float = 0.05, what: str = "condition"):
+    """Poll pred() until it is truthy or the deadline passes (no fixed sleeps in tests)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(poll_s)
+
+
+def fake_argv(port: int, mode: str, delay: float = 0.5) -> list[str]:
+    return [sys.executable, FAKE, "--port", str(port), "--mode", mode, "--delay", str(delay)]

@@ -1,0 +1,103 @@
+"""A scriptable stand-in for the vLLM server (tests only).
+
+python fake_server.py --port P --mode MODE [--delay S]
+modes: ok, crash_at_start, crash_after_ready, never_healthy, 503_after_ready, hang_health,
+       ignore_sigterm, grandchild, escape_grandchild
+Writes its PID (and children's) to $FAKE_PIDS_FILE when given.
+"""
+import argparse
+import http.server
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--port", type=int, required=True)
+ap.add_argument("--host", default="127.0.0.1")
+ap.add_argument("--mode", default="ok")
+ap.add_argument("--delay", type=float, default=0.5)
+a = ap.parse_args()
+start = time.monotonic()
+pids_file = os.environ.get("FAKE_PIDS_FILE")
+
+
+def note(pid):
+    if pids_file:
+        with open(pids_file, "a") as fh:
+            fh.write(f"{pid}\n")
+
+
+note(os.getpid())
+print(f"fake server pid {os.getpid()} mode {a.mode}", flush=True)
+
+if a.mode == "crash_at_start":
+    time.sleep(a.delay)
+    print("ValueError: fake configuration error for the test", flush=True)
+    sys.exit(1)
+if a.mode == "oom_at_start":
+    time.sleep(a.delay)
+    print("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB", flush=True)
+    sys.exit(1)
+if a.mode == "ignore_sigterm":
+    signal.signal(signal.SIGTERM, lambda *_: print("ignoring SIGTERM", flush=True))
+if a.mode == "grandchild":
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    note(p.pid)
+if a.mode == "escape_grandchild":
+    # a grandchild that leaves the process group and is re-parented away (double fork + setsid)
+    r, w = os.pipe()
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            os.write(w, f"{os.getpid()}\n".encode())
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            time.sleep(600)
+            os._exit(0)
+        os._exit(0)
+    pid = int(os.read(r, 64).decode().strip())
+    note(pid)
+    print(f"escaped grandchild {pid}", flush=True)
+
+
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        el = time.monotonic() - start
+        if self.path == "/health":
+            if a.mode == "never_healthy":
+                return self._send(503)
+            if a.mode == "hang_health" and el > a.delay:
+                time.sleep(3600)
+            if a.mode == "503_after_ready" and el > a.delay:
+                return self._send(503)
+            return self._send(200)
+        if self.path == "/v1/models":
+            return self._send(200, b'{"data": [{"id": "fake"}]}')
+        self._send(404)
+
+    def _send(self, code, body=b"{}"):
+        self.send_response(code)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+srv = http.server.ThreadingHTTPServer((a.host, a.port), H)
+srv.daemon_threads = True
+print("Application startup complete.", flush=True)
+if a.mode == "crash_after_ready":
+    def die():
+        time.sleep(a.delay)
+        print("RuntimeError: fake crash after ready", flush=True)
+        os._exit(3)
+    threading.Thread(target=die, daemon=True).start()
+try:
+    srv.serve_forever()
+except KeyboardInterrupt:
+    pass

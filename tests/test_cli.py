@@ -1,0 +1,105 @@
+"""CLI through typer's CliRunner (and a subprocess where exit codes and imports matter)."""
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from launcher.cli import app
+
+runner = CliRunner()
+TINY = __import__('pathlib').Path(__file__).resolve().parents[1] / 'examples' / 'tiny-llama'
+QWEN32 = ["--model-name", "deepseek-r1-distill-qwen", "--size-in-billions", "32", "--gpu", "H100-80GB"]
+
+
+def cli(*args, env=None):
+    """Run the real entry point (main) so exit codes and the one-line errors are what users see."""
+    return subprocess.run([sys.executable, "-m", "launcher", *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_estimate_json_has_the_documented_keys():
+    r = runner.invoke(app, ["estimate", *QWEN32, "--max-model-len", "auto", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    for k in ("fits", "max_model_len", "max_model_len_fit", "kv_cache_tokens", "kv_cache_bytes", "weights_bytes",
+              "activation_bytes", "cudagraph_bytes", "non_torch_bytes", "requested_bytes", "gpus", "vllm_version"):
+        assert k in d
+    assert d["fits"] and d["max_model_len"] == d["max_model_len_fit"]
+
+
+@pytest.mark.parametrize("spelling", ["--max_model_len", "--max-model-len"])
+def test_both_spellings_and_exit_3_when_it_does_not_fit(spelling):
+    r = cli("estimate", *QWEN32, spelling, "131072", "--json")
+    assert r.returncode == 3
+    d = json.loads(r.stdout)
+    assert d["fits"] is False and 0 < d["max_model_len_fit"] < 131072 and d["max_model_len"] == 131072
+
+
+def test_human_output_shows_breakdown_verdict_and_suggestion():
+    r = runner.invoke(app, ["estimate", *QWEN32, "--max_model_len", "131072"])
+    assert r.exit_code == 3
+    for s in ("weights", "KV cache", "does not fit", "--max-model-len"):
+        assert s in r.stdout
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--max_model_len", "abc"], "expects an integer"),
+    (["--max-model-len", "-5"], "must be positive"),
+    (["--gpu-memory-utilization", "1.5"], "(0, 1]"),
+    (["--tensor-parallel-size", "3"], "does not divide"),
+    (["--max-model-lenn", "5"], "Did you mean 'max-model-len'"),
+    (["--kv-cache-dtype", "fp9"], "must be one of"),
+])
+def test_bad_engine_input_is_one_line_and_exit_2(args, msg):
+    r = cli("estimate", *QWEN32, *args)
+    assert r.returncode == 2, r.stderr
+    assert msg in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_bad_model_inputs(tmp_path):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text("{not json")
+    (tmp_path / "arch").mkdir()
+    (tmp_path / "arch" / "config.json").write_text(json.dumps({"architectures": ["BertModel"], "hidden_size": 8}))
+    cases = [(["--model-path", str(tmp_path / "nope")], "does not exist"),
+             (["--model-path", str(tmp_path)], "no config.json"),
+             (["--model-path", str(tmp_path / "bad")], "malformed JSON"),
+             (["--model-path", str(tmp_path / "arch")], "not supported"),
+             (["--model-name", "qwen25", "--size-in-billions", "7"], "Close matches")]
+    for args, msg in cases:
+        r = cli("estimate", *args, "--gpu-memory", "80GiB")
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+def test_no_gpu_and_no_budget_is_said_plainly(monkeypatch):
+    env = dict(__import__("os").environ, CUDA_VISIBLE_DEVICES="")
+    r = cli("estimate", "--model-name", "qwen2.5", "--size-in-billions", "7", "--device", "cuda", env=env)
+    assert r.returncode == 2 and "no GPU found" in r.stderr
+
+
+def test_cpu_build_reports_the_kv_cache_from_vllm_cpu_kvcache_space():
+    env = dict(__import__("os").environ, VLLM_CPU_KVCACHE_SPACE="1", CUDA_VISIBLE_DEVICES="")
+    r = cli("estimate", "--model-path", str(TINY), "--device", "cpu", "--max_model_len", "1024", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    # what vLLM's CPU build logged for this model and space: "CPU KV cache size: 1,048,576 tokens"
+    assert d["device"] == "cpu" and d["kv_cache_tokens"] == 1048576
+
+
+def test_help_and_estimate_do_not_import_torch_vllm_or_transformers():
+    code = ("import sys\n"
+            "from launcher.cli import app\n"
+            "from typer.testing import CliRunner\n"
+            "r = CliRunner().invoke(app, ['estimate', '--model-name', 'qwen3', '--size-in-billions', '8', '--gpu', 'H200', '--json'])\n"
+            "assert r.exit_code == 0, r.output\n"
+            "r = CliRunner().invoke(app, ['--help'])\n"
+            "bad = [m for m in ('torch', 'vllm', 'transformers') if m in sys.modules]\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_core_does_not_import_typer_or_rich():
+    code = ("import sys\nimport launcher.estimator, launcher.planning, launcher.supervisor.run, launcher.launching, launcher.smoke\n"
+            "bad = [m for m in ('typer', 'rich') if m in sys.modules]\nassert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

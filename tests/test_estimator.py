@@ -1,0 +1,176 @@
+"""Table-driven estimator tests: every line vLLM really reported (benchmarks/results/), plus unit cases."""
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from results_io import num, rows  # noqa: E402
+
+from launcher.errors import BadInput, UnsupportedArchitecture  # noqa: E402
+from launcher.estimator import EngineSettings, GpuBudget, estimate, kv  # noqa: E402
+from launcher.estimator.core import CUDA_RESERVED_BYTES  # noqa: E402
+from launcher.models import catalog  # noqa: E402
+from launcher.models.config import derive_max_len, from_config  # noqa: E402
+
+GiB = 1 << 30
+MEASURED = rows()
+H200 = GpuBudget("NVIDIA H200", 143771 << 20)
+
+
+def arch(name, size, **kw):
+    return from_config(catalog.lookup(name, size, **kw).config)
+
+
+@pytest.mark.parametrize("r", MEASURED, ids=[r["case"] for r in MEASURED])
+def test_matches_vllm_reported_kv_cache(r):
+    e = estimate(r["arch"], r["settings"], r["budget"], vllm_version=(0, 24, 0))
+    assert abs(e.weights_bytes / GiB - num(r["weights_gib"])) < 0.15
+    if "kv_tokens" in r:
+        assert abs(e.kv_cache_tokens - num(r["kv_tokens"])) / num(r["kv_tokens"]) <= 0.02
+    fit = r.get("autofit", [None, None])[1] or r.get("est_max_len")
+    if fit:
+        assert e.max_model_len_fit <= int(fit) and e.max_model_len_fit >= 0.97 * int(fit)
+
+
+def test_measured_lines_cover_the_architectures():
+    kinds = {r["arch"].architecture for r in MEASURED}
+    assert {"LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Gemma2ForCausalLM", "MixtralForCausalLM",
+            "Qwen3MoeForCausalLM", "DeepseekV2ForCausalLM"} <= kinds
+
+
+@pytest.mark.parametrize("name,size,per_token", [
+    ("llama-3.1-instruct", "8", 2 * 8 * 128 * 2 * 32),  # GQA: 8 kv heads
+    ("llama-2-chat", "7", 2 * 32 * 128 * 2 * 32),  # MHA: 32 kv heads (the 4x Xinference-style over-count would be here)
+    ("qwen2.5-instruct", "7", 2 * 4 * 128 * 2 * 28),
+    ("deepseek-v2-lite-chat", "16", 576 * 2 * 27),  # MLA latent
+])
+def test_kv_bytes_per_token(name, size, per_token):
+    e = estimate(arch(name, size), EngineSettings(), H200)
+    assert e.kv_bytes_per_token == per_token
+
+
+def test_fp8_kv_cache_halves_bytes_per_token():
+    m = arch("qwen2.5-instruct", "14")
+    a = estimate(m, EngineSettings(), H200)
+    b = estimate(m, EngineSettings(kv_cache_dtype="fp8"), H200)
+    assert b.kv_bytes_per_token * 2 == a.kv_bytes_per_token
+
+
+def test_tp_replicates_kv_heads_when_fewer_than_tp():
+    m = arch("qwen2.5-instruct", "7")  # 4 kv heads
+    lay = kv.layout(m, tp=4, pp=1, block_size=16)
+    assert lay.bytes_per_block // 16 == 2 * 1 * 128 * 2 * 28
+    # 28 heads: TP 8 does not divide -> bad input
+    with pytest.raises(BadInput):
+        estimate(m, EngineSettings(tensor_parallel_size=8), H200)
+
+
+def test_tp_shards_weights():
+    m = arch("llama-3.1-instruct", "70")
+    w1 = estimate(m, EngineSettings(tensor_parallel_size=4), replace(H200)).weights_bytes
+    w2 = estimate(m, EngineSettings(tensor_parallel_size=8), H200).weights_bytes
+    assert 1.9 < w1 / w2 < 2.05
+
+
+def test_sliding_window_blocks_follow_vllm():
+    spec = kv.LayerSpec(page_bytes=1, window=4096)
+    # cdiv(min(window - 1 + batched, len), block) + 1
+    assert spec.blocks_per_request(8192, 16, 8192) == 513
+    assert spec.blocks_per_request(1000, 16, 8192) == 64
+    m = arch("gemma-2-it", "9")
+    lay = kv.layout(m, tp=1, pp=1, block_size=16)
+    assert lay.group_size == 21 and sorted(n for _, n in lay.groups) == [1, 1]
+
+
+def test_tied_embeddings_count_once():
+    m = arch("qwen2.5-instruct", "3")
+    assert m.tie_word_embeddings
+    untied = replace(m, tie_word_embeddings=False)
+    diff = estimate(untied, EngineSettings(), H200).weights_bytes - estimate(m, EngineSettings(), H200).weights_bytes
+    assert diff == 151936 * 2048 * 2
+
+
+def test_quantized_weights_are_about_a_quarter():
+    fp = estimate(arch("qwen2.5-instruct", "32"), EngineSettings(), H200).weights_bytes
+    awq = estimate(arch("qwen2.5-instruct", "32", model_format="awq"), EngineSettings(), H200).weights_bytes
+    assert 0.25 < awq / fp < 0.35
+
+
+@pytest.mark.parametrize("cfg,expected", [
+    ({"max_position_embeddings": 4096}, 4096),
+    ({"max_position_embeddings": 131072, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, 131072),
+    ({"max_position_embeddings": 32768, "rope_scaling": {"type": "linear", "factor": 4.0}}, 131072),
+    ({"max_position_embeddings": 163840, "rope_scaling": {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096}}, 163840),
+    ({"max_position_embeddings": 8192, "max_seq_len": 4096}, 4096),
+])
+def test_default_max_model_len_derived_like_vllm(cfg, expected):
+    assert derive_max_len(cfg) == expected
+
+
+def test_auto_answers_the_largest_that_fits_and_never_above_the_model():
+    m = arch("deepseek-r1-distill-qwen", "32")
+    gpu = GpuBudget("H100", 81559 << 20)
+    e = estimate(m, EngineSettings(max_model_len="auto"), gpu)
+    assert e.fits and e.auto and 20000 < e.max_model_len == e.max_model_len_fit < 131072
+    big = estimate(m, EngineSettings(max_model_len="auto"), replace(H200))
+    assert big.max_model_len == 131072
+
+
+def test_not_fitting_gives_the_largest_length_and_suggestions():
+    m = arch("deepseek-r1-distill-qwen", "32")
+    e = estimate(m, EngineSettings(max_model_len=131072), GpuBudget("H100", 81559 << 20), num_gpus_available=1)
+    assert not e.fits and 0 < e.max_model_len_fit < 131072
+    assert any("--kv-cache-dtype fp8" in s for s in e.suggestions) or any("tensor-parallel" in s for s in e.suggestions)
+    assert any(s.startswith(f"--max-model-len {e.max_model_len_fit}") for s in e.suggestions)
+
+
+def test_free_memory_below_the_requested_share_fails_like_vllm():
+    m = arch("qwen2.5-instruct", "7")
+    gpu = GpuBudget("H100", 81559 << 20, free_bytes=40 * GiB + CUDA_RESERVED_BYTES)
+    e = estimate(m, EngineSettings(), gpu)
+    assert not e.fits and "Free memory on device" in e.reason
+    assert any("--gpu-memory-utilization 0.5" in s for s in e.suggestions)
+
+
+def test_enforce_eager_drops_cuda_graph_memory():
+    m = arch("qwen2.5-instruct", "7")
+    assert estimate(m, EngineSettings(), H200).cudagraph_bytes > 0
+    assert estimate(m, EngineSettings(enforce_eager=True), H200).cudagraph_bytes == 0
+
+
+def test_kv_cache_memory_bytes_skips_profiling():
+    e = estimate(arch("llama-3.1-instruct", "8"), EngineSettings(kv_cache_memory_bytes=4 * GiB), H200)
+    assert e.kv_cache_bytes == 4 * GiB and e.kv_cache_tokens == 4 * GiB // (128 * 1024)
+
+
+@pytest.mark.parametrize("bad", [
+    dict(gpu_memory_utilization=0), dict(gpu_memory_utilization=1.5), dict(max_model_len=-5),
+    dict(max_model_len=10**7), dict(tensor_parallel_size=3), dict(max_num_seqs=0),
+])
+def test_bad_settings_are_bad_input(bad):
+    with pytest.raises(BadInput):
+        estimate(arch("llama-3.1-instruct", "8"), EngineSettings(**bad), H200)
+
+
+def test_hybrid_models_are_reported_as_not_modelled():
+    with pytest.raises(UnsupportedArchitecture, match="not modelled"):
+        from_config({"architectures": ["JambaForCausalLM"], "model_type": "jamba", "hidden_size": 8})
+
+
+def test_catalog_has_the_required_models():
+    for name, size in [("llama-2", 7), ("llama-2", 13), ("llama-3.1", 8), ("llama-3.1", 70), ("llama-3.3", 70),
+                       ("qwen2.5", 7), ("qwen2.5", 14), ("qwen2.5", 32), ("qwen2.5", 72),
+                       ("deepseek-r1-distill-qwen", 7), ("deepseek-r1-distill-qwen", 14), ("deepseek-r1-distill-qwen", 32),
+                       ("deepseek-r1-distill-llama", 8), ("deepseek-r1-distill-llama", 70), ("mistral", 7),
+                       ("mixtral", "8x7"), ("gemma-2", 9), ("gemma-2", 27), ("qwen3", 8), ("qwen3", 32), ("qwen3", 30),
+                       ("deepseek-v2-lite", 16)]:
+        e = catalog.lookup(name, size)
+        assert from_config(e.config).num_layers > 0
+
+
+def test_unknown_catalog_name_lists_close_matches():
+    with pytest.raises(BadInput, match="qwen2.5"):
+        catalog.lookup("qwen25", 7)

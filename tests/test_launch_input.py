@@ -1,0 +1,132 @@
+"""Bad input to launch/smoke: a clear error and nothing started."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+TINY = Path(__file__).resolve().parents[1] / "examples" / "tiny-llama"
+
+
+def cli(*args, env=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "launcher", *args], capture_output=True, text=True,
+                          env=env or os.environ.copy(), timeout=timeout)
+
+
+def vllm_processes():
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "vllm.entrypoints" in cmd or "VLLM::" in cmd:
+            out.append(p.pid)
+    return out
+
+
+@pytest.fixture
+def nothing_started():
+    before = set(vllm_processes())
+    yield
+    assert set(vllm_processes()) - before == set(), "a server was started"
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--max_model_lenn", "1024"], "Did you mean 'max-model-len'"),
+    (["--max-model-len", "lots"], "expects an integer"),
+    (["--max-num-seqs", "--enforce-eager"], "needs a value"),
+    (["--served-model-name", "--port"], "requires an argument"),
+    (["--served-model-name", "--tokenizer"], "needs a value"),
+    (["--enforce-eager=maybe"], "is a switch"),
+    (["--port", "70000"], "1..65535"),
+    (["--model", "other"], "set by the launcher"),
+    (["--model-engine", "llama.cpp"], "not supported"),
+])
+@pytest.mark.parametrize("command", ["launch", "smoke"])
+def test_bad_flags_fail_fast_with_exit_2(command, args, msg, nothing_started):
+    r = cli(command, "--model-path", str(TINY), *args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert msg in r.stderr and "Traceback" not in r.stderr
+
+
+def test_injection_attempts_stay_literal_argv_elements(nothing_started):
+    r = cli("launch", "--model-path", str(TINY), "--served-model-name", "x; rm -rf /", "--print-config", "--json")
+    assert r.returncode == 0, r.stderr
+    cmd = json.loads(r.stdout)["command"]
+    i = cmd.index("--served-model-name")
+    assert cmd[i + 1] == "x; rm -rf /"  # one argv element, never given to a shell
+
+
+def test_launch_file_merges_and_flags_win(tmp_path, nothing_started):
+    f = tmp_path / "launch.yaml"
+    f.write_text(f"model_path: {TINY}\nname: from-file\nport: 18555\nengine_args:\n  max_model_len: 512\n  enforce-eager: true\n")
+    r = cli("launch", "--config", str(f), "--port", "18556", "--max-model-len", "256", "--print-config", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    cmd = d["command"]
+    assert d["launch"]["name"] == "from-file" and d["port"] == 18556
+    assert cmd[cmd.index("--max-model-len") + 1] == "256" and "--enforce-eager" in cmd
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("model_path: [unclosed", "malformed"),
+    ("!!python/object/apply:os.system ['echo pwned']", "malformed"),
+    ("model_path: x\nmodle_name: y\n", "unknown key 'modle_name'"),
+    ("- just\n- a list\n", "expected a mapping"),
+    ("engine_args:\n  max_model_lenn: 5\n", "Did you mean 'max-model-len'"),
+    ("port: eighty\n", "port"),
+])
+def test_malformed_launch_files(tmp_path, text, msg, nothing_started):
+    f = tmp_path / "launch.yaml"
+    f.write_text(text)
+    r = cli("launch", "--config", str(f), "--model-path", str(TINY))
+    assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_non_loopback_host_without_api_key_is_refused(nothing_started):
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_API_KEY"}
+    r = cli("launch", "--model-path", str(TINY), "--host", "0.0.0.0", env=env)
+    assert r.returncode == 2 and "without an API key" in r.stderr
+
+
+def test_api_key_goes_through_the_environment_only(nothing_started):
+    env = dict(os.environ, MY_KEY="s3cret-value-123")
+    r = cli("launch", "--model-path", str(TINY), "--host", "0.0.0.0", "--api-key-env", "MY_KEY", "--print-config", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "s3cret-value-123" not in r.stdout
+
+
+def test_does_not_fit_is_refused_before_starting(nothing_started):
+    r = cli("launch", "--model-name", "deepseek-r1-distill-qwen", "--size-in-billions", "32", "--gpu", "H100-80GB",
+            "--max_model_len", "131072")
+    assert r.returncode == 3 and "does not fit" in r.stderr and "--max-model-len" in r.stderr
+
+
+def test_auto_launches_with_the_suggested_length(nothing_started):
+    r = cli("launch", "--model-name", "deepseek-r1-distill-qwen", "--size-in-billions", "32", "--gpu", "H100-80GB",
+            "--max_model_len", "auto", "--print-config", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    cmd = d["command"]
+    assert int(cmd[cmd.index("--max-model-len") + 1]) == d["estimate"]["max_model_len_fit"]
+    assert cmd[cmd.index("--model") + 1] == "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B"
+
+
+def test_vllm_use_v1_warns_on_recent_vllm(nothing_started):
+    r = cli("launch", "--model-path", str(TINY), "--env", "VLLM_USE_V1=1", "--print-config")
+    assert r.returncode == 0 and "VLLM_USE_V1 has no effect" in r.stderr
+
+
+def test_port_in_use_is_refused_before_starting(nothing_started):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    try:
+        r = cli("launch", "--model-path", str(TINY), "--port", str(s.getsockname()[1]))
+        assert r.returncode == 2 and "already in use" in r.stderr
+    finally:
+        s.close()

@@ -1,0 +1,122 @@
+"""The state machine with an injected clock: no processes, no sleeps."""
+from launcher.supervisor.machine import Hooks, State, Supervisor
+from launcher.supervisor.policy import RestartPolicy
+
+
+class FakeServer:
+    def __init__(self):
+        self.code = None
+        self.stopped = False
+
+    def exit_code(self):
+        return self.code
+
+    def stop(self, grace_s):
+        self.stopped = True
+        return []
+
+    def refresh(self):
+        pass
+
+
+class World:
+    def __init__(self, policy=None):
+        self.servers, self.health, self.cause, self.gpu_free = [], 200, None, True
+        self.sup = Supervisor(Hooks(spawn=self.spawn, probe=lambda: self.health, root_cause=lambda: self.cause,
+                                    gpu_released=lambda: self.gpu_free), policy or RestartPolicy(probe_interval_s=1))
+
+    def spawn(self):
+        self.servers.append(FakeServer())
+        return self.servers[-1]
+
+
+def test_backoff_is_capped_exponential():
+    p = RestartPolicy(backoff_initial_s=2, backoff_factor=2, backoff_max_s=10)
+    assert [p.backoff_s(i) for i in range(1, 6)] == [2, 4, 8, 10, 10]
+
+
+def test_ready_after_health_200_then_crash_backoff_restart():
+    w = World()
+    w.sup.start(0)
+    w.health = None
+    assert w.sup.tick(0) == State.STARTING
+    w.health = 200
+    assert w.sup.tick(1) == State.READY
+    w.servers[-1].code = 1
+    assert w.sup.tick(2) == State.BACKOFF and w.servers[-1].stopped
+    assert w.sup.tick(3) == State.BACKOFF  # backoff 2 s not over yet
+    assert w.sup.tick(4) == State.STARTING and w.sup.restarts == 1 and len(w.servers) == 2
+
+
+def test_restart_waits_until_gpu_memory_is_released():
+    w = World(RestartPolicy(probe_interval_s=1, gpu_free_timeout_s=100))
+    w.sup.start(0)
+    w.sup.tick(0)
+    w.servers[-1].code = -9
+    w.sup.tick(1)
+    w.gpu_free = False
+    for t in (5, 10, 50):
+        assert w.sup.tick(t) == State.BACKOFF
+    w.gpu_free = True
+    assert w.sup.tick(51) == State.STARTING
+
+
+def test_gpu_wait_gives_up_after_its_timeout():
+    w = World(RestartPolicy(probe_interval_s=1, gpu_free_timeout_s=10))
+    w.sup.start(0)
+    w.sup.tick(0)
+    w.servers[-1].code = -9
+    w.sup.tick(1)
+    w.gpu_free = False
+    assert w.sup.tick(5) == State.BACKOFF
+    assert w.sup.tick(14) == State.STARTING
+
+
+def test_configuration_error_is_fatal_at_once():
+    w = World()
+    w.sup.start(0)
+    w.cause = ("port_in_use", "OSError: [Errno 98] Address already in use", False)
+    w.servers[-1].code = 1
+    assert w.sup.tick(0) == State.FATAL and w.sup.restarts == 0 and "Address already in use" in w.sup.reason
+
+
+def test_k_quick_failures_are_fatal_but_a_stable_period_resets_the_streak():
+    w = World(RestartPolicy(probe_interval_s=1, stable_s=100, max_quick_failures=3, backoff_initial_s=1))
+    t = 0
+    w.sup.start(t)
+    for _ in range(2):  # two quick failures
+        w.sup.tick(t)
+        w.servers[-1].code = 1
+        w.sup.tick(t + 1)
+        t += 5
+        w.sup.tick(t)
+    assert w.sup.streak == 2 and w.sup.state == State.STARTING
+    w.sup.tick(t)  # READY
+    t += 200
+    w.sup.tick(t)  # healthy past the stable period: streak forgotten
+    assert w.sup.streak == 0
+    w.servers[-1].code = 1
+    assert w.sup.tick(t + 1) == State.BACKOFF and w.sup.streak == 1
+
+
+def test_liveness_needs_n_consecutive_misses():
+    w = World(RestartPolicy(probe_interval_s=1, liveness_failures=3))
+    w.sup.start(0)
+    w.sup.tick(0)
+    w.health = 503
+    assert w.sup.tick(1) == State.READY
+    assert w.sup.tick(2) == State.READY
+    w.health = 200
+    assert w.sup.tick(3) == State.READY  # a good probe resets the count
+    w.health = None
+    w.sup.tick(4)
+    w.sup.tick(5)
+    assert w.sup.tick(6) == State.BACKOFF and "3 failed health probes" in w.sup.reason
+
+
+def test_startup_deadline():
+    w = World(RestartPolicy(probe_interval_s=1, startup_timeout_s=10))
+    w.sup.start(0)
+    w.health = None
+    assert w.sup.tick(5) == State.STARTING
+    assert w.sup.tick(11) == State.BACKOFF and "start-up deadline" in w.sup.reason
