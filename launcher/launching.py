@@ -40,7 +40,7 @@ def prepare(spec: LaunchSpec, *, check_port: bool = True) -> Prepared:
         raise BadInput(f"model engine '{spec.model_engine}' is not supported.", hint="Only 'vllm' is, for now.")
     inst = vllm_engine.installed()
     ref = resolve_model(spec.model_path, spec.model_name, spec.size_in_billions, spec.model_format, spec.quantization,
-                        dtype=spec.engine_args.get("dtype"))
+                        dtype=spec.engine_args.get("dtype"), parse_arch=spec.preflight)
     engine_args = dict(spec.engine_args)
     if spec.quantization not in ("none", "", None) and "quantization" not in engine_args:
         engine_args["quantization"] = spec.quantization

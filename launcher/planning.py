@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .engines import vllm as vllm_engine
 from .errors import BadInput
@@ -19,21 +20,28 @@ class ModelRef:
     """The model to load: what vLLM gets as --model, and its architecture."""
 
     load: str  # local folder or repository id
-    arch: ModelArch
+    arch: ModelArch | None  # None when launching without pre-flight
     label: str
 
 
 def resolve_model(model_path: str | None, model_name: str | None, size: str | None, model_format: str | None,
-                  quantization: str | None, dtype: str | None = None) -> ModelRef:
+                  quantization: str | None, dtype: str | None = None, parse_arch: bool = True) -> ModelRef:
+    """What vLLM should load and, unless parse_arch is False (no pre-flight), its architecture."""
     if model_path and model_name:
         raise BadInput("give either --model-path or --model-name, not both.")
     q = None if quantization in (None, "none", "") else quantization
+    if model_path and not parse_arch:
+        if not Path(model_path).exists():
+            raise BadInput(f"model path '{model_path}' does not exist.")
+        return ModelRef(str(model_path), None, str(model_path))
     if model_path:
         cfg = load_config_dir(model_path)
         return ModelRef(str(model_path), from_config(cfg, source=str(model_path), dtype=dtype, quantization=q), str(model_path))
     if not model_name:
         raise BadInput("no model given.", hint="Use --model-path DIR, or --model-name NAME --size-in-billions N.")
     entry = catalog.lookup(model_name, size, model_format or "pytorch", quantization)
+    if not parse_arch:
+        return ModelRef(entry.repo, None, entry.name)
     arch = from_config(entry.config, source=f"catalog:{entry.name}", dtype=dtype, quantization=q if q and model_format in (None, "pytorch") else None)
     return ModelRef(entry.repo, arch, f"{entry.name} {entry.size.replace('_', '.')}B {entry.model_format}")
 

@@ -177,6 +177,8 @@ def smoke(prep, *, timeout_s: float, max_tokens: int = 8, stream: bool = False, 
                       endpoint=f"http://{prep.spec.host}:{prep.port}/v1")
     if prep.plan and prep.plan.estimate:
         rep.kv_cache_tokens_estimate = prep.plan.estimate.kv_cache_tokens
+    elif prep.plan and prep.plan.cpu_kv:
+        rep.kv_cache_tokens_estimate = prep.plan.cpu_kv.get("kv_cache_tokens")
     record_launch(prep)
     pol = policy_for(prep.spec)
     from dataclasses import replace
@@ -185,14 +187,14 @@ def smoke(prep, *, timeout_s: float, max_tokens: int = 8, stream: bool = False, 
     th = threading.Thread(target=sr.run, kwargs={"install_signals": False}, daemon=True)
     th.start()
     try:
-        while time.monotonic() < deadline and sr.sup.state not in (State.READY, State.FATAL, State.STOPPED):
+        while time.monotonic() < deadline and sr.sup.state not in (State.READY, State.FATAL) and th.is_alive():
             time.sleep(0.2)
         if sr.sup.state != State.READY:
             cause = sr._root_cause()
             rep.reason = sr.sup.reason or (f"not ready within {timeout_s:.0f} s")
             if cause and cause[1] not in rep.reason:
                 rep.reason += f" [{cause[0]}: {cause[1]}]"
-            if sr.sup.state != State.FATAL:
+            if sr.sup.state != State.FATAL and th.is_alive():
                 rep.reason = f"not ready within the smoke deadline of {timeout_s:.0f} s" + (f" ({cause[0]}: {cause[1]})" if cause else "")
             rep.exit_code = EXIT_NOT_READY
             rep.checks.append(Check("ready", False, time.monotonic() - t0, rep.reason))

@@ -140,7 +140,9 @@ class LiveView:
         t.add_column("vLLM reported")
         t.add_column("launcher estimate")
         t.add_row("endpoint", st.get("endpoint", "-"), "")
-        t.add_row("KV cache tokens", f.get("kv_tokens", "-"), f"{e.kv_cache_tokens:,}" if e else "-")
+        cpu = self.prep.plan.cpu_kv if self.prep.plan else None
+        est_tokens = f"{e.kv_cache_tokens:,}" if e else (f"{cpu['kv_cache_tokens']:,}" if cpu and cpu.get("kv_cache_tokens") else "-")
+        t.add_row("KV cache tokens", f.get("kv_tokens", "-"), est_tokens)
         mc = f.get("max_concurrency")
         t.add_row("max concurrency", f"{mc[1]}x at {mc[0]}" if mc else "-",
                   f"{e.max_concurrency}x at {e.max_model_len:,}" if e else "-")

@@ -1,0 +1,101 @@
+"""The real vLLM engine (the CPU build here) with the bundled tiny model."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import wait_for
+
+pytestmark = pytest.mark.vllm
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "examples" / "tiny-llama"
+if shutil.which("nvidia-smi") is None:
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+
+def cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "launcher", *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=str(ROOT))
+
+
+def status(name):
+    r = cli("status", name, "--json", timeout=60)
+    return json.loads(r.stdout)
+
+
+def run_processes(run_id):
+    out = []
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get("LAUNCHER_RUN_ID") == run_id:
+                out.append(p.pid)
+        except psutil.Error:
+            pass
+    return out
+
+
+def test_detached_launch_chat_engine_core_kill_restart_and_clean_stop(launcher_home):
+    r = cli("launch", "--model-path", str(TINY), "--detach", "--name", "tiny", "--max_model_len", "1024", "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    st = status("tiny")
+    assert st["state"] == "READY" and st["restarts"] == 0
+    body = json.dumps({"model": str(TINY), "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8}).encode()
+    req = urllib.request.Request(st["endpoint"] + "/chat/completions", data=body, headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        out = json.loads(resp.read())
+    assert out["choices"][0]["message"]["content"] and out["usage"]["completion_tokens"] > 0
+
+    state = json.loads((launcher_home / "runs" / "tiny" / "state.json").read_text())
+    run_id = state["run_id"]
+    engine = [p for p in psutil.Process(st["pid"]).children(recursive=True) if "EngineCore" in " ".join(p.cmdline())]
+    assert engine, "no EngineCore process found"
+    engine[0].send_signal(signal.SIGKILL)
+    wait_for(lambda: status("tiny")["restarts"] >= 1 and status("tiny")["state"] == "READY", 300, poll_s=1,
+             what="restart after the engine core was killed")
+    assert "engine" in status("tiny")["reason"] or status("tiny")["reason"] == "healthy"
+    log = (launcher_home / "runs" / "tiny" / "supervisor.log").read_text()
+    assert "READY -> BACKOFF" in log and log.count("-> READY") == 2
+
+    new_run_id = json.loads((launcher_home / "runs" / "tiny" / "state.json").read_text())["run_id"]
+    r = cli("stop", "tiny", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert status("tiny")["state"] == "STOPPED"
+    wait_for(lambda: not run_processes(run_id) and not run_processes(new_run_id), 10, what="no process of the launch")
+    sup = state["supervisor"]["pid"]
+    assert not psutil.pid_exists(sup) or psutil.Process(sup).status() == psutil.STATUS_ZOMBIE
+
+
+def test_smoke_passes_and_writes_reports(tmp_path):
+    rj, jx = tmp_path / "report.json", tmp_path / "junit.xml"
+    r = cli("smoke", "--model-path", str(TINY), "--name", "smoke-ok", "--max_model_len", "1024", "--stream",
+            "--timeout", "400", "--report-json", str(rj), "--junit-xml", str(jx))
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    rep = json.loads(rj.read_text())
+    assert rep["passed"] and rep["leftover_pids"] == []
+    names = [c["name"] for c in rep["checks"]]
+    assert names == ["ready", "list_models", "completion", "chat_completion", "chat_completion_stream"]
+    assert rep["kv_cache_tokens_vllm"] and rep["time_to_ready_s"] > 0
+    xml = jx.read_text()
+    assert xml.count("<testcase") == 5 and 'failures="0"' in xml
+
+
+def test_smoke_of_a_model_that_cannot_start_reports_vllms_root_cause(tmp_path):
+    bad = tmp_path / "bad-model"
+    shutil.copytree(TINY, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["architectures"] = ["NoSuchModelForCausalLM"]
+    (bad / "config.json").write_text(json.dumps(cfg))
+    rj = tmp_path / "report.json"
+    r = cli("smoke", "--model-path", str(bad), "--name", "smoke-bad", "--no-preflight", "--timeout", "300",
+            "--report-json", str(rj))
+    assert r.returncode == 4, (r.stdout[-2000:], r.stderr[-2000:])
+    rep = json.loads(rj.read_text())
+    assert not rep["passed"] and "NoSuchModelForCausalLM" in rep["reason"]
+    assert rep["leftover_pids"] == []
