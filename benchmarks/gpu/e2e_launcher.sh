@@ -13,6 +13,7 @@ L="python3 -m launcher"
 M=/root/models/e2e_llama31_8b
 [ -d $M ] || python3 benchmarks/gpu/make_dummy_model.py llama-3.1-instruct 8 $M
 now() { date +%s.%N; }
+el() { python3 -c "import time; print(round(time.time() - $1, 2))"; }
 status_field() { $L status "$1" --json 2>/dev/null | python3 -c "import json,sys; d=json.load(sys.stdin); print(d['state'], d['restarts'])"; }
 wait_state() { for i in $(seq 1 ${3:-300}); do s=$(status_field "$1"); [ "$s" = "$2" ] && return 0; sleep 1; done; return 1; }
 nvidia-smi --query-gpu=timestamp,memory.used --format=csv,noheader -lms 500 > $OUT/mem-$PART.csv &
@@ -20,9 +21,9 @@ SAMPLER=$!
 if [ "$PART" = A ]; then
   nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv | tee $OUT/gpu.txt
   python3 -c "import torch; f,t=torch.cuda.mem_get_info(); print('cuda_total_bytes', t, 'cuda_free_bytes', f)" | tee -a $OUT/gpu.txt
-  t=$(now); $L estimate --model-path $M --json > $OUT/estimate_8b.json; echo "estimate rc=$? s=$(echo "$(now)-$t" | bc)"
+  t=$(now); $L estimate --model-path $M --json > $OUT/estimate_8b.json; echo "estimate rc=$? s=$(el $t)"
   t=$(now); $L launch --model-path $M --detach --name e2e --load-format dummy --json > $OUT/launch_detach.json 2>$OUT/launch_detach.err
-  echo "detach rc=$? to_ready_s=$(echo "$(now)-$t" | bc)"
+  echo "detach rc=$? to_ready_s=$(el $t)"
   $L status e2e --json | tee $OUT/status_ready.json
   python3 - <<'PY'
 import json, urllib.request
@@ -38,31 +39,31 @@ eng = [p for p in psutil.Process(st["server"]["pid"]).children(recursive=True) i
 print("killing EngineCore", eng[0].pid, "at", time.time(), flush=True)
 eng[0].send_signal(signal.SIGKILL)
 PY
-  t=$(now); wait_state e2e "READY 1" 400; echo "restart wait rc=$? restart_to_ready_s=$(echo "$(now)-$t" | bc)"
+  t=$(now); wait_state e2e "READY 1" 400; echo "restart wait rc=$? restart_to_ready_s=$(el $t)"
   cat /root/lh/runs/e2e/supervisor.log
   $L status e2e --json | tee $OUT/status_restarted.json
-  t=$(now); $L stop e2e; echo "stop s=$(echo "$(now)-$t" | bc)"; sleep 2
+  t=$(now); $L stop e2e; echo "stop s=$(el $t)"; sleep 2
   nvidia-smi --query-gpu=memory.used --format=csv,noheader | sed 's/^/after stop: used /'
   ps -eo pid,cmd | grep -E "VLLM::|api_server|_supervise" | grep -v grep | sed 's/^/LEFTOVER /'
   # foreground launch, then Ctrl-C
   $L launch --model-path $M --name fg --load-format dummy > $OUT/fg.txt 2>&1 &
   FG=$!
-  t=$(now); wait_state fg "READY 0" 400; echo "fg ready rc=$? s=$(echo "$(now)-$t" | bc)"
+  t=$(now); wait_state fg "READY 0" 400; echo "fg ready rc=$? s=$(el $t)"
   kill -INT $FG; wait $FG; echo "fg exit rc=$?"; sleep 2
   nvidia-smi --query-gpu=memory.used --format=csv,noheader | sed 's/^/after ctrl-c: used /'
   ps -eo pid,cmd | grep -E "VLLM::|api_server|_supervise" | grep -v grep | sed 's/^/LEFTOVER /'
   tail -25 $OUT/fg.txt
 else
   t=$(now); $L smoke --model-path $M --name smoke8b --load-format dummy --stream --timeout 500 \
-     --junit-xml $OUT/junit.xml --report-json $OUT/smoke.json > $OUT/smoke.txt 2>&1; echo "smoke rc=$? s=$(echo "$(now)-$t" | bc)"
+     --junit-xml $OUT/junit.xml --report-json $OUT/smoke.json > $OUT/smoke.txt 2>&1; echo "smoke rc=$? s=$(el $t)"
   tail -20 $OUT/smoke.txt
   nvidia-smi --query-gpu=memory.used --format=csv,noheader | sed 's/^/after smoke: used /'
   # refused by the estimator vs. bare vLLM with the same flags
   D=/root/models/r1_qwen_32b; [ -d $D ] || python3 benchmarks/gpu/make_dummy_model.py deepseek-r1-distill-qwen 32 $D
-  for i in 1 2 3; do t=$(now); $L launch --model-path $D --load-format dummy --max_model_len 131072 2>$OUT/refusal.err; rc=$?; echo "refusal rc=$rc s=$(echo "$(now)-$t" | bc)"; done
+  for i in 1 2 3; do t=$(now); $L launch --model-path $D --load-format dummy --max_model_len 131072 2>$OUT/refusal.err; rc=$?; echo "refusal rc=$rc s=$(el $t)"; done
   cat $OUT/refusal.err
   t=$(now); timeout 600 python3 -m vllm.entrypoints.openai.api_server --model $D --load-format dummy --max-model-len 131072 --port 18999 > $OUT/bare_fail.log 2>&1
-  echo "bare vllm rc=$? time_to_fail_s=$(echo "$(now)-$t" | bc)"
+  echo "bare vllm rc=$? time_to_fail_s=$(el $t)"
   grep -E "To serve at least one request|estimated maximum model length|Model loading took|Available KV" $OUT/bare_fail.log | cut -c1-300
 fi
 kill $SAMPLER
