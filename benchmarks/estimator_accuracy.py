@@ -11,7 +11,7 @@ vLLM's auto-fit length is taken from its log where the run used --max-model-len 
 otherwise it is computed from vLLM's own "Available KV cache memory" with vLLM's
 rule (largest length whose one request fits), capped at the derived maximum.
 By default the coefficients are refitted leaving the case's own model+flags out
-(leave-one-out), so no line is predicted by a fit that saw it.
+(leave-one-model-out), so no line is predicted by a fit that saw its model.
 """
 from __future__ import annotations
 
@@ -47,9 +47,9 @@ def main() -> int:
     rows = load_rows()
     lines, worst_tok, worst_len, above = [], 0.0, 0.0, 0
     for r in rows:
-        key = (r["model"], r["size"], tuple(x for x in r.get("args", []) if x not in ("auto", "--max-model-len")))
+        key = (r["model"], r["size"])
         if not a.in_sample:
-            train = [x for x in rows if (x["model"], x["size"], tuple(y for y in x.get("args", []) if y not in ("auto", "--max-model-len"))) != key]
+            train = [x for x in rows if (x["model"], x["size"]) != key]
             coef = fit_calibration.fit(train)
             activation.coefficients = lambda coef=coef: coef  # noqa: E731
         e = estimate(r["arch"], r["settings"], r["budget"], vllm_version=(0, 24, 0))
@@ -70,7 +70,7 @@ def main() -> int:
             f"| {e.max_model_len_fit:,} / {vfit:,} ({src}) | {len_err:+.2f}% |")
     head = ("| case | flags | weights GiB est / vLLM | KV GiB est / vLLM | KV tokens est / vLLM | tokens err "
             "| max_model_len_fit est / vLLM | fit err |\n|---|---|---|---|---|---|---|---|")
-    mode = "in-sample (shipped coefficients)" if a.in_sample else "leave-one-out (coefficients refitted without the line's model+flags)"
+    mode = "in-sample (shipped coefficients)" if a.in_sample else "leave-one-model-out (coefficients refitted without any line of the same model)"
     summary = (f"\n{len(rows)} lines, {mode}: worst |kv_cache_tokens error| {worst_tok:.2f}% (target 2%), "
                f"worst |max_model_len_fit error| {worst_len:.2f}% (target 3%), fit above vLLM's: {above} (target 0)")
     text = head + "\n" + "\n".join(lines) + "\n" + summary + "\n"

@@ -129,7 +129,7 @@ def test_not_fitting_gives_the_largest_length_and_suggestions():
 
 def test_free_memory_below_the_requested_share_fails_like_vllm():
     m = arch("qwen2.5-instruct", "7")
-    gpu = GpuBudget("H100", 81559 << 20, free_bytes=40 * GiB + CUDA_RESERVED_BYTES)
+    gpu = GpuBudget("H100", 81559 << 20, free_bytes=40 * GiB + (480 << 20))
     e = estimate(m, EngineSettings(), gpu)
     assert not e.fits and "Free memory on device" in e.reason
     assert any("--gpu-memory-utilization 0.5" in s for s in e.suggestions)

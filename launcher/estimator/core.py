@@ -9,9 +9,20 @@ from ..models.config import ModelArch
 from ..units import GiB
 from . import activation, kv, weights
 
-# The CUDA runtime reports a little less total memory than NVML/nvidia-smi
-# (measured on an H200: 143771 MiB in nvidia-smi, 139.80 GiB in torch).
-CUDA_RESERVED_BYTES = 611 * (1 << 20)
+MiB = 1 << 20
+# The CUDA runtime reports a little less total memory than NVML/nvidia-smi. Measured:
+# H100 80GB: 81559 MiB in nvidia-smi, 81079 MiB in torch.cuda.mem_get_info (480 MiB less);
+# H200: 143771 MiB in nvidia-smi, 139.80 GiB requested/0.92 in vLLM's log (about 611 MiB less).
+# Other sizes: linear between (and beyond) those two points.
+_RESERVED_POINTS = ((81559 * MiB, 480 * MiB), (143771 * MiB, 611 * MiB))
+
+
+def cuda_reserved_bytes(nvml_total: int) -> int:
+    (t0, r0), (t1, r1) = _RESERVED_POINTS
+    return max(0, int(r0 + (nvml_total - t0) * (r1 - r0) / (t1 - t0)))
+
+
+CUDA_RESERVED_BYTES = cuda_reserved_bytes(143771 * MiB)
 LARGE_GPU_BYTES = 70 * GiB  # vLLM's threshold for its larger batch defaults
 
 
@@ -25,11 +36,11 @@ class GpuBudget:
 
     @property
     def cuda_total_bytes(self) -> int:
-        return self.total_bytes - CUDA_RESERVED_BYTES
+        return self.total_bytes - cuda_reserved_bytes(self.total_bytes)
 
     @property
     def cuda_free_bytes(self) -> int | None:
-        return None if self.free_bytes is None else max(0, self.free_bytes - CUDA_RESERVED_BYTES)
+        return None if self.free_bytes is None else max(0, self.free_bytes - cuda_reserved_bytes(self.total_bytes))
 
 
 @dataclass(frozen=True)
