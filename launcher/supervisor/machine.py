@@ -127,7 +127,7 @@ class Supervisor:
             return self.state
         if now < self._next_probe:
             return s
-        self._next_probe = now + self.policy.probe_interval_s
+        self._next_probe = now + (self.policy.startup_probe_interval_s if s == State.STARTING else self.policy.probe_interval_s)
         status = self.hooks.probe()
         if s == State.STARTING:
             if status == 200:

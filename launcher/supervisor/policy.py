@@ -7,7 +7,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class RestartPolicy:
     startup_timeout_s: float = 900.0  # from spawn to /health 200
-    probe_interval_s: float = 2.0
+    probe_interval_s: float = 2.0  # liveness probes once ready
+    startup_probe_interval_s: float = 0.5  # while starting: notice readiness quickly
     probe_timeout_s: float = 5.0
     liveness_failures: int = 3  # consecutive failed probes after ready -> restart
     backoff_initial_s: float = 2.0
