@@ -53,7 +53,6 @@ def main() -> int:
             coef = fit_calibration.fit(train)
             activation.coefficients = lambda coef=coef: coef  # noqa: E731
         e = estimate(r["arch"], r["settings"], r["budget"], vllm_version=(0, 24, 0))
-        lines_out = {"case": r["case"], "w": e.weights_bytes / GiB, "w_v": num(r["weights_gib"])}
         tok_err = None
         if "kv_tokens" in r:
             vt = num(r["kv_tokens"])

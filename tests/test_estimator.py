@@ -11,7 +11,6 @@ from results_io import num, rows  # noqa: E402
 
 from launcher.errors import BadInput, UnsupportedArchitecture  # noqa: E402
 from launcher.estimator import EngineSettings, GpuBudget, estimate, kv  # noqa: E402
-from launcher.estimator.core import CUDA_RESERVED_BYTES  # noqa: E402
 from launcher.models import catalog  # noqa: E402
 from launcher.models.config import derive_max_len, from_config  # noqa: E402
 

@@ -1,7 +1,7 @@
 """`launcher estimate`: the dry run of the VRAM estimator."""
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 

@@ -38,22 +38,16 @@ def launch(
     """Launch a vLLM server and supervise it. Any vLLM engine argument may follow, in either spelling
     (--max_model_len 18080, --max-model-len=18080); --max_model_len auto launches with the largest that fits.
     Exit: 0 stopped cleanly (foreground) or ready (--detach), 2 bad input, 3 does not fit, 4 never became ready."""
-    from ..errors import EXIT_NOT_READY, BadInput
+    from ..errors import EXIT_NOT_READY
     from ..launching import prepare, run_foreground, start_detached, wait_until
-    from ..spec import build, load_file, parse_env
-    from ..engine_args import parse_argv, parse_mapping
     from ..engines import vllm as vllm_engine
     from ..supervisor.machine import State
 
-    spec_args = vllm_engine.arg_spec()
-    passthrough = parse_argv(list(ctx.args), spec_args)
-    file_engine = parse_mapping(load_file(config).get("engine_args", {}), spec_args) if config else {}
-    flags = dict(model_path=model_path, model_name=model_name, size_in_billions=size_in_billions, model_format=model_format,
-                 quantization=quantization, model_engine=model_engine, name=name, host=host, port=port,
-                 env=parse_env(env) if env else None, api_key_env=api_key_env,
-                 allow_unauthenticated=allow_unauthenticated or None, startup_timeout_s=startup_timeout,
-                 preflight=False if no_preflight else None, gpu_memory=gpu_memory, gpu=gpu, num_gpus=num_gpus)
-    spec = build(flags, config, passthrough, file_engine)
+    spec = spec_from_cli(ctx, config, dict(
+        model_path=model_path, model_name=model_name, size_in_billions=size_in_billions, model_format=model_format,
+        quantization=quantization, model_engine=model_engine, name=name, host=host, port=port, env=env,
+        api_key_env=api_key_env, allow_unauthenticated=allow_unauthenticated or None, startup_timeout_s=startup_timeout,
+        preflight=False if no_preflight else None, gpu_memory=gpu_memory, gpu=gpu, num_gpus=num_gpus))
     for w in vllm_engine.env_warnings(spec.env, vllm_engine.installed()):
         common.console(stderr=True).print(f"[yellow]warning:[/] {w}")
     prep = prepare(spec, check_port=not print_config)
@@ -96,6 +90,19 @@ def launch(
     if final == State.FATAL:
         err.print(f"[red]FATAL:[/] {st.get('reason', '')}")
         raise typer.Exit(EXIT_NOT_READY if not st.get("ready_at") else 1)
+
+
+def spec_from_cli(ctx: typer.Context, config: str | None, flags: dict):
+    """LaunchSpec from a command's flags, its launch file and the engine arguments after the options."""
+    from ..engine_args import parse_argv, parse_mapping
+    from ..engines import vllm as vllm_engine
+    from ..spec import build, load_file, parse_env
+
+    spec_args = vllm_engine.arg_spec()
+    passthrough = parse_argv(list(ctx.args), spec_args)
+    file_engine = parse_mapping(load_file(config).get("engine_args", {}), spec_args) if config else {}
+    flags = dict(flags, env=parse_env(flags["env"]) if flags.get("env") else None)
+    return build(flags, config, passthrough, file_engine)
 
 
 class LiveView:

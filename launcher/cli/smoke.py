@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import common
-from .launch import Env
+from .launch import Env, spec_from_cli
 
 
 def smoke(
@@ -43,12 +43,9 @@ def smoke(
     import re
     import shlex
 
-    from ..engine_args import parse_argv, parse_mapping
-    from ..engines import vllm as vllm_engine
     from ..errors import BadInput
     from ..launching import prepare
     from ..smoke import smoke as run_smoke
-    from ..spec import build, load_file, parse_env
 
     if expect:
         try:
@@ -57,14 +54,11 @@ def smoke(
             raise BadInput(f"--expect is not a valid regex: {e}.") from None
     if max_tokens < 1:
         raise BadInput("--max-tokens must be at least 1.")
-    spec_args = vllm_engine.arg_spec()
-    passthrough = parse_argv(list(ctx.args), spec_args)
-    file_engine = parse_mapping(load_file(config).get("engine_args", {}), spec_args) if config else {}
-    flags = dict(model_path=model_path, model_name=model_name, size_in_billions=size_in_billions, model_format=model_format,
-                 quantization=quantization, model_engine=model_engine, name=name, host=host, port=port,
-                 env=parse_env(env) if env else None, api_key_env=api_key_env, startup_timeout_s=timeout,
-                 preflight=False if no_preflight else None, gpu_memory=gpu_memory, gpu=gpu, num_gpus=num_gpus)
-    spec = build(flags, config, passthrough, file_engine)
+    spec = spec_from_cli(ctx, config, dict(
+        model_path=model_path, model_name=model_name, size_in_billions=size_in_billions, model_format=model_format,
+        quantization=quantization, model_engine=model_engine, name=name, host=host, port=port, env=env,
+        api_key_env=api_key_env, startup_timeout_s=timeout, preflight=False if no_preflight else None,
+        gpu_memory=gpu_memory, gpu=gpu, num_gpus=num_gpus))
     if not name:
         from dataclasses import replace
         spec = replace(spec, name=f"smoke-{spec.name}"[:64])
@@ -84,6 +78,11 @@ def smoke(
                     render_estimate(prep.plan, common.console())
         return
     api_key = os.environ.get(api_key_env) if api_key_env else os.environ.get("VLLM_API_KEY")
+    import signal
+
+    def _terminate(*_):  # a CI runner's SIGTERM stops the server like Ctrl-C does
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, _terminate)
     with con.status(f"smoke {prep.spec.name}: starting") as status:
         def ev(kind, data):
             if kind == "phase":
