@@ -44,10 +44,12 @@ def prepare(spec: LaunchSpec, *, check_port: bool = True) -> Prepared:
     engine_args = dict(spec.engine_args)
     if spec.quantization not in ("none", "", None) and "quantization" not in engine_args:
         engine_args["quantization"] = spec.quantization
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("LAUNCHER_RUN_ID")}
+    env = vllm_engine.server_env(base_env, spec.env, cpu_build=bool(inst and inst.cpu_build))
     p: Plan | None = None
     note = ""
     if spec.preflight:
-        p = plan(ref, engine_args, gpu_memory=spec.gpu_memory, gpu_preset=spec.gpu, num_gpus=spec.num_gpus)
+        p = plan(ref, engine_args, gpu_memory=spec.gpu_memory, gpu_preset=spec.gpu, num_gpus=spec.num_gpus, env=env)
         e = p.estimate
         if e is not None and not e.fits:
             if engine_args.get("max-model-len") == "auto" and e.max_model_len_fit > 0 and "Free memory" not in e.reason:
@@ -71,8 +73,6 @@ def prepare(spec: LaunchSpec, *, check_port: bool = True) -> Prepared:
                        hint="Pick another --port, or stop what holds it.")
     spec_args = vllm_engine.arg_spec(inst)
     argv = vllm_engine.server_command(ref.load, spec.host, port, to_argv(engine_args, spec_args))
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("LAUNCHER_RUN_ID")}
-    env = vllm_engine.server_env(base_env, spec.env, cpu_build=bool(inst and inst.cpu_build))
     if spec.api_key_env:
         env["VLLM_API_KEY"] = os.environ[spec.api_key_env]
     return Prepared(replace(spec, engine_args=engine_args), p, argv, env, port, note)

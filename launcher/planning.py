@@ -80,7 +80,7 @@ class Plan:
 
 def plan(model: ModelRef, engine_args: dict, *, gpu_memory: str | None = None, gpu_preset: str | None = None,
          num_gpus: int | None = None, vllm_version: str | None = None, gpu_source: GpuSource | None = None,
-         device: str = "auto") -> Plan:
+         device: str = "auto", env: dict | None = None) -> Plan:
     """Run the estimator for this model, these engine arguments and these GPUs."""
     inst = vllm_engine.installed()
     # the CPU build's version says nothing of the GPU build that will run there: use the calibrated default
@@ -103,7 +103,7 @@ def plan(model: ModelRef, engine_args: dict, *, gpu_memory: str | None = None, g
     cpu = device == "cpu" or (device == "auto" and not gpus and inst is not None and inst.cpu_build)
     if not gpus or cpu:
         p.source = "cpu" if cpu else "none"
-        p.cpu_kv = cpu_kv_cache(model.arch, settings) if cpu else None
+        p.cpu_kv = cpu_kv_cache(model.arch, settings, env) if cpu else None
         return p
     need = settings.tensor_parallel_size * settings.pipeline_parallel_size
     if need > len(gpus):
