@@ -6,10 +6,12 @@ import sys
 
 import typer
 
+from . import bench as _bench
 from . import estimate as _estimate
 from . import launch as _launch
 from . import manage as _manage
 from . import smoke as _smoke
+from . import tune as _tune
 
 app = typer.Typer(
     name="launcher",
@@ -23,6 +25,8 @@ PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 app.command("estimate", context_settings=PASSTHROUGH)(_estimate.estimate)
 app.command("launch", context_settings=PASSTHROUGH)(_launch.launch)
 app.command("smoke", context_settings=PASSTHROUGH)(_smoke.smoke)
+app.command("bench", context_settings=PASSTHROUGH)(_bench.bench)
+app.command("tune", context_settings=PASSTHROUGH)(_tune.tune)
 app.command("ps")(_manage.ps)
 app.command("status")(_manage.status)
 app.command("logs")(_manage.logs)

@@ -1,0 +1,316 @@
+"""`launcher bench`: throughput and latency of a running server under a defined workload.
+
+Requests go to /v1/completions with streaming on, prompts given as token ids (exact lengths,
+like `vllm bench serve`'s random dataset) or as texts from a JSONL file. Per request: time to
+first token (TTFT), inter-token latencies (ITL), time per output token (TPOT), output tokens
+from the final usage chunk. GPU memory and utilization are sampled through NVML meanwhile.
+"""
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+from .errors import BadInput
+
+
+@dataclass(frozen=True)
+class Workload:
+    num_requests: int = 64
+    concurrency: int = 8
+    request_rate: float | None = None  # requests/s (Poisson arrivals); None: as fast as concurrency allows
+    prompt_len: tuple[int, int] = (128, 128)  # uniform [lo, hi]
+    output_len: tuple[int, int] = (64, 64)
+    warmup: int = 2
+    seed: int = 0
+    prompts_file: str | None = None  # JSONL with {"prompt": "..."} (and optional "max_tokens")
+
+    def validate(self) -> Workload:
+        if self.num_requests < 1 or self.concurrency < 1 or self.warmup < 0:
+            raise BadInput("--num-requests and --concurrency must be at least 1, --warmup at least 0.")
+        for name, (lo, hi) in (("prompt", self.prompt_len), ("output", self.output_len)):
+            if lo < 1 or hi < lo:
+                raise BadInput(f"--{name}-len must be N or LO:HI with 1 <= LO <= HI.")
+        if self.request_rate is not None and self.request_rate <= 0:
+            raise BadInput("--request-rate must be positive.")
+        return self
+
+
+def parse_range(text: str, what: str) -> tuple[int, int]:
+    try:
+        lo, _, hi = str(text).partition(":")
+        r = (int(lo), int(hi or lo))
+    except ValueError:
+        raise BadInput(f"{what} must be N or LO:HI, got '{text}'.") from None
+    return r
+
+
+@dataclass
+class RequestResult:
+    ok: bool
+    start_s: float
+    latency_s: float = 0.0
+    ttft_s: float | None = None
+    itl_s: list[float] = field(default_factory=list)
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    error: str = ""
+
+
+def make_requests(w: Workload, model: str, vocab_size: int) -> list[dict]:
+    rng = random.Random(w.seed)
+    out = []
+    if w.prompts_file:
+        rows = []
+        with open(w.prompts_file) as fh:
+            for i, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        raise BadInput(f"{w.prompts_file}:{i}: not JSON.") from None
+        if not rows or any("prompt" not in r for r in rows):
+            raise BadInput(f"{w.prompts_file}: every line needs a 'prompt'.")
+        for i in range(w.num_requests + w.warmup):
+            r = rows[i % len(rows)]
+            out.append({"model": model, "prompt": r["prompt"], "max_tokens": int(r.get("max_tokens") or rng.randint(*w.output_len))})
+    else:
+        hi = max(10, vocab_size - 1)
+        for _ in range(w.num_requests + w.warmup):
+            n = rng.randint(*w.prompt_len)
+            out.append({"model": model, "prompt": [rng.randint(5, hi) for _ in range(n)], "max_tokens": rng.randint(*w.output_len)})
+    for r in out:
+        r.update(stream=True, stream_options={"include_usage": True}, ignore_eos=True, temperature=0.0)
+    return out
+
+
+def send(base_url: str, body: dict, api_key: str | None, timeout_s: float, t_origin: float) -> RequestResult:
+    t0 = time.perf_counter()
+    res = RequestResult(ok=False, start_s=t0 - t_origin)
+    req = urllib.request.Request(base_url.rstrip("/") + "/v1/completions", data=json.dumps(body).encode(), method="POST")
+    req.add_header("content-type", "application/json")
+    if api_key:
+        req.add_header("authorization", f"Bearer {api_key}")
+    last = None
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as r:
+            for raw in r:
+                line = raw.decode("utf-8", "replace").strip()
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                now = time.perf_counter()
+                if chunk.get("choices") and chunk["choices"][0].get("text") is not None:
+                    if res.ttft_s is None:
+                        res.ttft_s = now - t0
+                    elif last is not None:
+                        res.itl_s.append(now - last)
+                    last = now
+                if chunk.get("usage"):
+                    res.prompt_tokens = chunk["usage"].get("prompt_tokens", 0)
+                    res.output_tokens = chunk["usage"].get("completion_tokens", 0)
+        res.latency_s = time.perf_counter() - t0
+        res.ok = res.ttft_s is not None and res.output_tokens > 0
+        if not res.ok:
+            res.error = "no tokens came back"
+    except urllib.error.HTTPError as e:
+        res.error = f"HTTP {e.code}: {e.read().decode('utf-8', 'replace')[:200]}"
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        res.error = f"{type(e).__name__}: {e}"
+    res.latency_s = res.latency_s or (time.perf_counter() - t0)
+    return res
+
+
+class GpuSampler(threading.Thread):
+    """NVML memory and utilization every interval_s, while a benchmark runs."""
+
+    def __init__(self, interval_s: float = 0.5):
+        super().__init__(daemon=True)
+        self.interval_s, self.samples, self._halt = interval_s, [], threading.Event()
+
+    def run(self) -> None:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+        except Exception:  # noqa: BLE001 - no GPU: nothing to sample
+            return
+        try:
+            from .gpu import visible_indices
+
+            handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in visible_indices(pynvml.nvmlDeviceGetCount())]
+            t0 = time.perf_counter()
+            while not self._halt.is_set():
+                row = {"t_s": round(time.perf_counter() - t0, 2), "gpus": []}
+                for h in handles:
+                    m = pynvml.nvmlDeviceGetMemoryInfo(h)
+                    u = pynvml.nvmlDeviceGetUtilizationRates(h)
+                    row["gpus"].append({"used_bytes": int(m.used), "util_pct": int(u.gpu)})
+                self.samples.append(row)
+                self._halt.wait(self.interval_s)
+        finally:
+            pynvml.nvmlShutdown()
+
+    def stop(self) -> None:
+        self._halt.set()
+
+
+def pct(xs: list[float], p: float) -> float | None:
+    if not xs:
+        return None
+    xs = sorted(xs)
+    k = (len(xs) - 1) * p / 100
+    lo = int(k)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+@dataclass
+class BenchReport:
+    workload: dict
+    duration_s: float
+    completed: int
+    failed: int
+    request_throughput: float
+    output_throughput: float
+    total_token_throughput: float
+    ttft_s: dict
+    tpot_s: dict
+    itl_s: dict
+    latency_s: dict
+    gpu: dict
+    errors: list[str]
+    timeline: list[dict]
+    aborted: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize(results: list[RequestResult], duration_s: float, w: Workload, gpu_samples: list[dict],
+              aborted: str = "") -> BenchReport:
+    ok = [r for r in results if r.ok]
+    out_tok = sum(r.output_tokens for r in ok)
+    in_tok = sum(r.prompt_tokens for r in ok)
+    tpot = [(r.latency_s - r.ttft_s) / (r.output_tokens - 1) for r in ok if r.output_tokens > 1]
+    itl = [x for r in ok for x in r.itl_s]
+
+    def dist(xs):
+        return {"mean": statistics.fmean(xs) if xs else None, "p50": pct(xs, 50), "p90": pct(xs, 90), "p99": pct(xs, 99)}
+
+    mem = [sum(g["used_bytes"] for g in s["gpus"]) for s in gpu_samples]
+    util = [statistics.fmean(g["util_pct"] for g in s["gpus"]) for s in gpu_samples if s["gpus"]]
+    d = max(duration_s, 1e-9)
+    timeline = [{"start_s": round(r.start_s, 3), "latency_s": round(r.latency_s, 4), "ttft_s": r.ttft_s,
+                 "output_tokens": r.output_tokens, "ok": r.ok} for r in results]
+    return BenchReport(
+        workload=asdict(w), duration_s=round(duration_s, 3), completed=len(ok), failed=len(results) - len(ok),
+        request_throughput=len(ok) / d, output_throughput=out_tok / d, total_token_throughput=(in_tok + out_tok) / d,
+        ttft_s=dist([r.ttft_s for r in ok]), tpot_s=dist(tpot), itl_s=dist(itl), latency_s=dist([r.latency_s for r in ok]),
+        gpu={"samples": len(gpu_samples), "max_used_bytes": max(mem) if mem else None,
+             "mean_util_pct": statistics.fmean(util) if util else None},
+        errors=sorted({r.error for r in results if r.error})[:10], timeline=timeline, aborted=aborted)
+
+
+def run_bench(base_url: str, model: str, w: Workload, *, vocab_size: int, api_key: str | None = None,
+              timeout_s: float = 600.0, alive=lambda: True) -> BenchReport:
+    """Warm up, then send the workload; stops early (and says so) when the server dies."""
+    w = w.validate()
+    reqs = make_requests(w, model, vocab_size)
+    t_origin = time.perf_counter()
+    for body in reqs[: w.warmup]:
+        r = send(base_url, body, api_key, timeout_s, t_origin)
+        if not r.ok:
+            return summarize([r], time.perf_counter() - t_origin, w, [], aborted=f"warm-up failed: {r.error}")
+    sampler = GpuSampler()
+    sampler.start()
+    results: list[RequestResult] = []
+    lock = threading.Lock()
+    aborted = ""
+    rng = random.Random(w.seed + 1)
+    t0 = time.perf_counter()
+
+    from .supervisor.health import probe
+
+    slots = threading.Semaphore(w.concurrency)
+    dead = threading.Event()
+
+    def one(body):
+        try:
+            res = send(base_url, body, api_key, timeout_s, t0)
+            with lock:
+                results.append(res)
+            # a failed request: is the server still there?
+            if not res.ok and (probe(base_url.rstrip("/") + "/health", 2.0) != 200 or not alive()):
+                dead.set()
+            return res
+        finally:
+            slots.release()
+
+    with ThreadPoolExecutor(max_workers=w.concurrency) as pool:
+        next_at = t0
+        for body in reqs[w.warmup:]:
+            if w.request_rate:
+                next_at += rng.expovariate(w.request_rate)
+                delay = next_at - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            slots.acquire()
+            if dead.is_set() or not alive():
+                slots.release()
+                aborted = "the server died during the benchmark"
+                break
+            pool.submit(one, body)
+    duration = time.perf_counter() - t0
+    sampler.stop()
+    sampler.join(timeout=5)
+    if not aborted and (dead.is_set() or not alive()):
+        aborted = "the server died during the benchmark"
+    return summarize(results, duration, w, sampler.samples, aborted=aborted)
+
+
+def plot(report: BenchReport, path: str) -> None:
+    """Latency percentiles and throughput over time, as a PNG (matplotlib, imported only here)."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise BadInput("--plot needs matplotlib.", hint="pip install 'launcher[plot]'") from None
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    names = ["ttft_s", "tpot_s", "itl_s", "latency_s"]
+    for i, n in enumerate(names):
+        d = getattr(report, n)
+        vals = [d[p] * 1000 if d[p] is not None else 0 for p in ("p50", "p90", "p99")]
+        a1.bar([i * 4 + j for j in range(3)], vals, label=n.replace("_s", ""))
+    a1.set_xticks([i * 4 + 1 for i in range(4)], [n.replace("_s", "") for n in names])
+    a1.set_ylabel("ms (p50 / p90 / p99)")
+    a1.set_yscale("log")
+    a1.set_title("latency percentiles")
+    done = sorted((r["start_s"] + r["latency_s"], r["output_tokens"]) for r in report.timeline if r["ok"])
+    if done:
+        end = done[-1][0]
+        step = max(end / 30, 1e-3)
+        xs, ys, t, i, acc = [], [], step, 0, 0
+        while t <= end + step:
+            while i < len(done) and done[i][0] <= t:
+                acc += done[i][1]
+                i += 1
+            xs.append(t)
+            ys.append(acc)
+            t += step
+        a2.plot(xs, [(ys[k] - (ys[k - 1] if k else 0)) / step for k in range(len(ys))], marker=".")
+    a2.set_xlabel("s")
+    a2.set_ylabel("output tokens/s")
+    a2.set_title(f"throughput ({report.completed} ok, {report.failed} failed)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

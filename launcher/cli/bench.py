@@ -1,0 +1,113 @@
+"""`launcher bench`: measured throughput, latency and GPU memory for a workload."""
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from . import common
+from .launch import Env, spec_from_cli
+
+
+def bench(
+    ctx: typer.Context,
+    name: Annotated[Optional[str], typer.Option("--name", help="Benchmark this running launch (else start one from the model flags).")] = None,
+    model_path: common.ModelPath = None,
+    model_name: common.ModelName = None,
+    size_in_billions: common.Size = None,
+    model_format: Annotated[Optional[str], typer.Option("--model-format")] = None,
+    config: common.Config = None,
+    env: Env = None,
+    num_requests: Annotated[int, typer.Option("--num-requests", "-n", help="Requests to measure.")] = 64,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Requests in flight at most.")] = 8,
+    request_rate: Annotated[Optional[float], typer.Option("--request-rate", help="Poisson arrivals per second (default: closed loop).")] = None,
+    prompt_len: Annotated[str, typer.Option("--prompt-len", help="Prompt tokens: N or LO:HI (uniform).")] = "128",
+    output_len: Annotated[str, typer.Option("--output-len", help="Output tokens: N or LO:HI (uniform).")] = "64",
+    prompts_file: Annotated[Optional[str], typer.Option("--prompts-file", help="JSONL of {\"prompt\": ...} instead of random token ids.")] = None,
+    warmup: Annotated[int, typer.Option("--warmup", help="Requests sent first and not measured.")] = 2,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    timeout: Annotated[float, typer.Option("--timeout", help="Start-up deadline and per-request timeout, seconds.")] = 600.0,
+    plot_file: Annotated[Optional[str], typer.Option("--plot", help="Write latency percentiles and throughput over time to this PNG.")] = None,
+    json_out: common.Json = False,
+) -> None:
+    """Benchmark a server: request and token throughput, TTFT, TPOT and ITL (p50/p90/p99), errors,
+    GPU memory and utilization (NVML). Exit: 0 all requests succeeded, 1 failures or the server died
+    (partial results are still reported), 2 bad input, 3 does not fit, 4 never became ready."""
+    import contextlib
+    import os
+
+    from ..bench import Workload, parse_range, plot, run_bench
+    from ..errors import BadInput
+    from ..launching import effective_state, prepare
+    from ..planning import resolve_model
+    from ..runs import read_json, read_state, run_dir
+    from ..serving import served
+
+    w = Workload(num_requests=num_requests, concurrency=concurrency, request_rate=request_rate,
+                 prompt_len=parse_range(prompt_len, "--prompt-len"), output_len=parse_range(output_len, "--output-len"),
+                 warmup=warmup, seed=seed, prompts_file=prompts_file).validate()
+    api_key = os.environ.get("VLLM_API_KEY")
+    if name and not (model_path or model_name or config):
+        st = read_state(name)
+        if st is None or effective_state(st) != "READY":
+            raise BadInput(f"launch '{name}' is not running.", hint="See `launcher ps`, or give model flags to start one.")
+        rec = read_json(run_dir(name) / "launch.json") or {}
+        spec = rec.get("spec", {})
+        argv = rec.get("argv", [])
+        model = argv[argv.index("--model") + 1]
+        ref = resolve_model(spec.get("model_path"), spec.get("model_name"), spec.get("size_in_billions"),
+                            spec.get("model_format"), spec.get("quantization"))
+        host = "127.0.0.1" if st.get("host") in ("0.0.0.0", None) else st["host"]
+        base, vocab = f"http://{host}:{st['port']}", ref.arch.vocab_size
+        ctxm = contextlib.nullcontext(None)
+
+        def alive():
+            return effective_state(read_state(name) or {}) == "READY"
+    else:
+        spec = spec_from_cli(ctx, config, dict(model_path=model_path, model_name=model_name, size_in_billions=size_in_billions,
+                                               model_format=model_format, name=name or None, env=env, startup_timeout_s=timeout))
+        if not name:
+            from dataclasses import replace
+            spec = replace(spec, name=f"bench-{spec.name}"[:64])
+        prep = prepare(spec)
+        model = prep.argv[prep.argv.index("--model") + 1]
+        vocab = resolve_model(spec.model_path, spec.model_name, spec.size_in_billions, spec.model_format,
+                              spec.quantization).arch.vocab_size
+        base = f"http://127.0.0.1:{prep.port}"
+        ctxm = served(prep, timeout_s=timeout)
+        alive = None
+    con = common.console(stderr=True)
+    with ctxm as sr:
+        if sr is not None:
+            from ..supervisor.machine import State
+
+            def alive():
+                return sr.sup.state == State.READY and sr.sup.restarts == 0
+        with con.status(f"benchmarking {model}: {w.num_requests} requests, concurrency {w.concurrency}"):
+            rep = run_bench(base, model, w, vocab_size=vocab, api_key=api_key, timeout_s=timeout, alive=alive)
+    if plot_file:
+        plot(rep, plot_file)
+    if json_out:
+        common.emit_json(rep.to_dict())
+    else:
+        render(rep, common.console())
+    if rep.failed or rep.aborted:
+        raise typer.Exit(1)
+
+
+def render(rep, con) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"bench: {rep.completed} ok, {rep.failed} failed in {rep.duration_s:.1f} s" + (f" — {rep.aborted}" if rep.aborted else ""))
+    t.add_column("metric")
+    for c in ("mean", "p50", "p90", "p99"):
+        t.add_column(c, justify="right")
+    for label, d in (("TTFT ms", rep.ttft_s), ("TPOT ms", rep.tpot_s), ("ITL ms", rep.itl_s), ("latency ms", rep.latency_s)):
+        t.add_row(label, *("-" if d[k] is None else f"{d[k] * 1000:.1f}" for k in ("mean", "p50", "p90", "p99")))
+    con.print(t)
+    gpu = rep.gpu
+    con.print(f"requests/s {rep.request_throughput:.2f} · output tokens/s {rep.output_throughput:.1f} · "
+              f"total tokens/s {rep.total_token_throughput:.1f}" +
+              (f" · GPU max used {gpu['max_used_bytes'] / 2**30:.2f} GiB, mean util {gpu['mean_util_pct']:.0f}%" if gpu.get("max_used_bytes") else " · no GPU sampled"))
+    for e in rep.errors:
+        con.print(f"[red]error:[/] {e}")
