@@ -12,9 +12,6 @@ import random
 import statistics
 import threading
 import time
-import urllib.error
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from .errors import BadInput
@@ -90,17 +87,21 @@ def make_requests(w: Workload, model: str, vocab_size: int) -> list[dict]:
     return out
 
 
-def send(base_url: str, body: dict, api_key: str | None, timeout_s: float, t_origin: float) -> RequestResult:
+async def send(session, base_url: str, body: dict, api_key: str | None, t_origin: float) -> RequestResult:
+    """One streaming completion; timings taken as the server's chunks arrive (aiohttp, like vLLM's own tool)."""
+    import aiohttp
+
     t0 = time.perf_counter()
     res = RequestResult(ok=False, start_s=t0 - t_origin)
-    req = urllib.request.Request(base_url.rstrip("/") + "/v1/completions", data=json.dumps(body).encode(), method="POST")
-    req.add_header("content-type", "application/json")
-    if api_key:
-        req.add_header("authorization", f"Bearer {api_key}")
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
     last = None
     try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as r:
-            for raw in r:
+        async with session.post(base_url.rstrip("/") + "/v1/completions", json=body, headers=headers) as r:
+            if r.status != 200:
+                res.error = f"HTTP {r.status}: {(await r.text())[:200]}"
+                res.latency_s = time.perf_counter() - t0
+                return res
+            async for raw in r.content:
                 line = raw.decode("utf-8", "replace").strip()
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
@@ -115,15 +116,12 @@ def send(base_url: str, body: dict, api_key: str | None, timeout_s: float, t_ori
                 if chunk.get("usage"):
                     res.prompt_tokens = chunk["usage"].get("prompt_tokens", 0)
                     res.output_tokens = chunk["usage"].get("completion_tokens", 0)
-        res.latency_s = time.perf_counter() - t0
         res.ok = res.ttft_s is not None and res.output_tokens > 0
         if not res.ok:
             res.error = "no tokens came back"
-    except urllib.error.HTTPError as e:
-        res.error = f"HTTP {e.code}: {e.read().decode('utf-8', 'replace')[:200]}"
-    except (urllib.error.URLError, OSError, ValueError) as e:
+    except (aiohttp.ClientError, OSError, ValueError, TimeoutError) as e:
         res.error = f"{type(e).__name__}: {e}"
-    res.latency_s = res.latency_s or (time.perf_counter() - t0)
+    res.latency_s = time.perf_counter() - t0
     return res
 
 
@@ -221,57 +219,69 @@ def summarize(results: list[RequestResult], duration_s: float, w: Workload, gpu_
 def run_bench(base_url: str, model: str, w: Workload, *, vocab_size: int, api_key: str | None = None,
               timeout_s: float = 600.0, alive=lambda: True) -> BenchReport:
     """Warm up, then send the workload; stops early (and says so) when the server dies."""
-    w = w.validate()
+    import asyncio
+
+    return asyncio.run(_run(base_url, model, w.validate(), vocab_size, api_key, timeout_s, alive))
+
+
+async def _run(base_url, model, w: Workload, vocab_size, api_key, timeout_s, alive) -> BenchReport:
+    import asyncio
+
+    import aiohttp
+
     reqs = make_requests(w, model, vocab_size)
     t_origin = time.perf_counter()
-    for body in reqs[: w.warmup]:
-        r = send(base_url, body, api_key, timeout_s, t_origin)
-        if not r.ok:
-            return summarize([r], time.perf_counter() - t_origin, w, [], aborted=f"warm-up failed: {r.error}")
-    sampler = GpuSampler()
-    sampler.start()
-    results: list[RequestResult] = []
-    lock = threading.Lock()
-    aborted = ""
-    rng = random.Random(w.seed + 1)
-    t0 = time.perf_counter()
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=w.concurrency)) as session:
+        for body in reqs[: w.warmup]:
+            r = await send(session, base_url, body, api_key, t_origin)
+            if not r.ok:
+                return summarize([r], time.perf_counter() - t_origin, w, [], aborted=f"warm-up failed: {r.error}")
+        sampler = GpuSampler()
+        sampler.start()
+        results: list[RequestResult] = []
+        rng = random.Random(w.seed + 1)
+        slots = asyncio.Semaphore(w.concurrency)
+        dead = asyncio.Event()
+        aborted = ""
+        t0 = time.perf_counter()
 
-    from .supervisor.health import probe
+        async def server_gone() -> bool:
+            try:
+                async with session.get(base_url.rstrip("/") + "/health", timeout=aiohttp.ClientTimeout(total=2)) as h:
+                    return h.status != 200 or not alive()
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                return True
 
-    slots = threading.Semaphore(w.concurrency)
-    dead = threading.Event()
-
-    def one(body):
-        try:
-            res = send(base_url, body, api_key, timeout_s, t0)
-            with lock:
+        async def one(body):
+            try:
+                res = await send(session, base_url, body, api_key, t0)
                 results.append(res)
-            # a failed request: is the server still there?
-            if not res.ok and (probe(base_url.rstrip("/") + "/health", 2.0) != 200 or not alive()):
-                dead.set()
-            return res
-        finally:
-            slots.release()
+                if not res.ok and await server_gone():
+                    dead.set()
+            finally:
+                slots.release()
 
-    with ThreadPoolExecutor(max_workers=w.concurrency) as pool:
+        tasks = []
         next_at = t0
         for body in reqs[w.warmup:]:
             if w.request_rate:
                 next_at += rng.expovariate(w.request_rate)
                 delay = next_at - time.perf_counter()
                 if delay > 0:
-                    time.sleep(delay)
-            slots.acquire()
+                    await asyncio.sleep(delay)
+            await slots.acquire()
             if dead.is_set() or not alive():
                 slots.release()
                 aborted = "the server died during the benchmark"
                 break
-            pool.submit(one, body)
-    duration = time.perf_counter() - t0
-    sampler.stop()
-    sampler.join(timeout=5)
-    if not aborted and (dead.is_set() or not alive()):
-        aborted = "the server died during the benchmark"
+            tasks.append(asyncio.create_task(one(body)))
+        await asyncio.gather(*tasks)
+        duration = time.perf_counter() - t0
+        sampler.stop()
+        sampler.join(timeout=5)
+        if not aborted and (dead.is_set() or not alive()):
+            aborted = "the server died during the benchmark"
     return summarize(results, duration, w, sampler.samples, aborted=aborted)
 
 
