@@ -4,8 +4,21 @@ from pathlib import Path
 
 import pytest
 
+import os
+import shutil
+import subprocess
+
 ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "examples" / "tiny-llama"
 FAKE = str(Path(__file__).with_name("fake_server.py"))
+if shutil.which("nvidia-smi") is None:
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # the CPU build's KV cache for the tiny model
+
+
+def cli(*args, env=None, timeout=600):
+    """The real entry point in a subprocess: exit codes and one-line errors as users see them."""
+    return subprocess.run([sys.executable, "-m", "launcher", *args], capture_output=True, text=True, timeout=timeout,
+                          env=env if env is not None else os.environ.copy(), cwd=str(ROOT))
 
 
 @pytest.fixture(scope="session")

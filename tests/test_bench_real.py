@@ -1,26 +1,16 @@
 """`launcher bench` and `launcher tune` against the real vLLM engine (CPU build) with the tiny model."""
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import psutil
 import pytest
 
-from conftest import wait_for
+from conftest import ROOT, TINY, cli, wait_for
 
 pytestmark = pytest.mark.vllm
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "examples" / "tiny-llama"
-if shutil.which("nvidia-smi") is None:
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-
-
-def cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "launcher", *args], capture_output=True, text=True, timeout=timeout, cwd=str(ROOT))
 
 
 def test_bench_starts_measures_plots_and_stops(tmp_path):

@@ -6,16 +6,13 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
+from conftest import TINY, cli
 from launcher.cli import app
 
 runner = CliRunner()
-TINY = __import__('pathlib').Path(__file__).resolve().parents[1] / 'examples' / 'tiny-llama'
 QWEN32 = ["--model-name", "deepseek-r1-distill-qwen", "--size-in-billions", "32", "--gpu", "H100-80GB"]
 
 
-def cli(*args, env=None):
-    """Run the real entry point (main) so exit codes and the one-line errors are what users see."""
-    return subprocess.run([sys.executable, "-m", "launcher", *args], capture_output=True, text=True, env=env, timeout=60)
 
 
 def test_estimate_json_has_the_documented_keys():

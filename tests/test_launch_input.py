@@ -1,19 +1,11 @@
 """Bad input to launch/smoke: a clear error and nothing started."""
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import psutil
 import pytest
 
-TINY = Path(__file__).resolve().parents[1] / "examples" / "tiny-llama"
-
-
-def cli(*args, env=None, timeout=120):
-    return subprocess.run([sys.executable, "-m", "launcher", *args], capture_output=True, text=True,
-                          env=env or os.environ.copy(), timeout=timeout)
+from conftest import TINY, cli
 
 
 def vllm_processes():

@@ -15,15 +15,15 @@ def bench(
     model_path: common.ModelPath = None,
     model_name: common.ModelName = None,
     size_in_billions: common.Size = None,
-    model_format: Annotated[Optional[str], typer.Option("--model-format")] = None,
+    model_format: common.ModelFormatOpt = None,
     config: common.Config = None,
     env: Env = None,
-    num_requests: Annotated[int, typer.Option("--num-requests", "-n", help="Requests to measure.")] = 64,
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Requests in flight at most.")] = 8,
-    request_rate: Annotated[Optional[float], typer.Option("--request-rate", help="Poisson arrivals per second (default: closed loop).")] = None,
-    prompt_len: Annotated[str, typer.Option("--prompt-len", help="Prompt tokens: N or LO:HI (uniform).")] = "128",
-    output_len: Annotated[str, typer.Option("--output-len", help="Output tokens: N or LO:HI (uniform).")] = "64",
-    prompts_file: Annotated[Optional[str], typer.Option("--prompts-file", help="JSONL of {\"prompt\": ...} instead of random token ids.")] = None,
+    num_requests: common.NumRequests = 64,
+    concurrency: common.Concurrency = 8,
+    request_rate: common.RequestRate = None,
+    prompt_len: common.PromptLen = "128",
+    output_len: common.OutputLen = "64",
+    prompts_file: common.PromptsFile = None,
     warmup: Annotated[int, typer.Option("--warmup", help="Requests sent first and not measured.")] = 2,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     timeout: Annotated[float, typer.Option("--timeout", help="Start-up deadline and per-request timeout, seconds.")] = 600.0,
@@ -36,16 +36,14 @@ def bench(
     import contextlib
     import os
 
-    from ..bench import Workload, parse_range, plot, run_bench
+    from ..bench import plot, run_bench
     from ..errors import BadInput
     from ..launching import effective_state, prepare
     from ..planning import resolve_model
     from ..runs import read_json, read_state, run_dir
     from ..serving import served
 
-    w = Workload(num_requests=num_requests, concurrency=concurrency, request_rate=request_rate,
-                 prompt_len=parse_range(prompt_len, "--prompt-len"), output_len=parse_range(output_len, "--output-len"),
-                 warmup=warmup, seed=seed, prompts_file=prompts_file).validate()
+    w = common.workload(num_requests, concurrency, request_rate, prompt_len, output_len, prompts_file, warmup=warmup, seed=seed)
     api_key = os.environ.get("VLLM_API_KEY")
     if name and not (model_path or model_name or config):
         st = read_state(name)

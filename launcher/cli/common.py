@@ -18,6 +18,14 @@ GpuPreset = Annotated[Optional[str], typer.Option("--gpu", help="Plan for a know
 NumGpus = Annotated[Optional[int], typer.Option("--num-gpus", help="How many GPUs to plan for (or to use of the visible ones).")]
 VllmVersion = Annotated[Optional[str], typer.Option("--vllm-version", help="vLLM version whose defaults to follow (default: the installed one).")]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+ModelFormatOpt = Annotated[Optional[str], typer.Option("--model-format", help="pytorch, awq, gptq or fp8 (catalog models).")]
+# the workload of bench and tune
+NumRequests = Annotated[int, typer.Option("--num-requests", "-n", help="Requests to measure.")]
+Concurrency = Annotated[int, typer.Option("--concurrency", "-c", help="Requests in flight at most.")]
+RequestRate = Annotated[Optional[float], typer.Option("--request-rate", help="Poisson arrivals per second (default: closed loop).")]
+PromptLen = Annotated[str, typer.Option("--prompt-len", help="Prompt tokens: N or LO:HI (uniform).")]
+OutputLen = Annotated[str, typer.Option("--output-len", help="Output tokens: N or LO:HI (uniform).")]
+PromptsFile = Annotated[Optional[str], typer.Option("--prompts-file", help="JSONL of {\"prompt\": ...} instead of random token ids.")]
 Config = Annotated[Optional[str], typer.Option("--config", help="Launch file (.yaml/.json) with the same keys as the flags; flags win.")]
 
 
@@ -38,3 +46,12 @@ def check_engine(engine: str) -> None:
 
     if engine.lower() not in SUPPORTED_ENGINES:
         raise BadInput(f"model engine '{engine}' is not supported.", hint="Only 'vllm' is, for now.")
+
+
+def workload(num_requests, concurrency, request_rate, prompt_len, output_len, prompts_file, **kw):
+    """The bench/tune workload from their shared options."""
+    from ..bench import Workload, parse_range
+
+    return Workload(num_requests=num_requests, concurrency=concurrency, request_rate=request_rate,
+                    prompt_len=parse_range(prompt_len, "--prompt-len"), output_len=parse_range(output_len, "--output-len"),
+                    prompts_file=prompts_file, **kw).validate()

@@ -23,7 +23,7 @@ def tune(
     model_path: common.ModelPath = None,
     model_name: common.ModelName = None,
     size_in_billions: common.Size = None,
-    model_format: Annotated[Optional[str], typer.Option("--model-format")] = None,
+    model_format: common.ModelFormatOpt = None,
     config: common.Config = None,
     env: Env = None,
     gpu_memory: common.GpuMemory = None,
@@ -34,12 +34,12 @@ def tune(
     utilizations: Annotated[str, typer.Option("--gpu-memory-utilization-grid", help="Candidates for gpu_memory_utilization ('' for none).")] = "",
     kv_dtypes: Annotated[str, typer.Option("--kv-cache-dtype-grid", help="Candidates for kv_cache_dtype, e.g. auto,fp8.")] = "auto",
     ttft_p99_ms: Annotated[Optional[float], typer.Option("--ttft-p99-ms", help="Latency target: p99 time to first token.")] = None,
-    num_requests: Annotated[int, typer.Option("--num-requests", "-n")] = 64,
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c")] = 8,
-    request_rate: Annotated[Optional[float], typer.Option("--request-rate")] = None,
-    prompt_len: Annotated[str, typer.Option("--prompt-len")] = "128",
-    output_len: Annotated[str, typer.Option("--output-len")] = "64",
-    prompts_file: Annotated[Optional[str], typer.Option("--prompts-file")] = None,
+    num_requests: common.NumRequests = 64,
+    concurrency: common.Concurrency = 8,
+    request_rate: common.RequestRate = None,
+    prompt_len: common.PromptLen = "128",
+    output_len: common.OutputLen = "64",
+    prompts_file: common.PromptsFile = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Start-up deadline per candidate, seconds.")] = 900.0,
     out: Annotated[Path, typer.Option("--out", help="Launch file for the winner.")] = Path("launch-tuned.yaml"),
     json_out: common.Json = False,
@@ -48,7 +48,6 @@ def tune(
     --max-model-len), launch and benchmark the rest, stop early where a candidate is clearly worse,
     rank by output throughput among those meeting --ttft-p99-ms, write a launch file for the winner.
     Exit: 0 a winner was found, 1 none met the target, 2 bad input."""
-    from ..bench import Workload, parse_range
     from ..planning import resolve_model
     from ..tune import grid, launch_file, tune as run_tune
 
@@ -57,9 +56,7 @@ def tune(
                                            num_gpus=num_gpus, startup_timeout_s=timeout))
     from dataclasses import replace
     spec = replace(spec, name=f"tune-{spec.name}"[:60])
-    w = Workload(num_requests=num_requests, concurrency=concurrency, request_rate=request_rate,
-                 prompt_len=parse_range(prompt_len, "--prompt-len"), output_len=parse_range(output_len, "--output-len"),
-                 prompts_file=prompts_file).validate()
+    w = common.workload(num_requests, concurrency, request_rate, prompt_len, output_len, prompts_file)
     cands = grid(_ints(max_num_seqs), _ints(max_num_batched_tokens),
                  [float(x) for x in utilizations.split(",") if x.strip()], [x for x in kv_dtypes.split(",") if x.strip()])
     vocab = resolve_model(spec.model_path, spec.model_name, spec.size_in_billions, spec.model_format, spec.quantization).arch.vocab_size
