@@ -33,6 +33,10 @@ def test_detached_launch_chat_engine_core_kill_restart_and_clean_stop(launcher_h
     assert r.returncode == 0, r.stderr[-3000:]
     st = status("tiny")
     assert st["state"] == "READY" and st["restarts"] == 0
+    assert "Application startup complete" in cli("logs", "tiny", "--tail", "50").stdout
+    assert "READY" in cli("logs", "tiny", "--supervisor").stdout
+    listed = json.loads(cli("ps", "--json").stdout)
+    assert [(r["name"], r["state"]) for r in listed] == [("tiny", "READY")]
     body = json.dumps({"model": str(TINY), "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8}).encode()
     req = urllib.request.Request(st["endpoint"] + "/chat/completions", data=body, headers={"content-type": "application/json"})
     with urllib.request.urlopen(req, timeout=120) as resp:
@@ -51,8 +55,8 @@ def test_detached_launch_chat_engine_core_kill_restart_and_clean_stop(launcher_h
     assert "READY -> BACKOFF" in log and log.count("-> READY") == 2
 
     new_run_id = json.loads((launcher_home / "runs" / "tiny" / "state.json").read_text())["run_id"]
-    r = cli("stop", "tiny", timeout=120)
-    assert r.returncode == 0, r.stderr
+    r = cli("stop", "--all", timeout=120)
+    assert r.returncode == 0 and "tiny: STOPPED" in r.stdout, r.stderr
     assert status("tiny")["state"] == "STOPPED"
     wait_for(lambda: not run_processes(run_id) and not run_processes(new_run_id), 10, what="no process of the launch")
     sup = state["supervisor"]["pid"]

@@ -120,7 +120,7 @@ def _validate(m: ModelArch, s: EngineSettings) -> None:
 
 
 def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: tuple[int, ...] = (0, 24, 0),
-             num_gpus_available: int | None = None) -> Estimate:
+             num_gpus_available: int | None = None, suggest: bool = True) -> Estimate:
     """Predict vLLM's memory accounting on one GPU (the most loaded one) and decide whether it fits."""
     _validate(m, s)
     tp, pp = s.tensor_parallel_size, s.pipeline_parallel_size
@@ -185,7 +185,7 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     elif fit_len <= 0:
         est.fits = False
         est.reason = "no KV cache is left for even one block."
-    if not est.fits and est.reason and not est.suggestions:
+    if suggest and not est.fits and est.reason and not est.suggestions:
         est.suggestions = _suggest(m, s, gpu, vllm_version, want_len, fit_len, num_gpus_available)
     return est
 
@@ -199,7 +199,7 @@ def _suggest(m, s: EngineSettings, gpu: GpuBudget, vv, want_len: int, fit_len: i
 
     def fits(**kw) -> bool:
         try:
-            e = estimate(m, replace(s, max_model_len=want_len, **kw), gpu, vllm_version=vv)
+            e = estimate(m, replace(s, max_model_len=want_len, **kw), gpu, vllm_version=vv, suggest=False)
         except BadInput:
             return False
         return e.fits
