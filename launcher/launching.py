@@ -52,7 +52,7 @@ def prepare(spec: LaunchSpec, *, check_port: bool = True) -> Prepared:
         p = plan(ref, engine_args, gpu_memory=spec.gpu_memory, gpu_preset=spec.gpu, num_gpus=spec.num_gpus, env=env)
         e = p.estimate
         if e is not None and not e.fits:
-            if engine_args.get("max-model-len") == "auto" and e.max_model_len_fit > 0 and "Free memory" not in e.reason:
+            if engine_args.get("max-model-len") == "auto" and e.cause == "max_model_len" and e.max_model_len_fit > 0:
                 engine_args["max-model-len"] = e.max_model_len_fit
                 note = f"--max-model-len auto: launching with {e.max_model_len_fit} (the largest that fits)."
             else:

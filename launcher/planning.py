@@ -115,7 +115,7 @@ def plan(model: ModelRef, engine_args: dict, *, gpu_memory: str | None = None, g
     p.estimate.gpus = [g.__dict__ | {"pids": list(g.pids)} for g in used]
     p.estimate.vllm_version = version
     if need > len(gpus):
-        p.estimate.fits = False
+        p.estimate.fits, p.estimate.cause = False, "gpus"
         p.estimate.reason = p.notes[-1] + " " + p.estimate.reason
     return p
 

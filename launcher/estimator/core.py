@@ -92,6 +92,7 @@ class Estimate:
     gpus: list[dict] = field(default_factory=list)
     vllm_version: str = ""
     reason: str = ""
+    cause: str = ""  # why it does not fit: free_memory, weights, max_model_len, no_kv, gpus
     suggestions: list[str] = field(default_factory=list)
     auto: bool = False
 
@@ -167,23 +168,23 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     )
     free = gpu.cuda_free_bytes
     if free is not None and free < requested and not s.kv_cache_memory_bytes:
-        est.fits = False
+        est.fits, est.cause = False, "free_memory"
         est.reason = (f"Free memory on device ({free / GiB:.2f}/{gpu.cuda_total_bytes / GiB:.2f} GiB) on startup is less "
                       f"than desired GPU memory utilization ({util}, {requested / GiB:.2f} GiB); vLLM would fail at once.")
         usable = math.floor(free / gpu.cuda_total_bytes * 100) / 100
         est.suggestions.append(f"--gpu-memory-utilization {usable:.2f} (the share that is free now), "
                                "or free the memory other processes hold.")
     elif avail <= 0:
-        est.fits = False
+        est.fits, est.cause = False, "weights"
         est.reason = (f"the model does not fit at all: weights {w / GiB:.2f} GiB + activations and overhead "
                       f"{(act + nt + cg) / GiB:.2f} GiB exceed the {requested / GiB:.2f} GiB requested.")
     elif fit_len < want_len and not auto:
-        est.fits = False
+        est.fits, est.cause = False, "max_model_len"
         need = lay.bytes_per_request(want_len, block, batched)
         est.reason = (f"max_model_len {want_len} needs {need / GiB:.2f} GiB of KV cache; only {avail / GiB:.2f} GiB "
                       f"is available. The largest that fits is {fit_len}.")
     elif fit_len <= 0:
-        est.fits = False
+        est.fits, est.cause = False, "no_kv"
         est.reason = "no KV cache is left for even one block."
     if suggest and not est.fits and est.reason and not est.suggestions:
         est.suggestions = _suggest(m, s, gpu, vllm_version, want_len, fit_len, num_gpus_available)
