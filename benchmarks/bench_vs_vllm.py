@@ -1,6 +1,9 @@
 """`launcher bench` vs vLLM's own `vllm bench serve` on the same server and workload.
 
 usage: .venv/bin/python benchmarks/bench_vs_vllm.py [--rounds 3] [--markdown FILE]
+vLLM's random dataset sends its random token ids decoded to text; `launcher bench` sends them as ids
+(its default; `--prompt-format text` decodes them too, but with this tiny byte-level tokenizer the
+gibberish text makes vLLM hold back some streams until the end, so TTFT is not comparable either way).
 One tiny-model server (CPU build) is started with `launcher launch --detach`; each round runs
 vLLM's tool (random dataset: fixed input/output lengths, ignore_eos, max concurrency) and then
 `launcher bench --name` with the same numbers; medians are compared (target: within 5%).
@@ -40,6 +43,7 @@ def vllm_bench(port, outdir, i):
 def launcher_bench(env, i):
     r = subprocess.run([os.path.join(os.path.dirname(sys.executable), "launcher"), "bench", "--name", "cmp", "-n", str(N),
                         "-c", str(C), "--prompt-len", str(IN), "--output-len", str(OUT), "--warmup", "0", "--seed", str(i),
+
                         "--json"], capture_output=True, text=True, env=env, cwd=ROOT)
     if r.returncode != 0:
         raise SystemExit(r.stderr[-3000:])

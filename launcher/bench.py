@@ -27,6 +27,7 @@ class Workload:
     warmup: int = 2
     seed: int = 0
     prompts_file: str | None = None  # JSONL with {"prompt": "..."} (and optional "max_tokens")
+    tokenizer: str | None = None  # tokenizer.json: random prompts are decoded to text (as vLLM's random dataset does)
 
     def validate(self) -> Workload:
         if self.num_requests < 1 or self.concurrency < 1 or self.warmup < 0:
@@ -60,6 +61,17 @@ class RequestResult:
     error: str = ""
 
 
+def _tokenizer(path: str):
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise BadInput("text prompts need the 'tokenizers' package.") from None
+    try:
+        return Tokenizer.from_file(path)
+    except Exception as e:  # noqa: BLE001 - a broken or missing file is bad input
+        raise BadInput(f"cannot read tokenizer '{path}': {e}") from None
+
+
 def make_requests(w: Workload, model: str, vocab_size: int) -> list[dict]:
     rng = random.Random(w.seed)
     out = []
@@ -79,9 +91,14 @@ def make_requests(w: Workload, model: str, vocab_size: int) -> list[dict]:
             out.append({"model": model, "prompt": r["prompt"], "max_tokens": int(r.get("max_tokens") or rng.randint(*w.output_len))})
     else:
         hi = max(10, vocab_size - 1)
+        tok = _tokenizer(w.tokenizer) if w.tokenizer else None
+        if tok is not None:
+            hi = min(hi, tok.get_vocab_size() - 1)
         for _ in range(w.num_requests + w.warmup):
             n = rng.randint(*w.prompt_len)
-            out.append({"model": model, "prompt": [rng.randint(5, hi) for _ in range(n)], "max_tokens": rng.randint(*w.output_len)})
+            ids = [rng.randint(5, hi) for _ in range(n)]
+            out.append({"model": model, "prompt": tok.decode(ids) if tok is not None else ids,
+                        "max_tokens": rng.randint(*w.output_len)})
     for r in out:
         r.update(stream=True, stream_options={"include_usage": True}, ignore_eos=True, temperature=0.0)
     return out
@@ -230,6 +247,7 @@ async def _run(base_url, model, w: Workload, vocab_size, api_key, timeout_s, ali
     import aiohttp
 
     reqs = make_requests(w, model, vocab_size)
+    alive = _throttled(alive, 0.5)  # the check reads state files: not once per request on the hot path
     t_origin = time.perf_counter()
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=w.concurrency)) as session:
@@ -283,6 +301,18 @@ async def _run(base_url, model, w: Workload, vocab_size, api_key, timeout_s, ali
         if not aborted and (dead.is_set() or not alive()):
             aborted = "the server died during the benchmark"
     return summarize(results, duration, w, sampler.samples, aborted=aborted)
+
+
+def _throttled(check, every_s: float):
+    """check(), re-evaluated at most every every_s seconds; a False answer sticks."""
+    state = {"at": -1e9, "value": True}
+
+    def wrapped() -> bool:
+        now = time.perf_counter()
+        if state["value"] and now - state["at"] >= every_s:
+            state["value"], state["at"] = bool(check()), now
+        return state["value"]
+    return wrapped
 
 
 def plot(report: BenchReport, path: str) -> None:

@@ -25,6 +25,7 @@ def bench(
     output_len: common.OutputLen = "64",
     prompts_file: common.PromptsFile = None,
     warmup: Annotated[int, typer.Option("--warmup", help="Requests sent first and not measured.")] = 2,
+    prompt_format: Annotated[str, typer.Option("--prompt-format", help="ids (token ids, exact lengths) or text (random ids decoded with the model's tokenizer.json, like vLLM's random dataset).")] = "ids",
     seed: Annotated[int, typer.Option("--seed")] = 0,
     timeout: Annotated[float, typer.Option("--timeout", help="Start-up deadline and per-request timeout, seconds.")] = 600.0,
     plot_file: Annotated[Optional[str], typer.Option("--plot", help="Write latency percentiles and throughput over time to this PNG.")] = None,
@@ -57,6 +58,7 @@ def bench(
                             spec.get("model_format"), spec.get("quantization"))
         host = "127.0.0.1" if st.get("host") in ("0.0.0.0", None) else st["host"]
         base, vocab = f"http://{host}:{st['port']}", ref.arch.vocab_size
+        ref_path = spec.get("model_path")
         ctxm = contextlib.nullcontext(None)
 
         def alive():
@@ -72,8 +74,19 @@ def bench(
         vocab = resolve_model(spec.model_path, spec.model_name, spec.size_in_billions, spec.model_format,
                               spec.quantization).arch.vocab_size
         base = f"http://127.0.0.1:{prep.port}"
+        ref_path = spec.model_path
         ctxm = served(prep, timeout_s=timeout)
         alive = None
+    if prompt_format not in ("ids", "text"):
+        raise BadInput("--prompt-format must be ids or text.")
+    if prompt_format == "text":
+        from dataclasses import replace as _replace
+        from pathlib import Path
+
+        tok = Path(ref_path or "") / "tokenizer.json"
+        if not ref_path or not tok.is_file():
+            raise BadInput("--prompt-format text needs a local model folder with tokenizer.json.")
+        w = _replace(w, tokenizer=str(tok))
     con = common.console(stderr=True)
     with ctxm as sr:
         if sr is not None:
