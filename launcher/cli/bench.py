@@ -45,6 +45,8 @@ def bench(
     from ..serving import served
 
     w = common.workload(num_requests, concurrency, request_rate, prompt_len, output_len, prompts_file, warmup=warmup, seed=seed)
+    if prompt_format not in ("ids", "text"):
+        raise BadInput("--prompt-format must be ids or text.")
     api_key = os.environ.get("VLLM_API_KEY")
     if name and not (model_path or model_name or config):
         st = read_state(name)
@@ -76,9 +78,7 @@ def bench(
         base = f"http://127.0.0.1:{prep.port}"
         ref_path = spec.model_path
         ctxm = served(prep, timeout_s=timeout)
-        alive = None
-    if prompt_format not in ("ids", "text"):
-        raise BadInput("--prompt-format must be ids or text.")
+        alive = None  # set from the in-process supervisor below
     if prompt_format == "text":
         from dataclasses import replace as _replace
         from pathlib import Path
@@ -92,8 +92,7 @@ def bench(
         if sr is not None:
             from ..supervisor.machine import State
 
-            def alive():
-                return sr.sup.state == State.READY and sr.sup.restarts == 0
+            alive = (lambda: sr.sup.state == State.READY and sr.sup.restarts == 0)  # noqa: E731
         with con.status(f"benchmarking {model}: {w.num_requests} requests, concurrency {w.concurrency}"):
             rep = run_bench(base, model, w, vocab_size=vocab, api_key=api_key, timeout_s=timeout, alive=alive)
     if plot_file:
