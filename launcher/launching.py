@@ -34,10 +34,9 @@ class Prepared:
 
 def prepare(spec: LaunchSpec, *, check_port: bool = True) -> Prepared:
     """Validate everything and build the exact command line; start nothing."""
-    from .engines import SUPPORTED_ENGINES
+    from .engines import check_engine
 
-    if spec.model_engine.lower() not in SUPPORTED_ENGINES:
-        raise BadInput(f"model engine '{spec.model_engine}' is not supported.", hint="Only 'vllm' is, for now.")
+    check_engine(spec.model_engine)
     inst = vllm_engine.installed()
     ref = resolve_model(spec.model_path, spec.model_name, spec.size_in_billions, spec.model_format, spec.quantization,
                         dtype=spec.engine_args.get("dtype"), parse_arch=spec.preflight)

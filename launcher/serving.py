@@ -1,7 +1,6 @@
-"""Serve a prepared launch in-process for the duration of a block (used by bench and tune)."""
+"""Serve a prepared launch in-process for the duration of a block (smoke, bench, tune)."""
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from dataclasses import replace
@@ -9,29 +8,60 @@ from dataclasses import replace
 from .errors import NotReady
 
 
-@contextlib.contextmanager
-def served(prep, *, timeout_s: float, on_event=None):
-    """Start the server, wait until READY (or raise NotReady with vLLM's root cause), always stop it."""
-    from .launching import policy_for, record_launch
-    from .runs import run_dir
-    from .supervisor.machine import State
-    from .supervisor.run import ServerRun
+class served:
+    """`with served(prep, timeout_s=...) as sr:` starts the server, waits until READY (or raises
+    NotReady with vLLM's root cause), and always stops it on the way out. `self.run` stays
+    available afterwards, so callers can check what is left of the process tree."""
 
-    record_launch(prep)
-    pol = replace(policy_for(prep.spec), startup_timeout_s=timeout_s, max_quick_failures=1)
-    sr = ServerRun(prep.spec.name, prep.argv, prep.env, prep.spec.host, prep.port, run_dir(prep.spec.name), pol,
-                   on_event=on_event)
-    th = threading.Thread(target=sr.run, kwargs={"install_signals": False}, daemon=True)
-    th.start()
-    t0 = time.monotonic()
-    try:
-        while time.monotonic() - t0 < timeout_s and sr.sup.state not in (State.READY, State.FATAL) and th.is_alive():
-            time.sleep(0.2)
-        if sr.sup.state != State.READY:
-            cause = sr._root_cause()
-            raise NotReady(f"{prep.spec.name} did not become ready: {sr.sup.reason or 'deadline'}"
-                           + (f" [{cause[0]}: {cause[1]}]" if cause and cause[1] not in (sr.sup.reason or "") else ""))
-        yield sr
-    finally:
-        sr.request_stop()
-        th.join(timeout=pol.stop_grace_s + 30)
+    def __init__(self, prep, *, timeout_s: float, on_event=None):
+        self.prep, self.timeout_s, self.on_event = prep, timeout_s, on_event
+        self.run = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self):
+        from .launching import policy_for, record_launch
+        from .runs import run_dir
+        from .supervisor.machine import State
+        from .supervisor.run import ServerRun
+
+        prep = self.prep
+        record_launch(prep)
+        self.policy = replace(policy_for(prep.spec), startup_timeout_s=self.timeout_s, max_quick_failures=1)
+        sr = self.run = ServerRun(prep.spec.name, prep.argv, prep.env, prep.spec.host, prep.port,
+                                  run_dir(prep.spec.name), self.policy, on_event=self.on_event)
+        self._thread = threading.Thread(target=sr.run, kwargs={"install_signals": False}, daemon=True)
+        self._thread.start()
+        t0 = time.monotonic()
+        try:
+            while time.monotonic() - t0 < self.timeout_s and sr.sup.state not in (State.READY, State.FATAL) \
+                    and self._thread.is_alive():
+                time.sleep(0.2)
+            if sr.sup.state != State.READY:
+                cause = sr._root_cause()
+                if sr.sup.state == State.FATAL or not self._thread.is_alive():
+                    why = sr.sup.reason
+                else:
+                    why = f"not ready within the deadline of {self.timeout_s:.0f} s"
+                raise NotReady(why + (f" [{cause[0]}: {cause[1]}]" if cause and cause[1] not in (why or "") else ""))
+        except BaseException:
+            self._stop()
+            raise
+        return sr
+
+    def __exit__(self, *exc):
+        self._stop()
+        return False
+
+    def _stop(self):
+        self.run.request_stop()
+        self._thread.join(timeout=self.policy.stop_grace_s + 30)
+
+    def leftover_pids(self) -> list[int]:
+        """Processes of this launch still alive after the block (each is killed as well)."""
+        tree = self.run.tree if self.run else None
+        if tree is None:
+            return []
+        left = [r.pid for r in tree.members()]
+        if left:
+            tree.stop(1.0)
+        return left

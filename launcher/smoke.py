@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -163,12 +162,11 @@ def run_checks(client: Client, model: str, *, max_tokens: int, stream: bool, exp
 def smoke(prep, *, timeout_s: float, max_tokens: int = 8, stream: bool = False, expect: str | None = None,
           api_key: str | None = None, on_event=None) -> SmokeReport:
     """Launch `prep` in-process, wait for ready within the deadline, run the checks, always stop."""
-    from .launching import record_launch
-    from .runs import read_state, run_dir
-    from .supervisor.machine import State
-    from .supervisor.run import ServerRun, read_tail
-    from .launching import policy_for
     from .engines import vllm as vllm_engine
+    from .errors import NotReady
+    from .runs import run_dir
+    from .serving import served
+    from .supervisor.run import read_tail
 
     t0 = time.monotonic()
     deadline = t0 + timeout_s
@@ -179,44 +177,24 @@ def smoke(prep, *, timeout_s: float, max_tokens: int = 8, stream: bool = False, 
         rep.kv_cache_tokens_estimate = prep.plan.estimate.kv_cache_tokens
     elif prep.plan and prep.plan.cpu_kv:
         rep.kv_cache_tokens_estimate = prep.plan.cpu_kv.get("kv_cache_tokens")
-    record_launch(prep)
-    pol = policy_for(prep.spec)
-    from dataclasses import replace
-    pol = replace(pol, startup_timeout_s=min(pol.startup_timeout_s, timeout_s), max_quick_failures=1)
-    sr = ServerRun(name, prep.argv, prep.env, prep.spec.host, prep.port, run_dir(name), pol, on_event=on_event)
-    th = threading.Thread(target=sr.run, kwargs={"install_signals": False}, daemon=True)
-    th.start()
+    server = served(prep, timeout_s=timeout_s, on_event=on_event)
     try:
-        while time.monotonic() < deadline and sr.sup.state not in (State.READY, State.FATAL) and th.is_alive():
-            time.sleep(0.2)
-        if sr.sup.state != State.READY:
-            cause = sr._root_cause()
-            rep.reason = sr.sup.reason or (f"not ready within {timeout_s:.0f} s")
-            if cause and cause[1] not in rep.reason:
-                rep.reason += f" [{cause[0]}: {cause[1]}]"
-            if sr.sup.state != State.FATAL and th.is_alive():
-                rep.reason = f"not ready within the smoke deadline of {timeout_s:.0f} s" + (f" ({cause[0]}: {cause[1]})" if cause else "")
-            rep.exit_code = EXIT_NOT_READY
-            rep.checks.append(Check("ready", False, time.monotonic() - t0, rep.reason))
-            return rep
-        rep.time_to_ready_s = round(time.monotonic() - t0, 2)
-        rep.checks.append(Check("ready", True, rep.time_to_ready_s, "GET /health answered 200"))
-        rep.kv_cache_tokens_vllm = vllm_engine.parse_log_facts(read_tail(run_dir(name) / "server.log")).get("kv_tokens")
-        host = "127.0.0.1" if prep.spec.host in ("0.0.0.0", "") else prep.spec.host
-        client = Client(f"http://{host}:{prep.port}", api_key, timeout_s=max(5.0, deadline - time.monotonic()))
-        rep.checks += run_checks(client, rep.model, max_tokens=max_tokens, stream=stream, expect=expect, deadline=deadline)
+        with server:
+            rep.time_to_ready_s = round(time.monotonic() - t0, 2)
+            rep.checks.append(Check("ready", True, rep.time_to_ready_s, "GET /health answered 200"))
+            rep.kv_cache_tokens_vllm = vllm_engine.parse_log_facts(read_tail(run_dir(name) / "server.log")).get("kv_tokens")
+            host = "127.0.0.1" if prep.spec.host in ("0.0.0.0", "") else prep.spec.host
+            client = Client(f"http://{host}:{prep.port}", api_key, timeout_s=max(5.0, deadline - time.monotonic()))
+            rep.checks += run_checks(client, rep.model, max_tokens=max_tokens, stream=stream, expect=expect,
+                                     deadline=deadline)
         rep.passed = all(c.passed for c in rep.checks)
         rep.exit_code = EXIT_OK if rep.passed else EXIT_FAILED
         if not rep.passed:
             rep.reason = "; ".join(f"{c.name}: {c.detail}" for c in rep.checks if not c.passed)
-        return rep
+    except NotReady as e:
+        rep.reason = e.message
+        rep.exit_code = EXIT_NOT_READY
+        rep.checks.append(Check("ready", False, time.monotonic() - t0, rep.reason))
     finally:
-        sr.request_stop()
-        th.join(timeout=pol.stop_grace_s + 30)
-        if sr.tree is not None:
-            rep.leftover_pids = [r.pid for r in sr.tree.members()]
-            if rep.leftover_pids:
-                sr.tree.stop(1.0)
-        st = read_state(name) or {}
-        if not rep.passed and not rep.reason:
-            rep.reason = st.get("reason", "")
+        rep.leftover_pids = server.leftover_pids()
+    return rep

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -171,6 +171,3 @@ def parse_env(pairs: list[str]) -> dict:
         out[k] = v
     return out
 
-
-def with_port(spec: LaunchSpec, port: int) -> LaunchSpec:
-    return replace(spec, port=port)

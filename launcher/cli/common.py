@@ -40,13 +40,6 @@ def console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False)
 
 
-def check_engine(engine: str) -> None:
-    from ..engines import SUPPORTED_ENGINES
-    from ..errors import BadInput
-
-    if engine.lower() not in SUPPORTED_ENGINES:
-        raise BadInput(f"model engine '{engine}' is not supported.", hint="Only 'vllm' is, for now.")
-
 
 def workload(num_requests, concurrency, request_rate, prompt_len, output_len, prompts_file, **kw):
     """The bench/tune workload from their shared options."""

@@ -26,13 +26,14 @@ def estimate(
     """Predict what vLLM will reserve per GPU and whether max_model_len fits. Engine arguments
     (--max_model_len N|auto, --gpu-memory-utilization, --tensor-parallel-size, --kv-cache-dtype, ...)
     go after the options, in either spelling. Exit: 0 fits, 3 does not fit, 2 bad input."""
+    from ..engines import check_engine
     from ..engines import vllm as vllm_engine
     from ..engine_args import parse_argv
     from ..errors import EXIT_BAD_INPUT, EXIT_DOES_NOT_FIT, BadInput
     from ..planning import plan, resolve_model
     from .render import estimate_dict, render_estimate
 
-    common.check_engine(model_engine)
+    check_engine(model_engine)
     spec = vllm_engine.arg_spec(allow_dump=False)
     engine_args = parse_argv(list(ctx.args), spec)
     if quantization not in ("none", "") and "quantization" not in engine_args and model_format == "pytorch":

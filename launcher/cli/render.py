@@ -1,7 +1,7 @@
 """Rich rendering of an estimate, and its JSON form."""
 from __future__ import annotations
 
-from ..units import GiB
+from ..units import gib
 
 
 def estimate_dict(p) -> dict:
@@ -25,7 +25,7 @@ def estimate_dict(p) -> dict:
 
 
 def _g(b: int | None) -> str:
-    return "-" if b is None else f"{b / GiB:.2f}"
+    return "-" if b is None else gib(b)
 
 
 def render_estimate(p, con) -> None:

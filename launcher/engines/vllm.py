@@ -168,6 +168,3 @@ def env_warnings(env: dict, inst: Installed | None) -> list[str]:
         out.append(f"VLLM_USE_V1 has no effect in vLLM {inst.version}: the V0 engine was removed, V1 is the only engine.")
     return out
 
-
-def default_home_python() -> str:
-    return os.environ.get("LAUNCHER_VLLM_PYTHON", sys.executable)

@@ -53,7 +53,7 @@ def profile_shape(m: ModelArch, *, max_num_batched_tokens: int, max_num_seqs: in
     return ProfileShape(sampler=rows * m.vocab_size, ffn=t * active / tp, moe_workspace=ws)
 
 
-def peak_activation_bytes(shape: ProfileShape, runner_kind: str, *, compiled: bool = True) -> int:
+def peak_activation_bytes(shape: ProfileShape, runner_kind: str) -> int:
     c = coefficients()["activation"][runner_kind]
     if runner_kind == "v2":
         peak = c["sampler"] * shape.sampler + c["ffn"] * shape.ffn + c["const"]

@@ -141,7 +141,7 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     run = activation.runner(m, vllm_version)
     w = weights.weights_bytes(m, tp, pp)
     shape = activation.profile_shape(m, max_num_batched_tokens=batched, max_num_seqs=seqs, tp=tp)
-    act = activation.peak_activation_bytes(shape, run, compiled=not s.enforce_eager)
+    act = activation.peak_activation_bytes(shape, run)
     nt = activation.non_torch_bytes(run, tp * pp)
     cg = activation.cudagraph_bytes(m, run, enforce_eager=s.enforce_eager, tp=tp)
     requested = math.ceil(gpu.cuda_total_bytes * util)
