@@ -60,10 +60,12 @@ class Supervisor:
     # -- transitions, all in one place ------------------------------------------------
     def _go(self, new: State, why: str = "") -> None:
         old = self.state
-        self.state = new
         if why:
             self.reason = why
+        # record first (state file, supervisor.log), publish second: whoever sees the new
+        # state in memory can rely on it being on disk already
         self.hooks.on_change(old, new, why)
+        self.state = new
 
     def start(self, now: float) -> None:
         self.server = self.hooks.spawn()
