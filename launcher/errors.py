@@ -10,6 +10,7 @@ EXIT_FAILED = 1  # a smoke check failed, or the server failed at run time
 EXIT_BAD_INPUT = 2
 EXIT_DOES_NOT_FIT = 3
 EXIT_NOT_READY = 4
+EXIT_CLUSTER = 5  # the Ray cluster is unreachable, unhealthy or lacks the resources
 EXIT_INTERRUPTED = 130
 
 
@@ -51,6 +52,12 @@ class DoesNotFit(LauncherError):
 
 class NotReady(LauncherError):
     exit_code = EXIT_NOT_READY
+
+
+class ClusterError(LauncherError):
+    """The Ray cluster cannot be reached or cannot host the launch; nothing was started."""
+
+    exit_code = EXIT_CLUSTER
 
 
 class LaunchFailed(LauncherError):

@@ -7,6 +7,7 @@ import sys
 import typer
 
 from . import bench as _bench
+from . import cluster as _cluster
 from . import estimate as _estimate
 from . import launch as _launch
 from . import manage as _manage
@@ -31,6 +32,7 @@ app.command("ps")(_manage.ps)
 app.command("status")(_manage.status)
 app.command("logs")(_manage.logs)
 app.command("stop")(_manage.stop)
+app.add_typer(_cluster.app, name="cluster")
 app.command("_supervise", hidden=True)(_launch.supervise_detached)
 
 
