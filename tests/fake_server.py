@@ -2,7 +2,10 @@
 
 python fake_server.py --port P --mode MODE [--delay S]
 modes: ok, crash_at_start, crash_after_ready, never_healthy, 503_after_ready, hang_health,
-       ignore_sigterm, grandchild, escape_grandchild
+       ignore_sigterm, grandchild, escape_grandchild,
+       ray: a Ray driver like vLLM's Ray executor: joins $RAY_ADDRESS, reserves a placement group of
+            --bundles {--device: 1} bundles (PACK), puts one worker actor on each, and dies when a
+            worker does (as vLLM does when a Ray worker is lost)
 Writes its PID (and children's) to $FAKE_PIDS_FILE when given.
 """
 import argparse
@@ -19,6 +22,8 @@ ap.add_argument("--port", type=int, required=True)
 ap.add_argument("--host", default="127.0.0.1")
 ap.add_argument("--mode", default="ok")
 ap.add_argument("--delay", type=float, default=0.5)
+ap.add_argument("--bundles", type=int, default=2)
+ap.add_argument("--device", default="CPU")
 a = ap.parse_args()
 start = time.monotonic()
 pids_file = os.environ.get("FAKE_PIDS_FILE")
@@ -60,6 +65,36 @@ if a.mode == "escape_grandchild":
     pid = int(os.read(r, 64).decode().strip())
     note(pid)
     print(f"escaped grandchild {pid}", flush=True)
+if a.mode == "ray":
+    import ray
+    from ray.util.placement_group import placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False, logging_level="ERROR")
+    pg = placement_group([{a.device: 1.0}] * a.bundles, strategy="PACK")
+    ray.get(pg.ready(), timeout=60)
+
+    @ray.remote
+    class Worker:
+        def ping(self):
+            return os.getpid()
+
+    opts = {"num_cpus": 1} if a.device == "CPU" else {"num_cpus": 0, "num_gpus": 1}
+    workers = [Worker.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i),
+                              **opts).remote() for i in range(a.bundles)]
+    for pid in ray.get([w.ping.remote() for w in workers], timeout=60):
+        print(f"ray worker pid {pid}", flush=True)
+
+    def watch_workers():
+        while True:
+            time.sleep(0.5)
+            try:
+                ray.get([w.ping.remote() for w in workers], timeout=10)
+            except Exception as e:  # noqa: BLE001 - any lost worker ends the server, as in vLLM
+                print(f"RuntimeError: a Ray worker died: {type(e).__name__}", flush=True)
+                os._exit(1)
+
+    threading.Thread(target=watch_workers, daemon=True).start()
 
 
 class H(http.server.BaseHTTPRequestHandler):

@@ -39,6 +39,10 @@ class Hooks:
     root_cause: Callable[[], tuple[str, str, bool] | None]  # from the server log
     gpu_released: Callable[[], bool] = lambda: True  # the dead instance's GPU memory is free again
     on_change: Callable[[State, State, str], None] = lambda old, new, why: None
+    # a launch on a Ray cluster: why a node of its placement is gone (None while all is well) ...
+    cluster_lost: Callable[..., str | None] = lambda fresh=False: None
+    # ... and, in back-off, whether enough of the cluster is back to start again
+    cluster_ready: Callable[[], tuple[bool, str]] = lambda: (True, "")
 
 
 @dataclass
@@ -56,6 +60,7 @@ class Supervisor:
     _misses: int = 0
     _retry_at: float = 0.0
     _gpu_wait_until: float = 0.0
+    _waiting: str = ""
 
     # -- transitions, all in one place ------------------------------------------------
     def _go(self, new: State, why: str = "") -> None:
@@ -118,14 +123,27 @@ class Supervisor:
                 return s
             if not self.hooks.gpu_released() and now < self._gpu_wait_until:
                 return s  # wait for the dead instance's GPU memory
+            ok, why = self.hooks.cluster_ready()
+            if not ok:  # no deadline: a cluster that lost nodes may take a while to get them back
+                if why != self._waiting:
+                    self._waiting = why
+                    self._go(State.BACKOFF, why)
+                return s
+            self._waiting = ""
             self.restarts += 1
             self.start(now)
             return self.state
         code = self.server.exit_code() if self.server else None
+        lost = self.hooks.cluster_lost(fresh=code is not None)  # on an exit: ask the cluster now, not a cached answer
         if code is not None:
             phase = "exited during start-up" if s == State.STARTING else "crashed after ready"
             why, retryable = self._explain(f"server {phase} with code {code}")
+            if lost:  # the node loss is the cause; the server's exit only follows from it
+                why, retryable = f"{lost}; {why}", True
             self._fail(now, why, retryable if s == State.STARTING else True)
+            return self.state
+        if lost:
+            self._fail(now, f"{lost}: server stopped, its placement freed", True)
             return self.state
         if now < self._next_probe:
             return s

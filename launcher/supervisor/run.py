@@ -56,7 +56,7 @@ class ServerRun:
 
     def __init__(self, name: str, argv: list[str], env: dict, host: str, port: int, run_dir: Path,
                  policy: RestartPolicy, on_event: Callable[[str, dict], None] | None = None,
-                 gpu_check: GpuReleaseCheck | None = None, probe_host: str | None = None):
+                 gpu_check: GpuReleaseCheck | None = None, probe_host: str | None = None, cluster=None):
         self.name, self.argv, self.env, self.host, self.port = name, argv, env, host, port
         self.dir = run_dir
         self.log = run_dir / "server.log"
@@ -70,14 +70,18 @@ class ServerRun:
         self._known: set[int] = set()
         ph = probe_host or ("127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host))
         self.health_url = f"http://{'[' + ph + ']' if ':' in ph else ph}:{port}/health"
+        self.cluster = cluster  # a ClusterWatch when the server runs on a Ray cluster
+        extra = {"cluster_lost": cluster.lost, "cluster_ready": cluster.ready} if cluster else {}
         self.sup = Supervisor(Hooks(spawn=self._spawn, probe=self._probe, root_cause=self._root_cause,
-                                    gpu_released=self.gpu_check, on_change=self._changed), policy)
+                                    gpu_released=self.gpu_check, on_change=self._changed, **extra), policy)
 
     # hooks
     def _spawn(self):
         with open(self.log, "ab") as fh:
             fh.write(f"\n===== launcher: start {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n".encode())
         self._log_offset = self.log.stat().st_size
+        if self.cluster is not None:
+            self.cluster.unbind()  # a new instance gets a new placement, bound again once ready
         self.tree = process.spawn(self.argv, self.env, str(self.log), self.run_id)
         self._known = set()
         self.gpu_check.pids = set()
@@ -100,10 +104,18 @@ class ServerRun:
             data["facts"] = vllm_engine.parse_log_facts(read_tail(self.log)[-LOG_TAIL_BYTES:])
         if new == State.STARTING:
             data["started_at"] = time.time()
+        if self.cluster is not None and new in (State.READY, State.BACKOFF):
+            if new == State.READY:
+                self.cluster.bind(self._driver_pids())
+            data["cluster"] = self.cluster.snapshot()
         update_state(self.name, **data)
         with open(self.dir / "supervisor.log", "a") as fh:
             fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {old.value} -> {new.value} {why}\n")
         self.on_event("state", {"old": old.value, **data})
+
+    def _driver_pids(self) -> set[int]:
+        t = self.tree
+        return set() if t is None else {t.leader.pid, *t.seen}
 
     def _record_pids(self):
         t = self.tree
@@ -159,5 +171,9 @@ class ServerRun:
             elif self.tree is not None:
                 self.tree.stop(self.policy.stop_grace_s)  # FATAL: make sure nothing is left
             self._pump_log()
-            update_state(self.name, stopped_at=time.time(), state=self.sup.state.value)
+            extra = {}
+            if self.cluster is not None:
+                # Ray frees a job's actors and placement groups when its driver dies: check that it did
+                extra["ray_leftovers"] = self.cluster.leftovers(self._driver_pids() | self._known)
+            update_state(self.name, stopped_at=time.time(), state=self.sup.state.value, **extra)
         return self.sup.state

@@ -1,0 +1,150 @@
+"""A real local Ray cluster (a head and a second node process on this host), started and stopped by
+`launcher cluster`; the fake server plays vLLM's Ray executor on it (the CPU build of vLLM has no Ray
+support: "current platform cpu does not support ray")."""
+import json
+import os
+import threading
+
+import psutil
+import pytest
+
+from conftest import FAKE, cli, wait_for
+from launcher.cluster.placement import try_placement
+from launcher.cluster.watch import ClusterWatch
+from launcher.runs import read_state, run_dir
+from launcher.supervisor import health
+from launcher.supervisor.machine import State
+from launcher.supervisor.policy import RestartPolicy
+from launcher.supervisor.run import GpuReleaseCheck, ServerRun
+
+ray = pytest.importorskip("ray", reason="the cluster extra (ray) is not installed")
+pytestmark = pytest.mark.timeout(300)
+
+# quick node-death detection for the test cluster (Ray's defaults take about 15 s)
+FAST_HEALTH = {"RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "3",
+               "RAY_health_check_initial_delay_ms": "0", "RAY_health_check_timeout_ms": "500"}
+
+
+class NoGpus:
+    def list(self):
+        return []
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    home = tmp_path_factory.mktemp("cluster-home")
+    env = {**os.environ, "LAUNCHER_HOME": str(home), **FAST_HEALTH}
+    port, dash = health.find_free_port(), health.find_free_port()
+    r = cli("cluster", "up", "--local-nodes", "2", "--cpus-per-node", "1", "--port", str(port),
+            "--dashboard-port", str(dash), "--json", env=env, timeout=240)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    yield {"env": env, "home": home, **info}
+    if (home / "clusters" / "local" / "cluster.json").exists():
+        cli("cluster", "down", "--name", "local", env=env)
+
+
+def ray_pids():
+    out = []
+    for p in psutil.process_iter(["pid", "name", "cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if p.info["name"] in ("raylet", "gcs_server") or "ray::" in (p.info["name"] or "") or "ray start" in cmd:
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    out.append(p.info["pid"])
+            except psutil.Error:
+                pass
+    return out
+
+
+def test_cluster_status_shows_both_nodes(cluster):
+    r = cli("cluster", "status", "--json", env=cluster["env"])
+    assert r.returncode == 0, r.stderr
+    nodes = json.loads(r.stdout)["nodes"]
+    assert [(n["label"], n["head"], n["alive"], n["resources"]["CPU"]) for n in nodes] == \
+        [("head", True, True, 1.0), ("worker1", False, True, 1.0)]
+
+
+def test_status_of_an_unreachable_cluster_exits_5(cluster):
+    r = cli("cluster", "status", "--ray-address", f"127.0.0.1:{health.find_free_port()}", env=cluster["env"])
+    assert r.returncode == 5 and "did not answer" in r.stderr
+
+
+def test_placement_check_reserves_like_vllm_and_gives_back(cluster):
+    ok = try_placement(cluster["address"], 2, "CPU", timeout_s=20)
+    assert ok["ok"], ok
+    assert len({b["node_id"] for b in ok["bundles"]}) == 2  # one CPU per node: PACK must span both
+    bad = try_placement(cluster["address"], 3, "CPU", timeout_s=2)
+    assert not bad["ok"] and "could not place 3 bundle" in bad["reason"]
+    w = ClusterWatch(cluster["address"], cluster["dashboard"], bundles=3, device="CPU")
+    why = w.preflight()
+    assert "has 2 CPU on its alive nodes (head: 1, worker1: 1)" in why and "needs 3" in why
+    pgs = w.api.placement_groups()
+    assert pgs and all(p["state"] == "REMOVED" for p in pgs)  # the checks gave their reservations back
+
+
+def _run_on_cluster(cluster, name):
+    port = health.find_free_port()
+    d = run_dir(name)
+    d.mkdir(parents=True, exist_ok=True)
+    argv = [os.sys.executable, FAKE, "--port", str(port), "--mode", "ray", "--bundles", "2", "--device", "CPU"]
+    env = {**os.environ, "RAY_ADDRESS": cluster["address"]}
+    watch = ClusterWatch(cluster["address"], cluster["dashboard"], bundles=2, device="CPU", interval_s=0.5)
+    pol = RestartPolicy(startup_timeout_s=120, probe_interval_s=0.2, probe_timeout_s=1, liveness_failures=3,
+                        backoff_initial_s=0.2, backoff_max_s=1, stable_s=60, max_quick_failures=3, stop_grace_s=5)
+    sr = ServerRun(name, argv, env, "127.0.0.1", port, d, pol, gpu_check=GpuReleaseCheck(NoGpus()), cluster=watch)
+    th = threading.Thread(target=sr.run, kwargs={"install_signals": False, "tick_s": 0.1}, daemon=True)
+    th.start()
+    return sr, th, watch
+
+
+def _stop(sr, th):
+    sr.request_stop()
+    th.join(60)
+    assert not th.is_alive()
+    st = read_state(sr.name)
+    assert st["state"] == "STOPPED"
+    left = st["ray_leftovers"]
+    assert left["jobs"] and not (left["actors"] or left["placement_groups"] or left["workers"]), left
+    assert not [r for r in sr.tree.members()]
+
+
+def test_launch_on_the_cluster_spans_both_nodes_and_stops_without_leftovers(cluster):
+    sr, th, watch = _run_on_cluster(cluster, "ray-ok")
+    wait_for(lambda: sr.sup.state == State.READY, 120, what="READY on the cluster")
+    st = read_state("ray-ok")
+    placed = [n["label"] for n in st["cluster"]["nodes"] if n["placement"]]
+    assert placed == ["head", "worker1"]
+    _stop(sr, th)
+
+
+def test_node_loss_stops_the_server_waits_for_the_node_and_restarts(cluster):
+    from launcher.cluster import control
+
+    sr, th, watch = _run_on_cluster(cluster, "ray-loss")
+    wait_for(lambda: sr.sup.state == State.READY, 120, what="READY on the cluster")
+    os.environ["LAUNCHER_HOME"], old = str(cluster["home"]), os.environ["LAUNCHER_HOME"]
+    try:
+        control.kill_node("local", "worker1")
+    finally:
+        os.environ["LAUNCHER_HOME"] = old
+    wait_for(lambda: sr.sup.state == State.BACKOFF and "waiting for the Ray cluster" in sr.sup.reason, 60,
+             what="back-off waiting for the lost node")
+    assert "has 1 CPU on its alive nodes (head: 1)" in sr.sup.reason
+    log = (run_dir("ray-loss") / "supervisor.log").read_text()
+    assert "Ray node worker1 lost" in log, log
+    assert sr.sup.restarts == 0 and not [r for r in sr.tree.members()]  # stopped, nothing half-alive
+    r = cli("cluster", "up", "--local-nodes", "2", "--cpus-per-node", "1", "--port", cluster["address"].rsplit(":", 1)[1],
+            "--dashboard-port", cluster["dashboard"].rsplit(":", 1)[1], env=cluster["env"], timeout=240)
+    assert r.returncode == 0, r.stderr  # `up` repairs: only the lost node is started again
+    wait_for(lambda: sr.sup.state == State.READY and sr.sup.restarts == 1, 120, what="READY again after the node is back")
+    _stop(sr, th)
+
+
+def test_cluster_down_leaves_no_ray_process(cluster):
+    before = ray_pids()
+    assert before
+    r = cli("cluster", "down", "--name", "local", env=cluster["env"], timeout=120)
+    assert r.returncode == 0 and "no Ray process left" in r.stdout, r.stdout + r.stderr
+    assert wait_for(lambda: not [p for p in before if psutil.pid_exists(p) and
+                                 psutil.Process(p).status() != psutil.STATUS_ZOMBIE], 20, what="no ray process")
