@@ -30,6 +30,7 @@ class Prepared:
     env: dict
     port: int
     note: str = ""
+    cluster: dict | None = None  # address, dashboard, bundles, device of a launch on a Ray cluster
 
 
 def prepare(spec: LaunchSpec, *, check_port: bool = True) -> Prepared:
@@ -47,8 +48,21 @@ def prepare(spec: LaunchSpec, *, check_port: bool = True) -> Prepared:
     env = vllm_engine.server_env(base_env, spec.env, cpu_build=bool(inst and inst.cpu_build))
     p: Plan | None = None
     note = ""
+    cluster = watch = None
+    if spec.ray_address:
+        from .cluster.preflight import placement_and_nodes, prepare_cluster
+
+        cluster, watch = prepare_cluster(spec, engine_args, cpu_build=bool(inst and inst.cpu_build))
+        env["RAY_ADDRESS"] = cluster["address"]
     if spec.preflight:
-        p = plan(ref, engine_args, gpu_memory=spec.gpu_memory, gpu_preset=spec.gpu, num_gpus=spec.num_gpus, env=env)
+        extra = {}
+        if watch is not None:
+            placement, nodes = placement_and_nodes(watch)
+            extra = {"cluster_nodes": nodes, "placement": placement}
+        p = plan(ref, engine_args, gpu_memory=spec.gpu_memory, gpu_preset=spec.gpu, num_gpus=spec.num_gpus, env=env,
+                 **extra)
+        if p.cluster is not None and p.estimate is None:
+            raise DoesNotFit("pre-flight: " + " ".join(p.notes))
         e = p.estimate
         if e is not None and not e.fits:
             if engine_args.get("max-model-len") == "auto" and e.cause == "max_model_len" and e.max_model_len_fit > 0:
@@ -74,7 +88,7 @@ def prepare(spec: LaunchSpec, *, check_port: bool = True) -> Prepared:
     argv = vllm_engine.server_command(ref.load, spec.host, port, to_argv(engine_args, spec_args))
     if spec.api_key_env:
         env["VLLM_API_KEY"] = os.environ[spec.api_key_env]
-    return Prepared(replace(spec, engine_args=engine_args), p, argv, env, port, note)
+    return Prepared(replace(spec, engine_args=engine_args), p, argv, env, port, note, cluster)
 
 
 def _port_owner(port: int) -> str:
@@ -106,7 +120,8 @@ def record_launch(prep: Prepared) -> None:
         "spec": prep.spec.to_dict(), "argv": prep.argv, "port": prep.port,
         "env_keys": sorted(set(prep.spec.env) | ({"VLLM_API_KEY"} if prep.spec.api_key_env else set())),
         "estimate": prep.plan.estimate.to_dict() if prep.plan and prep.plan.estimate else None,
-        "cpu_kv": prep.plan.cpu_kv if prep.plan else None, "note": prep.note,
+        "cpu_kv": prep.plan.cpu_kv if prep.plan else None, "note": prep.note, "cluster": prep.cluster,
+        "cluster_plan": prep.plan.cluster.to_dict() if prep.plan and prep.plan.cluster else None,
     })
     update_state(prep.spec.name, state="STARTING", created_at=time.time(), port=prep.port, host=prep.spec.host,
                  endpoint=f"http://{prep.spec.host}:{prep.port}/v1", restarts=0)
@@ -116,8 +131,10 @@ def run_foreground(prep: Prepared, on_event=None):
     from .supervisor.run import ServerRun
 
     record_launch(prep)
+    from .cluster.preflight import watch_from_record
+
     sr = ServerRun(prep.spec.name, prep.argv, prep.env, prep.spec.host, prep.port, run_dir(prep.spec.name),
-                   policy_for(prep.spec), on_event=on_event)
+                   policy_for(prep.spec), on_event=on_event, cluster=watch_from_record(prep.cluster))
     return sr, sr.run()
 
 
@@ -146,8 +163,13 @@ def supervise_from_record(name: str) -> int:
         raise LaunchFailed(f"no launch record for '{name}'.")
     spec = LaunchSpec(**rec["spec"])
     inst = vllm_engine.installed()
+    from .cluster.preflight import watch_from_record
+
     env = vllm_engine.server_env({k: v for k, v in os.environ.items()}, spec.env, cpu_build=bool(inst and inst.cpu_build))
-    sr = ServerRun(name, rec["argv"], env, spec.host, rec["port"], run_dir(name), policy_for(spec))
+    if rec.get("cluster"):
+        env["RAY_ADDRESS"] = rec["cluster"]["address"]
+    sr = ServerRun(name, rec["argv"], env, spec.host, rec["port"], run_dir(name), policy_for(spec),
+                   cluster=watch_from_record(rec.get("cluster")))
     st = sr.run()
     return 0 if st == State.STOPPED else 1
 

@@ -76,15 +76,17 @@ class Plan:
     estimate: Estimate | None = None
     notes: list[str] = field(default_factory=list)
     cpu_kv: dict | None = None
+    cluster: object | None = None  # a cluster.plan.ClusterPlan for launches across Ray nodes
 
 
 def plan(model: ModelRef, engine_args: dict, *, gpu_memory: str | None = None, gpu_preset: str | None = None,
          num_gpus: int | None = None, vllm_version: str | None = None, gpu_source: GpuSource | None = None,
-         device: str = "auto", env: dict | None = None) -> Plan:
+         device: str = "auto", env: dict | None = None, cluster_nodes: list | None = None,
+         placement: list[str] | None = None, cluster_source: str = "ray") -> Plan:
     """Run the estimator for this model, these engine arguments and these GPUs."""
     inst = vllm_engine.installed()
     # the CPU build's version says nothing of the GPU build that will run there: use the calibrated default
-    gpu_target = bool(gpu_memory or gpu_preset)
+    gpu_target = bool(gpu_memory or gpu_preset or cluster_nodes is not None)
     version = vllm_version or (inst.version if inst and not (inst.cpu_build and gpu_target) else vllm_engine.DEFAULT_VERSION)
     vv = vllm_engine.parse_version(version)
     settings = settings_from_engine_args(engine_args)
@@ -99,6 +101,15 @@ def plan(model: ModelRef, engine_args: dict, *, gpu_memory: str | None = None, g
             if num_gpus > len(gpus):
                 raise BadInput(f"--num-gpus {num_gpus} but only {len(gpus)} GPU(s) are visible.")
             gpus = gpus[:num_gpus]
+    if cluster_nodes is not None:
+        from .cluster.plan import plan_across
+
+        p = Plan(model, settings, [g for n in cluster_nodes for g in n.gpus], version, cluster_source)
+        p.estimate, p.cluster = plan_across(model.arch, settings, cluster_nodes, vllm_version=vv, placement=placement)
+        p.notes += p.cluster.notes
+        if p.estimate is not None:
+            p.estimate.vllm_version = version
+        return p
     p = Plan(model, settings, gpus, version, source)
     cpu = device == "cpu" or (device == "auto" and not gpus and inst is not None and inst.cpu_build)
     if not gpus or cpu:

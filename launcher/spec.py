@@ -37,6 +37,8 @@ class LaunchSpec:
     gpu_memory: str | None = None
     gpu: str | None = None
     num_gpus: int | None = None
+    ray_address: str | None = None  # HOST:PORT or auto: run on a Ray cluster (vLLM's Ray executor)
+    ray_dashboard: str | None = None
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
@@ -71,6 +73,8 @@ def load_file(path: str) -> dict:
         gpu_memory: Optional[str] = None
         gpu: Optional[str] = None
         num_gpus: Optional[int] = None
+        ray_address: Optional[str] = None
+        ray_dashboard: Optional[str] = None
 
     p = Path(path)
     if not p.is_file():

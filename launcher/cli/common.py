@@ -17,6 +17,8 @@ GpuMemory = Annotated[Optional[str], typer.Option("--gpu-memory", help="Plan for
 GpuPreset = Annotated[Optional[str], typer.Option("--gpu", help="Plan for a known GPU: H100-80GB, H200, A100-40GB, L40S, L4, ...")]
 NumGpus = Annotated[Optional[int], typer.Option("--num-gpus", help="How many GPUs to plan for (or to use of the visible ones).")]
 VllmVersion = Annotated[Optional[str], typer.Option("--vllm-version", help="vLLM version whose defaults to follow (default: the installed one).")]
+RayAddress = Annotated[Optional[str], typer.Option("--ray-address", help="Run on a Ray cluster: HOST:PORT of its head, or 'auto' (RAY_ADDRESS, or the cluster from `launcher cluster up`).")]
+RayDashboard = Annotated[Optional[str], typer.Option("--ray-dashboard", help="The Ray dashboard URL, when not on port 8265 of the head.")]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 ModelFormatOpt = Annotated[Optional[str], typer.Option("--model-format", help="pytorch, awq, gptq or fp8 (catalog models).")]
 # the workload of bench and tune

@@ -1,7 +1,7 @@
 """`launcher estimate`: the dry run of the VRAM estimator."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -21,6 +21,9 @@ def estimate(
     num_gpus: common.NumGpus = None,
     vllm_version: common.VllmVersion = None,
     device: Annotated[str, typer.Option("--device", help="auto, cuda or cpu (the CPU build of vLLM).")] = "auto",
+    ray_address: common.RayAddress = None,
+    ray_dashboard: common.RayDashboard = None,
+    inventory: Annotated[Optional[str], typer.Option("--inventory", help="Plan across the nodes of this cluster inventory (their gpu: presets); no cluster needed.")] = None,
     json_out: common.Json = False,
 ) -> None:
     """Predict what vLLM will reserve per GPU and whether max_model_len fits. Engine arguments
@@ -40,8 +43,28 @@ def estimate(
         engine_args["quantization"] = quantization
     ref = resolve_model(model_path, model_name, size_in_billions, model_format, quantization,
                         dtype=engine_args.get("dtype"))
+    extra = {}
+    if ray_address or inventory:
+        from ..cluster import plan as cplan
+
+        if inventory:
+            from ..cluster.inventory import load
+
+            extra = {"cluster_nodes": cplan.nodes_from_inventory(load(inventory)), "cluster_source": "inventory"}
+        else:
+            from ..cluster import control
+            from ..cluster.api import Dashboard
+
+            _, dash = control.resolve(ray_address, ray_dashboard)
+            extra = {"cluster_nodes": cplan.nodes_from_dashboard(Dashboard(dash).nodes()), "cluster_source": "ray"}
     p = plan(ref, engine_args, gpu_memory=gpu_memory, gpu_preset=gpu, num_gpus=num_gpus,
-             vllm_version=vllm_version, device=device)
+             vllm_version=vllm_version, device=device, **extra)
+    if p.cluster is not None and p.estimate is None:
+        if json_out:
+            common.emit_json({"fits": False, "error": " ".join(p.notes), "cluster": p.cluster.to_dict()})
+            raise typer.Exit(EXIT_DOES_NOT_FIT)
+        from ..errors import DoesNotFit
+        raise DoesNotFit("does not fit: " + " ".join(p.notes))
     if p.estimate is None and p.cpu_kv is None:
         msg = ("no GPU found (NVML sees none) and no --gpu-memory or --gpu given; "
                "nothing to estimate against. Give --gpu-memory 80GiB or --gpu H100-80GB, or --device cpu for the CPU build.")

@@ -10,6 +10,8 @@ def estimate_dict(p) -> dict:
         d = p.estimate.to_dict()
         d.update(base)
         d["notes"] = p.notes
+        if p.cluster is not None:
+            d["cluster"] = p.cluster.to_dict()
         return d
     kv = p.cpu_kv or {}
     fits = kv.get("fits")
@@ -62,5 +64,19 @@ def render_estimate(p, con) -> None:
         con.print(f"[red]✗ does not fit:[/] {e.reason}")
         for s in e.suggestions:
             con.print(f"  → {s}")
+    if p.cluster is not None:
+        _render_nodes(p.cluster, con)
     for n in p.notes:
         con.print(f"[yellow]note:[/] {n}")
+
+
+def _render_nodes(cp, con) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"across nodes: {cp.world_size} ranks; the KV cache is the smallest of them (limiting: {cp.limiting_node})")
+    for c in ("node", "ranks", "GPU", "total GiB", "free GiB", "KV tokens", "largest max_model_len", "fits"):
+        t.add_column(c)
+    for r in cp.per_node:
+        t.add_row(r["node"], str(r["ranks"]), r["gpu"], r["total_gib"], r["free_gib"], f"{r['kv_cache_tokens']:,}",
+                  f"{r['max_model_len_fit']:,}", "yes" if r["fits"] else "[red]no[/]")
+    con.print(t)

@@ -35,6 +35,8 @@ def smoke(
     gpu_memory: common.GpuMemory = None,
     gpu: common.GpuPreset = None,
     num_gpus: common.NumGpus = None,
+    ray_address: common.RayAddress = None,
+    ray_dashboard: common.RayDashboard = None,
     json_out: common.Json = False,
 ) -> None:
     """Launch, wait for ready, send real requests (models, completion, chat, optional stream), stop, report.
@@ -58,7 +60,8 @@ def smoke(
         model_path=model_path, model_name=model_name, size_in_billions=size_in_billions, model_format=model_format,
         quantization=quantization, model_engine=model_engine, name=name, host=host, port=port, env=env,
         api_key_env=api_key_env, startup_timeout_s=timeout, preflight=False if no_preflight else None,
-        gpu_memory=gpu_memory, gpu=gpu, num_gpus=num_gpus))
+        gpu_memory=gpu_memory, gpu=gpu, num_gpus=num_gpus,
+        ray_address=ray_address, ray_dashboard=ray_dashboard))
     if not name:
         from dataclasses import replace
         spec = replace(spec, name=f"smoke-{spec.name}"[:64])
