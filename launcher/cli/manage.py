@@ -50,14 +50,53 @@ def status(name: str, json_out: common.Json = False) -> None:
     if read_state(name) is None:
         raise BadInput(f"no launch named '{name}'.", hint="See `launcher ps`.")
     r = _row(name)
+    cl = _cluster_view(name)
+    if cl is not None:
+        r["cluster"] = cl
     if json_out:
         common.emit_json(r)
     else:
         con = common.console()
         for k, v in r.items():
-            con.print(f"{k:16s} {v if v is not None else '-'}")
+            if k != "cluster":
+                con.print(f"{k:16s} {v if v is not None else '-'}")
+        if cl is not None:
+            _render_cluster(cl, con)
     if r["state"] != "READY":
         raise typer.Exit(1)
+
+
+def _cluster_view(name: str) -> dict | None:
+    """A launch on a Ray cluster: its nodes now (through the dashboard), or as last recorded."""
+    from ..cluster.preflight import watch_from_record
+    from ..runs import read_json, read_state, run_dir
+
+    rec = (read_json(run_dir(name) / "launch.json") or {}).get("cluster")
+    if not rec:
+        return None
+    st = read_state(name) or {}
+    placed = {n["node_id"] for n in (st.get("cluster") or {}).get("nodes", []) if n.get("placement")}
+    w = watch_from_record(rec)
+    w.nodes = placed
+    snap = w.snapshot()
+    if "error" in snap and st.get("cluster"):
+        snap = st["cluster"] | {"error": snap["error"], "as_of": "last recorded"}
+    return snap
+
+
+def _render_cluster(cl: dict, con) -> None:
+    from rich.table import Table
+
+    from ..units import gib
+
+    t = Table(title=f"Ray cluster {cl.get('address')}" + (f" ({cl['error']}; {cl.get('as_of', '')})" if cl.get("error") else ""))
+    for c in ("node", "state", "holds the server", "GPUs", "GPU memory used/total GiB"):
+        t.add_column(c)
+    for n in cl.get("nodes", []):
+        mem = ", ".join(f"{g['name']} {gib(g['used_bytes'])}/{gib(g['total_bytes'])}" for g in n.get("gpus", [])) or "-"
+        t.add_row(n["label"], "ALIVE" if n["alive"] else "DEAD", "yes" if n.get("placement") else "",
+                  f"{int(n['resources'].get('GPU', 0))}", mem)
+    con.print(t)
 
 
 def logs(name: str, follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
@@ -107,9 +146,18 @@ def stop(name: Annotated[Optional[str], typer.Argument(help="Launch to stop.")] 
         if all_ and effective_state(st) in ("STOPPED",) and not st.get("server"):
             continue
         res = do_stop(n)
-        out.append({"name": n, "state": res.get("state"), "swept": res.get("swept", [])})
+        row = {"name": n, "state": res.get("state"), "swept": res.get("swept", [])}
+        if "ray_leftovers" in res:
+            row["ray_leftovers"] = res["ray_leftovers"]
+        out.append(row)
     if json_out:
         common.emit_json(out)
     else:
         for r in out:
             common.console().print(f"{r['name']}: {r['state']}" + (f" (killed leftovers {r['swept']})" if r["swept"] else ""))
+            left = r.get("ray_leftovers") or {}
+            if left:
+                bad = {k: v for k, v in left.items() if k != "jobs" and v}
+                common.console().print(f"  Ray: {'left behind ' + str(bad) if bad else 'no actor, placement group or worker of the launch is left'}")
+    if any({k: v for k, v in (r.get("ray_leftovers") or {}).items() if k != "jobs" and v} for r in out):
+        raise typer.Exit(1)
