@@ -70,6 +70,13 @@ def test_status_of_an_unreachable_cluster_exits_5(cluster):
     assert r.returncode == 5 and "did not answer" in r.stderr
 
 
+def test_estimate_across_the_cluster_reads_its_nodes(cluster):
+    r = cli("estimate", "--model-name", "qwen2.5-instruct", "--size-in-billions", "7", "--ray-address",
+            cluster["address"], "--ray-dashboard", cluster["dashboard"], "--pipeline-parallel-size", "2", env=cluster["env"])
+    # this cluster's nodes have CPUs only: nothing to place the GPU workers on, and it says so
+    assert r.returncode == 3 and "needs 2 GPUs; the cluster has 0 with known memory (head: 0, worker1: 0)" in r.stderr
+
+
 def test_placement_check_reserves_like_vllm_and_gives_back(cluster):
     ok = try_placement(cluster["address"], 2, "CPU", timeout_s=20)
     assert ok["ok"], ok
@@ -115,6 +122,13 @@ def test_launch_on_the_cluster_spans_both_nodes_and_stops_without_leftovers(clus
     st = read_state("ray-ok")
     placed = [n["label"] for n in st["cluster"]["nodes"] if n["placement"]]
     assert placed == ["head", "worker1"]
+    # `launcher status` shows the launch's nodes, live from the dashboard
+    (run_dir("ray-ok") / "launch.json").write_text(json.dumps({"cluster": {
+        "address": cluster["address"], "dashboard": cluster["dashboard"], "bundles": 2, "device": "CPU"}}))
+    r = cli("status", "ray-ok", "--json")
+    assert r.returncode == 0, r.stderr
+    nodes = json.loads(r.stdout)["cluster"]["nodes"]
+    assert [(n["label"], n["alive"], n["placement"]) for n in nodes] == [("head", True, True), ("worker1", True, True)]
     _stop(sr, th)
 
 

@@ -1,0 +1,90 @@
+"""Planning across nodes without a cluster: inventories, rank placement, the node that is short."""
+import json
+
+import pytest
+
+from conftest import cli
+from launcher.cluster import inventory
+from launcher.cluster.plan import ClusterNode, assign_ranks, plan_across
+from launcher.errors import BadInput
+from launcher.estimator import EngineSettings
+from launcher.gpu import planned_gpus
+from launcher.models import catalog
+from launcher.models.config import from_config
+
+INV = """name: lab
+head: {host: 10.0.0.1, num_gpus: 1, gpu: H100-80GB}
+workers:
+  - {host: 10.0.0.2, name: small, num_gpus: 1, gpu: %s}
+"""
+
+
+def _arch(name="llama-3.1-instruct", size="70"):
+    e = catalog.lookup(name, size, "pytorch", None)
+    return from_config(e.config, source="test")
+
+
+def test_inventory_rejects_unknown_keys_and_names_nodes(tmp_path):
+    p = tmp_path / "inv.yaml"
+    p.write_text("head: {host: a, gpus: 2}\n")
+    with pytest.raises(BadInput, match="head.gpus"):
+        inventory.load(str(p))
+    p.write_text(INV % "L40S")
+    inv = inventory.load(str(p))
+    assert [n for n, _ in inv.nodes()] == ["head", "small"] and inv.address == "10.0.0.1:6379"
+    loc = inventory.local(3, gpus_per_node=1)
+    assert [s.cuda_visible_devices for _, s in loc.nodes()] == ["0", "1", "2"]
+
+
+def test_ranks_follow_the_placement_when_ray_gives_one():
+    a = ClusterNode("a", "id-a", tuple(planned_gpus(None, "H100", 2)))
+    b = ClusterNode("b", "id-b", tuple(planned_gpus(None, "H100", 2)))
+    assert [n.label for n in assign_ranks([a, b], 3)] == ["a", "a", "b"]
+    assert [n.label for n in assign_ranks([a, b], 2, ["id-b", "id-a"])] == ["b", "a"]
+
+
+def test_pipeline_across_two_nodes_uses_half_the_layers_per_gpu():
+    arch = _arch()
+    h100 = tuple(planned_gpus(None, "H100-80GB", 1))
+    s = EngineSettings(max_model_len=8192, pipeline_parallel_size=2)
+    e, cp = plan_across(arch, s, [ClusterNode("a", "a", h100), ClusterNode("b", "b", h100)], vllm_version=(0, 24, 0))
+    assert e.fits and cp.ranks == ["a", "b"] and len(cp.per_node) == 2
+    s1 = EngineSettings(max_model_len=8192)
+    e1, _ = plan_across(arch, s1, [ClusterNode("a", "a", tuple(planned_gpus("160GiB", None, 1)))], vllm_version=(0, 24, 0))
+    assert e.weights_bytes < 0.55 * e1.weights_bytes  # one stage holds about half the model
+
+
+def test_tensor_group_split_across_nodes_is_flagged():
+    h100 = tuple(planned_gpus(None, "H100-80GB", 1))
+    _, cp = plan_across(_arch("llama-3.1-instruct", "8"), EngineSettings(tensor_parallel_size=2),
+                        [ClusterNode("a", "a", h100), ClusterNode("b", "b", h100)], vllm_version=(0, 24, 0))
+    assert any("tensor-parallel group across nodes" in n for n in cp.notes)
+
+
+def test_estimate_with_an_inventory_names_the_node_that_is_short(tmp_path):
+    p = tmp_path / "inv.yaml"
+    p.write_text(INV % "L40S")
+    args = ("estimate", "--model-name", "llama-3.1-instruct", "--size-in-billions", "70", "--inventory", str(p),
+            "--pipeline-parallel-size", "2", "--max-model-len", "8192")
+    r = cli(*args, "--json")
+    assert r.returncode == 3, r.stderr
+    d = json.loads(r.stdout)
+    assert d["reason"].startswith("node small: the model does not fit at all")
+    assert d["cluster"]["limiting_node"] == "small" and d["cluster"]["ranks"] == ["head", "small"]
+    p.write_text(INV % "H100-80GB")
+    r = cli(*args, "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    d = json.loads(r.stdout)
+    assert d["fits"] and [n["fits"] for n in d["cluster"]["per_node"]] == [True, True]
+    r = cli(*args[:-4], "--pipeline-parallel-size", "4")
+    assert r.returncode == 3 and "needs 4 GPUs; the cluster has 2" in r.stderr
+
+
+def test_launch_on_ray_with_the_cpu_build_is_refused_at_once():
+    from launcher.engines import vllm as vllm_engine
+
+    inst = vllm_engine.installed()
+    if not (inst and inst.cpu_build):
+        pytest.skip("the GPU build of vLLM supports Ray")
+    r = cli("launch", "--model-path", "examples/tiny-llama", "--ray-address", "127.0.0.1:1")
+    assert r.returncode == 2 and "current platform cpu does not support ray" in r.stderr
