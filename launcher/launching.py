@@ -127,14 +127,18 @@ def record_launch(prep: Prepared) -> None:
                  endpoint=f"http://{prep.spec.host}:{prep.port}/v1", restarts=0)
 
 
-def run_foreground(prep: Prepared, on_event=None):
+def server_run(prep: Prepared, policy: RestartPolicy | None = None, on_event=None):
+    """The supervised run of a prepared launch (with its cluster watch when it runs on Ray)."""
+    from .cluster.preflight import watch_from_record
     from .supervisor.run import ServerRun
 
-    record_launch(prep)
-    from .cluster.preflight import watch_from_record
+    return ServerRun(prep.spec.name, prep.argv, prep.env, prep.spec.host, prep.port, run_dir(prep.spec.name),
+                     policy or policy_for(prep.spec), on_event=on_event, cluster=watch_from_record(prep.cluster))
 
-    sr = ServerRun(prep.spec.name, prep.argv, prep.env, prep.spec.host, prep.port, run_dir(prep.spec.name),
-                   policy_for(prep.spec), on_event=on_event, cluster=watch_from_record(prep.cluster))
+
+def run_foreground(prep: Prepared, on_event=None):
+    record_launch(prep)
+    sr = server_run(prep, on_event=on_event)
     return sr, sr.run()
 
 

@@ -19,16 +19,13 @@ class served:
         self._thread: threading.Thread | None = None
 
     def __enter__(self):
-        from .launching import policy_for, record_launch
-        from .runs import run_dir
+        from .launching import policy_for, record_launch, server_run
         from .supervisor.machine import State
-        from .supervisor.run import ServerRun
 
         prep = self.prep
         record_launch(prep)
         self.policy = replace(policy_for(prep.spec), startup_timeout_s=self.timeout_s, max_quick_failures=1)
-        sr = self.run = ServerRun(prep.spec.name, prep.argv, prep.env, prep.spec.host, prep.port,
-                                  run_dir(prep.spec.name), self.policy, on_event=self.on_event)
+        sr = self.run = server_run(prep, self.policy, on_event=self.on_event)
         self._thread = threading.Thread(target=sr.run, kwargs={"install_signals": False}, daemon=True)
         self._thread.start()
         t0 = time.monotonic()

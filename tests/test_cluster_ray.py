@@ -148,6 +148,8 @@ def test_node_loss_stops_the_server_waits_for_the_node_and_restarts(cluster):
     log = (run_dir("ray-loss") / "supervisor.log").read_text()
     assert "Ray node worker1 lost" in log, log
     assert sr.sup.restarts == 0 and not [r for r in sr.tree.members()]  # stopped, nothing half-alive
+    # the dead instance's placement is freed (Ray removes a job's placement groups when its driver dies)
+    wait_for(lambda: all(p["state"] == "REMOVED" for p in watch.api.placement_groups()), 30, what="placement freed")
     r = cli("cluster", "up", "--local-nodes", "2", "--cpus-per-node", "1", "--port", cluster["address"].rsplit(":", 1)[1],
             "--dashboard-port", cluster["dashboard"].rsplit(":", 1)[1], env=cluster["env"], timeout=240)
     assert r.returncode == 0, r.stderr  # `up` repairs: only the lost node is started again
@@ -162,3 +164,34 @@ def test_cluster_down_leaves_no_ray_process(cluster):
     assert r.returncode == 0 and "no Ray process left" in r.stdout, r.stdout + r.stderr
     assert wait_for(lambda: not [p for p in before if psutil.pid_exists(p) and
                                  psutil.Process(p).status() != psutil.STATUS_ZOMBIE], 20, what="no ray process")
+
+
+def test_remote_nodes_go_through_the_inventory_ssh_command(tmp_path, monkeypatch):
+    """The remote path (ray start / ray stop over ssh) with an ssh stand-in that runs the command here."""
+    import socket
+    import stat
+    import sys
+
+    ip = socket.gethostbyname(socket.gethostname())
+    if ip.startswith("127."):
+        ip = [a for a in psutil.net_if_addrs().get("eth0", []) if a.family == socket.AF_INET]
+        if not ip:
+            pytest.skip("no non-loopback address to stand for a remote host")
+        ip = ip[0].address
+    shim = tmp_path / "fake-ssh"
+    calls = tmp_path / "calls"
+    shim.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nhost="$1"; shift\nexec sh -c "$*"\n')
+    shim.chmod(shim.stat().st_mode | stat.S_IEXEC)
+    port, dash = health.find_free_port(), health.find_free_port()
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(json.dumps({"name": "remote", "head": {"host": ip, "port": port, "dashboard_port": dash, "num_cpus": 1},
+                               "ssh": [str(shim)], "ray": os.path.join(os.path.dirname(sys.executable), "ray")}))
+    r = cli("cluster", "up", "--inventory", str(inv), "--json", timeout=240)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["nodes"][0]["label"] == "head"
+    first = calls.read_text().splitlines()[0]
+    assert first.startswith(f"{ip} env RAY_USAGE_STATS_ENABLED=0 ") and f"start --head --port {port}" in first
+    r = cli("cluster", "down", "--name", "remote", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert calls.read_text().splitlines()[-1].endswith(" stop")
+    wait_for(lambda: not ray_pids(), 30, what="ray stop over ssh to end the node")
