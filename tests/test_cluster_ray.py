@@ -157,13 +157,32 @@ def test_node_loss_stops_the_server_waits_for_the_node_and_restarts(cluster):
     _stop(sr, th)
 
 
+def cluster_pids(home):
+    """Every process of the cluster's nodes: each node's processes carry its run id in their environment."""
+    rec = json.loads((home / "clusters" / "local" / "cluster.json").read_text())
+    tags = {n["run_id"] for n in rec["nodes"]}
+    out = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if p.environ().get("LAUNCHER_RUN_ID") in tags:
+                out.append(p.info["pid"])
+        except psutil.Error:
+            pass
+    return out
+
+
 def test_cluster_down_leaves_no_ray_process(cluster):
-    before = ray_pids()
-    assert before
+    before = cluster_pids(cluster["home"])
+    assert len(before) >= 8  # ray start, gcs_server, raylets, dashboard, agents, idle workers
     r = cli("cluster", "down", "--name", "local", env=cluster["env"], timeout=120)
     assert r.returncode == 0 and "no Ray process left" in r.stdout, r.stdout + r.stderr
-    assert wait_for(lambda: not [p for p in before if psutil.pid_exists(p) and
-                                 psutil.Process(p).status() != psutil.STATUS_ZOMBIE], 20, what="no ray process")
+    def survivors():
+        return [f"{p} {' '.join(psutil.Process(p).cmdline())[:120]}" for p in before
+                if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    try:
+        wait_for(lambda: not survivors(), 20, what="no ray process")
+    except AssertionError:
+        raise AssertionError(f"still alive: {survivors()}") from None
 
 
 def test_remote_nodes_go_through_the_inventory_ssh_command(tmp_path, monkeypatch):

@@ -17,11 +17,14 @@ class ClusterWatch:
     device: str = "GPU"
     interval_s: float = 1.0
     unreachable_s: float = 10.0  # the dashboard silent this long counts as a lost head
+    placement_timeout_s: float = 10.0  # before a restart: Ray must place the bundles within this (0: skip)
     nodes: set[str] = field(default_factory=set)  # node ids holding the server's placement
     _api: Dashboard | None = None
     _last_ok: float = 0.0
     _next: float = 0.0
     _lost: str | None = None
+    _next_ready: float = 0.0
+    _ready: tuple[bool, str] = (False, "")
 
     def __post_init__(self):
         self._api = Dashboard(self.dashboard, timeout_s=3)
@@ -88,10 +91,25 @@ class ClusterWatch:
         self._lost = f"Ray node {', '.join(gone)} lost" if gone else None
         return self._lost
 
-    def ready(self) -> tuple[bool, str]:
-        """In back-off: enough resources alive again to restart?"""
+    def ready(self, now: float | None = None) -> tuple[bool, str]:
+        """In back-off: enough resources alive again to restart? (At most one query per interval_s.)"""
+        now = time.monotonic() if now is None else now
+        if now < self._next_ready:
+            return self._ready
+        self._next_ready = now + self.interval_s
         why = self.preflight()
-        return (why is None), (f"waiting for the Ray cluster: {why}" if why else "")
+        if why is None and self.placement_timeout_s > 0:
+            # the counts can be stale (Ray takes a while to declare a node dead): ask Ray to place it for real,
+            # so no instance is started that would only wait for a placement that cannot be made
+            from .placement import try_placement
+
+            try:
+                res = try_placement(self.address, self.bundles, self.device, self.placement_timeout_s)
+                why = None if res.get("ok") else res.get("reason")
+            except ClusterError as e:
+                why = e.message
+        self._ready = (why is None), (f"waiting for the Ray cluster: {why}" if why else "")
+        return self._ready
 
     def snapshot(self) -> dict:
         try:
