@@ -125,7 +125,8 @@ def main():
             vals = [r[k] for r in rows if r["fast_health_checks"] == fast]
             cells.append(f"{statistics.median(vals):.1f} ({min(vals):.1f}-{max(vals):.1f})" if k != "leftovers"
                          else str(sum(vals)))
-        lines.append(f"| {k.replace('_s', ' (s)').replace('_', ' ')} | {cells[0]} | {cells[1]} |")
+        label = (k[:-2] + " (s)" if k.endswith("_s") else k).replace("_", " ")
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
     table = "\n".join(lines) + "\n"
     print(table)
     print("reasons:", sorted({r["reason"] for r in rows}))

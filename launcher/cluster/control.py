@@ -83,7 +83,16 @@ def _node_env(inv: Inventory, spec: NodeSpec) -> dict:
     return env
 
 
-def _wait_node(dash: Dashboard, name: str, timeout_s: float, tree: process.ProcessTree | None, log: Path | None) -> str:
+def _node_ids(dash: Dashboard) -> set[str]:
+    try:
+        return {n.node_id for n in dash.nodes(with_gpus=False)}
+    except ClusterError:
+        return set()
+
+
+def _wait_node(dash: Dashboard, name: str, timeout_s: float, tree: process.ProcessTree | None, log: Path | None,
+               before: set[str] = frozenset()) -> str:
+    """The id of the node that joined as `name` (not one of `before`: a lost node can look alive for a while)."""
     deadline = time.monotonic() + timeout_s
     while True:
         if tree is not None and tree.exit_code() is not None:
@@ -92,7 +101,7 @@ def _wait_node(dash: Dashboard, name: str, timeout_s: float, tree: process.Proce
                                hint=f"Full log: {log}")
         try:
             for n in dash.nodes(with_gpus=False):
-                if n.alive and n.resources.get(NODE_RESOURCE + name):
+                if n.alive and n.resources.get(NODE_RESOURCE + name) and n.node_id not in before:
                     return n.node_id
         except ClusterError:
             pass
@@ -128,6 +137,7 @@ def up(inv: Inventory, timeout_s: float = 120.0, on_node=None) -> dict:
         if head and spec.local and not health.port_free("127.0.0.1", inv.head.port):
             raise ClusterError(f"port {inv.head.port} is already in use on this host: another Ray head?",
                                hint="Pick another head port in the inventory (or --port), or stop that cluster.")
+        before = set() if head else _node_ids(dash)
         argv = _node_argv(ray, inv, name, spec, head, spec.local, i)
         env = _node_env(inv, spec)
         log = d / f"{name}.log"
@@ -146,7 +156,7 @@ def up(inv: Inventory, timeout_s: float = 120.0, on_node=None) -> dict:
             if r.returncode != 0:
                 raise ClusterError(f"`ray start` on {spec.host} failed (exit {r.returncode}): "
                                    f"{(r.stderr or r.stdout).strip()[-500:]}")
-        entry["node_id"] = _wait_node(dash, name, timeout_s, tree, log)
+        entry["node_id"] = _wait_node(dash, name, timeout_s, tree, log, before)
         nodes_out.append(entry)
         # record as we go: a failure half-way still leaves `down` able to stop what started
         write_json(record_path(inv.name), {"name": inv.name, "address": inv.address, "dashboard": inv.dashboard,
@@ -167,20 +177,25 @@ def down(name: str, grace_s: float = 5.0) -> dict:
     if rec is None:
         raise BadInput(f"no cluster named '{name}'.", hint="See `launcher cluster status`.")
     inv = Inventory.model_validate(rec["inventory"])
-    stopped, left = [], []
-    for node in reversed(rec.get("nodes", [])):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def stop_node(node: dict) -> list[int]:
         if node.get("local"):
             if not node.get("leader"):
-                continue
-            lead = process.ProcRef(node["leader"]["pid"], node["leader"]["create_time"])
-            tree = process.ProcessTree(leader=lead, pgid=node["pgid"], run_id=node["run_id"])
+                return []
+            tree = node_tree(node)
             # ray start --block stops its node's processes on SIGTERM; the sweep catches the rest
             tree.stop(grace_s=grace_s)
-            left += [r.pid for r in tree.members()]
-        else:
-            subprocess.run([*inv.ssh, node["host"], f"{shlex.quote(inv.ray)} stop"], capture_output=True,
-                           text=True, timeout=120)
-        stopped.append(node["name"])
+            return [r.pid for r in tree.members()]
+        subprocess.run([*inv.ssh, node["host"], f"{shlex.quote(inv.ray)} stop"], capture_output=True,
+                       text=True, timeout=120)
+        return []
+
+    nodes = list(reversed(rec.get("nodes", [])))
+    with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:  # all nodes at once
+        results = list(pool.map(stop_node, nodes))
+    stopped = [n["name"] for n in nodes]
+    left = [pid for r in results for pid in r]
     record_path(name).unlink(missing_ok=True)
     return {"name": name, "stopped": stopped, "left": left}
 
