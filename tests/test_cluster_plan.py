@@ -88,3 +88,41 @@ def test_launch_on_ray_with_the_cpu_build_is_refused_at_once():
         pytest.skip("the GPU build of vLLM supports Ray")
     r = cli("launch", "--model-path", "examples/tiny-llama", "--ray-address", "127.0.0.1:1")
     assert r.returncode == 2 and "current platform cpu does not support ray" in r.stderr
+
+
+def test_dashboard_gives_each_node_its_own_gpus(tmp_path):
+    """Two Ray nodes on one 2-GPU host: the agent reports both GPUs on each; the launcher_gpu_<i>
+    resources set by `cluster up` say which one is whose. Served by a stub of the dashboard's routes."""
+    import http.server
+    import threading
+
+    from launcher.cluster.api import Dashboard
+    from launcher.cluster.plan import nodes_from_dashboard
+
+    gpus = [{"index": i, "name": "NVIDIA H200", "memoryTotal": 143771, "memoryUsed": 500 + 1000 * i} for i in range(2)]
+    nodes = [{"node_id": f"n{i}", "node_ip": "10.0.0.1", "is_head_node": i == 0, "state": "ALIVE",
+              "resources_total": {"GPU": 1.0, "CPU": 8.0, f"launcher_node_{'head' if i == 0 else 'worker1'}": 1.0,
+                                  f"launcher_gpu_{i}": 1.0}} for i in range(2)]
+    routes = {"/api/v0/nodes": {"result": True, "data": {"result": {"result": nodes}}},
+              "/nodes": {"result": True, "data": {"summary": [{"raylet": {"nodeId": f"n{i}"}, "gpus": gpus} for i in range(2)]}}}
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            body = json.dumps(routes[self.path.split("?")[0]]).encode()
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        views = Dashboard(f"127.0.0.1:{srv.server_address[1]}").nodes()
+    finally:
+        srv.shutdown()
+    assert [(v.label, [(g.index, g.used_bytes >> 20) for g in v.gpus]) for v in views] == \
+        [("head", [(0, 500)]), ("worker1", [(1, 1500)])]
+    cn = nodes_from_dashboard(views)
+    assert cn[1].gpus[0].free_bytes == (143771 - 1500) << 20

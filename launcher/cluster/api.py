@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from ..errors import ClusterError
 
 LIMIT = 10000
+NODE_RESOURCE = "launcher_node_"  # every node started by `cluster up` carries {launcher_node_<name>: 1}
+GPU_INDEX_RESOURCE = "launcher_gpu_"  # ... and {launcher_gpu_<index>: 1} for each GPU it was given
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,8 @@ class NodeView:
     @property
     def label(self) -> str:
         for k in self.resources:
-            if k.startswith("launcher_node_"):
-                return k[len("launcher_node_"):]
+            if k.startswith(NODE_RESOURCE):
+                return k[len(NODE_RESOURCE):]
         return f"{self.ip}/{self.node_id[:8]}"
 
     @property
@@ -94,8 +96,12 @@ class Dashboard:
         if with_gpus and any(v.num_gpus for v in out):
             gpus = self.node_gpus()
             for v in out:
-                # the agent reports every GPU of its host; a node owns as many as its GPU resource says
-                v.gpus = gpus.get(v.node_id, [])[: v.num_gpus] if v.num_gpus else []
+                # the agent reports every GPU of its host: keep this node's (by index when known)
+                mine = {int(k[len(GPU_INDEX_RESOURCE):]) for k in v.resources if k.startswith(GPU_INDEX_RESOURCE)}
+                host = gpus.get(v.node_id, [])
+                if mine:
+                    host = [g for g in host if g.index in mine]
+                v.gpus = host[: v.num_gpus] if v.num_gpus else []
         out.sort(key=lambda v: (not v.head, v.ip, v.node_id))
         return out
 
@@ -106,8 +112,10 @@ class Dashboard:
             nid = (s.get("raylet") or {}).get("nodeId")
             if not nid:
                 continue
-            out[nid] = [NodeGpu(int(g.get("index", i)), str(g.get("name", "GPU")), int(g.get("memoryTotal", 0)) << 20,
-                                int(g.get("memoryUsed", 0)) << 20) for i, g in enumerate(s.get("gpus") or [])]
+            out[nid] = [NodeGpu(int(g.get("index", i)), str(g.get("name", "GPU")),
+                                int(g.get("memoryTotal", g.get("memory_total", 0)) or 0) << 20,
+                                int(g.get("memoryUsed", g.get("memory_used", 0)) or 0) << 20)
+                        for i, g in enumerate(s.get("gpus") or [])]
         return out
 
     def actors(self) -> list[dict]:

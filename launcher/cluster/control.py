@@ -21,10 +21,8 @@ from ..errors import BadInput, ClusterError
 from ..runs import read_json, write_json
 from ..state import home
 from ..supervisor import health, process
-from .api import Dashboard
+from .api import GPU_INDEX_RESOURCE, NODE_RESOURCE, Dashboard
 from .inventory import Inventory, NodeSpec
-
-NODE_RESOURCE = "launcher_node_"  # every node carries {launcher_node_<name>: 1}, so we know which is which
 
 
 def clusters_dir() -> Path:
@@ -72,7 +70,11 @@ def _node_argv(ray: str, inv: Inventory, name: str, spec: NodeSpec, head: bool, 
         a += ["--num-gpus", str(spec.num_gpus)]
     if spec.num_cpus is not None:
         a += ["--num-cpus", str(spec.num_cpus)]
-    a += ["--resources", json.dumps({NODE_RESOURCE + name: 1, **spec.resources}), "--disable-usage-stats"]
+    res = {NODE_RESOURCE + name: 1, **spec.resources}
+    if spec.cuda_visible_devices:
+        # Ray's dashboard agent reports every GPU of the host; these say which ones are this node's
+        res.update({f"{GPU_INDEX_RESOURCE}{i.strip()}": 1 for i in spec.cuda_visible_devices.split(",") if i.strip().isdigit()})
+    a += ["--resources", json.dumps(res), "--disable-usage-stats"]
     return a
 
 
