@@ -35,8 +35,9 @@ def cluster(tmp_path_factory):
     home = tmp_path_factory.mktemp("cluster-home")
     env = {**os.environ, "LAUNCHER_HOME": str(home), **FAST_HEALTH}
     port, dash = health.find_free_port(), health.find_free_port()
-    r = cli("cluster", "up", "--local-nodes", "2", "--cpus-per-node", "1", "--port", str(port),
-            "--dashboard-port", str(dash), "--json", env=env, timeout=240)
+    # one declared GPU per node (this machine has none: Ray takes the count as given, the inventory the model)
+    r = cli("cluster", "up", "--local-nodes", "2", "--cpus-per-node", "1", "--gpus-per-node", "1", "--gpu", "H100-80GB",
+            "--port", str(port), "--dashboard-port", str(dash), "--json", env=env, timeout=240)
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     yield {"env": env, "home": home, **info}
@@ -61,8 +62,9 @@ def test_cluster_status_shows_both_nodes(cluster):
     r = cli("cluster", "status", "--json", env=cluster["env"])
     assert r.returncode == 0, r.stderr
     nodes = json.loads(r.stdout)["nodes"]
-    assert [(n["label"], n["head"], n["alive"], n["resources"]["CPU"]) for n in nodes] == \
-        [("head", True, True, 1.0), ("worker1", False, True, 1.0)]
+    assert [(n["label"], n["head"], n["alive"], n["resources"]["CPU"], n["resources"]["GPU"]) for n in nodes] == \
+        [("head", True, True, 1.0, 1.0), ("worker1", False, True, 1.0, 1.0)]
+    assert nodes[1]["resources"]["launcher_gpu_1"] == 1.0  # worker1 was given GPU 1 (CUDA_VISIBLE_DEVICES=1)
 
 
 def test_status_of_an_unreachable_cluster_exits_5(cluster):
@@ -71,10 +73,37 @@ def test_status_of_an_unreachable_cluster_exits_5(cluster):
 
 
 def test_estimate_across_the_cluster_reads_its_nodes(cluster):
-    r = cli("estimate", "--model-name", "qwen2.5-instruct", "--size-in-billions", "7", "--ray-address",
-            cluster["address"], "--ray-dashboard", cluster["dashboard"], "--pipeline-parallel-size", "2", env=cluster["env"])
-    # this cluster's nodes have CPUs only: nothing to place the GPU workers on, and it says so
-    assert r.returncode == 3 and "needs 2 GPUs; the cluster has 0 with known memory (head: 0, worker1: 0)" in r.stderr
+    args = ("estimate", "--model-name", "qwen2.5-instruct", "--size-in-billions", "7", "--ray-address", cluster["address"],
+            "--max-model-len", "8192", "--json")
+    r = cli(*args, "--pipeline-parallel-size", "2", env=cluster["env"])
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["gpu_source"] == "ray" and d["cluster"]["ranks"] == ["head", "worker1"]
+    assert [n["gpu"] for n in d["cluster"]["per_node"]] == ["H100-80GB", "H100-80GB"]  # Ray's counts, the inventory's model
+    r = cli(*args, "--pipeline-parallel-size", "4", env=cluster["env"])
+    assert r.returncode == 3 and "needs 4 GPUs; the cluster has 2" in json.loads(r.stdout)["error"]
+
+
+def test_launch_preflight_reserves_on_the_cluster_and_plans_per_node(cluster, monkeypatch):
+    """launch's pre-flight as on a GPU host (the CPU build is refused before this point)."""
+    from dataclasses import replace
+
+    from launcher.engines import vllm as vllm_engine
+    from launcher.errors import ClusterError
+    from launcher.launching import prepare
+    from launcher.spec import LaunchSpec
+
+    monkeypatch.setattr(vllm_engine.Installed, "cpu_build", property(lambda self: False))
+    monkeypatch.setenv("LAUNCHER_HOME", str(cluster["home"]))  # where `cluster up` recorded the cluster
+    spec = LaunchSpec(name="pp2", model_name="qwen2.5-instruct", size_in_billions="7", ray_address="auto",
+                      engine_args={"pipeline-parallel-size": 2, "max-model-len": 8192})
+    prep = prepare(spec)
+    i = prep.argv.index("--distributed-executor-backend")
+    assert prep.argv[i + 1] == "ray" and prep.env["RAY_ADDRESS"] == cluster["address"]
+    assert prep.cluster == {"address": cluster["address"], "dashboard": cluster["dashboard"], "bundles": 2, "device": "GPU"}
+    assert sorted(prep.plan.cluster.ranks) == ["head", "worker1"] and prep.plan.estimate.fits
+    with pytest.raises(ClusterError, match=r"has 2 GPU on its alive nodes \(head: 1, worker1: 1\).*needs 4"):
+        prepare(replace(spec, engine_args={"pipeline-parallel-size": 2, "tensor-parallel-size": 2}))
 
 
 def test_placement_check_reserves_like_vllm_and_gives_back(cluster):

@@ -19,6 +19,8 @@ def up(inventory: InventoryOpt = None,
        local_nodes: Annotated[int, typer.Option("--local-nodes", help="Without --inventory: this many nodes on this host (a head and workers).")] = 2,
        gpus_per_node: Annotated[Optional[int], typer.Option("--gpus-per-node", help="Local nodes: GPUs each (split by CUDA_VISIBLE_DEVICES).")] = None,
        cpus_per_node: Annotated[Optional[int], typer.Option("--cpus-per-node", help="Local nodes: CPUs each Ray may schedule on.")] = None,
+       gpu: Annotated[Optional[str], typer.Option("--gpu", help="Local nodes: GPU preset to plan with where NVML gives no numbers (H100-80GB, ...).")] = None,
+       gpu_memory: Annotated[Optional[str], typer.Option("--gpu-memory", help="Local nodes: or the memory of each GPU (80GiB).")] = None,
        port: Annotated[int, typer.Option("--port", help="Local head: GCS port.")] = 6379,
        dashboard_port: Annotated[int, typer.Option("--dashboard-port", help="Local head: dashboard port.")] = 8265,
        name: NameOpt = None,
@@ -33,7 +35,7 @@ def up(inventory: InventoryOpt = None,
             inv.name = name
     else:
         inv = invmod.local(local_nodes, name=name or "local", gpus_per_node=gpus_per_node, port=port,
-                           dashboard_port=dashboard_port, cpus_per_node=cpus_per_node)
+                           dashboard_port=dashboard_port, cpus_per_node=cpus_per_node, gpu=gpu, gpu_memory=gpu_memory)
     con = common.console(stderr=True)
     rec = control.up(inv, timeout_s=timeout, on_node=lambda e: con.print(f"node {e['name']} ({e['host']}) joined"))
     _show(rec["name"], rec["address"], rec["dashboard"], json_out)

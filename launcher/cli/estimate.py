@@ -55,8 +55,10 @@ def estimate(
             from ..cluster import control
             from ..cluster.api import Dashboard
 
-            _, dash = control.resolve(ray_address, ray_dashboard)
-            extra = {"cluster_nodes": cplan.nodes_from_dashboard(Dashboard(dash).nodes()), "cluster_source": "ray"}
+            address, dash = control.resolve(ray_address, ray_dashboard)
+            views = Dashboard(dash).nodes()
+            extra = {"cluster_nodes": cplan.nodes_from_dashboard(views, control.inventory_for(address)),
+                     "cluster_source": "ray"}
     p = plan(ref, engine_args, gpu_memory=gpu_memory, gpu_preset=gpu, num_gpus=num_gpus,
              vllm_version=vllm_version, device=device, **extra)
     if p.cluster is not None and p.estimate is None:

@@ -219,6 +219,15 @@ def kill_node(name: str, node_name: str) -> None:
     raise BadInput(f"no local node '{node_name}' in cluster '{name}'.")
 
 
+def inventory_for(address: str) -> Inventory | None:
+    """The inventory of the recorded cluster at this address (for what Ray cannot tell, e.g. GPU presets)."""
+    for f in sorted(clusters_dir().glob("*/cluster.json")):
+        rec = read_json(f) or {}
+        if rec.get("address") == address and rec.get("inventory"):
+            return Inventory.model_validate(rec["inventory"])
+    return None
+
+
 def resolve(address: str | None = None, dashboard: str | None = None, name: str | None = None) -> tuple[str, str]:
     """(GCS address, dashboard URL): --ray-address HOST:PORT, or 'auto' = the named cluster record, else
     $RAY_ADDRESS, else the only recorded cluster."""

@@ -78,11 +78,12 @@ class Inventory(BaseModel):
 
 
 def local(nodes: int = 2, name: str = "local", gpus_per_node: int | None = None, port: int = 6379,
-          dashboard_port: int = 8265, cpus_per_node: int | None = None) -> Inventory:
+          dashboard_port: int = 8265, cpus_per_node: int | None = None, gpu: str | None = None,
+          gpu_memory: str | None = None) -> Inventory:
     """A single-host cluster: a head and nodes-1 worker processes on this machine."""
     if nodes < 1:
         raise BadInput("--nodes must be at least 1.")
-    kw = {"num_gpus": gpus_per_node, "num_cpus": cpus_per_node}
+    kw = {"num_gpus": gpus_per_node, "num_cpus": cpus_per_node, "gpu": gpu, "gpu_memory": gpu_memory}
     head = HeadSpec(host="localhost", port=port, dashboard_port=dashboard_port, **kw)
     if gpus_per_node:
         # one node per GPU slice, as on a multi-GPU host split into nodes

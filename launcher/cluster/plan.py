@@ -17,12 +17,18 @@ class ClusterNode:
     gpus: tuple[GpuInfo, ...]  # empty: this node's GPU memory is not known
 
 
-def nodes_from_dashboard(views) -> list[ClusterNode]:
+def nodes_from_dashboard(views, inv=None) -> list[ClusterNode]:
+    """Alive nodes with their GPUs from NVML (through Ray's dashboard agent); where a node has GPU resources
+    but no NVML numbers, its inventory entry's gpu:/gpu_memory: when the cluster was started by `cluster up`."""
+    specs = dict(inv.nodes()) if inv is not None else {}
     out = []
     for v in views:
         if not v.alive:
             continue
         gpus = tuple(GpuInfo(g.index, g.name, g.total_bytes, g.free_bytes, g.used_bytes) for g in v.gpus)
+        spec = specs.get(v.label)
+        if not gpus and v.num_gpus and spec is not None and (spec.gpu or spec.gpu_memory):
+            gpus = tuple(planned_gpus(spec.gpu_memory, spec.gpu, v.num_gpus))
         out.append(ClusterNode(v.label, v.node_id, gpus))
     return out
 

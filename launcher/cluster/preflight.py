@@ -35,11 +35,13 @@ def placement_and_nodes(watch: ClusterWatch, timeout_s: float = 30.0):
     from .placement import try_placement
     from .plan import nodes_from_dashboard
 
+    from .control import inventory_for
+
     res = try_placement(watch.address, watch.bundles, watch.device, timeout_s)
     if not res.get("ok"):
         raise ClusterError(f"pre-flight: {res.get('reason')}.",
                            hint="See `launcher cluster status`: GPUs may be held by another job.")
-    return [b["node_id"] for b in res["bundles"]], nodes_from_dashboard(watch.api.nodes())
+    return [b["node_id"] for b in res["bundles"]], nodes_from_dashboard(watch.api.nodes(), inventory_for(watch.address))
 
 
 def watch_from_record(rec: dict | None) -> ClusterWatch | None:
