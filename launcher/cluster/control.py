@@ -64,6 +64,8 @@ def _node_argv(ray: str, inv: Inventory, name: str, spec: NodeSpec, head: bool, 
         for flag in ("--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
                      "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port"):
             a += [flag, str(health.find_free_port())]
+        if head:
+            a += ["--ray-client-server-port", str(health.find_free_port())]
         lo = 20000 + 1000 * index
         a += ["--min-worker-port", str(lo), "--max-worker-port", str(lo + 999)]
     if spec.num_gpus is not None:
