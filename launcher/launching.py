@@ -160,21 +160,16 @@ def start_detached(prep: Prepared) -> int:
 def supervise_from_record(name: str) -> int:
     """Body of the daemon: read launch.json and supervise until stopped."""
     from .supervisor.machine import State
-    from .supervisor.run import ServerRun
 
     rec = read_json(run_dir(name) / "launch.json")
     if rec is None:
         raise LaunchFailed(f"no launch record for '{name}'.")
     spec = LaunchSpec(**rec["spec"])
     inst = vllm_engine.installed()
-    from .cluster.preflight import watch_from_record
-
     env = vllm_engine.server_env({k: v for k, v in os.environ.items()}, spec.env, cpu_build=bool(inst and inst.cpu_build))
     if rec.get("cluster"):
         env["RAY_ADDRESS"] = rec["cluster"]["address"]
-    sr = ServerRun(name, rec["argv"], env, spec.host, rec["port"], run_dir(name), policy_for(spec),
-                   cluster=watch_from_record(rec.get("cluster")))
-    st = sr.run()
+    st = server_run(Prepared(spec, None, rec["argv"], env, rec["port"], rec.get("note", ""), rec.get("cluster"))).run()
     return 0 if st == State.STOPPED else 1
 
 

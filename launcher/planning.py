@@ -93,15 +93,7 @@ def plan(model: ModelRef, engine_args: dict, *, gpu_memory: str | None = None, g
     if settings.dtype not in ("auto", None) and settings.dtype != model.arch.dtype:
         from dataclasses import replace
         model = ModelRef(model.load, replace(model.arch, dtype=settings.dtype), model.label)
-    if gpu_memory or gpu_preset:
-        gpus, source = planned_gpus(gpu_memory, gpu_preset, num_gpus), "planned"
-    else:
-        gpus, source = (gpu_source or NvmlSource()).list(), "nvml"
-        if num_gpus is not None and gpus:
-            if num_gpus > len(gpus):
-                raise BadInput(f"--num-gpus {num_gpus} but only {len(gpus)} GPU(s) are visible.")
-            gpus = gpus[:num_gpus]
-    if cluster_nodes is not None:
+    if cluster_nodes is not None:  # the cluster's GPUs, not this host's
         from .cluster.plan import plan_across
 
         p = Plan(model, settings, [g for n in cluster_nodes for g in n.gpus], version, cluster_source)
@@ -110,6 +102,14 @@ def plan(model: ModelRef, engine_args: dict, *, gpu_memory: str | None = None, g
         if p.estimate is not None:
             p.estimate.vllm_version = version
         return p
+    if gpu_memory or gpu_preset:
+        gpus, source = planned_gpus(gpu_memory, gpu_preset, num_gpus), "planned"
+    else:
+        gpus, source = (gpu_source or NvmlSource()).list(), "nvml"
+        if num_gpus is not None and gpus:
+            if num_gpus > len(gpus):
+                raise BadInput(f"--num-gpus {num_gpus} but only {len(gpus)} GPU(s) are visible.")
+            gpus = gpus[:num_gpus]
     p = Plan(model, settings, gpus, version, source)
     cpu = device == "cpu" or (device == "auto" and not gpus and inst is not None and inst.cpu_build)
     if not gpus or cpu:

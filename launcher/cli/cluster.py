@@ -60,7 +60,7 @@ def down(name: NameOpt = None, json_out: common.Json = False) -> None:
     from ..errors import LaunchFailed
 
     if name is None:
-        recs = sorted(p.parent.name for p in control.clusters_dir().glob("*/cluster.json"))
+        recs = [r["name"] for r in control.records()]
         if len(recs) != 1:
             from ..errors import BadInput
             raise BadInput("say which cluster: --name " + (" | ".join(recs) if recs else "(none is recorded)"))

@@ -149,15 +149,15 @@ def stop(name: Annotated[Optional[str], typer.Argument(help="Launch to stop.")] 
         row = {"name": n, "state": res.get("state"), "swept": res.get("swept", [])}
         if "ray_leftovers" in res:
             row["ray_leftovers"] = res["ray_leftovers"]
+            row["ray_left_behind"] = {k: v for k, v in res["ray_leftovers"].items() if k != "jobs" and v}
         out.append(row)
     if json_out:
         common.emit_json(out)
     else:
         for r in out:
             common.console().print(f"{r['name']}: {r['state']}" + (f" (killed leftovers {r['swept']})" if r["swept"] else ""))
-            left = r.get("ray_leftovers") or {}
-            if left:
-                bad = {k: v for k, v in left.items() if k != "jobs" and v}
+            if r.get("ray_leftovers"):
+                bad = r["ray_left_behind"]
                 common.console().print(f"  Ray: {'left behind ' + str(bad) if bad else 'no actor, placement group or worker of the launch is left'}")
-    if any({k: v for k, v in (r.get("ray_leftovers") or {}).items() if k != "jobs" and v} for r in out):
+    if any(r.get("ray_left_behind") for r in out):
         raise typer.Exit(1)

@@ -39,6 +39,11 @@ def read_record(name: str) -> dict | None:
     return read_json(record_path(name))
 
 
+def records() -> list[dict]:
+    """Every recorded cluster, by name."""
+    return [r for r in (read_json(f) for f in sorted(clusters_dir().glob("*/cluster.json"))) if r]
+
+
 def ray_binary() -> str:
     here = Path(sys.executable).with_name("ray")
     if here.exists():
@@ -223,8 +228,7 @@ def kill_node(name: str, node_name: str) -> None:
 
 def inventory_for(address: str) -> Inventory | None:
     """The inventory of the recorded cluster at this address (for what Ray cannot tell, e.g. GPU presets)."""
-    for f in sorted(clusters_dir().glob("*/cluster.json")):
-        rec = read_json(f) or {}
+    for rec in records():
         if rec.get("address") == address and rec.get("inventory"):
             return Inventory.model_validate(rec["inventory"])
     return None
@@ -233,7 +237,7 @@ def inventory_for(address: str) -> Inventory | None:
 def resolve(address: str | None = None, dashboard: str | None = None, name: str | None = None) -> tuple[str, str]:
     """(GCS address, dashboard URL): --ray-address HOST:PORT, or 'auto' = the named cluster record, else
     $RAY_ADDRESS, else the only recorded cluster."""
-    recs = [r for r in (read_json(f) for f in sorted(clusters_dir().glob("*/cluster.json"))) if r]
+    recs = records()
     if address in (None, "", "auto"):
         if name:
             rec = read_record(name)

@@ -174,6 +174,6 @@ class ServerRun:
             extra = {}
             if self.cluster is not None:
                 # Ray frees a job's actors and placement groups when its driver dies: check that it did
-                extra["ray_leftovers"] = self.cluster.leftovers(self._driver_pids() | self._known)
+                extra["ray_leftovers"] = self.cluster.leftovers(self._driver_pids())
             update_state(self.name, stopped_at=time.time(), state=self.sup.state.value, **extra)
         return self.sup.state
