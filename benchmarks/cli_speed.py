@@ -1,37 +1,57 @@
 """Wall time of `launcher --help`, `launcher estimate ... --json` and a refused launch, median of N runs,
 next to `python -c "import vllm"` where vLLM is installed.
 
-usage: .venv/bin/python benchmarks/cli_speed.py [--runs 7] [--markdown FILE]
+usage: .venv/bin/python benchmarks/cli_speed.py [--runs 7] [--markdown FILE] [--launcher "python3 -m launcher"]
+
+Rows marked "fresh home" run every time with a new, empty $LAUNCHER_HOME (as on a fresh CI runner),
+so nothing cached by an earlier run helps them.
 """
 import argparse
 import os
+import shlex
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LAUNCHER = [os.path.join(os.path.dirname(sys.executable), "launcher")]
-CASES = [
-    ("launcher --help", LAUNCHER + ["--help"], 0, 0.3),
+_SCRIPT = os.path.join(os.path.dirname(sys.executable), "launcher")
+LAUNCHER = [_SCRIPT] if os.path.exists(_SCRIPT) else [sys.executable, "-m", "launcher"]
+
+
+def cases(launcher):
+    L = launcher
+    return [
+    ("launcher --help", L + ["--help"], 0, 0.3, False),
     ("launcher estimate (catalog, --gpu H100-80GB) --json",
-     LAUNCHER + ["estimate", "--model-name", "deepseek-r1-distill-qwen", "--size-in-billions", "32", "--gpu", "H100-80GB",
-                 "--max_model_len", "auto", "--json"], 0, 0.5),
+     L + ["estimate", "--model-name", "deepseek-r1-distill-qwen", "--size-in-billions", "32", "--gpu", "H100-80GB",
+          "--max_model_len", "auto", "--json"], 0, 0.5, False),
     ("launcher estimate --model-path examples/tiny-llama --gpu-memory 24GiB --json",
-     LAUNCHER + ["estimate", "--model-path", "examples/tiny-llama", "--gpu-memory", "24GiB", "--json"], 0, 0.5),
+     L + ["estimate", "--model-path", "examples/tiny-llama", "--gpu-memory", "24GiB", "--json"], 0, 0.5, False),
     ("launcher launch refused by pre-flight (exit 3)",
-     LAUNCHER + ["launch", "--model-name", "deepseek-r1-distill-qwen", "--size-in-billions", "32", "--gpu", "H100-80GB",
-                 "--max_model_len", "131072"], 3, 1.0),
+     L + ["launch", "--model-name", "deepseek-r1-distill-qwen", "--size-in-billions", "32", "--gpu", "H100-80GB",
+          "--max_model_len", "131072"], 3, 1.0, False),
     ("launcher smoke with a bad engine argument (exit 2)",
-     LAUNCHER + ["smoke", "--model-path", "examples/tiny-llama", "--max-model-lenn", "1024"], 2, 1.0),
-    ('python -c "import vllm"', [sys.executable, "-c", "import vllm"], 0, None),
-]
+     L + ["smoke", "--model-path", "examples/tiny-llama", "--max-model-lenn", "1024"], 2, 1.0, False),
+    ("launcher smoke with a bad engine argument, fresh home (exit 2)",
+     L + ["smoke", "--model-path", "examples/tiny-llama", "--max-model-lenn", "1024"], 2, 0.5, True),
+    ('python -c "import vllm"', [sys.executable, "-c", "import vllm"], 0, None, False),
+    ]
 
 
-def timed(cmd, want_rc):
+def timed(cmd, want_rc, fresh=False):
+    env = dict(os.environ)
+    home = tempfile.mkdtemp(prefix="launcher-home-") if fresh else None
+    if home:
+        env["LAUNCHER_HOME"] = home
+        env.pop("LAUNCHER_CACHE", None)
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True)
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, env=env)
     dt = time.perf_counter() - t0
+    if home:
+        shutil.rmtree(home, ignore_errors=True)
     if r.returncode != want_rc:
         raise SystemExit(f"{cmd}: exit {r.returncode}, expected {want_rc}: {r.stderr.decode()[-500:]}")
     return dt
@@ -41,18 +61,20 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--markdown")
+    ap.add_argument("--launcher", help="how to run the launcher (default: the console script beside this Python)")
     a = ap.parse_args()
+    launcher = shlex.split(a.launcher) if a.launcher else LAUNCHER
     lines = ["| command | median s | min s | max s | target |", "|---|---|---|---|---|"]
     ok = True
-    for label, cmd, rc, target in CASES:
+    for label, cmd, rc, target, fresh in cases(launcher):
         try:
-            timed(cmd, rc)  # warm-up (page cache, arg-spec cache)
+            timed(cmd, rc, fresh)  # warm-up (page cache; the arg-spec cache only for rows without a fresh home)
         except SystemExit as e:
             if "import vllm" in label:
                 lines.append(f"| {label} | (vLLM not installed) | | | |")
                 continue
             raise e
-        ts = [timed(cmd, rc) for _ in range(a.runs)]
+        ts = [timed(cmd, rc, fresh) for _ in range(a.runs)]
         med = statistics.median(ts)
         ok &= target is None or med < target
         lines.append(f"| `{label}` | {med:.3f} | {min(ts):.3f} | {max(ts):.3f} | {'< ' + str(target) if target else '-'} |")

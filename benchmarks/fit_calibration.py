@@ -25,6 +25,10 @@ GiB = 1 << 30
 OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "launcher", "estimator", "calibration.json")
 
 
+def _gpus(r: dict) -> int:
+    return r["settings"].tensor_parallel_size * r["settings"].pipeline_parallel_size
+
+
 def fit(rows: list[dict]) -> dict:
     prof = [r for r in rows if "profile" in r]
     pts = []
@@ -51,12 +55,18 @@ def fit(rows: list[dict]) -> dict:
             "v1": {"sampler": cs, "ffn": float(a2[1]), "moe_workspace": 1.0, "const": 0.0},
         },
         "non_torch": {
-            "v1": float(np.mean([p[4] for p in v1])), "v2": float(np.mean([p[4] for p in v2])),
-            # NCCL buffers and custom all-reduce with tensor/pipeline parallelism: not measured yet
-            "per_extra_gpu": 0.25 * GiB,
+            "v1": float(np.mean([p[4] for p in v1 if _gpus(p[0]) == 1])),
+            "v2": float(np.mean([p[4] for p in v2 if _gpus(p[0]) == 1])),
         },
     }
-    cg = [r for r in rows if "cg_est_gib" in r]
+    # NCCL communicators and custom all-reduce buffers once a worker has peers: vLLM measures them as
+    # non-torch memory. Taken as the largest increase over the one-GPU value seen on a multi-GPU run
+    # (measured at TP 4 only; other counts use the same value).
+    extra = [p[4] - coef["non_torch"][p[1]] for p in pts if _gpus(p[0]) > 1]
+    coef["non_torch"]["per_extra_gpu"] = float(max(extra)) if extra else 0.25 * GiB
+    # one-GPU runs only: at TP 4 the graphs also hold all-reduce buffers, so the one-GPU line (not divided
+    # by the GPU count) stays above what TP 4 measured and is kept as it is for multi-GPU launches
+    cg = [r for r in rows if "cg_est_gib" in r and _gpus(r) == 1]
     Xc = np.array([[1.0, r["arch"].num_layers * r["arch"].hidden_size] for r in cg])
     yc = np.array([float(r["cg_est_gib"]) * GiB for r in cg])
     c = np.linalg.lstsq(Xc, yc, rcond=None)[0]

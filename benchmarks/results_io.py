@@ -23,6 +23,7 @@ def settings_from_args(args: list[str]) -> EngineSettings:
         max_model_len=("auto" if mml == "auto" else (int(mml) if mml else None)),
         gpu_memory_utilization=_flag(args, "--gpu-memory-utilization", float),
         tensor_parallel_size=_flag(args, "--tensor-parallel-size", int) or 1,
+        pipeline_parallel_size=_flag(args, "--pipeline-parallel-size", int) or 1,
         max_num_batched_tokens=_flag(args, "--max-num-batched-tokens", int),
         max_num_seqs=_flag(args, "--max-num-seqs", int),
         kv_cache_dtype=_flag(args, "--kv-cache-dtype") or "auto",

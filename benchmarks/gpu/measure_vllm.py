@@ -6,7 +6,9 @@ engine flags, and vLLM runs with VLLM_LOGGING_LEVEL=DEBUG so that its memory
 profiler's breakdown (torch peak increase, non-torch increase, weights) is logged.
 
 usage: python3 benchmarks/gpu/measure_vllm.py CASES.json [CASE ...]
+       python3 benchmarks/gpu/measure_vllm.py --parse LOG CASE MODEL SIZE [ARG ...]   (a log of another start)
 Results: $OUT/results.jsonl (one JSON object per start) and $OUT/logs/CASE.log.
+With tensor/pipeline parallelism each worker logs its own profile; `profile_all` keeps them all.
 Needs vLLM importable (see shared/gpu/README.md) and a GPU.
 """
 import json, os, re, signal, subprocess, sys, time, shutil
@@ -58,32 +60,27 @@ def run(case, port):
     with open(log, "w") as fh:
         p = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         ready = False
-        while time.time() - t0 < float(os.environ.get("CASE_S", 300)):
-            time.sleep(1)
-            if p.poll() is not None:
-                break
-            if "Application startup complete" in open(log, errors="replace").read():
-                ready = True
-                break
-        ready_s = time.time() - t0
         try:
-            os.killpg(p.pid, signal.SIGTERM)
-            p.wait(30)
-        except Exception:
+            while time.time() - t0 < float(os.environ.get("CASE_S", 300)):
+                time.sleep(1)
+                if p.poll() is not None:
+                    break
+                if "Application startup complete" in open(log, errors="replace").read():
+                    ready = True
+                    break
+        finally:
+            # also when this script is itself stopped (`timeout` sends SIGTERM): vLLM runs in its own
+            # session and would otherwise keep its GPU memory after we are gone
+            ready_s = time.time() - t0
             try:
-                os.killpg(p.pid, signal.SIGKILL)
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(30)
             except Exception:
-                pass
-    text = open(log, errors="replace").read()
-    r = {"case": name, "model": case.get("model"), "size": case.get("size"), "ready": ready,
-         "ready_s": round(ready_s, 1), "rc": p.returncode, "args": case.get("args", []), "gpu": gpu_info()}
-    for k, pat in PAT.items():
-        m = pat.search(text)
-        if m:
-            r[k] = m.groups() if len(m.groups()) > 1 else m.group(1)
-    print(json.dumps(r), flush=True)
-    with open(f"{OUT}/results.jsonl", "a") as fh:
-        fh.write(json.dumps(r) + "\n")
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except Exception:
+                    pass
+    record(name, case, open(log, errors="replace").read(), ready=ready, ready_s=ready_s, rc=p.returncode)
     # wait until the GPU memory is free again before the next case
     for _ in range(60):
         if gpu_used_mib() < 2048:
@@ -91,12 +88,34 @@ def run(case, port):
         time.sleep(1)
 
 
+def record(name, case, text, **extra):
+    """One results line from a vLLM start-up log."""
+    lines = gpu_info()
+    r = {"case": name, "model": case.get("model"), "size": case.get("size"), **extra,
+         "args": case.get("args", []), "gpu": lines[0] if lines else "", "gpu_count": len(lines), "gpus_all": lines}
+    if "ready_s" in r:
+        r["ready_s"] = round(r["ready_s"], 1)
+    for k, pat in PAT.items():
+        m = pat.search(text)
+        if m:
+            r[k] = m.groups() if len(m.groups()) > 1 else m.group(1)
+    r["profile_all"] = PAT["profile"].findall(text)
+    r["kv_tokens_all"] = PAT["kv_tokens"].findall(text)
+    print(json.dumps(r), flush=True)
+    os.makedirs(OUT, exist_ok=True)
+    with open(f"{OUT}/results.jsonl", "a") as fh:
+        fh.write(json.dumps(r) + "\n")
+    return r
+
+
 def gpu_info():
+    """One line per GPU (name, total, used), as nvidia-smi prints them."""
     try:
-        return subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,memory.used", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=20).stdout.strip()
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,memory.used", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20).stdout
+        return [x.strip() for x in out.splitlines() if x.strip()]
     except Exception as e:  # noqa: BLE001
-        return repr(e)
+        return [repr(e)]
 
 
 def gpu_used_mib():
@@ -108,7 +127,16 @@ def gpu_used_mib():
         return 0
 
 
+def _stop(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _stop)
+    if sys.argv[1] == "--parse":
+        log, name, model, size, *args = sys.argv[2:]
+        record(name, {"model": model, "size": size, "args": args}, open(log, errors="replace").read(), ready=True)
+        sys.exit(0)
     cases = json.load(open(sys.argv[1]))
     want = set(sys.argv[2:])
     for i, c in enumerate(cases):

@@ -38,6 +38,9 @@ def main() -> None:
             entry["choices"] = [str(c) for c in a.choices]
         if a.nargs not in (None, 0, "?"):
             entry["nargs"] = str(a.nargs)
+        help_text = " ".join(str(a.help or "").split())
+        if getattr(a, "deprecated", False) or "deprecat" in help_text.lower():
+            entry["deprecated"] = help_text[:300] or "deprecated"
         out[name] = entry
     import vllm
     json.dump({"vllm_version": vllm.__version__, "args": out}, sys.stdout, indent=0, sort_keys=True)
