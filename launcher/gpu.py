@@ -100,7 +100,7 @@ def planned_gpus(gpu_memory: str | None, preset: str | None, num_gpus: int | Non
         total, name = PRESETS_MIB[key] * MiB, key
     else:
         total, name = parse_bytes(gpu_memory, what="--gpu-memory"), f"planned {gpu_memory}"
-    n = num_gpus or 1
+    n = 1 if num_gpus is None else num_gpus
     if n < 1:
         raise BadInput("--num-gpus must be at least 1.")
     return [GpuInfo(i, name, total, total, 0) for i in range(n)]

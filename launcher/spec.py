@@ -2,6 +2,13 @@
 
 Flags win over the file. The file is untrusted input: YAML through safe_load (no
 tags), a pydantic model with extra="forbid" (unknown keys rejected).
+
+Three shapes of launch file are read as they are:
+- ours: the flags' names, engine arguments under `engine_args:`;
+- vLLM's own `--config` YAML: flat, vLLM's argument names in either spelling, `model:`;
+- Triton's vLLM backend `model.json`: EngineArgs as JSON, `"model": ...`, underscores.
+Top-level keys that are not ours are engine arguments when the installed vLLM knows them;
+anything else is rejected with did-you-mean against both lists.
 """
 from __future__ import annotations
 
@@ -49,8 +56,11 @@ class LaunchSpec:
 FILE_KEYS = {f for f in LaunchSpec.__dataclass_fields__} - {"engine_args"}
 
 
-def load_file(path: str) -> dict:
-    """Read a launch file (.yaml/.yml/.json) into a dict of spec keys plus 'engine_args'."""
+def load_file(path: str, engine_spec=None) -> dict:
+    """Read a launch file (.yaml/.yml/.json) into a dict of spec keys plus 'engine_args' (a raw mapping).
+
+    engine_spec: the installed vLLM's ArgSpec, to take flat engine arguments (vLLM --config YAML,
+    Triton model.json); without it only our own shape is accepted."""
     from pydantic import BaseModel, ConfigDict, ValidationError
 
     class LaunchFile(BaseModel):
@@ -98,8 +108,7 @@ def load_file(path: str) -> dict:
         data = {}
     if not isinstance(data, dict):
         raise BadInput(f"launch file '{path}': expected a mapping at the top level.")
-    # accept dashed spellings of top-level keys too
-    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    data, flat = _split_foreign(data, engine_spec, path)
     if "size_in_billions" in data and data["size_in_billions"] is not None:
         data["size_in_billions"] = str(data["size_in_billions"])
     try:
@@ -108,9 +117,42 @@ def load_file(path: str) -> dict:
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])
         if err["type"] == "extra_forbidden":
-            raise BadInput(f"launch file '{path}': unknown key '{loc}'.{did_you_mean(loc, LaunchFile.model_fields)}") from None
+            known = list(LaunchFile.model_fields) + (list(engine_spec.args) if engine_spec else [])
+            raise BadInput(f"launch file '{path}': unknown key '{loc}'.{did_you_mean(loc, known)}") from None
         raise BadInput(f"launch file '{path}': {loc}: {err['msg']}.") from None
-    return lf.model_dump(exclude_none=True)
+    out = lf.model_dump(exclude_none=True)
+    if flat:
+        out["engine_args"] = {**flat, **out.get("engine_args", {})}
+    return out
+
+
+def _split_foreign(data: dict, engine_spec, path: str) -> tuple[dict, dict]:
+    """Our keys (dashed spellings accepted) and the flat engine arguments of vLLM/Triton-shaped files."""
+    ours, flat = {}, {}
+    own = FILE_KEYS | {"engine_args"}
+    if "model" in data and any(str(k).replace("-", "_") == "model_path" for k in data):
+        raise BadInput(f"launch file '{path}': give either model or model_path, not both.")
+    for k, v in data.items():
+        key = str(k).replace("-", "_")
+        if key in own:
+            ours[key] = v
+        elif key == "model":  # vLLM's --config YAML and Triton's model.json name the model so
+            if not isinstance(v, str) or not v:
+                raise BadInput(f"launch file '{path}': model must be a path, got {v!r}.")
+            ours["model_path"] = v
+        elif engine_spec is not None and _is_engine_arg(engine_spec, str(k)):
+            flat[str(k)] = v
+        else:
+            ours[key] = v  # rejected below as unknown, with did-you-mean
+    return ours, flat
+
+
+def _is_engine_arg(engine_spec, name: str) -> bool:
+    try:
+        engine_spec.resolve(name)
+        return True
+    except BadInput:
+        return False
 
 
 def is_loopback(host: str) -> bool:
@@ -122,12 +164,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def build(flags: dict, file_path: str | None, passthrough: dict, file_engine_args: dict | None = None) -> LaunchSpec:
-    """Merge launch file < flags; engine args: file mapping < passthrough."""
-    base: dict = {}
-    if file_path:
-        base = load_file(file_path)
-        base.pop("engine_args", None)
+def build(flags: dict, file_data: dict | None, passthrough: dict, file_engine_args: dict | None = None) -> LaunchSpec:
+    """Merge launch file (as load_file read it) < flags; engine args: file mapping < passthrough."""
+    base = {k: v for k, v in (file_data or {}).items() if k != "engine_args"}
     merged = {**base, **{k: v for k, v in flags.items() if v is not None}}
     engine_args = {**(file_engine_args or {}), **passthrough}
     if not merged.get("name"):
@@ -161,6 +200,8 @@ def validate(spec: LaunchSpec) -> LaunchSpec:
             and not spec.allow_unauthenticated:
         raise BadInput(f"--host {spec.host} exposes the server beyond this machine without an API key.",
                        hint="Set --api-key-env VAR (the key stays in the environment), or pass --allow-unauthenticated.")
+    if spec.num_gpus is not None and spec.num_gpus < 1:
+        raise BadInput(f"num_gpus must be at least 1, got {spec.num_gpus}.")
     if spec.startup_timeout_s <= 0:
         raise BadInput("--startup-timeout must be positive.")
     return spec

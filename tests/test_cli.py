@@ -120,3 +120,18 @@ def test_start_up_paths_on_a_fresh_home_import_only_what_they_need(args, rc, tmp
     bad = sorted(m for m in mods if m.split(".")[0] in ("pydantic", "torch", "vllm", "transformers"))
     assert not bad, bad
     assert not (tmp_path / "cache").exists(), "vLLM's argument list was dumped instead of the shipped one"
+
+
+@pytest.mark.parametrize("cmd", [["estimate", "--model-name", "qwen3", "--size-in-billions", "8", "--gpu", "H200"],
+                                 ["launch", "--model-path", str(TINY)], ["smoke", "--model-path", str(TINY)]])
+@pytest.mark.parametrize("n", ["0", "-2"])
+def test_impossible_gpu_counts_exit_2(cmd, n):
+    r = cli(*cmd, "--num-gpus", n)
+    assert r.returncode == 2 and "--num-gpus" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_launch_file_with_zero_gpus_exits_2(tmp_path):
+    f = tmp_path / "l.yaml"
+    f.write_text(f"model_path: {TINY}\nnum_gpus: 0\n")
+    r = cli("launch", "--config", str(f))
+    assert r.returncode == 2 and "num_gpus must be at least 1" in r.stderr, r.stderr

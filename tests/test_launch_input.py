@@ -122,3 +122,38 @@ def test_port_in_use_is_refused_before_starting(nothing_started):
         assert r.returncode == 2 and "already in use" in r.stderr
     finally:
         s.close()
+
+
+def test_triton_model_json_is_read_as_it_is(tmp_path, nothing_started):
+    f = tmp_path / "model.json"
+    f.write_text(json.dumps({"model": str(TINY), "gpu_memory_utilization": 0.5, "enforce_eager": True,
+                             "max_model_len": 512}))
+    r = cli("launch", "--config", str(f), "--print-config", "--json")
+    assert r.returncode == 0, r.stderr
+    cmd = json.loads(r.stdout)["command"]
+    assert cmd[cmd.index("--model") + 1] == str(TINY)
+    assert cmd[cmd.index("--max-model-len") + 1] == "512" and "--enforce-eager" in cmd
+    assert cmd[cmd.index("--gpu-memory-utilization") + 1] == "0.5"
+
+
+def test_vllm_config_yaml_is_read_as_it_is_and_flags_win(tmp_path, nothing_started):
+    f = tmp_path / "vllm.yaml"
+    f.write_text(f"model: {TINY}\nport: 18557\nmax-model-len: 256\nserved-model-name: tiny-x\nmax_num_seqs: 8\n")
+    r = cli("launch", "--config", str(f), "--max-num-seqs", "4", "--print-config", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    cmd = d["command"]
+    assert d["port"] == 18557 and cmd[cmd.index("--served-model-name") + 1] == "tiny-x"
+    assert cmd[cmd.index("--max-model-len") + 1] == "256" and cmd[cmd.index("--max-num-seqs") + 1] == "4"
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("model: x\nmax-model-lenn: 5\n", "unknown key 'max_model_lenn'. Did you mean"),
+    ("model: x\nmodel_path: y\n", "either model or model_path"),
+    ("model: [1, 2]\n", "model must be a path"),
+])
+def test_foreign_launch_files_still_reject_what_they_cannot_mean(tmp_path, text, msg, nothing_started):
+    f = tmp_path / "vllm.yaml"
+    f.write_text(text)
+    r = cli("launch", "--config", str(f))
+    assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -90,3 +90,14 @@ def test_smoke_of_a_model_that_cannot_start_reports_vllms_root_cause(tmp_path):
     rep = json.loads(rj.read_text())
     assert not rep["passed"] and "NoSuchModelForCausalLM" in rep["reason"]
     assert rep["leftover_pids"] == []
+
+
+def test_smoke_from_a_triton_model_json(tmp_path):
+    """Triton's vLLM-backend model.json, as Triton users write it, starts the real engine."""
+    f = tmp_path / "model.json"
+    f.write_text(json.dumps({"model": str(TINY), "max_model_len": 1024, "enforce_eager": True}))
+    rj = tmp_path / "report.json"
+    r = cli("smoke", "--config", str(f), "--name", "smoke-triton", "--timeout", "400", "--report-json", str(rj))
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    rep = json.loads(rj.read_text())
+    assert rep["passed"] and rep["leftover_pids"] == []

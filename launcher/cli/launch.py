@@ -103,9 +103,10 @@ def spec_from_cli(ctx: typer.Context, config: str | None, flags: dict):
 
     spec_args = vllm_engine.arg_spec()
     passthrough = parse_argv(list(ctx.args), spec_args)
-    file_engine = parse_mapping(load_file(config).get("engine_args", {}), spec_args) if config else {}
+    file_data = load_file(config, spec_args) if config else {}
+    file_engine = parse_mapping(file_data.get("engine_args", {}), spec_args)
     flags = dict(flags, env=parse_env(flags["env"]) if flags.get("env") else None)
-    return build(flags, config, passthrough, file_engine)
+    return build(flags, file_data, passthrough, file_engine)
 
 
 class LiveView:
