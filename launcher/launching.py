@@ -145,20 +145,21 @@ def run_foreground(prep: Prepared, on_event=None):
 def start_detached(prep: Prepared) -> int:
     """Start the supervisor as a daemon (own session); returns its PID. The API key goes only through env."""
     record_launch(prep)
-    d = run_dir(prep.spec.name)
-    log = open(d / "supervisor.log", "ab")
-    env = dict(prep.env)
-    env["LAUNCHER_HOME"] = str(d.parent.parent)
     # the server env is rebuilt by the daemon from launch.json + this environment
-    proc = subprocess.Popen([sys.executable, "-m", "launcher", "_supervise", prep.spec.name], stdin=subprocess.DEVNULL,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
-                            cwd=os.getcwd())
-    log.close()
+    return _spawn_supervisor(prep.spec.name, dict(prep.env))
+
+
+def _spawn_supervisor(name: str, env: dict, *extra: str) -> int:
+    d = run_dir(name)
+    env["LAUNCHER_HOME"] = str(d.parent.parent)
+    with open(d / "supervisor.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "launcher", "_supervise", name, *extra], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=os.getcwd())
     return proc.pid
 
 
-def supervise_from_record(name: str) -> int:
-    """Body of the daemon: read launch.json and supervise until stopped."""
+def supervise_from_record(name: str, adopt: bool = False) -> int:
+    """Body of the daemon: read launch.json and supervise until stopped (adopt: the server already runs)."""
     from .supervisor.machine import State
 
     rec = read_json(run_dir(name) / "launch.json")
@@ -169,8 +170,32 @@ def supervise_from_record(name: str) -> int:
     env = vllm_engine.server_env({k: v for k, v in os.environ.items()}, spec.env, cpu_build=bool(inst and inst.cpu_build))
     if rec.get("cluster"):
         env["RAY_ADDRESS"] = rec["cluster"]["address"]
-    st = server_run(Prepared(spec, None, rec["argv"], env, rec["port"], rec.get("note", ""), rec.get("cluster"))).run()
+    st = server_run(Prepared(spec, None, rec["argv"], env, rec["port"], rec.get("note", ""), rec.get("cluster"))).run(adopt=adopt)
     return 0 if st == State.STOPPED else 1
+
+
+def _server_alive(st: dict) -> bool:
+    s = st.get("server") or {}
+    return bool(s) and process.ProcRef(s["pid"], s["create_time"]).alive()
+
+
+def unsupervised_note(name: str, st: dict) -> str:
+    """What status/ps say of a server that outlived its supervisor."""
+    return (f"supervisor gone, server still running on :{st.get('port')} (pid {(st.get('server') or {}).get('pid')}); "
+            f"`launcher launch --name {name} --adopt` supervises it again, `launcher stop {name}` stops it")
+
+
+def adopt(name: str) -> int:
+    """Put a supervisor back over a server whose supervisor died, without restarting it; returns its PID."""
+    st = read_state(name)
+    if st is None or read_json(run_dir(name) / "launch.json") is None:
+        raise BadInput(f"no launch named '{name}'.", hint="See `launcher ps`.")
+    if _supervisor_alive(st) and st.get("state") in ACTIVE:
+        raise BadInput(f"'{name}' is supervised already (supervisor PID {st['supervisor']['pid']}).")
+    if not _server_alive(st):
+        raise BadInput(f"nothing to adopt: the server of '{name}' is not running.",
+                       hint=f"Start it again with `launcher launch --config ...` or remove the record: `launcher rm {name}`.")
+    return _spawn_supervisor(name, dict(os.environ), "--adopt")
 
 
 def _supervisor_alive(st: dict) -> bool:
@@ -182,7 +207,7 @@ def effective_state(st: dict) -> str:
     """The recorded state, corrected when the supervisor died without recording it."""
     state = st.get("state", "?")
     if state in ACTIVE and st.get("supervisor") and not _supervisor_alive(st):
-        return "DEAD"
+        return "UNSUPERVISED" if _server_alive(st) else "DEAD"
     return state
 
 
@@ -193,7 +218,7 @@ def wait_until(name: str, states: tuple[str, ...], timeout_s: float, poll_s: flo
         if on_poll:
             on_poll(st)
         eff = effective_state(st) if st else "?"
-        if eff in states or eff == "DEAD":
+        if eff in states or eff in ("DEAD", "UNSUPERVISED"):
             return st | {"state": eff}
         if time.monotonic() > deadline:
             return st | {"state": eff, "timed_out": True}

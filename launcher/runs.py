@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -60,3 +61,22 @@ def update_state(name: str, **kw) -> dict:
     st["updated_at"] = time.time()
     write_json(path, st)
     return st
+
+
+ENDED = ("STOPPED", "FATAL", "DEAD")
+
+
+def remove(name: str, keep_logs: bool = True) -> Path | None:
+    """Delete a run record; its logs move to $LAUNCHER_HOME/logs/NAME-TIME/ unless keep_logs is False.
+    Returns where the logs went. The caller checks that the launch has ended."""
+    d = run_dir(name)
+    kept = None
+    if keep_logs:
+        logs = [f for f in ("server.log", "supervisor.log") if (d / f).exists()]
+        if logs:
+            kept = home() / "logs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            kept.mkdir(parents=True, exist_ok=True)
+            for f in logs:
+                shutil.move(str(d / f), str(kept / f))
+    shutil.rmtree(d, ignore_errors=True)
+    return kept

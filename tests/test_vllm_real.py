@@ -55,6 +55,24 @@ def test_detached_launch_chat_engine_core_kill_restart_and_clean_stop(launcher_h
     assert "READY -> BACKOFF" in log and log.count("-> READY") == 2
 
     new_run_id = json.loads((launcher_home / "runs" / "tiny" / "state.json").read_text())["run_id"]
+
+    # the supervisor is killed (OOM killer, kill -9): status tells, --adopt supervises the same server again
+    before = status("tiny")
+    psutil.Process(before["supervisor_pid"]).send_signal(signal.SIGKILL)
+    wait_for(lambda: status("tiny")["state"] == "UNSUPERVISED", 30, what="status to see the supervisor gone")
+    note = status("tiny")["reason"]
+    assert f"server still running on :{json.loads(cli('status', 'tiny', '--json').stdout)['port']}" in note
+    assert f"(pid {before['pid']})" in note and "--adopt" in note
+    assert "supervisor gone" in cli("ps").stdout
+    r = cli("launch", "--name", "tiny", "--adopt", "--json", timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    after = status("tiny")
+    assert after["state"] == "READY" and after["pid"] == before["pid"] and after["restarts"] == before["restarts"]
+    assert after["supervisor_pid"] != before["supervisor_pid"]
+    assert "adopted a running server" in cli("logs", "tiny", "--supervisor").stdout
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        assert json.loads(resp.read())["usage"]["completion_tokens"] > 0
+
     r = cli("stop", "--all", timeout=120)
     assert r.returncode == 0 and "tiny: STOPPED" in r.stdout, r.stderr
     assert status("tiny")["state"] == "STOPPED"

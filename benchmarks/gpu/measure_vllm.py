@@ -70,7 +70,7 @@ def run(case, port):
                     break
         finally:
             # also when this script is itself stopped (`timeout` sends SIGTERM): vLLM runs in its own
-            # session and would otherwise keep its GPU memory after we are gone
+            # process group (setsid) and would otherwise keep its GPU memory after we are gone
             ready_s = time.time() - t0
             try:
                 os.killpg(p.pid, signal.SIGTERM)

@@ -32,6 +32,7 @@ app.command("ps")(_manage.ps)
 app.command("status")(_manage.status)
 app.command("logs")(_manage.logs)
 app.command("stop")(_manage.stop)
+app.command("rm")(_manage.rm)
 app.add_typer(_cluster.app, name="cluster")
 app.command("_supervise", hidden=True)(_launch.supervise_detached)
 

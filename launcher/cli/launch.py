@@ -35,6 +35,7 @@ def launch(
     ray_address: common.RayAddress = None,
     ray_dashboard: common.RayDashboard = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved launch and the exact command line; start nothing.")] = False,
+    adopt: Annotated[bool, typer.Option("--adopt", help="With --name: supervise again the server of a launch whose supervisor died, without restarting it.")] = False,
     json_out: common.Json = False,
 ) -> None:
     """Launch a vLLM server and supervise it. Any vLLM engine argument may follow, in either spelling
@@ -45,6 +46,8 @@ def launch(
     from ..engines import vllm as vllm_engine
     from ..supervisor.machine import State
 
+    if adopt:
+        return adopt_running(name, json_out)
     spec = spec_from_cli(ctx, config, dict(
         model_path=model_path, model_name=model_name, size_in_billions=size_in_billions, model_format=model_format,
         quantization=quantization, model_engine=model_engine, name=name, host=host, port=port, env=env,
@@ -165,8 +168,31 @@ class LiveView:
         self.con.print(t)
 
 
-def supervise_detached(name: str) -> None:
+def supervise_detached(name: str, adopt: Annotated[bool, typer.Option("--adopt")] = False) -> None:
     """(internal) the detached supervisor's body."""
     from ..launching import supervise_from_record
 
-    raise typer.Exit(supervise_from_record(name))
+    raise typer.Exit(supervise_from_record(name, adopt=adopt))
+
+
+def adopt_running(name: str | None, json_out: bool) -> None:
+    """`launch --name NAME --adopt`: a new supervisor over the server whose supervisor died, not restarted."""
+    from ..errors import EXIT_NOT_READY, BadInput
+    from ..launching import adopt, wait_until
+
+    if not name:
+        raise BadInput("--adopt needs --name NAME of the launch whose server is still running.", hint="See `launcher ps`.")
+    pid = adopt(name)
+    from ..runs import read_state
+
+    deadline = time.monotonic() + 30  # until the new supervisor has recorded itself
+    while ((read_state(name) or {}).get("supervisor") or {}).get("pid") != pid and time.monotonic() < deadline:
+        time.sleep(0.1)
+    st = wait_until(name, ("READY", "FATAL", "STOPPED", "BACKOFF"), 120)
+    if json_out:
+        common.emit_json(st | {"supervisor_pid": pid})
+    else:
+        common.console(stderr=True).print(f"{name}: {st['state']} under a new supervisor (PID {pid}); "
+                                          f"server PID {(st.get('server') or {}).get('pid')} kept running")
+    if st["state"] != "READY":
+        raise typer.Exit(EXIT_NOT_READY)

@@ -10,11 +10,13 @@ from . import common
 
 
 def _row(name: str) -> dict:
-    from ..launching import effective_state
+    from ..launching import effective_state, unsupervised_note
     from ..runs import read_state
 
     st = read_state(name) or {"name": name}
     eff = effective_state(st)
+    if eff == "UNSUPERVISED":
+        st = st | {"reason": unsupervised_note(name, st)}
     up = None
     if eff == "READY" and st.get("ready_at"):
         up = round(time.time() - float(st["ready_at"]), 1)
@@ -24,22 +26,56 @@ def _row(name: str) -> dict:
             "uptime_s": up, "reason": st.get("reason", ""), "kv_cache_tokens": (st.get("facts") or {}).get("kv_tokens")}
 
 
-def ps(json_out: common.Json = False) -> None:
-    """List launches and their states."""
+Logs = Annotated[bool, typer.Option("--logs", help="Delete the logs too (kept under $LAUNCHER_HOME/logs/ otherwise).")]
+
+
+def ps(json_out: common.Json = False,
+       prune: Annotated[bool, typer.Option("--prune", help="Remove the records of launches that ended (STOPPED, FATAL, DEAD).")] = False,
+       logs: Logs = False) -> None:
+    """List launches and their states (--prune: remove the ended ones first)."""
     from rich.table import Table
 
-    from ..runs import all_names
+    from ..runs import ENDED, all_names, remove
 
+    pruned = []
+    if prune:
+        for n in all_names():
+            if _row(n)["state"] in ENDED:
+                remove(n, keep_logs=not logs)
+                pruned.append(n)
     rows = [_row(n) for n in all_names()]
     if json_out:
-        common.emit_json(rows)
+        common.emit_json({"launches": rows, "pruned": pruned} if prune else rows)
         return
+    if pruned:
+        common.console(stderr=True).print(f"removed {len(pruned)} ended launch(es): {', '.join(pruned)}")
     t = Table()
     for c in ("name", "state", "pid", "port", "restarts", "uptime_s", "endpoint"):
         t.add_column(c)
     for r in rows:
         t.add_row(*(str(r[c]) if r[c] is not None else "-" for c in ("name", "state", "pid", "port", "restarts", "uptime_s", "endpoint")))
     common.console().print(t)
+    for r in rows:
+        if r["state"] == "UNSUPERVISED":
+            common.console().print(f"{r['name']}: {r['reason']}")
+
+
+def rm(name: Annotated[str, typer.Argument(help="Launch whose record to remove.")], logs: Logs = False,
+       json_out: common.Json = False) -> None:
+    """Remove the record of a launch that ended (STOPPED, FATAL or DEAD); its logs are kept unless --logs."""
+    from ..errors import BadInput
+    from ..runs import ENDED, read_state, remove, run_dir
+
+    if read_state(name) is None and not run_dir(name).exists():
+        raise BadInput(f"no launch named '{name}'.", hint="See `launcher ps`.")
+    state = _row(name)["state"]
+    if state not in ENDED:
+        raise BadInput(f"'{name}' is {state}; only ended launches are removed.", hint=f"Stop it first: `launcher stop {name}`.")
+    kept = remove(name, keep_logs=not logs)
+    if json_out:
+        common.emit_json({"name": name, "removed": True, "logs": str(kept) if kept else None})
+    else:
+        common.console().print(f"removed {name}" + (f"; logs kept in {kept}" if kept else ""))
 
 
 def status(name: str, json_out: common.Json = False) -> None:

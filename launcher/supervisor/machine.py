@@ -78,6 +78,13 @@ class Supervisor:
         self._next_probe, self._misses = now, 0
         self._go(State.STARTING, "")
 
+    def adopt(self, server: Server, now: float) -> None:
+        """Supervise a server that is already running (its supervisor died): no spawn, READY on the next 200."""
+        self.server = server
+        self.started_at, self.ready_at = now, None
+        self._next_probe, self._misses = now, 0
+        self._go(State.STARTING, "adopted a running server")
+
     def stop(self) -> list[int]:
         if self.state in (State.STOPPED,):
             return []

@@ -150,13 +150,36 @@ class ServerRun:
     def request_stop(self, *_):
         self._stop.set()
 
-    def run(self, install_signals: bool = True, tick_s: float = 0.2) -> State:
+    def _adopt_recorded(self) -> process.ProcessTree:
+        """The process tree of the server recorded in state.json (its supervisor is gone)."""
+        from ..runs import read_state
+
+        st = read_state(self.name) or {}
+        srv = st.get("server") or {}
+        leader = process.ProcRef(srv["pid"], srv["create_time"])
+        self.run_id = st.get("run_id", self.run_id)
+        tree = process.ProcessTree(leader=leader, pgid=srv.get("pgid", leader.pid), run_id=self.run_id,
+                                   seen={p: process.ProcRef(p, c) for p, c in st.get("descendants", [])})
+        self.sup.restarts = int(st.get("restarts", 0))
+        self._log_offset = self.log.stat().st_size if self.log.exists() else 0
+        with open(self.log, "ab") as fh:
+            fh.write(f"\n===== launcher: adopted the running server {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n".encode())
+        return tree
+
+    def run(self, install_signals: bool = True, tick_s: float = 0.2, adopt: bool = False) -> State:
         if install_signals:
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
+        tree = self._adopt_recorded() if adopt else None
         update_state(self.name, supervisor={"pid": os.getpid(), "create_time": process.ProcRef.of(os.getpid()).create_time},
-                     host=self.host, port=self.port, endpoint=f"http://{self.host}:{self.port}/v1", restarts=0)
-        self.sup.start(time.monotonic())
+                     host=self.host, port=self.port, endpoint=f"http://{self.host}:{self.port}/v1",
+                     restarts=self.sup.restarts)
+        if tree is not None:
+            self.tree = tree
+            self._record_pids()
+            self.sup.adopt(tree, time.monotonic())
+        else:
+            self.sup.start(time.monotonic())
         try:
             while not self._stop.is_set():
                 st = self.sup.tick(time.monotonic())
