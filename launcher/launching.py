@@ -33,14 +33,19 @@ class Prepared:
     cluster: dict | None = None  # address, dashboard, bundles, device of a launch on a Ray cluster
 
 
-def prepare(spec: LaunchSpec, *, check_port: bool = True) -> Prepared:
-    """Validate everything and build the exact command line; start nothing."""
+def prepare(spec: LaunchSpec, *, check_port: bool = True, fetch=None) -> Prepared:
+    """Validate everything and build the exact command line; start nothing.
+
+    fetch(repo, revision, download_dir) -> local folder: called once the launch is known to fit, for a
+    model that lives on the Hub, so that vLLM starts on local files (its start-up deadline then covers
+    the engine only). Without it (--print-config) the command line names the repository."""
     from .engines import check_engine
 
     check_engine(spec.model_engine)
     inst = vllm_engine.installed()
     ref = resolve_model(spec.model_path, spec.model_name, spec.size_in_billions, spec.model_format, spec.quantization,
-                        dtype=spec.engine_args.get("dtype"), parse_arch=spec.preflight)
+                        dtype=spec.engine_args.get("dtype"), parse_arch=spec.preflight, model_repo=spec.model,
+                        revision=spec.revision)
     engine_args = dict(spec.engine_args)
     if spec.quantization not in ("none", "", None) and "quantization" not in engine_args:
         engine_args["quantization"] = spec.quantization
@@ -85,7 +90,11 @@ def prepare(spec: LaunchSpec, *, check_port: bool = True) -> Prepared:
         raise BadInput(f"port {port} on {spec.host} is already in use{_port_owner(port)}.",
                        hint="Pick another --port, or stop what holds it.")
     spec_args = vllm_engine.arg_spec(inst)
-    argv = vllm_engine.server_command(ref.load, spec.host, port, to_argv(engine_args, spec_args))
+    load = ref.load
+    if fetch is not None and ref.repo:
+        load = fetch(ref.repo, ref.revision or spec.revision, spec.download_dir)
+        engine_args.setdefault("served-model-name", ref.repo)  # clients keep asking for the repository id
+    argv = vllm_engine.server_command(load, spec.host, port, to_argv(engine_args, spec_args))
     if spec.api_key_env:
         env["VLLM_API_KEY"] = os.environ[spec.api_key_env]
     return Prepared(replace(spec, engine_args=engine_args), p, argv, env, port, note, cluster)

@@ -22,14 +22,29 @@ class ModelRef:
     load: str  # local folder or repository id
     arch: ModelArch | None  # None when launching without pre-flight
     label: str
+    repo: str | None = None  # Hub repository to download before starting (catalog and Hub models)
+    revision: str | None = None
 
 
 def resolve_model(model_path: str | None, model_name: str | None, size: str | None, model_format: str | None,
-                  quantization: str | None, dtype: str | None = None, parse_arch: bool = True) -> ModelRef:
-    """What vLLM should load and, unless parse_arch is False (no pre-flight), its architecture."""
-    if model_path and model_name:
-        raise BadInput("give either --model-path or --model-name, not both.")
+                  quantization: str | None, dtype: str | None = None, parse_arch: bool = True,
+                  model_repo: str | None = None, revision: str | None = None) -> ModelRef:
+    """What vLLM should load and, unless parse_arch is False (no pre-flight), its architecture.
+
+    The three ways to name a model: a local folder (model_path), a Hub repository id (model_repo, at
+    revision; config.json and the safetensors index are fetched, a few KB, nothing else), or the
+    catalog's name/size/format (its repository id; the architecture is in the catalog)."""
+    if sum(bool(x) for x in (model_path, model_name, model_repo)) > 1:
+        raise BadInput("give one of --model (Hub id), --model-path or --model-name, not several.")
     q = None if quantization in (None, "none", "") else quantization
+    if model_repo:
+        if not parse_arch:
+            return ModelRef(model_repo, None, model_repo, repo=model_repo, revision=revision)
+        from .models import hub
+
+        meta = hub.fetch_metadata(model_repo, revision)
+        arch = from_config(meta.config, source=f"hub:{model_repo}", dtype=dtype, quantization=q)
+        return ModelRef(model_repo, arch, f"{model_repo}@{meta.commit[:10]}", repo=model_repo, revision=meta.commit)
     if model_path and not parse_arch:
         if not Path(model_path).exists():
             raise BadInput(f"model path '{model_path}' does not exist.")
@@ -41,9 +56,9 @@ def resolve_model(model_path: str | None, model_name: str | None, size: str | No
         raise BadInput("no model given.", hint="Use --model-path DIR, or --model-name NAME --size-in-billions N.")
     entry = catalog.lookup(model_name, size, model_format or "pytorch", quantization)
     if not parse_arch:
-        return ModelRef(entry.repo, None, entry.name)
+        return ModelRef(entry.repo, None, entry.name, repo=entry.repo)
     arch = from_config(entry.config, source=f"catalog:{entry.name}", dtype=dtype, quantization=q if q and model_format in (None, "pytorch") else None)
-    return ModelRef(entry.repo, arch, f"{entry.name} {entry.size.replace('_', '.')}B {entry.model_format}")
+    return ModelRef(entry.repo, arch, f"{entry.name} {entry.size.replace('_', '.')}B {entry.model_format}", repo=entry.repo)
 
 
 SETTINGS_KEYS = {

@@ -171,7 +171,7 @@ def smoke(prep, *, timeout_s: float, max_tokens: int = 8, stream: bool = False, 
     t0 = time.monotonic()
     deadline = t0 + timeout_s
     name = prep.spec.name
-    rep = SmokeReport(name=name, model=prep.argv[prep.argv.index("--model") + 1], command=prep.argv,
+    rep = SmokeReport(name=name, model=vllm_engine.served_model_name(prep.argv), command=prep.argv,
                       endpoint=f"http://{prep.spec.host}:{prep.port}/v1")
     if prep.plan and prep.plan.estimate:
         rep.kv_cache_tokens_estimate = prep.plan.estimate.kv_cache_tokens

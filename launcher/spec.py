@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import BadInput, did_you_mean
+from .models.hub import looks_like_repo_id
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 
@@ -33,6 +34,9 @@ class LaunchSpec:
     model_format: str = "pytorch"
     quantization: str = "none"
     model_engine: str = "vllm"
+    model: str | None = None  # a Hugging Face Hub repository id
+    revision: str | None = None
+    download_dir: str | None = None
     engine_args: dict = field(default_factory=dict)
     env: dict = field(default_factory=dict)
     host: str = "127.0.0.1"
@@ -72,6 +76,9 @@ def load_file(path: str, engine_spec=None) -> dict:
         model_format: Optional[str] = None
         quantization: Optional[str] = None
         model_engine: Optional[str] = None
+        model: Optional[str] = None
+        revision: Optional[str] = None
+        download_dir: Optional[str] = None
         engine_args: dict[str, Any] = {}
         env: dict[str, str] = {}
         host: Optional[str] = None
@@ -129,7 +136,7 @@ def load_file(path: str, engine_spec=None) -> dict:
 def _split_foreign(data: dict, engine_spec, path: str) -> tuple[dict, dict]:
     """Our keys (dashed spellings accepted) and the flat engine arguments of vLLM/Triton-shaped files."""
     ours, flat = {}, {}
-    own = FILE_KEYS | {"engine_args"}
+    own = (FILE_KEYS - {"model"}) | {"engine_args"}
     if "model" in data and any(str(k).replace("-", "_") == "model_path" for k in data):
         raise BadInput(f"launch file '{path}': give either model or model_path, not both.")
     for k, v in data.items():
@@ -138,8 +145,8 @@ def _split_foreign(data: dict, engine_spec, path: str) -> tuple[dict, dict]:
             ours[key] = v
         elif key == "model":  # vLLM's --config YAML and Triton's model.json name the model so
             if not isinstance(v, str) or not v:
-                raise BadInput(f"launch file '{path}': model must be a path, got {v!r}.")
-            ours["model_path"] = v
+                raise BadInput(f"launch file '{path}': model must be a path or a Hub id, got {v!r}.")
+            ours["model" if looks_like_repo_id(v) else "model_path"] = v
         elif engine_spec is not None and _is_engine_arg(engine_spec, str(k)):
             flat[str(k)] = v
         else:

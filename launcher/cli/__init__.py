@@ -8,6 +8,7 @@ import typer
 
 from . import bench as _bench
 from . import cluster as _cluster
+from . import download as _download
 from . import estimate as _estimate
 from . import launch as _launch
 from . import manage as _manage
@@ -28,6 +29,7 @@ app.command("launch", context_settings=PASSTHROUGH)(_launch.launch)
 app.command("smoke", context_settings=PASSTHROUGH)(_smoke.smoke)
 app.command("bench", context_settings=PASSTHROUGH)(_bench.bench)
 app.command("tune", context_settings=PASSTHROUGH)(_tune.tune)
+app.command("pull")(_download.pull)
 app.command("ps")(_manage.ps)
 app.command("status")(_manage.status)
 app.command("logs")(_manage.logs)

@@ -72,7 +72,9 @@ def bench(
             from dataclasses import replace
             spec = replace(spec, name=f"bench-{spec.name}"[:64])
         prep = prepare(spec)
-        model = prep.argv[prep.argv.index("--model") + 1]
+        from ..engines.vllm import served_model_name
+
+        model = served_model_name(prep.argv)
         vocab = resolve_model(spec.model_path, spec.model_name, spec.size_in_billions, spec.model_format,
                               spec.quantization).arch.vocab_size
         base = f"http://127.0.0.1:{prep.port}"

@@ -19,6 +19,9 @@ NumGpus = Annotated[Optional[int], typer.Option("--num-gpus", min=1, help="How m
 VllmVersion = Annotated[Optional[str], typer.Option("--vllm-version", help="vLLM version whose defaults to follow (default: the installed one).")]
 RayAddress = Annotated[Optional[str], typer.Option("--ray-address", help="Run on a Ray cluster: HOST:PORT of its head, or 'auto' (RAY_ADDRESS, or the cluster from `launcher cluster up`).")]
 RayDashboard = Annotated[Optional[str], typer.Option("--ray-dashboard", help="The Ray dashboard URL, when not on port 8265 of the head.")]
+Model = Annotated[Optional[str], typer.Option("--model", help="Hugging Face Hub repository id (org/name), or a local folder.")]
+Revision = Annotated[Optional[str], typer.Option("--revision", help="Hub branch, tag or commit (default: main).")]
+DownloadDir = Annotated[Optional[str], typer.Option("--download-dir", help="Download Hub models into this folder instead of the Hugging Face cache.")]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 ModelFormatOpt = Annotated[Optional[str], typer.Option("--model-format", help="pytorch, awq, gptq or fp8 (catalog models).")]
 # the workload of bench and tune
@@ -29,6 +32,24 @@ PromptLen = Annotated[str, typer.Option("--prompt-len", help="Prompt tokens: N o
 OutputLen = Annotated[str, typer.Option("--output-len", help="Output tokens: N or LO:HI (uniform).")]
 PromptsFile = Annotated[Optional[str], typer.Option("--prompts-file", help="JSONL of {\"prompt\": ...} instead of random token ids.")]
 Config = Annotated[Optional[str], typer.Option("--config", help="Launch file (.yaml/.json) with the same keys as the flags; flags win.")]
+
+
+def split_model(model: str | None, model_path: str | None) -> tuple[str | None, str | None]:
+    """--model: a local folder goes to model_path, anything else is a Hub repository id."""
+    if not model:
+        return model_path, None
+    if model_path:
+        from ..errors import BadInput
+        raise BadInput("give either --model or --model-path, not both.")
+    from ..models.hub import looks_like_repo_id
+
+    if looks_like_repo_id(model):
+        return None, model
+    from pathlib import Path
+    if Path(model).expanduser().is_dir():
+        return model, None
+    from ..errors import BadInput
+    raise BadInput(f"--model '{model}' is neither a folder here nor a Hub repository id (org/name).")
 
 
 def emit_json(obj) -> None:

@@ -10,6 +10,8 @@ from . import common
 
 def estimate(
     ctx: typer.Context,
+    model: common.Model = None,
+    revision: common.Revision = None,
     model_path: common.ModelPath = None,
     model_name: common.ModelName = None,
     size_in_billions: common.Size = None,
@@ -41,8 +43,9 @@ def estimate(
     engine_args = parse_argv(list(ctx.args), spec)
     if quantization not in ("none", "") and "quantization" not in engine_args and model_format == "pytorch":
         engine_args["quantization"] = quantization
+    model_path, model_repo = common.split_model(model, model_path)
     ref = resolve_model(model_path, model_name, size_in_billions, model_format, quantization,
-                        dtype=engine_args.get("dtype"))
+                        dtype=engine_args.get("dtype"), model_repo=model_repo, revision=revision)
     extra = {}
     if ray_address or inventory:
         from ..cluster import plan as cplan

@@ -13,6 +13,9 @@ Env = Annotated[Optional[list[str]], typer.Option("--env", help="KEY=VALUE for t
 
 def launch(
     ctx: typer.Context,
+    model: common.Model = None,
+    revision: common.Revision = None,
+    download_dir: common.DownloadDir = None,
     model_path: common.ModelPath = None,
     model_name: common.ModelName = None,
     size_in_billions: common.Size = None,
@@ -48,15 +51,18 @@ def launch(
 
     if adopt:
         return adopt_running(name, json_out)
+    model_path, model_repo = common.split_model(model, model_path)
     spec = spec_from_cli(ctx, config, dict(
-        model_path=model_path, model_name=model_name, size_in_billions=size_in_billions, model_format=model_format,
+        model=model_repo, revision=revision, download_dir=download_dir, model_path=model_path, model_name=model_name, size_in_billions=size_in_billions, model_format=model_format,
         quantization=quantization, model_engine=model_engine, name=name, host=host, port=port, env=env,
         api_key_env=api_key_env, allow_unauthenticated=allow_unauthenticated or None, startup_timeout_s=startup_timeout,
         preflight=False if no_preflight else None, gpu_memory=gpu_memory, gpu=gpu, num_gpus=num_gpus,
         ray_address=ray_address, ray_dashboard=ray_dashboard))
     for w in vllm_engine.env_warnings(spec.env, vllm_engine.installed()):
         common.console(stderr=True).print(f"[yellow]warning:[/] {w}")
-    prep = prepare(spec, check_port=not print_config)
+    from .download import fetch_model
+
+    prep = prepare(spec, check_port=not print_config, fetch=None if print_config else fetch_model())
     if print_config:
         out = {"launch": prep.spec.to_dict(), "command": prep.argv, "port": prep.port, "note": prep.note,
                "estimate": prep.plan.estimate.to_dict() if prep.plan and prep.plan.estimate else None}

@@ -12,6 +12,9 @@ from .launch import Env, spec_from_cli
 
 def smoke(
     ctx: typer.Context,
+    model: common.Model = None,
+    revision: common.Revision = None,
+    download_dir: common.DownloadDir = None,
     model_path: common.ModelPath = None,
     model_name: common.ModelName = None,
     size_in_billions: common.Size = None,
@@ -56,8 +59,9 @@ def smoke(
             raise BadInput(f"--expect is not a valid regex: {e}.") from None
     if max_tokens < 1:
         raise BadInput("--max-tokens must be at least 1.")
+    model_path, model_repo = common.split_model(model, model_path)
     spec = spec_from_cli(ctx, config, dict(
-        model_path=model_path, model_name=model_name, size_in_billions=size_in_billions, model_format=model_format,
+        model=model_repo, revision=revision, download_dir=download_dir, model_path=model_path, model_name=model_name, size_in_billions=size_in_billions, model_format=model_format,
         quantization=quantization, model_engine=model_engine, name=name, host=host, port=port, env=env,
         api_key_env=api_key_env, startup_timeout_s=timeout, preflight=False if no_preflight else None,
         gpu_memory=gpu_memory, gpu=gpu, num_gpus=num_gpus,
@@ -65,7 +69,9 @@ def smoke(
     if not name:
         from dataclasses import replace
         spec = replace(spec, name=f"smoke-{spec.name}"[:64])
-    prep = prepare(spec, check_port=not dry_run)
+    from .download import fetch_model
+
+    prep = prepare(spec, check_port=not dry_run, fetch=None if dry_run else fetch_model())
     con = common.console(stderr=True)
     if dry_run:
         out = {"command": prep.argv, "port": prep.port, "note": prep.note,

@@ -102,6 +102,12 @@ def server_command(model: str, host: str, port: int, engine_argv: list[str], pyt
             "--host", host, "--port", str(port), *engine_argv]
 
 
+def served_model_name(argv: list[str]) -> str:
+    """The name clients ask for: --served-model-name's first value if given, else --model."""
+    flag = "--served-model-name" if "--served-model-name" in argv else "--model"
+    return argv[argv.index(flag) + 1]
+
+
 def server_env(base: dict, extra: dict, cpu_build: bool) -> dict:
     env = dict(base)
     env.update(extra)
