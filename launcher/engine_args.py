@@ -41,7 +41,7 @@ def removed_note(key: str, version: str) -> str:
     return (f" '--{key}' exists in vLLM {', '.join(seen)} but not in {version}"
             + (f": {note}." if note else "."))
 # Arguments the launcher owns; passing them as engine arguments would bypass its checks.
-RESERVED = {"model": "--model-path or --model-name", "host": "--host", "port": "--port",
+RESERVED = {"model": "--model (a Hub id or folder), --model-path or --model-name", "host": "--host", "port": "--port",
             "api-key": "--api-key-env (the key goes through the environment)"}
 
 

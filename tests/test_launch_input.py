@@ -32,7 +32,7 @@ def nothing_started():
     (["--served-model-name", "--tokenizer"], "needs a value"),
     (["--enforce-eager=maybe"], "is a switch"),
     (["--port", "70000"], "1..65535"),
-    (["--model", "other"], "set by the launcher"),
+    (["--model", "other"], "either --model or --model-path"),  # --model is the launcher's (a Hub id or folder)
     (["--model-engine", "llama.cpp"], "not supported"),
 ])
 @pytest.mark.parametrize("command", ["launch", "smoke"])
