@@ -1,4 +1,5 @@
 """Table-driven estimator tests: every line vLLM really reported (benchmarks/results/), plus unit cases."""
+import math
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -131,7 +132,32 @@ def test_free_memory_below_the_requested_share_fails_like_vllm():
     gpu = GpuBudget("H100", 81559 << 20, free_bytes=40 * GiB + (480 << 20))
     e = estimate(m, EngineSettings(), gpu)
     assert not e.fits and "Free memory on device" in e.reason
-    assert any("--gpu-memory-utilization 0.5" in s for s in e.suggestions)
+    assert any("--gpu-memory-utilization 0.49" in s for s in e.suggestions)
+
+
+@pytest.mark.parametrize("model,size", [("qwen2.5-instruct", "7"), ("llama-3.1-instruct", "8"), ("qwen3", "8")])
+@pytest.mark.parametrize("free_gib", [20, 40, 60])
+def test_shared_gpu_advice_leaves_room_for_what_vllm_takes_outside_its_share(model, size, free_gib):
+    """Following the advice: vLLM's start-up check passes, the CUDA graphs still find memory, and it fits."""
+    import re
+    from dataclasses import replace
+
+    from launcher.estimator import activation
+
+    m = arch(model, size)
+    gpu = GpuBudget("H100", 81559 << 20, free_bytes=free_gib * GiB + (480 << 20))
+    e = estimate(m, EngineSettings(), gpu)
+    assert not e.fits and e.cause == "free_memory"
+    u = float(re.search(r"--gpu-memory-utilization (\d\.\d+)", e.suggestions[0]).group(1))
+    mml = re.search(r"--max-model-len (\d+)", e.suggestions[0])
+    followed = estimate(m, EngineSettings(gpu_memory_utilization=u, max_model_len=int(mml.group(1)) if mml else None), gpu)
+    assert followed.fits, followed.reason
+    outside = activation.outside_budget_bytes(followed.runner, enforce_eager=False)
+    assert followed.requested_bytes + outside <= gpu.cuda_free_bytes
+    # the old advice (the whole free share) is now refused, with the reason
+    whole = math.floor(gpu.cuda_free_bytes / gpu.cuda_total_bytes * 100) / 100
+    e2 = estimate(m, EngineSettings(gpu_memory_utilization=whole), gpu)
+    assert not e2.fits and "outside that share" in e2.reason
 
 
 def test_enforce_eager_drops_cuda_graph_memory():

@@ -81,3 +81,18 @@ def cudagraph_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: 
 def fit_margin_bytes() -> int:
     """Headroom kept when answering the largest max_model_len that fits (see fit_calibration.py)."""
     return int(coefficients().get("fit_margin_bytes", 0))
+
+
+# Memory vLLM takes after sizing its KV cache, outside `gpu_memory_utilization x total`: the CUDA graph
+# pool beyond what it subtracted. On an idle GPU the (1 - utilization) share absorbs it; on a GPU shared
+# with other processes it must be free as well, or capture fails with an OOM after loading.
+# Measured on H200/H100 with vLLM 0.24.0 (benchmarks/results/*.jsonl, "Graph capturing ... took"):
+# V2 runner (subtracts no estimate): 0.45-1.22 GiB taken; V1: taken minus estimated 0.04-0.22 GiB.
+GRAPHS_OUTSIDE_BUDGET = {"v2": int(1.25 * 2**30), "v1": int(0.25 * 2**30)}
+# Allocator slack and the warm-up after the KV cache is allocated (not measured separately).
+WARMUP_SLACK_BYTES = 512 << 20
+
+
+def outside_budget_bytes(runner_kind: str, *, enforce_eager: bool) -> int:
+    """What must be free beyond the requested share for vLLM to get past its CUDA graph capture."""
+    return WARMUP_SLACK_BYTES + (0 if enforce_eager else GRAPHS_OUTSIDE_BUDGET[runner_kind])

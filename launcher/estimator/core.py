@@ -167,13 +167,18 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
         max_concurrency=round(lay.num_blocks(avail_pos) / per_req, 2) if per_req else 0.0, runner=run, auto=auto,
     )
     free = gpu.cuda_free_bytes
+    outside = activation.outside_budget_bytes(run, enforce_eager=s.enforce_eager)
     if free is not None and free < requested and not s.kv_cache_memory_bytes:
         est.fits, est.cause = False, "free_memory"
         est.reason = (f"Free memory on device ({free / GiB:.2f}/{gpu.cuda_total_bytes / GiB:.2f} GiB) on startup is less "
                       f"than desired GPU memory utilization ({util}, {requested / GiB:.2f} GiB); vLLM would fail at once.")
-        usable = math.floor(free / gpu.cuda_total_bytes * 100) / 100
-        est.suggestions.append(f"--gpu-memory-utilization {usable:.2f} (the share that is free now), "
-                               "or free the memory other processes hold.")
+        est.suggestions += _shared_gpu_advice(m, s, gpu, vllm_version, free, outside)
+    elif free is not None and free < requested + outside and not s.kv_cache_memory_bytes:
+        est.fits, est.cause = False, "free_memory"
+        est.reason = (f"vLLM would pass its start-up check ({free / GiB:.2f} GiB free, {requested / GiB:.2f} GiB requested) "
+                      f"but then needs about {outside / GiB:.2f} GiB more outside that share (CUDA graph capture and "
+                      f"warm-up), which other processes hold: it would fail with an out-of-memory error after loading.")
+        est.suggestions += _shared_gpu_advice(m, s, gpu, vllm_version, free, outside)
     elif avail <= 0:
         est.fits, est.cause = False, "weights"
         est.reason = (f"the model does not fit at all: weights {w / GiB:.2f} GiB + activations and overhead "
@@ -189,6 +194,25 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     if suggest and not est.fits and est.reason and not est.suggestions:
         est.suggestions = _suggest(m, s, gpu, vllm_version, want_len, fit_len, num_gpus_available)
     return est
+
+
+def _shared_gpu_advice(m: ModelArch, s: EngineSettings, gpu: GpuBudget, vv, free: int, outside: int) -> list[str]:
+    """The largest utilization that starts beside what other processes hold, checked with the same model."""
+    from dataclasses import replace
+
+    u = math.floor((free - outside) / gpu.cuda_total_bytes * 100) / 100
+    tip = "or free the memory other processes hold."
+    if u <= 0:
+        return [f"free the memory other processes hold: {free / GiB:.2f} GiB free is not enough to start at all."]
+    e = estimate(m, replace(s, gpu_memory_utilization=u), gpu, vllm_version=vv, suggest=False)
+    if e.fits:
+        return [f"--gpu-memory-utilization {u:.2f} (what is free now, less {outside / GiB:.2f} GiB vLLM needs "
+                f"beyond that share), {tip}"]
+    if e.cause == "max_model_len" and e.max_model_len_fit > 0:
+        return [f"--gpu-memory-utilization {u:.2f} with --max-model-len {e.max_model_len_fit} (what is free now, less "
+                f"{outside / GiB:.2f} GiB vLLM needs beyond that share), {tip}"]
+    return [f"free the memory other processes hold: at --gpu-memory-utilization {u:.2f} (what is free now) "
+            f"the model does not fit ({e.reason})"]
 
 
 def _suggest(m, s: EngineSettings, gpu: GpuBudget, vv, want_len: int, fit_len: int, num_gpus: int | None) -> list[str]:
