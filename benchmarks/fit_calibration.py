@@ -72,7 +72,21 @@ def fit(rows: list[dict]) -> dict:
     c = np.linalg.lstsq(Xc, yc, rcond=None)[0]
     coef["cudagraph"] = {"const": float(c[0]), "per_layer_hidden": float(c[1])}
     coef["fit_margin_bytes"] = fit_margin(coef, rows)
+    coef["measured"] = measured_coverage(rows)
     return coef
+
+
+def measured_coverage(rows: list[dict]) -> dict:
+    """Per architecture: the quantizations, depths and GPU counts vLLM's measured starts covered
+    (the estimator's `confidence` is 'measured' inside them)."""
+    out: dict = {}
+    for r in rows:
+        m = r["arch"]
+        e = out.setdefault(m.architecture, {"quant": set(), "max_layers": 0, "gpus": set()})
+        e["quant"].add(m.quant.method)
+        e["max_layers"] = max(e["max_layers"], m.num_layers)
+        e["gpus"].add(_gpus(r))
+    return {k: {"quant": sorted(v["quant"]), "max_layers": v["max_layers"], "gpus": sorted(v["gpus"])} for k, v in sorted(out.items())}
 
 
 def fit_margin(coef: dict, rows: list[dict]) -> int:

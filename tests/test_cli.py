@@ -62,7 +62,7 @@ def test_bad_model_inputs(tmp_path):
     cases = [(["--model-path", str(tmp_path / "nope")], "does not exist"),
              (["--model-path", str(tmp_path)], "no config.json"),
              (["--model-path", str(tmp_path / "bad")], "malformed JSON"),
-             (["--model-path", str(tmp_path / "arch")], "not supported"),
+             (["--model-path", str(tmp_path / "arch")], "has no 'num_hidden_layers'"),
              (["--model-name", "qwen25", "--size-in-billions", "7"], "Close matches")]
     for args, msg in cases:
         r = cli("estimate", *args, "--gpu-memory", "80GiB")

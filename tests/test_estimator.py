@@ -199,3 +199,46 @@ def test_catalog_has_the_required_models():
 def test_unknown_catalog_name_lists_close_matches():
     with pytest.raises(BadInput, match="qwen2.5"):
         catalog.lookup("qwen25", 7)
+
+
+AYA_23_8B = {  # CohereForCausalLM, as Aya-23-8B's config.json has it: no specific model in the estimator
+    "architectures": ["CohereForCausalLM"], "model_type": "cohere", "hidden_size": 4096, "intermediate_size": 14336,
+    "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 256000,
+    "max_position_embeddings": 8192, "tie_word_embeddings": True, "torch_dtype": "float16", "use_qk_norm": False}
+
+
+def test_an_architecture_without_a_specific_model_is_estimated_with_a_margin_not_refused():
+    from launcher.estimator import activation
+
+    m = from_config(AYA_23_8B)
+    e = estimate(m, EngineSettings(), H200)
+    assert e.fits and e.confidence == "extrapolated" and "CohereForCausalLM" in e.confidence_reason
+    same = from_config({**AYA_23_8B, "architectures": ["Phi3ForCausalLM"], "model_type": "phi3"})  # same shapes, V1 runner
+    ref = estimate(same, EngineSettings(), H200)
+    assert ref.confidence != "extrapolated"
+    assert ref.kv_cache_bytes - e.kv_cache_bytes == int(activation.EXTRAPOLATED_MARGIN * e.requested_bytes)
+
+
+def test_gpt_style_config_keys_are_read():
+    m = from_config({"architectures": ["SomeGPTForCausalLM"], "n_embd": 2048, "n_layer": 24, "n_head": 16,
+                     "n_inner": 8192, "vocab_size": 50304, "n_positions": 4096})
+    assert (m.hidden_size, m.num_layers, m.num_heads, m.intermediate_size, m.derived_max_len) == (2048, 24, 16, 8192, 4096)
+
+
+def test_an_unmodelled_quantization_counts_16_bit_weights_and_says_so():
+    cfg = {**catalog.lookup("qwen2.5-instruct", "7").config, "quantization_config": {"quant_method": "hqq"}}
+    e = estimate(from_config(cfg), EngineSettings(), H200)
+    assert e.confidence == "extrapolated" and "'hqq' is not modelled" in e.confidence_reason
+    assert e.weights_bytes == estimate(arch("qwen2.5-instruct", "7"), EngineSettings(), H200).weights_bytes
+
+
+@pytest.mark.parametrize("model,size,kw,vv,want", [
+    ("llama-3.1-instruct", "8", {}, (0, 24, 0), "measured"),
+    ("llama-3.1-instruct", "70", {"tensor_parallel_size": 4}, (0, 24, 0), "measured"),
+    ("llama-3.1-instruct", "70", {"tensor_parallel_size": 2}, (0, 24, 0), "derived"),   # 2 GPUs never measured
+    ("qwen3", "32", {}, (0, 24, 0), "derived"),                                          # 64 layers, Qwen3 measured to 36
+    ("llama-3.1-instruct", "8", {}, (0, 25, 0), "extrapolated"),                         # another vLLM
+])
+def test_confidence_follows_what_was_measured(model, size, kw, vv, want):
+    e = estimate(arch(model, size), EngineSettings(**kw), H200, vllm_version=vv)
+    assert e.confidence == want, e.confidence_reason

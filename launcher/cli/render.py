@@ -55,6 +55,8 @@ def render_estimate(p, con) -> None:
     t.add_row("CUDA graphs (estimate vLLM subtracts)", _g(e.cudagraph_bytes))
     t.add_row("[bold]KV cache[/]", f"[bold]{_g(e.kv_cache_bytes)}[/]")
     con.print(t)
+    color = {"measured": "green", "derived": "cyan", "extrapolated": "yellow"}.get(e.confidence, "white")
+    con.print(f"confidence: [{color}]{e.confidence}[/] ({e.confidence_reason})")
     con.print(f"KV cache: {e.kv_cache_tokens:,} tokens ({e.kv_bytes_per_token:,} bytes/token), "
               f"max concurrency {e.max_concurrency:.2f}x at {e.max_model_len:,} tokens per request.")
     if e.fits:

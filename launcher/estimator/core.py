@@ -95,6 +95,11 @@ class Estimate:
     cause: str = ""  # why it does not fit: free_memory, weights, max_model_len, no_kv, gpus
     suggestions: list[str] = field(default_factory=list)
     auto: bool = False
+    # measured: this architecture, quantization and GPU count were among vLLM's measured starts;
+    # derived: modelled from vLLM's shapes, not measured as such; extrapolated: generic or unmodelled
+    # parts, estimated with a margin (see docs/estimator.md)
+    confidence: str = "derived"
+    confidence_reason: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -149,6 +154,9 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
         avail = int(s.kv_cache_memory_bytes)
     else:
         avail = requested - (w + act + nt) - cg
+    confidence, why = activation.confidence(m, tp * pp, vllm_version)
+    if confidence == "extrapolated" and not s.kv_cache_memory_bytes:
+        avail -= int(activation.EXTRAPOLATED_MARGIN * requested)  # never guess high where nothing was measured
     lay = kv.layout(m, tp=tp, pp=pp, block_size=block, kv_cache_dtype=s.kv_cache_dtype)
     avail_pos = max(0, avail)
     # the fit answer keeps the calibrated headroom: better a little short than a failed load
@@ -165,6 +173,7 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
         total_bytes=gpu.total_bytes, gpu_memory_utilization=util, max_num_batched_tokens=batched,
         max_num_seqs=seqs, block_size=block, kv_bytes_per_token=per_token,
         max_concurrency=round(lay.num_blocks(avail_pos) / per_req, 2) if per_req else 0.0, runner=run, auto=auto,
+        confidence=confidence, confidence_reason=why,
     )
     free = gpu.cuda_free_bytes
     outside = activation.outside_budget_bytes(run, enforce_eager=s.enforce_eager)

@@ -85,6 +85,8 @@ class ModelArch:
     v_head_dim: int = 0
     rope_max_pos: int = 0
     quant: Quant = field(default_factory=lambda: Quant("none"))
+    # why this estimate is extrapolated (generic shapes, an unmodelled quantization): empty when modelled
+    notes: tuple[str, ...] = ()
 
     @property
     def is_moe(self) -> bool:
@@ -95,7 +97,24 @@ class ModelArch:
         return DTYPE_BYTES.get(self.dtype, 2)
 
 
+# Other names that architectures without a specific model here give the same shapes (GPT-2, Falcon,
+# ChatGLM, MPT, ... style configs).
+ALIASES = {
+    "hidden_size": ("d_model", "n_embd", "model_dim", "dim"),
+    "num_hidden_layers": ("n_layer", "num_layers", "n_layers"),
+    "num_attention_heads": ("n_head", "num_heads", "n_heads"),
+    "num_key_value_heads": ("num_kv_heads", "n_head_kv", "multi_query_group_num", "n_kv_heads"),
+    "intermediate_size": ("ffn_hidden_size", "n_inner", "ffn_dim", "d_ff"),
+    "vocab_size": ("padded_vocab_size", "n_vocab"),
+}
+
+
 def _need(cfg: dict, key: str, source: str):
+    if cfg.get(key) is None:
+        for alt in ALIASES.get(key, ()):
+            if cfg.get(alt) is not None:
+                key = alt
+                break
     if key not in cfg or cfg[key] is None:
         raise ModelConfigError(f"{source}: config.json has no '{key}'.", hint="Is this a Hugging Face causal-LM config?")
     v = cfg[key]
@@ -119,7 +138,14 @@ def derive_max_len(cfg: dict) -> int:
     return derived
 
 
-def _quant(cfg: dict, override: str | None) -> Quant:
+def _opt(cfg: dict, key: str):
+    for k in (key, *ALIASES.get(key, ())):
+        if cfg.get(k) is not None:
+            return cfg[k]
+    return None
+
+
+def _quant(cfg: dict, override: str | None, notes: list[str]) -> Quant:
     q = cfg.get("quantization_config") or {}
     method = (override or q.get("quant_method") or "none").lower()
     if method in ("none", ""):
@@ -131,8 +157,8 @@ def _quant(cfg: dict, override: str | None) -> Quant:
         group = int(q.get("group_size") or q.get("q_group_size") or 128)
         base = method.replace("_marlin", "")
         return Quant(base, bits=bits, group_size=group)
-    raise UnsupportedArchitecture(f"quantization '{method}' is not modelled by the estimator.",
-                                  hint="Supported: none, awq, gptq, fp8, compressed-tensors, bitsandbytes.")
+    notes.append(f"quantization '{method}' is not modelled: weights counted at the checkpoint's 16-bit size, an upper bound")
+    return Quant("none")
 
 
 def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = None,
@@ -152,17 +178,17 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
         raise UnsupportedArchitecture(
             f"{source}: '{arch or mtype}' is a hybrid/state-space model; its per-request state is not modelled yet.",
             hint="Launch with --kv-cache-memory-bytes or without the estimator (--no-preflight).")
+    notes: list[str] = []
     if arch not in SUPPORTED:
-        raise UnsupportedArchitecture(
-            f"{source}: architecture '{arch or '(none)'}' is not supported by the estimator.",
-            hint="Supported: " + ", ".join(sorted(SUPPORTED)) + ".")
+        notes.append(f"architecture '{arch or mtype or '(none)'}' has no specific model here: generic decoder "
+                     "shapes from config.json (attention, MLP, experts and MLA fields as given)")
     h = _need(cfg, "hidden_size", source)
     layers = _need(cfg, "num_hidden_layers", source)
     heads = _need(cfg, "num_attention_heads", source)
-    kv = int(cfg.get("num_key_value_heads") or heads)
+    kv = int(_opt(cfg, "num_key_value_heads") or heads)
     head_dim = int(cfg.get("head_dim") or h // heads)
     vocab = _need(cfg, "vocab_size", source)
-    inter = int(cfg.get("intermediate_size") or 4 * h)
+    inter = int(_opt(cfg, "intermediate_size") or 4 * h)
     tdtype = dtype if dtype not in (None, "auto") else str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
     if tdtype == "float32":
         tdtype = "bfloat16"  # vLLM serves float32 checkpoints in bfloat16 by default
@@ -190,15 +216,18 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
         qk_norm=mtype in ("qwen3", "qwen3_moe"),
         extra_norms_per_layer=2 if mtype == "gemma2" else 0,
         rope_max_pos=int(cfg.get("max_position_embeddings") or 0),
-        quant=_quant(cfg, quantization),
+        quant=_quant(cfg, quantization, notes),
     )
-    if arch in MOE:
+    common["notes"] = tuple(notes)  # _quant may have added one
+    experts_any = int(cfg.get("num_local_experts") or cfg.get("num_experts") or cfg.get("n_routed_experts") or 0)
+    generic = arch not in SUPPORTED
+    if arch in MOE or (generic and experts_any and not cfg.get("kv_lora_rank")):
         experts = int(cfg.get("num_local_experts") or cfg.get("num_experts") or 0)
         moe_i = int(cfg.get("moe_intermediate_size") or inter)
         shared = 1 if cfg.get("shared_expert_intermediate_size") else 0
         return ModelArch(**common, num_experts=experts, experts_per_tok=int(cfg.get("num_experts_per_tok") or 2),
                          moe_intermediate_size=moe_i, shared_experts=shared)
-    if arch in MLA:
+    if arch in MLA or (generic and cfg.get("kv_lora_rank")):
         return ModelArch(**common, mla=True, kv_lora_rank=_need(cfg, "kv_lora_rank", source),
                          q_lora_rank=cfg.get("q_lora_rank"), qk_nope_head_dim=_need(cfg, "qk_nope_head_dim", source),
                          qk_rope_head_dim=_need(cfg, "qk_rope_head_dim", source), v_head_dim=_need(cfg, "v_head_dim", source),
