@@ -36,19 +36,19 @@ Config = Annotated[Optional[str], typer.Option("--config", help="Launch file (.y
 
 def split_model(model: str | None, model_path: str | None) -> tuple[str | None, str | None]:
     """--model: a local folder goes to model_path, anything else is a Hub repository id."""
+    from pathlib import Path
+
+    from ..errors import BadInput
+    from ..models.hub import looks_like_repo_id
+
     if not model:
         return model_path, None
     if model_path:
-        from ..errors import BadInput
         raise BadInput("give either --model or --model-path, not both.")
-    from ..models.hub import looks_like_repo_id
-
     if looks_like_repo_id(model):
         return None, model
-    from pathlib import Path
     if Path(model).expanduser().is_dir():
         return model, None
-    from ..errors import BadInput
     raise BadInput(f"--model '{model}' is neither a folder here nor a Hub repository id (org/name).")
 
 
