@@ -183,11 +183,6 @@ def supervise_from_record(name: str, adopt: bool = False) -> int:
     return 0 if st == State.STOPPED else 1
 
 
-def _server_alive(st: dict) -> bool:
-    s = st.get("server") or {}
-    return bool(s) and process.ProcRef(s["pid"], s["create_time"]).alive()
-
-
 def unsupervised_note(name: str, st: dict) -> str:
     """What status/ps say of a server that outlived its supervisor."""
     return (f"supervisor gone, server still running on :{st.get('port')} (pid {(st.get('server') or {}).get('pid')}); "
@@ -201,22 +196,27 @@ def adopt(name: str) -> int:
         raise BadInput(f"no launch named '{name}'.", hint="See `launcher ps`.")
     if _supervisor_alive(st) and st.get("state") in ACTIVE:
         raise BadInput(f"'{name}' is supervised already (supervisor PID {st['supervisor']['pid']}).")
-    if not _server_alive(st):
+    if not _alive(st, "server"):
         raise BadInput(f"nothing to adopt: the server of '{name}' is not running.",
                        hint=f"Start it again with `launcher launch --config ...` or remove the record: `launcher rm {name}`.")
     return _spawn_supervisor(name, dict(os.environ), "--adopt")
 
 
-def _supervisor_alive(st: dict) -> bool:
-    s = st.get("supervisor") or {}
+def _alive(st: dict, which: str) -> bool:
+    """Whether the recorded process ('supervisor' or 'server') still runs (PID checked against its start time)."""
+    s = st.get(which) or {}
     return bool(s) and process.ProcRef(s["pid"], s["create_time"]).alive()
+
+
+def _supervisor_alive(st: dict) -> bool:
+    return _alive(st, "supervisor")
 
 
 def effective_state(st: dict) -> str:
     """The recorded state, corrected when the supervisor died without recording it."""
     state = st.get("state", "?")
     if state in ACTIVE and st.get("supervisor") and not _supervisor_alive(st):
-        return "UNSUPERVISED" if _server_alive(st) else "DEAD"
+        return "UNSUPERVISED" if _alive(st, "server") else "DEAD"
     return state
 
 

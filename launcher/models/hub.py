@@ -209,7 +209,7 @@ def download(plan: DownloadPlan, on_progress: Progress | None = None) -> str:
         if will:
             done += size
         report(name, done, plan.total_bytes)
-        folder = str(Path(path).parent) if "/" not in name else str(Path(path).parents[name.count("/")])
+        folder = str(Path(path).parents[name.count("/")])  # the folder that holds the repository's files
     return folder
 
 

@@ -73,17 +73,17 @@ class Supervisor:
         self.state = new
 
     def start(self, now: float) -> None:
-        self.server = self.hooks.spawn()
-        self.started_at, self.ready_at = now, None
-        self._next_probe, self._misses = now, 0
-        self._go(State.STARTING, "")
+        self._begin(self.hooks.spawn(), now, "")
 
     def adopt(self, server: Server, now: float) -> None:
         """Supervise a server that is already running (its supervisor died): no spawn, READY on the next 200."""
+        self._begin(server, now, "adopted a running server")
+
+    def _begin(self, server: Server, now: float, why: str) -> None:
         self.server = server
         self.started_at, self.ready_at = now, None
         self._next_probe, self._misses = now, 0
-        self._go(State.STARTING, "adopted a running server")
+        self._go(State.STARTING, why)
 
     def stop(self) -> list[int]:
         if self.state in (State.STOPPED,):
