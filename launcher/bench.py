@@ -28,6 +28,14 @@ class Workload:
     seed: int = 0
     prompts_file: str | None = None  # JSONL with {"prompt": "..."} (and optional "max_tokens")
     tokenizer: str | None = None  # tokenizer.json: random prompts are decoded to text (as vLLM's random dataset does)
+    # Shared prefixes: every prompt starts with one of num_prefixes fixed token sequences (documents of a RAG
+    # corpus, an agent's system prompt), so vLLM's prefix cache can reuse them; prompt_len is what follows.
+    prefix_len: tuple[int, int] = (0, 0)
+    num_prefixes: int = 1
+    # Multi-turn sessions: a session sends `turns` requests one after another, each prompt being the previous
+    # prompt + that turn's answer (a fixed stand-in of output_len tokens) + a new message of prompt_len tokens.
+    # concurrency then counts sessions, each with at most one request in flight.
+    turns: int = 1
 
     def validate(self) -> Workload:
         if self.num_requests < 1 or self.concurrency < 1 or self.warmup < 0:
@@ -35,9 +43,27 @@ class Workload:
         for name, (lo, hi) in (("prompt", self.prompt_len), ("output", self.output_len)):
             if lo < 1 or hi < lo:
                 raise BadInput(f"--{name}-len must be N or LO:HI with 1 <= LO <= HI.")
+        if self.prefix_len[0] < 0 or self.prefix_len[1] < self.prefix_len[0]:
+            raise BadInput("--prefix-len must be N or LO:HI with 0 <= LO <= HI.")
+        if self.num_prefixes < 1 or self.turns < 1:
+            raise BadInput("the number of shared prefixes and of turns must be at least 1.")
         if self.request_rate is not None and self.request_rate <= 0:
             raise BadInput("--request-rate must be positive.")
         return self
+
+    def max_seq_len(self) -> int:
+        """The longest sequence (prompt + output) a request of this workload can reach."""
+        return self.prefix_len[1] + self.turns * (self.prompt_len[1] + self.output_len[1])
+
+    def mean_seq_len(self) -> float:
+        """Mean length of a request's sequence at its end, over all turns."""
+        step = (sum(self.prompt_len) + sum(self.output_len)) / 2
+        return sum(self.prefix_len) / 2 + step * (self.turns + 1) / 2
+
+    def kv_tokens_in_flight(self) -> float:
+        """KV cache tokens the workload keeps busy at full concurrency, counting each shared prefix once."""
+        prefix = sum(self.prefix_len) / 2
+        return self.concurrency * (self.mean_seq_len() - prefix) + min(self.num_prefixes, self.concurrency) * prefix
 
 
 def parse_range(text: str, what: str) -> tuple[int, int]:
@@ -73,35 +99,68 @@ def _tokenizer(path: str):
 
 
 def make_requests(w: Workload, model: str, vocab_size: int) -> list[dict]:
+    """Every request body of the workload, warm-up first, sessions flattened in order."""
+    warm, sessions = make_sessions(w, model, vocab_size)
+    return warm + [b for s in sessions for b in s]
+
+
+def make_sessions(w: Workload, model: str, vocab_size: int) -> tuple[list[dict], list[list[dict]]]:
+    """(warm-up bodies, sessions): a session is the list of requests sent one after another (one for a
+    single-turn workload). Warm-up prompts share nothing with the measured ones, so they do not fill the
+    prefix cache for them."""
     rng = random.Random(w.seed)
-    out = []
     if w.prompts_file:
-        rows = []
-        with open(w.prompts_file) as fh:
-            for i, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        raise BadInput(f"{w.prompts_file}:{i}: not JSON.") from None
-        if not rows or any("prompt" not in r for r in rows):
-            raise BadInput(f"{w.prompts_file}: every line needs a 'prompt'.")
-        for i in range(w.num_requests + w.warmup):
-            r = rows[i % len(rows)]
-            out.append({"model": model, "prompt": r["prompt"], "max_tokens": int(r.get("max_tokens") or rng.randint(*w.output_len))})
-    else:
-        hi = max(10, vocab_size - 1)
-        tok = _tokenizer(w.tokenizer) if w.tokenizer else None
-        if tok is not None:
-            hi = min(hi, tok.get_vocab_size() - 1)
-        for _ in range(w.num_requests + w.warmup):
-            n = rng.randint(*w.prompt_len)
-            ids = [rng.randint(5, hi) for _ in range(n)]
-            out.append({"model": model, "prompt": tok.decode(ids) if tok is not None else ids,
-                        "max_tokens": rng.randint(*w.output_len)})
-    for r in out:
-        r.update(stream=True, stream_options={"include_usage": True}, ignore_eos=True, temperature=0.0)
-    return out
+        return _from_file(w, model, rng)
+    hi = max(10, vocab_size - 1)
+    tok = _tokenizer(w.tokenizer) if w.tokenizer else None
+    if tok is not None:
+        hi = min(hi, tok.get_vocab_size() - 1)
+
+    def ids(n):
+        return [rng.randint(5, hi) for _ in range(n)]
+
+    def body(prompt_ids, max_tokens):
+        return _body({"model": model, "prompt": tok.decode(prompt_ids) if tok is not None else prompt_ids,
+                      "max_tokens": max_tokens})
+
+    warm = [body(ids(rng.randint(*w.prompt_len)), rng.randint(*w.output_len)) for _ in range(w.warmup)]
+    prefixes = [ids(rng.randint(*w.prefix_len)) for _ in range(w.num_prefixes)] if w.prefix_len[1] else [[]]
+    sessions, left = [], w.num_requests
+    while left > 0:
+        history = list(rng.choice(prefixes))
+        turns = []
+        for _ in range(min(w.turns, left)):
+            history += ids(rng.randint(*w.prompt_len))
+            out = rng.randint(*w.output_len)
+            turns.append(body(list(history), out))
+            history += ids(out)  # the answer as the next turn's context (a fixed stand-in for what was generated)
+        sessions.append(turns)
+        left -= len(turns)
+    return warm, sessions
+
+
+def _from_file(w: Workload, model: str, rng) -> tuple[list[dict], list[list[dict]]]:
+    rows = []
+    with open(w.prompts_file) as fh:
+        for i, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise BadInput(f"{w.prompts_file}:{i}: not JSON.") from None
+    if not rows or any("prompt" not in r for r in rows):
+        raise BadInput(f"{w.prompts_file}: every line needs a 'prompt'.")
+    out = []
+    for i in range(w.num_requests + w.warmup):
+        r = rows[i % len(rows)]
+        out.append(_body({"model": model, "prompt": r["prompt"],
+                          "max_tokens": int(r.get("max_tokens") or rng.randint(*w.output_len))}))
+    return out[: w.warmup], [[b] for b in out[w.warmup:]]
+
+
+def _body(d: dict) -> dict:
+    d.update(stream=True, stream_options={"include_usage": True}, ignore_eos=True, temperature=0.0)
+    return d
 
 
 async def send(session, base_url: str, body: dict, api_key: str | None, t_origin: float) -> RequestResult:
@@ -203,6 +262,7 @@ class BenchReport:
     errors: list[str]
     timeline: list[dict]
     aborted: str = ""
+    server: dict = field(default_factory=dict)  # vLLM's own counters over the run: prefix cache hits, preemptions
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -246,15 +306,16 @@ async def _run(base_url, model, w: Workload, vocab_size, api_key, timeout_s, ali
 
     import aiohttp
 
-    reqs = make_requests(w, model, vocab_size)
+    warm, sessions = make_sessions(w, model, vocab_size)
     alive = _throttled(alive, 0.5)  # the check reads state files: not once per request on the hot path
     t_origin = time.perf_counter()
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=w.concurrency)) as session:
-        for body in reqs[: w.warmup]:
+        for body in warm:
             r = await send(session, base_url, body, api_key, t_origin)
             if not r.ok:
                 return summarize([r], time.perf_counter() - t_origin, w, [], aborted=f"warm-up failed: {r.error}")
+        before = await server_counters(session, base_url)
         sampler = GpuSampler()
         sampler.start()
         results: list[RequestResult] = []
@@ -271,18 +332,23 @@ async def _run(base_url, model, w: Workload, vocab_size, api_key, timeout_s, ali
             except (aiohttp.ClientError, OSError, TimeoutError):
                 return True
 
-        async def one(body):
+        async def one(turns):
             try:
-                res = await send(session, base_url, body, api_key, t0)
-                results.append(res)
-                if not res.ok and await server_gone():
-                    dead.set()
+                for body in turns:  # a session's turns go one after another
+                    if dead.is_set():
+                        break
+                    res = await send(session, base_url, body, api_key, t0)
+                    results.append(res)
+                    if not res.ok:
+                        if await server_gone():
+                            dead.set()
+                        break
             finally:
                 slots.release()
 
         tasks = []
         next_at = t0
-        for body in reqs[w.warmup:]:
+        for turns in sessions:
             if w.request_rate:
                 next_at += rng.expovariate(w.request_rate)
                 delay = next_at - time.perf_counter()
@@ -293,14 +359,55 @@ async def _run(base_url, model, w: Workload, vocab_size, api_key, timeout_s, ali
                 slots.release()
                 aborted = "the server died during the benchmark"
                 break
-            tasks.append(asyncio.create_task(one(body)))
+            tasks.append(asyncio.create_task(one(turns)))
         await asyncio.gather(*tasks)
         duration = time.perf_counter() - t0
         sampler.stop()
         sampler.join(timeout=5)
         if not aborted and (dead.is_set() or not alive()):
             aborted = "the server died during the benchmark"
-    return summarize(results, duration, w, sampler.samples, aborted=aborted)
+        after = await server_counters(session, base_url) if not aborted else {}
+    rep = summarize(results, duration, w, sampler.samples, aborted=aborted)
+    rep.server = counter_delta(before, after)
+    return rep
+
+
+# Counters of vLLM's /metrics read around a run (names of vLLM's V1 engine; absent ones are left out).
+SERVER_COUNTERS = {"prefix_cache_queries": "vllm:prefix_cache_queries", "prefix_cache_hits": "vllm:prefix_cache_hits",
+                   "preemptions": "vllm:num_preemptions", "prompt_tokens": "vllm:prompt_tokens"}
+
+
+async def server_counters(session, base_url: str) -> dict:
+    import aiohttp
+
+    try:
+        async with session.get(base_url.rstrip("/") + "/metrics", timeout=aiohttp.ClientTimeout(total=5)) as r:
+            text = await r.text() if r.status == 200 else ""
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        return {}
+    return parse_counters(text)
+
+
+def parse_counters(text: str) -> dict:
+    """Sum each counter of SERVER_COUNTERS over its labels, from Prometheus text."""
+    out: dict = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        for key, name in SERVER_COUNTERS.items():
+            if line.startswith((name + "_total{", name + "_total ", name + "{", name + " ")):
+                try:
+                    out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+                except ValueError:
+                    pass
+    return out
+
+
+def counter_delta(before: dict, after: dict) -> dict:
+    d = {k: after[k] - before.get(k, 0.0) for k in after}
+    if d.get("prefix_cache_queries"):
+        d["prefix_cache_hit_rate"] = d.get("prefix_cache_hits", 0.0) / d["prefix_cache_queries"]
+    return d
 
 
 def _throttled(check, every_s: float):
@@ -317,14 +424,7 @@ def _throttled(check, every_s: float):
 
 def plot(report: BenchReport, path: str) -> None:
     """Latency percentiles and throughput over time, as a PNG (matplotlib, imported only here)."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise BadInput("--plot needs matplotlib.", hint="pip install 'launcher[plot]'") from None
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     names = ["ttft_s", "tpot_s", "itl_s", "latency_s"]
     for i, n in enumerate(names):
@@ -354,3 +454,15 @@ def plot(report: BenchReport, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise BadInput("--plot needs matplotlib.", hint="pip install 'launcher[plot]'") from None
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

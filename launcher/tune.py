@@ -1,38 +1,399 @@
-"""`launcher tune`: prune candidate engine settings with the estimator, benchmark the rest for real,
-rank them by throughput under a latency target, and write a launch file for the winner."""
+"""`launcher tune`: engine settings chosen for named workloads, measured against vLLM's defaults.
+
+1. vLLM's defaults are started first and every workload is swept over its load levels on that one start
+   (load is a request-side setting: no restart between levels or workloads).
+2. Candidates are proposed from the estimator and from what vLLM resolved for the defaults (the chunked
+   prefill step it logged, the KV cache it sized): larger prefill steps for long prompts, smaller ones for
+   latency, a larger memory share and a cap on running requests where the workload needs more KV cache
+   than the defaults give. Each candidate goes through the launch pre-flight, so what cannot fit is pruned
+   with the estimator's reason before anything starts.
+3. Each remaining candidate is started once (vLLM's compile cache, kept under its cache root, makes later
+   starts shorter) and swept like the defaults, within the time budget; results are saved after every
+   candidate, so `--resume` carries on where a run stopped.
+4. Per workload: the winner is the best score (highest output throughput among load levels that meet the
+   latency target), reported against the defaults' score and written as a launch file.
+"""
 from __future__ import annotations
 
-import itertools
+import json
+import statistics
+import time
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
-from .bench import BenchReport, Workload, run_bench
+from .bench import run_bench
 from .errors import LauncherError
+from .workloads import Named, at_level
+
+NOISE = 0.02  # a candidate must beat another by more than this to count as better (rounds on one GPU vary ~1%)
+
+
+@dataclass
+class Point:
+    """One load level of one workload on one engine start."""
+    concurrency: int
+    output_throughput: float
+    request_throughput: float
+    ttft_p50_s: float | None
+    ttft_p99_s: float | None
+    tpot_p50_s: float | None
+    tpot_p99_s: float | None
+    itl_p50_s: float | None
+    completed: int
+    failed: int
+    duration_s: float
+    aborted: str = ""
+    preemptions: float | None = None
+    prefix_cache_hit_rate: float | None = None
+    gpu_max_used_bytes: int | None = None
+    meets: bool = False
+
+    @classmethod
+    def of(cls, concurrency: int, rep, slo_s: float | None) -> Point:
+        p = cls(concurrency, rep.output_throughput, rep.request_throughput, rep.ttft_s["p50"], rep.ttft_s["p99"],
+                rep.tpot_s["p50"], rep.tpot_s["p99"], rep.itl_s["p50"], rep.completed, rep.failed, rep.duration_s,
+                rep.aborted, rep.server.get("preemptions"), rep.server.get("prefix_cache_hit_rate"),
+                rep.gpu.get("max_used_bytes"))
+        p.meets = (not rep.failed and not rep.aborted and rep.completed > 0 and
+                   (slo_s is None or (p.ttft_p99_s is not None and p.ttft_p99_s <= slo_s)))
+        return p
 
 
 @dataclass
 class Candidate:
     label: str
     engine_args: dict  # overrides on top of the base launch; {} = vLLM defaults
+    why: str = ""
     fits: bool | None = None
-    why_pruned: str = ""
-    report: BenchReport | None = None
-    stopped_early: str = ""
+    pruned: str = ""
+    predicted_kv_tokens: int | None = None  # the estimator's KV cache for this candidate
+    vllm_kv_tokens: int | None = None  # what vLLM then sized
+    vllm_resolved: dict = field(default_factory=dict)  # settings vLLM logged it chose (its chunked prefill step)
+    start_s: float | None = None
+    sweep_s: float | None = None
+    points: dict = field(default_factory=dict)  # workload name -> [Point]
     error: str = ""
-    meets_target: bool | None = None
+    skipped: str = ""
+    resumed: bool = False
 
-    def summary(self) -> dict:
-        r = self.report
-        return {"label": self.label, "engine_args": self.engine_args, "fits": self.fits, "pruned": self.why_pruned,
-                "error": self.error, "stopped_early": self.stopped_early, "meets_target": self.meets_target,
-                "output_throughput": r.output_throughput if r else None,
-                "request_throughput": r.request_throughput if r else None,
-                "ttft_p99_s": r.ttft_s["p99"] if r else None, "tpot_p99_s": r.tpot_s["p99"] if r else None,
-                "failed": r.failed if r else None}
+    @property
+    def ran(self) -> bool:
+        return bool(self.points) and not self.error
+
+    def score(self, wl: Named) -> float | None:
+        ok = [p.output_throughput for p in self.points.get(wl.name, []) if p.meets]
+        return max(ok) if ok else None
+
+    def best_point(self, wl: Named) -> Point | None:
+        pts = self.points.get(wl.name, [])
+        ok = [p for p in pts if p.meets]
+        return max(ok, key=lambda p: p.output_throughput) if ok else (pts[0] if pts else None)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["points"] = {k: [asdict(p) for p in v] for k, v in self.points.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Candidate:
+        d = dict(d)
+        pts = {k: [Point(**p) for p in v] for k, v in d.pop("points", {}).items()}
+        return cls(**d, points=pts)
 
 
-def grid(max_num_seqs: list[int], max_num_batched_tokens: list[int], utilizations: list[float],
-         kv_dtypes: list[str]) -> list[Candidate]:
-    out = [Candidate("vLLM defaults", {})]
+@dataclass
+class TuneResult:
+    workloads: list[Named]
+    candidates: list[Candidate] = field(default_factory=list)
+    budget_s: float | None = None
+    elapsed_s: float = 0.0
+
+    @property
+    def defaults(self) -> Candidate | None:
+        return next((c for c in self.candidates if not c.engine_args), None)
+
+    def ranked(self, wl: Named) -> list[Candidate]:
+        ran = [c for c in self.candidates if c.ran]
+        scored = sorted((c for c in ran if c.score(wl) is not None), key=lambda c: -c.score(wl))
+        return scored + [c for c in ran if c.score(wl) is None] + [c for c in self.candidates if not c.ran]
+
+    def winner(self, wl: Named) -> Candidate | None:
+        """The best scorer; vLLM's defaults are kept unless a candidate beats them by more than NOISE."""
+        r = [c for c in self.ranked(wl) if c.score(wl) is not None]
+        if not r:
+            return None
+        d = self.defaults
+        if d is not None and d.score(wl) is not None and r[0] is not d and r[0].score(wl) <= d.score(wl) * (1 + NOISE):
+            return d
+        return r[0]
+
+    def improvement(self, wl: Named) -> float | None:
+        w, d = self.winner(wl), self.defaults
+        if w is None or d is None or not d.score(wl):
+            return None
+        return w.score(wl) / d.score(wl) - 1
+
+    def to_dict(self) -> dict:
+        out = {"budget_s": self.budget_s, "elapsed_s": round(self.elapsed_s, 1), "workloads": [],
+               "candidates": [c.to_dict() for c in self.candidates]}
+        for wl in self.workloads:
+            w, d = self.winner(wl), self.defaults
+            out["workloads"].append({
+                "name": wl.name, "about": wl.describe(), "slo_ttft_p99_s": wl.slo_ttft_p99_s, "levels": list(wl.levels),
+                "target": "output tokens/s" + (f" at p99 TTFT <= {wl.slo_ttft_p99_s:g} s" if wl.slo_ttft_p99_s else ""),
+                "winner": w.label if w else None, "winner_engine_args": w.engine_args if w else None,
+                "winner_score": w.score(wl) if w else None, "defaults_score": d.score(wl) if d else None,
+                "improvement": self.improvement(wl),
+                "ranking": [{"label": c.label, "score": c.score(wl)} for c in self.ranked(wl)]})
+        return out
+
+
+def workload_key(workloads: list[Named]) -> list:
+    return [{"name": w.name, "workload": asdict(w.workload), "levels": list(w.levels), "slo": w.slo_ttft_p99_s}
+            for w in workloads]
+
+
+class Tuner:
+    """Runs the candidates one engine start each, within the budget, saving results as it goes."""
+
+    def __init__(self, base_spec, workloads: list[Named], *, vocab_size: int, timeout_s: float = 900.0,
+                 budget_s: float | None = None, results_path: Path | None = None, resume: bool = False,
+                 grid: list[Candidate] | None = None, on_progress=None, api_key: str | None = None):
+        self.spec, self.workloads, self.vocab = base_spec, workloads, vocab_size
+        self.timeout_s, self.budget_s, self.results_path = timeout_s, budget_s, results_path
+        self.grid, self.on_progress, self.api_key = grid, on_progress, api_key
+        self.res = TuneResult(workloads, budget_s=budget_s)
+        self.t0 = time.monotonic()
+        self.previous: list[Candidate] = self._load() if resume else []
+
+    # --- persistence -----------------------------------------------------------------------------
+    def _key(self) -> dict:
+        s = self.spec
+        return {"model": [s.model_path, s.model_name, s.size_in_billions, s.model, s.revision],
+                "engine_args": s.engine_args, "workloads": workload_key(self.workloads)}
+
+    def _load(self) -> list[Candidate]:
+        p = self.results_path
+        if not p or not p.is_file():
+            return []
+        try:
+            d = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            return []
+        if d.get("key") != json.loads(json.dumps(self._key())):
+            self._say(f"{p}: measured for another model, base launch or workload; not reused")
+            return []
+        return [Candidate.from_dict(c) for c in d.get("result", {}).get("candidates", []) if c.get("points")]
+
+    def save(self) -> None:
+        self.res.elapsed_s = time.monotonic() - self.t0
+        if self.results_path:
+            self.results_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.results_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"key": self._key(), "result": self.res.to_dict()}, indent=1))
+            tmp.replace(self.results_path)
+
+    def _say(self, msg: str) -> None:
+        if self.on_progress:
+            self.on_progress(msg)
+
+    # --- the run ---------------------------------------------------------------------------------
+    def run(self) -> TuneResult:
+        defaults = self.measure(Candidate("vLLM defaults", {}, why="the baseline"))
+        if defaults.ran:
+            cands = self.grid if self.grid is not None else propose(self.workloads, defaults, self.spec)
+            for c in cands:
+                self.measure(c)
+            if self.grid is None:
+                for c in combine(self.res, self.workloads):
+                    self.measure(c)
+        self.save()
+        return self.res
+
+    def measure(self, c: Candidate) -> Candidate:
+        if any(x.engine_args == c.engine_args for x in self.res.candidates):
+            return c
+        self.res.candidates.append(c)
+        old = next((x for x in self.previous if x.engine_args == c.engine_args), None)
+        if old is not None:
+            old.resumed, old.why = True, c.why or old.why
+            self.res.candidates[-1] = old
+            self._say(f"{old.label}: measured before, reused from {self.results_path}")
+            return old
+        if c.engine_args and self.budget_s is not None:
+            cost = self.expected_cost()
+            left = self.budget_s - (time.monotonic() - self.t0)
+            if cost is not None and cost > left:
+                c.skipped = f"not run: {left:.0f} s of the budget left, a candidate takes about {cost:.0f} s"
+                self._say(f"{c.label}: {c.skipped}")
+                self.save()
+                return c
+        self._run_one(c)
+        self.save()
+        return c
+
+    def expected_cost(self) -> float | None:
+        ran = [c for c in self.res.candidates if c.ran and not c.resumed and c.start_s is not None]
+        if not ran:
+            return None
+        return statistics.fmean(c.start_s for c in ran) + statistics.fmean(c.sweep_s or 0 for c in ran) + 10
+
+    def _run_one(self, c: Candidate) -> None:
+        from .engines import vllm as vllm_engine
+        from .launching import prepare
+        from .runs import run_dir
+        from .serving import served
+        from .supervisor.machine import State
+
+        i = len(self.res.candidates) - 1
+        spec = replace(self.spec, name=f"{self.spec.name}-{i}"[:64], engine_args={**self.spec.engine_args, **c.engine_args})
+        try:
+            prep = prepare(spec)
+        except LauncherError as e:
+            c.fits, c.pruned = False, str(e)
+            self._say(f"{c.label}: pruned by the pre-flight: {e}")
+            return
+        c.fits = True
+        e = prep.plan.estimate if prep.plan else None
+        c.predicted_kv_tokens = e.kv_cache_tokens if e else (prep.plan.cpu_kv or {}).get("kv_cache_tokens") if prep.plan else None
+        self._say(f"{c.label}: starting ({c.why})" + (f"; estimator: {c.predicted_kv_tokens:,} KV tokens"
+                                                      if c.predicted_kv_tokens else ""))
+        from .engines.vllm import served_model_name
+
+        model, base = served_model_name(prep.argv), f"http://127.0.0.1:{prep.port}"
+        t = time.monotonic()
+        try:
+            with served(prep, timeout_s=self.timeout_s) as sr:
+                c.start_s = round(time.monotonic() - t, 1)
+                facts = vllm_engine.parse_log_facts(_head(run_dir(spec.name) / "server.log"))
+                if facts.get("kv_tokens"):
+                    c.vllm_kv_tokens = int(str(facts["kv_tokens"]).replace(",", ""))
+                if facts.get("max_num_batched_tokens"):
+                    c.vllm_resolved = {"max-num-batched-tokens": int(facts["max_num_batched_tokens"])}
+
+                def alive():
+                    return sr.sup.state == State.READY and sr.sup.restarts == 0
+                t1 = time.monotonic()
+                for wl in self.workloads:
+                    c.points[wl.name] = self._sweep(wl, base, model, alive, c.label)
+                c.sweep_s = round(time.monotonic() - t1, 1)
+        except LauncherError as err:
+            c.error = str(err)
+            self._say(f"{c.label}: {err}")
+
+    def _sweep(self, wl: Named, base: str, model: str, alive, label: str) -> list[Point]:
+        pts = []
+        for k, conc in enumerate(wl.levels):
+            rep = run_bench(base, model, at_level(wl, conc, k), vocab_size=self.vocab, api_key=self.api_key,
+                            timeout_s=self.timeout_s, alive=alive)
+            p = Point.of(conc, rep, wl.slo_ttft_p99_s)
+            pts.append(p)
+            self._say(f"{label} · {wl.name} @ {conc}: {p.output_throughput:.1f} output tok/s, p99 TTFT "
+                      f"{_ms(p.ttft_p99_s)} ms" + ("" if p.meets else " (misses the target)"))
+            if rep.aborted:
+                raise LauncherError(f"the server died during the {wl.name} workload at concurrency {conc}")
+            if not p.meets:
+                break  # more load only lengthens the queue: the target will not be met higher up
+        return pts
+
+
+def _head(path: Path, n: int = 4 << 20) -> str:
+    """The start of a server log (vLLM says what it resolved near the top)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(n).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x * 1000:.0f}"
+
+
+# ---- where candidates come from ------------------------------------------------------------------
+
+def propose(workloads: list[Named], defaults: Candidate, spec) -> list[Candidate]:
+    """Candidates from the workloads' shapes, what vLLM resolved for its defaults and the KV cache sized."""
+    steps = defaults.vllm_resolved.get("max-num-batched-tokens")
+    est = _default_estimate(spec)
+    if not steps:
+        steps = est.max_num_batched_tokens if est else 2048
+    seqs = est.max_num_seqs if est else 256
+    kv = defaults.vllm_kv_tokens or defaults.predicted_kv_tokens
+    out: list[Candidate] = []
+
+    def add(args: dict, why: str):
+        for c in out:
+            if c.engine_args == args:
+                c.why += "; " + why
+                return
+        out.append(Candidate(" ".join(f"{k}={v}" for k, v in args.items()), args, why=why))
+
+    pinned = spec.engine_args
+    for wl in workloads:
+        w = wl.workload
+        new_prompt = w.prefix_len[1] + w.prompt_len[1]
+        if "max-num-batched-tokens" not in pinned:
+            if wl.slo_ttft_p99_s is None or new_prompt > steps / 2:
+                for m in (2, 4):
+                    add({"max-num-batched-tokens": steps * m},
+                        f"{wl.name}: prompts up to {new_prompt} tokens are prefilled in {steps}-token steps; "
+                        f"{steps * m} takes more prompt per step")
+            elif steps // 2 >= max(seqs, w.prompt_len[1]):
+                add({"max-num-batched-tokens": steps // 2},
+                    f"{wl.name}: short prompts; {steps // 2}-token steps keep decode steps short under prefill")
+        need = w.kv_tokens_in_flight()
+        if kv and need > kv:
+            if "gpu-memory-utilization" not in pinned:
+                add({"gpu-memory-utilization": 0.95},
+                    f"{wl.name}: about {need:,.0f} KV tokens in flight at concurrency {w.concurrency}, "
+                    f"the defaults hold {kv:,}")
+            cap = int(kv / w.mean_seq_len()) // 8 * 8
+            if "max-num-seqs" not in pinned and 8 <= cap < seqs:
+                add({"max-num-seqs": cap},
+                    f"{wl.name}: the KV cache holds about {cap} of its requests at once; capping there avoids "
+                    f"preempting and recomputing requests")
+    return out
+
+
+def combine(res: TuneResult, workloads: list[Named]) -> list[Candidate]:
+    """For a workload where settings of different kinds each beat the defaults, both together."""
+    d = res.defaults
+    out = []
+    for wl in workloads:
+        base = d.score(wl) if d else None
+        if not base:
+            continue
+        best: dict[str, Candidate] = {}
+        for c in res.candidates:
+            if c.ran and len(c.engine_args) == 1 and (c.score(wl) or 0) > base * (1 + NOISE):
+                k = next(iter(c.engine_args))
+                if k not in best or c.score(wl) > best[k].score(wl):
+                    best[k] = c
+        if len(best) >= 2:
+            args = {k: v for c in best.values() for k, v in c.engine_args.items()}
+            out.append(Candidate(" ".join(f"{k}={v}" for k, v in args.items()), args,
+                                 why=f"{wl.name}: " + " and ".join(c.label for c in best.values()) + " each beat the defaults"))
+    return out
+
+
+def _default_estimate(spec):
+    """The estimator's view of the defaults (batch sizes vLLM picks for this GPU); None without a GPU."""
+    try:
+        from .launching import prepare
+
+        p = prepare(spec, check_port=False)
+    except LauncherError:
+        return None
+    return p.plan.estimate if p.plan else None
+
+
+def explicit_grid(max_num_seqs: list[int], max_num_batched_tokens: list[int], utilizations: list[float],
+                  kv_dtypes: list[str]) -> list[Candidate]:
+    """Every combination of the values given (instead of the proposals)."""
+    import itertools
+
+    out = []
     for s, b, u, k in itertools.product(max_num_seqs or [None], max_num_batched_tokens or [None], utilizations or [None],
                                         kv_dtypes or [None]):
         args = {}
@@ -45,86 +406,49 @@ def grid(max_num_seqs: list[int], max_num_batched_tokens: list[int], utilization
         if k and k != "auto":
             args["kv-cache-dtype"] = k
         if args:
-            out.append(Candidate(" ".join(f"{k}={v}" for k, v in args.items()), args))
+            out.append(Candidate(" ".join(f"{k}={v}" for k, v in args.items()), args, why="given on the command line"))
     return out
 
 
-@dataclass
-class TuneResult:
-    candidates: list[Candidate] = field(default_factory=list)
-    winner: Candidate | None = None
-    target: dict = field(default_factory=dict)
-
-    def ranked(self) -> list[Candidate]:
-        ran = [c for c in self.candidates if c.report is not None and not c.error]
-        ok = sorted((c for c in ran if c.meets_target), key=lambda c: -c.report.output_throughput)
-        rest = sorted((c for c in ran if not c.meets_target), key=lambda c: -c.report.output_throughput)
-        return ok + rest + [c for c in self.candidates if c.report is None or c.error]
-
-    def to_dict(self) -> dict:
-        return {"target": self.target, "winner": self.winner.summary() if self.winner else None,
-                "ranked": [c.summary() for c in self.ranked()]}
-
-
-def tune(base_spec, candidates: list[Candidate], workload: Workload, *, ttft_p99_ms: float | None,
-         early_stop_ratio: float = 0.5, timeout_s: float = 600.0, vocab_size: int, on_progress=None) -> TuneResult:
-    """Prune with the estimator (pre-flight of each candidate), then launch and benchmark each one."""
-    from .launching import prepare
-    from .serving import served
-
-    res = TuneResult(candidates=candidates, target={"ttft_p99_ms": ttft_p99_ms, "workload": asdict(workload)})
-    best = 0.0
-    for i, c in enumerate(candidates):
-        spec = replace(base_spec, name=f"{base_spec.name}-{i}"[:64], engine_args={**base_spec.engine_args, **c.engine_args})
-        try:
-            prep = prepare(spec)
-        except LauncherError as e:
-            c.fits, c.why_pruned = False, str(e)
-            _progress(on_progress, c)
-            continue
-        c.fits = True
-        model = prep.argv[prep.argv.index("--model") + 1]
-        base = f"http://127.0.0.1:{prep.port}"
-        try:
-            with served(prep, timeout_s=timeout_s) as sr:
-                from .supervisor.machine import State
-
-                def alive():
-                    return sr.sup.state == State.READY and sr.sup.restarts == 0
-                half = replace(workload, num_requests=max(1, workload.num_requests // 2))
-                first = run_bench(base, model, half, vocab_size=vocab_size, timeout_s=timeout_s, alive=alive)
-                if best and first.output_throughput < early_stop_ratio * best:
-                    c.report = first
-                    c.stopped_early = (f"{first.output_throughput:.1f} tok/s after {half.num_requests} requests, "
-                                       f"below {early_stop_ratio:.0%} of the best so far ({best:.1f})")
-                else:
-                    c.report = run_bench(base, model, workload, vocab_size=vocab_size, timeout_s=timeout_s, alive=alive)
-        except LauncherError as e:
-            c.error = str(e)
-        if c.report is not None:
-            p99 = c.report.ttft_s["p99"]
-            c.meets_target = (not c.report.failed and not c.report.aborted and
-                              (ttft_p99_ms is None or (p99 is not None and p99 * 1000 <= ttft_p99_ms)))
-            if c.meets_target and not c.stopped_early:
-                best = max(best, c.report.output_throughput)
-        _progress(on_progress, c)
-    ranked = [c for c in res.ranked() if c.meets_target and not c.stopped_early]
-    res.winner = ranked[0] if ranked else None
-    return res
-
-
-def _progress(cb, c):
-    if cb:
-        cb(c)
-
-
-def launch_file(base_spec, winner: Candidate) -> str:
+def launch_file(base_spec, winner: Candidate, wl: Named, res: TuneResult) -> str:
     """A launch file (YAML) for `launcher launch --config` with the winner's settings."""
     import yaml
 
     d = {k: v for k, v in base_spec.to_dict().items()
-         if k in ("model_path", "model_name", "size_in_billions", "model_format", "quantization", "env", "host", "port")
+         if k in ("model", "revision", "model_path", "model_name", "size_in_billions", "model_format", "quantization",
+                  "env", "host", "port")
          and v not in (None, {}, "none", "pytorch", "127.0.0.1")}
-    d["name"] = base_spec.name.removeprefix("tune-") or "tuned"
+    d["name"] = f"{base_spec.name.removeprefix('tune-')}-{wl.name}"[:64]
     d["engine_args"] = {**base_spec.engine_args, **winner.engine_args}
-    return "# written by `launcher tune`: " + winner.label + "\n" + yaml.safe_dump(d, sort_keys=False)
+    imp = res.improvement(wl)
+    head = (f"# written by `launcher tune` for the {wl.name} workload: {winner.label}"
+            + (f" ({imp:+.1%} output tokens/s vs vLLM's defaults" if imp is not None else "")
+            + (f" at p99 TTFT <= {wl.slo_ttft_p99_s:g} s)" if imp is not None and wl.slo_ttft_p99_s else
+               ")" if imp is not None else ""))
+    return head + "\n" + yaml.safe_dump(d, sort_keys=False)
+
+
+def plot(res: TuneResult, path: str) -> None:
+    """p99 TTFT against output throughput per candidate and workload (one panel per workload)."""
+    from .bench import _pyplot
+
+    plt = _pyplot()
+    n = len(res.workloads)
+    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4.2), squeeze=False)
+    for ax, wl in zip(axes[0], res.workloads):
+        for c in res.candidates:
+            pts = c.points.get(wl.name) or []
+            if pts:
+                ax.plot([p.output_throughput for p in pts], [(p.ttft_p99_s or 0) * 1000 for p in pts], marker="o",
+                        label=c.label)
+                for p in pts:
+                    ax.annotate(str(p.concurrency), (p.output_throughput, (p.ttft_p99_s or 0) * 1000), fontsize=7)
+        if wl.slo_ttft_p99_s:
+            ax.axhline(wl.slo_ttft_p99_s * 1000, color="grey", linestyle="--", label="target")
+        ax.set_xlabel("output tokens/s")
+        ax.set_ylabel("p99 TTFT ms")
+        ax.set_title(f"{wl.name} (points labelled by concurrency)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

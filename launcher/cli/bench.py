@@ -24,6 +24,7 @@ def bench(
     prompt_len: common.PromptLen = "128",
     output_len: common.OutputLen = "64",
     prompts_file: common.PromptsFile = None,
+    workload: Annotated[Optional[str], typer.Option("--workload", "-w", help="A named workload (chat, rag, batch, agent; as in `launcher tune`) at --concurrency, instead of the length options.")] = None,
     warmup: Annotated[int, typer.Option("--warmup", help="Requests sent first and not measured.")] = 2,
     prompt_format: Annotated[str, typer.Option("--prompt-format", help="ids (token ids, exact lengths) or text (random ids decoded with the model's tokenizer.json, like vLLM's random dataset).")] = "ids",
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -44,7 +45,19 @@ def bench(
     from ..runs import read_json, read_state, run_dir
     from ..serving import served
 
-    w = common.workload(num_requests, concurrency, request_rate, prompt_len, output_len, prompts_file, warmup=warmup, seed=seed)
+    if workload:
+        from dataclasses import replace as _wreplace
+
+        from ..workloads import at_level, named
+
+        wl = named(workload, seed=seed)
+        if len(wl) != 1:
+            raise BadInput("bench takes one --workload at a time.")
+        w = _wreplace(at_level(wl[0], concurrency, 0), num_requests=num_requests, request_rate=request_rate,
+                      warmup=warmup).validate()
+    else:
+        w = common.workload(num_requests, concurrency, request_rate, prompt_len, output_len, prompts_file,
+                            warmup=warmup, seed=seed)
     if prompt_format not in ("ids", "text"):
         raise BadInput("--prompt-format must be ids or text.")
     api_key = os.environ.get("VLLM_API_KEY")
@@ -121,5 +134,11 @@ def render(rep, con) -> None:
     con.print(f"requests/s {rep.request_throughput:.2f} · output tokens/s {rep.output_throughput:.1f} · "
               f"total tokens/s {rep.total_token_throughput:.1f}" +
               (f" · GPU max used {gpu['max_used_bytes'] / 2**30:.2f} GiB, mean util {gpu['mean_util_pct']:.0f}%" if gpu.get("max_used_bytes") else " · no GPU sampled"))
+    srv = rep.server
+    if srv:
+        con.print("server: " + " · ".join(
+            x for x in (f"preemptions {srv['preemptions']:.0f}" if "preemptions" in srv else "",
+                        f"prefix cache hit rate {srv['prefix_cache_hit_rate']:.0%}" if "prefix_cache_hit_rate" in srv else "")
+            if x))
     for e in rep.errors:
         con.print(f"[red]error:[/] {e}")

@@ -1,4 +1,4 @@
-"""`launcher tune`: a configuration chosen for the workload, measured for real."""
+"""`launcher tune`: engine settings chosen for named workloads, measured against vLLM's defaults."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,12 +10,27 @@ from . import common
 from .launch import Env, spec_from_cli
 
 
-def _ints(s: str) -> list[int]:
+def _ints(s: str, what: str) -> list[int]:
     from ..errors import BadInput
     try:
         return [int(x) for x in s.split(",") if x.strip()]
     except ValueError:
-        raise BadInput(f"expected a comma-separated list of integers, got '{s}'.") from None
+        raise BadInput(f"{what}: expected a comma-separated list of integers, got '{s}'.") from None
+
+
+def parse_duration(text: str) -> float:
+    """'900', '90s', '15m', '1h30m' -> seconds."""
+    import re
+
+    from ..errors import BadInput
+
+    t = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", t):
+        return float(t)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", t)
+    if not parts or "".join(a + b for a, b in parts) != t:
+        raise BadInput(f"--budget: cannot read '{text}'.", hint="Use seconds or a duration such as 90s, 15m, 1h30m.")
+    return sum(float(a) * {"h": 3600, "m": 60, "s": 1}[b] for a, b in parts)
 
 
 def tune(
@@ -29,63 +44,131 @@ def tune(
     gpu_memory: common.GpuMemory = None,
     gpu: common.GpuPreset = None,
     num_gpus: common.NumGpus = None,
-    max_num_seqs: Annotated[str, typer.Option("--max-num-seqs-grid", help="Candidates for max_num_seqs.")] = "64,256",
-    max_num_batched_tokens: Annotated[str, typer.Option("--max-num-batched-tokens-grid", help="Candidates for max_num_batched_tokens.")] = "2048,8192",
-    utilizations: Annotated[str, typer.Option("--gpu-memory-utilization-grid", help="Candidates for gpu_memory_utilization ('' for none).")] = "",
-    kv_dtypes: Annotated[str, typer.Option("--kv-cache-dtype-grid", help="Candidates for kv_cache_dtype, e.g. auto,fp8.")] = "auto",
-    ttft_p99_ms: Annotated[Optional[float], typer.Option("--ttft-p99-ms", help="Latency target: p99 time to first token.")] = None,
-    num_requests: common.NumRequests = 64,
-    concurrency: common.Concurrency = 8,
-    request_rate: common.RequestRate = None,
-    prompt_len: common.PromptLen = "128",
-    output_len: common.OutputLen = "64",
-    prompts_file: common.PromptsFile = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Start-up deadline per candidate, seconds.")] = 900.0,
-    out: Annotated[Path, typer.Option("--out", help="Launch file for the winner.")] = Path("launch-tuned.yaml"),
+    workload: Annotated[str, typer.Option("--workload", "-w", help="chat, rag, batch, agent, or several (comma-separated) measured on the same engine starts.")] = "chat",
+    slo_ttft_p99: Annotated[Optional[float], typer.Option("--slo-ttft-p99", help="Latency target, seconds: p99 time to first token (chat 0.5, rag 2, agent 1 by default; batch has none).")] = None,
+    budget: Annotated[Optional[str], typer.Option("--budget", help="Time for the whole tune, e.g. 15m: candidates that would not finish in it are not started.")] = None,
+    levels: Annotated[Optional[str], typer.Option("--concurrency-levels", help="Load levels swept on each start (default: the workload's).")] = None,
+    num_requests: Annotated[Optional[int], typer.Option("--num-requests", "-n", min=1, help="Requests per load level (default: the workload's).")] = None,
+    prompt_len: Annotated[Optional[str], typer.Option("--prompt-len", help="Override the workloads' prompt tokens (after any shared prefix): N or LO:HI.")] = None,
+    output_len: Annotated[Optional[str], typer.Option("--output-len", help="Override the workloads' answer tokens: N or LO:HI.")] = None,
+    prefix_len: Annotated[Optional[str], typer.Option("--prefix-len", help="Override the shared prefix tokens (rag documents, agent system prompt): N or LO:HI.")] = None,
+    max_num_seqs: Annotated[str, typer.Option("--max-num-seqs-grid", help="Try exactly these max_num_seqs values (with the other grids) instead of the proposals.")] = "",
+    max_num_batched_tokens: Annotated[str, typer.Option("--max-num-batched-tokens-grid", help="Try exactly these max_num_batched_tokens values.")] = "",
+    utilizations: Annotated[str, typer.Option("--gpu-memory-utilization-grid", help="Try exactly these gpu_memory_utilization values.")] = "",
+    kv_dtypes: Annotated[str, typer.Option("--kv-cache-dtype-grid", help="Try these kv_cache_dtype values, e.g. auto,fp8 (fp8 changes the numerics).")] = "",
+    timeout: Annotated[float, typer.Option("--timeout", help="Start-up deadline per candidate and per-request timeout, seconds.")] = 900.0,
+    out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Where results.json, one launch file per workload and the plot go (default: ./tune-NAME).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Reuse the candidates already measured in OUT_DIR/results.json for the same model, launch and workloads.")] = False,
+    plot_file: Annotated[bool, typer.Option("--plot", help="Also write OUT_DIR/tradeoff.png: p99 TTFT against output throughput, per candidate and load level.")] = False,
     json_out: common.Json = False,
 ) -> None:
-    """Prune candidate settings with the estimator (the context length you need must fit: give
-    --max-model-len), launch and benchmark the rest, stop early where a candidate is clearly worse,
-    rank by output throughput among those meeting --ttft-p99-ms, write a launch file for the winner.
-    Exit: 0 a winner was found, 1 none met the target, 2 bad input."""
+    """Find engine settings that beat vLLM's defaults for a named workload, measured for real.
+
+    vLLM's defaults start first; each workload is swept over its load levels on that one start. Candidates
+    come from the estimator and from what vLLM resolved (prefill step, KV cache): each is checked by the
+    pre-flight (what cannot fit is pruned before it starts), started once and swept the same way, within
+    --budget. Per workload the winner (highest output throughput at a load level meeting the latency
+    target) is compared with the defaults and written as a launch file: launcher launch --config FILE.
+    Exit: 0 every workload has a setting that meets its target, 1 some workload has none, 2 bad input,
+    3 the defaults do not fit, 4 the defaults never became ready."""
+    import os
+    from dataclasses import replace
+
+    from ..bench import parse_range
+    from ..errors import BadInput
     from ..planning import resolve_model
-    from ..tune import grid, launch_file, tune as run_tune
+    from ..tune import Tuner, explicit_grid, launch_file, plot
+    from ..workloads import named
 
     spec = spec_from_cli(ctx, config, dict(model_path=model_path, model_name=model_name, size_in_billions=size_in_billions,
                                            model_format=model_format, env=env, gpu_memory=gpu_memory, gpu=gpu,
                                            num_gpus=num_gpus, startup_timeout_s=timeout))
-    from dataclasses import replace
     spec = replace(spec, name=f"tune-{spec.name}"[:60])
-    w = common.workload(num_requests, concurrency, request_rate, prompt_len, output_len, prompts_file)
-    cands = grid(_ints(max_num_seqs), _ints(max_num_batched_tokens),
-                 [float(x) for x in utilizations.split(",") if x.strip()], [x for x in kv_dtypes.split(",") if x.strip()])
-    vocab = resolve_model(spec.model_path, spec.model_name, spec.size_in_billions, spec.model_format, spec.quantization).arch.vocab_size
+    wls = named(workload, num_requests=num_requests, levels=_ints(levels, "--concurrency-levels") if levels else None,
+                prompt_len=parse_range(prompt_len, "--prompt-len") if prompt_len else None,
+                output_len=parse_range(output_len, "--output-len") if output_len else None,
+                prefix_len=parse_range(prefix_len, "--prefix-len") if prefix_len else None, slo_ttft_p99_s=slo_ttft_p99)
+    mml = spec.engine_args.get("max-model-len")
+    for wl in wls:
+        need = wl.workload.max_seq_len()
+        if isinstance(mml, int) and need > mml:
+            raise BadInput(f"the {wl.name} workload reaches {need} tokens per request, more than --max-model-len {mml}.",
+                           hint=f"Give --max-model-len {need} or more, or shorten it with --prompt-len/--prefix-len/--output-len.")
+    grids = (max_num_seqs, max_num_batched_tokens, utilizations, kv_dtypes)
+    grid = None
+    if any(g.strip() for g in grids):
+        try:
+            utils = [float(x) for x in utilizations.split(",") if x.strip()]
+        except ValueError:
+            raise BadInput(f"--gpu-memory-utilization-grid: expected numbers, got '{utilizations}'.") from None
+        grid = explicit_grid(_ints(max_num_seqs, "--max-num-seqs-grid"),
+                             _ints(max_num_batched_tokens, "--max-num-batched-tokens-grid"), utils,
+                             [x.strip() for x in kv_dtypes.split(",") if x.strip()])
+    budget_s = parse_duration(budget) if budget else None
+    ref = resolve_model(spec.model_path, spec.model_name, spec.size_in_billions, spec.model_format, spec.quantization,
+                        model_repo=spec.model, revision=spec.revision)
+    out = out_dir or Path(f"tune-{spec.name.removeprefix('tune-')}")
     con = common.console(stderr=True)
-
-    def progress(c):
-        r = c.report
-        con.print(f"{c.label}: " + (f"pruned ({c.why_pruned})" if c.fits is False else c.error or
-                  f"{r.output_throughput:.1f} output tok/s, p99 TTFT {r.ttft_s['p99'] * 1000 if r.ttft_s['p99'] else float('nan'):.0f} ms"
-                  + (f" (stopped early: {c.stopped_early})" if c.stopped_early else "")))
-    res = run_tune(spec, cands, w, ttft_p99_ms=ttft_p99_ms, timeout_s=timeout, vocab_size=vocab, on_progress=progress)
-    if res.winner:
-        out.write_text(launch_file(spec, res.winner))
-    d = res.to_dict() | {"launch_file": str(out) if res.winner else None}
+    for wl in wls:
+        con.print(f"[bold]{wl.name}[/]: {wl.describe()}")
+    tuner = Tuner(spec, wls, vocab_size=ref.arch.vocab_size, timeout_s=timeout, budget_s=budget_s,
+                  results_path=out / "results.json", resume=resume, grid=grid, on_progress=con.print,
+                  api_key=os.environ.get("VLLM_API_KEY"))
+    res = tuner.run()
+    d = res.to_dict()
+    files = {}
+    for wl, wd in zip(wls, d["workloads"]):
+        w = res.winner(wl)
+        if w is not None:
+            f = out / f"{wl.name}.yaml"
+            f.write_text(launch_file(spec, w, wl, res))
+            files[wl.name] = wd["launch_file"] = str(f)
+    if plot_file and any(c.points for c in res.candidates):
+        plot(res, str(out / "tradeoff.png"))
+        d["plot"] = str(out / "tradeoff.png")
+    d["results"] = str(out / "results.json")
     if json_out:
         common.emit_json(d)
     else:
-        from rich.table import Table
-
-        t = Table(title="launcher tune" + (f" (target p99 TTFT ≤ {ttft_p99_ms:.0f} ms)" if ttft_p99_ms else ""))
-        for col in ("#", "candidate", "output tok/s", "req/s", "p99 TTFT ms", "p99 TPOT ms", "meets target", "note"):
-            t.add_column(col)
-        for i, c in enumerate(d["ranked"], 1):
-            ms = (lambda x: "-" if x is None else f"{x * 1000:.0f}")
-            t.add_row(str(i), c["label"], "-" if c["output_throughput"] is None else f"{c['output_throughput']:.1f}",
-                      "-" if c["request_throughput"] is None else f"{c['request_throughput']:.2f}", ms(c["ttft_p99_s"]),
-                      ms(c["tpot_p99_s"]), str(c["meets_target"]), c["pruned"] or c["error"] or c["stopped_early"])
-        common.console().print(t)
-        if res.winner:
-            common.console().print(f"winner: {res.winner.label} → {out} (use: launcher launch --config {out})")
-    if not res.winner:
+        render(res, files, common.console())
+    dflt = res.defaults
+    if dflt is not None and not dflt.ran:
+        from ..errors import DoesNotFit, NotReady
+        if dflt.fits is False:
+            raise DoesNotFit(f"vLLM's defaults do not fit: {dflt.pruned}")
+        raise NotReady(f"vLLM's defaults did not run: {dflt.error}")
+    if any(res.winner(wl) is None for wl in wls):
         raise typer.Exit(1)
+
+
+def render(res, files: dict, con) -> None:
+    from rich.table import Table
+
+    def ms(x):
+        return "-" if x is None else f"{x * 1000:.0f}"
+    for wl in res.workloads:
+        t = Table(title=f"{wl.name}: output tokens/s" + (f" at p99 TTFT ≤ {wl.slo_ttft_p99_s * 1000:.0f} ms" if wl.slo_ttft_p99_s else ""))
+        for col in ("#", "candidate", "KV k-tok est/vLLM", "start s", "load", "out tok/s", "p99 TTFT ms",
+                    "TPOT ms", "pre-empt", "prefix hit", "vs defaults", "note"):
+            t.add_column(col)
+        base = res.defaults.score(wl) if res.defaults else None
+        for i, c in enumerate(res.ranked(wl), 1):
+            p, s = c.best_point(wl), c.score(wl)
+            kv = "/".join(f"{x / 1000:.0f}" if x else "-" for x in (c.predicted_kv_tokens, c.vllm_kv_tokens))
+            note = c.pruned or c.error or c.skipped or ("" if s is not None or not p else "target not met at any load")
+            t.add_row(str(i), c.label, kv, "-" if c.start_s is None else f"{c.start_s:.0f}",
+                      str(p.concurrency) if p else "-", f"{s:.1f}" if s is not None else "-",
+                      ms(p.ttft_p99_s) if p else "-", ms(p.tpot_p50_s) if p else "-",
+                      "-" if not p or p.preemptions is None else f"{p.preemptions:.0f}",
+                      "-" if not p or p.prefix_cache_hit_rate is None else f"{p.prefix_cache_hit_rate:.0%}",
+                      f"{s / base - 1:+.1%}" if s is not None and base else "-", note[:80])
+        con.print(t)
+        w, imp = res.winner(wl), res.improvement(wl)
+        if w is None:
+            con.print(f"{wl.name}: no candidate met the target at any load level.")
+        elif not w.engine_args:
+            con.print(f"{wl.name}: vLLM's defaults stay best (no candidate beat them by more than 2%) → {files.get(wl.name)}")
+        else:
+            con.print(f"{wl.name}: winner {w.label}, {imp:+.1%} vs vLLM's defaults → {files.get(wl.name)} "
+                      f"(launcher launch --config {files.get(wl.name)})" if imp is not None else
+                      f"{wl.name}: winner {w.label} (the defaults met the target at no load level) → {files.get(wl.name)}")

@@ -131,6 +131,7 @@ LOG_PATTERNS = {
     "init_s": re.compile(r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+)"),
     "compile": re.compile(r"torch\.compile took ([\d.]+) s"),
     "startup_complete": re.compile(r"Application startup complete"),
+    "max_num_batched_tokens": re.compile(r"Chunked prefill is enabled with max_num_batched_tokens=(\d+)"),
 }
 PHASES = [  # (regex, phase shown in the live view)
     (re.compile(r"Starting to load model|Loading weights|Loading model"), "loading weights"),
