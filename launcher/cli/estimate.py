@@ -59,8 +59,7 @@ def estimate(
             from ..cluster.api import Dashboard
 
             address, dash = control.resolve(ray_address, ray_dashboard)
-            views = Dashboard(dash).nodes()
-            extra = {"cluster_nodes": cplan.nodes_from_dashboard(views, control.inventory_for(address)),
+            extra = {"cluster_nodes": cplan.live_nodes(Dashboard(dash), control.inventory_for(address)),
                      "cluster_source": "ray"}
     p = plan(ref, engine_args, gpu_memory=gpu_memory, gpu_preset=gpu, num_gpus=num_gpus,
              vllm_version=vllm_version, device=device, **extra)

@@ -33,6 +33,23 @@ def nodes_from_dashboard(views, inv=None) -> list[ClusterNode]:
     return out
 
 
+def live_nodes(api, inv=None, wait_s: float = 20.0) -> list[ClusterNode]:
+    """nodes_from_dashboard on the dashboard's nodes now; a node that just joined shows its GPU resources
+    before its dashboard agent reports their memory (seen on a 2-GPU host a second after `cluster up`), so
+    the nodes are read again for up to wait_s until every alive node with GPUs has its memory."""
+    import time
+
+    t0 = time.monotonic()
+    while True:
+        views = api.nodes()
+        nodes = nodes_from_dashboard(views, inv)
+        known = {n.node_id for n in nodes if n.gpus}
+        pending = [v for v in views if v.alive and v.num_gpus and v.node_id not in known]
+        if not pending or time.monotonic() - t0 >= wait_s:
+            return nodes
+        time.sleep(0.5)
+
+
 def nodes_from_inventory(inv) -> list[ClusterNode]:
     out = []
     for name, spec in inv.nodes():
@@ -76,6 +93,12 @@ def plan_across(arch, s: EngineSettings, nodes: list[ClusterNode], *, vllm_versi
     cp = ClusterPlan(world, [n.label for n in ranks])
     have = sum(len(n.gpus) for n in nodes)
     unknown = [n.label for n in nodes if not n.gpus]
+    blind = sorted({n.label for n in ranks if not n.gpus})
+    if blind:  # Ray placed workers on a node whose GPU memory nobody has reported
+        cp.notes.append(f"no GPU memory known for node(s) {', '.join(blind)}, where Ray places workers: its "
+                        "dashboard agent has not reported its GPUs. Retry in a few seconds, or give gpu: or "
+                        "gpu_memory: for it in the inventory.")
+        return None, cp
     if len(ranks) < world:
         parts = ", ".join(f"{n.label}: {len(n.gpus)}" for n in nodes)
         cp.notes.append(f"tensor x pipeline parallel needs {world} GPUs; the cluster has {have} with known memory "

@@ -33,7 +33,7 @@ def prepare_cluster(spec, engine_args: dict, cpu_build: bool) -> tuple[dict, Clu
 def placement_and_nodes(watch: ClusterWatch, timeout_s: float = 30.0):
     """Where Ray would put vLLM's workers now (node id per rank) and every alive node's GPUs."""
     from .placement import try_placement
-    from .plan import nodes_from_dashboard
+    from .plan import live_nodes
 
     from .control import inventory_for
 
@@ -41,7 +41,7 @@ def placement_and_nodes(watch: ClusterWatch, timeout_s: float = 30.0):
     if not res.get("ok"):
         raise ClusterError(f"pre-flight: {res.get('reason')}.",
                            hint="See `launcher cluster status`: GPUs may be held by another job.")
-    return [b["node_id"] for b in res["bundles"]], nodes_from_dashboard(watch.api.nodes(), inventory_for(watch.address))
+    return [b["node_id"] for b in res["bundles"]], live_nodes(watch.api, inventory_for(watch.address))
 
 
 def watch_from_record(rec: dict | None) -> ClusterWatch | None:
