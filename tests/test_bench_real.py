@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
@@ -53,19 +54,37 @@ def test_bench_whose_server_dies_reports_partial_results_and_fails(tmp_path, lau
         cli("stop", "victim", timeout=120)
 
 
-def test_tune_ranks_candidates_and_writes_a_launch_file(tmp_path):
-    lf = tmp_path / "tuned.yaml"
-    r = cli("tune", "--model-path", str(TINY), "--max-model-len", "1024", "--max-num-seqs-grid", "2,32",
-            "--max-num-batched-tokens-grid", "", "-n", "12", "-c", "8", "--prompt-len", "16", "--output-len", "8",
-            "--out", str(lf), "--json", timeout=900)
+def test_tune_sweeps_named_workloads_on_one_start_per_candidate_and_resumes(tmp_path):
+    out = tmp_path / "tune"
+    args = ["tune", "--model-path", str(TINY), "--max-model-len", "1024", "--workload", "rag,agent",
+            "--prefix-len", "64:128", "--prompt-len", "16:32", "--output-len", "8", "-n", "12",
+            "--concurrency-levels", "2,4", "--max-num-batched-tokens-grid", "1024", "--min-gain", "100",
+            "--out-dir", str(out), "--plot", "--json"]
+    r = cli(*args, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     d = json.loads(r.stdout)
-    labels = [c["label"] for c in d["ranked"]]
-    assert sorted(labels) == sorted(["vLLM defaults", "max-num-seqs=2", "max-num-seqs=32"])
-    ran = [c for c in d["ranked"] if c["output_throughput"]]
-    assert ran and ran == sorted(ran, key=lambda c: -c["output_throughput"]) or any(c["stopped_early"] for c in d["ranked"])
-    assert d["winner"]["label"] == d["ranked"][0]["label"]
-    text = lf.read_text()
-    assert "engine_args" in text and "max-model-len: 1024" in text
-    r2 = cli("launch", "--config", str(lf), "--print-config", "--json")
+    cands = {c["label"]: c for c in d["candidates"]}
+    assert set(cands) == {"vLLM defaults", "max-num-batched-tokens=1024"}
+    for c in cands.values():
+        assert c["start_s"] > 0 and c["error"] == ""
+        for w in ("rag", "agent"):  # both workloads, every load level, on the one start of each candidate
+            assert [p["concurrency"] for p in c["points"][w]] == [2, 4]
+            assert all(p["failed"] == 0 and p["output_throughput"] > 0 for p in c["points"][w])
+        # multi-turn sessions re-send their history: vLLM's own counter sees prefix-cache hits
+        assert c["points"]["agent"][-1]["prefix_cache_hit_rate"] > 0.2
+    assert cands["vLLM defaults"]["vllm_kv_tokens"] > 0
+    for w in d["workloads"]:  # a 100x gain is required: the defaults stay, and say so
+        assert w["winner"] == "vLLM defaults" and w["improvement"] == 0.0
+        text = (out / f"{w['name']}.yaml").read_text()
+        assert "max-model-len: 1024" in text and "max-num-batched-tokens" not in text
+    assert d["defaults_again"] is None  # nothing beat the defaults: no second start of them
+    assert (out / "tradeoff.png").stat().st_size > 10_000
+    r2 = cli("launch", "--config", str(out / "rag.yaml"), "--print-config", "--json")
     assert r2.returncode == 0, r2.stderr
+
+    t0 = time.monotonic()
+    r3 = cli(*args, "--resume", timeout=300)
+    assert r3.returncode == 0, r3.stderr[-2000:]
+    assert time.monotonic() - t0 < 60 and r3.stderr.count("measured before") == 2  # nothing started again
+    d3 = json.loads(r3.stdout)
+    assert [w["winner_score"] for w in d3["workloads"]] == [w["winner_score"] for w in d["workloads"]]

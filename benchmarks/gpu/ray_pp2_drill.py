@@ -19,7 +19,7 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)
+sys.path[:0] = [ROOT, "/root/site"]
 OUT = os.environ.get("OUT", "/tmp/out")
 HOME = "/root/lh-ray"
 M = "/root/models/llama31_8b"

@@ -56,6 +56,7 @@ def tune(
     max_num_batched_tokens: Annotated[str, typer.Option("--max-num-batched-tokens-grid", help="Try exactly these max_num_batched_tokens values.")] = "",
     utilizations: Annotated[str, typer.Option("--gpu-memory-utilization-grid", help="Try exactly these gpu_memory_utilization values.")] = "",
     kv_dtypes: Annotated[str, typer.Option("--kv-cache-dtype-grid", help="Try these kv_cache_dtype values, e.g. auto,fp8 (fp8 changes the numerics).")] = "",
+    min_gain: Annotated[float, typer.Option("--min-gain", min=0.0, help="A candidate must beat vLLM's defaults by more than this fraction to be chosen; the defaults are then started once more and must be beaten in both starts.")] = 0.05,
     timeout: Annotated[float, typer.Option("--timeout", help="Start-up deadline per candidate and per-request timeout, seconds.")] = 900.0,
     out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Where results.json, one launch file per workload and the plot go (default: ./tune-NAME).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Reuse the candidates already measured in OUT_DIR/results.json for the same model, launch and workloads.")] = False,
@@ -113,7 +114,7 @@ def tune(
         con.print(f"[bold]{wl.name}[/]: {wl.describe()}")
     tuner = Tuner(spec, wls, vocab_size=ref.arch.vocab_size, timeout_s=timeout, budget_s=budget_s,
                   results_path=out / "results.json", resume=resume, grid=grid, on_progress=con.print,
-                  api_key=os.environ.get("VLLM_API_KEY"))
+                  api_key=os.environ.get("VLLM_API_KEY"), min_gain=min_gain)
     res = tuner.run()
     d = res.to_dict()
     files = {}
@@ -151,8 +152,9 @@ def render(res, files: dict, con) -> None:
         for col in ("#", "candidate", "KV k-tok est/vLLM", "start s", "load", "out tok/s", "p99 TTFT ms",
                     "TPOT ms", "pre-empt", "prefix hit", "vs defaults", "note"):
             t.add_column(col)
-        base = res.defaults.score(wl) if res.defaults else None
-        for i, c in enumerate(res.ranked(wl), 1):
+        base = res.defaults_score(wl)
+        rows = res.ranked(wl) + ([res.defaults_again] if res.defaults_again else [])
+        for i, c in enumerate(rows, 1):
             p, s = c.best_point(wl), c.score(wl)
             kv = "/".join(f"{x / 1000:.0f}" if x else "-" for x in (c.predicted_kv_tokens, c.vllm_kv_tokens))
             note = c.pruned or c.error or c.skipped or ("" if s is not None or not p else "target not met at any load")
@@ -167,7 +169,7 @@ def render(res, files: dict, con) -> None:
         if w is None:
             con.print(f"{wl.name}: no candidate met the target at any load level.")
         elif not w.engine_args:
-            con.print(f"{wl.name}: vLLM's defaults stay best (no candidate beat them by more than 2%) → {files.get(wl.name)}")
+            con.print(f"{wl.name}: vLLM's defaults stay (no candidate beat them by more than {res.min_gain:.0%}) → {files.get(wl.name)}")
         else:
             con.print(f"{wl.name}: winner {w.label}, {imp:+.1%} vs vLLM's defaults → {files.get(wl.name)} "
                       f"(launcher launch --config {files.get(wl.name)})" if imp is not None else

@@ -1,0 +1,155 @@
+"""`launcher tune` without a server: workloads, proposals, choice of the winner, budget, resume."""
+import json
+from dataclasses import replace
+from types import SimpleNamespace
+
+import pytest
+
+from launcher.bench import Workload, make_sessions, parse_counters
+from launcher.cli.tune import parse_duration
+from launcher.errors import BadInput
+from launcher.tune import Candidate, Point, Tuner, TuneResult, combine, propose
+from launcher.workloads import PRESETS, at_level, named
+
+
+def test_agent_sessions_resend_their_history_on_one_shared_system_prompt():
+    w = replace(PRESETS["agent"].workload, num_requests=12, prefix_len=(50, 50), prompt_len=(5, 9), output_len=(3, 4))
+    warm, sessions = make_sessions(w, "m", vocab_size=1000)
+    assert [len(s) for s in sessions] == [5, 5, 2]  # 12 requests in sessions of 5 turns
+    system = sessions[0][0]["prompt"][:50]
+    for s in sessions:
+        assert s[0]["prompt"][:50] == system  # every session starts from the same system prompt
+        for prev, nxt in zip(s, s[1:]):  # each turn = the previous prompt + its answer + a new message
+            grown = len(nxt["prompt"]) - len(prev["prompt"])
+            assert nxt["prompt"][:len(prev["prompt"])] == prev["prompt"]
+            assert prev["max_tokens"] + 5 <= grown <= prev["max_tokens"] + 9
+    assert all(b["prompt"][:50] != system for b in warm)  # warm-up does not fill the prefix cache for them
+    assert w.max_seq_len() == 50 + 5 * (9 + 4)
+
+
+def test_rag_prompts_start_with_one_of_the_shared_documents():
+    w = replace(PRESETS["rag"].workload, num_requests=40, prefix_len=(20, 30), num_prefixes=3, prompt_len=(4, 4))
+    _, sessions = make_sessions(w, "m", vocab_size=1000)
+    bodies = [s[0] for s in sessions]
+    assert len(bodies) == 40 and all(len(s) == 1 for s in sessions)
+    docs = {tuple(b["prompt"][:-4]) for b in bodies}
+    assert len(docs) == 3 and all(20 <= len(d) <= 30 for d in docs)
+    # KV in flight counts each shared document once
+    w8 = replace(w, concurrency=8)
+    mean_doc = 25
+    assert w8.kv_tokens_in_flight() == pytest.approx(8 * (w8.mean_seq_len() - mean_doc) + 3 * mean_doc)
+
+
+def test_named_workloads_apply_overrides_and_reject_unknown_names():
+    rag, batch = named("rag,batch", num_requests=10, prompt_len=(7, 9))
+    assert rag.workload.prompt_len == (7, 9) and rag.workload.prefix_len == PRESETS["rag"].workload.prefix_len
+    assert batch.levels == (10,) and batch.slo_ttft_p99_s is None  # offline: everything at once, no latency target
+    assert named("chat", slo_ttft_p99_s=0.2)[0].slo_ttft_p99_s == 0.2
+    assert named("batch", slo_ttft_p99_s=0.2)[0].slo_ttft_p99_s is None
+    with pytest.raises(BadInput, match="unknown workload 'chatty'"):
+        named("chatty")
+    with pytest.raises(BadInput):
+        named("chat,chat")
+    lv = named("chat", levels=[8, 2])[0]
+    assert lv.levels == (2, 8)
+    assert at_level(lv, 8, 1).concurrency == 8 and at_level(lv, 8, 1).seed != at_level(lv, 2, 0).seed
+
+
+def test_budget_durations():
+    assert parse_duration("900") == 900 and parse_duration("15m") == 900 and parse_duration("1h30m") == 5400
+    assert parse_duration("90s") == 90
+    with pytest.raises(BadInput):
+        parse_duration("15 minutes")
+
+
+def test_server_counters_from_prometheus_text():
+    text = """# HELP vllm:prefix_cache_hits_total x
+vllm:prefix_cache_hits_total{engine="0",model_name="m"} 30.0
+vllm:prefix_cache_hits_created{engine="0",model_name="m"} 1.7e9
+vllm:prefix_cache_queries_total{engine="0",model_name="m"} 100.0
+vllm:num_preemptions_total{engine="0",model_name="m"} 2.0
+vllm:num_preemptions_total{engine="1",model_name="m"} 1.0
+"""
+    c = parse_counters(text)
+    assert c == {"prefix_cache_hits": 30.0, "prefix_cache_queries": 100.0, "preemptions": 3.0}
+
+
+def _pt(conc, tput, ttft=0.1, meets=True, preempt=0.0):
+    return Point(conc, tput, tput / 100, ttft, ttft, 0.01, 0.01, 0.01, 10, 0, 1.0, preemptions=preempt, meets=meets)
+
+
+def _cand(label, args, pts):
+    return Candidate(label, args, fits=True, start_s=60.0, sweep_s=30.0, points={"chat": pts})
+
+
+def test_the_winner_must_beat_the_defaults_by_the_minimum_gain_in_both_starts():
+    wl = named("chat")[0]
+    d = _cand("vLLM defaults", {}, [_pt(32, 1000), _pt(128, 3000, ttft=0.9, meets=False)])
+    small = _cand("a", {"max-num-seqs": 64}, [_pt(32, 1040)])
+    big = _cand("b", {"max-num-batched-tokens": 4096}, [_pt(32, 1200)])
+    res = TuneResult([wl], [d, small], min_gain=0.05)
+    assert d.score(wl) == 1000  # the load level that missed the target does not count
+    assert res.winner(wl) is d and res.improvement(wl) == 0.0  # +4% is within the noise
+    res.candidates.append(big)
+    assert res.winner(wl) is big and res.improvement(wl) == pytest.approx(0.2)
+    res.defaults_again = _cand("vLLM defaults (again)", {}, [_pt(32, 1180)])
+    assert res.defaults_score(wl) == 1180 and res.winner(wl) is d  # the second start of the defaults was as good
+    assert [c.label for c in res.ranked(wl)] == ["b", "a", "vLLM defaults"]
+
+
+def test_proposals_follow_the_workload_and_what_vllm_resolved():
+    rag, batch, chat = named("rag,batch,chat")
+    defaults = Candidate("vLLM defaults", {}, vllm_kv_tokens=400_000, vllm_resolved={"max-num-batched-tokens": 8192},
+                         points={"batch": [_pt(600, 8000)]})
+    spec = SimpleNamespace(engine_args={"max-model-len": 8192})
+    est = SimpleNamespace(max_num_batched_tokens=8192, max_num_seqs=1024)
+    got = {c.label: c.why for c in propose([rag, batch, chat], defaults, spec, est)}
+    # long prompts and offline throughput: larger prefill steps; short chat prompts: a smaller step
+    assert {"max-num-batched-tokens=16384", "max-num-batched-tokens=32768", "max-num-batched-tokens=4096"} <= set(got)
+    assert "rag:" in got["max-num-batched-tokens=16384"] and "batch:" in got["max-num-batched-tokens=16384"]
+    # batch keeps ~576k KV tokens in flight at 600 requests, more than the 400k vLLM sized: more memory share
+    assert "gpu-memory-utilization=0.95" in got
+    assert not any(k.startswith("max-num-seqs") for k in got)  # no preemption was measured: no cap
+    defaults.points["batch"] = [_pt(600, 8000, preempt=37)]
+    caps = [c for c in propose([batch], defaults, spec, est) if "max-num-seqs" in c.engine_args]
+    assert caps and caps[0].engine_args["max-num-seqs"] == 400_000 // 960 // 8 * 8 and "preempted 37" in caps[0].why
+    pinned = SimpleNamespace(engine_args={"max-num-batched-tokens": 4096, "gpu-memory-utilization": 0.8})
+    assert not [c for c in propose([batch], defaults, pinned, est) if set(c.engine_args) & set(pinned.engine_args)]
+
+
+def test_settings_that_each_beat_the_defaults_are_tried_together():
+    wl = named("chat")[0]
+    res = TuneResult([wl], [_cand("vLLM defaults", {}, [_pt(32, 1000)]),
+                            _cand("s", {"max-num-seqs": 64}, [_pt(32, 1100)]),
+                            _cand("b", {"max-num-batched-tokens": 4096}, [_pt(32, 1150)]),
+                            _cand("u", {"gpu-memory-utilization": 0.95}, [_pt(32, 1010)])])
+    both = combine(res, [wl], 0.05)
+    assert [c.engine_args for c in both] == [{"max-num-seqs": 64, "max-num-batched-tokens": 4096}]
+
+
+def _tuner(tmp_path, **kw):
+    spec = SimpleNamespace(model_path="m", model_name=None, size_in_billions=None, model=None, revision=None,
+                           engine_args={}, name="tune-m")
+    return Tuner(spec, named("chat"), vocab_size=1000, results_path=tmp_path / "results.json", **kw)
+
+
+def test_a_candidate_that_would_overrun_the_budget_is_not_started(tmp_path, monkeypatch):
+    t = _tuner(tmp_path, budget_s=60)
+    monkeypatch.setattr(Tuner, "_run_one", lambda self, c: pytest.fail("started despite the budget"))
+    t.res.candidates.append(_cand("vLLM defaults", {}, [_pt(32, 1000)]))  # 60 s start + 30 s sweep measured
+    c = t.measure(Candidate("x", {"max-num-seqs": 64}))
+    assert c.skipped.startswith("not run:") and "takes about 100 s" in c.skipped
+    assert json.loads((tmp_path / "results.json").read_text())["result"]["candidates"][1]["skipped"]
+
+
+def test_resume_reuses_measurements_only_for_the_same_launch_and_workloads(tmp_path, monkeypatch):
+    t = _tuner(tmp_path)
+    t.res.candidates.append(_cand("vLLM defaults", {}, [_pt(32, 1000)]))
+    t.save()
+    monkeypatch.setattr(Tuner, "_run_one", lambda self, c: c.points.update(chat=[_pt(32, 1)]))
+    again = _tuner(tmp_path, resume=True)
+    c = again.measure(Candidate("vLLM defaults", {}))
+    assert c.resumed and c.score(again.workloads[0]) == 1000
+    other = _tuner(tmp_path, resume=True)
+    other.workloads = named("chat", num_requests=7)
+    assert other._load() == []  # measured for another workload: not reused
