@@ -170,12 +170,12 @@ class Tuner:
     def __init__(self, base_spec, workloads: list[Named], *, vocab_size: int, timeout_s: float = 900.0,
                  budget_s: float | None = None, results_path: Path | None = None, resume: bool = False,
                  grid: list[Candidate] | None = None, on_progress=None, api_key: str | None = None,
-                 min_gain: float = MIN_GAIN, confirm: bool = True):
+                 min_gain: float = MIN_GAIN, confirm: bool = True, refine: int = 2):
         self.spec, self.workloads, self.vocab = base_spec, workloads, vocab_size
         self.timeout_s, self.budget_s, self.results_path = timeout_s, budget_s, results_path
         self.grid, self.on_progress, self.api_key = grid, on_progress, api_key
         self.res = TuneResult(workloads, budget_s=budget_s, min_gain=min_gain)
-        self.confirm = confirm
+        self.confirm, self.refine = confirm, refine
         self.t0 = time.monotonic()
         self.previous: list[Candidate] = self._load() if resume else []
 
@@ -327,9 +327,14 @@ class Tuner:
             self._say(f"{c.label}: {err}")
 
     def _sweep(self, wl: Named, base: str, model: str, alive, label: str) -> list[Point]:
-        pts = []
-        for k, conc in enumerate(wl.levels):
-            rep = run_bench(base, model, at_level(wl, conc, k), vocab_size=self.vocab, api_key=self.api_key,
+        """The workload at each load level, up to the first that misses the target; then, on the same start,
+        up to `refine` bisections between the last level that met it and the first that did not, so that
+        candidates are compared near the load where the target binds, not at the coarse level below it."""
+        pts: list[Point] = []
+        runs = iter(range(10**6))
+
+        def one(conc: int) -> Point:
+            rep = run_bench(base, model, at_level(wl, conc, next(runs)), vocab_size=self.vocab, api_key=self.api_key,
                             timeout_s=self.timeout_s, alive=alive)
             p = Point.of(conc, rep, wl.slo_ttft_p99_s)
             pts.append(p)
@@ -337,9 +342,23 @@ class Tuner:
                       f"{_ms(p.ttft_p99_s)} ms" + ("" if p.meets else " (misses the target)"))
             if rep.aborted:
                 raise LauncherError(f"the server died during the {wl.name} workload at concurrency {conc}")
-            if not p.meets:
-                break  # more load only lengthens the queue: the target will not be met higher up
-        return pts
+            return p
+
+        lo = None
+        for conc in wl.levels:
+            if not one(conc).meets:
+                hi = conc  # more load only lengthens the queue: the target will not be met higher up
+                for _ in range(self.refine if lo is not None else 0):
+                    mid = (lo + hi) // 2
+                    if mid <= lo:
+                        break
+                    if one(mid).meets:
+                        lo = mid
+                    else:
+                        hi = mid
+                break
+            lo = conc
+        return sorted(pts, key=lambda p: p.concurrency)
 
 
 def _head(path: Path, offset: int = 0, n: int = 4 << 20) -> str:

@@ -126,3 +126,30 @@ def test_dashboard_gives_each_node_its_own_gpus(tmp_path):
         [("head", [(0, 500)]), ("worker1", [(1, 1500)])]
     cn = nodes_from_dashboard(views)
     assert cn[1].gpus[0].free_bytes == (143771 - 1500) << 20
+
+
+def test_nodes_that_just_joined_are_read_again_until_their_gpu_memory_is_known(monkeypatch):
+    from launcher.cluster import plan as cplan
+    from launcher.cluster.api import NodeGpu, NodeView
+
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    g = NodeGpu(0, "NVIDIA H200", 150 << 30, 1 << 30)
+    head = NodeView("id-h", "10.0.0.1", "h", True, True, {"GPU": 1.0, "launcher_node_head": 1.0}, [g])
+    late = NodeView("id-w", "10.0.0.1", "w", False, True, {"GPU": 1.0, "launcher_node_worker1": 1.0}, [])
+    answers = [[head, late], [head, late], [head, NodeView(**{**late.__dict__, "gpus": [g]})]]
+
+    class Api:
+        calls = 0
+
+        def nodes(self):
+            Api.calls += 1
+            return answers[min(Api.calls, len(answers)) - 1]
+    nodes = cplan.live_nodes(Api())
+    assert Api.calls == 3 and all(n.gpus for n in nodes)  # the dashboard agent reported on the third read
+    Api.calls, answers[2] = 0, [head, late]
+    nodes = cplan.live_nodes(Api(), wait_s=0)
+    assert [bool(n.gpus) for n in nodes] == [True, False]
+    # Ray placed a worker on the node nobody has sized: refused with what to do, not a crash
+    s = EngineSettings(pipeline_parallel_size=2, max_model_len=8192)
+    e, cp = plan_across(_arch("llama-3.1-instruct", "8"), s, nodes, vllm_version=(0, 24, 0), placement=["id-h", "id-w"])
+    assert e is None and "no GPU memory known for node(s) worker1" in " ".join(cp.notes)

@@ -153,3 +153,26 @@ def test_resume_reuses_measurements_only_for_the_same_launch_and_workloads(tmp_p
     other = _tuner(tmp_path, resume=True)
     other.workloads = named("chat", num_requests=7)
     assert other._load() == []  # measured for another workload: not reused
+
+
+def test_the_sweep_stops_at_the_first_miss_and_bisects_towards_where_the_target_binds(tmp_path, monkeypatch):
+    from launcher import tune as tune_mod
+
+    sent = []
+
+    def fake_bench(base, model, w, **kw):  # p99 TTFT grows with load: the 0.5 s target binds at 80
+        sent.append(w.concurrency)
+        ttft = {"p50": 0.1, "p90": 0.2, "p99": w.concurrency / 160}
+        d = {"mean": 0.01, "p50": 0.01, "p90": 0.01, "p99": 0.01}
+        return SimpleNamespace(output_throughput=30.0 * w.concurrency, request_throughput=1.0, ttft_s=ttft, tpot_s=d,
+                               itl_s=d, completed=10, failed=0, duration_s=1.0, aborted="", server={}, gpu={})
+    monkeypatch.setattr(tune_mod, "run_bench", fake_bench)
+    t = _tuner(tmp_path, refine=2)
+    wl = replace(named("chat")[0], levels=(32, 128, 256))
+    pts = t._sweep(wl, "http://x", "m", lambda: True, "c")
+    assert sent == [32, 128, 80, 104]  # 256 is never sent; 80 meets, 104 does not
+    assert [p.concurrency for p in pts] == [32, 80, 104, 128]
+    c = Candidate("c", {}, points={"chat": pts})
+    assert c.score(wl) == 30.0 * 80
+    sent.clear()
+    assert [p.concurrency for p in _tuner(tmp_path, refine=0)._sweep(wl, "u", "m", lambda: True, "c")] == [32, 128]

@@ -56,6 +56,7 @@ def tune(
     max_num_batched_tokens: Annotated[str, typer.Option("--max-num-batched-tokens-grid", help="Try exactly these max_num_batched_tokens values.")] = "",
     utilizations: Annotated[str, typer.Option("--gpu-memory-utilization-grid", help="Try exactly these gpu_memory_utilization values.")] = "",
     kv_dtypes: Annotated[str, typer.Option("--kv-cache-dtype-grid", help="Try these kv_cache_dtype values, e.g. auto,fp8 (fp8 changes the numerics).")] = "",
+    refine: Annotated[int, typer.Option("--refine", min=0, help="Bisections, on the same start, between the last load level that met the target and the first that missed it.")] = 2,
     min_gain: Annotated[float, typer.Option("--min-gain", min=0.0, help="A candidate must beat vLLM's defaults by more than this fraction to be chosen; the defaults are then started once more and must be beaten in both starts.")] = 0.05,
     timeout: Annotated[float, typer.Option("--timeout", help="Start-up deadline per candidate and per-request timeout, seconds.")] = 900.0,
     out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Where results.json, one launch file per workload and the plot go (default: ./tune-NAME).")] = None,
@@ -114,7 +115,7 @@ def tune(
         con.print(f"[bold]{wl.name}[/]: {wl.describe()}")
     tuner = Tuner(spec, wls, vocab_size=ref.arch.vocab_size, timeout_s=timeout, budget_s=budget_s,
                   results_path=out / "results.json", resume=resume, grid=grid, on_progress=con.print,
-                  api_key=os.environ.get("VLLM_API_KEY"), min_gain=min_gain)
+                  api_key=os.environ.get("VLLM_API_KEY"), min_gain=min_gain, refine=refine)
     res = tuner.run()
     d = res.to_dict()
     files = {}
