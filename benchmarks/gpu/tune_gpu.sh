@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `launcher tune` on one GPU with vLLM staged (docs/gpu.md), Llama-3.1-8B shapes with dummy weights.
-# usage: bash benchmarks/gpu/tune_gpu.sh tune BUDGET   tune rag,batch (run it again: --resume carries on)
+# usage: bash benchmarks/gpu/tune_gpu.sh tune BUDGET   tune $WORKLOADS (rag,batch; run it again: --resume
+#                                                       carries on; $EXTRA: more tune options)
 #        bash benchmarks/gpu/tune_gpu.sh check          defaults vs each winner: launcher bench on every
 #                                                       tuned workload, vllm bench serve on batch (the
 #                                                       same lengths through its random dataset)
@@ -19,7 +20,7 @@ nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv,noheader | tee
 if [ "$1" = tune ]; then
   t=$(now)
   $L tune --model-path $M --load-format dummy --max-model-len 8192 --workload $WL --budget "$2" \
-     --out-dir /root/tune --resume --json > $OUT/tune.json 2> $OUT/tune.err
+     --out-dir /root/tune --resume --json ${EXTRA:-} > $OUT/tune.json 2> $OUT/tune.err
   echo "tune rc=$? s=$(el $t)"; grep -v "^\s*$" $OUT/tune.err | tail -40
   cp /root/tune/*.yaml /root/tune/results.json $OUT/ 2>/dev/null
   exit 0
