@@ -44,6 +44,11 @@ def resolve_model(model_path: str | None, model_name: str | None, size: str | No
 
         meta = hub.fetch_metadata(model_repo, revision)
         arch = from_config(meta.config, source=f"hub:{model_repo}", dtype=dtype, quantization=q)
+        if meta.weights_total_bytes and _checkpoint_as_served(meta.config, arch, q):
+            from dataclasses import replace
+
+            from .models.checkpoint import from_index_total
+            arch = replace(arch, checkpoint=from_index_total(meta.weights_total_bytes))
         return ModelRef(model_repo, arch, f"{model_repo}@{meta.commit[:10]}", repo=model_repo, revision=meta.commit)
     if model_path and not parse_arch:
         if not Path(model_path).exists():
@@ -51,7 +56,15 @@ def resolve_model(model_path: str | None, model_name: str | None, size: str | No
         return ModelRef(str(model_path), None, str(model_path))
     if model_path:
         cfg = load_config_dir(model_path)
-        return ModelRef(str(model_path), from_config(cfg, source=str(model_path), dtype=dtype, quantization=q), str(model_path))
+        arch = from_config(cfg, source=str(model_path), dtype=dtype, quantization=q)
+        if Path(model_path).is_dir() and (cfg.get("quantization_config") or not q):
+            from dataclasses import replace
+
+            from .models.checkpoint import from_folder
+            ck = from_folder(model_path)  # an online --quantization of a 16-bit checkpoint: the formula's bytes
+            if ck is not None:
+                arch = replace(arch, checkpoint=ck)
+        return ModelRef(str(model_path), arch, str(model_path))
     if not model_name:
         raise BadInput("no model given.", hint="Use --model-path DIR, or --model-name NAME --size-in-billions N.")
     entry = catalog.lookup(model_name, size, model_format or "pytorch", quantization)
@@ -59,6 +72,15 @@ def resolve_model(model_path: str | None, model_name: str | None, size: str | No
         return ModelRef(entry.repo, None, entry.name, repo=entry.repo)
     arch = from_config(entry.config, source=f"catalog:{entry.name}", dtype=dtype, quantization=q if q and model_format in (None, "pytorch") else None)
     return ModelRef(entry.repo, arch, f"{entry.name} {entry.size.replace('_', '.')}B {entry.model_format}", repo=entry.repo)
+
+
+def _checkpoint_as_served(cfg: dict, arch: ModelArch, q: str | None) -> bool:
+    """Whether a repository's stored total is what vLLM will hold: a quantized checkpoint (kept as stored),
+    or floating weights stored in the dtype they are served in (no online quantization)."""
+    if cfg.get("quantization_config"):
+        return True
+    stored = str(cfg.get("torch_dtype") or cfg.get("dtype") or "")
+    return not q and stored.replace("torch.", "") == arch.dtype
 
 
 SETTINGS_KEYS = {

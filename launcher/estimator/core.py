@@ -98,6 +98,7 @@ class Estimate:
     # measured: this architecture, quantization and GPU count were among vLLM's measured starts;
     # derived: modelled from vLLM's shapes, not measured as such; extrapolated: generic or unmodelled
     # parts, estimated with a margin (see docs/estimator.md)
+    weights_source: str = "config.json shapes"
     confidence: str = "derived"
     confidence_reason: str = ""
 
@@ -174,6 +175,7 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
         max_num_seqs=seqs, block_size=block, kv_bytes_per_token=per_token,
         max_concurrency=round(lay.num_blocks(avail_pos) / per_req, 2) if per_req else 0.0, runner=run, auto=auto,
         confidence=confidence, confidence_reason=why,
+        weights_source=m.checkpoint.source if m.checkpoint is not None else "config.json shapes",
     )
     free = gpu.cuda_free_bytes
     outside = activation.outside_budget_bytes(run, enforce_eager=s.enforce_eager)

@@ -63,14 +63,31 @@ def layer_bytes(m: ModelArch, index: int, tp: int) -> float:
 
 
 def weights_bytes(m: ModelArch, tp: int = 1, pp: int = 1) -> int:
-    """Bytes of weights on the most loaded GPU (first or last pipeline stage)."""
+    """Bytes of weights on the most loaded GPU (first or last pipeline stage).
+
+    With the checkpoint's safetensors headers read (m.checkpoint), their total is what vLLM holds (packed
+    integers and fp8 as stored, floating tensors in the served dtype), plus the rotary cache that no
+    checkpoint stores; it is split over the GPUs as the module-by-module formula splits it."""
+    f = _formula(m, tp, pp)
+    if m.checkpoint is None:
+        return f
+    whole = _formula(m, 1, 1)
+    total = m.checkpoint.bytes(m.dtype_bytes) + _rope(m)
+    return int(f * total / whole) if whole else total
+
+
+def _rope(m: ModelArch) -> int:
+    # the rotary cos/sin cache is a buffer of the model (max_position x rotary dim)
+    return m.rope_max_pos * (m.qk_rope_head_dim if m.mla else m.head_dim) * m.dtype_bytes
+
+
+def _formula(m: ModelArch, tp: int, pp: int) -> int:
     b = m.dtype_bytes
     vocab = _pad(m.vocab_size, VOCAB_PADDING) // tp
     embed = vocab * m.hidden_size * b
     head = 0 if m.tie_word_embeddings and pp == 1 else vocab * m.hidden_size * b
     layers_per_stage = -(-m.num_layers // pp)
-    # the rotary cos/sin cache is a buffer of the model (max_position x rotary dim)
-    rope = m.rope_max_pos * (m.qk_rope_head_dim if m.mla else m.head_dim) * b
+    rope = _rope(m)
     body = sum(layer_bytes(m, i, tp) for i in range(layers_per_stage)) + rope
     first = embed + body + (head if pp == 1 else 0) + (m.hidden_size * b if pp == 1 else 0)
     last = head + body + m.hidden_size * b

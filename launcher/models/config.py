@@ -87,6 +87,8 @@ class ModelArch:
     quant: Quant = field(default_factory=lambda: Quant("none"))
     # why this estimate is extrapolated (generic shapes, an unmodelled quantization): empty when modelled
     notes: tuple[str, ...] = ()
+    # what the checkpoint's safetensors headers say it holds (models.checkpoint.CheckpointWeights), if read
+    checkpoint: object | None = None
 
     @property
     def is_moe(self) -> bool:
