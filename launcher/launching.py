@@ -65,6 +65,7 @@ def prepare(spec: LaunchSpec, *, check_port: bool = True, fetch=None) -> Prepare
             placement, nodes = placement_and_nodes(watch)
             extra = {"cluster_nodes": nodes, "placement": placement}
         p = plan(ref, engine_args, gpu_memory=spec.gpu_memory, gpu_preset=spec.gpu, num_gpus=spec.num_gpus, env=env,
+                 gpus_sel=spec.gpus,
                  **extra)
         if p.cluster is not None and p.estimate is None:
             raise DoesNotFit("pre-flight: " + " ".join(p.notes))
@@ -83,6 +84,11 @@ def prepare(spec: LaunchSpec, *, check_port: bool = True, fetch=None) -> Prepare
             raise DoesNotFit(f"pre-flight: max_model_len {p.cpu_kv['max_model_len']} does not fit the CPU KV cache "
                              f"({p.cpu_kv['kv_cache_tokens']} tokens).",
                              hint=f"Use --max-model-len {p.cpu_kv['max_model_len_fit']} or raise VLLM_CPU_KVCACHE_SPACE.")
+    if p is not None and p.chosen_gpus is not None and not spec.ray_address:
+        pin = _gpu_env(p.chosen_gpus, spec.env)
+        if pin:
+            env.update(pin)
+            note = (note + " " if note else "") + f"Running on {p.gpu_choice}."
     port = spec.port
     if port is None:
         port = 8000 if health.port_free(spec.host, 8000) else health.find_free_port(spec.host if spec.host != "0.0.0.0" else "127.0.0.1")
@@ -98,6 +104,17 @@ def prepare(spec: LaunchSpec, *, check_port: bool = True, fetch=None) -> Prepare
     if spec.api_key_env:
         env["VLLM_API_KEY"] = os.environ[spec.api_key_env]
     return Prepared(replace(spec, engine_args=engine_args), p, argv, env, port, note, cluster)
+
+
+def _gpu_env(chosen: list[int], spec_env: dict) -> dict:
+    """CUDA_VISIBLE_DEVICES for the chosen GPUs (NVML indices, so CUDA is told to number GPUs by PCI bus
+    as NVML does). Nothing when the launch pins GPUs itself (--env CUDA_VISIBLE_DEVICES) or the parent's
+    CUDA_VISIBLE_DEVICES names GPUs by UUID."""
+    parent = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if "CUDA_VISIBLE_DEVICES" in spec_env or (parent and not all(x.strip().lstrip("-").isdigit()
+                                                                  for x in parent.split(",") if x.strip())):
+        return {}
+    return {"CUDA_VISIBLE_DEVICES": ",".join(map(str, chosen)), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
 
 
 def _port_owner(port: int) -> str:

@@ -114,12 +114,14 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     cpu_kv: dict | None = None
     cluster: object | None = None  # a cluster.plan.ClusterPlan for launches across Ray nodes
+    chosen_gpus: list[int] | None = None  # NVML indices the server is to run on (its CUDA_VISIBLE_DEVICES)
+    gpu_choice: str = ""  # which GPUs and why, in words
 
 
 def plan(model: ModelRef, engine_args: dict, *, gpu_memory: str | None = None, gpu_preset: str | None = None,
          num_gpus: int | None = None, vllm_version: str | None = None, gpu_source: GpuSource | None = None,
          device: str = "auto", env: dict | None = None, cluster_nodes: list | None = None,
-         placement: list[str] | None = None, cluster_source: str = "ray") -> Plan:
+         placement: list[str] | None = None, cluster_source: str = "ray", gpus_sel: str | None = None) -> Plan:
     """Run the estimator for this model, these engine arguments and these GPUs."""
     inst = vllm_engine.installed()
     # the CPU build's version says nothing of the GPU build that will run there: use the calibrated default
@@ -157,6 +159,9 @@ def plan(model: ModelRef, engine_args: dict, *, gpu_memory: str | None = None, g
     if need > len(gpus):
         p.notes.append(f"tensor x pipeline parallel needs {need} GPUs; {len(gpus)} {'given' if source == 'planned' else 'visible'}.")
     used = gpus[:need] if need <= len(gpus) else gpus
+    if source == "nvml" and need <= len(gpus):
+        used, p.gpu_choice = choose_gpus(gpus, need, gpus_sel)
+        p.chosen_gpus = [g.index for g in used]
     # plan for the GPU with the least free memory among those used
     worst = min(used, key=lambda g: (g.free_bytes, g.total_bytes))
     p.estimate = estimate(model.arch, settings, worst.budget(), vllm_version=vv, num_gpus_available=len(gpus))
@@ -165,7 +170,43 @@ def plan(model: ModelRef, engine_args: dict, *, gpu_memory: str | None = None, g
     if need > len(gpus):
         p.estimate.fits, p.estimate.cause = False, "gpus"
         p.estimate.reason = p.notes[-1] + " " + p.estimate.reason
+    elif not p.estimate.fits and p.chosen_gpus is not None and len(gpus) > 1:
+        p.estimate.reason += " Free memory per GPU: " + free_list(gpus) + "."
     return p
+
+
+def free_list(gpus: list[GpuInfo]) -> str:
+    return ", ".join(f"GPU {g.index} {g.free_bytes / GiB:.1f}/{g.total_bytes / GiB:.1f} GiB free" for g in gpus)
+
+
+def choose_gpus(gpus: list[GpuInfo], need: int, sel: str | None) -> tuple[list[GpuInfo], str]:
+    """The GPUs a launch runs on. 'auto' (or nothing given): the `need` visible GPUs with the most free
+    memory (ties: lowest index), so the estimate is made for the best set there is. '0,3': those NVML
+    indices, in that order (they must be visible)."""
+    sel = (sel or "auto").strip()
+    if sel == "auto":
+        ranked = sorted(gpus, key=lambda g: (-g.free_bytes, g.index))
+        chosen = ranked[:need]
+        if len(gpus) == need:
+            return chosen, f"GPU{'s' * (need > 1)} {','.join(str(g.index) for g in chosen)} (all visible)"
+        others = [g for g in gpus if g not in chosen]
+        why = "the most free memory" + ("; " + ", ".join(f"GPU {g.index} has {g.free_bytes / GiB:.1f} GiB free"
+                                                        for g in others[:4]) if others else "")
+        return chosen, f"GPU{'s' * (need > 1)} {','.join(str(g.index) for g in chosen)} (auto: {why})"
+    try:
+        want = [int(x) for x in sel.split(",") if x.strip()]
+    except ValueError:
+        raise BadInput(f"--gpus must be 'auto' or GPU indices like 0,3; got '{sel}'.") from None
+    by_index = {g.index: g for g in gpus}
+    missing = [i for i in want if i not in by_index]
+    if missing or len(set(want)) != len(want) or not want:
+        raise BadInput(f"--gpus {sel}: " + (f"GPU {', '.join(map(str, missing))} is not visible" if missing else
+                                             "give each GPU once") + ".",
+                       hint="Visible GPUs: " + free_list(gpus) + ".")
+    if len(want) < need:
+        raise BadInput(f"--gpus {sel} gives {len(want)} GPU(s); tensor x pipeline parallel needs {need}.")
+    chosen = [by_index[i] for i in want[:need]]
+    return chosen, f"GPU{'s' * (need > 1)} {','.join(str(g.index) for g in chosen)} (given with --gpus)"
 
 
 def cpu_kv_cache(m: ModelArch, s: EngineSettings, env: dict | None = None) -> dict:

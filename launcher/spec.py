@@ -48,6 +48,7 @@ class LaunchSpec:
     gpu_memory: str | None = None
     gpu: str | None = None
     num_gpus: int | None = None
+    gpus: str | None = None  # 'auto' (default: the GPUs with the most free memory) or NVML indices '0,3'
     ray_address: str | None = None  # HOST:PORT or auto: run on a Ray cluster (vLLM's Ray executor)
     ray_dashboard: str | None = None
 
@@ -90,6 +91,7 @@ def load_file(path: str, engine_spec=None) -> dict:
         gpu_memory: Optional[str] = None
         gpu: Optional[str] = None
         num_gpus: Optional[int] = None
+        gpus: Optional[str] = None
         ray_address: Optional[str] = None
         ray_dashboard: Optional[str] = None
 

@@ -15,6 +15,7 @@ Quantization = Annotated[str, typer.Option("--quantization", "-q", help="Quantiz
 Engine = Annotated[str, typer.Option("--model-engine", help="Inference engine; only 'vllm' for now.")]
 GpuMemory = Annotated[Optional[str], typer.Option("--gpu-memory", help="Plan for GPUs of this size (80GiB, 81920MiB, 80GB) instead of the visible ones.")]
 GpuPreset = Annotated[Optional[str], typer.Option("--gpu", help="Plan for a known GPU: H100-80GB, H200, A100-40GB, L40S, L4, ...")]
+Gpus = Annotated[Optional[str], typer.Option("--gpus", help="Which GPUs: auto (default: those with the most free memory, among CUDA_VISIBLE_DEVICES) or NVML indices such as 0,3. The server gets them as CUDA_VISIBLE_DEVICES.")]
 NumGpus = Annotated[Optional[int], typer.Option("--num-gpus", min=1, help="How many GPUs to plan for (or to use of the visible ones).")]
 VllmVersion = Annotated[Optional[str], typer.Option("--vllm-version", help="vLLM version whose defaults to follow (default: the installed one).")]
 RayAddress = Annotated[Optional[str], typer.Option("--ray-address", help="Run on a Ray cluster: HOST:PORT of its head, or 'auto' (RAY_ADDRESS, or the cluster from `launcher cluster up`).")]

@@ -21,6 +21,7 @@ def estimate(
     gpu_memory: common.GpuMemory = None,
     gpu: common.GpuPreset = None,
     num_gpus: common.NumGpus = None,
+    gpus: common.Gpus = None,
     vllm_version: common.VllmVersion = None,
     device: Annotated[str, typer.Option("--device", help="auto, cuda or cpu (the CPU build of vLLM).")] = "auto",
     ray_address: common.RayAddress = None,
@@ -61,7 +62,7 @@ def estimate(
             address, dash = control.resolve(ray_address, ray_dashboard)
             extra = {"cluster_nodes": cplan.live_nodes(Dashboard(dash), control.inventory_for(address)),
                      "cluster_source": "ray"}
-    p = plan(ref, engine_args, gpu_memory=gpu_memory, gpu_preset=gpu, num_gpus=num_gpus,
+    p = plan(ref, engine_args, gpu_memory=gpu_memory, gpu_preset=gpu, num_gpus=num_gpus, gpus_sel=gpus,
              vllm_version=vllm_version, device=device, **extra)
     if p.cluster is not None and p.estimate is None:
         if json_out:

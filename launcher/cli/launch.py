@@ -35,6 +35,7 @@ def launch(
     gpu_memory: common.GpuMemory = None,
     gpu: common.GpuPreset = None,
     num_gpus: common.NumGpus = None,
+    gpus: common.Gpus = None,
     ray_address: common.RayAddress = None,
     ray_dashboard: common.RayDashboard = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved launch and the exact command line; start nothing.")] = False,
@@ -56,7 +57,7 @@ def launch(
         model=model_repo, revision=revision, download_dir=download_dir, model_path=model_path, model_name=model_name, size_in_billions=size_in_billions, model_format=model_format,
         quantization=quantization, model_engine=model_engine, name=name, host=host, port=port, env=env,
         api_key_env=api_key_env, allow_unauthenticated=allow_unauthenticated or None, startup_timeout_s=startup_timeout,
-        preflight=False if no_preflight else None, gpu_memory=gpu_memory, gpu=gpu, num_gpus=num_gpus,
+        preflight=False if no_preflight else None, gpu_memory=gpu_memory, gpu=gpu, num_gpus=num_gpus, gpus=gpus,
         ray_address=ray_address, ray_dashboard=ray_dashboard))
     for w in vllm_engine.env_warnings(spec.env, vllm_engine.installed()):
         common.console(stderr=True).print(f"[yellow]warning:[/] {w}")

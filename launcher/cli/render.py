@@ -10,6 +10,7 @@ def estimate_dict(p) -> dict:
         d = p.estimate.to_dict()
         d.update(base)
         d["notes"] = p.notes
+        d["chosen_gpus"], d["gpu_choice"] = p.chosen_gpus, p.gpu_choice
         if p.cluster is not None:
             d["cluster"] = p.cluster.to_dict()
         return d
@@ -68,6 +69,8 @@ def render_estimate(p, con) -> None:
             con.print(f"  → {s}")
     if p.cluster is not None:
         _render_nodes(p.cluster, con)
+    if p.gpu_choice and len(p.gpus) > 1:
+        con.print(f"GPUs: {p.gpu_choice}")
     for n in p.notes:
         con.print(f"[yellow]note:[/] {n}")
 
