@@ -189,6 +189,8 @@ def default_name(d: dict) -> str:
 
     if d.get("model_path"):
         base = Path(d["model_path"]).resolve().name
+    elif d.get("model"):  # a Hub repository: its name, without the organisation
+        base = str(d["model"]).rstrip("/").rsplit("/", 1)[-1]
     else:
         base = f"{d.get('model_name') or 'model'}-{d.get('size_in_billions') or ''}".strip("-")
     return re.sub(r"[^A-Za-z0-9._-]", "-", base)[:64] or "model"

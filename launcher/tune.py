@@ -170,12 +170,13 @@ class Tuner:
     def __init__(self, base_spec, workloads: list[Named], *, vocab_size: int, timeout_s: float = 900.0,
                  budget_s: float | None = None, results_path: Path | None = None, resume: bool = False,
                  grid: list[Candidate] | None = None, on_progress=None, api_key: str | None = None,
-                 min_gain: float = MIN_GAIN, confirm: bool = True, refine: int = 2):
+                 min_gain: float = MIN_GAIN, confirm: bool = True, refine: int = 2, fetch=None):
         self.spec, self.workloads, self.vocab = base_spec, workloads, vocab_size
         self.timeout_s, self.budget_s, self.results_path = timeout_s, budget_s, results_path
         self.grid, self.on_progress, self.api_key = grid, on_progress, api_key
         self.res = TuneResult(workloads, budget_s=budget_s, min_gain=min_gain)
         self.confirm, self.refine = confirm, refine
+        self.fetch = fetch  # downloads a Hub model once, before the first start (launching.prepare)
         self.t0 = time.monotonic()
         self.previous: list[Candidate] = self._load() if resume else []
 
@@ -291,7 +292,7 @@ class Tuner:
         i = len(self.res.candidates) - (0 if c is self.res.defaults_again else 1)
         spec = replace(self.spec, name=f"{self.spec.name}-{i}"[:64], engine_args={**self.spec.engine_args, **c.engine_args})
         try:
-            prep = prepare(spec)
+            prep = prepare(spec, fetch=self.fetch)
         except LauncherError as e:
             c.fits, c.pruned = False, str(e)
             self._say(f"{c.label}: pruned by the pre-flight: {e}")

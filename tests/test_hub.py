@@ -127,3 +127,17 @@ def test_smoke_by_repo_id_downloads_first_then_starts_vllm_on_the_local_snapshot
     argv = launch["argv"]
     assert argv[argv.index("--model") + 1].startswith(os.environ["HF_HOME"])  # vLLM never saw the Hub
     assert argv[argv.index("--served-model-name") + 1] == "acme/tiny"
+
+
+@pytest.mark.vllm
+def test_bench_by_repo_id_downloads_first_and_asks_for_the_repository_name(hub_env):
+    r = cli("bench", "--model", "acme/tiny", "--max-model-len", "512", "-n", "6", "-c", "2", "--prompt-len", "16",
+            "--output-len", "4", "--timeout", "400", "--json", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    d = json.loads(r.stdout)
+    assert d["completed"] == 6 and d["failed"] == 0
+    assert "acme/tiny: 6 files" in r.stderr  # downloaded by the launcher, not by vLLM
+    launch = json.loads((Path(os.environ["LAUNCHER_HOME"]) / "runs" / "bench-tiny" / "launch.json").read_text())
+    argv = launch["argv"]
+    assert argv[argv.index("--model") + 1].startswith(os.environ["HF_HOME"])
+    assert argv[argv.index("--served-model-name") + 1] == "acme/tiny"

@@ -12,6 +12,9 @@ from .launch import Env, spec_from_cli
 def bench(
     ctx: typer.Context,
     name: Annotated[Optional[str], typer.Option("--name", help="Benchmark this running launch (else start one from the model flags).")] = None,
+    model: common.Model = None,
+    revision: common.Revision = None,
+    download_dir: common.DownloadDir = None,
     model_path: common.ModelPath = None,
     model_name: common.ModelName = None,
     size_in_billions: common.Size = None,
@@ -61,7 +64,8 @@ def bench(
     if prompt_format not in ("ids", "text"):
         raise BadInput("--prompt-format must be ids or text.")
     api_key = os.environ.get("VLLM_API_KEY")
-    if name and not (model_path or model_name or config):
+    model_path, model_repo = common.split_model(model, model_path)
+    if name and not (model_path or model_name or config or model_repo):
         st = read_state(name)
         if st is None or effective_state(st) != "READY":
             raise BadInput(f"launch '{name}' is not running.", hint="See `launcher ps`, or give model flags to start one.")
@@ -70,7 +74,8 @@ def bench(
         argv = rec.get("argv", [])
         model = argv[argv.index("--model") + 1]
         ref = resolve_model(spec.get("model_path"), spec.get("model_name"), spec.get("size_in_billions"),
-                            spec.get("model_format"), spec.get("quantization"))
+                            spec.get("model_format"), spec.get("quantization"), model_repo=spec.get("model"),
+                            revision=spec.get("revision"))
         host = "127.0.0.1" if st.get("host") in ("0.0.0.0", None) else st["host"]
         base, vocab = f"http://{host}:{st['port']}", ref.arch.vocab_size
         ref_path = spec.get("model_path")
@@ -79,17 +84,20 @@ def bench(
         def alive():
             return effective_state(read_state(name) or {}) == "READY"
     else:
-        spec = spec_from_cli(ctx, config, dict(model_path=model_path, model_name=model_name, size_in_billions=size_in_billions,
+        spec = spec_from_cli(ctx, config, dict(model=model_repo, revision=revision, download_dir=download_dir,
+                                               model_path=model_path, model_name=model_name, size_in_billions=size_in_billions,
                                                model_format=model_format, name=name or None, env=env, startup_timeout_s=timeout))
         if not name:
             from dataclasses import replace
             spec = replace(spec, name=f"bench-{spec.name}"[:64])
-        prep = prepare(spec)
+        from .download import fetch_model
+
+        prep = prepare(spec, fetch=fetch_model())
         from ..engines.vllm import served_model_name
 
         model = served_model_name(prep.argv)
         vocab = resolve_model(spec.model_path, spec.model_name, spec.size_in_billions, spec.model_format,
-                              spec.quantization).arch.vocab_size
+                              spec.quantization, model_repo=spec.model, revision=spec.revision).arch.vocab_size
         base = f"http://127.0.0.1:{prep.port}"
         ref_path = spec.model_path
         ctxm = served(prep, timeout_s=timeout)

@@ -35,6 +35,9 @@ def parse_duration(text: str) -> float:
 
 def tune(
     ctx: typer.Context,
+    model: common.Model = None,
+    revision: common.Revision = None,
+    download_dir: common.DownloadDir = None,
     model_path: common.ModelPath = None,
     model_name: common.ModelName = None,
     size_in_billions: common.Size = None,
@@ -81,8 +84,11 @@ def tune(
     from ..planning import resolve_model
     from ..tune import Tuner, explicit_grid, launch_file, plot
     from ..workloads import named
+    from .download import fetch_model
 
-    spec = spec_from_cli(ctx, config, dict(model_path=model_path, model_name=model_name, size_in_billions=size_in_billions,
+    model_path, model_repo = common.split_model(model, model_path)
+    spec = spec_from_cli(ctx, config, dict(model=model_repo, revision=revision, download_dir=download_dir,
+                                           model_path=model_path, model_name=model_name, size_in_billions=size_in_billions,
                                            model_format=model_format, env=env, gpu_memory=gpu_memory, gpu=gpu,
                                            num_gpus=num_gpus, startup_timeout_s=timeout))
     spec = replace(spec, name=f"tune-{spec.name}"[:60])
@@ -115,7 +121,7 @@ def tune(
         con.print(f"[bold]{wl.name}[/]: {wl.describe()}")
     tuner = Tuner(spec, wls, vocab_size=ref.arch.vocab_size, timeout_s=timeout, budget_s=budget_s,
                   results_path=out / "results.json", resume=resume, grid=grid, on_progress=con.print,
-                  api_key=os.environ.get("VLLM_API_KEY"), min_gain=min_gain, refine=refine)
+                  api_key=os.environ.get("VLLM_API_KEY"), min_gain=min_gain, refine=refine, fetch=fetch_model())
     res = tuner.run()
     d = res.to_dict()
     files = {}
