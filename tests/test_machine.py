@@ -120,3 +120,16 @@ def test_startup_deadline():
     w.health = None
     assert w.sup.tick(5) == State.STARTING
     assert w.sup.tick(11) == State.BACKOFF and "start-up deadline" in w.sup.reason
+
+
+def test_a_restart_does_not_keep_the_back_off_reason():
+    w = World(RestartPolicy(probe_interval_s=1, startup_timeout_s=10, backoff_initial_s=1))
+    w.sup.start(0)
+    assert w.sup.reason == "starting"
+    w.health = None
+    assert w.sup.tick(11) == State.BACKOFF and "start-up deadline" in w.sup.reason
+    w.health = 200
+    for t in range(12, 40):
+        if w.sup.tick(t) == State.STARTING:
+            break
+    assert w.sup.state == State.STARTING and w.sup.reason.startswith("restart 1 after: ") and "deadline" in w.sup.reason

@@ -61,6 +61,7 @@ class Supervisor:
     _retry_at: float = 0.0
     _gpu_wait_until: float = 0.0
     _waiting: str = ""
+    _failure: str = ""  # why the last restart was needed (not what a back-off then waited for)
 
     # -- transitions, all in one place ------------------------------------------------
     def _go(self, new: State, why: str = "") -> None:
@@ -73,7 +74,8 @@ class Supervisor:
         self.state = new
 
     def start(self, now: float) -> None:
-        self._begin(self.hooks.spawn(), now, "")
+        # a reason of its own, so the last back-off's ("waiting for ...") is not shown while starting
+        self._begin(self.hooks.spawn(), now, f"restart {self.restarts} after: {self._failure}" if self.restarts else "starting")
 
     def adopt(self, server: Server, now: float) -> None:
         """Supervise a server that is already running (its supervisor died): no spawn, READY on the next 200."""
@@ -107,6 +109,7 @@ class Supervisor:
         if self.policy.max_restarts is not None and self.restarts >= self.policy.max_restarts:
             self._go(State.FATAL, f"{why} (restart limit {self.policy.max_restarts} reached)")
             return
+        self._failure = why
         self._retry_at = now + self.policy.backoff_s(self.streak)
         self._gpu_wait_until = self._retry_at + self.policy.gpu_free_timeout_s
         self._go(State.BACKOFF, why)
