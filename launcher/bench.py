@@ -98,12 +98,6 @@ def _tokenizer(path: str):
         raise BadInput(f"cannot read tokenizer '{path}': {e}") from None
 
 
-def make_requests(w: Workload, model: str, vocab_size: int) -> list[dict]:
-    """Every request body of the workload, warm-up first, sessions flattened in order."""
-    warm, sessions = make_sessions(w, model, vocab_size)
-    return warm + [b for s in sessions for b in s]
-
-
 def make_sessions(w: Workload, model: str, vocab_size: int) -> tuple[list[dict], list[list[dict]]]:
     """(warm-up bodies, sessions): a session is the list of requests sent one after another (one for a
     single-turn workload). Warm-up prompts share nothing with the measured ones, so they do not fill the

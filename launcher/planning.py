@@ -183,16 +183,17 @@ def choose_gpus(gpus: list[GpuInfo], need: int, sel: str | None) -> tuple[list[G
     """The GPUs a launch runs on. 'auto' (or nothing given): the `need` visible GPUs with the most free
     memory (ties: lowest index), so the estimate is made for the best set there is. '0,3': those NVML
     indices, in that order (they must be visible)."""
+    def named(chosen: list[GpuInfo], why: str) -> tuple[list[GpuInfo], str]:
+        return chosen, f"GPU{'s' * (len(chosen) > 1)} {','.join(str(g.index) for g in chosen)} ({why})"
+
     sel = (sel or "auto").strip()
     if sel == "auto":
-        ranked = sorted(gpus, key=lambda g: (-g.free_bytes, g.index))
-        chosen = ranked[:need]
+        chosen = sorted(gpus, key=lambda g: (-g.free_bytes, g.index))[:need]
         if len(gpus) == need:
-            return chosen, f"GPU{'s' * (need > 1)} {','.join(str(g.index) for g in chosen)} (all visible)"
+            return named(chosen, "all visible")
         others = [g for g in gpus if g not in chosen]
-        why = "the most free memory" + ("; " + ", ".join(f"GPU {g.index} has {g.free_bytes / GiB:.1f} GiB free"
-                                                        for g in others[:4]) if others else "")
-        return chosen, f"GPU{'s' * (need > 1)} {','.join(str(g.index) for g in chosen)} (auto: {why})"
+        return named(chosen, "auto: the most free memory; " + ", ".join(
+            f"GPU {g.index} has {g.free_bytes / GiB:.1f} GiB free" for g in others[:4]))
     try:
         want = [int(x) for x in sel.split(",") if x.strip()]
     except ValueError:
@@ -205,8 +206,7 @@ def choose_gpus(gpus: list[GpuInfo], need: int, sel: str | None) -> tuple[list[G
                        hint="Visible GPUs: " + free_list(gpus) + ".")
     if len(want) < need:
         raise BadInput(f"--gpus {sel} gives {len(want)} GPU(s); tensor x pipeline parallel needs {need}.")
-    chosen = [by_index[i] for i in want[:need]]
-    return chosen, f"GPU{'s' * (need > 1)} {','.join(str(g.index) for g in chosen)} (given with --gpus)"
+    return named([by_index[i] for i in want[:need]], "given with --gpus")
 
 
 def cpu_kv_cache(m: ModelArch, s: EngineSettings, env: dict | None = None) -> dict:

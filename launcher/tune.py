@@ -78,6 +78,11 @@ class Candidate:
     skipped: str = ""
     resumed: bool = False
 
+    @classmethod
+    def of(cls, args: dict, why: str) -> Candidate:
+        """A candidate named after its settings."""
+        return cls(" ".join(f"{k}={v}" for k, v in args.items()), args, why=why)
+
     @property
     def ran(self) -> bool:
         return bool(self.points) and not self.error
@@ -245,11 +250,10 @@ class Tuner:
             old.resumed = True
             self.res.defaults_again = old
             return
-        if self.budget_s is not None:
-            cost, left = self.expected_cost(), self.budget_s - (time.monotonic() - self.t0)
-            if cost is not None and cost > left:
-                self._say(f"{c.label}: not run: {left:.0f} s of the budget left; the gain rests on one start")
-                return
+        over = self._over_budget()
+        if over:
+            self._say(f"{c.label}: not run: {over[1]:.0f} s of the budget left; the gain rests on one start")
+            return
         self.res.defaults_again = c
         self._run_one(c)
         self.save()
@@ -264,17 +268,21 @@ class Tuner:
             self.res.candidates[-1] = old
             self._say(f"{old.label}: measured before, reused from {self.results_path}")
             return old
-        if c.engine_args and self.budget_s is not None:
-            cost = self.expected_cost()
-            left = self.budget_s - (time.monotonic() - self.t0)
-            if cost is not None and cost > left:
-                c.skipped = f"not run: {left:.0f} s of the budget left, a candidate takes about {cost:.0f} s"
-                self._say(f"{c.label}: {c.skipped}")
-                self.save()
-                return c
+        over = self._over_budget() if c.engine_args else None
+        if over:
+            c.skipped = f"not run: {over[1]:.0f} s of the budget left, a candidate takes about {over[0]:.0f} s"
+            self._say(f"{c.label}: {c.skipped}")
+            self.save()
+            return c
         self._run_one(c)
         self.save()
         return c
+
+    def _over_budget(self) -> tuple[float, float] | None:
+        """(expected cost, seconds left) when one more start would not finish within the budget."""
+        cost = self.expected_cost() if self.budget_s is not None else None
+        left = self.budget_s - (time.monotonic() - self.t0) if self.budget_s is not None else 0.0
+        return (cost, left) if cost is not None and cost > left else None
 
     def expected_cost(self) -> float | None:
         ran = [c for c in self.res.candidates if c.ran and not c.resumed and c.start_s is not None]
@@ -302,9 +310,7 @@ class Tuner:
         c.predicted_kv_tokens = e.kv_cache_tokens if e else (prep.plan.cpu_kv or {}).get("kv_cache_tokens") if prep.plan else None
         self._say(f"{c.label}: starting ({c.why})" + (f"; estimator: {c.predicted_kv_tokens:,} KV tokens"
                                                       if c.predicted_kv_tokens else ""))
-        from .engines.vllm import served_model_name
-
-        model, base = served_model_name(prep.argv), f"http://127.0.0.1:{prep.port}"
+        model, base = vllm_engine.served_model_name(prep.argv), f"http://127.0.0.1:{prep.port}"
         log = run_dir(spec.name) / "server.log"
         offset = log.stat().st_size if log.exists() else 0  # a launch of the same name appends to its log
         t = time.monotonic()
@@ -393,7 +399,7 @@ def propose(workloads: list[Named], defaults: Candidate, spec, est=None) -> list
             if c.engine_args == args:
                 c.why += "; " + why
                 return
-        out.append(Candidate(" ".join(f"{k}={v}" for k, v in args.items()), args, why=why))
+        out.append(Candidate.of(args, why))
 
     pinned = spec.engine_args
     for wl in workloads:
@@ -439,8 +445,8 @@ def combine(res: TuneResult, workloads: list[Named], min_gain: float = MIN_GAIN)
                     best[k] = c
         if len(best) >= 2:
             args = {k: v for c in best.values() for k, v in c.engine_args.items()}
-            out.append(Candidate(" ".join(f"{k}={v}" for k, v in args.items()), args,
-                                 why=f"{wl.name}: " + " and ".join(c.label for c in best.values()) + " each beat the defaults"))
+            out.append(Candidate.of(args, f"{wl.name}: " + " and ".join(c.label for c in best.values())
+                                    + " each beat the defaults"))
     return out
 
 
@@ -473,7 +479,7 @@ def explicit_grid(max_num_seqs: list[int], max_num_batched_tokens: list[int], ut
         if k and k != "auto":
             args["kv-cache-dtype"] = k
         if args:
-            out.append(Candidate(" ".join(f"{k}={v}" for k, v in args.items()), args, why="given on the command line"))
+            out.append(Candidate.of(args, "given on the command line"))
     return out
 
 

@@ -40,6 +40,7 @@ def bench(
     (partial results are still reported), 2 bad input, 3 does not fit, 4 never became ready."""
     import contextlib
     import os
+    from dataclasses import replace
 
     from ..bench import plot, run_bench
     from ..errors import BadInput
@@ -49,14 +50,12 @@ def bench(
     from ..serving import served
 
     if workload:
-        from dataclasses import replace as _wreplace
-
         from ..workloads import at_level, named
 
         wl = named(workload, seed=seed)
         if len(wl) != 1:
             raise BadInput("bench takes one --workload at a time.")
-        w = _wreplace(at_level(wl[0], concurrency, 0), num_requests=num_requests, request_rate=request_rate,
+        w = replace(at_level(wl[0], concurrency, 0), num_requests=num_requests, request_rate=request_rate,
                       warmup=warmup).validate()
     else:
         w = common.workload(num_requests, concurrency, request_rate, prompt_len, output_len, prompts_file,
@@ -88,7 +87,6 @@ def bench(
                                                model_path=model_path, model_name=model_name, size_in_billions=size_in_billions,
                                                model_format=model_format, name=name or None, env=env, startup_timeout_s=timeout))
         if not name:
-            from dataclasses import replace
             spec = replace(spec, name=f"bench-{spec.name}"[:64])
         from .download import fetch_model
 
@@ -103,13 +101,12 @@ def bench(
         ctxm = served(prep, timeout_s=timeout)
         alive = None  # set from the in-process supervisor below
     if prompt_format == "text":
-        from dataclasses import replace as _replace
         from pathlib import Path
 
         tok = Path(ref_path or "") / "tokenizer.json"
         if not ref_path or not tok.is_file():
             raise BadInput("--prompt-format text needs a local model folder with tokenizer.json.")
-        w = _replace(w, tokenizer=str(tok))
+        w = replace(w, tokenizer=str(tok))
     con = common.console(stderr=True)
     with ctxm as sr:
         if sr is not None:
