@@ -46,19 +46,30 @@ def fit(rows: list[dict]) -> dict:
     X = np.array([[p[2].sampler, p[2].ffn, 1.0] for p in v2])
     y = np.array([p[3] for p in v2])
     a2 = np.linalg.lstsq(X, y, rcond=None)[0]
-    # V1: the sampler dominates dense models; the fused-MoE workspace adds on top (coefficient 1: its real size)
-    cs = float(np.mean([(p[3] - p[2].moe_workspace) / p[2].sampler for p in v1]))
+    # V1: counted from vLLM's code (activation.peak_activation_bytes); only its constant is measured
+    plain = [p for p in v1 if not p[0]["arch"].quant.is_int]
     coef = {
         "fitted_on": sorted({p[0]["case"] for p in pts}),
         "activation": {
             "v2": {"sampler": float(a2[0]), "ffn": float(a2[1]), "const": float(a2[2])},
-            "v1": {"sampler": cs, "ffn": float(a2[1]), "moe_workspace": 1.0, "const": 0.0},
+            "v1": {"const": 0.0, "int_weights": 0.0},
         },
+        # vLLM measures non-torch memory itself; the largest one-GPU value seen is kept (never below it)
         "non_torch": {
-            "v1": float(np.mean([p[4] for p in v1 if _gpus(p[0]) == 1])),
-            "v2": float(np.mean([p[4] for p in v2 if _gpus(p[0]) == 1])),
+            "v1": float(max(p[4] for p in v1 if _gpus(p[0]) == 1)),
+            "v2": float(max(p[4] for p in v2 if _gpus(p[0]) == 1)),
         },
     }
+    # Upper envelope: each runner's constant is raised until no measured profile peak lies above the
+    # prediction, so a configuration like the measured ones is never given more KV cache than vLLM finds.
+    # Integer (AWQ/GPTQ) weights get their own allowance: the mixed-precision GEMMs' buffers in the profile
+    # run, the excess measured on the quantized starts.
+    for kind, group in (("v1", plain), ("v2", v2)):
+        act = coef["activation"][kind]
+        act["const"] += max(0.0, max((p[3] - _peak(p[2], kind, coef)) for p in group))
+    ints = [p for p in v1 if p[0]["arch"].quant.is_int]
+    if ints:
+        coef["activation"]["v1"]["int_weights"] = max(0.0, max(p[3] - _peak(p[2], "v1", coef) for p in ints))
     # NCCL communicators and custom all-reduce buffers once a worker has peers: vLLM measures them as
     # non-torch memory. Taken as the largest increase over the one-GPU value seen on a multi-GPU run
     # (measured at TP 4 only; other counts use the same value).
@@ -66,14 +77,29 @@ def fit(rows: list[dict]) -> dict:
     coef["non_torch"]["per_extra_gpu"] = float(max(extra)) if extra else 0.25 * GiB
     # one-GPU runs only: at TP 4 the graphs also hold all-reduce buffers, so the one-GPU line (not divided
     # by the GPU count) stays above what TP 4 measured and is kept as it is for multi-GPU launches
-    cg = [r for r in rows if "cg_est_gib" in r and _gpus(r) == 1]
+    cg = [r for r in rows if "cg_est_gib" in r and _gpus(r) == 1 and not r["arch"].quant.is_int]
     Xc = np.array([[1.0, r["arch"].num_layers * r["arch"].hidden_size] for r in cg])
     yc = np.array([float(r["cg_est_gib"]) * GiB for r in cg])
     c = np.linalg.lstsq(Xc, yc, rcond=None)[0]
-    coef["cudagraph"] = {"const": float(c[0]), "per_layer_hidden": float(c[1])}
+    c[0] += max(0.0, float(max(yc - Xc @ c)))  # envelope: never below what vLLM estimated
+    coef["cudagraph"] = {"const": float(c[0]), "per_layer_hidden": float(c[1]), "int_weights": 0.0}
+    # integer-weight GEMMs (Machete/Marlin) capture larger graphs: the excess measured on those starts
+    cgi = [r for r in rows if "cg_est_gib" in r and _gpus(r) == 1 and r["arch"].quant.is_int]
+    if cgi:
+        coef["cudagraph"]["int_weights"] = max(0.0, max(
+            float(r["cg_est_gib"]) * GiB - (c[0] + c[1] * r["arch"].num_layers * r["arch"].hidden_size) for r in cgi))
     coef["fit_margin_bytes"] = fit_margin(coef, rows)
     coef["measured"] = measured_coverage(rows)
     return coef
+
+
+def _peak(shape, kind: str, coef: dict) -> float:
+    saved = activation.coefficients
+    activation.coefficients = lambda: coef  # noqa: E731
+    try:
+        return activation.peak_activation_bytes(shape, kind)
+    finally:
+        activation.coefficients = saved
 
 
 def measured_coverage(rows: list[dict]) -> dict:

@@ -8,6 +8,7 @@ import re
 
 from launcher.estimator import EngineSettings, GpuBudget
 from launcher.models import catalog
+from launcher.models.checkpoint import as_vllm_quantizes
 from launcher.models.config import from_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -46,10 +47,14 @@ def rows(pattern: str = "*.jsonl") -> list[dict]:
     for f in sorted(glob.glob(os.path.join(HERE, "results", pattern))):
         for line in open(f):
             r = json.loads(line)
-            if not r.get("model") or "weights_gib" not in r:
-                continue  # a start that did not get as far as loading
-            entry = catalog.lookup(r["model"], r["size"])
-            r["arch"] = from_config(entry.config)
+            if not (r.get("model") or r.get("config")) or "weights_gib" not in r or "kv_avail_gib" not in r:
+                continue  # a start that did not get as far as sizing its KV cache
+            cfg = r["config"] if r.get("config") else catalog.lookup(r["model"], r["size"]).config
+            r["arch"] = from_config(cfg, quantization=_flag(r.get("args", []), "--quantization"))
+            if r.get("config"):  # measured from a folder holding config.json only (dummy weights)
+                r["arch"] = as_vllm_quantizes(r["arch"], "/nonexistent")
+            r.setdefault("family", r["arch"].model_type)
+            r["model"], r["size"] = r.get("model") or r["case"], r.get("size") or r["case"]
             r["settings"] = settings_from_args(r.get("args", []))
             r["budget"] = gpu_from(r)
             r["file"] = os.path.basename(f)

@@ -60,7 +60,8 @@ def resolve_model(model_path: str | None, model_name: str | None, size: str | No
         if Path(model_path).is_dir() and (cfg.get("quantization_config") or not q):
             from dataclasses import replace
 
-            from .models.checkpoint import from_folder
+            from .models.checkpoint import as_vllm_quantizes, from_folder
+            arch = as_vllm_quantizes(arch, model_path)
             ck = from_folder(model_path)  # an online --quantization of a 16-bit checkpoint: the formula's bytes
             if ck is not None:
                 arch = replace(arch, checkpoint=ck)

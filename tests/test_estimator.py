@@ -29,10 +29,12 @@ def test_matches_vllm_reported_kv_cache(r):
     e = estimate(r["arch"], r["settings"], r["budget"], vllm_version=(0, 24, 0))
     assert abs(e.weights_bytes / GiB - num(r["weights_gib"])) < 0.15
     if "kv_tokens" in r:
-        assert abs(e.kv_cache_tokens - num(r["kv_tokens"])) / num(r["kv_tokens"]) <= 0.02
+        err = (e.kv_cache_tokens - num(r["kv_tokens"])) / num(r["kv_tokens"])
+        assert err <= 0.005, "optimistic beyond the 0.5% the safety contract allows"
+        assert err >= -0.04
     fit = r.get("autofit", [None, None])[1] or r.get("est_max_len")
     if fit:
-        assert e.max_model_len_fit <= int(fit) and e.max_model_len_fit >= 0.97 * int(fit)
+        assert e.max_model_len_fit <= int(fit) and e.max_model_len_fit >= 0.95 * int(fit)
 
 
 def test_measured_lines_cover_the_architectures():
@@ -210,9 +212,9 @@ AYA_23_8B = {  # CohereForCausalLM, as Aya-23-8B's config.json has it: no specif
 def test_an_architecture_without_a_specific_model_is_estimated_with_a_margin_not_refused():
     from launcher.estimator import activation
 
-    m = from_config(AYA_23_8B)
+    m = from_config({**AYA_23_8B, "architectures": ["ExaoneForCausalLM"], "model_type": "exaone"})  # never measured
     e = estimate(m, EngineSettings(), H200)
-    assert e.fits and e.confidence == "extrapolated" and "CohereForCausalLM" in e.confidence_reason
+    assert e.fits and e.confidence == "extrapolated" and "ExaoneForCausalLM" in e.confidence_reason
     same = from_config({**AYA_23_8B, "architectures": ["Phi3ForCausalLM"], "model_type": "phi3"})  # same shapes, V1 runner
     ref = estimate(same, EngineSettings(), H200)
     assert ref.confidence != "extrapolated"
@@ -236,9 +238,77 @@ def test_an_unmodelled_quantization_counts_16_bit_weights_and_says_so():
     ("llama-3.1-instruct", "8", {}, (0, 24, 0), "measured"),
     ("llama-3.1-instruct", "70", {"tensor_parallel_size": 4}, (0, 24, 0), "measured"),
     ("llama-3.1-instruct", "70", {"tensor_parallel_size": 2}, (0, 24, 0), "derived"),   # 2 GPUs never measured
-    ("qwen3", "32", {}, (0, 24, 0), "derived"),                                          # 64 layers, Qwen3 measured to 36
+    ("qwen3", "32", {}, (0, 24, 0), "measured"),                                         # the 64-layer Qwen3 was measured
+    ("qwen3", "32", {"tensor_parallel_size": 2}, (0, 24, 0), "derived"),                 # Qwen3 on 2 GPUs never
     ("llama-3.1-instruct", "8", {}, (0, 25, 0), "extrapolated"),                         # another vLLM
 ])
 def test_confidence_follows_what_was_measured(model, size, kw, vv, want):
     e = estimate(arch(model, size), EngineSettings(**kw), H200, vllm_version=vv)
     assert e.confidence == want, e.confidence_reason
+
+
+# --- quantized weights as vLLM's kernels hold them (models/quant.py) ---------------------------------
+AWQ_72B = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 8192, "intermediate_size": 29696,
+           "num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8, "vocab_size": 152064,
+           "max_position_embeddings": 32768, "torch_dtype": "float16", "tie_word_embeddings": False,
+           "quantization_config": {"bits": 4, "group_size": 128, "quant_method": "awq", "version": "gemm", "zero_point": True}}
+
+
+def test_awq_zero_points_take_the_activation_dtype_on_hopper():
+    """Machete (compute capability 9.0) keeps scale x zero per group in fp16: vLLM loaded 39.57 GiB on the H100."""
+    from launcher.estimator import weights
+    m = from_config(AWQ_72B)
+    hopper = weights.weights_bytes(m, capability=(9, 0)) / GiB
+    ampere = weights.weights_bytes(m, capability=(8, 0)) / GiB
+    assert 39.45 < hopper < 39.57  # measured 39.57 (benchmarks/results/h100-campaign-vllm0.24.0.jsonl)
+    assert ampere < hopper - 0.7  # Marlin keeps the zero points packed
+    assert weights.weights_bytes(m, capability=None) >= weights.weights_bytes(m, capability=(9, 0))
+
+
+def test_quantization_methods_are_read_from_their_configs():
+    from launcher.models import quant
+    ct_fp8 = {"quant_method": "compressed-tensors", "format": "float-quantized", "ignore": ["lm_head"],
+              "config_groups": {"g": {"weights": {"num_bits": 8, "type": "float", "strategy": "tensor"},
+                                      "input_activations": {"num_bits": 8, "type": "float"}}}}
+    assert quant.from_config(ct_fp8, None)[0].method == "fp8"
+    w4a16 = {"quant_method": "compressed-tensors", "config_groups": {"g": {"weights": {
+        "num_bits": 4, "type": "int", "strategy": "group", "group_size": 128, "symmetric": True}}}}
+    q = quant.from_config(w4a16, None)[0]
+    assert (q.method, q.bits, q.group_size, q.zero_point) == ("wna16", 4, 128, False)
+    block = quant.from_config({"quant_method": "fp8", "weight_block_size": [128, 128]}, None)[0]
+    assert block.fp8_block == (128, 128)
+    assert quant.from_config({}, "fp8")[0].method == "fp8"  # online --quantization fp8
+    assert quant.from_config({"quant_method": "gptq", "bits": 4, "group_size": 128, "sym": False}, None)[0].zero_point
+    unknown, note = quant.from_config({"quant_method": "exotic"}, None)
+    assert unknown.method == "none" and "not modelled" in note
+
+
+def test_fp8_and_int4_bytes_per_weight():
+    from launcher.models.quant import Quant
+    k = n = 4096
+    assert Quant("fp8", 8).linear_bytes(k, n, 2) == k * n + 16
+    assert Quant("fp8", 8, fp8_block=(128, 128)).linear_bytes(k, n, 2) == k * n + 32 * 32 * 4
+    sym = Quant("gptq", 4, 128).linear_bytes(k, n, 2, (9, 0))
+    assert sym == k * n / 2 + (k // 128) * n * 2  # packed weight + fp16 scales, no zero points
+
+
+def test_gptq_folder_without_safetensors_is_served_unquantized(tmp_path):
+    """vLLM 0.24 reads GPTQ's quantized layers from the safetensors metadata; with none it allocates 16-bit
+    layers (measured: 61.04 GiB for a 32B GPTQ config folder on the H100). Never assume the 4-bit size then."""
+    import json
+
+    from launcher.planning import resolve_model
+    cfg = dict(AWQ_72B, num_hidden_layers=4,
+               quantization_config={"bits": 4, "group_size": 128, "quant_method": "gptq", "desc_act": False, "sym": True})
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    ref = resolve_model(str(tmp_path), None, None, None, None)
+    assert ref.arch.quant.method == "none" and any("safetensors" in n for n in ref.arch.notes)
+    e = estimate(ref.arch, EngineSettings(), GpuBudget("NVIDIA H100 80GB HBM3", 81559 << 20), vllm_version=(0, 24, 0))
+    assert e.confidence != "extrapolated"  # vLLM's behaviour is modelled, not guessed
+
+
+def test_generic_architecture_once_measured_needs_no_margin():
+    """Cohere/OLMo-2 go through the generic decoder path; with their starts measured they are 'measured'."""
+    r = next(r for r in MEASURED if r["case"] == "aya23_8b_cohere")
+    e = estimate(r["arch"], r["settings"], r["budget"], vllm_version=(0, 24, 0))
+    assert e.confidence == "measured"

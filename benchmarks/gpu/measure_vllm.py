@@ -31,6 +31,8 @@ PAT = {k: re.compile(v) for k, v in {
     "autofit": r"Auto-fit max_model_len: reduced from (\d+) to (\d+)",
     "est_max_len": r"estimated maximum model length is (\d+)",
     "batched": r"max_num_batched_tokens=(\d+)",
+    "encoder_budget": r"Encoder cache will be initialized with a budget of (\d+) tokens",
+    "linear_kernel": r"Using (\w+Kernel) for",
     "init_s": r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+)",
     "error": r"((?:ValueError|RuntimeError|torch.OutOfMemoryError|AssertionError|ImportError|ModuleNotFoundError|KeyError|TypeError)[^\n]{0,600})",
 }.items()}
@@ -48,12 +50,18 @@ def run(case, port):
     d = os.path.join(MODELS, name)
     os.makedirs(d, exist_ok=True)
     json.dump(config_for(case), open(f"{d}/config.json", "w"))
-    for f in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(os.path.join(HERE, f), d)
+    if case.get("tokenizer"):  # a multimodal model: vLLM needs a tokenizer and processor for its dummy images
+        sys.path.insert(0, HERE)
+        from make_dummy_model import write_model
+        write_model(d, config_for(case), tokenizer=case["tokenizer"])
+    else:
+        for f in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(os.path.join(HERE, f), d)
     os.makedirs(f"{OUT}/logs", exist_ok=True)
     log = f"{OUT}/logs/{name}.log"
     cmd = [sys.executable, "-c", "import sys; from vllm.entrypoints.cli.main import main; sys.argv[0]='vllm'; main()",
-           "serve", d, "--load-format", "dummy", "--skip-tokenizer-init", "--port", str(port), "--host", "127.0.0.1",
+           "serve", d, "--load-format", "dummy", *([] if case.get("tokenizer") else ["--skip-tokenizer-init"]),
+           "--port", str(port), "--host", "127.0.0.1",
            *case.get("args", [])]
     env = dict(os.environ, VLLM_LOGGING_LEVEL="DEBUG", VLLM_USE_FLASHINFER_SAMPLER="0")
     t0 = time.time()
@@ -92,6 +100,7 @@ def record(name, case, text, **extra):
     """One results line from a vLLM start-up log."""
     lines = gpu_info()
     r = {"case": name, "model": case.get("model"), "size": case.get("size"), **extra,
+         **({"config": case["config"], "family": case.get("family")} if "config" in case else {}),
          "args": case.get("args", []), "gpu": lines[0] if lines else "", "gpu_count": len(lines), "gpus_all": lines}
     if "ready_s" in r:
         r["ready_s"] = round(r["ready_s"], 1)

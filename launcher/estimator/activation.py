@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from ..models.checkpoint import GPTQ_WITHOUT_METADATA
 from ..models.config import ModelArch
 
 # vLLM 0.24.0 runs these architectures on its "model runner V2" (config/vllm.py
@@ -33,6 +34,9 @@ def runner(m: ModelArch, vllm_version: tuple[int, ...]) -> str:
     return "v1"
 
 
+SAMPLER_BYTES_PER_LOGIT = 16  # V1 runner: float32 logits + float32 sorted values + int64 sort indices
+
+
 @dataclass(frozen=True)
 class ProfileShape:
     """The shapes of vLLM's profile run that drive its peak memory."""
@@ -40,6 +44,8 @@ class ProfileShape:
     sampler: float  # rows sampled x vocab
     ffn: float  # tokens x intermediate per GPU (active experts for MoE)
     moe_workspace: float  # bytes of the fused-MoE intermediate caches
+    int_weights: bool = False  # AWQ/GPTQ/W4A16 weights: the mixed-precision GEMMs' allowance applies
+    forward: float = 0.0  # bytes live in one decoder layer of the dummy forward (see profile_shape)
 
 
 def profile_shape(m: ModelArch, *, max_num_batched_tokens: int, max_num_seqs: int, tp: int) -> ProfileShape:
@@ -50,7 +56,14 @@ def profile_shape(m: ModelArch, *, max_num_batched_tokens: int, max_num_seqs: in
         ws = t * m.experts_per_tok * (3 * m.moe_intermediate_size // tp + m.hidden_size) * m.dtype_bytes
     else:
         active, ws = m.intermediate_size, 0
-    return ProfileShape(sampler=rows * m.vocab_size, ffn=t * active / tp, moe_workspace=ws)
+    # the dummy forward over t tokens, inside one layer's MLP: the residual and the normed hidden states
+    # (2 x h), the fused QKV output still referenced, the gate_up output (2 x I) and the activation output
+    # (I), all in the model dtype; for MoE the fused-MoE caches (moe_workspace) take the MLP's place
+    qkv = (m.num_heads + 2 * m.num_kv_heads) * m.head_dim / tp
+    mlp = 0 if m.is_moe else 3 * m.intermediate_size / tp
+    forward = t * m.dtype_bytes * (2 * m.hidden_size + qkv + mlp)
+    return ProfileShape(sampler=rows * m.vocab_size, ffn=t * active / tp, moe_workspace=ws, int_weights=m.quant.is_int,
+                        forward=forward)
 
 
 def peak_activation_bytes(shape: ProfileShape, runner_kind: str) -> int:
@@ -58,7 +71,12 @@ def peak_activation_bytes(shape: ProfileShape, runner_kind: str) -> int:
     if runner_kind == "v2":
         peak = c["sampler"] * shape.sampler + c["ffn"] * shape.ffn + c["const"]
     else:
-        peak = max(c["sampler"] * shape.sampler, c["ffn"] * shape.ffn) + c["moe_workspace"] * shape.moe_workspace + c["const"]
+        # V1: the dummy forward, then the sampler warm-up on max_num_seqs rows: logits in float32, the
+        # top-k/top-p sort's float32 values and int64 indices: 16 bytes per row x vocab (sampler.py,
+        # topk_topp_sampler.py); whichever is larger, plus the fused-MoE caches and the measured constant
+        peak = max(SAMPLER_BYTES_PER_LOGIT * shape.sampler, shape.forward) + shape.moe_workspace + c["const"]
+        if shape.int_weights:
+            peak += c.get("int_weights", 0.0)
     return int(max(peak, 0.05 * 2**30))
 
 
@@ -75,7 +93,8 @@ def cudagraph_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: 
     if enforce_eager or runner_kind != "v1":
         return 0
     c = coefficients()["cudagraph"]
-    return int(c["const"] + c["per_layer_hidden"] * m.num_layers * m.hidden_size)
+    return int(c["const"] + c["per_layer_hidden"] * m.num_layers * m.hidden_size
+               + (c.get("int_weights", 0.0) if m.quant.is_int else 0))
 
 
 def fit_margin_bytes() -> int:
@@ -105,13 +124,18 @@ def outside_budget_bytes(runner_kind: str, *, enforce_eager: bool) -> int:
 EXTRAPOLATED_MARGIN = 0.03
 
 
+GENERIC_NOTE_START = "architecture '"
+
+
 def confidence(m: ModelArch, gpus: int, vllm_version: tuple[int, ...]) -> tuple[str, str]:
     """measured | derived | extrapolated, with the reason, from what vLLM's measured starts covered."""
-    if m.notes:
-        return "extrapolated", "; ".join(m.notes)
+    seen = coefficients().get("measured", {}).get(m.architecture)
+    # generic decoder shapes are no reason for a margin once starts of this architecture were measured
+    notes = [n for n in m.notes if not (seen and n.startswith(GENERIC_NOTE_START)) and n != GPTQ_WITHOUT_METADATA]
+    if notes:
+        return "extrapolated", "; ".join(notes)
     if tuple(vllm_version[:2]) != (0, 24):
         return "extrapolated", f"vLLM {'.'.join(map(str, vllm_version))} was never measured (0.24.0 was)"
-    seen = coefficients().get("measured", {}).get(m.architecture)
     if not seen:
         return "derived", f"{m.architecture} is modelled from vLLM's shapes but no start of it was measured"
     gaps = []

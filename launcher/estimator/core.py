@@ -35,6 +35,12 @@ class GpuBudget:
     free_bytes: int | None = None  # NVML free; None when planning for a GPU not present
 
     @property
+    def capability(self) -> tuple[int, int] | None:
+        """CUDA compute capability from the name (decides vLLM's integer-weight kernel)."""
+        from ..models.quant import capability
+        return capability(self.name)
+
+    @property
     def cuda_total_bytes(self) -> int:
         return self.total_bytes - cuda_reserved_bytes(self.total_bytes)
 
@@ -145,7 +151,7 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     want_len = derived if (s.max_model_len is None or auto) else int(s.max_model_len)
 
     run = activation.runner(m, vllm_version)
-    w = weights.weights_bytes(m, tp, pp)
+    w = weights.weights_bytes(m, tp, pp, capability=gpu.capability)
     shape = activation.profile_shape(m, max_num_batched_tokens=batched, max_num_seqs=seqs, tp=tp)
     act = activation.peak_activation_bytes(shape, run)
     nt = activation.non_torch_bytes(run, tp * pp)

@@ -10,24 +10,27 @@ def _pad(n: int, to: int) -> int:
     return -(-n // to) * to
 
 
-def _attention(m: ModelArch, tp: int) -> float:
-    h, d, b, q = m.hidden_size, m.head_dim, m.dtype_bytes, m.quant
+def _attention(m: ModelArch, tp: int, cap=None) -> float:
+    h, d, b = m.hidden_size, m.head_dim, m.dtype_bytes
+
+    def lin(k: int, n: int, dtype_bytes: int) -> float:  # with this GPU's kernel choice
+        return m.quant.linear_bytes(k, n, dtype_bytes, cap)
     if m.mla:
         heads = m.num_heads // tp
         qk = m.qk_nope_head_dim + m.qk_rope_head_dim
         n = 0.0
         if m.q_lora_rank:
-            n += q.linear_bytes(h, m.q_lora_rank, b) + m.q_lora_rank * b
-            n += q.linear_bytes(m.q_lora_rank, heads * qk, b)
+            n += lin(h, m.q_lora_rank, b) + m.q_lora_rank * b
+            n += lin(m.q_lora_rank, heads * qk, b)
         else:
-            n += q.linear_bytes(h, heads * qk, b)
-        n += q.linear_bytes(h, m.kv_lora_rank + m.qk_rope_head_dim, b) + m.kv_lora_rank * b
-        n += q.linear_bytes(m.kv_lora_rank, heads * (m.qk_nope_head_dim + m.v_head_dim), b)
-        n += q.linear_bytes(heads * m.v_head_dim, h, b)
+            n += lin(h, heads * qk, b)
+        n += lin(h, m.kv_lora_rank + m.qk_rope_head_dim, b) + m.kv_lora_rank * b
+        n += lin(m.kv_lora_rank, heads * (m.qk_nope_head_dim + m.v_head_dim), b)
+        n += lin(heads * m.v_head_dim, h, b)
         return n
     q_heads = m.num_heads // tp
     kv_heads = max(1, m.num_kv_heads // tp)  # replicated when kv heads < tp
-    n = q.linear_bytes(h, (q_heads + 2 * kv_heads) * d, b) + q.linear_bytes(q_heads * d, h, b)
+    n = lin(h, (q_heads + 2 * kv_heads) * d, b) + lin(q_heads * d, h, b)
     if m.attention_bias:
         n += (q_heads + 2 * kv_heads) * d * b
     if m.qk_norm:
@@ -35,44 +38,47 @@ def _attention(m: ModelArch, tp: int) -> float:
     return n
 
 
-def _mlp(m: ModelArch, inter: int, tp: int) -> float:
+def _mlp(m: ModelArch, inter: int, tp: int, cap=None) -> float:
     i = inter // tp
-    return m.quant.linear_bytes(m.hidden_size, 2 * i, m.dtype_bytes) + m.quant.linear_bytes(i, m.hidden_size, m.dtype_bytes)
+    return (m.quant.linear_bytes(m.hidden_size, 2 * i, m.dtype_bytes, cap)
+            + m.quant.linear_bytes(i, m.hidden_size, m.dtype_bytes, cap))
 
 
-def _moe(m: ModelArch, tp: int) -> float:
+def _moe(m: ModelArch, tp: int, cap=None) -> float:
     h, b = m.hidden_size, m.dtype_bytes
-    n = m.num_experts * _mlp(m, m.moe_intermediate_size, tp)
+    # fused-MoE integer weights stay in Marlin's packed layout on every GPU (no Machete for experts)
+    n = m.num_experts * _mlp(m, m.moe_intermediate_size, tp, (8, 0) if m.quant.is_int else cap)
     n += h * m.num_experts * b  # router gate (replicated, unquantized)
     if m.shared_experts:
         if m.mla:  # DeepSeek: n_shared_experts x moe_intermediate_size
-            n += _mlp(m, m.moe_intermediate_size * m.shared_experts, tp)
+            n += _mlp(m, m.moe_intermediate_size * m.shared_experts, tp, cap)
         else:  # Qwen2-MoE: one shared expert of its own size, plus its gate
-            n += _mlp(m, m.intermediate_size, tp) + h * b
+            n += _mlp(m, m.intermediate_size, tp, cap) + h * b
     return n
 
 
-def layer_bytes(m: ModelArch, index: int, tp: int) -> float:
+def layer_bytes(m: ModelArch, index: int, tp: int, cap=None) -> float:
     """Bytes of decoder layer `index` on one GPU."""
     norms = (2 + m.extra_norms_per_layer) * m.hidden_size * m.dtype_bytes
     if m.is_moe and index >= m.dense_layers:
-        mlp = _moe(m, tp)
+        mlp = _moe(m, tp, cap)
     else:
-        mlp = _mlp(m, m.intermediate_size, tp)
-    return _attention(m, tp) + mlp + norms
+        mlp = _mlp(m, m.intermediate_size, tp, cap)
+    return _attention(m, tp, cap) + mlp + norms
 
 
-def weights_bytes(m: ModelArch, tp: int = 1, pp: int = 1) -> int:
+def weights_bytes(m: ModelArch, tp: int = 1, pp: int = 1, capability: tuple[int, int] | None = None) -> int:
     """Bytes of weights on the most loaded GPU (first or last pipeline stage).
 
     With the checkpoint's safetensors headers read (m.checkpoint), their total is what vLLM holds (packed
     integers and fp8 as stored, floating tensors in the served dtype), plus the rotary cache that no
-    checkpoint stores; it is split over the GPUs as the module-by-module formula splits it."""
-    f = _formula(m, tp, pp)
+    checkpoint stores; it is split over the GPUs as the module-by-module formula splits it. Integer
+    zero points are then laid out as the chosen kernel keeps them (see models/quant.py)."""
+    f = _formula(m, tp, pp, capability)
     if m.checkpoint is None:
         return f
-    whole = _formula(m, 1, 1)
-    total = m.checkpoint.bytes(m.dtype_bytes) + _rope(m)
+    whole = _formula(m, 1, 1, capability)
+    total = m.checkpoint.bytes(m.dtype_bytes) + _rope(m) + _kernel_layout_change(m, capability)
     return int(f * total / whole) if whole else total
 
 
@@ -81,14 +87,27 @@ def _rope(m: ModelArch) -> int:
     return m.rope_max_pos * (m.qk_rope_head_dim if m.mla else m.head_dim) * m.dtype_bytes
 
 
-def _formula(m: ModelArch, tp: int, pp: int) -> int:
+def _kernel_layout_change(m: ModelArch, capability) -> int:
+    """Bytes the integer kernel adds to (or drops from) the stored checkpoint."""
+    ck, q = m.checkpoint, m.quant
+    if not q.is_int:
+        return 0
+    if not q.zero_point:  # symmetric: qzeros replaced by an empty tensor; g_idx too without act-order
+        return -ck.zeros_bytes - ck.g_idx_bytes
+    if q.kernel(capability) in ("machete", "unknown"):  # packed int32 zeros -> one act-dtype value each
+        per_int32 = 32 // q.bits
+        return int(ck.zeros_bytes * (per_int32 * m.dtype_bytes / 4 - 1))
+    return 0
+
+
+def _formula(m: ModelArch, tp: int, pp: int, cap=None) -> int:
     b = m.dtype_bytes
     vocab = _pad(m.vocab_size, VOCAB_PADDING) // tp
     embed = vocab * m.hidden_size * b
     head = 0 if m.tie_word_embeddings and pp == 1 else vocab * m.hidden_size * b
     layers_per_stage = -(-m.num_layers // pp)
     rope = _rope(m)
-    body = sum(layer_bytes(m, i, tp) for i in range(layers_per_stage)) + rope
+    body = sum(layer_bytes(m, i, tp, cap) for i in range(layers_per_stage)) + rope
     first = embed + body + (head if pp == 1 else 0) + (m.hidden_size * b if pp == 1 else 0)
     last = head + body + m.hidden_size * b
     return int(max(first, last) if pp > 1 else first)

@@ -24,9 +24,11 @@ MAX_HEADER = 100 << 20  # a larger header is not a safetensors file
 @dataclass(frozen=True)
 class CheckpointWeights:
     float_params: int  # elements of floating tensors: held in the model's dtype
-    other_bytes: int  # packed integers, fp8, ... as stored
+    other_bytes: int  # packed integers, fp8, float32 scales, ... as stored
     files: int
     source: str
+    zeros_bytes: int = 0  # packed integer zero points (qzeros), included in other_bytes
+    g_idx_bytes: int = 0  # GPTQ act-order indices, included in other_bytes
 
     def bytes(self, dtype_bytes: int) -> int:
         return self.float_params * dtype_bytes + self.other_bytes
@@ -64,7 +66,7 @@ def from_folder(folder: str | Path) -> CheckpointWeights | None:
     files = weight_files(Path(folder))
     if not files:
         return None
-    floats = other = 0
+    floats = other = zeros = gidx = 0
     for f in files:
         try:
             header = read_header(f)
@@ -75,13 +77,33 @@ def from_folder(folder: str | Path) -> CheckpointWeights | None:
                 continue
             n = math.prod(t.get("shape") or [1])
             dt = t.get("dtype", "")
-            if dt in FLOAT:
+            if dt in FLOAT and not (dt == "F32" and "scale" in name):
                 floats += n
-            else:
+            else:  # vLLM keeps float32 quantization scales in float32
                 other += n * SIZES.get(dt, 2)
-    return CheckpointWeights(floats, other, len(files), f"safetensors headers ({len(files)} file{'s' * (len(files) > 1)})")
+                if name.endswith(("qzeros", "weight_zero_point")):
+                    zeros += n * SIZES.get(dt, 2)
+                elif name.endswith("g_idx"):
+                    gidx += n * SIZES.get(dt, 2)
+    return CheckpointWeights(floats, other, len(files), f"safetensors headers ({len(files)} file{'s' * (len(files) > 1)})",
+                             zeros, gidx)
 
 
 def from_index_total(total_size: int) -> CheckpointWeights:
     """A Hub repository's index gives only the stored total (metadata.total_size): taken as stored."""
     return CheckpointWeights(0, int(total_size), 0, "safetensors index total_size")
+
+
+GPTQ_WITHOUT_METADATA = ("GPTQ config but no safetensors files: vLLM 0.24 takes the quantized layers from the "
+                         "safetensors metadata (auto_gptq.maybe_update_config), finds none and allocates every "
+                         "linear layer unquantized")
+
+
+def as_vllm_quantizes(arch, folder: str | Path):
+    """The architecture with the quantization vLLM will really apply to this local folder."""
+    from dataclasses import replace
+
+    from .quant import NONE
+    if arch.quant.method == "gptq" and not any(Path(folder).glob("*.safetensors")):
+        return replace(arch, quant=NONE, notes=arch.notes + (GPTQ_WITHOUT_METADATA,))
+    return arch

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ModelConfigError, UnsupportedArchitecture
+from . import quant as quant_mod
+from .quant import Quant
 
 # Architectures whose weights and KV cache the estimator models.
 DENSE = {
@@ -28,26 +30,6 @@ MAX_LEN_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_le
                 "model_max_length", "max_sequence_length", "max_seq_length", "seq_len")
 
 DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2, "fp8": 1, "float8": 1}
-
-
-@dataclass(frozen=True)
-class Quant:
-    """Weight quantization as vLLM applies it to linear layers."""
-
-    method: str  # "none", "awq", "gptq", "fp8", "bitsandbytes", ...
-    bits: int = 16
-    group_size: int = 128
-
-    def linear_bytes(self, n_in: int, n_out: int, dtype_bytes: int) -> float:
-        """Bytes of one linear layer's weight (plus scales/zeros) of shape n_in x n_out."""
-        if self.method in ("none", ""):
-            return n_in * n_out * dtype_bytes
-        if self.method == "fp8":
-            return n_in * n_out * 1 + n_out * 4
-        # int-N packed weights, an fp16 scale and packed zero per group.
-        g = self.group_size if self.group_size and self.group_size > 0 else n_in
-        groups = -(-n_in // g)
-        return n_in * n_out * self.bits / 8 + groups * n_out * 2 + groups * n_out * self.bits / 8
 
 
 @dataclass(frozen=True)
@@ -148,19 +130,10 @@ def _opt(cfg: dict, key: str):
 
 
 def _quant(cfg: dict, override: str | None, notes: list[str]) -> Quant:
-    q = cfg.get("quantization_config") or {}
-    method = (override or q.get("quant_method") or "none").lower()
-    if method in ("none", ""):
-        return Quant("none")
-    if method in ("fp8", "fbgemm_fp8", "modelopt"):
-        return Quant("fp8", bits=8)
-    if method in ("awq", "awq_marlin", "gptq", "gptq_marlin", "compressed-tensors", "bitsandbytes", "marlin"):
-        bits = int(q.get("bits") or q.get("w_bit") or 4)
-        group = int(q.get("group_size") or q.get("q_group_size") or 128)
-        base = method.replace("_marlin", "")
-        return Quant(base, bits=bits, group_size=group)
-    notes.append(f"quantization '{method}' is not modelled: weights counted at the checkpoint's 16-bit size, an upper bound")
-    return Quant("none")
+    q, note = quant_mod.from_config(cfg.get("quantization_config") or {}, override)
+    if note:
+        notes.append(note)
+    return q
 
 
 def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = None,
