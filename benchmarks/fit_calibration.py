@@ -66,10 +66,10 @@ def fit(rows: list[dict]) -> dict:
     # run, the excess measured on the quantized starts.
     for kind, group in (("v1", plain), ("v2", v2)):
         act = coef["activation"][kind]
-        act["const"] += max(0.0, max((p[3] - _peak(p[2], kind, coef)) for p in group))
+        act["const"] += max(0.0, max((p[3] - activation.peak_activation_bytes(p[2], kind, coef)) for p in group))
     ints = [p for p in v1 if p[0]["arch"].quant.is_int]
     if ints:
-        coef["activation"]["v1"]["int_weights"] = max(0.0, max(p[3] - _peak(p[2], "v1", coef) for p in ints))
+        coef["activation"]["v1"]["int_weights"] = max(0.0, max(p[3] - activation.peak_activation_bytes(p[2], "v1", coef) for p in ints))
     # NCCL communicators and custom all-reduce buffers once a worker has peers: vLLM measures them as
     # non-torch memory. Taken as the largest increase over the one-GPU value seen on a multi-GPU run
     # (measured at TP 4 only; other counts use the same value).
@@ -91,15 +91,6 @@ def fit(rows: list[dict]) -> dict:
     coef["fit_margin_bytes"] = fit_margin(coef, rows)
     coef["measured"] = measured_coverage(rows)
     return coef
-
-
-def _peak(shape, kind: str, coef: dict) -> float:
-    saved = activation.coefficients
-    activation.coefficients = lambda: coef  # noqa: E731
-    try:
-        return activation.peak_activation_bytes(shape, kind)
-    finally:
-        activation.coefficients = saved
 
 
 def measured_coverage(rows: list[dict]) -> dict:

@@ -302,8 +302,8 @@ def test_gptq_folder_without_safetensors_is_served_unquantized(tmp_path):
                quantization_config={"bits": 4, "group_size": 128, "quant_method": "gptq", "desc_act": False, "sym": True})
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     ref = resolve_model(str(tmp_path), None, None, None, None)
-    assert ref.arch.quant.method == "none" and any("safetensors" in n for n in ref.arch.notes)
     e = estimate(ref.arch, EngineSettings(), GpuBudget("NVIDIA H100 80GB HBM3", 81559 << 20), vllm_version=(0, 24, 0))
+    assert ref.arch.quant.method == "none" and "safetensors" in e.weights_source
     assert e.confidence != "extrapolated"  # vLLM's behaviour is modelled, not guessed
 
 

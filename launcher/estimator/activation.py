@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ..models.checkpoint import GPTQ_WITHOUT_METADATA
-from ..models.config import ModelArch
+from ..models.config import GENERIC_NOTE_START, ModelArch
 
 # vLLM 0.24.0 runs these architectures on its "model runner V2" (config/vllm.py
 # DEFAULT_V2_MODEL_RUNNER_ARCHITECTURES). V2 does not subtract a CUDA graph
@@ -66,8 +65,9 @@ def profile_shape(m: ModelArch, *, max_num_batched_tokens: int, max_num_seqs: in
                         forward=forward)
 
 
-def peak_activation_bytes(shape: ProfileShape, runner_kind: str) -> int:
-    c = coefficients()["activation"][runner_kind]
+def peak_activation_bytes(shape: ProfileShape, runner_kind: str, coef: dict | None = None) -> int:
+    """Peak of the profile run; `coef` replaces the shipped coefficients (benchmarks/fit_calibration.py)."""
+    c = (coef or coefficients())["activation"][runner_kind]
     if runner_kind == "v2":
         peak = c["sampler"] * shape.sampler + c["ffn"] * shape.ffn + c["const"]
     else:
@@ -124,14 +124,11 @@ def outside_budget_bytes(runner_kind: str, *, enforce_eager: bool) -> int:
 EXTRAPOLATED_MARGIN = 0.03
 
 
-GENERIC_NOTE_START = "architecture '"
-
-
 def confidence(m: ModelArch, gpus: int, vllm_version: tuple[int, ...]) -> tuple[str, str]:
     """measured | derived | extrapolated, with the reason, from what vLLM's measured starts covered."""
     seen = coefficients().get("measured", {}).get(m.architecture)
     # generic decoder shapes are no reason for a margin once starts of this architecture were measured
-    notes = [n for n in m.notes if not (seen and n.startswith(GENERIC_NOTE_START)) and n != GPTQ_WITHOUT_METADATA]
+    notes = [n for n in m.notes if not (seen and n.startswith(GENERIC_NOTE_START))]
     if notes:
         return "extrapolated", "; ".join(notes)
     if tuple(vllm_version[:2]) != (0, 24):

@@ -105,5 +105,5 @@ def as_vllm_quantizes(arch, folder: str | Path):
 
     from .quant import NONE
     if arch.quant.method == "gptq" and not any(Path(folder).glob("*.safetensors")):
-        return replace(arch, quant=NONE, notes=arch.notes + (GPTQ_WITHOUT_METADATA,))
+        return replace(arch, quant=NONE, weights_note=GPTQ_WITHOUT_METADATA)
     return arch

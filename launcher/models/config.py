@@ -25,6 +25,10 @@ SUPPORTED = DENSE | MOE | MLA
 # Hybrid attention/state-space models: per-request state is not modelled yet.
 HYBRID_HINTS = ("mamba", "jamba", "falconh1", "nemotronh", "qwen3next", "zamba", "bamba", "granitemoehybrid", "lfm2", "minimax")
 
+# How the note on an architecture without a specific model starts (activation.confidence drops it once
+# starts of that architecture were measured).
+GENERIC_NOTE_START = "architecture "
+
 # Keys vLLM takes the minimum of to derive the default max_model_len.
 MAX_LEN_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length",
                 "model_max_length", "max_sequence_length", "max_seq_length", "seq_len")
@@ -71,6 +75,8 @@ class ModelArch:
     notes: tuple[str, ...] = ()
     # what the checkpoint's safetensors headers say it holds (models.checkpoint.CheckpointWeights), if read
     checkpoint: object | None = None
+    # how vLLM's loading changes what the config says about the weights (said in weights_source)
+    weights_note: str = ""
 
     @property
     def is_moe(self) -> bool:
@@ -155,7 +161,7 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
             hint="Launch with --kv-cache-memory-bytes or without the estimator (--no-preflight).")
     notes: list[str] = []
     if arch not in SUPPORTED:
-        notes.append(f"architecture '{arch or mtype or '(none)'}' has no specific model here: generic decoder "
+        notes.append(f"{GENERIC_NOTE_START}'{arch or mtype or '(none)'}' has no specific model here: generic decoder "
                      "shapes from config.json (attention, MLP, experts and MLA fields as given)")
     h = _need(cfg, "hidden_size", source)
     layers = _need(cfg, "num_hidden_layers", source)
