@@ -48,6 +48,66 @@ def write_llava_processor(out: str, cfg: dict) -> None:
               open(os.path.join(out, "processor_config.json"), "w"))
 
 
+def write_qwen2_vl_processor(out: str, cfg: dict) -> None:
+    """Qwen2-VL image/video processor files as Qwen2-VL-7B-Instruct publishes them (pixel limits included:
+    they decide the largest image, hence the encoder's profile run)."""
+    vc = cfg["vision_config"]
+    common = {"min_pixels": 3136, "max_pixels": 12845056, "patch_size": vc.get("patch_size", 14),
+              "temporal_patch_size": vc.get("temporal_patch_size", 2), "merge_size": vc.get("spatial_merge_size", 2),
+              "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+              "processor_class": "Qwen2VLProcessor"}
+    json.dump({**common, "image_processor_type": "Qwen2VLImageProcessor"}, open(os.path.join(out, "preprocessor_config.json"), "w"))
+    json.dump({**common, "video_processor_type": "Qwen2VLVideoProcessor"}, open(os.path.join(out, "video_preprocessor_config.json"), "w"))
+
+
+QWEN2_VL_SPECIALS = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645, "<|vision_start|>": 151652,
+                     "<|vision_end|>": 151653, "<|vision_pad|>": 151654, "<|image_pad|>": 151655, "<|video_pad|>": 151656}
+
+
+def write_gptq_headers(out: str, cfg: dict) -> None:
+    """model.safetensors holding only its header: the tensors of a 4-bit GPTQ Llama/Qwen2-style checkpoint
+    (qweight I32 [K/8, N], qzeros I32 [K/g, N/8], scales F16 [K/g, N], g_idx I32 [K]; norms, embeddings
+    and lm_head in F16), as AutoGPTQ writes them. vLLM reads only this header (to learn which layers are
+    quantized) when it loads dummy weights; the launcher reads it to count the weights."""
+    import struct
+    q = cfg["quantization_config"]
+    g, bits = q["group_size"], q["bits"]
+    pack = 32 // bits
+    h, inter, vocab, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"], cfg["num_hidden_layers"]
+    heads, kv = cfg["num_attention_heads"], cfg.get("num_key_value_heads", cfg["num_attention_heads"])
+    hd = cfg.get("head_dim") or h // heads
+    tensors: dict[str, tuple[str, list[int]]] = {"model.embed_tokens.weight": ("F16", [vocab, h]),
+                                                 "model.norm.weight": ("F16", [h])}
+    if not cfg.get("tie_word_embeddings"):
+        tensors["lm_head.weight"] = ("F16", [vocab, h])
+    linears = {"self_attn.q_proj": (h, heads * hd), "self_attn.k_proj": (h, kv * hd), "self_attn.v_proj": (h, kv * hd),
+               "self_attn.o_proj": (heads * hd, h), "mlp.gate_proj": (h, inter), "mlp.up_proj": (h, inter),
+               "mlp.down_proj": (inter, h)}
+    for i in range(layers):
+        pre = f"model.layers.{i}."
+        tensors[pre + "input_layernorm.weight"] = ("F16", [h])
+        tensors[pre + "post_attention_layernorm.weight"] = ("F16", [h])
+        for name, (k, n) in linears.items():
+            tensors[pre + name + ".qweight"] = ("I32", [k // pack, n])
+            tensors[pre + name + ".qzeros"] = ("I32", [k // g, n // pack])
+            tensors[pre + name + ".scales"] = ("F16", [k // g, n])
+            tensors[pre + name + ".g_idx"] = ("I32", [k])
+            if cfg.get("model_type") == "qwen2" and name.startswith("self_attn.") and name != "self_attn.o_proj":
+                tensors[pre + name + ".bias"] = ("F16", [n])
+    header, off = {"__metadata__": {"format": "pt"}}, 0
+    size = {"F16": 2, "I32": 4}
+    for name, (dt, shape) in tensors.items():
+        n = size[dt]
+        for d in shape:
+            n *= d
+        header[name] = {"dtype": dt, "shape": shape, "data_offsets": [off, off + n]}
+        off += n
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(os.path.join(out, "model.safetensors"), "wb") as fh:
+        fh.write(struct.pack("<Q", len(raw)) + raw)
+
+
 def write_model(out: str, cfg: dict, tokenizer: str | None = None) -> None:
     os.makedirs(out, exist_ok=True)
     cfg = dict(cfg)
@@ -58,6 +118,9 @@ def write_model(out: str, cfg: dict, tokenizer: str | None = None) -> None:
     if tokenizer == "llava":
         write_tokenizer(out, text["vocab_size"], {"<image>": cfg["image_token_index"], "<pad>": text.get("pad_token_id", 32001)})
         write_llava_processor(out, cfg)
+    elif tokenizer == "qwen2_vl":
+        write_tokenizer(out, text["vocab_size"], QWEN2_VL_SPECIALS)
+        write_qwen2_vl_processor(out, cfg)
     else:
         write_tokenizer(out, text["vocab_size"])
 

@@ -33,6 +33,11 @@ PAT = {k: re.compile(v) for k, v in {
     "batched": r"max_num_batched_tokens=(\d+)",
     "encoder_budget": r"Encoder cache will be initialized with a budget of (\d+) tokens",
     "linear_kernel": r"Using (\w+Kernel) for",
+    "attn_block": r"Setting attention block size to (\d+) tokens",
+    "mamba_pad_pct": r"Padding mamba page size by ([\d.]+)%",
+    "mamba_mode": r"Mamba cache mode is set to '(\w+)'",
+    "encoder_profile": r"profiled with (\d+) (\w+) items of the maximum feature size",
+    "padding_layers": r"Add (\d+) padding layers",
     "init_s": r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+)",
     "error": r"((?:ValueError|RuntimeError|torch.OutOfMemoryError|AssertionError|ImportError|ModuleNotFoundError|KeyError|TypeError)[^\n]{0,600})",
 }.items()}
@@ -50,9 +55,11 @@ def run(case, port):
     d = os.path.join(MODELS, name)
     os.makedirs(d, exist_ok=True)
     json.dump(config_for(case), open(f"{d}/config.json", "w"))
+    sys.path.insert(0, HERE)
+    from make_dummy_model import write_gptq_headers, write_model
+    if case.get("safetensors") == "gptq_headers":  # vLLM learns the quantized layers from the headers
+        write_gptq_headers(d, config_for(case))
     if case.get("tokenizer"):  # a multimodal model: vLLM needs a tokenizer and processor for its dummy images
-        sys.path.insert(0, HERE)
-        from make_dummy_model import write_model
         write_model(d, config_for(case), tokenizer=case["tokenizer"])
     else:
         for f in ("tokenizer.json", "tokenizer_config.json"):
@@ -120,7 +127,8 @@ def record(name, case, text, **extra):
 def gpu_info():
     """One line per GPU (name, total, used), as nvidia-smi prints them."""
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,memory.used", "--format=csv,noheader"],
+        pin = os.environ.get("CUDA_VISIBLE_DEVICES")
+        out = subprocess.run(["nvidia-smi", *(["-i", pin] if pin else []), "--query-gpu=name,memory.total,memory.used", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=20).stdout
         return [x.strip() for x in out.splitlines() if x.strip()]
     except Exception as e:  # noqa: BLE001
@@ -129,7 +137,8 @@ def gpu_info():
 
 def gpu_used_mib():
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+        pin = os.environ.get("CUDA_VISIBLE_DEVICES")
+        out = subprocess.run(["nvidia-smi", *(["-i", pin] if pin else []), "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
                              capture_output=True, text=True, timeout=20).stdout
         return max(int(x) for x in out.split())
     except Exception:  # noqa: BLE001

@@ -2,26 +2,28 @@
 # A GPU shared with another process: it holds HOLD_GIB (default 40) of the GPU; the launcher refuses the
 # default launch and advises a utilization; the advice is followed as printed and must reach READY.
 # usage: bash benchmarks/gpu/shared_gpu.sh        (vLLM staged under /root/site; results under $OUT)
+#        GPU=1 bash benchmarks/gpu/shared_gpu.sh  (on a host with several GPUs: hold and pin that one)
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONPATH=/root/site:$PWD VLLM_USE_FLASHINFER_SAMPLER=0 LAUNCHER_HOME=/root/lh-shared PYTHONUNBUFFERED=1
 L="python3 -m launcher"
+PIN=${GPU:+--gpus $GPU}
 M=/root/models/e2e_llama31_8b
 [ -d $M ] || python3 benchmarks/gpu/make_dummy_model.py llama-3.1-instruct 8 $M > /dev/null
 now() { date +%s.%N; }
 el() { python3 -c "import time; print(round(time.time() - $1, 2))"; }
-python3 -c "
+CUDA_DEVICE_ORDER=PCI_BUS_ID CUDA_VISIBLE_DEVICES=${GPU:-0} python3 -c "
 import torch, time, sys
 x = torch.empty(int(${HOLD_GIB:-40}) << 30, dtype=torch.uint8, device='cuda')
 print('holder ready', flush=True); time.sleep(3600)" > /tmp/holder.log 2>&1 &
 HOLDER=$!
 for i in $(seq 60); do grep -q ready /tmp/holder.log && break; sleep 0.5; done
-nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv,noheader | tee $OUT/shared-gpu.txt
-t=$(now); $L launch --model-path $M --detach --name shared --load-format dummy 2> $OUT/shared-refusal.err; echo "default launch rc=$? s=$(el $t)"
+nvidia-smi --query-gpu=index,name,memory.total,memory.used --format=csv,noheader | tee $OUT/shared-gpu.txt
+t=$(now); $L launch --model-path $M $PIN --detach --name shared --load-format dummy 2> $OUT/shared-refusal.err; echo "default launch rc=$? s=$(el $t)"
 cat $OUT/shared-refusal.err
 ADVICE=$(grep -oE -- "--gpu-memory-utilization [0-9.]+( with --max-model-len [0-9]+)?" $OUT/shared-refusal.err | head -1 | sed 's/ with / /')
 echo "following: $ADVICE"
-t=$(now); $L launch --model-path $M --detach --name shared --load-format dummy $ADVICE --json > $OUT/shared-launch.json 2> $OUT/shared-launch.err
+t=$(now); $L launch --model-path $M $PIN --detach --name shared --load-format dummy $ADVICE --json > $OUT/shared-launch.json 2> $OUT/shared-launch.err
 echo "advised launch rc=$? to_ready_s=$(el $t)"; tail -3 $OUT/shared-launch.err
 $L status shared --json | python3 -c "import json,sys; d=json.load(sys.stdin); print('status:', d['state'], 'restarts', d['restarts'], 'kv', d['kv_cache_tokens'])"
 python3 - <<'PY'
@@ -33,7 +35,7 @@ print("chat:", r.status, json.loads(r.read())["usage"])
 PY
 nvidia-smi --query-gpu=memory.used --format=csv,noheader | sed 's/^/while serving: used /'
 grep -E "Free memory|Model loading took|Available KV cache|GPU KV cache size|Graph capturing|CUDA graph|out of memory|Error" /root/lh-shared/runs/shared/server.log | cut -c1-220 > $OUT/shared-server-lines.txt; cat $OUT/shared-server-lines.txt
-$L estimate --model-path $M $ADVICE --json > $OUT/shared-estimate-followed.json 2>&1
+$L estimate --model-path $M $PIN $ADVICE --json > $OUT/shared-estimate-followed.json 2>&1
 t=$(now); $L stop shared; echo "stop rc=$? s=$(el $t)"
 kill $HOLDER; sleep 2
 nvidia-smi --query-gpu=memory.used --format=csv,noheader | sed 's/^/after stop and holder gone: used /'
