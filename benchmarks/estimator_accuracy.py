@@ -35,8 +35,10 @@ def vllm_fit_len(r, est) -> tuple[int, str]:
         return int(r["est_max_len"]), "log: estimated max"
     avail = int(num(r["kv_avail_gib"]) * GiB)
     m, s = r["arch"], r["settings"]
-    lay = kv.layout(m, tp=s.tensor_parallel_size, pp=1, block_size=16, kv_cache_dtype=s.kv_cache_dtype)
-    return lay.max_len_that_fits(avail, m.derived_max_len, 16, est.max_num_batched_tokens), "from vLLM's KV memory"
+    lay = kv.layout(m, tp=s.tensor_parallel_size, pp=1, block_size=16, kv_cache_dtype=s.kv_cache_dtype,
+                    mamba_cache_mode=s.state_cache_mode, max_model_len=m.derived_max_len)
+    return (lay.max_len_that_fits(avail, m.derived_max_len, lay.block_size or 16, est.max_num_batched_tokens),
+            "from vLLM's KV memory")
 
 
 def main() -> int:

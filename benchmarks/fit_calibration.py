@@ -41,7 +41,8 @@ def fit(rows: list[dict]) -> dict:
         kind = activation.runner(r["arch"], (0, 24, 0))
         peak, nt = float(r["profile"][1]) * GiB, float(r["profile"][2]) * GiB
         pts.append((r, kind, shape, peak, nt))
-    v2 = [p for p in pts if p[1] == "v2"]
+    v2_all = [p for p in pts if p[1] == "v2"]
+    v2 = [p for p in v2_all if not p[0]["arch"].quant.is_int]  # integer weights get their own allowance
     v1 = [p for p in pts if p[1] == "v1"]
     X = np.array([[p[2].sampler, p[2].ffn, 1.0] for p in v2])
     y = np.array([p[3] for p in v2])
@@ -51,7 +52,7 @@ def fit(rows: list[dict]) -> dict:
     coef = {
         "fitted_on": sorted({p[0]["case"] for p in pts}),
         "activation": {
-            "v2": {"sampler": float(a2[0]), "ffn": float(a2[1]), "const": float(a2[2])},
+            "v2": {"sampler": float(a2[0]), "ffn": float(a2[1]), "const": float(a2[2]), "int_weights": 0.0},
             "v1": {"const": 0.0, "int_weights": 0.0},
         },
         # vLLM measures non-torch memory itself; the largest one-GPU value seen is kept (never below it)
@@ -67,9 +68,11 @@ def fit(rows: list[dict]) -> dict:
     for kind, group in (("v1", plain), ("v2", v2)):
         act = coef["activation"][kind]
         act["const"] += max(0.0, max((p[3] - activation.peak_activation_bytes(p[2], kind, coef)) for p in group))
-    ints = [p for p in v1 if p[0]["arch"].quant.is_int]
-    if ints:
-        coef["activation"]["v1"]["int_weights"] = max(0.0, max(p[3] - activation.peak_activation_bytes(p[2], "v1", coef) for p in ints))
+    for kind, group in (("v1", v1), ("v2", v2_all)):
+        ints = [p for p in group if p[0]["arch"].quant.is_int]
+        if ints:
+            coef["activation"][kind]["int_weights"] = max(
+                0.0, max(p[3] - activation.peak_activation_bytes(p[2], kind, coef) for p in ints))
     # NCCL communicators and custom all-reduce buffers once a worker has peers: vLLM measures them as
     # non-torch memory. Taken as the largest increase over the one-GPU value seen on a multi-GPU run
     # (measured at TP 4 only; other counts use the same value).

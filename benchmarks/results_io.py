@@ -51,7 +51,7 @@ def rows(pattern: str = "*.jsonl") -> list[dict]:
                 continue  # a start that did not get as far as sizing its KV cache
             cfg = r["config"] if r.get("config") else catalog.lookup(r["model"], r["size"]).config
             r["arch"] = from_config(cfg, quantization=_flag(r.get("args", []), "--quantization"))
-            if r.get("config"):  # measured from a folder holding config.json only (dummy weights)
+            if r.get("config") and not r.get("safetensors"):  # a folder holding config.json only (dummy weights)
                 r["arch"] = as_vllm_quantizes(r["arch"], "/nonexistent")
             r.setdefault("family", r["arch"].model_type)
             r["model"], r["size"] = r.get("model") or r["case"], r.get("size") or r["case"]

@@ -90,6 +90,7 @@ SETTINGS_KEYS = {
     "max-num-batched-tokens": "max_num_batched_tokens", "max-num-seqs": "max_num_seqs",
     "kv-cache-dtype": "kv_cache_dtype", "dtype": "dtype", "block-size": "block_size",
     "enforce-eager": "enforce_eager", "kv-cache-memory-bytes": "kv_cache_memory_bytes", "quantization": "quantization",
+    "enable-prefix-caching": "enable_prefix_caching", "mamba-cache-mode": "mamba_cache_mode",
 }
 
 

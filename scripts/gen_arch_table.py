@@ -11,25 +11,30 @@ import vllm  # noqa: E402
 from vllm.model_executor.models.registry import _MULTIMODAL_MODELS, _TEXT_GENERATION_MODELS  # noqa: E402
 
 from launcher.estimator.activation import coefficients  # noqa: E402
-from launcher.models.config import DENSE, HYBRID_HINTS, MLA, MOE  # noqa: E402
+from launcher.models.config import DENSE, MLA, MOE  # noqa: E402
+from launcher.models.hybrid import HYBRID_HINTS  # noqa: E402
 
 
 def handling(arch: str, multimodal: bool) -> tuple[str, str]:
     measured = coefficients().get("measured", {})
     key = arch.lower().replace("_", "")
-    if any(h in key for h in HYBRID_HINTS):
-        return "refused", "hybrid/state-space: per-request state not modelled (--kv-cache-memory-bytes or --no-preflight)"
+    hybrid = any(h in key for h in HYBRID_HINTS)
     if arch in measured:
         m = measured[arch]
-        return "measured", (f"specific shapes; vLLM starts measured up to {m['max_layers']} layers on "
+        how = ("hybrid: attention KV + per-request recurrent state pages as vLLM aligns them" if hybrid else
+               "specific shapes" if arch in DENSE | MOE | MLA else "generic decoder shapes")
+        return "measured", (f"{how}; vLLM starts measured up to {m['max_layers']} layers on "
                             f"{'/'.join(map(str, m['gpus']))} GPU(s), {', '.join('unquantized' if q == 'none' else q for q in m['quant'])} weights")
+    if hybrid:
+        return "derived", ("hybrid: attention KV + per-request recurrent state (mamba1/mamba2/gated delta net/short "
+                           "conv shapes from vLLM's state calculators); a state of another kind: extrapolated, 3% margin")
     kind = "MoE" if arch in MOE else "MLA" if arch in MLA else "dense"
     if arch in DENSE | MOE | MLA:
         return "derived", f"specific {kind} shapes; no start measured"
     if multimodal:
-        return "extrapolated", ("language model from text_config with generic decoder shapes, 3% margin; the "
-                                "vision/audio encoder's profile-run memory is not modelled (its weights count "
-                                "only when read from local safetensors headers)")
+        return "extrapolated", ("language model from text_config with generic decoder shapes, 3% margin; vision "
+                                "tower from vision_config (weights; its profile run sized from the encoder budget, "
+                                "measured on Qwen2-VL); an audio encoder is not modelled")
     return "extrapolated", "generic decoder shapes from config.json (attention, MLP, experts, MLA fields), 3% margin"
 
 
@@ -46,7 +51,8 @@ def main():
           f"{len(_TEXT_GENERATION_MODELS)} text-generation and {len(_MULTIMODAL_MODELS)} multimodal architectures. "
           "`confidence` is what `estimate --json` reports for a model of that architecture with vLLM 0.24.0 "
           "(another vLLM version is extrapolated for every architecture). Hybrid models are matched by name "
-          "here; a config whose `layer_types` has mamba or linear-attention layers is refused as well.\n")
+          "here; a config whose `layer_types` has mamba or linear-attention layers is handled as a hybrid as well. "
+          "No architecture is refused.\n")
     print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + "\n")
     print("| architecture | kind | confidence | how |\n|---|---|---|---|")
     print("\n".join(lines))

@@ -10,8 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from results_io import num, rows  # noqa: E402
 
-from launcher.errors import BadInput, UnsupportedArchitecture  # noqa: E402
-from launcher.estimator import EngineSettings, GpuBudget, estimate, kv  # noqa: E402
+from launcher.errors import BadInput  # noqa: E402
+from launcher.estimator import EngineSettings, GpuBudget, activation, estimate, kv, weights  # noqa: E402
 from launcher.models import catalog  # noqa: E402
 from launcher.models.config import derive_max_len, from_config  # noqa: E402
 
@@ -182,9 +182,90 @@ def test_bad_settings_are_bad_input(bad):
         estimate(arch("llama-3.1-instruct", "8"), EngineSettings(**bad), H200)
 
 
-def test_hybrid_models_are_reported_as_not_modelled():
-    with pytest.raises(UnsupportedArchitecture, match="not modelled"):
-        from_config({"architectures": ["JambaForCausalLM"], "model_type": "jamba", "hidden_size": 8})
+def _campaign_config(case: str) -> dict:
+    import json
+    path = ROOT / "benchmarks" / "gpu" / "cases-h200-campaign.json"
+    return next(c["config"] for c in json.load(open(path)) if c["case"] == case)
+
+
+def test_hybrid_block_size_and_state_pages_follow_vllm():
+    """Qwen3-Next shapes (24 layers): vLLM 0.24.0 logged 'Setting attention block size to 544 tokens' and
+    'Padding mamba page size by 1.49%' (benchmarks/results/h200-campaign/qwen3next_24l.log)."""
+    m = from_config(_campaign_config("qwen3next_24l"))
+    assert m.state.kind == "gdn" and m.state_layers == 18 and len(m.layer_windows) == 6
+    lay = kv.layout(m, tp=1, pp=1, block_size=16, max_model_len=262144)
+    assert lay.block_size == 544
+    state_page = m.state.page_bytes(2)
+    assert round(100 * (lay.bytes_per_block / lay.group_size - state_page) / state_page, 2) == 1.49
+    # 6 attention layers, 18 state layers -> groups of 6: 1 attention group, 3 state groups
+    assert lay.group_size == 6 and sorted(n for _, n in lay.groups) == [1, 3]
+
+
+def test_pure_state_model_tokens_match_vllm_exactly_from_its_kv_memory():
+    """Mamba2 (2.7B shapes): one page per request per layer, block = max_model_len. From vLLM's own
+    'Available KV cache memory: 121.94 GiB' the layout gives its 'GPU KV cache size: 3,119,104 tokens'
+    (to the rounding of the logged GiB)."""
+    m = from_config(_campaign_config("mamba2_2b7"))
+    assert m.state.kind == "mamba2" and m.state_layers == 64 and not m.layer_windows
+    lay = kv.layout(m, tp=1, pp=1, block_size=16, max_model_len=2048)
+    got = lay.tokens(int(121.94 * GiB), 2048, lay.block_size, 8192)
+    assert abs(got - 3_119_104) / 3_119_104 < 0.001
+
+
+def test_hybrid_prefix_caching_takes_more_state_pages():
+    m = from_config(_campaign_config("qwen3next_24l"))
+    none = kv.layout(m, tp=1, pp=1, block_size=16, max_model_len=65536)
+    align = kv.layout(m, tp=1, pp=1, block_size=16, mamba_cache_mode="align", max_model_len=65536)
+    assert align.blocks_per_request(65536, align.block_size, 8192) > none.blocks_per_request(65536, none.block_size, 8192)
+    full = kv.layout(m, tp=1, pp=1, block_size=16, mamba_cache_mode="all", max_model_len=65536)
+    assert full.block_size % 256 == 0  # aligned to the mamba chunk size
+
+
+def test_every_hybrid_is_estimated_never_refused():
+    for cfg in ({"architectures": ["JambaForCausalLM"], "model_type": "jamba", "hidden_size": 4096,
+                 "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 65536,
+                 "intermediate_size": 14336, "attn_layer_period": 8, "attn_layer_offset": 4, "mamba_d_state": 16},
+                {"architectures": ["NemotronHForCausalLM"], "model_type": "nemotron_h", "hidden_size": 4096,
+                 "num_hidden_layers": 8, "hybrid_override_pattern": "M-M*-M-", "num_attention_heads": 32,
+                 "num_key_value_heads": 8, "vocab_size": 131072, "intermediate_size": 21504, "mamba_num_heads": 128,
+                 "mamba_head_dim": 64, "ssm_state_size": 128, "n_groups": 8, "conv_kernel": 4},
+                {"architectures": ["MiniMaxText01ForCausalLM"], "model_type": "minimax_text_01", "hidden_size": 2048,
+                 "num_hidden_layers": 8, "num_attention_heads": 16, "vocab_size": 32000}):
+        m = from_config(cfg)
+        e = estimate(m, EngineSettings(), H200)
+        assert e.kv_cache_tokens > 0 and m.state_layers > 0
+        assert e.confidence in ("derived", "extrapolated")
+    nem = from_config({"architectures": ["NemotronHForCausalLM"], "model_type": "nemotron_h", "hidden_size": 4096,
+                       "num_hidden_layers": 8, "hybrid_override_pattern": "M-M*-M-", "num_attention_heads": 32,
+                       "num_key_value_heads": 8, "vocab_size": 131072, "intermediate_size": 21504, "mamba_num_heads": 128,
+                       "mamba_head_dim": 64, "ssm_state_size": 128, "n_groups": 8, "conv_kernel": 4})
+    assert nem.state.temporal_fp32 and nem.layer_plan == ("S", "F", "S", "A", "F", "S", "F")
+    unknown = from_config({"architectures": ["MiniMaxText01ForCausalLM"], "model_type": "minimax_text_01",
+                           "hidden_size": 2048, "num_hidden_layers": 8, "num_attention_heads": 16, "vocab_size": 32000})
+    assert estimate(unknown, EngineSettings(), H200).confidence == "extrapolated"
+
+
+def test_multimodal_counts_the_vision_tower_and_its_profile():
+    """Qwen2-VL-7B: vLLM loaded 15.58 GiB (the language model alone is 14.19 GiB here) and its profile
+    peak was 5.03 GiB against 2.21 GiB for Qwen2.5-7B with the same batch."""
+    m = from_config(_campaign_config("qwen2vl_7b"))
+    w = weights.weights_bytes(m) / GiB
+    assert 15.3 < w <= 15.58 + 0.05
+    text = from_config({k: v for k, v in _campaign_config("qwen2vl_7b").items() if k != "vision_config"})
+    s1 = activation.profile_shape(m, max_num_batched_tokens=8192, max_num_seqs=1024, tp=1)
+    s0 = activation.profile_shape(text, max_num_batched_tokens=8192, max_num_seqs=1024, tp=1)
+    extra = (activation.peak_activation_bytes(s1, "v1") - activation.peak_activation_bytes(s0, "v1")) / GiB
+    assert extra >= 5.03 - 2.21 - 0.05
+
+
+def test_ungated_mlp_and_scaled_rope_caches():
+    """StarCoder2-15B's MLP has no gate (vLLM loaded 29.73 GiB); Gemma 3's linear-scaled rope keeps a
+    cache of max_position x 8 positions plus an unscaled local one (vLLM loaded 22.62 GiB)."""
+    sc = from_config(_campaign_config("starcoder2_15b"))
+    assert not sc.gated_mlp and abs(weights.weights_bytes(sc) / GiB - 29.73) < 0.1
+    g3 = from_config(_campaign_config("gemma3_12b_text"))
+    assert g3.rope_max_pos == 131072 * 9
+    assert abs(weights.weights_bytes(g3) / GiB - 22.62) < 0.2
 
 
 def test_catalog_has_the_required_models():

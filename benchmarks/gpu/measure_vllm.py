@@ -108,6 +108,7 @@ def record(name, case, text, **extra):
     lines = gpu_info()
     r = {"case": name, "model": case.get("model"), "size": case.get("size"), **extra,
          **({"config": case["config"], "family": case.get("family")} if "config" in case else {}),
+         **({"safetensors": case["safetensors"]} if case.get("safetensors") else {}),
          "args": case.get("args", []), "gpu": lines[0] if lines else "", "gpu_count": len(lines), "gpus_all": lines}
     if "ready_s" in r:
         r["ready_s"] = round(r["ready_s"], 1)

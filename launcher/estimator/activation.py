@@ -45,9 +45,30 @@ class ProfileShape:
     moe_workspace: float  # bytes of the fused-MoE intermediate caches
     int_weights: bool = False  # AWQ/GPTQ/W4A16 weights: the mixed-precision GEMMs' allowance applies
     forward: float = 0.0  # bytes live in one decoder layer of the dummy forward (see profile_shape)
+    encoder: float = 0.0  # bytes a multimodal encoder's profile adds (see encoder_bytes)
 
 
-def profile_shape(m: ModelArch, *, max_num_batched_tokens: int, max_num_seqs: int, tp: int) -> ProfileShape:
+# Most encoder tokens one multimodal item is assumed to give when the processor's limits are not read
+# (Qwen2-VL's default video: 32,768 tokens, its measured encoder budget).
+ENCODER_ITEM_TOKENS = 32768
+
+
+def encoder_bytes(m: ModelArch, *, max_num_batched_tokens: int, max_model_len: int | None) -> int:
+    """What a multimodal model's profile run adds (gpu_model_runner.profile_run): the vision encoder runs
+    on the encoder budget (max(max_num_batched_tokens, the largest item's tokens), each token being
+    merge^2 patches); its live set per patch is one vision block's MLP (the residual, fc1's output and
+    the activation's: d + 2 I values in the model dtype). It adds to the language model's peak: measured
+    on Qwen2-VL-7B (H200, 2026-11-23), 2.82 GiB above Qwen2.5-7B's for this formula's 2.81 GiB."""
+    if not m.vision_layers:
+        return 0
+    item = min(max_model_len or m.derived_max_len, ENCODER_ITEM_TOKENS)
+    tokens = max(max_num_batched_tokens, item)
+    patches = tokens * m.vision_merge ** 2
+    return int(patches * (m.vision_hidden + 2 * m.vision_intermediate) * m.dtype_bytes)
+
+
+def profile_shape(m: ModelArch, *, max_num_batched_tokens: int, max_num_seqs: int, tp: int,
+                  max_model_len: int | None = None) -> ProfileShape:
     t = max_num_batched_tokens
     rows = min(max_num_seqs, t)
     if m.is_moe:
@@ -62,19 +83,22 @@ def profile_shape(m: ModelArch, *, max_num_batched_tokens: int, max_num_seqs: in
     mlp = 0 if m.is_moe else 3 * m.intermediate_size / tp
     forward = t * m.dtype_bytes * (2 * m.hidden_size + qkv + mlp)
     return ProfileShape(sampler=rows * m.vocab_size, ffn=t * active / tp, moe_workspace=ws, int_weights=m.quant.is_int,
-                        forward=forward)
+                        forward=forward, encoder=encoder_bytes(m, max_num_batched_tokens=t, max_model_len=max_model_len))
 
 
 def peak_activation_bytes(shape: ProfileShape, runner_kind: str, coef: dict | None = None) -> int:
     """Peak of the profile run; `coef` replaces the shipped coefficients (benchmarks/fit_calibration.py)."""
     c = (coef or coefficients())["activation"][runner_kind]
     if runner_kind == "v2":
-        peak = c["sampler"] * shape.sampler + c["ffn"] * shape.ffn + c["const"]
+        peak = c["sampler"] * shape.sampler + c["ffn"] * shape.ffn + c["const"] + shape.encoder
+        if shape.int_weights:
+            peak += c.get("int_weights", 0.0)
     else:
         # V1: the dummy forward, then the sampler warm-up on max_num_seqs rows: logits in float32, the
         # top-k/top-p sort's float32 values and int64 indices: 16 bytes per row x vocab (sampler.py,
         # topk_topp_sampler.py); whichever is larger, plus the fused-MoE caches and the measured constant
         peak = max(SAMPLER_BYTES_PER_LOGIT * shape.sampler, shape.forward) + shape.moe_workspace + c["const"]
+        peak += shape.encoder
         if shape.int_weights:
             peak += c.get("int_weights", 0.0)
     return int(max(peak, 0.05 * 2**30))

@@ -65,6 +65,17 @@ class EngineSettings:
     enforce_eager: bool = False
     kv_cache_memory_bytes: int | None = None
     quantization: str | None = None
+    enable_prefix_caching: bool | None = None  # hybrids: vLLM leaves it off unless asked
+    mamba_cache_mode: str | None = None
+
+    @property
+    def state_cache_mode(self) -> str:
+        """How a hybrid's recurrent state is cached (config/cache.py mamba_cache_mode). With prefix caching
+        asked for, vLLM picks 'all' where the model supports it, else 'align': 'all' (more pages per
+        request) is assumed."""
+        if self.mamba_cache_mode:
+            return self.mamba_cache_mode
+        return "all" if self.enable_prefix_caching else "none"
 
 
 def default_utilization(vllm_version: tuple[int, ...]) -> float:
@@ -152,7 +163,7 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
 
     run = activation.runner(m, vllm_version)
     w = weights.weights_bytes(m, tp, pp, capability=gpu.capability)
-    shape = activation.profile_shape(m, max_num_batched_tokens=batched, max_num_seqs=seqs, tp=tp)
+    shape = activation.profile_shape(m, max_num_batched_tokens=batched, max_num_seqs=seqs, tp=tp, max_model_len=want_len)
     act = activation.peak_activation_bytes(shape, run)
     nt = activation.non_torch_bytes(run, tp * pp)
     cg = activation.cudagraph_bytes(m, run, enforce_eager=s.enforce_eager, tp=tp)
@@ -164,7 +175,9 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     confidence, why = activation.confidence(m, tp * pp, vllm_version)
     if confidence == "extrapolated" and not s.kv_cache_memory_bytes:
         avail -= int(activation.EXTRAPOLATED_MARGIN * requested)  # never guess high where nothing was measured
-    lay = kv.layout(m, tp=tp, pp=pp, block_size=block, kv_cache_dtype=s.kv_cache_dtype)
+    lay = kv.layout(m, tp=tp, pp=pp, block_size=block, kv_cache_dtype=s.kv_cache_dtype,
+                    mamba_cache_mode=s.state_cache_mode, max_model_len=want_len)
+    block = lay.block_size or block  # a hybrid's attention block grows to hold one state page
     avail_pos = max(0, avail)
     # the fit answer keeps the calibrated headroom: better a little short than a failed load
     margin = 0 if s.kv_cache_memory_bytes else activation.fit_margin_bytes()

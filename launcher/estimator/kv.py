@@ -1,6 +1,7 @@
 """KV cache bytes and tokens, mirroring vllm/v1/kv_cache_interface.py and kv_cache_utils.py."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..models.config import ModelArch
@@ -16,8 +17,11 @@ class LayerSpec:
 
     page_bytes: int
     window: int | None
+    state_blocks: int | None = None  # a recurrent layer's state: this many pages per request (MambaSpec)
 
     def blocks_per_request(self, max_model_len: int, block_size: int, max_num_batched_tokens: int) -> int:
+        if self.state_blocks is not None:
+            return self.state_blocks
         if self.window is None:
             return cdiv(max_model_len, block_size)
         return cdiv(min(self.window - 1 + max_num_batched_tokens, max_model_len), block_size) + 1
@@ -29,6 +33,7 @@ class KvLayout:
 
     groups: tuple[tuple[LayerSpec, int], ...]
     group_size: int  # layers sharing one memory pool entry
+    block_size: int | None = None  # tokens per block when vLLM sets it (hybrids); None: the configured one
 
     @property
     def bytes_per_block(self) -> int:
@@ -67,21 +72,61 @@ def kv_dtype_bytes(kv_cache_dtype: str, model_dtype_bytes: int) -> int:
     return 1 if kv_cache_dtype.startswith("fp8") else model_dtype_bytes
 
 
-def layout(m: ModelArch, *, tp: int, pp: int, block_size: int, kv_cache_dtype: str = "auto") -> KvLayout:
+def _group(counts: dict, page: int, state_blocks: int | None = None, block_size: int | None = None) -> KvLayout:
+    """vLLM's _get_kv_cache_groups_uniform_page_size: the smallest layer count is the group size (the
+    largest when it is under 1.5x the smallest); each kind splits into groups of that many layers."""
+    if len(counts) == 1:
+        (w, n), = counts.items()
+        return KvLayout(((LayerSpec(page, None if w == "state" else w, state_blocks if w == "state" else None), 1),),
+                        n, block_size)
+    lo, hi = min(counts.values()), max(counts.values())
+    group_size = hi if hi < lo * 1.5 else lo
+    return KvLayout(tuple((LayerSpec(page, None if w == "state" else w, state_blocks if w == "state" else None),
+                           cdiv(n, group_size)) for w, n in counts.items()), group_size, block_size)
+
+
+# vLLM's kernel block alignment for FlashAttention/FlashInfer/Triton attention (MultipleOf(16))
+KERNEL_BLOCK_ALIGNMENT = 16
+
+
+def layout(m: ModelArch, *, tp: int, pp: int, block_size: int, kv_cache_dtype: str = "auto",
+           mamba_cache_mode: str = "none", max_model_len: int | None = None) -> KvLayout:
     """Group the model's attention layers the way vLLM's KV cache manager does."""
     eb = kv_dtype_bytes(kv_cache_dtype, m.dtype_bytes)
-    layers = m.layer_windows[: cdiv(m.num_layers, pp)]
     if m.mla:
         per_token = (m.kv_lora_rank + m.qk_rope_head_dim) * eb
     else:
         per_token = 2 * max(1, m.num_kv_heads // tp) * m.head_dim * eb
-    page = block_size * per_token
+    if m.state is not None and m.state_layers:
+        return _hybrid_layout(m, tp=tp, pp=pp, block_size=block_size, per_token=per_token,
+                              mode=mamba_cache_mode, max_model_len=max_model_len)
+    layers = m.layer_windows[: cdiv(m.num_layers, pp)]
     counts: dict[int | None, int] = {}
     for w in layers:
         counts[w] = counts.get(w, 0) + 1
-    if len(counts) == 1:
-        (w, n), = counts.items()
-        return KvLayout(((LayerSpec(page, w), 1),), n)
-    lo, hi = min(counts.values()), max(counts.values())
-    group_size = hi if hi < lo * 1.5 else lo
-    return KvLayout(tuple((LayerSpec(page, w), cdiv(n, group_size)) for w, n in counts.items()), group_size)
+    return _group(counts, block_size * per_token)
+
+
+def _hybrid_layout(m: ModelArch, *, tp: int, pp: int, block_size: int, per_token: int, mode: str,
+                   max_model_len: int | None) -> KvLayout:
+    """Attention and recurrent-state layers in one pool (platforms/interface.py _align_hybrid_block_size):
+    the attention block grows until its page holds one state page, the state page is padded to it.
+    Cache mode none: one page per request per state layer; align: two; all (prefix caching of the
+    state): one per block of the request."""
+    plan = m.layer_plan[: cdiv(len(m.layer_plan), pp)]
+    n_attn = sum("A" in p for p in plan)
+    n_state = sum("S" in p for p in plan)
+    state_page = m.state.page_bytes(m.dtype_bytes, tp)
+    state_blocks = 2 if mode == "align" else 1
+    if n_attn == 0:  # only recurrent layers: one block per request holds the whole state (block = max_model_len)
+        return _group({"state": n_state}, state_page, state_blocks, max_model_len)
+    align = max(KERNEL_BLOCK_ALIGNMENT, block_size)
+    if mode == "all":
+        chunk = math.lcm(m.state.chunk, align)
+        block = chunk * cdiv(cdiv(state_page, per_token), chunk)
+    else:
+        block = align * cdiv(state_page, align * per_token)
+    block = max(block, block_size)
+    counts = {None: n_attn, "state": n_state}
+    lay = _group(counts, block * per_token, None if mode == "all" else state_blocks, block)
+    return lay

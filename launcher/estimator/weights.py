@@ -40,7 +40,7 @@ def _attention(m: ModelArch, tp: int, cap=None) -> float:
 
 def _mlp(m: ModelArch, inter: int, tp: int, cap=None) -> float:
     i = inter // tp
-    return (m.quant.linear_bytes(m.hidden_size, 2 * i, m.dtype_bytes, cap)
+    return (m.quant.linear_bytes(m.hidden_size, (2 if m.gated_mlp else 1) * i, m.dtype_bytes, cap)
             + m.quant.linear_bytes(i, m.hidden_size, m.dtype_bytes, cap))
 
 
@@ -53,18 +53,22 @@ def _moe(m: ModelArch, tp: int, cap=None) -> float:
         if m.mla:  # DeepSeek: n_shared_experts x moe_intermediate_size
             n += _mlp(m, m.moe_intermediate_size * m.shared_experts, tp, cap)
         else:  # Qwen2-MoE: one shared expert of its own size, plus its gate
-            n += _mlp(m, m.intermediate_size, tp, cap) + h * b
+            n += _mlp(m, m.shared_expert_intermediate or m.intermediate_size, tp, cap) + h * b
     return n
 
 
 def layer_bytes(m: ModelArch, index: int, tp: int, cap=None) -> float:
     """Bytes of decoder layer `index` on one GPU."""
     norms = (2 + m.extra_norms_per_layer) * m.hidden_size * m.dtype_bytes
-    if m.is_moe and index >= m.dense_layers:
-        mlp = _moe(m, tp, cap)
-    else:
-        mlp = _mlp(m, m.intermediate_size, tp, cap)
-    return _attention(m, tp, cap) + mlp + norms
+    parts = m.layer_plan[index] if m.layer_plan else "AF"
+    n = norms
+    if "F" in parts:
+        n += _moe(m, tp, cap) if m.is_moe and index >= m.dense_layers else _mlp(m, m.intermediate_size, tp, cap)
+    if "A" in parts:
+        n += _attention(m, tp, cap)
+    if "S" in parts and m.state is not None:  # the state mixer's projections, conv and norm (unquantized)
+        n += m.state.mixer_params / tp * m.dtype_bytes
+    return n
 
 
 def weights_bytes(m: ModelArch, tp: int = 1, pp: int = 1, capability: tuple[int, int] | None = None) -> int:
@@ -108,6 +112,7 @@ def _formula(m: ModelArch, tp: int, pp: int, cap=None) -> int:
     layers_per_stage = -(-m.num_layers // pp)
     rope = _rope(m)
     body = sum(layer_bytes(m, i, tp, cap) for i in range(layers_per_stage)) + rope
-    first = embed + body + (head if pp == 1 else 0) + (m.hidden_size * b if pp == 1 else 0)
+    vision = m.vision_params * b  # the vision tower sits with the first stage, whole on every TP rank
+    first = embed + body + vision + (head if pp == 1 else 0) + (m.hidden_size * b if pp == 1 else 0)
     last = head + body + m.hidden_size * b
     return int(max(first, last) if pp > 1 else first)

@@ -10,8 +10,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ModelConfigError, UnsupportedArchitecture
+from ..errors import ModelConfigError
+from . import hybrid as hybrid_mod
 from . import quant as quant_mod
+from .hybrid import StateShape
 from .quant import Quant
 
 # Architectures whose weights and KV cache the estimator models.
@@ -22,8 +24,11 @@ DENSE = {
 MOE = {"MixtralForCausalLM", "Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM"}
 MLA = {"DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM"}
 SUPPORTED = DENSE | MOE | MLA
-# Hybrid attention/state-space models: per-request state is not modelled yet.
-HYBRID_HINTS = ("mamba", "jamba", "falconh1", "nemotronh", "qwen3next", "zamba", "bamba", "granitemoehybrid", "lfm2", "minimax")
+# Model types whose MLP is up + down projections only (vLLM's model code for them has no gate)
+UNGATED_MLP = {"starcoder2", "gpt2", "gpt_bigcode", "gpt_neox", "gptj", "falcon", "mpt", "bloom", "opt", "phi",
+               "codegen", "persimmon", "gpt_neo"}
+# Models whose every layer keeps vLLM's sliding window (no per-layer list in their config)
+ALL_LAYERS_SLIDING = ("mistral", "mixtral", "phi3", "starcoder2")
 
 # How the note on an architecture without a specific model starts (activation.confidence drops it once
 # starts of that architecture were measured).
@@ -54,6 +59,7 @@ class ModelArch:
     derived_max_len: int
     layer_windows: tuple[int | None, ...]  # sliding window per layer, None for full attention
     attention_bias: bool = False
+    gated_mlp: bool = True  # gate+up+down (SwiGLU/GeGLU); False: up+down only (GPT-2/NeoX/StarCoder style)
     qk_norm: bool = False
     extra_norms_per_layer: int = 0
     # MoE
@@ -61,6 +67,7 @@ class ModelArch:
     experts_per_tok: int = 0
     moe_intermediate_size: int = 0
     shared_experts: int = 0
+    shared_expert_intermediate: int = 0  # Qwen2-MoE style shared expert's own size (0: intermediate_size)
     dense_layers: int = 0  # leading dense layers of an MoE model (DeepSeek first_k_dense_replace)
     # MLA
     mla: bool = False
@@ -77,6 +84,20 @@ class ModelArch:
     checkpoint: object | None = None
     # how vLLM's loading changes what the config says about the weights (said in weights_source)
     weights_note: str = ""
+    # hybrid attention/state-space models: each layer's parts (A attention, S state mixer, F MLP/MoE) and
+    # the per-request state of one S layer (models/hybrid.py); empty for attention-only models
+    layer_plan: tuple[str, ...] = ()
+    state: StateShape | None = None
+    # multimodal: the vision tower (vision_config), 0 layers for text-only models
+    vision_hidden: int = 0
+    vision_layers: int = 0
+    vision_intermediate: int = 0
+    vision_merge: int = 1  # tokens given to the language model are merge^2 patches each
+    vision_params: int = 0  # the tower plus its projector into the language model
+
+    @property
+    def state_layers(self) -> int:
+        return sum("S" in p for p in self.layer_plan)
 
     @property
     def is_moe(self) -> bool:
@@ -147,6 +168,7 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
     """Build a ModelArch from a parsed config.json dict."""
     if not isinstance(cfg, dict):
         raise ModelConfigError(f"{source}: expected a JSON object.")
+    vision = _vision(cfg)
     if isinstance(cfg.get("text_config"), dict) and "hidden_size" not in cfg:
         cfg = {**cfg["text_config"], "architectures": cfg.get("architectures")}
     archs = cfg.get("architectures") or []
@@ -154,18 +176,22 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
     mtype = str(cfg.get("model_type", ""))
     key = (arch + mtype).lower().replace("_", "")
     layer_types = cfg.get("layer_types") or cfg.get("layers_block_type") or []
-    if any(h in key for h in HYBRID_HINTS) or any(
-            str(t).lower() in ("mamba", "linear_attention", "conv", "mamba2") for t in layer_types):
-        raise UnsupportedArchitecture(
-            f"{source}: '{arch or mtype}' is a hybrid/state-space model; its per-request state is not modelled yet.",
-            hint="Launch with --kv-cache-memory-bytes or without the estimator (--no-preflight).")
     notes: list[str] = []
+    hybrid = hybrid_mod.is_hybrid(cfg, arch, mtype)
     if arch not in SUPPORTED:
         notes.append(f"{GENERIC_NOTE_START}'{arch or mtype or '(none)'}' has no specific model here: generic decoder "
                      "shapes from config.json (attention, MLP, experts and MLA fields as given)")
     h = _need(cfg, "hidden_size", source)
-    layers = _need(cfg, "num_hidden_layers", source)
-    heads = _need(cfg, "num_attention_heads", source)
+    plan: tuple[str, ...] = ()
+    state = None
+    if hybrid:
+        plan = hybrid_mod.layer_plan(cfg, mtype, int(_opt(cfg, "num_hidden_layers") or 0))
+        state = hybrid_mod.state_shape(cfg, mtype, h)
+        if state.kind == "unknown" or not any("S" in p for p in plan):
+            notes.append(f"hybrid '{arch or mtype}': its recurrent state is not one vLLM's shapes here describe; "
+                         "a large state per layer is assumed")
+    layers = len(plan) if plan else _need(cfg, "num_hidden_layers", source)
+    heads = int(_opt(cfg, "num_attention_heads") or 1) if hybrid else _need(cfg, "num_attention_heads", source)
     kv = int(_opt(cfg, "num_key_value_heads") or heads)
     head_dim = int(cfg.get("head_dim") or h // heads)
     vocab = _need(cfg, "vocab_size", source)
@@ -176,7 +202,9 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
     # Per-layer sliding windows
     windows: list[int | None]
     sw = cfg.get("sliding_window")
-    if layer_types:
+    if plan:  # a hybrid: the attention layers only (full attention in every hybrid vLLM serves)
+        windows = [None] * sum("A" in p for p in plan)
+    elif layer_types:
         windows = [int(sw) if str(t) == "sliding_attention" and sw else None for t in layer_types][:layers]
     elif mtype == "gemma2" and sw:
         windows = [int(sw) if i % 2 == 0 else None for i in range(layers)]
@@ -184,7 +212,7 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
         use = cfg.get("use_sliding_window", False) and sw
         mwl = int(cfg.get("max_window_layers") or layers)
         windows = [int(sw) if use and i >= mwl else None for i in range(layers)]
-    elif sw and mtype in ("mistral", "mixtral", "phi3"):
+    elif sw and mtype in ALL_LAYERS_SLIDING:
         windows = [int(sw)] * layers
     else:
         windows = [None] * layers
@@ -196,18 +224,21 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
         attention_bias=bool(cfg.get("attention_bias", mtype == "qwen2")) or mtype in ("qwen2", "qwen2_moe"),
         qk_norm=mtype in ("qwen3", "qwen3_moe"),
         extra_norms_per_layer=2 if mtype == "gemma2" else 0,
-        rope_max_pos=int(cfg.get("max_position_embeddings") or 0),
+        gated_mlp=mtype not in UNGATED_MLP,
+        rope_max_pos=_rope_positions(cfg),
         quant=_quant(cfg, quantization, notes),
     )
     common["notes"] = tuple(notes)  # _quant may have added one
+    common.update(layer_plan=plan, state=state, **vision)
     experts_any = int(cfg.get("num_local_experts") or cfg.get("num_experts") or cfg.get("n_routed_experts") or 0)
     generic = arch not in SUPPORTED
     if arch in MOE or (generic and experts_any and not cfg.get("kv_lora_rank")):
         experts = int(cfg.get("num_local_experts") or cfg.get("num_experts") or 0)
         moe_i = int(cfg.get("moe_intermediate_size") or inter)
-        shared = 1 if cfg.get("shared_expert_intermediate_size") else 0
+        shared_i = int(cfg.get("shared_expert_intermediate_size") or cfg.get("shared_intermediate_size") or 0)
         return ModelArch(**common, num_experts=experts, experts_per_tok=int(cfg.get("num_experts_per_tok") or 2),
-                         moe_intermediate_size=moe_i, shared_experts=shared)
+                         moe_intermediate_size=moe_i, shared_experts=1 if shared_i else 0,
+                         shared_expert_intermediate=shared_i)
     if arch in MLA or (generic and cfg.get("kv_lora_rank")):
         return ModelArch(**common, mla=True, kv_lora_rank=_need(cfg, "kv_lora_rank", source),
                          q_lora_rank=cfg.get("q_lora_rank"), qk_nope_head_dim=_need(cfg, "qk_nope_head_dim", source),
@@ -217,6 +248,45 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
                          shared_experts=int(cfg.get("n_shared_experts") or 0),
                          dense_layers=int(cfg.get("first_k_dense_replace") or 0))
     return ModelArch(**common)
+
+
+def _rope_positions(cfg: dict) -> int:
+    """Positions held by vLLM's rotary cos/sin caches: linear and dynamic scaling build theirs for
+    max_position x factor, YaRN for original_max_position x factor (rotary_embedding/*.py); Gemma 3's
+    sliding layers keep a second, unscaled cache (rope_local_base_freq)."""
+    pos = int(cfg.get("max_position_embeddings") or 0)
+    rope = cfg.get("rope_scaling") or {}
+    n = pos
+    if isinstance(rope, dict):
+        kind = rope.get("rope_type", rope.get("type"))
+        factor = float(rope.get("factor") or 1.0)
+        if kind in ("linear", "dynamic"):
+            n = int(pos * factor)
+        elif kind == "yarn":
+            n = int(int(rope.get("original_max_position_embeddings") or pos) * factor)
+    if cfg.get("rope_local_base_freq"):
+        n += pos
+    return n
+
+
+def _vision(cfg: dict) -> dict:
+    """The vision tower's shapes from vision_config (ViT blocks: attention 4 d^2, MLP 2 d I), with the
+    projector into the language model (merged patches d m^2 -> d m^2 -> hidden) and the patch embedding."""
+    vc = cfg.get("vision_config")
+    if not isinstance(vc, dict):
+        return {}
+    d = int(vc.get("embed_dim") or vc.get("hidden_size") or vc.get("width") or 0)
+    depth = int(vc.get("depth") or vc.get("num_hidden_layers") or vc.get("layers") or 0)
+    if not d or not depth:
+        return {}
+    inter = int(vc.get("intermediate_size") or (vc.get("mlp_ratio") or 4) * d)
+    merge = int(vc.get("spatial_merge_size") or 1)
+    text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
+    h = int(text.get("hidden_size") or d)
+    patch = int(vc.get("patch_size") or 14)
+    dm = d * merge * merge
+    params = depth * (4 * d * d + 2 * d * inter) + dm * dm + dm * h + 3 * patch * patch * int(vc.get("temporal_patch_size") or 1) * d
+    return dict(vision_hidden=d, vision_layers=depth, vision_intermediate=inter, vision_merge=merge, vision_params=params)
 
 
 def load_config_dir(path: str | Path) -> dict:
