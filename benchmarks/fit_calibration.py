@@ -68,11 +68,13 @@ def fit(rows: list[dict]) -> dict:
     for kind, group in (("v1", plain), ("v2", v2)):
         act = coef["activation"][kind]
         act["const"] += max(0.0, max((p[3] - activation.peak_activation_bytes(p[2], kind, coef)) for p in group))
-    for kind, group in (("v1", v1), ("v2", v2_all)):
-        ints = [p for p in group if p[0]["arch"].quant.is_int]
-        if ints:
-            coef["activation"][kind]["int_weights"] = max(
-                0.0, max(p[3] - activation.peak_activation_bytes(p[2], kind, coef) for p in ints))
+    # The mixed-precision GEMMs' buffers belong to the kernel (Machete/Marlin), not to the model runner:
+    # one allowance, the largest excess over either runner's integer-weight starts, applies to both.
+    ints = [p for p in pts if p[0]["arch"].quant.is_int]
+    if ints:
+        allowance = max(0.0, max(p[3] - activation.peak_activation_bytes(p[2], p[1], coef) for p in ints))
+        for kind in ("v1", "v2"):
+            coef["activation"][kind]["int_weights"] = allowance
     # NCCL communicators and custom all-reduce buffers once a worker has peers: vLLM measures them as
     # non-torch memory. Taken as the largest increase over the one-GPU value seen on a multi-GPU run
     # (measured at TP 4 only; other counts use the same value).

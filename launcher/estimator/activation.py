@@ -57,14 +57,15 @@ def encoder_bytes(m: ModelArch, *, max_num_batched_tokens: int, max_model_len: i
     """What a multimodal model's profile run adds (gpu_model_runner.profile_run): the vision encoder runs
     on the encoder budget (max(max_num_batched_tokens, the largest item's tokens), each token being
     merge^2 patches); its live set per patch is one vision block's MLP (the residual, fc1's output and
-    the activation's: d + 2 I values in the model dtype). It adds to the language model's peak: measured
+    the activation's: d + 2 I values in the model dtype; d + 3 I for a gated MLP). It adds to the language model's peak: measured
     on Qwen2-VL-7B (H200, 2026-11-23), 2.82 GiB above Qwen2.5-7B's for this formula's 2.81 GiB."""
     if not m.vision_layers:
         return 0
     item = min(max_model_len or m.derived_max_len, ENCODER_ITEM_TOKENS)
     tokens = max(max_num_batched_tokens, item)
     patches = tokens * m.vision_merge ** 2
-    return int(patches * (m.vision_hidden + 2 * m.vision_intermediate) * m.dtype_bytes)
+    live = m.vision_hidden + (3 if m.vision_gated else 2) * m.vision_intermediate
+    return int(patches * live * m.dtype_bytes)
 
 
 def profile_shape(m: ModelArch, *, max_num_batched_tokens: int, max_num_seqs: int, tp: int,

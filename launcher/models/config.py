@@ -92,6 +92,7 @@ class ModelArch:
     vision_hidden: int = 0
     vision_layers: int = 0
     vision_intermediate: int = 0
+    vision_gated: bool = False  # SwiGLU vision MLP (gate_up output 2 I, then I) instead of fc1 -> act
     vision_merge: int = 1  # tokens given to the language model are merge^2 patches each
     vision_params: int = 0  # the tower plus its projector into the language model
 
@@ -285,8 +286,11 @@ def _vision(cfg: dict) -> dict:
     h = int(text.get("hidden_size") or d)
     patch = int(vc.get("patch_size") or 14)
     dm = d * merge * merge
-    params = depth * (4 * d * d + 2 * d * inter) + dm * dm + dm * h + 3 * patch * patch * int(vc.get("temporal_patch_size") or 1) * d
-    return dict(vision_hidden=d, vision_layers=depth, vision_intermediate=inter, vision_merge=merge, vision_params=params)
+    gated = str(vc.get("hidden_act", "")).lower() in ("silu", "swish")  # SwiGLU MLP (Qwen2.5-VL): gate, up, down
+    mlp = (3 if gated else 2) * d * inter
+    params = depth * (4 * d * d + mlp) + dm * dm + dm * h + 3 * patch * patch * int(vc.get("temporal_patch_size") or 1) * d
+    return dict(vision_hidden=d, vision_layers=depth, vision_intermediate=inter, vision_gated=gated,
+                vision_merge=merge, vision_params=params)
 
 
 def load_config_dir(path: str | Path) -> dict:
