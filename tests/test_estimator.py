@@ -250,7 +250,7 @@ def test_multimodal_counts_the_vision_tower_and_its_profile():
     peak was 5.03 GiB against 2.21 GiB for Qwen2.5-7B with the same batch."""
     m = from_config(_campaign_config("qwen2vl_7b"))
     w = weights.weights_bytes(m) / GiB
-    assert 15.3 < w <= 15.58 + 0.05
+    assert 15.45 < w <= 15.58 + 0.15
     text = from_config({k: v for k, v in _campaign_config("qwen2vl_7b").items() if k != "vision_config"})
     s1 = activation.profile_shape(m, max_num_batched_tokens=8192, max_num_seqs=1024, tp=1)
     s0 = activation.profile_shape(text, max_num_batched_tokens=8192, max_num_seqs=1024, tp=1)
@@ -393,3 +393,26 @@ def test_generic_architecture_once_measured_needs_no_margin():
     r = next(r for r in MEASURED if r["case"] == "aya23_8b_cohere")
     e = estimate(r["arch"], r["settings"], r["budget"], vllm_version=(0, 24, 0))
     assert e.confidence == "measured"
+
+
+def test_hybrid_with_fewer_blocks_than_sequences_is_refused_with_advice_that_fits():
+    """Falcon-H1-7B shapes on an H200 with defaults: vLLM 0.24.0 sized 833 blocks and then raised
+    'max_num_seqs (1024) exceeds available Mamba cache blocks (833)' (h200-campaign/falcon_h1_7b.log)."""
+    m = from_config(_campaign_config("falcon_h1_7b"))
+    e = estimate(m, EngineSettings(), H200)
+    assert not e.fits and e.cause == "max_num_seqs" and e.kv_blocks <= 833
+    advice = e.suggestions[0]
+    assert advice.startswith("--max-num-seqs ")
+    seqs = int(advice.split()[1])
+    assert seqs <= 833 and estimate(m, EngineSettings(max_num_seqs=seqs), H200).fits
+    assert estimate(m, EngineSettings(enforce_eager=True), H200).fits  # no decode graphs, no such check
+
+
+def test_video_encoder_budget_fills_max_model_len():
+    """Qwen2.5-VL-7B: vLLM profiled one video of 114,688 tokens (max_model_len 128,000) and its peak rose
+    13.21 GiB above the text model's; the estimate may not be below that."""
+    m = from_config(_campaign_config("qwen25vl_7b"))
+    got = activation.encoder_bytes(m, max_num_batched_tokens=8192, max_model_len=128000) / GiB
+    assert 13.21 <= got < 14.5
+    shorter = activation.encoder_bytes(m, max_num_batched_tokens=8192, max_model_len=32768) / GiB
+    assert shorter < got / 3

@@ -48,23 +48,20 @@ class ProfileShape:
     encoder: float = 0.0  # bytes a multimodal encoder's profile adds (see encoder_bytes)
 
 
-# Most encoder tokens one multimodal item is assumed to give when the processor's limits are not read
-# (Qwen2-VL's default video: 32,768 tokens, its measured encoder budget).
-ENCODER_ITEM_TOKENS = 32768
-
-
 def encoder_bytes(m: ModelArch, *, max_num_batched_tokens: int, max_model_len: int | None) -> int:
     """What a multimodal model's profile run adds (gpu_model_runner.profile_run): the vision encoder runs
-    on the encoder budget (max(max_num_batched_tokens, the largest item's tokens), each token being
-    merge^2 patches); its live set per patch is one vision block's MLP (the residual, fc1's output and
-    the activation's: d + 2 I values in the model dtype; d + 3 I for a gated MLP). It adds to the language model's peak: measured
-    on Qwen2-VL-7B (H200, 2026-11-23), 2.82 GiB above Qwen2.5-7B's for this formula's 2.81 GiB."""
+    on the encoder budget, max(max_num_batched_tokens, the largest item's tokens), each token being
+    merge^2 patches. The largest item is taken as max_model_len tokens: vLLM sizes a video to fill the
+    sequence (measured: Qwen2-VL 32,768 of 32,768; Qwen2.5-VL 114,688 of 128,000). Live per patch: the
+    dummy pixel values (3 x temporal x patch^2) and one vision block's MLP with its input (residual and
+    normed input 2 d, fc1 output and activation I each, or gate_up 2 I and its product I when gated),
+    in the model dtype. It adds to the language model's peak: measured on Qwen2-VL-7B 2.82 GiB and
+    Qwen2.5-VL-7B 13.21 GiB above Qwen2.5-7B's peak (H200, 2026-11-23); this gives 3.41 and 13.35 GiB."""
     if not m.vision_layers:
         return 0
-    item = min(max_model_len or m.derived_max_len, ENCODER_ITEM_TOKENS)
-    tokens = max(max_num_batched_tokens, item)
+    tokens = max(max_num_batched_tokens, max_model_len or m.derived_max_len)
     patches = tokens * m.vision_merge ** 2
-    live = m.vision_hidden + (3 if m.vision_gated else 2) * m.vision_intermediate
+    live = m.vision_pixels + 2 * m.vision_hidden + (3 if m.vision_gated else 2) * m.vision_intermediate
     return int(patches * live * m.dtype_bytes)
 
 

@@ -222,6 +222,15 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     elif fit_len <= 0:
         est.fits, est.cause = False, "no_kv"
         est.reason = "no KV cache is left for even one block."
+    blocks = lay.num_blocks(avail_pos)
+    if est.fits and m.state_layers and not s.enforce_eager and blocks < seqs:
+        # config/compilation.py: with FULL decode CUDA graphs (vLLM's default for models with recurrent
+        # state) each decoding sequence needs one block; vLLM raises after sizing the KV cache
+        est.fits, est.cause = False, "max_num_seqs"
+        est.reason = (f"vLLM would fail after loading: max_num_seqs ({seqs}) exceeds the {blocks:,} KV cache blocks "
+                      "it would have, and each decoding sequence of a model with recurrent state needs one block "
+                      "for CUDA graph capture.")
+        est.suggestions = _state_block_advice(m, s, gpu, vllm_version, blocks)
     if suggest and not est.fits and est.reason and not est.suggestions:
         est.suggestions = _suggest(m, s, gpu, vllm_version, want_len, fit_len, num_gpus_available)
     return est
@@ -244,6 +253,23 @@ def _shared_gpu_advice(m: ModelArch, s: EngineSettings, gpu: GpuBudget, vv, free
                 f"{outside / GiB:.2f} GiB vLLM needs beyond that share), {tip}"]
     return [f"free the memory other processes hold: at --gpu-memory-utilization {u:.2f} (what is free now) "
             f"the model does not fit ({e.reason})"]
+
+
+def _state_block_advice(m, s: EngineSettings, gpu: GpuBudget, vv, blocks: int) -> list[str]:
+    """Settings under which a hybrid's decode graphs find a block per sequence, each re-checked."""
+    from dataclasses import replace
+    out = []
+    for seqs in (blocks, blocks * 9 // 10, blocks // 2):
+        if seqs < 1:
+            break
+        try:
+            if estimate(m, replace(s, max_num_seqs=seqs), gpu, vllm_version=vv, suggest=False).fits:
+                out.append(f"--max-num-seqs {seqs}")
+                break
+        except BadInput:
+            break
+    out.append("--enforce-eager (no CUDA graphs: slower decoding)")
+    return out
 
 
 def _suggest(m, s: EngineSettings, gpu: GpuBudget, vv, want_len: int, fit_len: int, num_gpus: int | None) -> list[str]:

@@ -4,6 +4,10 @@ from __future__ import annotations
 from ..models.config import ModelArch
 
 VOCAB_PADDING = 64  # vLLM's DEFAULT_VOCAB_PADDING_SIZE
+# Measured, not derived: what vLLM 0.24 counts as model loading beyond the parameters of a multimodal
+# model (Qwen2-VL-7B 0.13 GiB, Qwen2.5-VL-7B 0.20 GiB above the tower's and the language model's
+# parameters, H200, 2026-11-23); the larger is kept for every model with a vision tower.
+VISION_LOAD_EXTRA = int(0.21 * (1 << 30))
 
 
 def _pad(n: int, to: int) -> int:
@@ -112,7 +116,8 @@ def _formula(m: ModelArch, tp: int, pp: int, cap=None) -> int:
     layers_per_stage = -(-m.num_layers // pp)
     rope = _rope(m)
     body = sum(layer_bytes(m, i, tp, cap) for i in range(layers_per_stage)) + rope
-    vision = m.vision_params * b  # the vision tower sits with the first stage, whole on every TP rank
+    # the vision tower sits with the first stage, whole on every TP rank
+    vision = m.vision_params * b + (VISION_LOAD_EXTRA if m.vision_layers else 0)
     first = embed + body + vision + (head if pp == 1 else 0) + (m.hidden_size * b if pp == 1 else 0)
     last = head + body + m.hidden_size * b
     return int(max(first, last) if pp > 1 else first)

@@ -94,6 +94,7 @@ class ModelArch:
     vision_intermediate: int = 0
     vision_gated: bool = False  # SwiGLU vision MLP (gate_up output 2 I, then I) instead of fc1 -> act
     vision_merge: int = 1  # tokens given to the language model are merge^2 patches each
+    vision_pixels: int = 0  # input values per patch (3 x temporal x patch^2)
     vision_params: int = 0  # the tower plus its projector into the language model
 
     @property
@@ -290,7 +291,8 @@ def _vision(cfg: dict) -> dict:
     mlp = (3 if gated else 2) * d * inter
     params = depth * (4 * d * d + mlp) + dm * dm + dm * h + 3 * patch * patch * int(vc.get("temporal_patch_size") or 1) * d
     return dict(vision_hidden=d, vision_layers=depth, vision_intermediate=inter, vision_gated=gated,
-                vision_merge=merge, vision_params=params)
+                vision_merge=merge, vision_params=params,
+                vision_pixels=3 * patch * patch * int(vc.get("temporal_patch_size") or 1))
 
 
 def load_config_dir(path: str | Path) -> dict:
