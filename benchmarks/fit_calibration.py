@@ -82,7 +82,8 @@ def fit(rows: list[dict]) -> dict:
     coef["non_torch"]["per_extra_gpu"] = float(max(extra)) if extra else 0.25 * GiB
     # one-GPU runs only: at TP 4 the graphs also hold all-reduce buffers, so the one-GPU line (not divided
     # by the GPU count) stays above what TP 4 measured and is kept as it is for multi-GPU launches
-    cg = [r for r in rows if "cg_est_gib" in r and _gpus(r) == 1 and not r["arch"].quant.is_int]
+    cg = [r for r in rows if "cg_est_gib" in r and _gpus(r) == 1 and not r["arch"].quant.is_int
+          and not r["arch"].state_layers]
     Xc = np.array([[1.0, r["arch"].num_layers * r["arch"].hidden_size] for r in cg])
     yc = np.array([float(r["cg_est_gib"]) * GiB for r in cg])
     c = np.linalg.lstsq(Xc, yc, rcond=None)[0]
@@ -93,6 +94,12 @@ def fit(rows: list[dict]) -> dict:
     if cgi:
         coef["cudagraph"]["int_weights"] = max(0.0, max(
             float(r["cg_est_gib"]) * GiB - (c[0] + c[1] * r["arch"].num_layers * r["arch"].hidden_size) for r in cgi))
+    # models with recurrent state capture FULL and PIECEWISE decode graphs with their state updates
+    # (vLLM's default for them): the excess measured on those starts
+    cgs = [r for r in rows if "cg_est_gib" in r and _gpus(r) == 1 and r["arch"].state_layers]
+    if cgs:
+        coef["cudagraph"]["state"] = max(0.0, max(
+            float(r["cg_est_gib"]) * GiB - (c[0] + c[1] * r["arch"].num_layers * r["arch"].hidden_size) for r in cgs))
     coef["fit_margin_bytes"] = fit_margin(coef, rows)
     coef["measured"] = measured_coverage(rows)
     return coef

@@ -116,7 +116,8 @@ def cudagraph_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: 
         return 0
     c = coefficients()["cudagraph"]
     return int(c["const"] + c["per_layer_hidden"] * m.num_layers * m.hidden_size
-               + (c.get("int_weights", 0.0) if m.quant.is_int else 0))
+               + (c.get("int_weights", 0.0) if m.quant.is_int else 0)
+               + (c.get("state", 0.0) if m.state_layers else 0))
 
 
 def fit_margin_bytes() -> int:
