@@ -416,3 +416,13 @@ def test_video_encoder_budget_fills_max_model_len():
     assert 13.21 <= got < 14.5
     shorter = activation.encoder_bytes(m, max_num_batched_tokens=8192, max_model_len=32768) / GiB
     assert shorter < got / 3
+
+
+def test_state_only_models_take_tensor_parallelism_and_mamba1_shapes():
+    m = from_config(_campaign_config("mamba2_2b7"))
+    assert estimate(m, EngineSettings(tensor_parallel_size=2), H200).kv_cache_tokens > 0
+    fm = from_config({"architectures": ["FalconMambaForCausalLM"], "model_type": "falcon_mamba", "hidden_size": 4096,
+                      "num_hidden_layers": 64, "intermediate_size": 8192, "state_size": 16, "conv_kernel": 4,
+                      "vocab_size": 65024, "expand": 16})
+    assert fm.layer_plan == ("S",) * 64 and fm.state.kind == "mamba1"
+    assert fm.state.conv == 8192 * 3 and fm.state.temporal == 8192 * 16

@@ -130,7 +130,7 @@ def _validate(m: ModelArch, s: EngineSettings) -> None:
     tp, pp = s.tensor_parallel_size, s.pipeline_parallel_size
     if tp < 1 or pp < 1:
         raise BadInput("--tensor-parallel-size and --pipeline-parallel-size must be at least 1.")
-    if m.num_heads % tp:
+    if m.num_heads % tp and m.layer_windows:  # a model of only recurrent layers has no attention heads
         raise BadInput(f"--tensor-parallel-size {tp} does not divide the model's {m.num_heads} attention heads.",
                        hint="Pick a tensor parallel size that divides it.")
     if pp > m.num_layers:

@@ -66,7 +66,7 @@ def layer_plan(cfg: dict, mtype: str, layers: int) -> tuple[str, ...]:
         return tuple(("A" if i % period == offset else "S") + "F" for i in range(layers))
     if mtype.startswith("falcon_h1"):  # attention and the SSM side by side in every layer
         return ("ASF",) * layers
-    if mtype in ("mamba", "mamba2"):
+    if mtype in ("mamba", "mamba2", "falcon_mamba"):
         return ("S",) * layers
     return ("SF",) * layers  # unknown layout: every layer a state mixer (noted as extrapolated)
 
@@ -95,9 +95,10 @@ def state_shape(cfg: dict, mtype: str, hidden: int) -> StateShape:
         fp32 = mtype == "nemotron_h" and str(cfg.get("mamba_ssm_cache_dtype", "float32")) == "float32"
         return StateShape("mamba2", conv_dim * (k - 1), heads * hd * ds, temporal_fp32=fp32, mixer_params=params,
                           chunk=int(_get(cfg, "mamba_chunk_size", "chunk_size", default=256)))
-    if mtype in ("mamba", "jamba") or cfg.get("mamba_d_state") or cfg.get("state_size"):  # mamba1
+    if mtype in ("mamba", "jamba", "falcon_mamba") or cfg.get("mamba_d_state") or cfg.get("state_size"):  # mamba1
         expand = int(_get(cfg, "mamba_expand", "expand", default=2))
-        di = int(_get(cfg, "mamba_d_inner", default=0) or (cfg.get("intermediate_size") if mtype == "mamba" else 0)
+        di = int(_get(cfg, "mamba_d_inner", default=0)
+                 or (cfg.get("intermediate_size") if mtype in ("mamba", "falcon_mamba") else 0)
                  or expand * hidden)
         ds = int(_get(cfg, "mamba_d_state", "state_size", default=16))
         k = int(_get(cfg, "mamba_d_conv", "conv_kernel", default=4))
