@@ -38,10 +38,6 @@ class ModelConfigError(BadInput):
     pass
 
 
-class UnsupportedArchitecture(BadInput):
-    pass
-
-
 class DoesNotFit(LauncherError):
     exit_code = EXIT_DOES_NOT_FIT
 
