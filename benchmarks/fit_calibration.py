@@ -89,17 +89,21 @@ def fit(rows: list[dict]) -> dict:
     c = np.linalg.lstsq(Xc, yc, rcond=None)[0]
     c[0] += max(0.0, float(max(yc - Xc @ c)))  # envelope: never below what vLLM estimated
     coef["cudagraph"] = {"const": float(c[0]), "per_layer_hidden": float(c[1]), "int_weights": 0.0}
+
+    def excess(kind_of) -> float | None:
+        """The largest excess of vLLM's graph estimate over the line, on the one-GPU starts of a kind."""
+        group = [r for r in rows if "cg_est_gib" in r and _gpus(r) == 1 and kind_of(r["arch"])]
+        if not group:
+            return None
+        return max(0.0, max(float(r["cg_est_gib"]) * GiB - (c[0] + c[1] * r["arch"].num_layers * r["arch"].hidden_size)
+                            for r in group))
     # integer-weight GEMMs (Machete/Marlin) capture larger graphs: the excess measured on those starts
-    cgi = [r for r in rows if "cg_est_gib" in r and _gpus(r) == 1 and r["arch"].quant.is_int]
-    if cgi:
-        coef["cudagraph"]["int_weights"] = max(0.0, max(
-            float(r["cg_est_gib"]) * GiB - (c[0] + c[1] * r["arch"].num_layers * r["arch"].hidden_size) for r in cgi))
+    if (x := excess(lambda a: a.quant.is_int)) is not None:
+        coef["cudagraph"]["int_weights"] = x
     # models with recurrent state capture FULL and PIECEWISE decode graphs with their state updates
     # (vLLM's default for them): the excess measured on those starts
-    cgs = [r for r in rows if "cg_est_gib" in r and _gpus(r) == 1 and r["arch"].state_layers]
-    if cgs:
-        coef["cudagraph"]["state"] = max(0.0, max(
-            float(r["cg_est_gib"]) * GiB - (c[0] + c[1] * r["arch"].num_layers * r["arch"].hidden_size) for r in cgs))
+    if (x := excess(lambda a: a.state_layers)) is not None:
+        coef["cudagraph"]["state"] = x
     coef["fit_margin_bytes"] = fit_margin(coef, rows)
     coef["measured"] = measured_coverage(rows)
     return coef

@@ -88,17 +88,14 @@ def peak_activation_bytes(shape: ProfileShape, runner_kind: str, coef: dict | No
     """Peak of the profile run; `coef` replaces the shipped coefficients (benchmarks/fit_calibration.py)."""
     c = (coef or coefficients())["activation"][runner_kind]
     if runner_kind == "v2":
-        peak = c["sampler"] * shape.sampler + c["ffn"] * shape.ffn + c["const"] + shape.encoder
-        if shape.int_weights:
-            peak += c.get("int_weights", 0.0)
+        peak = c["sampler"] * shape.sampler + c["ffn"] * shape.ffn + c["const"]
     else:
         # V1: the dummy forward, then the sampler warm-up on max_num_seqs rows: logits in float32, the
         # top-k/top-p sort's float32 values and int64 indices: 16 bytes per row x vocab (sampler.py,
         # topk_topp_sampler.py); whichever is larger, plus the fused-MoE caches and the measured constant
         peak = max(SAMPLER_BYTES_PER_LOGIT * shape.sampler, shape.forward) + shape.moe_workspace + c["const"]
-        peak += shape.encoder
-        if shape.int_weights:
-            peak += c.get("int_weights", 0.0)
+    # on either runner: the multimodal encoder's profile, and the integer-weight GEMMs' allowance
+    peak += shape.encoder + (c.get("int_weights", 0.0) if shape.int_weights else 0.0)
     return int(max(peak, 0.05 * 2**30))
 
 

@@ -255,18 +255,21 @@ def _shared_gpu_advice(m: ModelArch, s: EngineSettings, gpu: GpuBudget, vv, free
             f"the model does not fit ({e.reason})"]
 
 
+def _fits_with(m, s: EngineSettings, gpu: GpuBudget, vv, **changes) -> bool:
+    """Whether the launch fits with these settings changed (an advice is only given once re-checked)."""
+    from dataclasses import replace
+    try:
+        return estimate(m, replace(s, **changes), gpu, vllm_version=vv, suggest=False).fits
+    except BadInput:
+        return False
+
+
 def _state_block_advice(m, s: EngineSettings, gpu: GpuBudget, vv, blocks: int) -> list[str]:
     """Settings under which a hybrid's decode graphs find a block per sequence, each re-checked."""
-    from dataclasses import replace
     out = []
     for seqs in (blocks, blocks * 9 // 10, blocks // 2):
-        if seqs < 1:
-            break
-        try:
-            if estimate(m, replace(s, max_num_seqs=seqs), gpu, vllm_version=vv, suggest=False).fits:
-                out.append(f"--max-num-seqs {seqs}")
-                break
-        except BadInput:
+        if seqs >= 1 and _fits_with(m, s, gpu, vv, max_num_seqs=seqs):
+            out.append(f"--max-num-seqs {seqs}")
             break
     out.append("--enforce-eager (no CUDA graphs: slower decoding)")
     return out
@@ -274,17 +277,12 @@ def _state_block_advice(m, s: EngineSettings, gpu: GpuBudget, vv, blocks: int) -
 
 def _suggest(m, s: EngineSettings, gpu: GpuBudget, vv, want_len: int, fit_len: int, num_gpus: int | None) -> list[str]:
     """Other settings that would make want_len fit, each checked with the same model."""
-    from dataclasses import replace
     out: list[str] = []
     if fit_len > 0:
         out.append(f"--max-model-len {fit_len} (or 'auto')")
 
     def fits(**kw) -> bool:
-        try:
-            e = estimate(m, replace(s, max_model_len=want_len, **kw), gpu, vllm_version=vv, suggest=False)
-        except BadInput:
-            return False
-        return e.fits
+        return _fits_with(m, s, gpu, vv, max_model_len=want_len, **kw)
 
     free_share = 1.0 if gpu.cuda_free_bytes is None else gpu.cuda_free_bytes / gpu.cuda_total_bytes
     for u in (0.93, 0.94, 0.95, 0.96, 0.97, 0.98):

@@ -75,14 +75,14 @@ def kv_dtype_bytes(kv_cache_dtype: str, model_dtype_bytes: int) -> int:
 def _group(counts: dict, page: int, state_blocks: int | None = None, block_size: int | None = None) -> KvLayout:
     """vLLM's _get_kv_cache_groups_uniform_page_size: the smallest layer count is the group size (the
     largest when it is under 1.5x the smallest); each kind splits into groups of that many layers."""
+    def spec(kind) -> LayerSpec:  # kind: a sliding window, None (full attention) or "state"
+        return LayerSpec(page, None, state_blocks) if kind == "state" else LayerSpec(page, kind)
     if len(counts) == 1:
         (w, n), = counts.items()
-        return KvLayout(((LayerSpec(page, None if w == "state" else w, state_blocks if w == "state" else None), 1),),
-                        n, block_size)
+        return KvLayout(((spec(w), 1),), n, block_size)
     lo, hi = min(counts.values()), max(counts.values())
     group_size = hi if hi < lo * 1.5 else lo
-    return KvLayout(tuple((LayerSpec(page, None if w == "state" else w, state_blocks if w == "state" else None),
-                           cdiv(n, group_size)) for w, n in counts.items()), group_size, block_size)
+    return KvLayout(tuple((spec(w), cdiv(n, group_size)) for w, n in counts.items()), group_size, block_size)
 
 
 # vLLM's kernel block alignment for FlashAttention/FlashInfer/Triton attention (MultipleOf(16))
@@ -128,5 +128,4 @@ def _hybrid_layout(m: ModelArch, *, tp: int, pp: int, block_size: int, per_token
         block = align * cdiv(state_page, align * per_token)
     block = max(block, block_size)
     counts = {None: n_attn, "state": n_state}
-    lay = _group(counts, block * per_token, None if mode == "all" else state_blocks, block)
-    return lay
+    return _group(counts, block * per_token, None if mode == "all" else state_blocks, block)
