@@ -60,6 +60,16 @@ class Workload:
         step = (sum(self.prompt_len) + sum(self.output_len)) / 2
         return sum(self.prefix_len) / 2 + step * (self.turns + 1) / 2
 
+    def decode_reads(self) -> float:
+        """KV tokens one decode step reads at full concurrency: each running request attends to its whole
+        context (half-way through its answer on average). A prefix common to every request is counted once,
+        as vLLM's cascade attention reads it once; several documents are read by each request that uses one."""
+        prefix = sum(self.prefix_len) / 2
+        ctx = self.mean_seq_len() - sum(self.output_len) / 4
+        if self.num_prefixes == 1 and prefix:
+            return self.concurrency * (ctx - prefix) + prefix
+        return self.concurrency * ctx
+
     def kv_tokens_in_flight(self) -> float:
         """KV cache tokens the workload keeps busy at full concurrency, counting each shared prefix once."""
         prefix = sum(self.prefix_len) / 2

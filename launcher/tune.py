@@ -175,12 +175,13 @@ class Tuner:
     def __init__(self, base_spec, workloads: list[Named], *, vocab_size: int, timeout_s: float = 900.0,
                  budget_s: float | None = None, results_path: Path | None = None, resume: bool = False,
                  grid: list[Candidate] | None = None, on_progress=None, api_key: str | None = None,
-                 min_gain: float = MIN_GAIN, confirm: bool = True, refine: int = 2, fetch=None):
+                 min_gain: float = MIN_GAIN, confirm: bool = True, refine: int = 2, fetch=None,
+                 allow_fp8_kv: bool = False):
         self.spec, self.workloads, self.vocab = base_spec, workloads, vocab_size
         self.timeout_s, self.budget_s, self.results_path = timeout_s, budget_s, results_path
         self.grid, self.on_progress, self.api_key = grid, on_progress, api_key
         self.res = TuneResult(workloads, budget_s=budget_s, min_gain=min_gain)
-        self.confirm, self.refine = confirm, refine
+        self.confirm, self.refine, self.allow_fp8_kv = confirm, refine, allow_fp8_kv
         self.fetch = fetch  # downloads a Hub model once, before the first start (launching.prepare)
         self.t0 = time.monotonic()
         self.previous: list[Candidate] = self._load() if resume else []
@@ -222,10 +223,12 @@ class Tuner:
     def run(self) -> TuneResult:
         defaults = self.measure(Candidate("vLLM defaults", {}, why="the baseline"))
         if defaults.ran:
-            cands = self.grid if self.grid is not None else propose(self.workloads, defaults, self.spec,
-                                                                        _default_estimate(self.spec))
+            cands = self.grid if self.grid is not None else propose(
+                self.workloads, defaults, self.spec, _default_estimate(self.spec), allow_fp8_kv=self.allow_fp8_kv,
+                min_gain=self.min_gain)
             for c in cands:
                 self.measure(c)
+                self.confirm_defaults()  # as soon as a candidate beats them: the gain is checked before the budget goes
             if self.grid is None:
                 for c in combine(self.res, self.workloads, self.min_gain):
                     self.measure(c)
@@ -238,8 +241,8 @@ class Tuner:
         return self.res.min_gain
 
     def confirm_defaults(self) -> None:
-        """Where a candidate beats the defaults, start the defaults once more and keep their better score,
-        so that a gain is not an accident of one start."""
+        """Where a candidate beats the defaults, start the defaults once more (at once, before the other
+        candidates) and keep their better score, so that a gain is not an accident of one start."""
         if not self.confirm or self.res.defaults_again is not None:
             return
         if not any(w is not None and w.engine_args for w in map(self.res.winner, self.workloads)):
@@ -285,7 +288,11 @@ class Tuner:
         return (cost, left) if cost is not None and cost > left else None
 
     def expected_cost(self) -> float | None:
-        ran = [c for c in self.res.candidates if c.ran and not c.resumed and c.start_s is not None]
+        """Mean start + sweep time of the starts measured in this run (the defaults' second start included);
+        of the resumed ones where none is measured yet, rather than no bound at all."""
+        cands = self.res.candidates + ([self.res.defaults_again] if self.res.defaults_again else [])
+        timed = [c for c in cands if c.ran and c.start_s is not None]
+        ran = [c for c in timed if not c.resumed] or timed
         if not ran:
             return None
         return statistics.fmean(c.start_s for c in ran) + statistics.fmean(c.sweep_s or 0 for c in ran) + 10
@@ -384,9 +391,23 @@ def _ms(x: float | None) -> str:
 
 # ---- where candidates come from ------------------------------------------------------------------
 
-def propose(workloads: list[Named], defaults: Candidate, spec, est=None) -> list[Candidate]:
+def fp8_kv_gain(wl: Named, kv_tokens: int, est) -> float | None:
+    """The most an fp8 KV cache can speed up this workload's decode steps. A decode step reads the weights
+    once and every running request's KV cache (memory-bound at these batch sizes): an fp8 cache halves the
+    second part. (weights + KV read) / (weights + KV read / 2) - 1, with the KV read capped by the cache vLLM
+    sized; None where the estimator has no view of the weights."""
+    if est is None or not getattr(est, "weights_bytes", 0) or not getattr(est, "kv_bytes_per_token", 0):
+        return None
+    read = min(wl.workload.decode_reads(), kv_tokens or float("inf")) * est.kv_bytes_per_token
+    return (est.weights_bytes + read) / (est.weights_bytes + read / 2) - 1
+
+
+def propose(workloads: list[Named], defaults: Candidate, spec, est=None, allow_fp8_kv: bool = False,
+            min_gain: float = MIN_GAIN) -> list[Candidate]:
     """Candidates from the workloads' shapes, what vLLM resolved for its defaults and the KV cache sized
-    (est: the estimator's view of the defaults, for the batch sizes vLLM picks on this GPU)."""
+    (est: the estimator's view of the defaults, for the batch sizes vLLM picks on this GPU). With
+    allow_fp8_kv, an fp8 KV cache where decode reads more KV than it gains from noise, or where the
+    workload needs more KV than vLLM sized; it comes first, being the one with a modelled effect."""
     steps = defaults.vllm_resolved.get("max-num-batched-tokens")
     if not steps:
         steps = est.max_num_batched_tokens if est else 2048
@@ -402,6 +423,18 @@ def propose(workloads: list[Named], defaults: Candidate, spec, est=None) -> list
         out.append(Candidate.of(args, why))
 
     pinned = spec.engine_args
+    if allow_fp8_kv and "kv-cache-dtype" not in pinned:
+        for wl in workloads:
+            g, need = fp8_kv_gain(wl, kv, est), wl.workload.kv_tokens_in_flight()
+            if g is not None and g > min_gain:
+                add({"kv-cache-dtype": "fp8"},
+                    f"{wl.name}: a decode step at concurrency {wl.workload.concurrency} reads about "
+                    f"{min(wl.workload.decode_reads(), kv or float('inf')) * est.kv_bytes_per_token / 2**30:.0f} GiB "
+                    f"of KV cache besides {est.weights_bytes / 2**30:.0f} GiB of weights; fp8 halves the KV part "
+                    f"(at most {g:+.0%} per decode step)")
+            elif kv and need > kv:
+                add({"kv-cache-dtype": "fp8"},
+                    f"{wl.name}: about {need:,.0f} KV tokens in flight, the defaults hold {kv:,}; fp8 holds twice as many")
     for wl in workloads:
         w = wl.workload
         new_prompt = w.prefix_len[1] + w.prompt_len[1]
@@ -498,6 +531,9 @@ def launch_file(base_spec, winner: Candidate, wl: Named, res: TuneResult) -> str
             + (f" ({imp:+.1%} output tokens/s vs vLLM's defaults" if imp is not None else "")
             + (f" at p99 TTFT <= {wl.slo_ttft_p99_s:g} s)" if imp is not None and wl.slo_ttft_p99_s else
                ")" if imp is not None else ""))
+    if str(winner.engine_args.get("kv-cache-dtype", "")).startswith("fp8"):
+        head += ("\n# kv-cache-dtype fp8 stores keys and values in 8 bits (scale 1.0 unless the checkpoint has KV"
+                 " scales):\n# outputs differ slightly from a 16-bit cache; check the model's accuracy before serving.")
     return head + "\n" + yaml.safe_dump(d, sort_keys=False)
 
 

@@ -117,6 +117,60 @@ def test_proposals_follow_the_workload_and_what_vllm_resolved():
     assert not [c for c in propose([batch], defaults, pinned, est) if set(c.engine_args) & set(pinned.engine_args)]
 
 
+def test_fp8_kv_cache_is_proposed_only_when_allowed_and_where_decode_reads_much_kv():
+    batch, chat, agent = named("batch,chat,agent")
+    defaults = Candidate("vLLM defaults", {}, vllm_kv_tokens=460_000, vllm_resolved={"max-num-batched-tokens": 8192})
+    spec = SimpleNamespace(engine_args={})
+    # an 8B model in 16 bits: 15 GiB of weights, 128 KiB of KV per token
+    est = SimpleNamespace(max_num_batched_tokens=8192, max_num_seqs=1024, weights_bytes=15 << 30,
+                          kv_bytes_per_token=128 << 10)
+    assert not [c for c in propose([batch], defaults, spec, est) if "kv-cache-dtype" in c.engine_args]
+    got = propose([batch, agent], defaults, spec, est, allow_fp8_kv=True)
+    assert got[0].engine_args == {"kv-cache-dtype": "fp8"}  # first: the one with a modelled effect
+    assert "batch:" in got[0].why and "agent:" in got[0].why
+    # batch: 600 requests would read ~520k tokens a step, capped at the 460k vLLM sized = 56 GiB vs 15 GiB
+    from launcher.tune import fp8_kv_gain
+    assert fp8_kv_gain(batch, 460_000, est) == pytest.approx((15 + 56.15) / (15 + 56.15 / 2) - 1, rel=1e-3)
+    # agent: the system prompt is common to all 64 sessions and read once (cascade attention)
+    w = agent.workload
+    ctx = w.mean_seq_len() - sum(w.output_len) / 4
+    assert w.decode_reads() == pytest.approx(64 * (ctx - 2048) + 2048)
+    # short chats: at 256 they read ~14 GiB of KV a step (proposed); at 32 under 2 GiB against 15 GiB of
+    # weights, at most +5%, which is not told from noise (not proposed)
+    assert fp8_kv_gain(chat, 460_000, est) > 0.25
+    assert {"kv-cache-dtype": "fp8"} in [c.engine_args for c in propose([chat], defaults, spec, est, allow_fp8_kv=True)]
+    chat32 = replace(chat, workload=replace(chat.workload, concurrency=32))
+    assert fp8_kv_gain(chat32, 460_000, est) < 0.05
+    assert not [c for c in propose([chat32], defaults, spec, est, allow_fp8_kv=True) if "kv-cache-dtype" in c.engine_args]
+    # nor when the user pinned the KV dtype
+    pinned = SimpleNamespace(engine_args={"kv-cache-dtype": "auto"})
+    assert not [c for c in propose([batch], defaults, pinned, est, allow_fp8_kv=True) if "kv-cache-dtype" in c.engine_args]
+
+
+def test_the_defaults_start_again_as_soon_as_a_candidate_beats_them(tmp_path, monkeypatch):
+    from launcher import tune as tune_mod
+
+    started = []
+    speed = {(): 1000, (("kv-cache-dtype", "fp8"),): 1300, (("max-num-batched-tokens", 16384),): 990}
+
+    def run_one(self, c):
+        started.append(c.label)
+        c.start_s, c.sweep_s = 60.0, 30.0
+        c.points["chat"] = [_pt(32, speed[tuple(c.engine_args.items())])]
+    monkeypatch.setattr(Tuner, "_run_one", run_one)
+    monkeypatch.setattr(tune_mod, "_default_estimate", lambda spec: None)
+    monkeypatch.setattr(tune_mod, "propose", lambda *a, **k: [Candidate.of({"kv-cache-dtype": "fp8"}, "x"),
+                                                             Candidate.of({"max-num-batched-tokens": 16384}, "y")])
+    res = _tuner(tmp_path).run()
+    assert started == ["vLLM defaults", "kv-cache-dtype=fp8", "vLLM defaults (again)", "max-num-batched-tokens=16384"]
+    wl = res.workloads[0]
+    assert res.winner(wl).label == "kv-cache-dtype=fp8" and res.improvement(wl) == pytest.approx(0.3)
+    from launcher.tune import launch_file
+    spec = SimpleNamespace(name="tune-m", engine_args={}, to_dict=lambda: {"model_path": "m"})
+    text = launch_file(spec, res.winner(wl), wl, res)
+    assert "+30.0% output tokens/s" in text and "accuracy" in text and "kv-cache-dtype: fp8" in text
+
+
 def test_settings_that_each_beat_the_defaults_are_tried_together():
     wl = named("chat")[0]
     res = TuneResult([wl], [_cand("vLLM defaults", {}, [_pt(32, 1000)]),
@@ -140,6 +194,15 @@ def test_a_candidate_that_would_overrun_the_budget_is_not_started(tmp_path, monk
     c = t.measure(Candidate("x", {"max-num-seqs": 64}))
     assert c.skipped.startswith("not run:") and "takes about 100 s" in c.skipped
     assert json.loads((tmp_path / "results.json").read_text())["result"]["candidates"][1]["skipped"]
+
+
+def test_a_resumed_run_still_keeps_to_its_budget(tmp_path, monkeypatch):
+    t = _tuner(tmp_path, budget_s=60)
+    monkeypatch.setattr(Tuner, "_run_one", lambda self, c: pytest.fail("started despite the budget"))
+    old = _cand("vLLM defaults", {}, [_pt(32, 1000)])
+    old.resumed = True  # measured by an earlier run: its 100 s still tell what a start costs
+    t.res.candidates.append(old)
+    assert t.measure(Candidate("x", {"max-num-seqs": 64})).skipped.startswith("not run:")
 
 
 def test_resume_reuses_measurements_only_for_the_same_launch_and_workloads(tmp_path, monkeypatch):

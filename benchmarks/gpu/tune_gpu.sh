@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `launcher tune` on one GPU with vLLM staged (docs/gpu.md), Llama-3.1-8B shapes with dummy weights.
 # usage: bash benchmarks/gpu/tune_gpu.sh tune BUDGET   tune $WORKLOADS (rag,batch; run it again: --resume
-#                                                       carries on; $EXTRA: more tune options)
+#                                                       carries on; $EXTRA: more tune options, e.g.
+#                                                       --allow-fp8-kv-cache)
 #        bash benchmarks/gpu/tune_gpu.sh check          defaults vs each winner: launcher bench on every
 #                                                       tuned workload, vllm bench serve on batch (the
 #                                                       same lengths through its random dataset)
@@ -23,6 +24,7 @@ if [ "$1" = tune ]; then
      --out-dir /root/tune --resume --json ${EXTRA:-} > $OUT/tune.json 2> $OUT/tune.err
   echo "tune rc=$? s=$(el $t)"; grep -v "^\s*$" $OUT/tune.err | tail -40
   cp /root/tune/*.yaml /root/tune/results.json $OUT/ 2>/dev/null
+  tar czf $OUT/server-logs.tgz -C /root/lh-tune runs 2>/dev/null
   exit 0
 fi
 
@@ -54,3 +56,4 @@ print('  out tok/s %.1f  p99 TTFT %.0f ms  mean TPOT %.2f ms  median ITL %.2f ms
   t=$(now); $L stop $name; echo "stop $name rc=$? s=$(el $t)"
 done 3< /root/check-plan.txt
 nvidia-smi --query-gpu=memory.used --format=csv,noheader | sed 's/^/after: used /'
+tar czf $OUT/check-server-logs.tgz -C /root/lh-tune runs 2>/dev/null

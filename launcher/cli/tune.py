@@ -59,6 +59,7 @@ def tune(
     max_num_batched_tokens: Annotated[str, typer.Option("--max-num-batched-tokens-grid", help="Try exactly these max_num_batched_tokens values.")] = "",
     utilizations: Annotated[str, typer.Option("--gpu-memory-utilization-grid", help="Try exactly these gpu_memory_utilization values.")] = "",
     kv_dtypes: Annotated[str, typer.Option("--kv-cache-dtype-grid", help="Try these kv_cache_dtype values, e.g. auto,fp8 (fp8 changes the numerics).")] = "",
+    allow_fp8_kv: Annotated[bool, typer.Option("--allow-fp8-kv-cache", help="Also propose an fp8 KV cache where decode reads much KV or the workload needs more KV than vLLM sized. It changes the numerics slightly: check accuracy before serving the winner.")] = False,
     refine: Annotated[int, typer.Option("--refine", min=0, help="Bisections, on the same start, between the last load level that met the target and the first that missed it.")] = 2,
     min_gain: Annotated[float, typer.Option("--min-gain", min=0.0, help="A candidate must beat vLLM's defaults by more than this fraction to be chosen; the defaults are then started once more and must be beaten in both starts.")] = 0.05,
     timeout: Annotated[float, typer.Option("--timeout", help="Start-up deadline per candidate and per-request timeout, seconds.")] = 900.0,
@@ -121,7 +122,8 @@ def tune(
         con.print(f"[bold]{wl.name}[/]: {wl.describe()}")
     tuner = Tuner(spec, wls, vocab_size=ref.arch.vocab_size, timeout_s=timeout, budget_s=budget_s,
                   results_path=out / "results.json", resume=resume, grid=grid, on_progress=con.print,
-                  api_key=os.environ.get("VLLM_API_KEY"), min_gain=min_gain, refine=refine, fetch=fetch_model())
+                  api_key=os.environ.get("VLLM_API_KEY"), min_gain=min_gain, refine=refine, fetch=fetch_model(),
+                  allow_fp8_kv=allow_fp8_kv)
     res = tuner.run()
     d = res.to_dict()
     files = {}
