@@ -182,6 +182,7 @@ class Tuner:
         self.grid, self.on_progress, self.api_key = grid, on_progress, api_key
         self.res = TuneResult(workloads, budget_s=budget_s, min_gain=min_gain)
         self.confirm, self.refine, self.allow_fp8_kv = confirm, refine, allow_fp8_kv
+        self._said_no_confirm = False
         self.fetch = fetch  # downloads a Hub model once, before the first start (launching.prepare)
         self.t0 = time.monotonic()
         self.previous: list[Candidate] = self._load() if resume else []
@@ -255,7 +256,9 @@ class Tuner:
             return
         over = self._over_budget()
         if over:
-            self._say(f"{c.label}: not run: {over[1]:.0f} s of the budget left; the gain rests on one start")
+            if not self._said_no_confirm:
+                self._say(f"{c.label}: not run: {over[1]:.0f} s of the budget left; the gain rests on one start")
+                self._said_no_confirm = True
             return
         self.res.defaults_again = c
         self._run_one(c)

@@ -16,7 +16,10 @@ levels, winners = {}, {}
 for w in res["workloads"]:
     if w["winner_engine_args"] is None:
         continue
-    wl = replace(PRESETS[w["name"]], levels=tuple(w["levels"]), slo_ttft_p99_s=w["slo_ttft_p99_s"])
+    key = next(k for k in d["key"]["workloads"] if k["name"] == w["name"])  # as tuned, overrides included
+    wl = replace(PRESETS[w["name"]], workload=replace(PRESETS[w["name"]].workload, **{
+        k: tuple(v) if isinstance(v, list) else v for k, v in key["workload"].items()}),
+        levels=tuple(w["levels"]), slo_ttft_p99_s=w["slo_ttft_p99_s"])
     win = cands[json.dumps(w["winner_engine_args"], sort_keys=True)]
     c = win.best_point(wl).concurrency
     levels[w["name"]] = f"{w['name']}@{c}x{at_level(wl, c, 0).num_requests}"

@@ -2,7 +2,10 @@
 # `launcher tune` on one GPU with vLLM staged (docs/gpu.md), Llama-3.1-8B shapes with dummy weights.
 # usage: bash benchmarks/gpu/tune_gpu.sh tune BUDGET   tune $WORKLOADS (rag,batch; run it again: --resume
 #                                                       carries on; $EXTRA: more tune options, e.g.
-#                                                       --allow-fp8-kv-cache)
+#                                                       --allow-fp8-kv-cache; $WLARGS: workload
+#                                                       overrides for tune and bench, e.g. --output-len
+#                                                       1024:3072, with VB_IN/VB_OUT/VB_RATIO the same
+#                                                       lengths for vllm bench serve)
 #        bash benchmarks/gpu/tune_gpu.sh check          defaults vs each winner: launcher bench on every
 #                                                       tuned workload, vllm bench serve on batch (the
 #                                                       same lengths through its random dataset)
@@ -20,7 +23,7 @@ nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv,noheader | tee
 
 if [ "$1" = tune ]; then
   t=$(now)
-  $L tune --model-path $M --load-format dummy --max-model-len 8192 --workload $WL --budget "$2" \
+  $L tune --model-path $M --load-format dummy --max-model-len 8192 --workload $WL --budget "$2" ${WLARGS:-} \
      --out-dir /root/tune --resume --json ${EXTRA:-} > $OUT/tune.json 2> $OUT/tune.err
   echo "tune rc=$? s=$(el $t)"; grep -v "^\s*$" $OUT/tune.err | tail -40
   cp /root/tune/*.yaml /root/tune/results.json $OUT/ 2>/dev/null
@@ -40,13 +43,13 @@ while read -r -u 3 name wls args; do
     w=${wc%%@*}; C=${wc#*@}; C=${C%%x*}; N=${wc##*x}
     if [ $w = batch ]; then
       python3 -m vllm.entrypoints.cli.main bench serve --backend vllm --base-url http://127.0.0.1:$(port $name) \
-        --model $M --dataset-name random --random-input-len 640 --random-output-len 320 --random-range-ratio 0.6 \
+        --model $M --dataset-name random --random-input-len ${VB_IN:-640} --random-output-len ${VB_OUT:-320} --random-range-ratio ${VB_RATIO:-0.6} \
         --num-prompts $N --max-concurrency $C --ignore-eos --seed 1 --save-result --result-dir $OUT \
         --result-filename vllm-bench-$name-$w.json > $OUT/vllm-bench-$name-$w.txt 2>&1
       echo "vllm bench serve $name $w@$C rc=$?"
       grep -E "Output token throughput|Mean TPOT|Median ITL|P99 TTFT" $OUT/vllm-bench-$name-$w.txt | sed 's/^/  /'
     fi
-    $L bench --name $name --workload $w -c $C -n $N --seed 1 --json > $OUT/bench-$name-$w.json 2> $OUT/bench-$name-$w.err
+    $L bench --name $name --workload $w -c $C -n $N --seed 1 ${WLARGS:-} --json > $OUT/bench-$name-$w.json 2> $OUT/bench-$name-$w.err
     echo "launcher bench $name $w@$C rc=$?"
     python3 -c "
 import json; d=json.load(open('$OUT/bench-$name-$w.json'))

@@ -27,7 +27,7 @@ def bench(
     prompt_len: common.PromptLen = "128",
     output_len: common.OutputLen = "64",
     prompts_file: common.PromptsFile = None,
-    workload: Annotated[Optional[str], typer.Option("--workload", "-w", help="A named workload (chat, rag, batch, agent; as in `launcher tune`) at --concurrency, instead of the length options.")] = None,
+    workload: Annotated[Optional[str], typer.Option("--workload", "-w", help="A named workload (chat, rag, batch, agent; as in `launcher tune`) at --concurrency; --prompt-len/--output-len override its lengths.")] = None,
     warmup: Annotated[int, typer.Option("--warmup", help="Requests sent first and not measured.")] = 2,
     prompt_format: Annotated[str, typer.Option("--prompt-format", help="ids (token ids, exact lengths) or text (random ids decoded with the model's tokenizer.json, like vLLM's random dataset).")] = "ids",
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -52,7 +52,11 @@ def bench(
     if workload:
         from ..workloads import at_level, named
 
-        wl = named(workload, seed=seed)
+        from ..bench import parse_range
+
+        wl = named(workload, seed=seed,  # the length options override the workload's, as in `launcher tune`
+                   prompt_len=parse_range(prompt_len, "--prompt-len") if prompt_len else None,
+                   output_len=parse_range(output_len, "--output-len") if output_len else None)
         if len(wl) != 1:
             raise BadInput("bench takes one --workload at a time.")
         w = replace(at_level(wl[0], concurrency, 0), num_requests=num_requests, request_rate=request_rate,
