@@ -97,9 +97,15 @@ def fit(rows: list[dict]) -> dict:
             return None
         return max(0.0, max(float(r["cg_est_gib"]) * GiB - (c[0] + c[1] * r["arch"].num_layers * r["arch"].hidden_size)
                             for r in group))
-    # integer-weight GEMMs (Machete/Marlin) capture larger graphs: the excess measured on those starts
+    # integer-weight GEMMs (Machete/Marlin) capture larger graphs, by an amount that differs per architecture
+    # (6-28 MiB per PIECEWISE graph measured): the excess measured on each architecture's own starts, and the
+    # largest of them for an architecture never measured with integer weights (which also gets the margin of
+    # an extrapolated estimate, activation.confidence)
     if (x := excess(lambda a: a.quant.is_int)) is not None:
         coef["cudagraph"]["int_weights"] = x
+        archs = sorted({r["arch"].architecture for r in rows if r["arch"].quant.is_int and "cg_est_gib" in r})
+        coef["cudagraph"]["int_weights_by_arch"] = {
+            k: excess(lambda a, k=k: a.quant.is_int and a.architecture == k) for k in archs}
     # models with recurrent state capture FULL and PIECEWISE decode graphs with their state updates
     # (vLLM's default for them): the excess measured on those starts
     if (x := excess(lambda a: a.state_layers)) is not None:

@@ -302,6 +302,23 @@ def test_an_architecture_without_a_specific_model_is_estimated_with_a_margin_not
     assert ref.kv_cache_bytes - e.kv_cache_bytes == int(activation.EXTRAPOLATED_MARGIN * e.requested_bytes)
 
 
+def test_integer_weights_on_an_architecture_never_measured_with_them_keep_a_margin_on_the_v1_runner():
+    # vLLM measures its CUDA graphs by capture, and with Machete/Marlin kernels that cost varied by architecture
+    # (6-28 MiB per graph; Phi-3-medium AWQ's blind estimate was +0.96% above vLLM's KV cache before this rule)
+    awq = {"quantization_config": {"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True}}
+    olmo_awq = from_config({**AYA_23_8B, "architectures": ["Olmo2ForCausalLM"], "model_type": "olmo2", **awq})
+    e = estimate(olmo_awq, EngineSettings(), H200)
+    assert e.confidence == "extrapolated" and "CUDA graph" in e.confidence_reason and "awq" in e.confidence_reason
+    olmo = from_config({**AYA_23_8B, "architectures": ["Olmo2ForCausalLM"], "model_type": "olmo2"})
+    assert "CUDA graph" not in estimate(olmo, EngineSettings(), H200).confidence_reason
+    # measured with AWQ (Phi-3-medium, Qwen2.5-72B): no such margin
+    phi3_awq = from_config({**AYA_23_8B, "architectures": ["Phi3ForCausalLM"], "model_type": "phi3", **awq})
+    assert "CUDA graph" not in estimate(phi3_awq, EngineSettings(), H200).confidence_reason
+    # the V2 runner subtracts no graph estimate: Llama with AWQ is not affected by this rule
+    llama_awq = from_config({**catalog.lookup("llama-3.1-instruct", "8").config, **awq})
+    assert "CUDA graph" not in estimate(llama_awq, EngineSettings(), H200).confidence_reason
+
+
 def test_gpt_style_config_keys_are_read():
     m = from_config({"architectures": ["SomeGPTForCausalLM"], "n_embd": 2048, "n_layer": 24, "n_head": 16,
                      "n_inner": 8192, "vocab_size": 50304, "n_positions": 4096})

@@ -105,7 +105,8 @@ def non_torch_bytes(runner_kind: str, tp: int) -> int:
 
 
 def cudagraph_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: int) -> int:
-    """The CUDA graph memory vLLM estimates and subtracts (V1 runner, graphs on).
+    """The CUDA graph memory vLLM estimates and subtracts (V1 runner, graphs on). With integer weights, the
+    excess measured on this architecture's own starts (the largest one measured where it has none).
 
     Per GPU it does not shrink with tensor parallelism (Mixtral-8x22B at TP 4 estimated 0.71 GiB per
     GPU, more than the one-GPU models of its depth): the graphs hold the all-reduce buffers too."""
@@ -113,7 +114,7 @@ def cudagraph_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: 
         return 0
     c = coefficients()["cudagraph"]
     return int(c["const"] + c["per_layer_hidden"] * m.num_layers * m.hidden_size
-               + (c.get("int_weights", 0.0) if m.quant.is_int else 0)
+               + (c.get("int_weights_by_arch", {}).get(m.architecture, c.get("int_weights", 0.0)) if m.quant.is_int else 0)
                + (c.get("state", 0.0) if m.state_layers else 0))
 
 
@@ -153,6 +154,14 @@ def confidence(m: ModelArch, gpus: int, vllm_version: tuple[int, ...]) -> tuple[
         return "extrapolated", "; ".join(notes)
     if tuple(vllm_version[:2]) != (0, 24):
         return "extrapolated", f"vLLM {'.'.join(map(str, vllm_version))} was never measured (0.24.0 was)"
+    if m.quant.is_int and runner(m, vllm_version) == "v1" and not (seen and m.quant.method in seen["quant"]):
+        # vLLM sizes its graph memory by capturing two graphs per mode; with integer-weight kernels (Machete,
+        # Marlin) the second capture's cost varied by architecture, not by shape: 6 MiB per PIECEWISE graph
+        # on Gemma-2-27B AWQ, 10 on Qwen2.5-72B AWQ, 28 on Phi-3-medium AWQ (2026-11-23, H100,
+        # benchmarks/results/h100-int/). Phi-3-medium's blind estimate was +0.96% above vLLM's KV cache.
+        return "extrapolated", (f"{m.quant.method} weights on {m.architecture} were never measured: vLLM measures "
+                                "its CUDA graph memory by capture, and with integer-weight kernels it varied by "
+                                "architecture (6-28 MiB per graph)")
     if not seen:
         return "derived", f"{m.architecture} is modelled from vLLM's shapes but no start of it was measured"
     gaps = []
