@@ -5,7 +5,7 @@
 2. Candidates are proposed from the estimator and from what vLLM resolved for the defaults (the chunked
    prefill step it logged, the KV cache it sized): larger prefill steps for long prompts, smaller ones for
    latency, a larger memory share and a cap on running requests where the workload needs more KV cache
-   than the defaults give. Each candidate goes through the launch pre-flight, so what cannot fit is pruned
+   than the defaults give, and (--allow-fp8-kv-cache) an fp8 KV cache where decode is bound by reading it. Each candidate goes through the launch pre-flight, so what cannot fit is pruned
    with the estimator's reason before anything starts.
 3. Each remaining candidate is started once (vLLM's compile cache, kept under its cache root, makes later
    starts shorter) and swept like the defaults, within the time budget; results are saved after every
