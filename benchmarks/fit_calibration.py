@@ -80,39 +80,64 @@ def fit(rows: list[dict]) -> dict:
     # (measured at TP 4 only; other counts use the same value).
     extra = [p[4] - coef["non_torch"][p[1]] for p in pts if _gpus(p[0]) > 1]
     coef["non_torch"]["per_extra_gpu"] = float(max(extra)) if extra else 0.25 * GiB
-    # one-GPU runs only: at TP 4 the graphs also hold all-reduce buffers, so the one-GPU line (not divided
-    # by the GPU count) stays above what TP 4 measured and is kept as it is for multi-GPU launches
-    cg = [r for r in rows if "cg_est_gib" in r and _gpus(r) == 1 and not r["arch"].quant.is_int
-          and not r["arch"].state_layers]
-    Xc = np.array([[1.0, r["arch"].num_layers * r["arch"].hidden_size] for r in cg])
-    yc = np.array([float(r["cg_est_gib"]) * GiB for r in cg])
-    c = np.linalg.lstsq(Xc, yc, rcond=None)[0]
-    c[0] += max(0.0, float(max(yc - Xc @ c)))  # envelope: never below what vLLM estimated
-    coef["cudagraph"] = {"const": float(c[0]), "per_layer_hidden": float(c[1]), "int_weights": 0.0}
+    coef["cudagraph"] = fit_graphs(rows)
+    coef["fit_margin_bytes"] = fit_margin(coef, rows)
+    coef["measured"] = measured_coverage(rows)
+    return coef
 
-    def excess(kind_of) -> float | None:
-        """The largest excess of vLLM's graph estimate over the line, on the one-GPU starts of a kind."""
-        group = [r for r in rows if "cg_est_gib" in r and _gpus(r) == 1 and kind_of(r["arch"])]
-        if not group:
-            return None
-        return max(0.0, max(float(r["cg_est_gib"]) * GiB - (c[0] + c[1] * r["arch"].num_layers * r["arch"].hidden_size)
+
+def fit_graphs(rows: list[dict]) -> dict:
+    """vLLM's CUDA graph estimate as vLLM builds it (activation.cudagraph_bytes): max(first FULL, first PIECEWISE
+    capture) + (sizes - 1) x per-graph cost. From the starts whose DEBUG log splits it: the first FULL capture per
+    unit of hidden size and the first PIECEWISE capture, each the largest seen (an envelope). From every one-GPU
+    16-bit start without recurrent state: the per-graph cost, a constant plus a cost per layer (least squares on
+    what remains of vLLM's total), its constant then raised until no start's estimate lies above the model.
+    At TP 4 the graphs also hold all-reduce buffers, so the one-GPU model (not divided by the GPU count) stays
+    above what TP 4 measured and is kept as it is for multi-GPU launches."""
+    MiB = 1 << 20
+    one = [r for r in rows if "cg_est_gib" in r and _gpus(r) == 1]
+    plain = [r for r in one if not r["arch"].quant.is_int and not r["arch"].state_layers]
+    parts = [r for r in plain if "FULL" in r.get("graph_parts", {}) and "PIECEWISE" in r["graph_parts"]]
+    c = {"full_first_per_hidden": max(r["graph_parts"]["FULL"][0] * MiB / r["arch"].hidden_size for r in parts),
+         "piecewise_first": max(r["graph_parts"]["PIECEWISE"][0] * MiB for r in parts),
+         "per_graph": 0.0, "per_graph_per_layer": 0.0}
+
+    def graphs(r) -> int:
+        s = r["settings"]
+        return activation.cudagraph_capture_sizes(s.max_num_seqs or 1024, s.max_num_batched_tokens or 8192) - 1
+
+    def first(r) -> float:
+        return max(c["full_first_per_hidden"] * r["arch"].hidden_size, c["piecewise_first"])
+    X = np.array([[graphs(r), graphs(r) * r["arch"].num_layers] for r in plain], float)
+    y = np.array([float(r["cg_est_gib"]) * GiB - first(r) for r in plain])
+    k = np.linalg.lstsq(X, y, rcond=None)[0]
+    c["per_graph"], c["per_graph_per_layer"] = float(k[0]), float(k[1])
+    c["per_graph"] += max(0.0, float(max((y - X @ k) / X[:, 0])))  # envelope: never below what vLLM estimated
+
+    def excess(group) -> float:
+        """The largest excess of vLLM's graph estimate over the model, on a group of one-GPU starts."""
+        return max(0.0, max(float(r["cg_est_gib"]) * GiB
+                            - activation.cudagraph_bytes(r["arch"], "v1", enforce_eager=False, tp=1,
+                                                         max_num_seqs=r["settings"].max_num_seqs or 1024,
+                                                         max_num_batched_tokens=r["settings"].max_num_batched_tokens or 8192,
+                                                         coef={"cudagraph": {**c, "int_weights": 0.0, "state": 0.0,
+                                                                             "int_weights_by_arch": {}}})
                             for r in group))
     # integer-weight GEMMs (Machete/Marlin) capture larger graphs, by an amount that differs per architecture
     # (6-28 MiB per PIECEWISE graph measured): the excess measured on each architecture's own starts, and the
     # largest of them for an architecture never measured with integer weights (which also gets the margin of
     # an extrapolated estimate, activation.confidence)
-    if (x := excess(lambda a: a.quant.is_int)) is not None:
-        coef["cudagraph"]["int_weights"] = x
-        archs = sorted({r["arch"].architecture for r in rows if r["arch"].quant.is_int and "cg_est_gib" in r})
-        coef["cudagraph"]["int_weights_by_arch"] = {
-            k: excess(lambda a, k=k: a.quant.is_int and a.architecture == k) for k in archs}
+    ints = [r for r in one if r["arch"].quant.is_int]
+    if ints:
+        c["int_weights"] = excess(ints)
+        c["int_weights_by_arch"] = {a: excess([r for r in ints if r["arch"].architecture == a])
+                                    for a in sorted({r["arch"].architecture for r in ints})}
     # models with recurrent state capture FULL and PIECEWISE decode graphs with their state updates
     # (vLLM's default for them): the excess measured on those starts
-    if (x := excess(lambda a: a.state_layers)) is not None:
-        coef["cudagraph"]["state"] = x
-    coef["fit_margin_bytes"] = fit_margin(coef, rows)
-    coef["measured"] = measured_coverage(rows)
-    return coef
+    state = [r for r in one if r["arch"].state_layers]
+    if state:
+        c["state"] = excess(state)
+    return c
 
 
 def measured_coverage(rows: list[dict]) -> dict:

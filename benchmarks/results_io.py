@@ -58,5 +58,24 @@ def rows(pattern: str = "*.jsonl") -> list[dict]:
             r["settings"] = settings_from_args(r.get("args", []))
             r["budget"] = gpu_from(r)
             r["file"] = os.path.basename(f)
+            r["graph_parts"] = graph_parts(r["case"])
             out.append(r)
+    return out
+
+
+_PART = re.compile(r"Estimated (FULL|PIECEWISE) CUDA graph memory: ([\d.]+) MiB first-capture \+ \((\d+)-1\) .* ([\d.]+) MiB per-graph")
+
+
+def graph_parts(case: str) -> dict:
+    """vLLM's CUDA graph estimate split as it logs it at DEBUG level (gpu_model_runner.profile_cudagraph_memory):
+    {"FULL": (first-capture MiB, graphs, per-graph MiB), "PIECEWISE": (...)} from the start's log under
+    benchmarks/results/*/CASE.log; {} where no such log was kept."""
+    out: dict = {}
+    for log in glob.glob(os.path.join(HERE, "results", "*", case + ".log")):
+        for line in open(log, errors="replace"):
+            m = _PART.search(line)
+            if m:
+                out[m.group(1)] = (float(m.group(2)), int(m.group(3)), float(m.group(4)))
+        if out:
+            break
     return out

@@ -319,6 +319,37 @@ def test_integer_weights_on_an_architecture_never_measured_with_them_keep_a_marg
     assert "CUDA graph" not in estimate(llama_awq, EngineSettings(), H200).confidence_reason
 
 
+def test_cuda_graph_capture_sizes_follow_vllms_rule():
+    assert activation.cudagraph_capture_sizes(1024, 8192) == 51  # 1, 2, 4, 8..248 by 8, 256..512 by 16
+    assert activation.cudagraph_capture_sizes(512, 32768) == 51
+    assert activation.cudagraph_capture_sizes(128, 8192) == 35  # up to 2 x 128 = 256
+    assert activation.cudagraph_capture_sizes(8, 8192) == 5  # 1, 2, 4, 8, 16
+    assert activation.cudagraph_capture_sizes(1024, 100) == 16  # capped by the batched tokens, which are captured too
+
+
+GRAPH_PARTS = [r for r in MEASURED if r.get("graph_parts") and "cg_est_gib" in r]
+
+
+@pytest.mark.parametrize("r", GRAPH_PARTS, ids=[r["case"] for r in GRAPH_PARTS])
+def test_vllms_graph_estimate_is_the_larger_first_capture_plus_the_per_graph_costs(r):
+    """How vLLM 0.24 adds up its CUDA graph estimate, checked on every start whose DEBUG log split it."""
+    p = r["graph_parts"]
+    n = p["FULL"][1]
+    assert n == activation.cudagraph_capture_sizes(r["settings"].max_num_seqs or 1024,
+                                                   r["settings"].max_num_batched_tokens or 8192)
+    total = max(p["FULL"][0], p["PIECEWISE"][0]) + (n - 1) * (p["FULL"][2] + p["PIECEWISE"][2])
+    assert abs(total / 1024 - float(r["cg_est_gib"])) <= 0.006
+
+
+def test_fewer_captured_sizes_mean_a_smaller_graph_estimate():
+    m = arch("qwen2.5-instruct", "7")  # V1 runner
+    full = estimate(m, EngineSettings(), H200)
+    few = estimate(m, EngineSettings(max_num_seqs=8), H200)
+    per_graph = activation.coefficients()["cudagraph"]
+    assert full.cudagraph_bytes - few.cudagraph_bytes == pytest.approx(
+        (51 - 5) * (per_graph["per_graph"] + per_graph["per_graph_per_layer"] * m.num_layers), abs=2)
+
+
 def test_gpt_style_config_keys_are_read():
     m = from_config({"architectures": ["SomeGPTForCausalLM"], "n_embd": 2048, "n_layer": 24, "n_head": 16,
                      "n_inner": 8192, "vocab_size": 50304, "n_positions": 4096})

@@ -104,16 +104,35 @@ def non_torch_bytes(runner_kind: str, tp: int) -> int:
     return int(c[runner_kind] + (c["per_extra_gpu"] if tp > 1 else 0))
 
 
-def cudagraph_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: int) -> int:
-    """The CUDA graph memory vLLM estimates and subtracts (V1 runner, graphs on). With integer weights, the
-    excess measured on this architecture's own starts (the largest one measured where it has none).
+def cudagraph_capture_sizes(max_num_seqs: int, max_num_batched_tokens: int) -> int:
+    """How many batch sizes vLLM 0.24 captures per graph mode (config/vllm.py, no speculative decoding):
+    up to min(2 x max_num_seqs, 512, max_num_batched_tokens): 1, 2, 4, then every 8 below 256, every 16 above."""
+    top = min(max_num_seqs * 2, 512, max_num_batched_tokens)
+    sizes = {i for i in (1, 2, 4) if i <= top} | set(range(8, min(top + 1, 256), 8)) | set(range(256, top + 1, 16))
+    if max_num_batched_tokens <= top:
+        sizes.add(max_num_batched_tokens)
+    return len(sizes)
+
+
+def cudagraph_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: int, max_num_seqs: int = 1024,
+                    max_num_batched_tokens: int = 8192, coef: dict | None = None) -> int:
+    """The CUDA graph memory vLLM estimates and subtracts (V1 runner, graphs on), built as vLLM builds it
+    (gpu_model_runner.profile_cudagraph_memory): per mode it captures the largest size and the next, and
+    estimates max(first FULL capture, first PIECEWISE capture) + (sizes - 1) x (FULL + PIECEWISE per-graph
+    cost), the two modes sharing one pool. The first FULL capture grows with the hidden size, the per-graph
+    cost with depth (one piece per layer); both are vLLM's own measurements of its captures, taken from the
+    logged starts (benchmarks/fit_calibration.py). With integer weights, the excess measured on this
+    architecture's own starts (the largest measured where it has none); with recurrent state, its own.
 
     Per GPU it does not shrink with tensor parallelism (Mixtral-8x22B at TP 4 estimated 0.71 GiB per
     GPU, more than the one-GPU models of its depth): the graphs hold the all-reduce buffers too."""
     if enforce_eager or runner_kind != "v1":
         return 0
-    c = coefficients()["cudagraph"]
-    return int(c["const"] + c["per_layer_hidden"] * m.num_layers * m.hidden_size
+    c = (coef or coefficients())["cudagraph"]
+    n = cudagraph_capture_sizes(max_num_seqs, max_num_batched_tokens)
+    first = max(c["full_first_per_hidden"] * m.hidden_size, c["piecewise_first"])
+    per_graph = c["per_graph"] + c["per_graph_per_layer"] * m.num_layers
+    return int(first + (n - 1) * per_graph
                + (c.get("int_weights_by_arch", {}).get(m.architecture, c.get("int_weights", 0.0)) if m.quant.is_int else 0)
                + (c.get("state", 0.0) if m.state_layers else 0))
 

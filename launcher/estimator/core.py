@@ -166,7 +166,8 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     shape = activation.profile_shape(m, max_num_batched_tokens=batched, max_num_seqs=seqs, tp=tp, max_model_len=want_len)
     act = activation.peak_activation_bytes(shape, run)
     nt = activation.non_torch_bytes(run, tp * pp)
-    cg = activation.cudagraph_bytes(m, run, enforce_eager=s.enforce_eager, tp=tp)
+    cg = activation.cudagraph_bytes(m, run, enforce_eager=s.enforce_eager, tp=tp, max_num_seqs=seqs,
+                                    max_num_batched_tokens=batched)
     requested = math.ceil(gpu.cuda_total_bytes * util)
     if s.kv_cache_memory_bytes:
         avail = int(s.kv_cache_memory_bytes)
