@@ -58,7 +58,9 @@ def rows(pattern: str = "*.jsonl") -> list[dict]:
             r["settings"] = settings_from_args(r.get("args", []))
             r["budget"] = gpu_from(r)
             r["file"] = os.path.basename(f)
-            r["graph_parts"] = graph_parts(r["case"])
+            r["graph_parts"] = ({m: tuple(float(x) if i != 1 else int(x) for i, x in enumerate(r[k]))
+                                 for m, k in (("FULL", "cg_full"), ("PIECEWISE", "cg_piecewise")) if r.get(k)}
+                                or graph_parts(r["case"]))  # recorded by measure_vllm.py, or read from its log
             out.append(r)
     return out
 

@@ -23,6 +23,9 @@ PAT = {k: re.compile(v) for k, v in {
     "kv_tokens": r"GPU KV cache size: ([\d,]+) tokens",
     "max_conc": r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x",
     "cg_est_gib": r"Estimated CUDA graph memory: ([\d.]+) GiB",
+    # the estimate's parts (DEBUG): first-capture MiB, graphs, per-graph MiB (benchmarks/results_io.graph_parts)
+    "cg_full": r"Estimated FULL CUDA graph memory: ([\d.]+) MiB first-capture \+ \((\d+)-1\) .* ([\d.]+) MiB per-graph",
+    "cg_piecewise": r"Estimated PIECEWISE CUDA graph memory: ([\d.]+) MiB first-capture \+ \((\d+)-1\) .* ([\d.]+) MiB per-graph",
     "cg_actual": r"CUDA graph pool memory: ([\d.]+) GiB \(actual\), ([\d.]+) GiB \(estimated\)",
     "graph_took_gib": r"Graph capturing finished in \d+ secs, took ([\d.]+) GiB",
     "profile": r"Total non KV cache memory: ([\d.]+)GiB; torch peak memory increase: ([\d.]+)GiB; non-torch forward increase memory: ([\d.]+)GiB; weights memory: ([\d.]+)GiB",
