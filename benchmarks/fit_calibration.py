@@ -29,13 +29,18 @@ def _gpus(r: dict) -> int:
     return r["settings"].tensor_parallel_size * r["settings"].pipeline_parallel_size
 
 
+def _batches(r: dict) -> tuple[int, int]:
+    """(max_num_seqs, max_num_batched_tokens) vLLM used: the flags, else its defaults on these large GPUs."""
+    s = r["settings"]
+    return s.max_num_seqs or 1024, s.max_num_batched_tokens or 8192
+
+
 def fit(rows: list[dict]) -> dict:
     prof = [r for r in rows if "profile" in r]
     pts = []
     for r in prof:
         s = r["settings"]
-        batched = s.max_num_batched_tokens or 8192
-        seqs = s.max_num_seqs or 1024
+        seqs, batched = _batches(r)
         shape = activation.profile_shape(r["arch"], max_num_batched_tokens=batched, max_num_seqs=seqs,
                                          tp=s.tensor_parallel_size)
         kind = activation.runner(r["arch"], (0, 24, 0))
@@ -103,8 +108,7 @@ def fit_graphs(rows: list[dict]) -> dict:
          "per_graph": 0.0, "per_graph_per_layer": 0.0}
 
     def graphs(r) -> int:
-        s = r["settings"]
-        return activation.cudagraph_capture_sizes(s.max_num_seqs or 1024, s.max_num_batched_tokens or 8192) - 1
+        return activation.cudagraph_capture_sizes(*_batches(r)) - 1
 
     def first(r) -> float:
         return max(c["full_first_per_hidden"] * r["arch"].hidden_size, c["piecewise_first"])
@@ -114,15 +118,15 @@ def fit_graphs(rows: list[dict]) -> dict:
     c["per_graph"], c["per_graph_per_layer"] = float(k[0]), float(k[1])
     c["per_graph"] += max(0.0, float(max((y - X @ k) / X[:, 0])))  # envelope: never below what vLLM estimated
 
+    bare = {"cudagraph": {**c, "int_weights": 0.0, "state": 0.0, "int_weights_by_arch": {}}}
+
     def excess(group) -> float:
         """The largest excess of vLLM's graph estimate over the model, on a group of one-GPU starts."""
-        return max(0.0, max(float(r["cg_est_gib"]) * GiB
-                            - activation.cudagraph_bytes(r["arch"], "v1", enforce_eager=False, tp=1,
-                                                         max_num_seqs=r["settings"].max_num_seqs or 1024,
-                                                         max_num_batched_tokens=r["settings"].max_num_batched_tokens or 8192,
-                                                         coef={"cudagraph": {**c, "int_weights": 0.0, "state": 0.0,
-                                                                             "int_weights_by_arch": {}}})
-                            for r in group))
+        def model(r) -> int:
+            seqs, batched = _batches(r)
+            return activation.cudagraph_bytes(r["arch"], "v1", enforce_eager=False, tp=1, max_num_seqs=seqs,
+                                              max_num_batched_tokens=batched, coef=bare)
+        return max(0.0, max(float(r["cg_est_gib"]) * GiB - model(r) for r in group))
     # integer-weight GEMMs (Machete/Marlin) capture larger graphs, by an amount that differs per architecture
     # (6-28 MiB per PIECEWISE graph measured): the excess measured on each architecture's own starts, and the
     # largest of them for an architecture never measured with integer weights (which also gets the margin of

@@ -11,6 +11,8 @@ from launcher.models import catalog
 from launcher.models.checkpoint import as_vllm_quantizes
 from launcher.models.config import from_config
 
+from gpu.measure_vllm import PAT as LOG_PATTERNS  # the patterns the GPU runs record with
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -58,26 +60,22 @@ def rows(pattern: str = "*.jsonl") -> list[dict]:
             r["settings"] = settings_from_args(r.get("args", []))
             r["budget"] = gpu_from(r)
             r["file"] = os.path.basename(f)
-            r["graph_parts"] = ({m: tuple(float(x) if i != 1 else int(x) for i, x in enumerate(r[k]))
-                                 for m, k in (("FULL", "cg_full"), ("PIECEWISE", "cg_piecewise")) if r.get(k)}
-                                or graph_parts(r["case"]))  # recorded by measure_vllm.py, or read from its log
+            r["graph_parts"] = graph_parts(r)
             out.append(r)
     return out
 
 
-_PART = re.compile(r"Estimated (FULL|PIECEWISE) CUDA graph memory: ([\d.]+) MiB first-capture \+ \((\d+)-1\) .* ([\d.]+) MiB per-graph")
+GRAPH_FIELDS = (("FULL", "cg_full"), ("PIECEWISE", "cg_piecewise"))
 
 
-def graph_parts(case: str) -> dict:
+def graph_parts(r: dict) -> dict:
     """vLLM's CUDA graph estimate split as it logs it at DEBUG level (gpu_model_runner.profile_cudagraph_memory):
-    {"FULL": (first-capture MiB, graphs, per-graph MiB), "PIECEWISE": (...)} from the start's log under
-    benchmarks/results/*/CASE.log; {} where no such log was kept."""
-    out: dict = {}
-    for log in glob.glob(os.path.join(HERE, "results", "*", case + ".log")):
-        for line in open(log, errors="replace"):
-            m = _PART.search(line)
-            if m:
-                out[m.group(1)] = (float(m.group(2)), int(m.group(3)), float(m.group(4)))
-        if out:
+    {"FULL": (first-capture MiB, graphs, per-graph MiB), "PIECEWISE": (...)}, as measure_vllm.py records it, or
+    read with the same patterns from the start's log under benchmarks/results/*/CASE.log; {} where neither is kept."""
+    found = {k: r[k] for _, k in GRAPH_FIELDS if r.get(k)}
+    for log in [] if found else glob.glob(os.path.join(HERE, "results", "*", r["case"] + ".log")):
+        text = open(log, errors="replace").read()
+        found = {k: m.groups() for _, k in GRAPH_FIELDS if (m := LOG_PATTERNS[k].search(text))}
+        if found:
             break
-    return out
+    return {mode: (float(found[k][0]), int(found[k][1]), float(found[k][2])) for mode, k in GRAPH_FIELDS if k in found}

@@ -12,20 +12,16 @@ import sys
 from dataclasses import replace
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from launcher.tune import Candidate, TuneResult  # noqa: E402
+from launcher.tune import Candidate, TuneResult, workloads_from_key  # noqa: E402
 from launcher.workloads import PRESETS  # noqa: E402
 
 
 def load(path: str) -> TuneResult:
     d = json.load(open(path))
     r = d["result"]
-    keys = {k["name"]: k["workload"] for k in d.get("key", {}).get("workloads", [])}  # as tuned, overrides included
-
-    def workload(name):
-        w = PRESETS[name].workload
-        return replace(w, **{k: tuple(v) if isinstance(v, list) else v for k, v in keys.get(name, {}).items()})
-    wls = [replace(PRESETS[w["name"]], workload=workload(w["name"]), levels=tuple(w["levels"]),
-                   slo_ttft_p99_s=w["slo_ttft_p99_s"]) for w in r["workloads"]]
+    tuned = workloads_from_key(d.get("key", {}).get("workloads", []))  # as tuned, overrides included
+    wls = [replace(PRESETS[w["name"]], workload=tuned.get(w["name"], PRESETS[w["name"]].workload),
+                   levels=tuple(w["levels"]), slo_ttft_p99_s=w["slo_ttft_p99_s"]) for w in r["workloads"]]
     res = TuneResult(wls, [Candidate.from_dict(c) for c in r["candidates"]], min_gain=r.get("min_gain", 0.05))
     if r.get("defaults_again"):
         res.defaults_again = Candidate.from_dict(r["defaults_again"])

@@ -5,8 +5,9 @@
 2. Candidates are proposed from the estimator and from what vLLM resolved for the defaults (the chunked
    prefill step it logged, the KV cache it sized): larger prefill steps for long prompts, smaller ones for
    latency, a larger memory share and a cap on running requests where the workload needs more KV cache
-   than the defaults give, and (--allow-fp8-kv-cache) an fp8 KV cache where decode is bound by reading it. Each candidate goes through the launch pre-flight, so what cannot fit is pruned
-   with the estimator's reason before anything starts.
+   than the defaults give, and (--allow-fp8-kv-cache) an fp8 KV cache where decode is bound by reading it.
+   Each candidate goes through the launch pre-flight, so what cannot fit is pruned with the estimator's
+   reason before anything starts.
 3. Each remaining candidate is started once (vLLM's compile cache, kept under its cache root, makes later
    starts shorter) and swept like the defaults, within the time budget; results are saved after every
    candidate, so `--resume` carries on where a run stopped.
@@ -21,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .bench import run_bench
+from .bench import Workload, run_bench
 from .errors import LauncherError
 from .workloads import Named, at_level
 
@@ -167,6 +168,12 @@ class TuneResult:
 def workload_key(workloads: list[Named]) -> list:
     return [{"name": w.name, "workload": asdict(w.workload), "levels": list(w.levels), "slo": w.slo_ttft_p99_s}
             for w in workloads]
+
+
+def workloads_from_key(key: list) -> dict[str, Workload]:
+    """The workloads as a tune measured them (overrides included), from the key of its results.json."""
+    return {k["name"]: Workload(**{f: tuple(v) if isinstance(v, list) else v for f, v in k["workload"].items()})
+            for k in key}
 
 
 class Tuner:
@@ -401,8 +408,13 @@ def fp8_kv_gain(wl: Named, kv_tokens: int, est) -> float | None:
     sized; None where the estimator has no view of the weights."""
     if est is None or not getattr(est, "weights_bytes", 0) or not getattr(est, "kv_bytes_per_token", 0):
         return None
-    read = min(wl.workload.decode_reads(), kv_tokens or float("inf")) * est.kv_bytes_per_token
+    read = kv_read_bytes(wl, kv_tokens, est)
     return (est.weights_bytes + read) / (est.weights_bytes + read / 2) - 1
+
+
+def kv_read_bytes(wl: Named, kv_tokens: int, est) -> float:
+    """KV cache bytes one decode step reads at the workload's concurrency, capped by the cache vLLM sized."""
+    return min(wl.workload.decode_reads(), kv_tokens or float("inf")) * est.kv_bytes_per_token
 
 
 def propose(workloads: list[Named], defaults: Candidate, spec, est=None, allow_fp8_kv: bool = False,
@@ -432,7 +444,7 @@ def propose(workloads: list[Named], defaults: Candidate, spec, est=None, allow_f
             if g is not None and g > min_gain:
                 add({"kv-cache-dtype": "fp8"},
                     f"{wl.name}: a decode step at concurrency {wl.workload.concurrency} reads about "
-                    f"{min(wl.workload.decode_reads(), kv or float('inf')) * est.kv_bytes_per_token / 2**30:.0f} GiB "
+                    f"{kv_read_bytes(wl, kv, est) / 2**30:.0f} GiB "
                     f"of KV cache besides {est.weights_bytes / 2**30:.0f} GiB of weights; fp8 halves the KV part "
                     f"(at most {g:+.0%} per decode step)")
             elif kv and need > kv:

@@ -6,20 +6,19 @@ import sys
 from dataclasses import replace
 
 sys.path.insert(0, ".")
-from launcher.tune import Candidate  # noqa: E402
+from launcher.tune import Candidate, workloads_from_key  # noqa: E402
 from launcher.workloads import PRESETS, at_level  # noqa: E402
 
 d = json.load(open(sys.argv[1]))
 res = d["result"]
 cands = {json.dumps(c["engine_args"], sort_keys=True): Candidate.from_dict(c) for c in res["candidates"]}
+tuned = workloads_from_key(d["key"]["workloads"])  # as tuned, overrides included
 levels, winners = {}, {}
 for w in res["workloads"]:
     if w["winner_engine_args"] is None:
         continue
-    key = next(k for k in d["key"]["workloads"] if k["name"] == w["name"])  # as tuned, overrides included
-    wl = replace(PRESETS[w["name"]], workload=replace(PRESETS[w["name"]].workload, **{
-        k: tuple(v) if isinstance(v, list) else v for k, v in key["workload"].items()}),
-        levels=tuple(w["levels"]), slo_ttft_p99_s=w["slo_ttft_p99_s"])
+    wl = replace(PRESETS[w["name"]], workload=tuned[w["name"]], levels=tuple(w["levels"]),
+                 slo_ttft_p99_s=w["slo_ttft_p99_s"])
     win = cands[json.dumps(w["winner_engine_args"], sort_keys=True)]
     c = win.best_point(wl).concurrency
     levels[w["name"]] = f"{w['name']}@{c}x{at_level(wl, c, 0).num_requests}"
