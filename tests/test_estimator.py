@@ -154,8 +154,8 @@ def test_shared_gpu_advice_leaves_room_for_what_vllm_takes_outside_its_share(mod
     mml = re.search(r"--max-model-len (\d+)", e.suggestions[0])
     followed = estimate(m, EngineSettings(gpu_memory_utilization=u, max_model_len=int(mml.group(1)) if mml else None), gpu)
     assert followed.fits, followed.reason
-    outside = activation.outside_budget_bytes(followed.runner, enforce_eager=False)
-    assert followed.requested_bytes + outside <= gpu.cuda_free_bytes
+    assert followed.outside_budget_bytes >= activation.outside_budget_bytes(followed.runner, enforce_eager=False)
+    assert followed.requested_bytes + followed.outside_budget_bytes <= gpu.cuda_free_bytes
     # the old advice (the whole free share) is now refused, with the reason
     whole = math.floor(gpu.cuda_free_bytes / gpu.cuda_total_bytes * 100) / 100
     e2 = estimate(m, EngineSettings(gpu_memory_utilization=whole), gpu)
@@ -474,3 +474,23 @@ def test_state_only_models_take_tensor_parallelism_and_mamba1_shapes():
                       "vocab_size": 65024, "expand": 16})
     assert fm.layer_plan == ("S",) * 64 and fm.state.kind == "mamba1"
     assert fm.state.conv == 8192 * 3 and fm.state.temporal == 8192 * 16
+
+
+def test_v2_runner_request_buffers_count_outside_the_share():
+    """vLLM 0.24's V2 runner allocates per-request sampler buffers after loading the weights and before its
+    profile (sample/penalties.py output_bin_counts: max_num_seqs x vocab int32, bit masks, logit-bias and
+    stop-token tables) and block tables after sizing the KV cache: none is counted in the share it sizes,
+    so on a shared GPU they must be free beside it. They scale with max_num_seqs and the vocabulary."""
+    from launcher.estimator import activation
+
+    m = arch("qwen3", "8")
+    assert activation.runner(m, (0, 24, 0)) == "v2"
+    full = activation.request_buffers_bytes(m, "v2", max_num_seqs=1024, max_model_len=40960)
+    assert 1024 * m.vocab_size * 4 < full < 1024 * m.vocab_size * 4 * 1.2
+    assert activation.request_buffers_bytes(m, "v2", max_num_seqs=128, max_model_len=40960) < full / 7
+    assert activation.request_buffers_bytes(arch("qwen2.5-instruct", "7"), "v1", max_num_seqs=1024, max_model_len=32768) == 0
+    gpu = GpuBudget("H100", 81559 << 20, free_bytes=40 * GiB)
+    e = estimate(m, EngineSettings(), gpu)
+    assert activation.outside_budget_bytes("v2", enforce_eager=False, request_buffers=full) > \
+        activation.outside_budget_bytes("v2", enforce_eager=False)
+    assert e.outside_budget_bytes >= activation.outside_budget_bytes("v2", enforce_eager=False, request_buffers=full)

@@ -77,7 +77,7 @@ def run(case, port):
     t0 = time.time()
     with open(log, "w") as fh:
         p = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-        ready = False
+        ready, used_ready = False, None
         try:
             while time.time() - t0 < float(os.environ.get("CASE_S", 300)):
                 time.sleep(1)
@@ -85,6 +85,7 @@ def run(case, port):
                     break
                 if "Application startup complete" in open(log, errors="replace").read():
                     ready = True
+                    used_ready = gpu_used_mib()  # all vLLM holds once serving (the share and beyond it)
                     break
         finally:
             # also when this script is itself stopped (`timeout` sends SIGTERM): vLLM runs in its own
@@ -98,7 +99,8 @@ def run(case, port):
                     os.killpg(p.pid, signal.SIGKILL)
                 except Exception:
                     pass
-    record(name, case, open(log, errors="replace").read(), ready=ready, ready_s=ready_s, rc=p.returncode)
+    record(name, case, open(log, errors="replace").read(), ready=ready, ready_s=ready_s, rc=p.returncode,
+           **({"used_ready_mib": used_ready} if used_ready is not None else {}))
     # wait until the GPU memory is free again before the next case
     for _ in range(60):
         if gpu_used_mib() < 2048:

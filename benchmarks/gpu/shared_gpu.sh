@@ -3,13 +3,15 @@
 # default launch and advises a utilization; the advice is followed as printed and must reach READY.
 # usage: bash benchmarks/gpu/shared_gpu.sh        (vLLM staged under /root/site; results under $OUT)
 #        GPU=1 bash benchmarks/gpu/shared_gpu.sh  (on a host with several GPUs: hold and pin that one)
+#        MODEL="qwen3 8" bash benchmarks/gpu/shared_gpu.sh  (another catalog model, dummy weights)
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONPATH=/root/site:$PWD VLLM_USE_FLASHINFER_SAMPLER=0 LAUNCHER_HOME=/root/lh-shared PYTHONUNBUFFERED=1
 L="python3 -m launcher"
 PIN=${GPU:+--gpus $GPU}
-M=/root/models/e2e_llama31_8b
-[ -d $M ] || python3 benchmarks/gpu/make_dummy_model.py llama-3.1-instruct 8 $M > /dev/null
+MODEL=${MODEL:-llama-3.1-instruct 8}
+M=/root/models/e2e_$(echo $MODEL | tr ' .-' '___')
+[ -d $M ] || python3 benchmarks/gpu/make_dummy_model.py $MODEL $M > /dev/null
 now() { date +%s.%N; }
 el() { python3 -c "import time; print(round(time.time() - $1, 2))"; }
 CUDA_DEVICE_ORDER=PCI_BUS_ID CUDA_VISIBLE_DEVICES=${GPU:-0} python3 -c "
@@ -26,14 +28,15 @@ echo "following: $ADVICE"
 t=$(now); $L launch --model-path $M $PIN --detach --name shared --load-format dummy $ADVICE --json > $OUT/shared-launch.json 2> $OUT/shared-launch.err
 echo "advised launch rc=$? to_ready_s=$(el $t)"; tail -3 $OUT/shared-launch.err
 $L status shared --json | python3 -c "import json,sys; d=json.load(sys.stdin); print('status:', d['state'], 'restarts', d['restarts'], 'kv', d['kv_cache_tokens'])"
-python3 - <<'PY'
-import json, urllib.request
+M=$M python3 - <<'PY'
+import json, os, urllib.request
 st = json.load(open("/root/lh-shared/runs/shared/state.json"))
-body = json.dumps({"model": "/root/models/e2e_llama31_8b", "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 16}).encode()
+body = json.dumps({"model": os.environ["M"], "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 16}).encode()
 r = urllib.request.urlopen(urllib.request.Request(st["endpoint"] + "/chat/completions", data=body, headers={"content-type": "application/json"}), timeout=120)
 print("chat:", r.status, json.loads(r.read())["usage"])
 PY
 nvidia-smi --query-gpu=memory.used --format=csv,noheader | sed 's/^/while serving: used /'
+nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader | sed 's/^/per process: /'
 grep -E "Free memory|Model loading took|Available KV cache|GPU KV cache size|Graph capturing|CUDA graph|out of memory|Error" /root/lh-shared/runs/shared/server.log | cut -c1-220 > $OUT/shared-server-lines.txt; cat $OUT/shared-server-lines.txt
 $L estimate --model-path $M $PIN $ADVICE --json > $OUT/shared-estimate-followed.json 2>&1
 t=$(now); $L stop shared; echo "stop rc=$? s=$(el $t)"

@@ -152,9 +152,33 @@ GRAPHS_OUTSIDE_BUDGET = {"v2": int(1.25 * 2**30), "v1": int(0.25 * 2**30)}
 WARMUP_SLACK_BYTES = 512 << 20
 
 
-def outside_budget_bytes(runner_kind: str, *, enforce_eager: bool) -> int:
+# vLLM 0.24's V2 runner keeps per-request tables on the GPU (int32): the logit-bias, allowed, stop-token,
+# logprob-token and bad-word tables (sample/logit_bias.py, logprob.py, bad_words.py: 1024 + 1024 + 1024 + 128
+# + 128 + 1024 + 129 entries per request)
+_V2_TABLE_ENTRIES_PER_REQUEST = 4481
+
+
+def request_buffers_bytes(m: ModelArch, runner_kind: str, *, max_num_seqs: int, max_model_len: int,
+                          block_size: int = 16) -> int:
+    """GPU memory vLLM allocates per request slot outside the share it sizes. V2 runner: the sampler's
+    states are created after the weights are measured and before the profile (model_runner.load_model),
+    the block tables after the KV cache is sized (initialize_kv_cache), so neither is counted: the
+    penalties' output_bin_counts (max_num_seqs x vocab int32), the prompt and grammar bit masks
+    (max_num_seqs x vocab/32 int32 each), the tables above, and the block tables and their input copies
+    (max_num_seqs x blocks per request int32, rounded up to 128 tokens). V1 allocates these lazily or on
+    the host: nothing sizeable."""
+    if runner_kind != "v2":
+        return 0
+    v = m.vocab_size
+    blocks = -(-max_model_len // block_size)
+    blocks = -(-blocks // max(1, 128 // block_size)) * max(1, 128 // block_size)
+    per_request = 4 * (v + 2 * -(-v // 32) + _V2_TABLE_ENTRIES_PER_REQUEST + 2 * blocks)
+    return max_num_seqs * per_request
+
+
+def outside_budget_bytes(runner_kind: str, *, enforce_eager: bool, request_buffers: int = 0) -> int:
     """What must be free beyond the requested share for vLLM to get past its CUDA graph capture."""
-    return WARMUP_SLACK_BYTES + (0 if enforce_eager else GRAPHS_OUTSIDE_BUDGET[runner_kind])
+    return WARMUP_SLACK_BYTES + request_buffers + (0 if enforce_eager else GRAPHS_OUTSIDE_BUDGET[runner_kind])
 
 
 # Kept off the KV cache when the estimate is extrapolated (an architecture without a specific model, an

@@ -115,6 +115,9 @@ class Estimate:
     # measured: this architecture, quantization and GPU count were among vLLM's measured starts;
     # derived: modelled from vLLM's shapes, not measured as such; extrapolated: generic or unmodelled
     # parts, estimated with a margin (see docs/estimator.md)
+    # what vLLM takes beyond gpu_memory_utilization x total (graph pool, per-request tables, warm-up): it
+    # must be free as well on a GPU shared with other processes
+    outside_budget_bytes: int = 0
     weights_source: str = "config.json shapes"
     confidence: str = "derived"
     confidence_reason: str = ""
@@ -199,7 +202,9 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
         + (f"; {m.weights_note}" if m.weights_note else ""),
     )
     free = gpu.cuda_free_bytes
-    outside = activation.outside_budget_bytes(run, enforce_eager=s.enforce_eager)
+    outside = activation.outside_budget_bytes(run, enforce_eager=s.enforce_eager, request_buffers=activation.request_buffers_bytes(
+        m, run, max_num_seqs=seqs, max_model_len=max(used_len, 1), block_size=block))
+    est.outside_budget_bytes = outside
     if free is not None and free < requested and not s.kv_cache_memory_bytes:
         est.fits, est.cause = False, "free_memory"
         est.reason = (f"Free memory on device ({free / GiB:.2f}/{gpu.cuda_total_bytes / GiB:.2f} GiB) on startup is less "
@@ -208,8 +213,8 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     elif free is not None and free < requested + outside and not s.kv_cache_memory_bytes:
         est.fits, est.cause = False, "free_memory"
         est.reason = (f"vLLM would pass its start-up check ({free / GiB:.2f} GiB free, {requested / GiB:.2f} GiB requested) "
-                      f"but then needs about {outside / GiB:.2f} GiB more outside that share (CUDA graph capture and "
-                      f"warm-up), which other processes hold: it would fail with an out-of-memory error after loading.")
+                      f"but then needs about {outside / GiB:.2f} GiB more outside that share (CUDA graph capture, "
+                      f"per-request tables, warm-up), which other processes hold: it would fail with an out-of-memory error after loading.")
         est.suggestions += _shared_gpu_advice(m, s, gpu, vllm_version, free, outside)
     elif avail <= 0:
         est.fits, est.cause = False, "weights"
