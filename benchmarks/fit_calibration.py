@@ -46,40 +46,23 @@ def fit(rows: list[dict]) -> dict:
         kind = activation.runner(r["arch"], (0, 24, 0))
         peak, nt = float(r["profile"][1]) * GiB, float(r["profile"][2]) * GiB
         pts.append((r, kind, shape, peak, nt))
-    v2_all = [p for p in pts if p[1] == "v2"]
-    v2 = [p for p in v2_all if not p[0]["arch"].quant.is_int]  # integer weights get their own allowance
     v1 = [p for p in pts if p[1] == "v1"]
-    X = np.array([[p[2].sampler, p[2].ffn, 1.0] for p in v2])
-    y = np.array([p[3] for p in v2])
-    a2 = np.linalg.lstsq(X, y, rcond=None)[0]
-    # V1: counted from vLLM's code (activation.peak_activation_bytes); only its constant is measured
-    plain = [p for p in v1 if not p[0]["arch"].quant.is_int]
+    v2 = [p for p in pts if p[1] == "v2"]
+    # both runners' peaks are counted from vLLM's code (activation.peak_activation_bytes); only a constant
+    # is measured: raised until no measured profile peak lies above the count (upper envelope), so a
+    # configuration like the measured ones is never given more KV cache than vLLM finds
     coef = {
         "fitted_on": sorted({p[0]["case"] for p in pts}),
-        "activation": {
-            "v2": {"sampler": float(a2[0]), "ffn": float(a2[1]), "const": float(a2[2]), "int_weights": 0.0},
-            "v1": {"const": 0.0, "int_weights": 0.0},
-        },
+        "activation": {"v1": {"const": 0.0}, "v2": {"const": 0.0}},
         # vLLM measures non-torch memory itself; the largest one-GPU value seen is kept (never below it)
         "non_torch": {
             "v1": float(max(p[4] for p in v1 if _gpus(p[0]) == 1)),
             "v2": float(max(p[4] for p in v2 if _gpus(p[0]) == 1)),
         },
     }
-    # Upper envelope: each runner's constant is raised until no measured profile peak lies above the
-    # prediction, so a configuration like the measured ones is never given more KV cache than vLLM finds.
-    # Integer (AWQ/GPTQ) weights get their own allowance: the mixed-precision GEMMs' buffers in the profile
-    # run, the excess measured on the quantized starts.
-    for kind, group in (("v1", plain), ("v2", v2)):
+    for kind, group in (("v1", v1), ("v2", v2)):
         act = coef["activation"][kind]
-        act["const"] += max(0.0, max((p[3] - activation.peak_activation_bytes(p[2], kind, coef)) for p in group))
-    # The mixed-precision GEMMs' buffers belong to the kernel (Machete/Marlin), not to the model runner:
-    # one allowance, the largest excess over either runner's integer-weight starts, applies to both.
-    ints = [p for p in pts if p[0]["arch"].quant.is_int]
-    if ints:
-        allowance = max(0.0, max(p[3] - activation.peak_activation_bytes(p[2], p[1], coef) for p in ints))
-        for kind in ("v1", "v2"):
-            coef["activation"][kind]["int_weights"] = allowance
+        act["const"] = max(0.0, max((p[3] - activation.peak_activation_bytes(p[2], kind, coef)) for p in group))
     # NCCL communicators and custom all-reduce buffers once a worker has peers: vLLM measures them as
     # non-torch memory. Taken as the largest increase over the one-GPU value seen on a multi-GPU run
     # (measured at TP 4 only; other counts use the same value).
@@ -103,7 +86,12 @@ def fit_graphs(rows: list[dict]) -> dict:
     one = [r for r in rows if "cg_est_gib" in r and _gpus(r) == 1]
     plain = [r for r in one if not r["arch"].quant.is_int and not r["arch"].state_layers]
     parts = [r for r in plain if "FULL" in r.get("graph_parts", {}) and "PIECEWISE" in r["graph_parts"]]
-    c = {"full_first_per_hidden": max(r["graph_parts"]["FULL"][0] * MiB / r["arch"].hidden_size for r in parts),
+    def largest_full(r) -> int:
+        return max(activation.full_graph_sizes(*_batches(r)))
+    # per token and hidden unit of the largest FULL graph, from the starts that capture it at 512 (a first
+    # capture of a few MiB is mostly the allocator's 2 MiB rounding)
+    c = {"full_first_per_token_hidden": max(r["graph_parts"]["FULL"][0] * MiB / (largest_full(r) * r["arch"].hidden_size)
+                                            for r in parts if largest_full(r) == 512),
          "piecewise_first": max(r["graph_parts"]["PIECEWISE"][0] * MiB for r in parts),
          "per_graph": 0.0, "per_graph_per_layer": 0.0}
 
@@ -111,31 +99,32 @@ def fit_graphs(rows: list[dict]) -> dict:
         return activation.cudagraph_capture_sizes(*_batches(r)) - 1
 
     def first(r) -> float:
-        return max(c["full_first_per_hidden"] * r["arch"].hidden_size, c["piecewise_first"])
+        return max(c["full_first_per_token_hidden"] * largest_full(r) * r["arch"].hidden_size, c["piecewise_first"])
     X = np.array([[graphs(r), graphs(r) * r["arch"].num_layers] for r in plain], float)
     y = np.array([float(r["cg_est_gib"]) * GiB - first(r) for r in plain])
     k = np.linalg.lstsq(X, y, rcond=None)[0]
     c["per_graph"], c["per_graph_per_layer"] = float(k[0]), float(k[1])
     c["per_graph"] += max(0.0, float(max((y - X @ k) / X[:, 0])))  # envelope: never below what vLLM estimated
 
-    bare = {"cudagraph": {**c, "int_weights": 0.0, "state": 0.0, "int_weights_by_arch": {}}}
+    bare = {"cudagraph": {**c, "int_weights_per_graph": 0.0, "state": 0.0, "int_weights_by_model": {}}}
 
-    def excess(group) -> float:
-        """The largest excess of vLLM's graph estimate over the model, on a group of one-GPU starts."""
+    def excess(group, per_graph: bool = False) -> float:
+        """The largest excess of vLLM's graph estimate over the model on a group of one-GPU starts (per
+        captured graph after the first, with per_graph)."""
         def model(r) -> int:
             seqs, batched = _batches(r)
             return activation.cudagraph_bytes(r["arch"], "v1", enforce_eager=False, tp=1, max_num_seqs=seqs,
                                               max_num_batched_tokens=batched, coef=bare)
-        return max(0.0, max(float(r["cg_est_gib"]) * GiB - model(r) for r in group))
-    # integer-weight GEMMs (Machete/Marlin) capture larger graphs, by an amount that differs per architecture
-    # (6-28 MiB per PIECEWISE graph measured): the excess measured on each architecture's own starts, and the
-    # largest of them for an architecture never measured with integer weights (which also gets the margin of
-    # an extrapolated estimate, activation.confidence)
+        return max(0.0, max((float(r["cg_est_gib"]) * GiB - model(r)) / (graphs(r) if per_graph else 1) for r in group))
+    # integer-weight GEMMs (Machete/Marlin) make vLLM's second capture cost more, by an amount that follows
+    # neither the architecture nor the shapes (per graph above the 16-bit line: Phi-3-medium AWQ 21 MiB,
+    # Phi-3-mini AWQ 1 MiB, Qwen2.5-72B AWQ 3 MiB, Qwen2.5-7B AWQ 2 MiB, Gemma-2 AWQ none): each measured
+    # model keeps its own, any other model the largest (and the margin of an extrapolated estimate)
     ints = [r for r in one if r["arch"].quant.is_int]
     if ints:
-        c["int_weights"] = excess(ints)
-        c["int_weights_by_arch"] = {a: excess([r for r in ints if r["arch"].architecture == a])
-                                    for a in sorted({r["arch"].architecture for r in ints})}
+        c["int_weights_per_graph"] = excess(ints, per_graph=True)
+        c["int_weights_by_model"] = {k: excess([r for r in ints if activation.int_graph_key(r["arch"]) == k], per_graph=True)
+                                     for k in sorted({activation.int_graph_key(r["arch"]) for r in ints})}
     # models with recurrent state capture FULL and PIECEWISE decode graphs with their state updates
     # (vLLM's default for them): the excess measured on those starts
     state = [r for r in one if r["arch"].state_layers]

@@ -299,21 +299,41 @@ def test_an_architecture_without_a_specific_model_is_estimated_with_a_margin_not
     same = from_config({**AYA_23_8B, "architectures": ["Phi3ForCausalLM"], "model_type": "phi3"})  # same shapes, V1 runner
     ref = estimate(same, EngineSettings(), H200)
     assert ref.confidence != "extrapolated"
-    assert ref.kv_cache_bytes - e.kv_cache_bytes == int(activation.EXTRAPOLATED_MARGIN * e.requested_bytes)
+    # every term derived from the shapes: the small margin
+    assert ref.kv_cache_bytes - e.kv_cache_bytes == int(activation.DERIVED_MARGIN * ref.kv_cache_bytes)
+    # an unmodelled part (here a vLLM version never measured) keeps the large one
+    e25 = estimate(m, EngineSettings(), H200, vllm_version=(0, 25, 0))
+    ref25 = estimate(same, EngineSettings(), H200, vllm_version=(0, 25, 0))
+    assert ref25.kv_cache_bytes - e25.kv_cache_bytes == 0  # both extrapolated alike
+    assert activation.extrapolated_margin_bytes(m, (0, 25, 0), e.requested_bytes, ref.kv_cache_bytes) == \
+        int(activation.EXTRAPOLATED_MARGIN * e.requested_bytes)
+    # with a small KV cache the margin keeps a floor
+    assert activation.extrapolated_margin_bytes(m, (0, 24, 0), 20 << 30, 4 << 30) == activation.DERIVED_MARGIN_MIN_BYTES
 
 
-def test_integer_weights_on_an_architecture_never_measured_with_them_keep_a_margin_on_the_v1_runner():
-    # vLLM measures its CUDA graphs by capture, and with Machete/Marlin kernels that cost varied by architecture
-    # (6-28 MiB per graph; Phi-3-medium AWQ's blind estimate was +0.96% above vLLM's KV cache before this rule)
+def test_integer_weights_of_a_model_never_measured_take_the_largest_graph_excess_and_a_margin():
+    # vLLM measures its CUDA graphs by capture, and with Machete/Marlin kernels that cost varied from model to
+    # model, not by architecture: Phi-3-medium AWQ 21 MiB per graph above the 16-bit line, Phi-3-mini AWQ 1 MiB
+    # (Phi-3-medium's blind estimate was +0.96% above vLLM's KV cache before this rule)
+    import json
+
     awq = {"quantization_config": {"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True}}
-    olmo_awq = from_config({**AYA_23_8B, "architectures": ["Olmo2ForCausalLM"], "model_type": "olmo2", **awq})
-    e = estimate(olmo_awq, EngineSettings(), H200)
+    cases = {c["case"]: c["config"] for f in ("cases-h100-int.json", "cases-h200-check.json")
+             for c in json.load(open(ROOT / "benchmarks" / "gpu" / f))}
+    c = activation.coefficients()["cudagraph"]
+    for case in ("phi3_medium_awq", "phi3_mini_awq"):  # measured: its own excess, no margin for it
+        m = from_config(cases[case])
+        assert activation.int_graph_key(m) in c["int_weights_by_model"]
+        assert "CUDA graph" not in estimate(m, EngineSettings(), H200).confidence_reason
+    mini, medium = (from_config(cases[k]) for k in ("phi3_mini_awq", "phi3_medium_awq"))
+    assert c["int_weights_by_model"][activation.int_graph_key(medium)] > 10 * c["int_weights_by_model"][activation.int_graph_key(mini)]
+    # the same architecture at other shapes: the largest excess, and the margin of an extrapolated estimate
+    other = from_config({**AYA_23_8B, "architectures": ["Phi3ForCausalLM"], "model_type": "phi3", **awq})
+    e = estimate(other, EngineSettings(), H200)
     assert e.confidence == "extrapolated" and "CUDA graph" in e.confidence_reason and "awq" in e.confidence_reason
-    olmo = from_config({**AYA_23_8B, "architectures": ["Olmo2ForCausalLM"], "model_type": "olmo2"})
-    assert "CUDA graph" not in estimate(olmo, EngineSettings(), H200).confidence_reason
-    # measured with AWQ (Phi-3-medium, Qwen2.5-72B): no such margin
-    phi3_awq = from_config({**AYA_23_8B, "architectures": ["Phi3ForCausalLM"], "model_type": "phi3", **awq})
-    assert "CUDA graph" not in estimate(phi3_awq, EngineSettings(), H200).confidence_reason
+    plain = estimate(from_config({**AYA_23_8B, "architectures": ["Phi3ForCausalLM"], "model_type": "phi3"}),
+                     EngineSettings(), H200)
+    assert e.cudagraph_bytes - plain.cudagraph_bytes == pytest.approx(50 * c["int_weights_per_graph"], abs=64)
     # the V2 runner subtracts no graph estimate: Llama with AWQ is not affected by this rule
     llama_awq = from_config({**catalog.lookup("llama-3.1-instruct", "8").config, **awq})
     assert "CUDA graph" not in estimate(llama_awq, EngineSettings(), H200).confidence_reason
@@ -334,10 +354,11 @@ GRAPH_PARTS = [r for r in MEASURED if r.get("graph_parts") and "cg_est_gib" in r
 def test_vllms_graph_estimate_is_the_larger_first_capture_plus_the_per_graph_costs(r):
     """How vLLM 0.24 adds up its CUDA graph estimate, checked on every start whose DEBUG log split it."""
     p = r["graph_parts"]
-    n = p["FULL"][1]
-    assert n == activation.cudagraph_capture_sizes(r["settings"].max_num_seqs or 1024,
-                                                   r["settings"].max_num_batched_tokens or 8192)
-    total = max(p["FULL"][0], p["PIECEWISE"][0]) + (n - 1) * (p["FULL"][2] + p["PIECEWISE"][2])
+    seqs, batched = r["settings"].max_num_seqs or 1024, r["settings"].max_num_batched_tokens or 8192
+    assert p["PIECEWISE"][1] == activation.cudagraph_capture_sizes(seqs, batched)
+    assert p["FULL"][1] == len(activation.full_graph_sizes(seqs, batched))
+    total = (max(p["FULL"][0], p["PIECEWISE"][0]) + (p["FULL"][1] - 1) * p["FULL"][2]
+             + (p["PIECEWISE"][1] - 1) * p["PIECEWISE"][2])
     assert abs(total / 1024 - float(r["cg_est_gib"])) <= 0.006
 
 
@@ -345,9 +366,20 @@ def test_fewer_captured_sizes_mean_a_smaller_graph_estimate():
     m = arch("qwen2.5-instruct", "7")  # V1 runner
     full = estimate(m, EngineSettings(), H200)
     few = estimate(m, EngineSettings(max_num_seqs=8), H200)
-    per_graph = activation.coefficients()["cudagraph"]
+    c = activation.coefficients()["cudagraph"]
+    first_full = c["full_first_per_token_hidden"] * 512 * m.hidden_size  # FULL graphs up to 512 sequences
     assert full.cudagraph_bytes - few.cudagraph_bytes == pytest.approx(
-        (51 - 5) * (per_graph["per_graph"] + per_graph["per_graph_per_layer"] * m.num_layers), abs=2)
+        (51 - 5) * (c["per_graph"] + c["per_graph_per_layer"] * m.num_layers) + first_full - c["piecewise_first"], abs=2)
+
+
+@pytest.mark.parametrize("case", ["qwen25_7b_s16", "qwen25_7b_s64_b2048"])
+def test_graph_estimate_with_few_captured_sizes_is_never_below_vllms(case):
+    """Qwen2.5-7B with 16 and 64 sequences (7 and 19 PIECEWISE, 5 and 11 FULL sizes; H200, 2026-12-01)."""
+    r = next(x for x in MEASURED if x["case"] == case)
+    s = r["settings"]
+    cg = activation.cudagraph_bytes(r["arch"], "v1", enforce_eager=False, tp=1, max_num_seqs=s.max_num_seqs,
+                                    max_num_batched_tokens=s.max_num_batched_tokens or 8192)
+    assert float(r["cg_est_gib"]) * GiB <= cg <= float(r["cg_est_gib"]) * GiB + 0.2 * GiB
 
 
 def test_gpt_style_config_keys_are_read():
@@ -494,3 +526,17 @@ def test_v2_runner_request_buffers_count_outside_the_share():
     assert activation.outside_budget_bytes("v2", enforce_eager=False, request_buffers=full) > \
         activation.outside_budget_bytes("v2", enforce_eager=False)
     assert e.outside_budget_bytes >= activation.outside_budget_bytes("v2", enforce_eager=False, request_buffers=full)
+
+
+def test_a_multimodal_architecture_never_measured_keeps_the_large_margin():
+    """Its encoder profile is vLLM's per-model code (Qwen2.5-VL profiles a video filling max_model_len):
+    a vision tower on an architecture never measured is an unmodelled part, not a derived one."""
+    from launcher.estimator import activation
+
+    cfg = _campaign_config("qwen2vl_7b")
+    other = from_config({**cfg, "architectures": ["SomeNewVLForConditionalGeneration"]})
+    assert other.vision_layers
+    req = 100 << 30
+    assert activation.extrapolated_margin_bytes(other, (0, 24, 0), req, req // 2) == int(activation.EXTRAPOLATED_MARGIN * req)
+    measured = from_config(cfg)
+    assert estimate(measured, EngineSettings(), H200).confidence != "extrapolated"

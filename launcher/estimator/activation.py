@@ -43,9 +43,12 @@ class ProfileShape:
     sampler: float  # rows sampled x vocab
     ffn: float  # tokens x intermediate per GPU (active experts for MoE)
     moe_workspace: float  # bytes of the fused-MoE intermediate caches
-    int_weights: bool = False  # AWQ/GPTQ/W4A16 weights: the mixed-precision GEMMs' allowance applies
+    int_weights: bool = False  # AWQ/GPTQ/W4A16 weights
     forward: float = 0.0  # bytes live in one decoder layer of the dummy forward (see profile_shape)
     encoder: float = 0.0  # bytes a multimodal encoder's profile adds (see encoder_bytes)
+    embedding: float = 0.0  # bytes of one vocabulary x hidden matrix per GPU, in the model dtype
+    hidden: float = 0.0  # bytes of the hidden states of the profiled tokens (tokens x hidden, model dtype)
+    logit_bytes: int = 2  # bytes of one logit as the model computes it (its dtype)
 
 
 def encoder_bytes(m: ModelArch, *, max_num_batched_tokens: int, max_model_len: int | None) -> int:
@@ -81,21 +84,31 @@ def profile_shape(m: ModelArch, *, max_num_batched_tokens: int, max_num_seqs: in
     mlp = 0 if m.is_moe else 3 * m.intermediate_size / tp
     forward = t * m.dtype_bytes * (2 * m.hidden_size + qkv + mlp)
     return ProfileShape(sampler=rows * m.vocab_size, ffn=t * active / tp, moe_workspace=ws, int_weights=m.quant.is_int,
-                        forward=forward, encoder=encoder_bytes(m, max_num_batched_tokens=t, max_model_len=max_model_len))
+                        forward=forward, encoder=encoder_bytes(m, max_num_batched_tokens=t, max_model_len=max_model_len),
+                        embedding=m.vocab_size / tp * m.hidden_size * m.dtype_bytes, hidden=t * m.hidden_size * m.dtype_bytes,
+                        logit_bytes=m.dtype_bytes)
 
 
 def peak_activation_bytes(shape: ProfileShape, runner_kind: str, coef: dict | None = None) -> int:
-    """Peak of the profile run; `coef` replaces the shipped coefficients (benchmarks/fit_calibration.py)."""
+    """Peak of vLLM's profile run (torch's peak allocation above the weights), whichever phase is largest:
+    - the dummy forward over max_num_batched_tokens: the live set of one decoder layer (profile_shape);
+    - the sampler warm-up on min(max_num_seqs, tokens) rows, with the forward's hidden states still held
+      (2 x tokens x hidden). V1 (gpu_model_runner._dummy_sampler_run): float32 logits, then top-k/top-p's
+      float32 sorted values and int64 indices, 16 bytes per logit. V2 (gpu/model_runner.py): the logits in
+      the model dtype and their float32 copy (sample/sampler.py apply_sampling_params); the dummy batch is
+      greedy, so no sort;
+    - one vocabulary x hidden matrix in the model dtype with the same two hidden-state tensors. Measured,
+      not located in vLLM's code: in every start where the other two phases are smaller the peak was this
+      to within 0.03 GiB (Qwen2.5-7B at 2,048 tokens 1.04 GiB, Qwen3-8B/-32B with 128 sequences 1.22-1.53 GiB,
+      Qwen2.5-72B AWQ 2.57 GiB; benchmarks/results/h200-check/, 2026-12-01), on both runners.
+    Then the fused-MoE caches, a multimodal encoder's profile, and a constant: the largest excess of a
+    measured start over this count (benchmarks/fit_calibration.py), 0.03 GiB or less.
+    `coef` replaces the shipped coefficients (benchmarks/fit_calibration.py)."""
     c = (coef or coefficients())["activation"][runner_kind]
-    if runner_kind == "v2":
-        peak = c["sampler"] * shape.sampler + c["ffn"] * shape.ffn + c["const"]
-    else:
-        # V1: the dummy forward, then the sampler warm-up on max_num_seqs rows: logits in float32, the
-        # top-k/top-p sort's float32 values and int64 indices: 16 bytes per row x vocab (sampler.py,
-        # topk_topp_sampler.py); whichever is larger, plus the fused-MoE caches and the measured constant
-        peak = max(SAMPLER_BYTES_PER_LOGIT * shape.sampler, shape.forward) + shape.moe_workspace + c["const"]
-    # on either runner: the multimodal encoder's profile, and the integer-weight GEMMs' allowance
-    peak += shape.encoder + (c.get("int_weights", 0.0) if shape.int_weights else 0.0)
+    held = 2 * shape.hidden
+    per_logit = SAMPLER_BYTES_PER_LOGIT if runner_kind == "v1" else shape.logit_bytes + 4
+    peak = max(per_logit * shape.sampler + (held if runner_kind == "v2" else 0), shape.forward, shape.embedding + held)
+    peak += shape.moe_workspace + shape.encoder + c["const"]
     return int(max(peak, 0.05 * 2**30))
 
 
@@ -104,14 +117,26 @@ def non_torch_bytes(runner_kind: str, tp: int) -> int:
     return int(c[runner_kind] + (c["per_extra_gpu"] if tp > 1 else 0))
 
 
-def cudagraph_capture_sizes(max_num_seqs: int, max_num_batched_tokens: int) -> int:
-    """How many batch sizes vLLM 0.24 captures per graph mode (config/vllm.py, no speculative decoding):
-    up to min(2 x max_num_seqs, 512, max_num_batched_tokens): 1, 2, 4, then every 8 below 256, every 16 above."""
+def cudagraph_sizes(max_num_seqs: int, max_num_batched_tokens: int) -> list[int]:
+    """The batch sizes vLLM 0.24 captures (config/vllm.py, no speculative decoding): up to
+    min(2 x max_num_seqs, 512, max_num_batched_tokens): 1, 2, 4, then every 8 below 256, every 16 above,
+    and the batched tokens themselves when below that. PIECEWISE graphs are captured for all of them;
+    FULL (uniform decode, one token per request) ones for those up to max_num_seqs."""
     top = min(max_num_seqs * 2, 512, max_num_batched_tokens)
     sizes = {i for i in (1, 2, 4) if i <= top} | set(range(8, min(top + 1, 256), 8)) | set(range(256, top + 1, 16))
     if max_num_batched_tokens <= top:
         sizes.add(max_num_batched_tokens)
-    return len(sizes)
+    return sorted(sizes)
+
+
+def cudagraph_capture_sizes(max_num_seqs: int, max_num_batched_tokens: int) -> int:
+    """How many sizes vLLM captures in PIECEWISE mode (cudagraph_sizes)."""
+    return len(cudagraph_sizes(max_num_seqs, max_num_batched_tokens))
+
+
+def full_graph_sizes(max_num_seqs: int, max_num_batched_tokens: int) -> list[int]:
+    """The sizes of vLLM's FULL decode graphs: one token per request, up to max_num_seqs."""
+    return [n for n in cudagraph_sizes(max_num_seqs, max_num_batched_tokens) if n <= max_num_seqs]
 
 
 def cudagraph_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: int, max_num_seqs: int = 1024,
@@ -119,10 +144,12 @@ def cudagraph_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: 
     """The CUDA graph memory vLLM estimates and subtracts (V1 runner, graphs on), built as vLLM builds it
     (gpu_model_runner.profile_cudagraph_memory): per mode it captures the largest size and the next, and
     estimates max(first FULL capture, first PIECEWISE capture) + (sizes - 1) x (FULL + PIECEWISE per-graph
-    cost), the two modes sharing one pool. The first FULL capture grows with the hidden size, the per-graph
+    cost), the two modes sharing one pool (FULL graphs go up to max_num_seqs only: counting them as many as
+    the PIECEWISE ones is an upper bound). The first FULL capture grows with its batch and the hidden size
+    (measured at 512, 64 and 16 sequences: 126-137 bytes per token and hidden unit), the per-graph
     cost with depth (one piece per layer); both are vLLM's own measurements of its captures, taken from the
     logged starts (benchmarks/fit_calibration.py). With integer weights, the excess measured on this
-    architecture's own starts (the largest measured where it has none); with recurrent state, its own.
+    model's own starts (the largest measured where it has none); with recurrent state, its own.
 
     Per GPU it does not shrink with tensor parallelism (Mixtral-8x22B at TP 4 estimated 0.71 GiB per
     GPU, more than the one-GPU models of its depth): the graphs hold the all-reduce buffers too."""
@@ -130,11 +157,17 @@ def cudagraph_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: 
         return 0
     c = (coef or coefficients())["cudagraph"]
     n = cudagraph_capture_sizes(max_num_seqs, max_num_batched_tokens)
-    first = max(c["full_first_per_hidden"] * m.hidden_size, c["piecewise_first"])
+    full = full_graph_sizes(max_num_seqs, max_num_batched_tokens)
+    first = max(c["full_first_per_token_hidden"] * max(full, default=0) * m.hidden_size, c["piecewise_first"])
     per_graph = c["per_graph"] + c["per_graph_per_layer"] * m.num_layers
-    return int(first + (n - 1) * per_graph
-               + (c.get("int_weights_by_arch", {}).get(m.architecture, c.get("int_weights", 0.0)) if m.quant.is_int else 0)
-               + (c.get("state", 0.0) if m.state_layers else 0))
+    if m.quant.is_int:
+        per_graph += c.get("int_weights_by_model", {}).get(int_graph_key(m), c.get("int_weights_per_graph", 0.0))
+    return int(first + (n - 1) * per_graph + (c.get("state", 0.0) if m.state_layers else 0))
+
+
+def int_graph_key(m: ModelArch) -> str:
+    """One measured integer-weight model: architecture, shapes and method (its graph excess is its own)."""
+    return f"{m.architecture}/{m.hidden_size}x{m.num_layers}/{m.intermediate_size}/{m.quant.method}"
 
 
 def fit_margin_bytes() -> int:
@@ -181,11 +214,34 @@ def outside_budget_bytes(runner_kind: str, *, enforce_eager: bool, request_buffe
     return WARMUP_SLACK_BYTES + request_buffers + (0 if enforce_eager else GRAPHS_OUTSIDE_BUDGET[runner_kind])
 
 
-# Kept off the KV cache when the estimate is extrapolated (an architecture without a specific model, an
-# unmodelled quantization, a vLLM version never measured): a share of the requested memory. Not fitted:
-# the largest miss of a modelled estimate held out from its own model was 4.2% of the KV cache (the
-# 64-layer 32B), i.e. about 0.4 GiB; 3% of an 80 GB card's request is 2.2 GiB.
+# Kept off the KV cache when the estimate is extrapolated. Two sizes:
+# - a part of vLLM that nothing here models (a recurrent state of an unknown kind, a quantization method
+#   not modelled, a vLLM version never measured, the encoder profile of a multimodal architecture never
+#   measured: Qwen2.5-VL's blind estimate was +6.6% before its video profile was modelled; the graph memory
+#   of an integer-weight model never measured, which vLLM takes from a capture and which varied from model
+#   to model: Phi-3-medium AWQ's blind estimate was +0.96%): 3% of the requested memory, about 2.2 GiB of
+#   an 80 GB card's request;
+# - every term derived from the shapes, only this architecture never measured: 0.5% of the KV cache, at
+#   least 256 MiB. Held out family by family (docs/estimator.md), such estimates came out at or below
+#   vLLM's KV cache (-0.82% to -0.12% before this margin; starts of 2026-11-22/23 and 2026-12-01).
 EXTRAPOLATED_MARGIN = 0.03
+DERIVED_MARGIN, DERIVED_MARGIN_MIN_BYTES = 0.005, 256 << 20
+
+
+def extrapolated_margin_bytes(m: ModelArch, vllm_version: tuple[int, ...], requested: int, kv_bytes: int) -> int:
+    """The margin an extrapolated estimate keeps off the KV cache (see above)."""
+    unmodelled = ([n for n in m.notes if not n.startswith(GENERIC_NOTE_START)] or tuple(vllm_version[:2]) != (0, 24)
+                  or (m.vision_layers and not coefficients().get("measured", {}).get(m.architecture))
+                  or _int_graphs_unmeasured(m, vllm_version))
+    if unmodelled:
+        return int(EXTRAPOLATED_MARGIN * requested)
+    return max(int(DERIVED_MARGIN * kv_bytes), DERIVED_MARGIN_MIN_BYTES)
+
+
+def _int_graphs_unmeasured(m: ModelArch, vllm_version: tuple[int, ...]) -> bool:
+    """Integer weights on the V1 runner, this model never measured: its graph memory is vLLM's capture."""
+    return (m.quant.is_int and runner(m, vllm_version) == "v1"
+            and int_graph_key(m) not in coefficients().get("cudagraph", {}).get("int_weights_by_model", {}))
 
 
 def confidence(m: ModelArch, gpus: int, vllm_version: tuple[int, ...]) -> tuple[str, str]:
@@ -197,14 +253,15 @@ def confidence(m: ModelArch, gpus: int, vllm_version: tuple[int, ...]) -> tuple[
         return "extrapolated", "; ".join(notes)
     if tuple(vllm_version[:2]) != (0, 24):
         return "extrapolated", f"vLLM {'.'.join(map(str, vllm_version))} was never measured (0.24.0 was)"
-    if m.quant.is_int and runner(m, vllm_version) == "v1" and not (seen and m.quant.method in seen["quant"]):
+    if _int_graphs_unmeasured(m, vllm_version):
         # vLLM sizes its graph memory by capturing two graphs per mode; with integer-weight kernels (Machete,
-        # Marlin) the second capture's cost varied by architecture, not by shape: 6 MiB per PIECEWISE graph
-        # on Gemma-2-27B AWQ, 10 on Qwen2.5-72B AWQ, 28 on Phi-3-medium AWQ (2026-11-23, H100,
-        # benchmarks/results/h100-int/). Phi-3-medium's blind estimate was +0.96% above vLLM's KV cache.
-        return "extrapolated", (f"{m.quant.method} weights on {m.architecture} were never measured: vLLM measures "
-                                "its CUDA graph memory by capture, and with integer-weight kernels it varied by "
-                                "architecture (6-28 MiB per graph)")
+        # Marlin) the second capture cost 0-21 MiB more per graph than a 16-bit model's, following neither
+        # the architecture nor the shapes: Phi-3-medium AWQ 21 MiB, Phi-3-mini AWQ 1 MiB (H100 2026-11-23,
+        # H200 2026-12-01, benchmarks/results/h100-int/, h200-check/). Phi-3-medium's blind estimate was
+        # +0.96% above vLLM's KV cache; the largest measured excess is kept for any model not measured.
+        return "extrapolated", (f"{m.quant.method} weights of this model were never measured: vLLM measures its "
+                                "CUDA graph memory by capture, and with integer-weight kernels the cost varied "
+                                "from model to model (0-21 MiB per graph); the largest is assumed")
     if not seen:
         return "derived", f"{m.architecture} is modelled from vLLM's shapes but no start of it was measured"
     gaps = []

@@ -178,7 +178,7 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
         avail = requested - (w + act + nt) - cg
     confidence, why = activation.confidence(m, tp * pp, vllm_version)
     if confidence == "extrapolated" and not s.kv_cache_memory_bytes:
-        avail -= int(activation.EXTRAPOLATED_MARGIN * requested)  # never guess high where nothing was measured
+        avail -= activation.extrapolated_margin_bytes(m, vllm_version, requested, avail)  # never guess high where nothing was measured
     lay = kv.layout(m, tp=tp, pp=pp, block_size=block, kv_cache_dtype=s.kv_cache_dtype,
                     mamba_cache_mode=s.state_cache_mode, max_model_len=want_len)
     block = lay.block_size or block  # a hybrid's attention block grows to hold one state page
