@@ -35,7 +35,8 @@ def handling(arch: str, multimodal: bool) -> tuple[str, str]:
         return "extrapolated", ("language model from text_config with generic decoder shapes, 3% margin; vision "
                                 "tower from vision_config (weights; its profile run sized from the encoder budget, "
                                 "measured on Qwen2-VL); an audio encoder is not modelled")
-    return "extrapolated", "generic decoder shapes from config.json (attention, MLP, experts, MLA fields), 3% margin"
+    return "extrapolated", ("generic decoder shapes from config.json (attention, MLP, experts, MLA fields), margin of "
+                            "0.5% of the KV cache (at least 256 MiB)")
 
 
 def main():
