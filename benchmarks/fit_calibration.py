@@ -4,9 +4,11 @@ usage: .venv/bin/python benchmarks/fit_calibration.py   (writes launcher/estimat
 
 Only runs with VLLM_LOGGING_LEVEL=DEBUG (field "profile": vLLM's own split into
 torch peak increase, non-torch increase and weights) are used for the fit.
-The shapes are physical (see launcher/estimator/activation.py); only a few
-scale factors are fitted. benchmarks/estimator_accuracy.py then checks the
-whole estimate, leave-one-out, against every measured line.
+The profile peak is counted from vLLM's code (launcher/estimator/activation.py);
+what is taken from the starts is what vLLM measures rather than computes: a
+constant over that count (upper envelope), non-torch memory, and the parts of its
+CUDA graph estimate (per-capture costs). benchmarks/estimator_accuracy.py then
+checks the whole estimate, leave-one-out, against every measured line.
 """
 from __future__ import annotations
 

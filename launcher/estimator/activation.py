@@ -1,10 +1,11 @@
 """Peak activation of vLLM's profile run, non-torch memory and the CUDA graph estimate.
 
 vLLM measures these at start-up (gpu_worker.determine_available_memory); we
-predict them from the shapes that drive them. The shapes are physical (tokens x
-intermediate size, sampled rows x vocab, MoE workspace); the coefficients are
-fitted to what vLLM really reported (benchmarks/fit_calibration.py writes
-calibration.json from the measured lines in benchmarks/results/).
+count them from the shapes that drive them, as vLLM's code allocates them (a
+layer's forward, the sampler's logits, the CUDA graph captures). What vLLM itself
+measures rather than computes (its per-capture graph costs, non-torch memory, a
+small constant over the profile count) is taken from its logged starts
+(benchmarks/fit_calibration.py writes calibration.json from benchmarks/results/).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from ..models.config import GENERIC_NOTE_START, ModelArch
 
 # vLLM 0.24.0 runs these architectures on its "model runner V2" (config/vllm.py
 # DEFAULT_V2_MODEL_RUNNER_ARCHITECTURES). V2 does not subtract a CUDA graph
-# estimate and profiles the sampler differently, so it is fitted separately.
+# estimate and warms its sampler up differently (peak_activation_bytes).
 V2_RUNNER_ARCHS = frozenset({"Qwen3ForCausalLM", "DeepseekV2ForCausalLM", "Qwen2MoeForCausalLM",
                              "GraniteMoeForCausalLM", "LlamaForCausalLM", "MistralForCausalLM"})
 
@@ -41,9 +42,7 @@ class ProfileShape:
     """The shapes of vLLM's profile run that drive its peak memory."""
 
     sampler: float  # rows sampled x vocab
-    ffn: float  # tokens x intermediate per GPU (active experts for MoE)
     moe_workspace: float  # bytes of the fused-MoE intermediate caches
-    int_weights: bool = False  # AWQ/GPTQ/W4A16 weights
     forward: float = 0.0  # bytes live in one decoder layer of the dummy forward (see profile_shape)
     encoder: float = 0.0  # bytes a multimodal encoder's profile adds (see encoder_bytes)
     embedding: float = 0.0  # bytes of one vocabulary x hidden matrix per GPU, in the model dtype
@@ -72,18 +71,14 @@ def profile_shape(m: ModelArch, *, max_num_batched_tokens: int, max_num_seqs: in
                   max_model_len: int | None = None) -> ProfileShape:
     t = max_num_batched_tokens
     rows = min(max_num_seqs, t)
-    if m.is_moe:
-        active = m.moe_intermediate_size * (m.experts_per_tok + m.shared_experts)
-        ws = t * m.experts_per_tok * (3 * m.moe_intermediate_size // tp + m.hidden_size) * m.dtype_bytes
-    else:
-        active, ws = m.intermediate_size, 0
+    ws = t * m.experts_per_tok * (3 * m.moe_intermediate_size // tp + m.hidden_size) * m.dtype_bytes if m.is_moe else 0
     # the dummy forward over t tokens, inside one layer's MLP: the residual and the normed hidden states
     # (2 x h), the fused QKV output still referenced, the gate_up output (2 x I) and the activation output
     # (I), all in the model dtype; for MoE the fused-MoE caches (moe_workspace) take the MLP's place
     qkv = (m.num_heads + 2 * m.num_kv_heads) * m.head_dim / tp
     mlp = 0 if m.is_moe else 3 * m.intermediate_size / tp
     forward = t * m.dtype_bytes * (2 * m.hidden_size + qkv + mlp)
-    return ProfileShape(sampler=rows * m.vocab_size, ffn=t * active / tp, moe_workspace=ws, int_weights=m.quant.is_int,
+    return ProfileShape(sampler=rows * m.vocab_size, moe_workspace=ws,
                         forward=forward, encoder=encoder_bytes(m, max_num_batched_tokens=t, max_model_len=max_model_len),
                         embedding=m.vocab_size / tp * m.hidden_size * m.dtype_bytes, hidden=t * m.hidden_size * m.dtype_bytes,
                         logit_bytes=m.dtype_bytes)
