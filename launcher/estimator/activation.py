@@ -93,13 +93,15 @@ def peak_activation_bytes(shape: ProfileShape, runner_kind: str, coef: dict | No
       the model dtype and their float32 copy (sample/sampler.py apply_sampling_params); the dummy batch is
       greedy, so no sort;
     - one vocabulary x hidden matrix in the model dtype with two tokens x hidden tensors: the arguments of
-      the embedding gather, the compiled graph's first kernel. Measured: in every start where the other two
-      phases are smaller the peak was this to within 0.03 GiB (Qwen2.5-7B at 2,048 tokens 1.04 GiB,
-      Qwen3-8B/-32B with 128 sequences 1.22-1.53 GiB, Qwen2.5-72B AWQ 2.57 GiB; benchmarks/results/h200-check/,
-      2026-12-01), on both runners. It comes with compiling: the profile run is the first forward, and
-      vLLM 0.24 compiles with Inductor's kernel benchmarking on (benchmark_combo_kernel), which runs kernels
-      on copies of their arguments; a restart on a warm compile cache got 0.23 GiB more KV cache (Llama-3.1-8B,
-      H100, 2026-11-22). The estimate assumes a cold cache, the larger peak.
+      the embedding gather, the compiled graph's first kernel, as Inductor benchmarks it while compiling.
+      vLLM 0.24 compiles during the profile run (its first forward) with Inductor's benchmark_combo_kernel
+      on, and Inductor benchmarks a fused kernel on fresh random copies of all its arguments at the size
+      hint, max_num_batched_tokens (torch/_inductor/codegen/triton.py get_args: rand_strided for every
+      argument; scheduler.benchmark_fused_nodes). Measured: in every start where the other two phases are
+      smaller the peak was this to within 0.03 GiB (Qwen2.5-7B at 2,048 tokens 1.04 GiB, Qwen3-8B/-32B with
+      128 sequences 1.22-1.53 GiB, Qwen2.5-72B AWQ 2.57 GiB; benchmarks/results/h200-check/, 2026-12-01), on
+      both runners; a restart on a warm compile cache, which compiles nothing, got 0.23 GiB more KV cache
+      (Llama-3.1-8B, H100, 2026-11-22). The estimate assumes a cold cache, the larger peak.
     Then the fused-MoE caches, a multimodal encoder's profile, and a constant: the largest excess of a
     measured start over this count (benchmarks/fit_calibration.py), 0.03 GiB or less.
     `coef` replaces the shipped coefficients (benchmarks/fit_calibration.py)."""
