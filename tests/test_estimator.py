@@ -528,18 +528,89 @@ def test_v2_runner_request_buffers_count_outside_the_share():
     assert e.outside_budget_bytes >= activation.outside_budget_bytes("v2", enforce_eager=False, request_buffers=full)
 
 
-def test_a_multimodal_architecture_never_measured_keeps_the_large_margin():
-    """Its encoder profile is vLLM's per-model code (Qwen2.5-VL profiles a video filling max_model_len):
-    a vision tower on an architecture never measured is an unmodelled part, not a derived one."""
-    from launcher.estimator import activation
-
+def test_a_multimodal_architecture_whose_dummy_inputs_are_not_modelled_keeps_the_large_margin():
+    """Its encoder profile is vLLM's per-model code (Qwen2.5-VL profiles a video filling max_model_len,
+    Gemma 3 fixed-size images): a vision tower whose dummy inputs are not modelled is an unmodelled part,
+    not a derived one, and says so; one whose inputs are modelled keeps the derived margin."""
     cfg = _campaign_config("qwen2vl_7b")
     other = from_config({**cfg, "architectures": ["SomeNewVLForConditionalGeneration"]})
-    assert other.vision_layers
+    assert other.vision_layers and not other.vision_layout
     req = 100 << 30
     assert activation.extrapolated_margin_bytes(other, (0, 24, 0), req, req // 2) == int(activation.EXTRAPOLATED_MARGIN * req)
+    e = estimate(other, EngineSettings(), H200)
+    assert e.confidence == "extrapolated" and "encoder" in e.confidence_reason
     measured = from_config(cfg)
     assert estimate(measured, EngineSettings(), H200).confidence != "extrapolated"
+    g3 = from_config(GEMMA3_4B_IT)
+    kv_bytes = 50 << 30
+    assert activation.extrapolated_margin_bytes(g3, (0, 24, 0), req, kv_bytes) == max(
+        int(activation.DERIVED_MARGIN * kv_bytes), activation.DERIVED_MARGIN_MIN_BYTES)
+
+
+# google/gemma-3-4b-it's config.json as published: a sparse text_config (transformers fills the rest in)
+GEMMA3_4B_IT = {
+    "architectures": ["Gemma3ForConditionalGeneration"], "boi_token_index": 255999, "eoi_token_index": 256000,
+    "eos_token_id": [1, 106], "image_token_index": 262144, "initializer_range": 0.02, "mm_tokens_per_image": 256,
+    "model_type": "gemma3",
+    "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text", "num_hidden_layers": 34,
+                    "rope_scaling": {"factor": 8.0, "rope_type": "linear"}, "sliding_window": 1024},
+    "torch_dtype": "bfloat16", "transformers_version": "4.50.0.dev0",
+    "vision_config": {"hidden_size": 1152, "image_size": 896, "intermediate_size": 4304, "model_type": "siglip_vision_model",
+                      "num_attention_heads": 16, "num_hidden_layers": 27, "patch_size": 14, "vision_use_head": False},
+}
+
+
+def test_a_sparse_hub_config_takes_what_transformers_fills_in():
+    """gemma-3-4b-it leaves heads, KV heads, head_dim, vocabulary and layer types to Gemma3TextConfig's defaults:
+    8 heads, 4 KV heads of 256, 262,208 tokens, every sixth layer full attention, the rest a 1,024 window."""
+    m = from_config(GEMMA3_4B_IT)
+    assert (m.num_heads, m.num_kv_heads, m.head_dim, m.vocab_size, m.num_layers) == (8, 4, 256, 262208, 34)
+    assert m.layer_windows[:6] == (1024,) * 5 + (None,) and m.layer_windows.count(None) == 5
+    assert m.tie_word_embeddings and m.dtype == "bfloat16" and m.derived_max_len == 131072
+    assert m.vision_layers == 27 and m.vision_hidden == 1152
+    e = estimate(m, EngineSettings(), H200)
+    assert e.fits and e.kv_cache_tokens > 0
+
+
+def test_a_nested_text_config_keeps_the_checkpoints_dtype_and_quantization():
+    cfg = {"architectures": ["SomeVLForConditionalGeneration"], "model_type": "some_vl", "torch_dtype": "float16",
+           "quantization_config": {"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True, "version": "gemm"},
+           "text_config": {"model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+                           "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064,
+                           "max_position_embeddings": 32768}}
+    m = from_config(cfg)
+    assert m.quant.method == "awq" and m.dtype == "float16"
+
+
+def test_gemma3_encoder_profiles_as_many_fixed_size_images_as_the_budget_holds():
+    """vLLM 0.24 (gemma3_mm.py, encoder_budget.py): images resized to 896 x 896 (4,096 patches of 14),
+    pooled to 256 tokens each; the encoder budget max(max_num_batched_tokens, 256) holds 32 images at 8,192
+    tokens, whatever max_model_len is, at most max_num_seqs x min(--limit-mm-per-prompt, len // 256)."""
+    m = from_config(GEMMA3_4B_IT)
+    assert (m.vision_layout, m.vision_item_tokens, m.vision_item_patches) == ("image", 256, 4096)
+    p = activation.encoder_patches
+    assert p(m, max_num_batched_tokens=8192, max_model_len=131072) == 32 * 4096
+    assert p(m, max_num_batched_tokens=8192, max_model_len=8192) == 32 * 4096
+    assert p(m, max_num_batched_tokens=16384, max_model_len=8192) == 64 * 4096
+    assert p(m, max_num_batched_tokens=8192, max_model_len=8192, max_num_seqs=2, items_per_prompt=4) == 8 * 4096
+    assert p(m, max_num_batched_tokens=2048, max_model_len=300, max_num_seqs=4) == 4 * 4096
+    assert p(m, max_num_batched_tokens=8192, max_model_len=8192, items_per_prompt=0) == 0
+    # the attention block's live set is the larger one for SigLIP (10 d > 2 d + 2 I)
+    assert activation.encoder_bytes(m, max_num_batched_tokens=8192, max_model_len=8192) == 32 * 4096 * (588 + 10 * 1152) * 2
+
+
+def test_limit_mm_per_prompt_turns_the_encoder_profile_off_or_down():
+    q = from_config(_campaign_config("qwen2vl_7b"))
+    base = estimate(q, EngineSettings(), H200)
+    off = estimate(q, EngineSettings(limit_mm_per_prompt='{"image": 0, "video": 0}'), H200)
+    assert off.activation_bytes < base.activation_bytes - 2 * GiB and off.kv_cache_tokens > base.kv_cache_tokens
+    video_off = estimate(q, EngineSettings(limit_mm_per_prompt="video=0"), H200)
+    assert video_off.activation_bytes == base.activation_bytes  # images may still fill the sequence: kept
+    g3 = from_config(GEMMA3_4B_IT)
+    two = estimate(g3, EngineSettings(limit_mm_per_prompt='{"image": {"count": 1}}', max_num_seqs=4), H200)
+    assert two.activation_bytes < estimate(g3, EngineSettings(max_num_seqs=4), H200).activation_bytes
+    with pytest.raises(BadInput):
+        estimate(q, EngineSettings(limit_mm_per_prompt="image=lots"), H200)
 
 
 PROFILED = [r for r in MEASURED if "profile" in r]

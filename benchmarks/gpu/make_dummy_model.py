@@ -1,7 +1,8 @@
 """Write a model folder for dummy-weight GPU runs: config.json from the catalog and a word-level
 tokenizer that covers the whole vocabulary (so any sampled id decodes to text), with a chat template.
-For a LLaVA-style multimodal config (`--llava`) it also writes the image processor files and gives
-the image placeholder its id, so that vLLM can build its dummy images for the encoder's profile run.
+For a multimodal config (a case's "tokenizer": llava, qwen2_vl or gemma3) it also writes the image
+processor files and gives the image placeholders their ids, so that vLLM can build its dummy images for
+the encoder's profile run.
 
 usage: python3 benchmarks/gpu/make_dummy_model.py MODEL SIZE OUT_DIR
 """
@@ -58,6 +59,34 @@ def write_qwen2_vl_processor(out: str, cfg: dict) -> None:
               "processor_class": "Qwen2VLProcessor"}
     json.dump({**common, "image_processor_type": "Qwen2VLImageProcessor"}, open(os.path.join(out, "preprocessor_config.json"), "w"))
     json.dump({**common, "video_processor_type": "Qwen2VLVideoProcessor"}, open(os.path.join(out, "video_preprocessor_config.json"), "w"))
+
+
+def write_gemma3_processor(out: str, cfg: dict) -> None:
+    """Gemma 3 image processor and processor files as google/gemma-3-4b-it publishes them (images resized to
+    vision_config.image_size, pan-and-scan off, mm_tokens_per_image tokens each), and the tokenizer's names
+    for the image tokens, which Gemma3Processor reads from the tokenizer."""
+    size = cfg["vision_config"].get("image_size", 896)
+    seq = cfg.get("mm_tokens_per_image", 256)
+    json.dump({"image_processor_type": "Gemma3ImageProcessor", "processor_class": "Gemma3Processor",
+               "do_normalize": True, "do_rescale": True, "do_resize": True, "do_pan_and_scan": None,
+               "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "image_seq_length": seq, "resample": 2,
+               "rescale_factor": 0.00392156862745098, "size": {"height": size, "width": size}},
+              open(os.path.join(out, "preprocessor_config.json"), "w"))
+    json.dump({"image_seq_length": seq, "processor_class": "Gemma3Processor"}, open(os.path.join(out, "processor_config.json"), "w"))
+    tc_path = os.path.join(out, "tokenizer_config.json")
+    tc = json.load(open(tc_path))
+    tc.update(processor_class="Gemma3Processor", boi_token="<start_of_image>", eoi_token="<end_of_image>",
+              image_token="<image_soft_token>",
+              extra_special_tokens={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+                                    "image_token": "<image_soft_token>"})
+    json.dump(tc, open(tc_path, "w"))
+
+
+def gemma3_specials(cfg: dict) -> dict:
+    """The image tokens at the config's ids, and the newline tokens vLLM's Gemma 3 processor looks up."""
+    return {"<start_of_image>": cfg.get("boi_token_index", 255999), "<end_of_image>": cfg.get("eoi_token_index", 256000),
+            "<image_soft_token>": cfg.get("image_token_index", 262144),
+            "\n": 107, "\n\n": 108, "\n\n\n": 109, "\n\n\n\n": 110}
 
 
 QWEN2_VL_SPECIALS = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645, "<|vision_start|>": 151652,
@@ -118,6 +147,9 @@ def write_model(out: str, cfg: dict, tokenizer: str | None = None) -> None:
     if tokenizer == "llava":
         write_tokenizer(out, text["vocab_size"], {"<image>": cfg["image_token_index"], "<pad>": text.get("pad_token_id", 32001)})
         write_llava_processor(out, cfg)
+    elif tokenizer == "gemma3":
+        write_tokenizer(out, text.get("vocab_size", 262208), gemma3_specials(cfg))
+        write_gemma3_processor(out, cfg)
     elif tokenizer == "qwen2_vl":
         write_tokenizer(out, text["vocab_size"], QWEN2_VL_SPECIALS)
         write_qwen2_vl_processor(out, cfg)

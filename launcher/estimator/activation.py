@@ -50,25 +50,49 @@ class ProfileShape:
     logit_bytes: int = 2  # bytes of one logit as the model computes it (its dtype)
 
 
-def encoder_bytes(m: ModelArch, *, max_num_batched_tokens: int, max_model_len: int | None) -> int:
-    """What a multimodal model's profile run adds (gpu_model_runner.profile_run): the vision encoder runs
-    on the encoder budget, max(max_num_batched_tokens, the largest item's tokens), each token being
-    merge^2 patches. The largest item is taken as max_model_len tokens: vLLM sizes a video to fill the
-    sequence (measured: Qwen2-VL 32,768 of 32,768; Qwen2.5-VL 114,688 of 128,000). Live per patch: the
-    dummy pixel values (3 x temporal x patch^2) and one vision block's MLP with its input (residual and
-    normed input 2 d, fc1 output and activation I each, or gate_up 2 I and its product I when gated),
-    in the model dtype. It adds to the language model's peak: measured on Qwen2-VL-7B 2.82 GiB and
-    Qwen2.5-VL-7B 13.21 GiB above Qwen2.5-7B's peak (H200, 2026-11-23); this gives 3.41 and 13.35 GiB."""
-    if not m.vision_layers:
+def encoder_patches(m: ModelArch, *, max_num_batched_tokens: int, max_model_len: int | None, max_num_seqs: int = 1024,
+                    items_per_prompt: int | None = None) -> int:
+    """Patches the vision tower runs in vLLM's profile run (gpu_model_runner.profile_run, multimodal/
+    encoder_budget.py): the encoder budget is max(max_num_batched_tokens, the largest item's tokens), and
+    vLLM encodes budget // item tokens items of the largest size at once (at most max_num_seqs x items per
+    prompt, items per prompt being min(--limit-mm-per-prompt, max_model_len // item tokens), at least one).
+    - "video" (Qwen2-VL, Qwen2.5-VL): the largest item is a video filling the sequence (measured: Qwen2-VL
+      32,768 of 32,768 tokens; Qwen2.5-VL 114,688 of 128,000), taken as max_model_len tokens of merge^2
+      patches each;
+    - "image" (Gemma 3, LLaVA): fixed-size images of vision_item_tokens tokens and vision_item_patches patches;
+    - not modelled: as "video" (the estimate then keeps the large margin, extrapolated_margin_bytes)."""
+    if not m.vision_layers or items_per_prompt == 0:
         return 0
-    tokens = max(max_num_batched_tokens, max_model_len or m.derived_max_len)
-    patches = tokens * m.vision_merge ** 2
-    live = m.vision_pixels + 2 * m.vision_hidden + (3 if m.vision_gated else 2) * m.vision_intermediate
+    length = max_model_len or m.derived_max_len
+    if m.vision_layout == "image" and m.vision_item_tokens:
+        tok = m.vision_item_tokens
+        per_prompt = max(1, min(items_per_prompt if items_per_prompt is not None else length // tok, length // tok))
+        items = max(1, min(max(max_num_batched_tokens, tok) // tok, max_num_seqs * per_prompt))
+        return items * m.vision_item_patches
+    return max(max_num_batched_tokens, length) * m.vision_merge ** 2
+
+
+def encoder_bytes(m: ModelArch, *, max_num_batched_tokens: int, max_model_len: int | None, max_num_seqs: int = 1024,
+                  items_per_prompt: int | None = None) -> int:
+    """What a multimodal model's profile run adds: the vision tower over encoder_patches patches at once. Live
+    per patch: the dummy pixel values (3 x temporal x patch^2) and the larger of one vision block's MLP with
+    its input (residual and normed input 2 d, fc1 output and activation I each, or gate_up 2 I and its
+    product I when gated) and its attention (residual and normed input 2 d, fused QKV 3 d, contiguous
+    copies of q, k, v 3 d, the output and its projection 2 d), in the model dtype. It adds to the language
+    model's peak: measured on Qwen2-VL-7B 2.82 GiB and Qwen2.5-VL-7B 13.21 GiB above Qwen2.5-7B's peak
+    (H200, 2026-11-23); this gives 3.41 and 13.35 GiB."""
+    patches = encoder_patches(m, max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
+                              max_num_seqs=max_num_seqs, items_per_prompt=items_per_prompt)
+    if not patches:
+        return 0
+    d = m.vision_hidden
+    mlp = 2 * d + (3 if m.vision_gated else 2) * m.vision_intermediate
+    live = m.vision_pixels + max(mlp, 10 * d)
     return int(patches * live * m.dtype_bytes)
 
 
 def profile_shape(m: ModelArch, *, max_num_batched_tokens: int, max_num_seqs: int, tp: int,
-                  max_model_len: int | None = None) -> ProfileShape:
+                  max_model_len: int | None = None, items_per_prompt: int | None = None) -> ProfileShape:
     t = max_num_batched_tokens
     rows = min(max_num_seqs, t)
     ws = t * m.experts_per_tok * (3 * m.moe_intermediate_size // tp + m.hidden_size) * m.dtype_bytes if m.is_moe else 0
@@ -79,7 +103,8 @@ def profile_shape(m: ModelArch, *, max_num_batched_tokens: int, max_num_seqs: in
     mlp = 0 if m.is_moe else 3 * m.intermediate_size / tp
     forward = t * m.dtype_bytes * (2 * m.hidden_size + qkv + mlp)
     return ProfileShape(sampler=rows * m.vocab_size, moe_workspace=ws,
-                        forward=forward, encoder=encoder_bytes(m, max_num_batched_tokens=t, max_model_len=max_model_len),
+                        forward=forward, encoder=encoder_bytes(m, max_num_batched_tokens=t, max_model_len=max_model_len,
+                                                      max_num_seqs=max_num_seqs, items_per_prompt=items_per_prompt),
                         embedding=m.vocab_size / tp * m.hidden_size * m.dtype_bytes, hidden=t * m.hidden_size * m.dtype_bytes,
                         logit_bytes=m.dtype_bytes)
 
@@ -217,8 +242,9 @@ def outside_budget_bytes(runner_kind: str, *, enforce_eager: bool, request_buffe
 
 # Kept off the KV cache when the estimate is extrapolated. Two sizes:
 # - a part of vLLM that nothing here models (a recurrent state of an unknown kind, a quantization method
-#   not modelled, a vLLM version never measured, the encoder profile of a multimodal architecture never
-#   measured: Qwen2.5-VL's blind estimate was +6.6% before its video profile was modelled; the graph memory
+#   not modelled, a vLLM version never measured, the encoder profile of a multimodal architecture whose
+#   dummy inputs are not modelled (vision_layout): Qwen2.5-VL's blind estimate was +6.6% before its video
+#   profile was modelled; the graph memory
 #   of an integer-weight model never measured, which vLLM takes from a capture and which varied from model
 #   to model: Phi-3-medium AWQ's blind estimate was +0.96%): 3% of the requested memory, about 2.2 GiB of
 #   an 80 GB card's request;
@@ -232,7 +258,7 @@ DERIVED_MARGIN, DERIVED_MARGIN_MIN_BYTES = 0.005, 256 << 20
 def extrapolated_margin_bytes(m: ModelArch, vllm_version: tuple[int, ...], requested: int, kv_bytes: int) -> int:
     """The margin an extrapolated estimate keeps off the KV cache (see above)."""
     unmodelled = ([n for n in m.notes if not n.startswith(GENERIC_NOTE_START)] or tuple(vllm_version[:2]) != (0, 24)
-                  or (m.vision_layers and not coefficients().get("measured", {}).get(m.architecture))
+                  or (m.vision_layers and not m.vision_layout)
                   or _int_graphs_unmeasured(m, vllm_version))
     if unmodelled:
         return int(EXTRAPOLATED_MARGIN * requested)

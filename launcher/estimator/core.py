@@ -67,6 +67,20 @@ class EngineSettings:
     quantization: str | None = None
     enable_prefix_caching: bool | None = None  # hybrids: vLLM leaves it off unless asked
     mamba_cache_mode: str | None = None
+    limit_mm_per_prompt: dict | str | None = None  # --limit-mm-per-prompt: JSON or image=N,video=M
+
+    def mm_items_per_prompt(self, layout: str) -> int | None:
+        """Items per prompt the encoder's profile may use, from --limit-mm-per-prompt: 0 when every
+        modality is off (vLLM then profiles no encoder), the image limit for fixed-size images, else None."""
+        limits = parse_mm_limits(self.limit_mm_per_prompt)
+        if not limits:
+            return None
+        modalities = {"image": ("image",), "video": ("image", "video")}.get(layout)
+        if not modalities:  # a tower whose inputs are not modelled: its modalities are not known either
+            return None
+        if all(limits.get(x) == 0 for x in modalities):
+            return 0
+        return limits.get("image") if layout == "image" else None
 
     @property
     def state_cache_mode(self) -> str:
@@ -76,6 +90,33 @@ class EngineSettings:
         if self.mamba_cache_mode:
             return self.mamba_cache_mode
         return "all" if self.enable_prefix_caching else "none"
+
+
+def parse_mm_limits(value) -> dict[str, int]:
+    """--limit-mm-per-prompt as vLLM takes it: a JSON object (a modality's value a count or {"count": n, ...})
+    or the older image=2,video=1 form."""
+    import json
+
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            try:
+                value = {k.strip(): int(v) for k, v in (p.split("=", 1) for p in value.split(",") if p.strip())}
+            except ValueError:
+                raise BadInput(f"--limit-mm-per-prompt: cannot read {value!r}.",
+                               hint='Give a JSON object such as \'{"image": 2, "video": 0}\'.') from None
+    if not isinstance(value, dict):
+        raise BadInput(f"--limit-mm-per-prompt: expected a JSON object, got {value!r}.")
+    out = {}
+    for k, v in value.items():
+        n = v.get("count") if isinstance(v, dict) else v
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise BadInput(f"--limit-mm-per-prompt: the count of {k!r} must be a whole number >= 0, got {v!r}.")
+        out[str(k)] = n
+    return out
 
 
 def default_utilization(vllm_version: tuple[int, ...]) -> float:
@@ -166,7 +207,8 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
 
     run = activation.runner(m, vllm_version)
     w = weights.weights_bytes(m, tp, pp, capability=gpu.capability)
-    shape = activation.profile_shape(m, max_num_batched_tokens=batched, max_num_seqs=seqs, tp=tp, max_model_len=want_len)
+    shape = activation.profile_shape(m, max_num_batched_tokens=batched, max_num_seqs=seqs, tp=tp, max_model_len=want_len,
+                                     items_per_prompt=s.mm_items_per_prompt(m.vision_layout))
     act = activation.peak_activation_bytes(shape, run)
     nt = activation.non_torch_bytes(run, tp * pp)
     cg = activation.cudagraph_bytes(m, run, enforce_eager=s.enforce_eager, tp=tp, max_num_seqs=seqs,

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..errors import ModelConfigError
 from . import hybrid as hybrid_mod
 from . import quant as quant_mod
+from .defaults import with_defaults
 from .hybrid import StateShape
 from .quant import Quant
 
@@ -33,6 +34,9 @@ ALL_LAYERS_SLIDING = ("mistral", "mixtral", "phi3", "starcoder2")
 # How the note on an architecture without a specific model starts (activation.confidence drops it once
 # starts of that architecture were measured).
 GENERIC_NOTE_START = "architecture "
+
+# Keys of a multimodal config.json that describe the whole checkpoint, the language model's included
+CARRIED_KEYS = ("torch_dtype", "dtype", "quantization_config", "tie_word_embeddings")
 
 # Keys vLLM takes the minimum of to derive the default max_model_len.
 MAX_LEN_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length",
@@ -96,6 +100,12 @@ class ModelArch:
     vision_merge: int = 1  # tokens given to the language model are merge^2 patches each
     vision_pixels: int = 0  # input values per patch (3 x temporal x patch^2)
     vision_params: int = 0  # the tower plus its projector into the language model
+    # how vLLM's profile run sizes the encoder's dummy batch (activation.encoder_patches): "video" (one item
+    # as long as max_model_len: Qwen2-VL, Qwen2.5-VL), "image" (fixed-size images, as many as the encoder
+    # budget holds: Gemma 3, LLaVA), "" (this architecture's dummy inputs are not modelled)
+    vision_layout: str = ""
+    vision_item_tokens: int = 0  # "image": language-model tokens per image
+    vision_item_patches: int = 0  # "image": patches the tower runs per image
 
     @property
     def state_layers(self) -> int:
@@ -170,9 +180,13 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
     """Build a ModelArch from a parsed config.json dict."""
     if not isinstance(cfg, dict):
         raise ModelConfigError(f"{source}: expected a JSON object.")
+    cfg = with_defaults(cfg)
     vision = _vision(cfg)
     if isinstance(cfg.get("text_config"), dict) and "hidden_size" not in cfg:
-        cfg = {**cfg["text_config"], "architectures": cfg.get("architectures")}
+        # the language model's config, with what the outer one says of the whole checkpoint (its dtype,
+        # quantization) where the inner one is silent
+        outer = {k: cfg[k] for k in CARRIED_KEYS if k in cfg}
+        cfg = {**outer, **with_defaults(cfg["text_config"]), "architectures": cfg.get("architectures")}
     archs = cfg.get("architectures") or []
     arch = archs[0] if archs else ""
     mtype = str(cfg.get("model_type", ""))
@@ -183,6 +197,9 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
     if arch not in SUPPORTED:
         notes.append(f"{GENERIC_NOTE_START}'{arch or mtype or '(none)'}' has no specific model here: generic decoder "
                      "shapes from config.json (attention, MLP, experts and MLA fields as given)")
+    if vision and not vision.get("vision_layout"):
+        notes.append(f"multimodal '{arch or mtype}': the dummy inputs of its encoder's profile run are not modelled "
+                     "here; the tower is assumed to run max_model_len tokens' worth of patches")
     h = _need(cfg, "hidden_size", source)
     plan: tuple[str, ...] = ()
     state = None
@@ -273,10 +290,12 @@ def _rope_positions(cfg: dict) -> int:
 
 def _vision(cfg: dict) -> dict:
     """The vision tower's shapes from vision_config (ViT blocks: attention 4 d^2, MLP 2 d I), with the
-    projector into the language model (merged patches d m^2 -> d m^2 -> hidden) and the patch embedding."""
+    projector into the language model (merged patches d m^2 -> d m^2 -> hidden), the patch embedding and
+    learned position embeddings, and how vLLM's profile run sizes the tower's dummy batch (vision_layout)."""
     vc = cfg.get("vision_config")
     if not isinstance(vc, dict):
         return {}
+    vc = with_defaults(vc)
     d = int(vc.get("embed_dim") or vc.get("hidden_size") or vc.get("width") or 0)
     depth = int(vc.get("depth") or vc.get("num_hidden_layers") or vc.get("layers") or 0)
     if not d or not depth:
@@ -284,15 +303,37 @@ def _vision(cfg: dict) -> dict:
     inter = int(vc.get("intermediate_size") or (vc.get("mlp_ratio") or 4) * d)
     merge = int(vc.get("spatial_merge_size") or 1)
     text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
-    h = int(text.get("hidden_size") or d)
+    h = int(with_defaults(text).get("hidden_size") or d)
     patch = int(vc.get("patch_size") or 14)
+    side = int(vc.get("image_size") or 0) // patch  # patches per side of a fixed-size image (none: any size)
     dm = d * merge * merge
     gated = str(vc.get("hidden_act", "")).lower() in ("silu", "swish")  # SwiGLU MLP (Qwen2.5-VL): gate, up, down
     mlp = (3 if gated else 2) * d * inter
-    params = depth * (4 * d * d + mlp) + dm * dm + dm * h + 3 * patch * patch * int(vc.get("temporal_patch_size") or 1) * d
-    return dict(vision_hidden=d, vision_layers=depth, vision_intermediate=inter, vision_gated=gated,
-                vision_merge=merge, vision_params=params,
-                vision_pixels=3 * patch * patch * int(vc.get("temporal_patch_size") or 1))
+    params = (depth * (4 * d * d + mlp) + dm * dm + dm * h + 3 * patch * patch * int(vc.get("temporal_patch_size") or 1) * d
+              + side * side * d)
+    out = dict(vision_hidden=d, vision_layers=depth, vision_intermediate=inter, vision_gated=gated,
+               vision_merge=merge, vision_params=params,
+               vision_pixels=3 * patch * patch * int(vc.get("temporal_patch_size") or 1))
+    return {**out, **_vision_layout(cfg, side)}
+
+
+def _vision_layout(cfg: dict, side: int) -> dict:
+    """How vLLM 0.24's dummy inputs for the encoder's profile run look, per architecture (models/*.py, the
+    DummyInputsBuilder and get_num_image_tokens of each): Qwen2-VL and Qwen2.5-VL profile videos, whose
+    tokens grow with max_model_len; Gemma 3 images are resized to image_size and pooled to
+    mm_tokens_per_image tokens (pan-and-scan off, vLLM's default); LLaVA-1.5 images are image_size
+    squares of (image_size / patch)^2 tokens, the tower running one class patch more."""
+    arch = (cfg.get("architectures") or [""])[0]
+    if arch in ("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration"):
+        return dict(vision_layout="video")
+    if arch == "Gemma3ForConditionalGeneration" and side:
+        return dict(vision_layout="image", vision_item_tokens=int(cfg["mm_tokens_per_image"]),
+                    vision_item_patches=side * side)
+    if arch == "LlavaForConditionalGeneration" and side:
+        default = cfg.get("vision_feature_select_strategy", "default") == "default"
+        return dict(vision_layout="image", vision_item_tokens=side * side + (0 if default else 1),
+                    vision_item_patches=side * side + 1)
+    return {}
 
 
 def load_config_dir(path: str | Path) -> dict:
