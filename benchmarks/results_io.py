@@ -31,6 +31,7 @@ def settings_from_args(args: list[str]) -> EngineSettings:
         max_num_seqs=_flag(args, "--max-num-seqs", int),
         kv_cache_dtype=_flag(args, "--kv-cache-dtype") or "auto",
         enforce_eager="--enforce-eager" in args,
+        limit_mm_per_prompt=_flag(args, "--limit-mm-per-prompt"),
     )
 
 
