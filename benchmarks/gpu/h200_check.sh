@@ -7,6 +7,8 @@
 set -u
 OUT=${OUT:-/tmp/out}; PART=${PART:-a}; W=/root/check-$PART; mkdir -p $W
 export PYTHONPATH=/root/site:$PWD VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_USE_DEEP_GEMM=0 CASE_S=${CASE_S:-200}
+# transformers' processors import mistral_common, which needs pycountry: a stand-in where it is missing
+python3 -c "import pycountry" 2>/dev/null || export PYTHONPATH=$PYTHONPATH:$PWD/benchmarks/gpu/stubs
 if [ -n "${1:-}" ]; then
   OUT=$W timeout ${2:-480} python3 benchmarks/gpu/measure_vllm.py ${CASES:-benchmarks/gpu/cases-h200-check.json} $1 > $W/stream.log 2>&1
   python3 -c "
