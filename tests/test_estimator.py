@@ -27,14 +27,20 @@ def arch(name, size, **kw):
 @pytest.mark.parametrize("r", MEASURED, ids=[r["case"] for r in MEASURED])
 def test_matches_vllm_reported_kv_cache(r):
     e = estimate(r["arch"], r["settings"], r["budget"], vllm_version=(0, 24, 0))
-    assert abs(e.weights_bytes / GiB - num(r["weights_gib"])) < 0.15
+    # a vision tower is counted with the largest load overhead measured (weights.VISION_LOAD_EXTRA)
+    assert abs(e.weights_bytes / GiB - num(r["weights_gib"])) < (0.25 if r["arch"].vision_layers else 0.15)
     if "kv_tokens" in r:
         err = (e.kv_cache_tokens - num(r["kv_tokens"])) / num(r["kv_tokens"])
         assert err <= 0.005, "optimistic beyond the 0.5% the safety contract allows"
-        assert err >= -0.04
+        # below vLLM by at most 4%, or, where the KV cache is small, by the graph segment allowance
+        # (activation.SEGMENT_PER_GRAPH: 1.17 GiB at vLLM's defaults) and 0.35 GiB
+        short = num(r["kv_avail_gib"]) * GiB - e.kv_cache_bytes
+        assert err >= -0.04 or short <= 50 * activation.SEGMENT_PER_GRAPH + 0.35 * GiB
     fit = r.get("autofit", [None, None])[1] or r.get("est_max_len")
     if fit:
-        assert e.max_model_len_fit <= int(fit) and e.max_model_len_fit >= 0.95 * int(fit)
+        short = num(r["kv_avail_gib"]) * GiB - e.kv_cache_bytes
+        assert e.max_model_len_fit <= int(fit)
+        assert e.max_model_len_fit >= 0.95 * int(fit) or short <= 50 * activation.SEGMENT_PER_GRAPH + 0.35 * GiB
 
 
 def test_measured_lines_cover_the_architectures():
@@ -311,32 +317,33 @@ def test_an_architecture_without_a_specific_model_is_estimated_with_a_margin_not
     assert activation.extrapolated_margin_bytes(m, (0, 24, 0), 20 << 30, 4 << 30) == activation.DERIVED_MARGIN_MIN_BYTES
 
 
-def test_integer_weights_of_a_model_never_measured_take_the_largest_graph_excess_and_a_margin():
-    # vLLM measures its CUDA graphs by capture, and with Machete/Marlin kernels that cost varied from model to
-    # model, not by architecture: Phi-3-medium AWQ 21 MiB per graph above the 16-bit line, Phi-3-mini AWQ 1 MiB
-    # (Phi-3-medium's blind estimate was +0.96% above vLLM's KV cache before this rule)
-    import json
+@pytest.mark.parametrize("r", [r for r in MEASURED if r.get("cg_est_gib") and r["settings"].tensor_parallel_size == 1
+                               and not r["arch"].state_layers], ids=lambda r: r["case"])
+def test_graph_estimate_is_never_below_vllms_own(r):
+    """vLLM multiplies its second capture's cost by the graphs left, and that capture sometimes takes a fresh
+    allocator segment (Gemma 3 4B at its defaults 24 MiB per graph, the same start three times; 4 MiB at
+    --max-model-len 8192; Phi-3-medium AWQ 28): every graph after the first is counted with one, so no
+    start's graph estimate, integer weights or not, lies above ours."""
+    s = r["settings"]
+    seqs = s.max_num_seqs or 1024
+    ours = activation.cudagraph_bytes(r["arch"], "v1", enforce_eager=False, tp=1, max_num_seqs=seqs,
+                                      max_num_batched_tokens=s.max_num_batched_tokens or 8192) / GiB
+    assert ours >= float(r["cg_est_gib"]) - 0.005
+    assert ours - float(r["cg_est_gib"]) < (50 * activation.SEGMENT_PER_GRAPH) / GiB + 0.3  # the allowance and the line's slack
 
-    awq = {"quantization_config": {"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True}}
-    cases = {c["case"]: c["config"] for f in ("cases-h100-int.json", "cases-h200-check.json")
-             for c in json.load(open(ROOT / "benchmarks" / "gpu" / f))}
-    c = activation.coefficients()["cudagraph"]
-    for case in ("phi3_medium_awq", "phi3_mini_awq"):  # measured: its own excess, no margin for it
-        m = from_config(cases[case])
-        assert activation.int_graph_key(m) in c["int_weights_by_model"]
-        assert "CUDA graph" not in estimate(m, EngineSettings(), H200).confidence_reason
-    mini, medium = (from_config(cases[k]) for k in ("phi3_mini_awq", "phi3_medium_awq"))
-    assert c["int_weights_by_model"][activation.int_graph_key(medium)] > 10 * c["int_weights_by_model"][activation.int_graph_key(mini)]
-    # the same architecture at other shapes: the largest excess, and the margin of an extrapolated estimate
-    other = from_config({**AYA_23_8B, "architectures": ["Phi3ForCausalLM"], "model_type": "phi3", **awq})
-    e = estimate(other, EngineSettings(), H200)
-    assert e.confidence == "extrapolated" and "CUDA graph" in e.confidence_reason and "awq" in e.confidence_reason
-    plain = estimate(from_config({**AYA_23_8B, "architectures": ["Phi3ForCausalLM"], "model_type": "phi3"}),
-                     EngineSettings(), H200)
-    assert e.cudagraph_bytes - plain.cudagraph_bytes == pytest.approx(50 * c["int_weights_per_graph"], abs=64)
-    # the V2 runner subtracts no graph estimate: Llama with AWQ is not affected by this rule
-    llama_awq = from_config({**catalog.lookup("llama-3.1-instruct", "8").config, **awq})
-    assert "CUDA graph" not in estimate(llama_awq, EngineSettings(), H200).confidence_reason
+
+def test_same_start_same_graph_estimate_and_the_segment_is_not_the_models():
+    """The jump is a property of the whole configuration, not of the model: the same Gemma 3 4B at another
+    max_model_len or batch did not take it; repeated (another host, then a warm compile cache) it did again."""
+    by = {r["case"]: r for r in MEASURED}
+    jump = [by[c]["graph_parts"]["PIECEWISE"][2] for c in ("gemma3_4b_mm", "gemma3_4b_mm_repeat", "gemma3_4b_mm_warm")]
+    other = [by[c]["graph_parts"]["PIECEWISE"][2] for c in ("gemma3_4b_mm_len8k", "gemma3_4b_mm_b16k", "gemma3_4b_mm_noimg")]
+    assert len(set(jump)) == 1 and max(other) + 16 <= jump[0] <= max(other) + activation.SEGMENT_PER_GRAPH / (1 << 20)
+    # every V1 estimate carries it; the V2 runner subtracts no graph estimate
+    m = from_config(AYA_23_8B)
+    assert activation.cudagraph_bytes(m, "v1", enforce_eager=False, tp=1) - activation.cudagraph_bytes(
+        m, "v1", enforce_eager=False, tp=1, segment=False) == 50 * activation.SEGMENT_PER_GRAPH
+    assert activation.cudagraph_bytes(m, "v2", enforce_eager=False, tp=1) == 0
 
 
 def test_cuda_graph_capture_sizes_follow_vllms_rule():
@@ -369,7 +376,8 @@ def test_fewer_captured_sizes_mean_a_smaller_graph_estimate():
     c = activation.coefficients()["cudagraph"]
     first_full = c["full_first_per_token_hidden"] * 512 * m.hidden_size  # FULL graphs up to 512 sequences
     assert full.cudagraph_bytes - few.cudagraph_bytes == pytest.approx(
-        (51 - 5) * (c["per_graph"] + c["per_graph_per_layer"] * m.num_layers) + first_full - c["piecewise_first"], abs=2)
+        (51 - 5) * (c["per_graph"] + c["per_graph_per_layer"] * m.num_layers + activation.SEGMENT_PER_GRAPH)
+        + first_full - c["piecewise_first"], abs=2)
 
 
 @pytest.mark.parametrize("case", ["qwen25_7b_s16", "qwen25_7b_s64_b2048"])
@@ -377,9 +385,9 @@ def test_graph_estimate_with_few_captured_sizes_is_never_below_vllms(case):
     """Qwen2.5-7B with 16 and 64 sequences (7 and 19 PIECEWISE, 5 and 11 FULL sizes; H200, 2026-12-01)."""
     r = next(x for x in MEASURED if x["case"] == case)
     s = r["settings"]
-    cg = activation.cudagraph_bytes(r["arch"], "v1", enforce_eager=False, tp=1, max_num_seqs=s.max_num_seqs,
-                                    max_num_batched_tokens=s.max_num_batched_tokens or 8192)
-    assert float(r["cg_est_gib"]) * GiB <= cg <= float(r["cg_est_gib"]) * GiB + 0.2 * GiB
+    kw = dict(enforce_eager=False, tp=1, max_num_seqs=s.max_num_seqs, max_num_batched_tokens=s.max_num_batched_tokens or 8192)
+    assert float(r["cg_est_gib"]) * GiB <= activation.cudagraph_bytes(r["arch"], "v1", **kw)
+    assert activation.cudagraph_bytes(r["arch"], "v1", segment=False, **kw) <= float(r["cg_est_gib"]) * GiB + 0.2 * GiB
 
 
 def test_gpt_style_config_keys_are_read():
@@ -595,8 +603,8 @@ def test_gemma3_encoder_profiles_as_many_fixed_size_images_as_the_budget_holds()
     assert p(m, max_num_batched_tokens=8192, max_model_len=8192, max_num_seqs=2, items_per_prompt=4) == 8 * 4096
     assert p(m, max_num_batched_tokens=2048, max_model_len=300, max_num_seqs=4) == 4 * 4096
     assert p(m, max_num_batched_tokens=8192, max_model_len=8192, items_per_prompt=0) == 0
-    # the attention block's live set is the larger one for SigLIP (10 d > 2 d + 2 I)
-    assert activation.encoder_bytes(m, max_num_batched_tokens=8192, max_model_len=8192) == 32 * 4096 * (588 + 10 * 1152) * 2
+    # per patch: the pixels and, in a layer's MLP, 4 d + 2 I (siglip.py keeps the embeddings output for the whole loop)
+    assert activation.encoder_bytes(m, max_num_batched_tokens=8192, max_model_len=8192) == 32 * 4096 * (588 + 4 * 1152 + 2 * 4304) * 2
 
 
 def test_limit_mm_per_prompt_turns_the_encoder_profile_off_or_down():
@@ -628,7 +636,7 @@ def test_profile_peak_counted_from_vllms_code_is_never_below_what_vllm_measured(
     predicted, measured = activation.peak_activation_bytes(shape, kind) / GiB, float(r["profile"][1])
     assert predicted >= measured - 0.005  # vLLM logs two decimals
     loose = r["arch"].vision_layers or r["arch"].architecture == "Starcoder2ForCausalLM"
-    assert predicted - measured <= (0.75 if loose else 0.3)
+    assert predicted - measured <= (0.75 if loose else 0.32)
 
 
 @pytest.mark.parametrize("case", ["qwen25_7b_s64_b2048", "qwen3_8b_s128_b4096", "qwen3_32b_s128_b4096", "qwen25_72b_awq",

@@ -45,6 +45,10 @@ class ProfileShape:
     moe_workspace: float  # bytes of the fused-MoE intermediate caches
     forward: float = 0.0  # bytes live in one decoder layer of the dummy forward (see profile_shape)
     encoder: float = 0.0  # bytes a multimodal encoder's profile adds (see encoder_bytes)
+    # "image" towers (ViTs whose phase is measured apart, see peak_activation_bytes): what the encoder leaves
+    # held while the language model runs (its dummy pixel values and outputs)
+    encoder_held: float = 0.0
+    encoder_apart: bool = False
     embedding: float = 0.0  # bytes of one vocabulary x hidden matrix per GPU, in the model dtype
     hidden: float = 0.0  # bytes of the hidden states of the profiled tokens (tokens x hidden, model dtype)
     logit_bytes: int = 2  # bytes of one logit as the model computes it (its dtype)
@@ -86,9 +90,30 @@ def encoder_bytes(m: ModelArch, *, max_num_batched_tokens: int, max_model_len: i
     if not patches:
         return 0
     d = m.vision_hidden
+    if m.vision_layout == "image":
+        # vLLM's SigLIP and CLIP encoders (siglip.py, clip.py) keep the embeddings output referenced for the whole
+        # loop (hidden_states_pool = [inputs_embeds]); inside a layer's MLP the layer's input (held by the loop),
+        # the attention block's output, the normed input, fc1's output and its activation are live: 4 d + 2 I,
+        # above the attention block's 8 d. Measured: Gemma 3's SigLIP on 64 images (262,144 patches) 6.77 GiB,
+        # this gives 6.74 + the constant (H200, 2026-12-01).
+        return int(patches * (m.vision_pixels + 4 * d + 2 * m.vision_intermediate) * m.dtype_bytes)
     mlp = 2 * d + (3 if m.vision_gated else 2) * m.vision_intermediate
     live = m.vision_pixels + max(mlp, 10 * d)
     return int(patches * live * m.dtype_bytes)
+
+
+def encoder_held_bytes(m: ModelArch, *, max_num_batched_tokens: int, max_model_len: int | None, max_num_seqs: int = 1024,
+                       items_per_prompt: int | None = None) -> int:
+    """What vLLM's profile run keeps from the encoder while the language model runs: the dummy batch's pixel
+    values (profile_run holds batched_dummy_mm_inputs) and the encoder's outputs (encoder_cache), in the model
+    dtype. Measured: Gemma 3 4B with 32 images 0.18 GiB above the same start without images (H200, 2026-12-01);
+    this gives 0.18 GiB."""
+    patches = encoder_patches(m, max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
+                              max_num_seqs=max_num_seqs, items_per_prompt=items_per_prompt)
+    if not patches or not m.vision_item_patches:
+        return 0
+    items = patches // m.vision_item_patches
+    return int((patches * m.vision_pixels + items * m.vision_item_tokens * m.hidden_size) * m.dtype_bytes)
 
 
 def profile_shape(m: ModelArch, *, max_num_batched_tokens: int, max_num_seqs: int, tp: int,
@@ -105,6 +130,9 @@ def profile_shape(m: ModelArch, *, max_num_batched_tokens: int, max_num_seqs: in
     return ProfileShape(sampler=rows * m.vocab_size, moe_workspace=ws,
                         forward=forward, encoder=encoder_bytes(m, max_num_batched_tokens=t, max_model_len=max_model_len,
                                                       max_num_seqs=max_num_seqs, items_per_prompt=items_per_prompt),
+                        encoder_held=encoder_held_bytes(m, max_num_batched_tokens=t, max_model_len=max_model_len,
+                                                        max_num_seqs=max_num_seqs, items_per_prompt=items_per_prompt),
+                        encoder_apart=m.vision_layout == "image",
                         embedding=m.vocab_size / tp * m.hidden_size * m.dtype_bytes, hidden=t * m.hidden_size * m.dtype_bytes,
                         logit_bytes=m.dtype_bytes)
 
@@ -127,14 +155,21 @@ def peak_activation_bytes(shape: ProfileShape, runner_kind: str, coef: dict | No
       128 sequences 1.22-1.53 GiB, Qwen2.5-72B AWQ 2.57 GiB; benchmarks/results/h200-check/, 2026-12-01), on
       both runners; a restart on a warm compile cache, which compiles nothing, got 0.23 GiB more KV cache
       (Llama-3.1-8B, H100, 2026-11-22). The estimate assumes a cold cache, the larger peak.
-    Then the fused-MoE caches, a multimodal encoder's profile, and a constant: the largest excess of a
-    measured start over this count (benchmarks/fit_calibration.py), 0.03 GiB or less.
+    Then the fused-MoE caches, a multimodal encoder's profile (Qwen-VL towers: added, an upper bound measured on
+    Qwen2-VL and Qwen2.5-VL; SigLIP/CLIP towers: the larger of their own phase and the language model's with
+    what the encoder left held, as measured on Gemma 3), and a constant: the largest excess of a measured start
+    over this count (benchmarks/fit_calibration.py), 0.03 GiB or less.
     `coef` replaces the shipped coefficients (benchmarks/fit_calibration.py)."""
     c = (coef or coefficients())["activation"][runner_kind]
     held = 2 * shape.hidden
     per_logit = SAMPLER_BYTES_PER_LOGIT if runner_kind == "v1" else shape.logit_bytes + 4
     peak = max(per_logit * shape.sampler + (held if runner_kind == "v2" else 0), shape.forward, shape.embedding + held)
-    peak += shape.moe_workspace + shape.encoder + c["const"]
+    peak += shape.moe_workspace
+    if shape.encoder_apart:  # the encoder's phase and the language model's, the latter with what the former left
+        peak = max(peak + shape.encoder_held, shape.encoder)
+    else:
+        peak += shape.encoder
+    peak += c["const"]
     return int(max(peak, 0.05 * 2**30))
 
 
@@ -165,17 +200,31 @@ def full_graph_sizes(max_num_seqs: int, max_num_batched_tokens: int) -> list[int
     return [n for n in cudagraph_sizes(max_num_seqs, max_num_batched_tokens) if n <= max_num_seqs]
 
 
+# vLLM sizes its graph memory from two captures per mode, each measured as the change of the device's free
+# memory (gpu_model_runner.profile_cudagraph_memory), and multiplies the second by the graphs left. Whether
+# that second capture finds room in the allocator's segments or takes a fresh one depends on what the
+# allocator holds at that moment: PyTorch's caching allocator reserves 20 MiB segments for requests of 1 to
+# 10 MiB (kLargeBuffer) and the device reports free memory in 2 MiB pages. The same configuration gives the
+# same answer start after start (Gemma 3 4B at its defaults, three starts on two H200 hosts: 108 + 24 MiB
+# per graph; at --max-model-len 8192 or --max-num-batched-tokens 16384: 118 + 4), but no shape predicts it
+# (Phi-3-medium AWQ 22 MiB above the 16-bit line, Phi-3-mini AWQ 2). Each graph after the first is given one
+# such segment and each mode's rounding: vLLM's estimate is then never above ours, and its KV cache never
+# below (tests/test_estimator.py checks every logged start).
+SEGMENT_PER_GRAPH = (20 + 2 + 2) << 20
+
+
 def cudagraph_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: int, max_num_seqs: int = 1024,
-                    max_num_batched_tokens: int = 8192, coef: dict | None = None) -> int:
+                    max_num_batched_tokens: int = 8192, coef: dict | None = None, segment: bool = True) -> int:
     """The CUDA graph memory vLLM estimates and subtracts (V1 runner, graphs on), built as vLLM builds it
     (gpu_model_runner.profile_cudagraph_memory): per mode it captures the largest size and the next, and
     estimates max(first FULL capture, first PIECEWISE capture) + (sizes - 1) x (FULL + PIECEWISE per-graph
     cost), the two modes sharing one pool (FULL graphs go up to max_num_seqs only: counting them as many as
     the PIECEWISE ones is an upper bound). The first FULL capture grows with its batch and the hidden size
-    (measured at 512, 64 and 16 sequences: 126-137 bytes per token and hidden unit), the per-graph
+    (measured at 512, 64 and 16 sequences: 126-138 bytes per token and hidden unit), the per-graph
     cost with depth (one piece per layer); both are vLLM's own measurements of its captures, taken from the
-    logged starts (benchmarks/fit_calibration.py). With integer weights, the excess measured on this
-    model's own starts (the largest measured where it has none); with recurrent state, its own.
+    logged starts (benchmarks/fit_calibration.py). Each graph after the first also gets SEGMENT_PER_GRAPH
+    (`segment`: off only to fit the line under it), which covers integer-weight kernels' few MiB more per
+    graph as well; with recurrent state, the excess measured on those models.
 
     Per GPU it does not shrink with tensor parallelism (Mixtral-8x22B at TP 4 estimated 0.71 GiB per
     GPU, more than the one-GPU models of its depth): the graphs hold the all-reduce buffers too."""
@@ -185,15 +234,8 @@ def cudagraph_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: 
     n = cudagraph_capture_sizes(max_num_seqs, max_num_batched_tokens)
     full = full_graph_sizes(max_num_seqs, max_num_batched_tokens)
     first = max(c["full_first_per_token_hidden"] * max(full, default=0) * m.hidden_size, c["piecewise_first"])
-    per_graph = c["per_graph"] + c["per_graph_per_layer"] * m.num_layers
-    if m.quant.is_int:
-        per_graph += c.get("int_weights_by_model", {}).get(int_graph_key(m), c.get("int_weights_per_graph", 0.0))
+    per_graph = c["per_graph"] + c["per_graph_per_layer"] * m.num_layers + (SEGMENT_PER_GRAPH if segment else 0)
     return int(first + (n - 1) * per_graph + (c.get("state", 0.0) if m.state_layers else 0))
-
-
-def int_graph_key(m: ModelArch) -> str:
-    """One measured integer-weight model: architecture, shapes and method (its graph excess is its own)."""
-    return f"{m.architecture}/{m.hidden_size}x{m.num_layers}/{m.intermediate_size}/{m.quant.method}"
 
 
 def fit_margin_bytes() -> int:
@@ -244,10 +286,7 @@ def outside_budget_bytes(runner_kind: str, *, enforce_eager: bool, request_buffe
 # - a part of vLLM that nothing here models (a recurrent state of an unknown kind, a quantization method
 #   not modelled, a vLLM version never measured, the encoder profile of a multimodal architecture whose
 #   dummy inputs are not modelled (vision_layout): Qwen2.5-VL's blind estimate was +6.6% before its video
-#   profile was modelled; the graph memory
-#   of an integer-weight model never measured, which vLLM takes from a capture and which varied from model
-#   to model: Phi-3-medium AWQ's blind estimate was +0.96%): 3% of the requested memory, about 2.2 GiB of
-#   an 80 GB card's request;
+#   profile was modelled): 3% of the requested memory, about 2.2 GiB of an 80 GB card's request;
 # - every term derived from the shapes, only this architecture never measured: 0.5% of the KV cache, at
 #   least 256 MiB. Held out family by family (docs/estimator.md), such estimates came out at or below
 #   vLLM's KV cache (-0.82% to -0.12% before this margin; starts of 2026-11-22/23 and 2026-12-01).
@@ -258,17 +297,10 @@ DERIVED_MARGIN, DERIVED_MARGIN_MIN_BYTES = 0.005, 256 << 20
 def extrapolated_margin_bytes(m: ModelArch, vllm_version: tuple[int, ...], requested: int, kv_bytes: int) -> int:
     """The margin an extrapolated estimate keeps off the KV cache (see above)."""
     unmodelled = ([n for n in m.notes if not n.startswith(GENERIC_NOTE_START)] or tuple(vllm_version[:2]) != (0, 24)
-                  or (m.vision_layers and not m.vision_layout)
-                  or _int_graphs_unmeasured(m, vllm_version))
+                  or (m.vision_layers and not m.vision_layout))
     if unmodelled:
         return int(EXTRAPOLATED_MARGIN * requested)
     return max(int(DERIVED_MARGIN * kv_bytes), DERIVED_MARGIN_MIN_BYTES)
-
-
-def _int_graphs_unmeasured(m: ModelArch, vllm_version: tuple[int, ...]) -> bool:
-    """Integer weights on the V1 runner, this model never measured: its graph memory is vLLM's capture."""
-    return (m.quant.is_int and runner(m, vllm_version) == "v1"
-            and int_graph_key(m) not in coefficients().get("cudagraph", {}).get("int_weights_by_model", {}))
 
 
 def confidence(m: ModelArch, gpus: int, vllm_version: tuple[int, ...]) -> tuple[str, str]:
@@ -280,15 +312,6 @@ def confidence(m: ModelArch, gpus: int, vllm_version: tuple[int, ...]) -> tuple[
         return "extrapolated", "; ".join(notes)
     if tuple(vllm_version[:2]) != (0, 24):
         return "extrapolated", f"vLLM {'.'.join(map(str, vllm_version))} was never measured (0.24.0 was)"
-    if _int_graphs_unmeasured(m, vllm_version):
-        # vLLM sizes its graph memory by capturing two graphs per mode; with integer-weight kernels (Machete,
-        # Marlin) the second capture cost 0-21 MiB more per graph than a 16-bit model's, following neither
-        # the architecture nor the shapes: Phi-3-medium AWQ 21 MiB, Phi-3-mini AWQ 1 MiB (H100 2026-11-23,
-        # H200 2026-12-01, benchmarks/results/h100-int/, h200-check/). Phi-3-medium's blind estimate was
-        # +0.96% above vLLM's KV cache; the largest measured excess is kept for any model not measured.
-        return "extrapolated", (f"{m.quant.method} weights of this model were never measured: vLLM measures its "
-                                "CUDA graph memory by capture, and with integer-weight kernels the cost varied "
-                                "from model to model (0-21 MiB per graph); the largest is assumed")
     if not seen:
         return "derived", f"{m.architecture} is modelled from vLLM's shapes but no start of it was measured"
     gaps = []

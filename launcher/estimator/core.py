@@ -159,6 +159,9 @@ class Estimate:
     # what vLLM takes beyond gpu_memory_utilization x total (graph pool, per-request tables, warm-up): it
     # must be free as well on a GPU shared with other processes
     outside_budget_bytes: int = 0
+    # part of cudagraph_bytes: one allocator segment per graph after the first, which vLLM's second capture
+    # sometimes takes and then multiplies (activation.SEGMENT_PER_GRAPH); 0 without CUDA graph sampling
+    graph_segment_bytes: int = 0
     weights_source: str = "config.json shapes"
     confidence: str = "derived"
     confidence_reason: str = ""
@@ -206,9 +209,10 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     want_len = derived if (s.max_model_len is None or auto) else int(s.max_model_len)
 
     run = activation.runner(m, vllm_version)
-    w = weights.weights_bytes(m, tp, pp, capability=gpu.capability)
+    items = s.mm_items_per_prompt(m.vision_layout)
+    w = weights.weights_bytes(m, tp, pp, capability=gpu.capability, vision=items != 0)
     shape = activation.profile_shape(m, max_num_batched_tokens=batched, max_num_seqs=seqs, tp=tp, max_model_len=want_len,
-                                     items_per_prompt=s.mm_items_per_prompt(m.vision_layout))
+                                     items_per_prompt=items)
     act = activation.peak_activation_bytes(shape, run)
     nt = activation.non_torch_bytes(run, tp * pp)
     cg = activation.cudagraph_bytes(m, run, enforce_eager=s.enforce_eager, tp=tp, max_num_seqs=seqs,
@@ -240,6 +244,8 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
         max_num_seqs=seqs, block_size=block, kv_bytes_per_token=per_token,
         max_concurrency=round(lay.num_blocks(avail_pos) / per_req, 2) if per_req else 0.0, runner=run, auto=auto,
         confidence=confidence, confidence_reason=why,
+        graph_segment_bytes=cg - activation.cudagraph_bytes(m, run, enforce_eager=s.enforce_eager, tp=tp, max_num_seqs=seqs,
+                                                            max_num_batched_tokens=batched, segment=False),
         weights_source=(m.checkpoint.source if m.checkpoint is not None else "config.json shapes")
         + (f"; {m.weights_note}" if m.weights_note else ""),
     )
