@@ -11,7 +11,7 @@ import vllm  # noqa: E402
 from vllm.model_executor.models.registry import _MULTIMODAL_MODELS, _TEXT_GENERATION_MODELS  # noqa: E402
 
 from launcher.estimator.activation import coefficients  # noqa: E402
-from launcher.models.config import DENSE, MLA, MOE  # noqa: E402
+from launcher.models.config import DENSE, MLA, MOE, VISION_LAYOUTS  # noqa: E402
 from launcher.models.hybrid import HYBRID_HINTS  # noqa: E402
 
 
@@ -23,6 +23,8 @@ def handling(arch: str, multimodal: bool) -> tuple[str, str]:
         m = measured[arch]
         how = ("hybrid: attention KV + per-request recurrent state pages as vLLM aligns them" if hybrid else
                "specific shapes" if arch in DENSE | MOE | MLA else "generic decoder shapes")
+        if arch in VISION_LAYOUTS:
+            how += f", vision tower and its profile on vLLM's dummy {'videos' if VISION_LAYOUTS[arch] == 'video' else 'images'}"
         return "measured", (f"{how}; vLLM starts measured up to {m['max_layers']} layers on "
                             f"{'/'.join(map(str, m['gpus']))} GPU(s), {', '.join('unquantized' if q == 'none' else q for q in m['quant'])} weights")
     if hybrid:
@@ -31,10 +33,14 @@ def handling(arch: str, multimodal: bool) -> tuple[str, str]:
     kind = "MoE" if arch in MOE else "MLA" if arch in MLA else "dense"
     if arch in DENSE | MOE | MLA:
         return "derived", f"specific {kind} shapes; no start measured"
+    if multimodal and arch in VISION_LAYOUTS:
+        return "extrapolated", (f"language model from text_config with generic decoder shapes, margin of 0.5% of the KV "
+                                f"cache (at least 256 MiB); vision tower from vision_config, its profile run from vLLM's "
+                                f"dummy {'videos' if VISION_LAYOUTS[arch] == 'video' else 'images'} for it")
     if multimodal:
         return "extrapolated", ("language model from text_config with generic decoder shapes, 3% margin; vision "
-                                "tower from vision_config (weights; its profile run sized from the encoder budget, "
-                                "measured on Qwen2-VL); an audio encoder is not modelled")
+                                "tower from vision_config (weights; its profile run taken as a video filling the "
+                                "sequence: its dummy inputs are not modelled); an audio encoder is not modelled")
     return "extrapolated", ("generic decoder shapes from config.json (attention, MLP, experts, MLA fields), margin of "
                             "0.5% of the KV cache (at least 256 MiB)")
 

@@ -35,6 +35,10 @@ ALL_LAYERS_SLIDING = ("mistral", "mixtral", "phi3", "starcoder2")
 # starts of that architecture were measured).
 GENERIC_NOTE_START = "architecture "
 
+# Multimodal architectures whose encoder profile (vLLM's dummy inputs for it) is modelled: activation.encoder_patches
+VISION_LAYOUTS = {"Qwen2VLForConditionalGeneration": "video", "Qwen2_5_VLForConditionalGeneration": "video",
+                  "Gemma3ForConditionalGeneration": "image", "LlavaForConditionalGeneration": "image"}
+
 # Keys of a multimodal config.json that describe the whole checkpoint, the language model's included
 CARRIED_KEYS = ("torch_dtype", "dtype", "quantization_config", "tie_word_embeddings")
 
@@ -324,7 +328,7 @@ def _vision_layout(cfg: dict, side: int) -> dict:
     mm_tokens_per_image tokens (pan-and-scan off, vLLM's default); LLaVA-1.5 images are image_size
     squares of (image_size / patch)^2 tokens, the tower running one class patch more."""
     arch = (cfg.get("architectures") or [""])[0]
-    if arch in ("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration"):
+    if VISION_LAYOUTS.get(arch) == "video":
         return dict(vision_layout="video")
     if arch == "Gemma3ForConditionalGeneration" and side:
         return dict(vision_layout="image", vision_item_tokens=int(cfg["mm_tokens_per_image"]),
