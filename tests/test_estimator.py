@@ -652,3 +652,13 @@ def test_profile_peak_where_the_embedding_copy_is_the_largest_phase(case):
     per_logit = activation.SAMPLER_BYTES_PER_LOGIT if activation.runner(m, (0, 24, 0)) == "v1" else shape.logit_bytes + 4
     assert embedding_phase >= max(shape.forward, per_logit * shape.sampler)
     assert abs(embedding_phase / GiB - float(r["profile"][1])) <= 0.05
+
+
+def test_limit_mm_per_prompt_reaches_the_estimate_from_the_engine_arguments():
+    from launcher.planning import settings_from_engine_args
+
+    g3 = from_config(GEMMA3_4B_IT)
+    off = estimate(g3, settings_from_engine_args({"limit-mm-per-prompt": '{"image": 0}'}), H200)
+    on = estimate(g3, settings_from_engine_args({}), H200)
+    assert off.weights_bytes < on.weights_bytes - 0.7 * GiB  # vLLM builds the language model only
+    assert off.activation_bytes < on.activation_bytes
