@@ -662,3 +662,14 @@ def test_limit_mm_per_prompt_reaches_the_estimate_from_the_engine_arguments():
     on = estimate(g3, settings_from_engine_args({}), H200)
     assert off.weights_bytes < on.weights_bytes - 0.7 * GiB  # vLLM builds the language model only
     assert off.activation_bytes < on.activation_bytes
+
+
+def test_a_length_refused_only_for_the_graph_segment_says_so():
+    """DeepSeek-R1-Distill-Qwen-32B on an 80 GB card: vLLM served 34,848 tokens without the jump; the estimate
+    keeps 1.17 GiB for it, refuses 32,768, and says why and what lets vLLM decide."""
+    m = arch("deepseek-r1-distill-qwen", "32")
+    h100 = GpuBudget("NVIDIA H100 80GB HBM3", 81559 << 20)
+    e = estimate(m, EngineSettings(max_model_len=32768), h100)
+    assert not e.fits and e.cause == "max_model_len" and "fresh allocator segment" in e.reason
+    assert e.max_model_len_fit < 32768 and "--max-model-len auto" in e.reason
+    assert "fresh allocator segment" not in estimate(m, EngineSettings(max_model_len=131072), h100).reason

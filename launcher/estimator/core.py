@@ -273,6 +273,11 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
         need = lay.bytes_per_request(want_len, block, batched)
         est.reason = (f"max_model_len {want_len} needs {need / GiB:.2f} GiB of KV cache; only {avail / GiB:.2f} GiB "
                       f"is available. The largest that fits is {fit_len}.")
+        if need <= avail + est.graph_segment_bytes:
+            est.reason += (f" It would fit if vLLM's CUDA graph estimate takes no fresh allocator segment, which "
+                           f"depends on the configuration and cannot be known before vLLM starts: "
+                           f"{est.graph_segment_bytes / GiB:.2f} GiB are kept for it (docs/estimator.md); "
+                           "--max-model-len auto lets vLLM pick the largest it finds.")
     elif fit_len <= 0:
         est.fits, est.cause = False, "no_kv"
         est.reason = "no KV cache is left for even one block."
