@@ -331,7 +331,7 @@ def _vision_layout(cfg: dict, side: int) -> dict:
     if VISION_LAYOUTS.get(arch) == "video":
         return dict(vision_layout="video")
     if arch == "Gemma3ForConditionalGeneration" and side:
-        return dict(vision_layout="image", vision_item_tokens=int(cfg["mm_tokens_per_image"]),
+        return dict(vision_layout="image", vision_item_tokens=int(cfg.get("mm_tokens_per_image") or 256),
                     vision_item_patches=side * side)
     if arch == "LlavaForConditionalGeneration" and side:
         default = cfg.get("vision_feature_select_strategy", "default") == "default"
