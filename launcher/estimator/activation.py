@@ -93,10 +93,12 @@ def encoder_bytes(m: ModelArch, *, max_num_batched_tokens: int, max_model_len: i
     if m.vision_layout == "image":
         # vLLM's SigLIP and CLIP encoders (siglip.py, clip.py) keep the embeddings output referenced for the whole
         # loop (hidden_states_pool = [inputs_embeds]); inside a layer's MLP the layer's input (held by the loop),
-        # the attention block's output, the normed input, fc1's output and its activation are live: 4 d + 2 I,
-        # above the attention block's 8 d. Measured: Gemma 3's SigLIP on 64 images (262,144 patches) 6.77 GiB,
-        # this gives 6.74 + the constant (H200, 2026-12-01).
-        return int(patches * (m.vision_pixels + 4 * d + 2 * m.vision_intermediate) * m.dtype_bytes)
+        # the attention block's output, the normed input, fc1's output and its activation are live: 4 d + 2 I;
+        # the attention block's own (8 d: input, normed input, fused QKV, its output and projection, the
+        # embeddings) is the larger for I < 2 d. Measured: Gemma 3's SigLIP on 64 images (262,144 patches)
+        # 6.77 GiB, this gives 6.74 + the constant (H200, 2026-12-01).
+        live = max(4 * d + 2 * m.vision_intermediate, 8 * d)
+        return int(patches * (m.vision_pixels + live) * m.dtype_bytes)
     mlp = 2 * d + (3 if m.vision_gated else 2) * m.vision_intermediate
     live = m.vision_pixels + max(mlp, 10 * d)
     return int(patches * live * m.dtype_bytes)
