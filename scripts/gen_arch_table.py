@@ -15,6 +15,10 @@ from launcher.models.config import DENSE, MLA, MOE, VISION_LAYOUTS  # noqa: E402
 from launcher.models.hybrid import HYBRID_HINTS  # noqa: E402
 
 
+def _dummy_items(arch: str) -> str:
+    return "videos" if VISION_LAYOUTS[arch] == "video" else "images"
+
+
 def handling(arch: str, multimodal: bool) -> tuple[str, str]:
     measured = coefficients().get("measured", {})
     key = arch.lower().replace("_", "")
@@ -24,7 +28,7 @@ def handling(arch: str, multimodal: bool) -> tuple[str, str]:
         how = ("hybrid: attention KV + per-request recurrent state pages as vLLM aligns them" if hybrid else
                "specific shapes" if arch in DENSE | MOE | MLA else "generic decoder shapes")
         if arch in VISION_LAYOUTS:
-            how += f", vision tower and its profile on vLLM's dummy {'videos' if VISION_LAYOUTS[arch] == 'video' else 'images'}"
+            how += f", vision tower and its profile on vLLM's dummy {_dummy_items(arch)}"
         return "measured", (f"{how}; vLLM starts measured up to {m['max_layers']} layers on "
                             f"{'/'.join(map(str, m['gpus']))} GPU(s), {', '.join('unquantized' if q == 'none' else q for q in m['quant'])} weights")
     if hybrid:
@@ -36,7 +40,7 @@ def handling(arch: str, multimodal: bool) -> tuple[str, str]:
     if multimodal and arch in VISION_LAYOUTS:
         return "extrapolated", (f"language model from text_config with generic decoder shapes, margin of 0.5% of the KV "
                                 f"cache (at least 256 MiB); vision tower from vision_config, its profile run from vLLM's "
-                                f"dummy {'videos' if VISION_LAYOUTS[arch] == 'video' else 'images'} for it")
+                                f"dummy {_dummy_items(arch)} for it")
     if multimodal:
         return "extrapolated", ("language model from text_config with generic decoder shapes, 3% margin; vision "
                                 "tower from vision_config (weights; its profile run taken as a video filling the "

@@ -188,9 +188,9 @@ def test_bad_settings_are_bad_input(bad):
         estimate(arch("llama-3.1-instruct", "8"), EngineSettings(**bad), H200)
 
 
-def _campaign_config(case: str) -> dict:
+def _campaign_config(case: str, cases: str = "cases-h200-campaign.json") -> dict:
     import json
-    path = ROOT / "benchmarks" / "gpu" / "cases-h200-campaign.json"
+    path = ROOT / "benchmarks" / "gpu" / cases
     return next(c["config"] for c in json.load(open(path)) if c["case"] == case)
 
 
@@ -341,8 +341,12 @@ def test_same_start_same_graph_estimate_and_the_segment_is_not_the_models():
     assert len(set(jump)) == 1 and max(other) + 16 <= jump[0] <= max(other) + activation.SEGMENT_PER_GRAPH / (1 << 20)
     # every V1 estimate carries it; the V2 runner subtracts no graph estimate
     m = from_config(AYA_23_8B)
-    assert activation.cudagraph_bytes(m, "v1", enforce_eager=False, tp=1) - activation.cudagraph_bytes(
-        m, "v1", enforce_eager=False, tp=1, segment=False) == 50 * activation.SEGMENT_PER_GRAPH
+    c = activation.coefficients()["cudagraph"]
+    line = max(c["full_first_per_token_hidden"] * 512 * m.hidden_size, c["piecewise_first"]) + 50 * (
+        c["per_graph"] + c["per_graph_per_layer"] * m.num_layers)
+    assert activation.graph_segment_bytes("v1", enforce_eager=False) == 50 * activation.SEGMENT_PER_GRAPH
+    assert activation.cudagraph_bytes(m, "v1", enforce_eager=False, tp=1) == pytest.approx(
+        line + 50 * activation.SEGMENT_PER_GRAPH, abs=2)
     assert activation.cudagraph_bytes(m, "v2", enforce_eager=False, tp=1) == 0
 
 
@@ -387,7 +391,9 @@ def test_graph_estimate_with_few_captured_sizes_is_never_below_vllms(case):
     s = r["settings"]
     kw = dict(enforce_eager=False, tp=1, max_num_seqs=s.max_num_seqs, max_num_batched_tokens=s.max_num_batched_tokens or 8192)
     assert float(r["cg_est_gib"]) * GiB <= activation.cudagraph_bytes(r["arch"], "v1", **kw)
-    assert activation.cudagraph_bytes(r["arch"], "v1", segment=False, **kw) <= float(r["cg_est_gib"]) * GiB + 0.2 * GiB
+    kw.pop("tp")
+    assert activation.cudagraph_bytes(r["arch"], "v1", tp=1, **kw) - activation.graph_segment_bytes("v1", **kw) \
+        <= float(r["cg_est_gib"]) * GiB + 0.2 * GiB
 
 
 def test_gpt_style_config_keys_are_read():
@@ -500,9 +506,9 @@ def test_video_encoder_budget_fills_max_model_len():
     """Qwen2.5-VL-7B: vLLM profiled one video of 114,688 tokens (max_model_len 128,000) and its peak rose
     13.21 GiB above the text model's; the estimate may not be below that."""
     m = from_config(_campaign_config("qwen25vl_7b"))
-    got = activation.encoder_bytes(m, max_num_batched_tokens=8192, max_model_len=128000) / GiB
+    got = activation.encoder_bytes(m, activation.encoder_patches(m, max_num_batched_tokens=8192, max_model_len=128000)) / GiB
     assert 13.21 <= got < 14.5
-    shorter = activation.encoder_bytes(m, max_num_batched_tokens=8192, max_model_len=32768) / GiB
+    shorter = activation.encoder_bytes(m, activation.encoder_patches(m, max_num_batched_tokens=8192, max_model_len=32768)) / GiB
     assert shorter < got / 3
 
 
@@ -555,17 +561,9 @@ def test_a_multimodal_architecture_whose_dummy_inputs_are_not_modelled_keeps_the
         int(activation.DERIVED_MARGIN * kv_bytes), activation.DERIVED_MARGIN_MIN_BYTES)
 
 
-# google/gemma-3-4b-it's config.json as published: a sparse text_config (transformers fills the rest in)
-GEMMA3_4B_IT = {
-    "architectures": ["Gemma3ForConditionalGeneration"], "boi_token_index": 255999, "eoi_token_index": 256000,
-    "eos_token_id": [1, 106], "image_token_index": 262144, "initializer_range": 0.02, "mm_tokens_per_image": 256,
-    "model_type": "gemma3",
-    "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text", "num_hidden_layers": 34,
-                    "rope_scaling": {"factor": 8.0, "rope_type": "linear"}, "sliding_window": 1024},
-    "torch_dtype": "bfloat16", "transformers_version": "4.50.0.dev0",
-    "vision_config": {"hidden_size": 1152, "image_size": 896, "intermediate_size": 4304, "model_type": "siglip_vision_model",
-                      "num_attention_heads": 16, "num_hidden_layers": 27, "patch_size": 14, "vision_use_head": False},
-}
+# google/gemma-3-4b-it's config.json as published: a sparse text_config (transformers fills the rest in),
+# as the GPU checks started it
+GEMMA3_4B_IT = _campaign_config("gemma3_4b_mm", "cases-h200-mm.json")
 
 
 def test_a_sparse_hub_config_takes_what_transformers_fills_in():
@@ -604,7 +602,8 @@ def test_gemma3_encoder_profiles_as_many_fixed_size_images_as_the_budget_holds()
     assert p(m, max_num_batched_tokens=2048, max_model_len=300, max_num_seqs=4) == 4 * 4096
     assert p(m, max_num_batched_tokens=8192, max_model_len=8192, items_per_prompt=0) == 0
     # per patch: the pixels and, in a layer's MLP, 4 d + 2 I (siglip.py keeps the embeddings output for the whole loop)
-    assert activation.encoder_bytes(m, max_num_batched_tokens=8192, max_model_len=8192) == 32 * 4096 * (588 + 4 * 1152 + 2 * 4304) * 2
+    assert activation.encoder_bytes(m, p(m, max_num_batched_tokens=8192, max_model_len=8192)) == \
+        32 * 4096 * (588 + 4 * 1152 + 2 * 4304) * 2
 
 
 def test_limit_mm_per_prompt_turns_the_encoder_profile_off_or_down():

@@ -54,7 +54,7 @@ def render_estimate(p, con) -> None:
     t.add_row(f"peak activation (profile: {e.max_num_batched_tokens} tokens, {e.max_num_seqs} seqs)", _g(e.activation_bytes))
     t.add_row("non-torch (NCCL, cuBLAS, allocator)", _g(e.non_torch_bytes))
     t.add_row("CUDA graphs (estimate vLLM subtracts)", _g(e.cudagraph_bytes))
-    if getattr(e, "graph_segment_bytes", 0):
+    if e.graph_segment_bytes:
         t.add_row("  of which: a fresh allocator segment per graph", _g(e.graph_segment_bytes))
     t.add_row("[bold]KV cache[/]", f"[bold]{_g(e.kv_cache_bytes)}[/]")
     con.print(t)

@@ -76,17 +76,14 @@ def encoder_patches(m: ModelArch, *, max_num_batched_tokens: int, max_model_len:
     return max(max_num_batched_tokens, length) * m.vision_merge ** 2
 
 
-def encoder_bytes(m: ModelArch, *, max_num_batched_tokens: int, max_model_len: int | None, max_num_seqs: int = 1024,
-                  items_per_prompt: int | None = None) -> int:
-    """What a multimodal model's profile run adds: the vision tower over encoder_patches patches at once. Live
+def encoder_bytes(m: ModelArch, patches: int) -> int:
+    """What a multimodal model's profile run adds: the vision tower over `patches` (encoder_patches) at once. Live
     per patch: the dummy pixel values (3 x temporal x patch^2) and the larger of one vision block's MLP with
     its input (residual and normed input 2 d, fc1 output and activation I each, or gate_up 2 I and its
     product I when gated) and its attention (residual and normed input 2 d, fused QKV 3 d, contiguous
     copies of q, k, v 3 d, the output and its projection 2 d), in the model dtype. It adds to the language
     model's peak: measured on Qwen2-VL-7B 2.82 GiB and Qwen2.5-VL-7B 13.21 GiB above Qwen2.5-7B's peak
     (H200, 2026-11-23); this gives 3.41 and 13.35 GiB."""
-    patches = encoder_patches(m, max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
-                              max_num_seqs=max_num_seqs, items_per_prompt=items_per_prompt)
     if not patches:
         return 0
     d = m.vision_hidden
@@ -104,14 +101,11 @@ def encoder_bytes(m: ModelArch, *, max_num_batched_tokens: int, max_model_len: i
     return int(patches * live * m.dtype_bytes)
 
 
-def encoder_held_bytes(m: ModelArch, *, max_num_batched_tokens: int, max_model_len: int | None, max_num_seqs: int = 1024,
-                       items_per_prompt: int | None = None) -> int:
+def encoder_held_bytes(m: ModelArch, patches: int) -> int:
     """What vLLM's profile run keeps from the encoder while the language model runs: the dummy batch's pixel
     values (profile_run holds batched_dummy_mm_inputs) and the encoder's outputs (encoder_cache), in the model
     dtype. Measured: Gemma 3 4B with 32 images 0.18 GiB above the same start without images (H200, 2026-12-01);
     this gives 0.18 GiB."""
-    patches = encoder_patches(m, max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
-                              max_num_seqs=max_num_seqs, items_per_prompt=items_per_prompt)
     if not patches or not m.vision_item_patches:
         return 0
     items = patches // m.vision_item_patches
@@ -129,11 +123,10 @@ def profile_shape(m: ModelArch, *, max_num_batched_tokens: int, max_num_seqs: in
     qkv = (m.num_heads + 2 * m.num_kv_heads) * m.head_dim / tp
     mlp = 0 if m.is_moe else 3 * m.intermediate_size / tp
     forward = t * m.dtype_bytes * (2 * m.hidden_size + qkv + mlp)
+    patches = encoder_patches(m, max_num_batched_tokens=t, max_model_len=max_model_len, max_num_seqs=max_num_seqs,
+                              items_per_prompt=items_per_prompt)
     return ProfileShape(sampler=rows * m.vocab_size, moe_workspace=ws,
-                        forward=forward, encoder=encoder_bytes(m, max_num_batched_tokens=t, max_model_len=max_model_len,
-                                                      max_num_seqs=max_num_seqs, items_per_prompt=items_per_prompt),
-                        encoder_held=encoder_held_bytes(m, max_num_batched_tokens=t, max_model_len=max_model_len,
-                                                        max_num_seqs=max_num_seqs, items_per_prompt=items_per_prompt),
+                        forward=forward, encoder=encoder_bytes(m, patches), encoder_held=encoder_held_bytes(m, patches),
                         encoder_apart=m.vision_layout == "image",
                         embedding=m.vocab_size / tp * m.hidden_size * m.dtype_bytes, hidden=t * m.hidden_size * m.dtype_bytes,
                         logit_bytes=m.dtype_bytes)
@@ -215,8 +208,16 @@ def full_graph_sizes(max_num_seqs: int, max_num_batched_tokens: int) -> list[int
 SEGMENT_PER_GRAPH = (20 + 2 + 2) << 20
 
 
+def graph_segment_bytes(runner_kind: str, *, enforce_eager: bool, max_num_seqs: int = 1024,
+                        max_num_batched_tokens: int = 8192) -> int:
+    """The part of cudagraph_bytes kept for that segment: SEGMENT_PER_GRAPH for each graph after the first."""
+    if enforce_eager or runner_kind != "v1":
+        return 0
+    return (cudagraph_capture_sizes(max_num_seqs, max_num_batched_tokens) - 1) * SEGMENT_PER_GRAPH
+
+
 def cudagraph_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: int, max_num_seqs: int = 1024,
-                    max_num_batched_tokens: int = 8192, coef: dict | None = None, segment: bool = True) -> int:
+                    max_num_batched_tokens: int = 8192, coef: dict | None = None) -> int:
     """The CUDA graph memory vLLM estimates and subtracts (V1 runner, graphs on), built as vLLM builds it
     (gpu_model_runner.profile_cudagraph_memory): per mode it captures the largest size and the next, and
     estimates max(first FULL capture, first PIECEWISE capture) + (sizes - 1) x (FULL + PIECEWISE per-graph
@@ -224,9 +225,8 @@ def cudagraph_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: 
     the PIECEWISE ones is an upper bound). The first FULL capture grows with its batch and the hidden size
     (measured at 512, 64 and 16 sequences: 126-138 bytes per token and hidden unit), the per-graph
     cost with depth (one piece per layer); both are vLLM's own measurements of its captures, taken from the
-    logged starts (benchmarks/fit_calibration.py). Each graph after the first also gets SEGMENT_PER_GRAPH
-    (`segment`: off only to fit the line under it), which covers integer-weight kernels' few MiB more per
-    graph as well; with recurrent state, the excess measured on those models.
+    logged starts (benchmarks/fit_calibration.py). Then graph_segment_bytes, which covers integer-weight
+    kernels' few MiB more per graph as well; with recurrent state, the excess measured on those models.
 
     Per GPU it does not shrink with tensor parallelism (Mixtral-8x22B at TP 4 estimated 0.71 GiB per
     GPU, more than the one-GPU models of its depth): the graphs hold the all-reduce buffers too."""
@@ -236,8 +236,10 @@ def cudagraph_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: 
     n = cudagraph_capture_sizes(max_num_seqs, max_num_batched_tokens)
     full = full_graph_sizes(max_num_seqs, max_num_batched_tokens)
     first = max(c["full_first_per_token_hidden"] * max(full, default=0) * m.hidden_size, c["piecewise_first"])
-    per_graph = c["per_graph"] + c["per_graph_per_layer"] * m.num_layers + (SEGMENT_PER_GRAPH if segment else 0)
-    return int(first + (n - 1) * per_graph + (c.get("state", 0.0) if m.state_layers else 0))
+    per_graph = c["per_graph"] + c["per_graph_per_layer"] * m.num_layers
+    segment = graph_segment_bytes(runner_kind, enforce_eager=enforce_eager, max_num_seqs=max_num_seqs,
+                                  max_num_batched_tokens=max_num_batched_tokens)
+    return int(first + (n - 1) * per_graph + segment + (c.get("state", 0.0) if m.state_layers else 0))
 
 
 def fit_margin_bytes() -> int:

@@ -244,8 +244,8 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
         max_num_seqs=seqs, block_size=block, kv_bytes_per_token=per_token,
         max_concurrency=round(lay.num_blocks(avail_pos) / per_req, 2) if per_req else 0.0, runner=run, auto=auto,
         confidence=confidence, confidence_reason=why,
-        graph_segment_bytes=cg - activation.cudagraph_bytes(m, run, enforce_eager=s.enforce_eager, tp=tp, max_num_seqs=seqs,
-                                                            max_num_batched_tokens=batched, segment=False),
+        graph_segment_bytes=activation.graph_segment_bytes(run, enforce_eager=s.enforce_eager, max_num_seqs=seqs,
+                                                           max_num_batched_tokens=batched),
         weights_source=(m.checkpoint.source if m.checkpoint is not None else "config.json shapes")
         + (f"; {m.weights_note}" if m.weights_note else ""),
     )

@@ -185,12 +185,14 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
     if not isinstance(cfg, dict):
         raise ModelConfigError(f"{source}: expected a JSON object.")
     cfg = with_defaults(cfg)
-    vision = _vision(cfg)
-    if isinstance(cfg.get("text_config"), dict) and "hidden_size" not in cfg:
+    nested = isinstance(cfg.get("text_config"), dict) and "hidden_size" not in cfg
+    text = with_defaults(cfg["text_config"]) if nested else cfg
+    vision = _vision(cfg, text.get("hidden_size"))
+    if nested:
         # the language model's config, with what the outer one says of the whole checkpoint (its dtype,
         # quantization) where the inner one is silent
         outer = {k: cfg[k] for k in CARRIED_KEYS if k in cfg}
-        cfg = {**outer, **with_defaults(cfg["text_config"]), "architectures": cfg.get("architectures")}
+        cfg = {**outer, **text, "architectures": cfg.get("architectures")}
     archs = cfg.get("architectures") or []
     arch = archs[0] if archs else ""
     mtype = str(cfg.get("model_type", ""))
@@ -292,7 +294,7 @@ def _rope_positions(cfg: dict) -> int:
     return n
 
 
-def _vision(cfg: dict) -> dict:
+def _vision(cfg: dict, text_hidden: int | None) -> dict:
     """The vision tower's shapes from vision_config (ViT blocks: attention 4 d^2, MLP 2 d I), with the
     projector into the language model (merged patches d m^2 -> d m^2 -> hidden), the patch embedding and
     learned position embeddings, and how vLLM's profile run sizes the tower's dummy batch (vision_layout)."""
@@ -306,8 +308,7 @@ def _vision(cfg: dict) -> dict:
         return {}
     inter = int(vc.get("intermediate_size") or (vc.get("mlp_ratio") or 4) * d)
     merge = int(vc.get("spatial_merge_size") or 1)
-    text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
-    h = int(with_defaults(text).get("hidden_size") or d)
+    h = int(text_hidden or d)
     patch = int(vc.get("patch_size") or 14)
     side = int(vc.get("image_size") or 0) // patch  # patches per side of a fixed-size image (none: any size)
     dm = d * merge * merge
