@@ -20,7 +20,9 @@ def _flag(args: list[str], name: str, cast=str):
     return cast(args[args.index(name) + 1]) if name in args else None
 
 
-def settings_from_args(args: list[str]) -> EngineSettings:
+def settings_from_args(args: list[str], graph_mode: str = "vllm") -> EngineSettings:
+    """A start's engine arguments. graph_mode: how its CUDA graph pool was accounted for: "vllm" (vLLM's own
+    estimate, as `vllm serve` does by default) or "launcher" (started as `launcher launch` starts it)."""
     mml = _flag(args, "--max-model-len")
     return EngineSettings(
         max_model_len=("auto" if mml == "auto" else (int(mml) if mml else None)),
@@ -32,6 +34,7 @@ def settings_from_args(args: list[str]) -> EngineSettings:
         kv_cache_dtype=_flag(args, "--kv-cache-dtype") or "auto",
         enforce_eager="--enforce-eager" in args,
         limit_mm_per_prompt=_flag(args, "--limit-mm-per-prompt"),
+        graph_memory=graph_mode,
     )
 
 
@@ -58,7 +61,7 @@ def rows(pattern: str = "*.jsonl") -> list[dict]:
                 r["arch"] = as_vllm_quantizes(r["arch"], "/nonexistent")
             r.setdefault("family", r["arch"].model_type)
             r["model"], r["size"] = r.get("model") or r["case"], r.get("size") or r["case"]
-            r["settings"] = settings_from_args(r.get("args", []))
+            r["settings"] = settings_from_args(r.get("args", []), r.get("graph_memory", "vllm"))
             r["budget"] = gpu_from(r)
             r["file"] = os.path.basename(f)
             r["graph_parts"] = graph_parts(r)
@@ -80,3 +83,18 @@ def graph_parts(r: dict) -> dict:
         if found:
             break
     return {mode: (float(found[k][0]), int(found[k][1]), float(found[k][2])) for mode, k in GRAPH_FIELDS if k in found}
+
+
+def launcher_mode_kv(r: dict, est) -> int | None:
+    """The KV cache memory vLLM would have sized at this start had it been started as `launcher launch`
+    starts it (est: the estimate in that mode): vLLM's own formula (gpu_worker.determine_available_memory,
+    requested - non-KV memory - the graph estimate applied) with the terms this start logged, the graph
+    estimate not applied and the share lowered to est.vllm_gpu_memory_utilization. None where the start
+    logged no graph estimate to take back."""
+    GiB = 1 << 30
+    avail = num(r["kv_avail_gib"]) * GiB
+    if r.get("graph_memory") == "launcher" or est.graph_memory != "launcher":
+        return int(avail)
+    if "cg_est_gib" not in r:
+        return None
+    return int(avail + num(r["cg_est_gib"]) * GiB - est.cudagraph_bytes)

@@ -31,6 +31,7 @@ class Prepared:
     port: int
     note: str = ""
     cluster: dict | None = None  # address, dashboard, bundles, device of a launch on a Ray cluster
+    launcher_env: dict | None = None  # variables the launcher sets for the server (kept in launch.json)
 
 
 def prepare(spec: LaunchSpec, *, check_port: bool = True, fetch=None) -> Prepared:
@@ -100,10 +101,24 @@ def prepare(spec: LaunchSpec, *, check_port: bool = True, fetch=None) -> Prepare
     if fetch is not None and ref.repo:
         load = fetch(ref.repo, ref.revision or spec.revision, spec.download_dir)
         engine_args.setdefault("served-model-name", ref.repo)  # clients keep asking for the repository id
-    argv = vllm_engine.server_command(load, spec.host, port, to_argv(engine_args, spec_args))
+    server_args, launcher_env = graph_budget(p.estimate if p is not None else None, engine_args)
+    env.update(launcher_env)
+    argv = vllm_engine.server_command(load, spec.host, port, to_argv(server_args, spec_args))
     if spec.api_key_env:
         env["VLLM_API_KEY"] = os.environ[spec.api_key_env]
-    return Prepared(replace(spec, engine_args=engine_args), p, argv, env, port, note, cluster)
+    return Prepared(replace(spec, engine_args=engine_args), p, argv, env, port, note, cluster, launcher_env)
+
+
+def graph_budget(e, engine_args: dict) -> tuple[dict, dict]:
+    """The engine arguments and variables vLLM gets when the launcher keeps its CUDA graph pool inside the
+    share asked for (estimate.graph_memory "launcher", docs/estimator.md): vLLM's own estimate off
+    (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=0) and --gpu-memory-utilization less the pool."""
+    if e is None or e.graph_memory != "launcher":
+        return engine_args, {}
+    from .estimator.activation import ESTIMATE_CUDAGRAPHS_ENV
+
+    return ({**engine_args, "gpu-memory-utilization": f"{e.vllm_gpu_memory_utilization:.4f}"},
+            {ESTIMATE_CUDAGRAPHS_ENV: "0"})
 
 
 def _gpu_env(chosen: list[int], spec_env: dict) -> dict:
@@ -147,6 +162,7 @@ def record_launch(prep: Prepared) -> None:
         "env_keys": sorted(set(prep.spec.env) | ({"VLLM_API_KEY"} if prep.spec.api_key_env else set())),
         "estimate": prep.plan.estimate.to_dict() if prep.plan and prep.plan.estimate else None,
         "cpu_kv": prep.plan.cpu_kv if prep.plan else None, "note": prep.note, "cluster": prep.cluster,
+        "launcher_env": prep.launcher_env or {},
         "cluster_plan": prep.plan.cluster.to_dict() if prep.plan and prep.plan.cluster else None,
     })
     update_state(prep.spec.name, state="STARTING", created_at=time.time(), port=prep.port, host=prep.spec.host,
@@ -194,6 +210,7 @@ def supervise_from_record(name: str, adopt: bool = False) -> int:
     spec = LaunchSpec(**rec["spec"])
     inst = vllm_engine.installed()
     env = vllm_engine.server_env({k: v for k, v in os.environ.items()}, spec.env, cpu_build=bool(inst and inst.cpu_build))
+    env.update(rec.get("launcher_env") or {})
     if rec.get("cluster"):
         env["RAY_ADDRESS"] = rec["cluster"]["address"]
     st = server_run(Prepared(spec, None, rec["argv"], env, rec["port"], rec.get("note", ""), rec.get("cluster"))).run(adopt=adopt)

@@ -132,6 +132,14 @@ def plan(model: ModelRef, engine_args: dict, *, gpu_memory: str | None = None, g
     version = vllm_version or (inst.version if inst and not (inst.cpu_build and gpu_target) else vllm_engine.DEFAULT_VERSION)
     vv = vllm_engine.parse_version(version)
     settings = settings_from_engine_args(engine_args)
+    from dataclasses import replace as _replace
+
+    from .estimator import activation
+    # VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS set by the user (or --env) is left to vLLM and modelled as set;
+    # launches across Ray nodes keep vLLM's own estimate (as measured there)
+    asked = activation.graph_mode_from_env(os.environ if env is None else env)
+    if asked or cluster_nodes is not None:
+        settings = _replace(settings, graph_memory=asked or "vllm")
     if settings.dtype not in ("auto", None) and settings.dtype != model.arch.dtype:
         from dataclasses import replace
         model = ModelRef(model.load, replace(model.arch, dtype=settings.dtype), model.label)

@@ -375,8 +375,8 @@ def test_vllms_graph_estimate_is_the_larger_first_capture_plus_the_per_graph_cos
 
 def test_fewer_captured_sizes_mean_a_smaller_graph_estimate():
     m = arch("qwen2.5-instruct", "7")  # V1 runner
-    full = estimate(m, EngineSettings(), H200)
-    few = estimate(m, EngineSettings(max_num_seqs=8), H200)
+    full = estimate(m, EngineSettings(graph_memory="vllm"), H200)
+    few = estimate(m, EngineSettings(max_num_seqs=8, graph_memory="vllm"), H200)
     c = activation.coefficients()["cudagraph"]
     first_full = c["full_first_per_token_hidden"] * 512 * m.hidden_size  # FULL graphs up to 512 sequences
     assert full.cudagraph_bytes - few.cudagraph_bytes == pytest.approx(
@@ -664,11 +664,16 @@ def test_limit_mm_per_prompt_reaches_the_estimate_from_the_engine_arguments():
 
 
 def test_a_length_refused_only_for_the_graph_segment_says_so():
-    """DeepSeek-R1-Distill-Qwen-32B on an 80 GB card: vLLM served 34,848 tokens without the jump; the estimate
-    keeps 1.17 GiB for it, refuses 32,768, and says why and what lets vLLM decide."""
+    """DeepSeek-R1-Distill-Qwen-32B on an 80 GB card: vLLM served 34,848 tokens without the jump; with vLLM's own
+    graph estimate the launcher keeps 1.17 GiB for the jump, refuses 32,768, and says why and what lets vLLM
+    decide. Started as the launcher starts it (its own graph share), 32,768 fits."""
     m = arch("deepseek-r1-distill-qwen", "32")
     h100 = GpuBudget("NVIDIA H100 80GB HBM3", 81559 << 20)
-    e = estimate(m, EngineSettings(max_model_len=32768), h100)
+    e = estimate(m, EngineSettings(max_model_len=32768, graph_memory="vllm"), h100)
     assert not e.fits and e.cause == "max_model_len" and "fresh allocator segment" in e.reason
     assert e.max_model_len_fit < 32768 and "--max-model-len auto" in e.reason
-    assert "fresh allocator segment" not in estimate(m, EngineSettings(max_model_len=131072), h100).reason
+    assert "fresh allocator segment" not in estimate(m, EngineSettings(max_model_len=131072, graph_memory="vllm"),
+                                                     h100).reason
+    ours = estimate(m, EngineSettings(max_model_len=32768), h100)
+    assert ours.fits and ours.graph_memory == "launcher" and ours.graph_segment_bytes == 0
+    assert 32768 <= ours.max_model_len_fit <= 34848

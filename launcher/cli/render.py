@@ -53,7 +53,13 @@ def render_estimate(p, con) -> None:
     t.add_row("weights", _g(e.weights_bytes))
     t.add_row(f"peak activation (profile: {e.max_num_batched_tokens} tokens, {e.max_num_seqs} seqs)", _g(e.activation_bytes))
     t.add_row("non-torch (NCCL, cuBLAS, allocator)", _g(e.non_torch_bytes))
-    t.add_row("CUDA graphs (estimate vLLM subtracts)", _g(e.cudagraph_bytes))
+    if e.graph_memory == "launcher":
+        t.add_row(f"CUDA graph pool (kept by the launcher: vLLM gets {e.vllm_gpu_memory_utilization:.4f})",
+                  _g(e.cudagraph_bytes))
+    elif e.graph_memory == "off":
+        t.add_row("CUDA graphs (taken beyond the share: VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=0)", "0.00")
+    else:
+        t.add_row("CUDA graphs (estimate vLLM subtracts)", _g(e.cudagraph_bytes))
     if e.graph_segment_bytes:
         t.add_row("  of which: a fresh allocator segment per graph", _g(e.graph_segment_bytes))
     t.add_row("[bold]KV cache[/]", f"[bold]{_g(e.kv_cache_bytes)}[/]")

@@ -242,6 +242,69 @@ def cudagraph_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: 
     return int(first + (n - 1) * per_graph + segment + (c.get("state", 0.0) if m.state_layers else 0))
 
 
+# How the CUDA graph pool is accounted for (Estimate.graph_memory):
+# - "launcher": vLLM is started with VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=0 (it then subtracts no estimate
+#   of its own) and a --gpu-memory-utilization lowered by what vLLM's estimate comes to when its second capture
+#   takes no fresh segment (cudagraph_bytes less graph_segment_bytes), so vLLM's KV cache no longer depends on
+#   that capture (SEGMENT_PER_GRAPH); what the capture takes beyond it is taken beyond the share, as
+#   with vLLM's own estimate, and counted there (graph_pool_bytes);
+# - "vllm": vLLM's own estimate is subtracted (its default since 0.21; VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1
+#   asked for, or a runner/version where the launcher leaves it alone);
+# - "off": VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=0 asked for by the user: nothing subtracted, the pool
+#   taken outside the share.
+GRAPH_MODES = ("launcher", "vllm", "off")
+ESTIMATE_CUDAGRAPHS_ENV = "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS"
+
+
+def graph_memory_mode(asked: str | None, runner_kind: str, *, enforce_eager: bool, vllm_version: tuple[int, ...],
+                      kv_cache_memory_bytes: int | None = None) -> str:
+    """Which of GRAPH_MODES applies. Only the V1 runner with CUDA graphs subtracts an estimate (V2 subtracts
+    none, gpu_worker.determine_available_memory), and only vLLM >= 0.21 has the switch; an explicit
+    --kv-cache-memory-bytes skips the sizing altogether. Elsewhere vLLM's own behaviour, "vllm", is modelled."""
+    if enforce_eager or runner_kind != "v1" or kv_cache_memory_bytes or vllm_version < (0, 21):
+        return "vllm"
+    return asked or "launcher"
+
+
+def graph_mode_from_env(env) -> str | None:
+    """The mode VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS asks for, when set ("1" vllm, "0" off)."""
+    v = (env or {}).get(ESTIMATE_CUDAGRAPHS_ENV)
+    if v is None or str(v).strip() == "":
+        return None
+    try:
+        return "vllm" if int(str(v).strip()) else "off"
+    except ValueError:
+        return "vllm"  # vLLM would fail on it; model its default
+
+
+# The pool vLLM's capture of all graphs really takes, logged as "Graph capturing finished in N secs, took X GiB"
+# (gpu_model_runner.capture_model: device free memory before and after). vLLM's two-capture sample without
+# the fresh segment (cudagraph_bytes less graph_segment_bytes) bounds it this way on every V1 start measured
+# (H100/H200, vLLM 0.24.0, 2026-11-22 to 2026-12-01, 32 starts): taken / sample 0.38-1.24 for models without
+# recurrent state, up to 1.95 with it (Qwen3-Next: its FULL decode graphs hold the state's buffers). The
+# pool is taken as the sample x GRAPH_POOL_FACTOR, plus GRAPH_POOL_STATE_BYTES with recurrent state.
+GRAPH_POOL_FACTOR = 1.3
+GRAPH_POOL_STATE_BYTES = 400 << 20
+
+
+def graph_sample_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: int, max_num_seqs: int = 1024,
+                       max_num_batched_tokens: int = 8192, coef: dict | None = None) -> int:
+    """vLLM's two-capture graph estimate when its second capture takes no fresh segment: what the launcher
+    keeps inside the share for the graphs ("launcher" mode)."""
+    kw = dict(enforce_eager=enforce_eager, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens)
+    return cudagraph_bytes(m, runner_kind, tp=tp, coef=coef, **kw) - graph_segment_bytes(runner_kind, **kw)
+
+
+def graph_pool_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: int, max_num_seqs: int = 1024,
+                     max_num_batched_tokens: int = 8192, coef: dict | None = None) -> int:
+    """An upper bound of what vLLM's capture of all its CUDA graphs takes (V1 runner)."""
+    if enforce_eager or runner_kind != "v1":
+        return 0
+    sample = graph_sample_bytes(m, runner_kind, enforce_eager=enforce_eager, tp=tp, max_num_seqs=max_num_seqs,
+                                max_num_batched_tokens=max_num_batched_tokens, coef=coef)
+    return int(GRAPH_POOL_FACTOR * sample + (GRAPH_POOL_STATE_BYTES if m.state_layers else 0))
+
+
 def fit_margin_bytes() -> int:
     """Headroom kept when answering the largest max_model_len that fits (see fit_calibration.py)."""
     return int(coefficients().get("fit_margin_bytes", 0))
@@ -281,9 +344,13 @@ def request_buffers_bytes(m: ModelArch, runner_kind: str, *, max_num_seqs: int, 
     return max_num_seqs * per_request
 
 
-def outside_budget_bytes(runner_kind: str, *, enforce_eager: bool, request_buffers: int = 0) -> int:
-    """What must be free beyond the requested share for vLLM to get past its CUDA graph capture."""
-    return WARMUP_SLACK_BYTES + request_buffers + (0 if enforce_eager else GRAPHS_OUTSIDE_BUDGET[runner_kind])
+def outside_budget_bytes(runner_kind: str, *, enforce_eager: bool, request_buffers: int = 0,
+                         graphs_outside: int | None = None) -> int:
+    """What must be free beyond the requested share for vLLM to get past its CUDA graph capture.
+    graphs_outside: the graph pool's part beyond the share where it is counted (graph_pool_bytes less what
+    the share keeps for it), instead of the measured GRAPHS_OUTSIDE_BUDGET."""
+    graphs = 0 if enforce_eager else GRAPHS_OUTSIDE_BUDGET[runner_kind] if graphs_outside is None else graphs_outside
+    return WARMUP_SLACK_BYTES + request_buffers + graphs
 
 
 # Kept off the KV cache when the estimate is extrapolated. Two sizes:

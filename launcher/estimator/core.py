@@ -68,6 +68,9 @@ class EngineSettings:
     enable_prefix_caching: bool | None = None  # hybrids: vLLM leaves it off unless asked
     mamba_cache_mode: str | None = None
     limit_mm_per_prompt: dict | str | None = None  # --limit-mm-per-prompt: JSON or image=N,video=M
+    # how the CUDA graph pool is accounted for (activation.GRAPH_MODES); None: the launcher's way where it
+    # applies. Set from VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS when the user sets it (planning.plan).
+    graph_memory: str | None = None
 
     def mm_items_per_prompt(self, layout: str) -> int | None:
         """Items per prompt the encoder's profile may use, from --limit-mm-per-prompt: 0 when every
@@ -162,6 +165,10 @@ class Estimate:
     # part of cudagraph_bytes: one allocator segment per graph after the first, which vLLM's second capture
     # sometimes takes and then multiplies (activation.SEGMENT_PER_GRAPH); 0 without CUDA graph sampling
     graph_segment_bytes: int = 0
+    # activation.GRAPH_MODES: "launcher" when vLLM gets VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=0 and
+    # vllm_gpu_memory_utilization, the share asked for less the graph pool (cudagraph_bytes)
+    graph_memory: str = "vllm"
+    vllm_gpu_memory_utilization: float = 0.0
     weights_source: str = "config.json shapes"
     confidence: str = "derived"
     confidence_reason: str = ""
@@ -215,9 +222,22 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
                                      items_per_prompt=items)
     act = activation.peak_activation_bytes(shape, run)
     nt = activation.non_torch_bytes(run, tp * pp)
-    cg = activation.cudagraph_bytes(m, run, enforce_eager=s.enforce_eager, tp=tp, max_num_seqs=seqs,
-                                    max_num_batched_tokens=batched)
+    graph_kw = dict(enforce_eager=s.enforce_eager, tp=tp, max_num_seqs=seqs, max_num_batched_tokens=batched)
+    mode = activation.graph_memory_mode(s.graph_memory, run, enforce_eager=s.enforce_eager, vllm_version=vllm_version,
+                                        kv_cache_memory_bytes=s.kv_cache_memory_bytes)
     requested = math.ceil(gpu.cuda_total_bytes * util)
+    vllm_util, segment, graphs_outside = util, 0, None
+    if mode == "launcher":  # vLLM is given the share asked for less its graph estimate without the fresh segment
+        sample = activation.graph_sample_bytes(m, run, **graph_kw)
+        vllm_util = max(1e-4, math.floor((requested - sample) / gpu.cuda_total_bytes * 1e4) / 1e4)
+        cg = requested - math.ceil(gpu.cuda_total_bytes * vllm_util)
+        graphs_outside = max(activation.GRAPHS_OUTSIDE_BUDGET[run], activation.graph_pool_bytes(m, run, **graph_kw) - cg)
+    elif mode == "off":  # nothing subtracted: the whole pool is taken beyond the share
+        cg, graphs_outside = 0, activation.graph_pool_bytes(m, run, **graph_kw)
+    else:
+        cg = activation.cudagraph_bytes(m, run, **graph_kw)
+        segment = activation.graph_segment_bytes(run, enforce_eager=s.enforce_eager, max_num_seqs=seqs,
+                                                 max_num_batched_tokens=batched)
     if s.kv_cache_memory_bytes:
         avail = int(s.kv_cache_memory_bytes)
     else:
@@ -243,15 +263,14 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
         total_bytes=gpu.total_bytes, gpu_memory_utilization=util, max_num_batched_tokens=batched,
         max_num_seqs=seqs, block_size=block, kv_bytes_per_token=per_token,
         max_concurrency=round(lay.num_blocks(avail_pos) / per_req, 2) if per_req else 0.0, runner=run, auto=auto,
-        confidence=confidence, confidence_reason=why,
-        graph_segment_bytes=activation.graph_segment_bytes(run, enforce_eager=s.enforce_eager, max_num_seqs=seqs,
-                                                           max_num_batched_tokens=batched),
+        confidence=confidence, confidence_reason=why, graph_segment_bytes=segment, graph_memory=mode,
+        vllm_gpu_memory_utilization=vllm_util,
         weights_source=(m.checkpoint.source if m.checkpoint is not None else "config.json shapes")
         + (f"; {m.weights_note}" if m.weights_note else ""),
     )
     free = gpu.cuda_free_bytes
     outside = activation.outside_budget_bytes(run, enforce_eager=s.enforce_eager, request_buffers=activation.request_buffers_bytes(
-        m, run, max_num_seqs=seqs, max_model_len=max(used_len, 1), block_size=block))
+        m, run, max_num_seqs=seqs, max_model_len=max(used_len, 1), block_size=block), graphs_outside=graphs_outside)
     est.outside_budget_bytes = outside
     if free is not None and free < requested and not s.kv_cache_memory_bytes:
         est.fits, est.cause = False, "free_memory"
