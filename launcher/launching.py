@@ -103,6 +103,12 @@ def prepare(spec: LaunchSpec, *, check_port: bool = True, fetch=None) -> Prepare
         engine_args.setdefault("served-model-name", ref.repo)  # clients keep asking for the repository id
     server_args, launcher_env = graph_budget(p.estimate if p is not None else None, engine_args)
     env.update(launcher_env)
+    if launcher_env:
+        e = p.estimate
+        note = (note + " " if note else "") + (
+            f"CUDA graphs: {e.cudagraph_bytes / 2**30:.2f} GiB of the {e.gpu_memory_utilization} share kept for them by "
+            f"the launcher (vLLM gets --gpu-memory-utilization {e.vllm_gpu_memory_utilization:.4f} and "
+            "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=0; set that variable to 1 to keep vLLM's own estimate).")
     argv = vllm_engine.server_command(load, spec.host, port, to_argv(server_args, spec_args))
     if spec.api_key_env:
         env["VLLM_API_KEY"] = os.environ[spec.api_key_env]

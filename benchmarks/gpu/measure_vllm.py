@@ -67,13 +67,16 @@ def run(case, port):
     else:
         for f in ("tokenizer.json", "tokenizer_config.json"):
             shutil.copy(os.path.join(HERE, f), d)
+    args, env_extra, extra = list(case.get("args", [])), {}, {}
+    if case.get("graph_memory") == "launcher":  # started as `launcher launch` starts it
+        args, env_extra, extra = launcher_graph_args(d, args)
     os.makedirs(f"{OUT}/logs", exist_ok=True)
     log = f"{OUT}/logs/{name}.log"
     cmd = [sys.executable, "-c", "import sys; from vllm.entrypoints.cli.main import main; sys.argv[0]='vllm'; main()",
            "serve", d, "--load-format", "dummy", *([] if case.get("tokenizer") else ["--skip-tokenizer-init"]),
            "--port", str(port), "--host", "127.0.0.1",
-           *case.get("args", [])]
-    env = dict(os.environ, VLLM_LOGGING_LEVEL="DEBUG", VLLM_USE_FLASHINFER_SAMPLER="0")
+           *args]
+    env = dict(os.environ, VLLM_LOGGING_LEVEL="DEBUG", VLLM_USE_FLASHINFER_SAMPLER="0", **env_extra)
     t0 = time.time()
     with open(log, "w") as fh:
         p = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, env=env)
@@ -100,12 +103,34 @@ def run(case, port):
                 except Exception:
                     pass
     record(name, case, open(log, errors="replace").read(), ready=ready, ready_s=ready_s, rc=p.returncode,
-           **({"used_ready_mib": used_ready} if used_ready is not None else {}))
+           **({"used_ready_mib": used_ready} if used_ready is not None else {}), **extra)
     # wait until the GPU memory is free again before the next case
     for _ in range(60):
         if gpu_used_mib() < 2048:
             break
         time.sleep(1)
+
+
+def launcher_graph_args(d, args):
+    """The engine arguments and variables `launcher launch` gives vLLM for this model folder and these flags on
+    this host's GPU (launching.graph_budget: its own graph share), with the estimate made here before the start."""
+    sys.path.insert(0, ROOT)
+    from launcher.engine_args import parse_argv, to_argv
+    from launcher.engines import vllm as vllm_engine
+    from launcher.launching import graph_budget
+    from launcher.planning import plan, resolve_model
+
+    spec = vllm_engine.arg_spec(allow_dump=False)
+    engine_args = parse_argv(list(args), spec)
+    p = plan(resolve_model(d, None, None, None, engine_args.get("quantization") or "none", dtype=engine_args.get("dtype")),
+             engine_args, env=dict(os.environ), gpu_preset=os.environ.get("PLAN_GPU"))  # PLAN_GPU: a dry run without a GPU
+    e = p.estimate
+    server_args, env = graph_budget(e, engine_args)
+    keep = ("fits", "graph_memory", "gpu_memory_utilization", "vllm_gpu_memory_utilization", "kv_cache_tokens",
+            "kv_cache_bytes", "cudagraph_bytes", "outside_budget_bytes", "max_model_len_fit", "requested_bytes")
+    return to_argv(server_args, spec), env, {"graph_memory": e.graph_memory, "launched_env": env,
+                                             "launched_args": to_argv(server_args, spec),
+                                             "estimate_at_start": {k: getattr(e, k) for k in keep}}
 
 
 def record(name, case, text, **extra):

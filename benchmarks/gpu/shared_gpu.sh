@@ -27,6 +27,7 @@ ADVICE=$(grep -oE -- "--gpu-memory-utilization [0-9.]+( with --max-model-len [0-
 echo "following: $ADVICE"
 t=$(now); $L launch --model-path $M $PIN --detach --name shared --load-format dummy $ADVICE --json > $OUT/shared-launch.json 2> $OUT/shared-launch.err
 echo "advised launch rc=$? to_ready_s=$(el $t)"; tail -3 $OUT/shared-launch.err
+python3 -c "import json; r=json.load(open('/root/lh-shared/runs/shared/launch.json')); print('server argv:', ' '.join(r['argv'][3:]), 'launcher_env:', r.get('launcher_env'))"
 $L status shared --json | python3 -c "import json,sys; d=json.load(sys.stdin); print('status:', d['state'], 'restarts', d['restarts'], 'kv', d['kv_cache_tokens'])"
 M=$M python3 - <<'PY'
 import json, os, urllib.request

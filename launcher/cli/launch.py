@@ -65,7 +65,8 @@ def launch(
 
     prep = prepare(spec, check_port=not print_config, fetch=None if print_config else fetch_model())
     if print_config:
-        out = {"launch": prep.spec.to_dict(), "command": prep.argv, "port": prep.port, "note": prep.note,
+        out = {"launch": prep.spec.to_dict(), "command": prep.argv, "env": prep.launcher_env or {}, "port": prep.port,
+               "note": prep.note,
                "estimate": prep.plan.estimate.to_dict() if prep.plan and prep.plan.estimate else None}
         if json_out:
             common.emit_json(out)
@@ -73,7 +74,8 @@ def launch(
             import shlex
             con = common.console()
             con.print_json(data={k: v for k, v in out.items() if k != "estimate"})
-            con.print("command: " + shlex.join(prep.argv))
+            con.print("command: " + " ".join([f"{k}={shlex.quote(v)}" for k, v in (prep.launcher_env or {}).items()]
+                                             + [shlex.join(prep.argv)]))
         return
     err = common.console(stderr=True)
     if prep.note:
