@@ -34,7 +34,24 @@ def runner(m: ModelArch, vllm_version: tuple[int, ...]) -> str:
     return "v1"
 
 
-SAMPLER_BYTES_PER_LOGIT = 16  # V1 runner: float32 logits + float32 sorted values + int64 sort indices
+# V1 runner's sampler warm-up (gpu_model_runner._dummy_sampler_run, sample/sampler.py, ops/topk_topp_sampler.py,
+# vLLM 0.24.0): the model's logits (model dtype, still referenced by the caller), their float32 copy
+# (Sampler.forward), the softmax probabilities (float32) and the exponential noise (float32,
+# empty_exponential_noise_like); temperature, top-k and top-p work in place: at 8 rows or more top-k/top-p
+# is the Triton kernel, which needs one float32 vocabulary row per program (programs: the GPU's SMs at most,
+# TRITON_SAMPLER_PROGRAMS taken as the most of the GPUs served: L40S 142, H100/H200 132); below 8 rows it
+# sorts (float32 values and int64 indices, SAMPLER_SORT_BYTES_PER_LOGIT more).
+SAMPLER_FLOAT32_COPIES = 3
+SAMPLER_SORT_BYTES_PER_LOGIT = 12
+TRITON_SAMPLER_PROGRAMS = 144
+
+
+def v1_sampler_bytes(rows: int, vocab: int, logit_bytes: int) -> int:
+    """The V1 sampler warm-up's live set for `rows` x `vocab` logits (see SAMPLER_FLOAT32_COPIES)."""
+    per_logit = logit_bytes + 4 * SAMPLER_FLOAT32_COPIES
+    if rows >= 8:
+        return rows * vocab * per_logit + min(rows, TRITON_SAMPLER_PROGRAMS) * vocab * 4
+    return rows * vocab * (per_logit + SAMPLER_SORT_BYTES_PER_LOGIT)
 
 
 @dataclass(frozen=True)
@@ -43,6 +60,8 @@ class ProfileShape:
 
     sampler: float  # rows sampled x vocab
     moe_workspace: float  # bytes of the fused-MoE intermediate caches
+    rows: int = 0  # rows sampled (min(max_num_seqs, tokens))
+    vocab: int = 0
     forward: float = 0.0  # bytes live in one decoder layer of the dummy forward (see profile_shape)
     encoder: float = 0.0  # bytes a multimodal encoder's profile adds (see encoder_bytes)
     # "image" towers (ViTs whose phase is measured apart, see peak_activation_bytes): what the encoder leaves
@@ -125,7 +144,7 @@ def profile_shape(m: ModelArch, *, max_num_batched_tokens: int, max_num_seqs: in
     forward = t * m.dtype_bytes * (2 * m.hidden_size + qkv + mlp)
     patches = encoder_patches(m, max_num_batched_tokens=t, max_model_len=max_model_len, max_num_seqs=max_num_seqs,
                               items_per_prompt=items_per_prompt)
-    return ProfileShape(sampler=rows * m.vocab_size, moe_workspace=ws,
+    return ProfileShape(sampler=rows * m.vocab_size, rows=rows, vocab=m.vocab_size, moe_workspace=ws,
                         forward=forward, encoder=encoder_bytes(m, patches), encoder_held=encoder_held_bytes(m, patches),
                         encoder_apart=m.vision_layout == "image",
                         embedding=m.vocab_size / tp * m.hidden_size * m.dtype_bytes, hidden=t * m.hidden_size * m.dtype_bytes,
@@ -136,8 +155,8 @@ def peak_activation_bytes(shape: ProfileShape, runner_kind: str, coef: dict | No
     """Peak of vLLM's profile run (torch's peak allocation above the weights), whichever phase is largest:
     - the dummy forward over max_num_batched_tokens: the live set of one decoder layer (profile_shape);
     - the sampler warm-up on min(max_num_seqs, tokens) rows, with the forward's hidden states still held
-      (2 x tokens x hidden). V1 (gpu_model_runner._dummy_sampler_run): float32 logits, then top-k/top-p's
-      float32 sorted values and int64 indices, 16 bytes per logit. V2 (gpu/model_runner.py): the logits in
+      (2 x tokens x hidden). V1 (gpu_model_runner._dummy_sampler_run): v1_sampler_bytes, the model dtype's
+      logits and three float32 copies, with the forward's hidden states held. V2 (gpu/model_runner.py): the logits in
       the model dtype and their float32 copy (sample/sampler.py apply_sampling_params); the dummy batch is
       greedy, so no sort;
     - one vocabulary x hidden matrix in the model dtype with two tokens x hidden tensors: the arguments of
@@ -157,8 +176,11 @@ def peak_activation_bytes(shape: ProfileShape, runner_kind: str, coef: dict | No
     `coef` replaces the shipped coefficients (benchmarks/fit_calibration.py)."""
     c = (coef or coefficients())["activation"][runner_kind]
     held = 2 * shape.hidden
-    per_logit = SAMPLER_BYTES_PER_LOGIT if runner_kind == "v1" else shape.logit_bytes + 4
-    peak = max(per_logit * shape.sampler + (held if runner_kind == "v2" else 0), shape.forward, shape.embedding + held)
+    if runner_kind == "v1":  # the dummy forward's hidden states stay referenced meanwhile
+        sampler = v1_sampler_bytes(shape.rows, shape.vocab, shape.logit_bytes) + shape.hidden
+    else:
+        sampler = (shape.logit_bytes + 4) * shape.sampler + held
+    peak = max(sampler, shape.forward, shape.embedding + held)
     peak += shape.moe_workspace
     if shape.encoder_apart:  # the encoder's phase and the language model's, the latter with what the former left
         peak = max(peak + shape.encoder_held, shape.encoder)
