@@ -1,7 +1,8 @@
 """Blind estimates (committed before vLLM started) against what vLLM then reported, and the estimate now.
 
 usage: .venv/bin/python benchmarks/blind_check.py BLIND_DIR [RESULTS_JSONL]
-  BLIND_DIR      benchmarks/results/h200-check-blind (one `launcher estimate --json` file per case)
+  BLIND_DIR      benchmarks/results/h200-check-blind (one `launcher estimate --json` file per case, or
+                 measure_vllm.py's launcher_graph_args record: benchmarks/results/h200-graphs-blind)
   RESULTS_JSONL  the measured starts (default: every benchmarks/results/*.jsonl)
 Prints a markdown table: vLLM's KV tokens, the blind estimate and its error, today's estimate and its error.
 """
@@ -28,6 +29,7 @@ def main() -> int:
         if r is None or "kv_tokens" not in r:
             continue
         b = json.load(open(os.path.join(blind_dir, f)))
+        b = b.get("estimate_at_start", b)  # measure_vllm.py's record of a start made as the launcher makes it
         vt = num(r["kv_tokens"])
         now = estimate(r["arch"], r["settings"], r["budget"], vllm_version=(0, 24, 0))
         err = lambda x: f"{(x - vt) / vt * 100:+.2f}%"  # noqa: E731

@@ -745,3 +745,16 @@ def test_graph_pool_bound_covers_what_every_capture_took(r):
                                        max_num_seqs=s.max_num_seqs or 1024,
                                        max_num_batched_tokens=s.max_num_batched_tokens or 8192)
     assert float(r["graph_took_gib"]) * GiB <= pool
+
+
+@pytest.mark.parametrize("made,as_launcher", [("gemma3_4b_mm", "gemma3_4b_mm_lg"), ("qwen25_7b", "qwen25_7b_lg"),
+                                              ("r1_qwen_32b_80g_auto", "r1_qwen_32b_80g_32k_lg")])
+def test_the_projection_of_a_start_to_the_launchers_share_is_what_vllm_then_sized(made, as_launcher):
+    """The same model and GPU started both ways (H200, 2026-12-01/02): vLLM's KV memory projected from the first
+    start's log (results_io.launcher_mode_kv) is what it sized when started as the launcher starts it."""
+    from results_io import launcher_mode_kv
+
+    by_case = {r["case"]: r for r in MEASURED}
+    r, lg = by_case[made], by_case[as_launcher]
+    e = estimate(r["arch"], replace(r["settings"], graph_memory="launcher"), r["budget"], vllm_version=(0, 24, 0))
+    assert abs(launcher_mode_kv(r, e) / GiB - float(lg["kv_avail_gib"])) <= 0.01
