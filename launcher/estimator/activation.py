@@ -338,8 +338,14 @@ def fit_margin_bytes() -> int:
 # Measured on H200/H100 with vLLM 0.24.0 (benchmarks/results/*.jsonl, "Graph capturing ... took"):
 # V2 runner (subtracts no estimate): 0.45-1.22 GiB taken; V1: taken minus estimated 0.04-0.22 GiB.
 GRAPHS_OUTSIDE_BUDGET = {"v2": int(1.25 * 2**30), "v1": int(0.25 * 2**30)}
-# Allocator slack and the warm-up after the KV cache is allocated (not measured separately).
-WARMUP_SLACK_BYTES = 512 << 20
+# Allocator slack and the warm-up after the KV cache is allocated, per runner: what a READY server's process
+# held beyond its share and its CUDA context (nvidia-smi at READY, less the share, less the context vLLM's
+# "Initial free memory" shows: 0.51 GiB on H200 with vLLM 0.24.0), beyond the graph pool's part counted above.
+# Measured (benchmarks/results/*.jsonl used_ready_mib, 2026-12-01/02, H200): V1 runner up to 1.35 GiB
+# (Gemma-2-9B AWQ with vLLM's own graph estimate; the sampler warm-up's float32 copies of a 256k vocabulary
+# re-reserved after the KV cache, as allocator segments rather than the counted peak), V2 at most 0.15 GiB.
+# The CUDA context itself is what GpuBudget.cuda_free_bytes takes off NVML's free memory (core.py).
+WARMUP_SLACK = {"v1": int(1.25 * 2**30), "v2": 512 << 20}
 
 
 # vLLM 0.24's V2 runner keeps per-request tables on the GPU (int32): the logit-bias, allowed, stop-token,
@@ -372,7 +378,7 @@ def outside_budget_bytes(runner_kind: str, *, enforce_eager: bool, request_buffe
     graphs_outside: the graph pool's part beyond the share where it is counted (graph_pool_bytes less what
     the share keeps for it), instead of the measured GRAPHS_OUTSIDE_BUDGET."""
     graphs = 0 if enforce_eager else GRAPHS_OUTSIDE_BUDGET[runner_kind] if graphs_outside is None else graphs_outside
-    return WARMUP_SLACK_BYTES + request_buffers + graphs
+    return WARMUP_SLACK[runner_kind] + request_buffers + graphs
 
 
 # Kept off the KV cache when the estimate is extrapolated. Two sizes:

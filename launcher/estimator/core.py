@@ -46,6 +46,10 @@ class GpuBudget:
 
     @property
     def cuda_free_bytes(self) -> int | None:
+        """Free memory as vLLM's start-up check sees it. NVML's free memory (nvmlDeviceGetMemoryInfo v1)
+        already leaves out the driver's reserve; taking the reserve off once more stands in for vLLM's own
+        CUDA context, created before it reads the free memory (measured on an idle H200: NVML free 139.80 GiB,
+        vLLM's "Initial free memory" 139.29 GiB, 2026-12-02; this gives 139.20)."""
         return None if self.free_bytes is None else max(0, self.free_bytes - cuda_reserved_bytes(self.total_bytes))
 
 
