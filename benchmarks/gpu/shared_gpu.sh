@@ -32,9 +32,10 @@ $L status shared --json | python3 -c "import json,sys; d=json.load(sys.stdin); p
 M=$M python3 - <<'PY'
 import json, os, urllib.request
 st = json.load(open("/root/lh-shared/runs/shared/state.json"))
-body = json.dumps({"model": os.environ["M"], "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 16}).encode()
-r = urllib.request.urlopen(urllib.request.Request(st["endpoint"] + "/chat/completions", data=body, headers={"content-type": "application/json"}), timeout=120)
-print("chat:", r.status, json.loads(r.read())["usage"])
+# token ids, not text: the dummy word-level tokenizer may turn a chat prompt into nothing for some models
+body = json.dumps({"model": os.environ["M"], "prompt": [11, 12, 13, 14], "max_tokens": 16}).encode()
+r = urllib.request.urlopen(urllib.request.Request(st["endpoint"] + "/completions", data=body, headers={"content-type": "application/json"}), timeout=120)
+print("completion:", r.status, json.loads(r.read())["usage"])
 PY
 nvidia-smi --query-gpu=memory.used --format=csv,noheader | sed 's/^/while serving: used /'
 nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader | sed 's/^/per process: /'
