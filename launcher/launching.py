@@ -214,13 +214,21 @@ def supervise_from_record(name: str, adopt: bool = False) -> int:
     if rec is None:
         raise LaunchFailed(f"no launch record for '{name}'.")
     spec = LaunchSpec(**rec["spec"])
+    env = env_from_record(rec, spec)
+    st = server_run(Prepared(spec, None, rec["argv"], env, rec["port"], rec.get("note", ""), rec.get("cluster"))).run(adopt=adopt)
+    return 0 if st == State.STOPPED else 1
+
+
+def env_from_record(rec: dict, spec: LaunchSpec | None = None) -> dict:
+    """The server's environment, rebuilt from launch.json (spec.env, the variables the launcher set) and this
+    process's environment: what every (re)start of a detached launch gets."""
+    spec = spec or LaunchSpec(**rec["spec"])
     inst = vllm_engine.installed()
     env = vllm_engine.server_env({k: v for k, v in os.environ.items()}, spec.env, cpu_build=bool(inst and inst.cpu_build))
     env.update(rec.get("launcher_env") or {})
     if rec.get("cluster"):
         env["RAY_ADDRESS"] = rec["cluster"]["address"]
-    st = server_run(Prepared(spec, None, rec["argv"], env, rec["port"], rec.get("note", ""), rec.get("cluster"))).run(adopt=adopt)
-    return 0 if st == State.STOPPED else 1
+    return env
 
 
 def unsupervised_note(name: str, st: dict) -> str:

@@ -53,3 +53,23 @@ def test_ps_prune_removes_only_ended_launches(launcher_home):
     assert sorted(d["pruned"]) == ["a", "b", "c"]
     assert [(x["name"], x["state"]) for x in d["launches"]] == [("live", "READY")]
     assert len(list((launcher_home / "logs").iterdir())) == 3
+
+
+def test_a_restart_gets_the_variables_the_launcher_set(launcher_home):
+    """launch.json keeps the variables the launcher set for the server (the CUDA graph share's switch), and the
+    environment a detached launch's (re)starts get is rebuilt with them, over the user's own."""
+    from launcher.launching import Prepared, env_from_record, graph_budget, record_launch
+    from launcher.planning import plan, resolve_model
+    from launcher.spec import LaunchSpec
+
+    spec = LaunchSpec(model_name="qwen2.5-instruct", size_in_billions="7", name="graphs", gpu="H200",
+                      env={"MY_VAR": "1"})
+    p = plan(resolve_model(None, "qwen2.5-instruct", "7", "pytorch", "none"), {}, gpu_preset="H200", env={})
+    args, launcher_env = graph_budget(p.estimate, {})
+    assert launcher_env == {"VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS": "0"}
+    assert args["gpu-memory-utilization"] == f"{p.estimate.vllm_gpu_memory_utilization:.4f}"
+    record_launch(Prepared(spec, p, ["vllm"], {}, 18001, launcher_env=launcher_env))
+    rec = json.loads((run_dir("graphs") / "launch.json").read_text())
+    assert rec["launcher_env"] == launcher_env
+    env = env_from_record(rec)
+    assert env["VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS"] == "0" and env["MY_VAR"] == "1"
