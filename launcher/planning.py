@@ -91,7 +91,7 @@ SETTINGS_KEYS = {
     "kv-cache-dtype": "kv_cache_dtype", "dtype": "dtype", "block-size": "block_size",
     "enforce-eager": "enforce_eager", "kv-cache-memory-bytes": "kv_cache_memory_bytes", "quantization": "quantization",
     "enable-prefix-caching": "enable_prefix_caching", "mamba-cache-mode": "mamba_cache_mode",
-    "limit-mm-per-prompt": "limit_mm_per_prompt",
+    "limit-mm-per-prompt": "limit_mm_per_prompt", "mm-processor-kwargs": "mm_processor_kwargs",
 }
 
 

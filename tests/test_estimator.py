@@ -771,3 +771,17 @@ def test_what_a_ready_server_holds_beyond_its_share_is_kept_free(r):
     context = 0.51 * GiB
     beyond = r["used_ready_mib"] * (1 << 20) - e.requested_bytes - context
     assert beyond <= e.outside_budget_bytes
+
+
+def test_mm_processor_kwargs_make_a_multimodal_estimate_extrapolated():
+    """The processor's options (Gemma 3's pan-and-scan crops, Qwen-VL's pixel limits) decide the encoder's dummy
+    inputs; they are not read, so the estimate says so and keeps the large margin instead of guessing."""
+    from launcher.planning import settings_from_engine_args
+
+    g3 = from_config(GEMMA3_4B_IT)
+    plain = estimate(g3, settings_from_engine_args({}), H200)
+    pan = estimate(g3, settings_from_engine_args({"mm-processor-kwargs": '{"do_pan_and_scan": true}'}), H200)
+    assert pan.confidence == "extrapolated" and "mm-processor-kwargs" in pan.confidence_reason
+    assert pan.kv_cache_bytes <= plain.kv_cache_bytes - 0.03 * pan.requested_bytes + (1 << 20)
+    text = estimate(arch("qwen2.5-instruct", "7"), settings_from_engine_args({"mm-processor-kwargs": '{"x": 1}'}), H200)
+    assert text.confidence != "extrapolated"  # a text model has no encoder to change

@@ -72,6 +72,7 @@ class EngineSettings:
     enable_prefix_caching: bool | None = None  # hybrids: vLLM leaves it off unless asked
     mamba_cache_mode: str | None = None
     limit_mm_per_prompt: dict | str | None = None  # --limit-mm-per-prompt: JSON or image=N,video=M
+    mm_processor_kwargs: dict | str | None = None  # --mm-processor-kwargs: not read (see estimate)
     # how the CUDA graph pool is accounted for (activation.GRAPH_MODES); None: the launcher's way where it
     # applies. Set from VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS when the user sets it (planning.plan).
     graph_memory: str | None = None
@@ -219,6 +220,12 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
                        hint=f"Use at most {derived}, or 'auto'.")
     want_len = derived if (s.max_model_len is None or auto) else int(s.max_model_len)
 
+    if m.vision_layers and s.mm_processor_kwargs not in (None, "", {}, "{}"):
+        from dataclasses import replace
+        # the processor's options decide the dummy inputs of the encoder's profile (Gemma 3's pan-and-scan crops,
+        # Qwen-VL's pixel limits): not read, so the encoder is not modelled for this launch
+        m = replace(m, notes=(*m.notes, "--mm-processor-kwargs changes the encoder's dummy inputs, which are not "
+                                        "modelled with it"))
     run = activation.runner(m, vllm_version)
     items = s.mm_items_per_prompt(m.vision_layout)
     w = weights.weights_bytes(m, tp, pp, capability=gpu.capability, vision=items != 0)
