@@ -183,6 +183,9 @@ def plan(model: ModelRef, engine_args: dict, *, gpu_memory: str | None = None, g
         p.estimate.reason = p.notes[-1] + " " + p.estimate.reason
     elif not p.estimate.fits and p.chosen_gpus is not None and len(gpus) > 1:
         p.estimate.reason += " Free memory per GPU: " + free_list(gpus) + "."
+    if p.estimate.graph_memory == "launcher":
+        p.notes.append("as `launcher launch` starts vLLM (it keeps the CUDA graphs' share itself); for `vllm serve` "
+                       "with its own graph estimate, set VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1.")
     return p
 
 
