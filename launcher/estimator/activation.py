@@ -302,7 +302,7 @@ def graph_mode_from_env(env) -> str | None:
 # The pool vLLM's capture of all graphs really takes, logged as "Graph capturing finished in N secs, took X GiB"
 # (gpu_model_runner.capture_model: device free memory before and after). vLLM's two-capture sample without
 # the fresh segment (cudagraph_bytes less graph_segment_bytes) bounds it this way on every V1 start measured
-# (H100/H200, vLLM 0.24.0, 2026-11-22 to 2026-12-01, 32 starts): taken / sample 0.38-1.24 for models without
+# (H100/H200, vLLM 0.24.0, 2026-11-22 to 2026-12-02, 39 starts): taken / sample 0.38-1.24 for models without
 # recurrent state, up to 1.95 with it (Qwen3-Next: its FULL decode graphs hold the state's buffers). The
 # pool is taken as the sample x GRAPH_POOL_FACTOR, plus GRAPH_POOL_STATE_BYTES with recurrent state.
 GRAPH_POOL_FACTOR = 1.3

@@ -171,7 +171,7 @@ class Estimate:
     # sometimes takes and then multiplies (activation.SEGMENT_PER_GRAPH); 0 without CUDA graph sampling
     graph_segment_bytes: int = 0
     # activation.GRAPH_MODES: "launcher" when vLLM gets VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=0 and
-    # vllm_gpu_memory_utilization, the share asked for less the graph pool (cudagraph_bytes)
+    # vllm_gpu_memory_utilization, the share asked for less what it keeps for the graphs (cudagraph_bytes)
     graph_memory: str = "vllm"
     vllm_gpu_memory_utilization: float = 0.0
     weights_source: str = "config.json shapes"
