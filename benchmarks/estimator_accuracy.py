@@ -33,7 +33,7 @@ import fit_calibration  # noqa: E402
 from dataclasses import replace  # noqa: E402
 
 from launcher.estimator import activation, estimate, kv  # noqa: E402
-from results_io import launcher_mode_kv, num, rows as load_rows  # noqa: E402
+from results_io import kv_avail_bytes, launcher_mode_kv, num, rows as load_rows  # noqa: E402
 
 GiB = 1 << 30
 
@@ -44,26 +44,24 @@ def _layout(r, max_len):
                      mamba_cache_mode=s.state_cache_mode, max_model_len=max_len)
 
 
-def vllm_tokens(r, est, avail: int | None) -> int | None:
-    """vLLM's KV cache tokens: as logged, or from the KV memory it would have sized (another graph mode)."""
-    if avail is None or "kv_tokens" not in r:
+def vllm_tokens(r, est, avail: int, projected: bool) -> int | None:
+    """vLLM's KV cache tokens: as logged, or, projected, from the KV memory it would have sized (another
+    graph mode)."""
+    if "kv_tokens" not in r:
         return None
-    if avail == int(num(r["kv_avail_gib"]) * GiB):
+    if not projected:
         return int(num(r["kv_tokens"]))
     lay = _layout(r, est.max_model_len)
     return lay.tokens(avail, max(est.max_model_len, 1), est.block_size, est.max_num_batched_tokens)
 
 
-def vllm_fit_len(r, est, avail: int | None = None) -> tuple[int, str]:
-    logged = avail is None or avail == int(num(r["kv_avail_gib"]) * GiB)
-    if "autofit" in r and logged:
+def vllm_fit_len(r, est, avail: int, projected: bool = False) -> tuple[int, str]:
+    if "autofit" in r and not projected:
         return int(r["autofit"][1]), "log: auto-fit"
-    if "est_max_len" in r and logged:
+    if "est_max_len" in r and not projected:
         return int(r["est_max_len"]), "log: estimated max"
-    avail = int(num(r["kv_avail_gib"]) * GiB) if avail is None else avail
-    m, s = r["arch"], r["settings"]
-    lay = kv.layout(m, tp=s.tensor_parallel_size, pp=1, block_size=16, kv_cache_dtype=s.kv_cache_dtype,
-                    mamba_cache_mode=s.state_cache_mode, max_model_len=m.derived_max_len)
+    m = r["arch"]
+    lay = _layout(r, m.derived_max_len)
     return (lay.max_len_that_fits(avail, m.derived_max_len, lay.block_size or 16, est.max_num_batched_tokens),
             "from vLLM's KV memory")
 
@@ -93,25 +91,26 @@ def main() -> int:
             activation.coefficients = lambda coef=coef: coef  # noqa: E731
         settings = r["settings"] if a.graph_memory == "vllm" else replace(r["settings"], graph_memory="launcher")
         e = estimate(r["arch"], settings, r["budget"], vllm_version=(0, 24, 0))
-        avail = launcher_mode_kv(r, e) if a.graph_memory == "launcher" else int(num(r["kv_avail_gib"]) * GiB)
+        avail = launcher_mode_kv(r, e) if a.graph_memory == "launcher" else kv_avail_bytes(r)
         if avail is None:
             skipped.append(r["case"])
             continue
+        projected = avail != kv_avail_bytes(r)
         tok_err = None
-        vt = vllm_tokens(r, e, avail)
+        vt = vllm_tokens(r, e, avail, projected)
         if vt:
             tok_err = (e.kv_cache_tokens - vt) / vt * 100
             worst_tok = max(worst_tok, abs(tok_err))
             within += abs(tok_err) <= 1.5
             counted += 1
             optimistic = max(optimistic, tok_err)
-        vfit, src = vllm_fit_len(r, e, avail)
+        vfit, src = vllm_fit_len(r, e, avail, projected)
         len_err = (e.max_model_len_fit - vfit) / vfit * 100
         worst_len = max(worst_len, abs(len_err))
         above += e.max_model_len_fit > vfit
         lines.append(
             f"| {r['case']} | {r['family']} | {r['budget'].name.replace('NVIDIA ', '')} | {' '.join(r.get('args', [])) or '(defaults)'} | {e.weights_bytes / GiB:.2f} / {num(r['weights_gib']):.2f} "
-            f"| {e.kv_cache_bytes / GiB:.2f} / {avail / GiB:.2f}{'' if r['settings'].graph_memory == settings.graph_memory or e.graph_memory != 'launcher' else ' (from its log)'} "
+            f"| {e.kv_cache_bytes / GiB:.2f} / {avail / GiB:.2f}{' (from its log)' if projected else ''} "
             f"| {e.kv_cache_tokens:,} / {'-' if vt is None else f'{vt:,}'} | {'' if tok_err is None else f'{tok_err:+.2f}%'} "
             f"| {e.max_model_len_fit:,} / {vfit:,} ({src}) | {len_err:+.2f}% |")
     head = ("| case | family | GPU | flags | weights GiB est / vLLM | KV GiB est / vLLM | KV tokens est / vLLM | tokens err "

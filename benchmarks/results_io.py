@@ -85,16 +85,20 @@ def graph_parts(r: dict) -> dict:
     return {mode: (float(found[k][0]), int(found[k][1]), float(found[k][2])) for mode, k in GRAPH_FIELDS if k in found}
 
 
+def kv_avail_bytes(r: dict) -> int:
+    """The KV cache memory vLLM logged at this start ("Available KV cache memory")."""
+    return int(num(r["kv_avail_gib"]) * (1 << 30))
+
+
 def launcher_mode_kv(r: dict, est) -> int | None:
     """The KV cache memory vLLM would have sized at this start had it been started as `launcher launch`
     starts it (est: the estimate in that mode): vLLM's own formula (gpu_worker.determine_available_memory,
     requested - non-KV memory - the graph estimate applied) with the terms this start logged, the graph
     estimate not applied and the share lowered to est.vllm_gpu_memory_utilization. None where the start
     logged no graph estimate to take back."""
-    GiB = 1 << 30
-    avail = num(r["kv_avail_gib"]) * GiB
+    avail = kv_avail_bytes(r)
     if r.get("graph_memory") == "launcher" or est.graph_memory != "launcher":
-        return int(avail)
+        return avail
     if "cg_est_gib" not in r:
         return None
-    return int(avail + num(r["cg_est_gib"]) * GiB - est.cudagraph_bytes)
+    return int(avail + num(r["cg_est_gib"]) * (1 << 30) - est.cudagraph_bytes)

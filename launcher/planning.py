@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .engines import vllm as vllm_engine
 from .errors import BadInput
-from .estimator import EngineSettings, Estimate, estimate
+from .estimator import EngineSettings, Estimate, activation, estimate
 from .estimator import kv as kvmod
 from .gpu import GpuInfo, GpuSource, NvmlSource, planned_gpus
 from .models import catalog
@@ -45,8 +45,6 @@ def resolve_model(model_path: str | None, model_name: str | None, size: str | No
         meta = hub.fetch_metadata(model_repo, revision)
         arch = from_config(meta.config, source=f"hub:{model_repo}", dtype=dtype, quantization=q)
         if meta.weights_total_bytes and _checkpoint_as_served(meta.config, arch, q):
-            from dataclasses import replace
-
             from .models.checkpoint import from_index_total
             arch = replace(arch, checkpoint=from_index_total(meta.weights_total_bytes))
         return ModelRef(model_repo, arch, f"{model_repo}@{meta.commit[:10]}", repo=model_repo, revision=meta.commit)
@@ -58,8 +56,6 @@ def resolve_model(model_path: str | None, model_name: str | None, size: str | No
         cfg = load_config_dir(model_path)
         arch = from_config(cfg, source=str(model_path), dtype=dtype, quantization=q)
         if Path(model_path).is_dir() and (cfg.get("quantization_config") or not q):
-            from dataclasses import replace
-
             from .models.checkpoint import as_vllm_quantizes, from_folder
             arch = as_vllm_quantizes(arch, model_path)
             ck = from_folder(model_path)  # an online --quantization of a 16-bit checkpoint: the formula's bytes
@@ -132,16 +128,12 @@ def plan(model: ModelRef, engine_args: dict, *, gpu_memory: str | None = None, g
     version = vllm_version or (inst.version if inst and not (inst.cpu_build and gpu_target) else vllm_engine.DEFAULT_VERSION)
     vv = vllm_engine.parse_version(version)
     settings = settings_from_engine_args(engine_args)
-    from dataclasses import replace as _replace
-
-    from .estimator import activation
     # VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS set by the user (or --env) is left to vLLM and modelled as set;
     # launches across Ray nodes keep vLLM's own estimate (as measured there)
     asked = activation.graph_mode_from_env(os.environ if env is None else env)
     if asked or cluster_nodes is not None:
-        settings = _replace(settings, graph_memory=asked or "vllm")
+        settings = replace(settings, graph_memory=asked or "vllm")
     if settings.dtype not in ("auto", None) and settings.dtype != model.arch.dtype:
-        from dataclasses import replace
         model = ModelRef(model.load, replace(model.arch, dtype=settings.dtype), model.label)
     if cluster_nodes is not None:  # the cluster's GPUs, not this host's
         from .cluster.plan import plan_across

@@ -741,9 +741,9 @@ def test_graph_pool_bound_covers_what_every_capture_took(r):
     kind = activation.runner(r["arch"], (0, 24, 0))
     if kind != "v1" or s.enforce_eager:
         return
-    pool = activation.graph_pool_bytes(r["arch"], kind, enforce_eager=False, tp=s.tensor_parallel_size,
-                                       max_num_seqs=s.max_num_seqs or 1024,
-                                       max_num_batched_tokens=s.max_num_batched_tokens or 8192)
+    pool = activation.graph_pool_bytes(r["arch"], activation.graph_sample_bytes(
+        r["arch"], kind, enforce_eager=False, tp=s.tensor_parallel_size, max_num_seqs=s.max_num_seqs or 1024,
+        max_num_batched_tokens=s.max_num_batched_tokens or 8192))
     assert float(r["graph_took_gib"]) * GiB <= pool
 
 

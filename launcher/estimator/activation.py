@@ -58,10 +58,9 @@ def v1_sampler_bytes(rows: int, vocab: int, logit_bytes: int) -> int:
 class ProfileShape:
     """The shapes of vLLM's profile run that drive its peak memory."""
 
-    sampler: float  # rows sampled x vocab
+    rows: int  # rows sampled (min(max_num_seqs, tokens))
+    vocab: int
     moe_workspace: float  # bytes of the fused-MoE intermediate caches
-    rows: int = 0  # rows sampled (min(max_num_seqs, tokens))
-    vocab: int = 0
     forward: float = 0.0  # bytes live in one decoder layer of the dummy forward (see profile_shape)
     encoder: float = 0.0  # bytes a multimodal encoder's profile adds (see encoder_bytes)
     # "image" towers (ViTs whose phase is measured apart, see peak_activation_bytes): what the encoder leaves
@@ -71,6 +70,11 @@ class ProfileShape:
     embedding: float = 0.0  # bytes of one vocabulary x hidden matrix per GPU, in the model dtype
     hidden: float = 0.0  # bytes of the hidden states of the profiled tokens (tokens x hidden, model dtype)
     logit_bytes: int = 2  # bytes of one logit as the model computes it (its dtype)
+
+    @property
+    def sampler(self) -> int:
+        """Logits the sampler warm-up computes: rows sampled x vocab."""
+        return self.rows * self.vocab
 
 
 def encoder_patches(m: ModelArch, *, max_num_batched_tokens: int, max_model_len: int | None, max_num_seqs: int = 1024,
@@ -144,7 +148,7 @@ def profile_shape(m: ModelArch, *, max_num_batched_tokens: int, max_num_seqs: in
     forward = t * m.dtype_bytes * (2 * m.hidden_size + qkv + mlp)
     patches = encoder_patches(m, max_num_batched_tokens=t, max_model_len=max_model_len, max_num_seqs=max_num_seqs,
                               items_per_prompt=items_per_prompt)
-    return ProfileShape(sampler=rows * m.vocab_size, rows=rows, vocab=m.vocab_size, moe_workspace=ws,
+    return ProfileShape(rows=rows, vocab=m.vocab_size, moe_workspace=ws,
                         forward=forward, encoder=encoder_bytes(m, patches), encoder_held=encoder_held_bytes(m, patches),
                         encoder_apart=m.vision_layout == "image",
                         embedding=m.vocab_size / tp * m.hidden_size * m.dtype_bytes, hidden=t * m.hidden_size * m.dtype_bytes,
@@ -240,15 +244,26 @@ def graph_segment_bytes(runner_kind: str, *, enforce_eager: bool, max_num_seqs: 
 
 def cudagraph_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: int, max_num_seqs: int = 1024,
                     max_num_batched_tokens: int = 8192, coef: dict | None = None) -> int:
-    """The CUDA graph memory vLLM estimates and subtracts (V1 runner, graphs on), built as vLLM builds it
+    """The CUDA graph memory vLLM estimates and subtracts (V1 runner, graphs on): graph_sample_bytes, and
+    graph_segment_bytes for the fresh segment its second capture sometimes takes."""
+    return (graph_sample_bytes(m, runner_kind, enforce_eager=enforce_eager, tp=tp, max_num_seqs=max_num_seqs,
+                               max_num_batched_tokens=max_num_batched_tokens, coef=coef)
+            + graph_segment_bytes(runner_kind, enforce_eager=enforce_eager, max_num_seqs=max_num_seqs,
+                                  max_num_batched_tokens=max_num_batched_tokens))
+
+
+def graph_sample_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: int, max_num_seqs: int = 1024,
+                       max_num_batched_tokens: int = 8192, coef: dict | None = None) -> int:
+    """vLLM's two-capture graph estimate (V1 runner, graphs on) when its second capture takes no fresh segment
+    (what the launcher keeps inside the share for the graphs, "launcher" mode), built as vLLM builds it
     (gpu_model_runner.profile_cudagraph_memory): per mode it captures the largest size and the next, and
     estimates max(first FULL capture, first PIECEWISE capture) + (sizes - 1) x (FULL + PIECEWISE per-graph
     cost), the two modes sharing one pool (FULL graphs go up to max_num_seqs only: counting them as many as
     the PIECEWISE ones is an upper bound). The first FULL capture grows with its batch and the hidden size
     (measured at 512, 64 and 16 sequences: 126-138 bytes per token and hidden unit), the per-graph
     cost with depth (one piece per layer); both are vLLM's own measurements of its captures, taken from the
-    logged starts (benchmarks/fit_calibration.py). Then graph_segment_bytes, which covers integer-weight
-    kernels' few MiB more per graph as well; with recurrent state, the excess measured on those models.
+    logged starts (benchmarks/fit_calibration.py); with recurrent state, the excess measured on those models.
+    (Integer-weight kernels' few MiB more per graph are covered by graph_segment_bytes.)
 
     Per GPU it does not shrink with tensor parallelism (Mixtral-8x22B at TP 4 estimated 0.71 GiB per
     GPU, more than the one-GPU models of its depth): the graphs hold the all-reduce buffers too."""
@@ -259,15 +274,13 @@ def cudagraph_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: 
     full = full_graph_sizes(max_num_seqs, max_num_batched_tokens)
     first = max(c["full_first_per_token_hidden"] * max(full, default=0) * m.hidden_size, c["piecewise_first"])
     per_graph = c["per_graph"] + c["per_graph_per_layer"] * m.num_layers
-    segment = graph_segment_bytes(runner_kind, enforce_eager=enforce_eager, max_num_seqs=max_num_seqs,
-                                  max_num_batched_tokens=max_num_batched_tokens)
-    return int(first + (n - 1) * per_graph + segment + (c.get("state", 0.0) if m.state_layers else 0))
+    return int(first + (n - 1) * per_graph + (c.get("state", 0.0) if m.state_layers else 0))
 
 
 # How the CUDA graph pool is accounted for (Estimate.graph_memory):
 # - "launcher": vLLM is started with VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=0 (it then subtracts no estimate
 #   of its own) and a --gpu-memory-utilization lowered by what vLLM's estimate comes to when its second capture
-#   takes no fresh segment (cudagraph_bytes less graph_segment_bytes), so vLLM's KV cache no longer depends on
+#   takes no fresh segment (graph_sample_bytes), so vLLM's KV cache no longer depends on
 #   that capture (SEGMENT_PER_GRAPH); what the capture takes beyond it is taken beyond the share, as
 #   with vLLM's own estimate, and counted there (graph_pool_bytes);
 # - "vllm": vLLM's own estimate is subtracted (its default since 0.21; VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1
@@ -301,7 +314,7 @@ def graph_mode_from_env(env) -> str | None:
 
 # The pool vLLM's capture of all graphs really takes, logged as "Graph capturing finished in N secs, took X GiB"
 # (gpu_model_runner.capture_model: device free memory before and after). vLLM's two-capture sample without
-# the fresh segment (cudagraph_bytes less graph_segment_bytes) bounds it this way on every V1 start measured
+# the fresh segment (graph_sample_bytes) bounds it this way on every V1 start measured
 # (H100/H200, vLLM 0.24.0, 2026-11-22 to 2026-12-02, 39 starts): taken / sample 0.38-1.24 for models without
 # recurrent state, up to 1.95 with it (Qwen3-Next: its FULL decode graphs hold the state's buffers). The
 # pool is taken as the sample x GRAPH_POOL_FACTOR, plus GRAPH_POOL_STATE_BYTES with recurrent state.
@@ -309,21 +322,11 @@ GRAPH_POOL_FACTOR = 1.3
 GRAPH_POOL_STATE_BYTES = 400 << 20
 
 
-def graph_sample_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: int, max_num_seqs: int = 1024,
-                       max_num_batched_tokens: int = 8192, coef: dict | None = None) -> int:
-    """vLLM's two-capture graph estimate when its second capture takes no fresh segment: what the launcher
-    keeps inside the share for the graphs ("launcher" mode)."""
-    kw = dict(enforce_eager=enforce_eager, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens)
-    return cudagraph_bytes(m, runner_kind, tp=tp, coef=coef, **kw) - graph_segment_bytes(runner_kind, **kw)
-
-
-def graph_pool_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: int, max_num_seqs: int = 1024,
-                     max_num_batched_tokens: int = 8192, coef: dict | None = None) -> int:
-    """An upper bound of what vLLM's capture of all its CUDA graphs takes (V1 runner)."""
-    if enforce_eager or runner_kind != "v1":
+def graph_pool_bytes(m: ModelArch, sample: int) -> int:
+    """An upper bound of what vLLM's capture of all its CUDA graphs takes, from graph_sample_bytes (0 where
+    nothing is captured: --enforce-eager, or the V2 runner, whose pool GRAPHS_OUTSIDE_BUDGET counts)."""
+    if not sample:
         return 0
-    sample = graph_sample_bytes(m, runner_kind, enforce_eager=enforce_eager, tp=tp, max_num_seqs=max_num_seqs,
-                                max_num_batched_tokens=max_num_batched_tokens, coef=coef)
     return int(GRAPH_POOL_FACTOR * sample + (GRAPH_POOL_STATE_BYTES if m.state_layers else 0))
 
 

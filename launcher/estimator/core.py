@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from ..errors import BadInput
 from ..models.config import ModelArch
@@ -221,7 +221,6 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     want_len = derived if (s.max_model_len is None or auto) else int(s.max_model_len)
 
     if m.vision_layers and s.mm_processor_kwargs not in (None, "", {}, "{}"):
-        from dataclasses import replace
         # the processor's options decide the dummy inputs of the encoder's profile (Gemma 3's pan-and-scan crops,
         # Qwen-VL's pixel limits): not read, so the encoder is not modelled for this launch
         m = replace(m, notes=(*m.notes, "--mm-processor-kwargs changes the encoder's dummy inputs, which are not "
@@ -233,22 +232,22 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
                                      items_per_prompt=items)
     act = activation.peak_activation_bytes(shape, run)
     nt = activation.non_torch_bytes(run, tp * pp)
-    graph_kw = dict(enforce_eager=s.enforce_eager, tp=tp, max_num_seqs=seqs, max_num_batched_tokens=batched)
     mode = activation.graph_memory_mode(s.graph_memory, run, enforce_eager=s.enforce_eager, vllm_version=vllm_version,
                                         kv_cache_memory_bytes=s.kv_cache_memory_bytes)
+    sample = activation.graph_sample_bytes(m, run, enforce_eager=s.enforce_eager, tp=tp, max_num_seqs=seqs,
+                                           max_num_batched_tokens=batched)
     requested = math.ceil(gpu.cuda_total_bytes * util)
     vllm_util, segment, graphs_outside = util, 0, None
     if mode == "launcher":  # vLLM is given the share asked for less its graph estimate without the fresh segment
-        sample = activation.graph_sample_bytes(m, run, **graph_kw)
         vllm_util = max(1e-4, math.floor((requested - sample) / gpu.cuda_total_bytes * 1e4) / 1e4)
         cg = requested - math.ceil(gpu.cuda_total_bytes * vllm_util)
-        graphs_outside = max(activation.GRAPHS_OUTSIDE_BUDGET[run], activation.graph_pool_bytes(m, run, **graph_kw) - cg)
+        graphs_outside = max(activation.GRAPHS_OUTSIDE_BUDGET[run], activation.graph_pool_bytes(m, sample) - cg)
     elif mode == "off":  # nothing subtracted: the whole pool is taken beyond the share
-        cg, graphs_outside = 0, activation.graph_pool_bytes(m, run, **graph_kw)
-    else:
-        cg = activation.cudagraph_bytes(m, run, **graph_kw)
+        cg, graphs_outside = 0, activation.graph_pool_bytes(m, sample)
+    else:  # vLLM's own estimate: the sample and, as its second capture may take, a fresh segment per graph
         segment = activation.graph_segment_bytes(run, enforce_eager=s.enforce_eager, max_num_seqs=seqs,
                                                  max_num_batched_tokens=batched)
+        cg = sample + segment
     if s.kv_cache_memory_bytes:
         avail = int(s.kv_cache_memory_bytes)
     else:
@@ -327,8 +326,6 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
 
 def _shared_gpu_advice(m: ModelArch, s: EngineSettings, gpu: GpuBudget, vv, free: int, outside: int) -> list[str]:
     """The largest utilization that starts beside what other processes hold, checked with the same model."""
-    from dataclasses import replace
-
     u = math.floor((free - outside) / gpu.cuda_total_bytes * 100) / 100
     tip = "or free the memory other processes hold."
     if u <= 0:
@@ -346,7 +343,6 @@ def _shared_gpu_advice(m: ModelArch, s: EngineSettings, gpu: GpuBudget, vv, free
 
 def _fits_with(m, s: EngineSettings, gpu: GpuBudget, vv, **changes) -> bool:
     """Whether the launch fits with these settings changed (an advice is only given once re-checked)."""
-    from dataclasses import replace
     try:
         return estimate(m, replace(s, **changes), gpu, vllm_version=vv, suggest=False).fits
     except BadInput:
