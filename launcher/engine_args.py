@@ -9,6 +9,7 @@ read from the installed vLLM once for any other version and cached.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +69,10 @@ class ArgSpec:
                        hint="See `python -m vllm.entrypoints.openai.api_server --help` for the list.")
 
     def convert(self, key: str, raw, negated: bool = False):
-        """Convert a raw value (string from argv, or a YAML/JSON value) to the argument's type."""
+        """Convert a raw value (string from argv, or a YAML/JSON value) to the argument's type, in vLLM's range."""
+        return check_range(key, self._convert(key, raw, negated))
+
+    def _convert(self, key: str, raw, negated: bool):
         spec = self.args[key]
         t = spec["type"]
         if t in ("flag", "bool_optional"):
@@ -123,6 +127,34 @@ class ArgSpec:
         if "choices" in spec and s not in spec["choices"]:
             raise BadInput(f"--{key} must be one of {', '.join(spec['choices'])}; got '{s}'.{did_you_mean(s, spec['choices'])}")
         return s
+
+
+# Ranges vLLM enforces (or fails on later, after minutes of loading): checked before anything starts, on any host.
+# (low, high, low_open): low < v (low_open) or low <= v, v <= high; None is unbounded.
+RANGES = {
+    "max-model-len": (1, None, False), "gpu-memory-utilization": (0.0, 1.0, True),
+    "tensor-parallel-size": (1, None, False), "pipeline-parallel-size": (1, None, False),
+    "data-parallel-size": (1, None, False), "max-num-seqs": (1, None, False),
+    "max-num-batched-tokens": (1, None, False), "block-size": (1, None, False),
+    "kv-cache-memory-bytes": (1, None, False), "swap-space": (0, None, False), "cpu-offload-gb": (0, None, False),
+    "max-loras": (1, None, False), "max-lora-rank": (1, None, False), "max-cpu-loras": (1, None, False),
+    "max-logprobs": (-1, None, False), "num-gpu-blocks-override": (1, None, False),
+    "max-parallel-loading-workers": (1, None, False), "port": (1, 65535, False),
+}
+
+
+def check_range(key: str, value):
+    """The converted value, refused when vLLM would refuse it (NaN and infinities for every number)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadInput(f"--{key} must be a finite number, got {value}.")
+    if key not in RANGES or not isinstance(value, (int, float)) or isinstance(value, bool):
+        return value
+    low, high, low_open = RANGES[key]
+    if (low is not None and (value <= low if low_open else value < low)) or (high is not None and value > high):
+        span = f"{'more than' if low_open else 'at least'} {low}" + (f" and at most {high}" if high is not None else "")
+        extra = " (or 'auto' for the largest that fits)" if key == "max-model-len" else ""
+        raise BadInput(f"--{key} must be {span}{extra}, got {value}.")
+    return value
 
 
 def _bad(key, raw, what):

@@ -2,16 +2,29 @@
 from __future__ import annotations
 
 import difflib
+import enum
 from collections.abc import Iterable
 
-# Exit codes, documented in docs/exit-codes.md
-EXIT_OK = 0
-EXIT_FAILED = 1  # a smoke check failed, or the server failed at run time
-EXIT_BAD_INPUT = 2
-EXIT_DOES_NOT_FIT = 3
-EXIT_NOT_READY = 4
-EXIT_CLUSTER = 5  # the Ray cluster is unreachable, unhealthy or lacks the resources
-EXIT_INTERRUPTED = 130
+
+class ExitCode(enum.IntEnum):
+    """Every exit status of `launcher`, documented in docs/exit-codes.md (a test holds them equal)."""
+
+    OK = 0
+    FAILED = 1  # a smoke check failed, the server failed at run time, or an internal error
+    BAD_INPUT = 2  # nothing was started
+    DOES_NOT_FIT = 3
+    NOT_READY = 4
+    CLUSTER = 5  # the Ray cluster is unreachable, unhealthy or lacks the resources
+    INTERRUPTED = 130
+
+
+EXIT_OK = ExitCode.OK
+EXIT_FAILED = ExitCode.FAILED
+EXIT_BAD_INPUT = ExitCode.BAD_INPUT
+EXIT_DOES_NOT_FIT = ExitCode.DOES_NOT_FIT
+EXIT_NOT_READY = ExitCode.NOT_READY
+EXIT_CLUSTER = ExitCode.CLUSTER
+EXIT_INTERRUPTED = ExitCode.INTERRUPTED
 
 
 class LauncherError(Exception):

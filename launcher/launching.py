@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, replace
 
 import psutil
@@ -14,12 +15,13 @@ from .engine_args import to_argv
 from .engines import vllm as vllm_engine
 from .errors import BadInput, DoesNotFit, LaunchFailed
 from .planning import Plan, plan, resolve_model
-from .runs import read_json, read_state, run_dir, update_state, write_json
+from .locks import FD_ENV, NameLock
+from .runs import ACTIVE, read_json, read_state, run_dir, update_state, write_json
 from .spec import LaunchSpec
 from .supervisor import health, process
 from .supervisor.policy import RestartPolicy
 
-ACTIVE = ("STARTING", "READY", "BACKOFF", "STOPPING")
+SUPERVISOR_TAG_ENV = "LAUNCHER_SUPERVISES"  # a detached supervisor's environment names the run it supervises
 
 
 @dataclass
@@ -32,25 +34,44 @@ class Prepared:
     note: str = ""
     cluster: dict | None = None  # address, dashboard, bundles, device of a launch on a Ray cluster
     launcher_env: dict | None = None  # variables the launcher sets for the server (kept in launch.json)
+    lock: NameLock | None = None  # the launch name's lock, held from prepare(claim=True) to the end of the run
+    run_id: str | None = None  # tags every process of the run (set by record_launch, kept in launch.json)
 
 
-def prepare(spec: LaunchSpec, *, check_port: bool = True, fetch=None) -> Prepared:
+def prepare(spec: LaunchSpec, *, check_port: bool = True, fetch=None, claim: bool = False) -> Prepared:
     """Validate everything and build the exact command line; start nothing.
 
     fetch(repo, revision, download_dir) -> local folder: called once the launch is known to fit, for a
     model that lives on the Hub, so that vLLM starts on local files (its start-up deadline then covers
-    the engine only). Without it (--print-config) the command line names the repository."""
+    the engine only). Without it (--print-config) the command line names the repository.
+    claim: the launch is about to start: vLLM must be installed, and the name's lock is taken first
+    (a second launch of the same name is refused at once, before any planning or download)."""
     from .engines import check_engine
 
     check_engine(spec.model_engine)
     inst = vllm_engine.installed()
+    if claim:
+        if inst is None:
+            raise vllm_engine.not_installed()
+        lock = NameLock.acquire(spec.name, "launcher launch")
+        try:
+            prep = _prepare(spec, inst, check_port, fetch)
+        except BaseException:
+            lock.release()
+            raise
+        prep.lock = lock
+        return prep
+    return _prepare(spec, inst, check_port, fetch)
+
+
+def _prepare(spec: LaunchSpec, inst, check_port: bool, fetch) -> Prepared:
     ref = resolve_model(spec.model_path, spec.model_name, spec.size_in_billions, spec.model_format, spec.quantization,
                         dtype=spec.engine_args.get("dtype"), parse_arch=spec.preflight, model_repo=spec.model,
                         revision=spec.revision)
     engine_args = dict(spec.engine_args)
     if spec.quantization not in ("none", "", None) and "quantization" not in engine_args:
         engine_args["quantization"] = spec.quantization
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("LAUNCHER_RUN_ID")}
+    base_env = _without_tags(os.environ)
     env = vllm_engine.server_env(base_env, spec.env, cpu_build=bool(inst and inst.cpu_build))
     p: Plan | None = None
     note = ""
@@ -153,18 +174,25 @@ def policy_for(spec: LaunchSpec) -> RestartPolicy:
 
 
 def record_launch(prep: Prepared) -> None:
-    """launch.json: the resolved launch (no secret values), readable by the owner only."""
+    """launch.json: the resolved launch (no secret values) and its run id, readable by the owner only.
+    Takes the name's lock unless prepare(claim=True) took it already."""
+    if prep.lock is None:
+        prep.lock = NameLock.acquire(prep.spec.name, "launcher launch")
     d = run_dir(prep.spec.name)
     st = read_state(prep.spec.name)
-    if st and st.get("state") in ACTIVE and _supervisor_alive(st):
-        raise BadInput(f"a launch named '{prep.spec.name}' is already running.",
+    if st and st.get("state") in ACTIVE and (_supervisor_alive(st) or _alive(st, "server")):
+        prep.lock.release()
+        prep.lock = None
+        raise BadInput(f"a launch named '{prep.spec.name}' is still running ({effective_state(st)}).",
                        hint=f"Stop it with `launcher stop {prep.spec.name}` or pick another --name.")
     d.mkdir(parents=True, exist_ok=True)
     os.chmod(d, 0o700)
     for f in ("state.json",):
         (d / f).unlink(missing_ok=True)
+    prep.run_id = uuid.uuid4().hex
     write_json(d / "launch.json", {
-        "spec": prep.spec.to_dict(), "argv": prep.argv, "port": prep.port,
+        "spec": prep.spec.to_dict(), "argv": prep.argv, "port": prep.port, "run_id": prep.run_id,
+        "host": prep.spec.host, "endpoint": f"http://{prep.spec.host}:{prep.port}/v1",
         "env_keys": sorted(set(prep.spec.env) | ({"VLLM_API_KEY"} if prep.spec.api_key_env else set())),
         "estimate": prep.plan.estimate.to_dict() if prep.plan and prep.plan.estimate else None,
         "cpu_kv": prep.plan.cpu_kv if prep.plan else None, "note": prep.note, "cluster": prep.cluster,
@@ -172,7 +200,7 @@ def record_launch(prep: Prepared) -> None:
         "cluster_plan": prep.plan.cluster.to_dict() if prep.plan and prep.plan.cluster else None,
     })
     update_state(prep.spec.name, state="STARTING", created_at=time.time(), port=prep.port, host=prep.spec.host,
-                 endpoint=f"http://{prep.spec.host}:{prep.port}/v1", restarts=0)
+                 endpoint=f"http://{prep.spec.host}:{prep.port}/v1", restarts=0, run_id=prep.run_id)
 
 
 def server_run(prep: Prepared, policy: RestartPolicy | None = None, on_event=None):
@@ -181,41 +209,61 @@ def server_run(prep: Prepared, policy: RestartPolicy | None = None, on_event=Non
     from .supervisor.run import ServerRun
 
     return ServerRun(prep.spec.name, prep.argv, prep.env, prep.spec.host, prep.port, run_dir(prep.spec.name),
-                     policy or policy_for(prep.spec), on_event=on_event, cluster=watch_from_record(prep.cluster))
+                     policy or policy_for(prep.spec), on_event=on_event, cluster=watch_from_record(prep.cluster),
+                     run_id=prep.run_id)
 
 
 def run_foreground(prep: Prepared, on_event=None):
+    """Supervise in this process until stopped (SIGTERM, SIGINT or SIGHUP); the name's lock is held throughout."""
     record_launch(prep)
-    sr = server_run(prep, on_event=on_event)
-    return sr, sr.run()
+    try:
+        sr = server_run(prep, on_event=on_event)
+        return sr, sr.run()
+    finally:
+        prep.lock.release()
 
 
 def start_detached(prep: Prepared) -> int:
-    """Start the supervisor as a daemon (own session); returns its PID. The API key goes only through env."""
+    """Start the supervisor as a daemon (own session); returns its PID. The API key goes only through env.
+    The name's lock goes to the daemon with it (an inherited descriptor): the name stays owned throughout."""
     record_launch(prep)
-    # the server env is rebuilt by the daemon from launch.json + this environment
-    return _spawn_supervisor(prep.spec.name, dict(prep.env))
+    try:  # the server env is rebuilt by the daemon from launch.json + this environment
+        return _spawn_supervisor(prep.spec.name, dict(prep.env), prep.lock, prep.run_id)
+    finally:
+        prep.lock.release()  # the daemon's inherited copy keeps the name held
 
 
-def _spawn_supervisor(name: str, env: dict, *extra: str) -> int:
+def _spawn_supervisor(name: str, env: dict, lock: NameLock, run_id: str | None, *extra: str) -> int:
     d = run_dir(name)
     env["LAUNCHER_HOME"] = str(d.parent.parent)
+    env[FD_ENV] = str(lock.fd)
+    if run_id:
+        env[SUPERVISOR_TAG_ENV] = run_id
     with open(d / "supervisor.log", "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "launcher", "_supervise", name, *extra], stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=os.getcwd())
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=os.getcwd(),
+                                pass_fds=(lock.fd,))
     return proc.pid
 
 
 def supervise_from_record(name: str, adopt: bool = False) -> int:
-    """Body of the daemon: read launch.json and supervise until stopped (adopt: the server already runs)."""
+    """Body of the daemon: read launch.json and supervise until stopped (adopt: the server already runs).
+    Holds the name's lock it inherited (or takes it) for its whole life."""
     from .supervisor.machine import State
 
+    lock = NameLock.inherited(name) or NameLock.acquire(name, "supervisor")
+    lock.record("supervisor")
     rec = read_json(run_dir(name) / "launch.json")
     if rec is None:
         raise LaunchFailed(f"no launch record for '{name}'.")
     spec = LaunchSpec(**rec["spec"])
     env = env_from_record(rec, spec)
-    st = server_run(Prepared(spec, None, rec["argv"], env, rec["port"], rec.get("note", ""), rec.get("cluster"))).run(adopt=adopt)
+    prep = Prepared(spec, None, rec["argv"], env, rec["port"], rec.get("note", ""), rec.get("cluster"), lock=lock,
+                    run_id=rec.get("run_id"))
+    try:
+        st = server_run(prep).run(adopt=adopt)
+    finally:
+        lock.release()
     return 0 if st == State.STOPPED else 1
 
 
@@ -224,7 +272,7 @@ def env_from_record(rec: dict, spec: LaunchSpec | None = None) -> dict:
     process's environment: what every (re)start of a detached launch gets."""
     spec = spec or LaunchSpec(**rec["spec"])
     inst = vllm_engine.installed()
-    env = vllm_engine.server_env({k: v for k, v in os.environ.items()}, spec.env, cpu_build=bool(inst and inst.cpu_build))
+    env = vllm_engine.server_env(_without_tags(os.environ), spec.env, cpu_build=bool(inst and inst.cpu_build))
     env.update(rec.get("launcher_env") or {})
     if rec.get("cluster"):
         env["RAY_ADDRESS"] = rec["cluster"]["address"]
@@ -238,16 +286,29 @@ def unsupervised_note(name: str, st: dict) -> str:
 
 
 def adopt(name: str) -> int:
-    """Put a supervisor back over a server whose supervisor died, without restarting it; returns its PID."""
+    """Put a supervisor back over a server whose supervisor died, without restarting it; returns its PID.
+    The name's lock is taken first: a second adopt (or a live supervisor) is refused at once."""
     st = read_state(name)
-    if st is None or read_json(run_dir(name) / "launch.json") is None:
+    rec = read_json(run_dir(name) / "launch.json")
+    if st is None or rec is None:
         raise BadInput(f"no launch named '{name}'.", hint="See `launcher ps`.")
-    if _supervisor_alive(st) and st.get("state") in ACTIVE:
-        raise BadInput(f"'{name}' is supervised already (supervisor PID {st['supervisor']['pid']}).")
-    if not _alive(st, "server"):
-        raise BadInput(f"nothing to adopt: the server of '{name}' is not running.",
-                       hint=f"Start it again with `launcher launch --config ...` or remove the record: `launcher rm {name}`.")
-    return _spawn_supervisor(name, dict(os.environ), "--adopt")
+    lock = NameLock.acquire(name, "launcher launch --adopt")
+    try:
+        if _supervisor_alive(st) and st.get("state") in ACTIVE:
+            raise BadInput(f"'{name}' is supervised already (supervisor PID {st['supervisor']['pid']}).")
+        if not _alive(st, "server"):
+            raise BadInput(f"nothing to adopt: the server of '{name}' is not running.",
+                           hint=f"Start it again with `launcher launch --config ...` or remove the record: `launcher rm {name}`.")
+        if st.get("damaged"):  # the new supervisor reads the server's identity from state.json: write it back
+            update_state(name, base=st, state="UNKNOWN")
+        return _spawn_supervisor(name, _without_tags(os.environ), lock, st.get("run_id") or rec.get("run_id"), "--adopt")
+    finally:
+        lock.release()  # the new supervisor holds its inherited copy
+
+
+def _without_tags(env) -> dict:
+    """An environment without the launcher's own process tags (a child gets them only where meant)."""
+    return {k: v for k, v in env.items() if not k.startswith(process.RUN_ID_ENV) and k not in (SUPERVISOR_TAG_ENV, FD_ENV)}
 
 
 def _alive(st: dict, which: str) -> bool:
@@ -263,7 +324,7 @@ def _supervisor_alive(st: dict) -> bool:
 def effective_state(st: dict) -> str:
     """The recorded state, corrected when the supervisor died without recording it."""
     state = st.get("state", "?")
-    if state in ACTIVE and st.get("supervisor") and not _supervisor_alive(st):
+    if state in ACTIVE and (st.get("supervisor") or state == "UNKNOWN") and not _supervisor_alive(st):
         return "UNSUPERVISED" if _alive(st, "server") else "DEAD"
     return state
 
@@ -283,21 +344,27 @@ def wait_until(name: str, states: tuple[str, ...], timeout_s: float, poll_s: flo
 
 
 def stop(name: str, timeout_s: float = 60.0) -> dict:
-    """Stop a launch: SIGTERM its supervisor (verified by start time), wait, then sweep whatever is left."""
+    """Stop a launch: SIGTERM its supervisor (verified by start time), wait, then sweep whatever is left of the
+    run (recorded PIDs, the process group, every process tagged with the run id). Works from launch.json and
+    the name's lock when state.json is damaged."""
     st = read_state(name)
     if st is None:
         raise BadInput(f"no launch named '{name}'.", hint="See `launcher ps`.")
-    sup = st.get("supervisor")
-    if sup and process.ProcRef(sup["pid"], sup["create_time"]).signal(signal.SIGTERM):
-        deadline = time.monotonic() + timeout_s
-        ref = process.ProcRef(sup["pid"], sup["create_time"])
-        while ref.alive() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if ref.alive():
-            ref.signal(signal.SIGKILL)
+    sups = [process.ProcRef(st["supervisor"]["pid"], st["supervisor"]["create_time"])] if st.get("supervisor") else []
+    if st.get("run_id"):
+        sups += process.tagged(SUPERVISOR_TAG_ENV, st["run_id"])
+    signalled = [ref for ref in sups if ref.signal(signal.SIGTERM)]
+    deadline = time.monotonic() + timeout_s
+    while any(ref.alive() for ref in signalled) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for ref in signalled:
+        ref.signal(signal.SIGKILL)
     st = read_state(name) or st
     srv = st.get("server") or {}
     refs = [process.ProcRef(srv["pid"], srv["create_time"])] if srv else []
     refs += [process.ProcRef(p, c) for p, c in st.get("descendants", [])]
-    killed = process.sweep_run(st.get("run_id", "-"), srv.get("pgid"), refs) if st.get("run_id") else []
-    return update_state(name, state="STOPPED", swept=killed, stopped_at=st.get("stopped_at") or time.time())
+    killed = process.sweep_run(st.get("run_id", "-"), srv.get("pgid"), refs) if st.get("run_id") or refs else []
+    done = {"state": "STOPPED", "swept": killed, "stopped_at": st.get("stopped_at") or time.time()}
+    if st.get("damaged"):
+        done["repaired"] = st["damaged"]
+    return update_state(name, base={k: v for k, v in st.items() if k != "damaged"}, **done)

@@ -215,13 +215,25 @@ def choose_gpus(gpus: list[GpuInfo], need: int, sel: str | None) -> tuple[list[G
     return named([by_index[i] for i in want[:need]], "given with --gpus")
 
 
+def cpu_kvcache_space(raw: str) -> int:
+    """VLLM_CPU_KVCACHE_SPACE as vLLM reads it (`int(...)` GiB, 0 for its default), refused here otherwise."""
+    try:
+        gib = int(raw.strip())
+    except ValueError:
+        gib = -1
+    if gib < 0:
+        raise BadInput(f"VLLM_CPU_KVCACHE_SPACE must be a whole number of GiB (0 for vLLM's default), got '{raw}'.",
+                       hint="For example VLLM_CPU_KVCACHE_SPACE=4.")
+    return gib
+
+
 def cpu_kv_cache(m: ModelArch, s: EngineSettings, env: dict | None = None) -> dict:
     """The CPU build sizes its KV cache from VLLM_CPU_KVCACHE_SPACE (GiB) or --kv-cache-memory-bytes."""
     env = os.environ if env is None else env
     space = s.kv_cache_memory_bytes
     src = "--kv-cache-memory-bytes"
     if space is None and env.get("VLLM_CPU_KVCACHE_SPACE"):
-        space, src = int(env["VLLM_CPU_KVCACHE_SPACE"]) * GiB, "VLLM_CPU_KVCACHE_SPACE"
+        space, src = cpu_kvcache_space(env["VLLM_CPU_KVCACHE_SPACE"]) * GiB, "VLLM_CPU_KVCACHE_SPACE"
     block = s.block_size or 128  # the CPU backend's default block size
     lay = kvmod.layout(m, tp=s.tensor_parallel_size, pp=1, block_size=block, kv_cache_dtype=s.kv_cache_dtype)
     want = m.derived_max_len if s.max_model_len in (None, "auto") else int(s.max_model_len)

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,32 +32,74 @@ def run_dir(name: str) -> Path:
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Atomic write, readable by the owner only (records may describe the environment)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=1, default=str)
-    os.replace(tmp, path)
+    """Atomic write through a temporary file of its own (two writers never share one), owner-only."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=1, default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def read_json(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def read_state(name: str) -> dict | None:
-    return read_json(run_dir(name) / "state.json")
+    """state.json; when it exists but cannot be read, what launch.json and the name's lock still say
+    (state UNKNOWN, `damaged` naming the fault), so that no command loses sight of a running server."""
+    path = run_dir(name) / "state.json"
+    st = read_json(path)
+    if st is not None or not path.exists():
+        return st
+    return recovered_state(name, "state.json is unreadable")
+
+
+def recovered_state(name: str, why: str) -> dict | None:
+    """A state rebuilt from launch.json (the run id, the supervisor's and server's identities) and the lock."""
+    from .locks import held
+
+    rec = read_json(run_dir(name) / "launch.json")
+    holder = held(name)
+    if rec is None and holder is None:
+        return None
+    rec = rec or {}
+    st = {"name": name, "state": "UNKNOWN", "damaged": why, "run_id": rec.get("run_id"), "port": rec.get("port"),
+          "reason": f"{why}; recovered from launch.json"}
+    for k in ("supervisor", "server", "host", "endpoint"):
+        if rec.get(k):
+            st[k] = rec[k]
+    if holder and holder.get("pid") and not st.get("supervisor"):
+        from .supervisor.process import ProcRef
+
+        ref = ProcRef.of(int(holder["pid"]))
+        if ref is not None:
+            st["supervisor"] = {"pid": ref.pid, "create_time": ref.create_time}
+    return st
+
+
+def update_record(name: str, **kw) -> None:
+    """Merge keys into launch.json (the supervisor adds the identities of itself and of each server)."""
+    path = run_dir(name) / "launch.json"
+    rec = read_json(path)
+    if rec is not None:
+        write_json(path, rec | kw)
 
 
 def all_names() -> list[str]:
     return sorted(p.name for p in runs_dir().iterdir() if (p / "state.json").exists() or (p / "launch.json").exists())
 
 
-def update_state(name: str, **kw) -> dict:
+def update_state(name: str, base: dict | None = None, **kw) -> dict:
+    """Merge keys into state.json; when it is missing or unreadable, into `base` (the writer's own copy)."""
     path = run_dir(name) / "state.json"
-    st = read_json(path) or {"name": name}
+    st = read_json(path) or dict(base or {"name": name})
     st.update(kw)
     st["updated_at"] = time.time()
     write_json(path, st)
@@ -64,6 +107,7 @@ def update_state(name: str, **kw) -> dict:
 
 
 ENDED = ("STOPPED", "FATAL", "DEAD")
+ACTIVE = ("STARTING", "READY", "BACKOFF", "STOPPING", "UNKNOWN")
 
 
 def remove(name: str, keep_logs: bool = True) -> Path | None:

@@ -24,8 +24,12 @@ class served:
 
         prep = self.prep
         record_launch(prep)
-        self.policy = replace(policy_for(prep.spec), startup_timeout_s=self.timeout_s, max_quick_failures=1)
-        sr = self.run = server_run(prep, self.policy, on_event=self.on_event)
+        try:
+            self.policy = replace(policy_for(prep.spec), startup_timeout_s=self.timeout_s, max_quick_failures=1)
+            sr = self.run = server_run(prep, self.policy, on_event=self.on_event)
+        except BaseException:
+            prep.lock.release()
+            raise
         self._thread = threading.Thread(target=sr.run, kwargs={"install_signals": False}, daemon=True)
         self._thread.start()
         t0 = time.monotonic()
@@ -50,8 +54,12 @@ class served:
         return False
 
     def _stop(self):
-        self.run.request_stop()
-        self._thread.join(timeout=self.policy.stop_grace_s + 30)
+        try:
+            self.run.request_stop()
+            self._thread.join(timeout=self.policy.stop_grace_s + 30)
+        finally:
+            if self.prep.lock is not None:
+                self.prep.lock.release()
 
     def leftover_pids(self) -> list[int]:
         """Processes of this launch still alive after the block (each is killed as well)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,7 +179,7 @@ def build(flags: dict, file_data: dict | None, passthrough: dict, file_engine_ar
     base = {k: v for k, v in (file_data or {}).items() if k != "engine_args"}
     merged = {**base, **{k: v for k, v in flags.items() if v is not None}}
     engine_args = {**(file_engine_args or {}), **passthrough}
-    if not merged.get("name"):
+    if merged.get("name") is None:
         merged["name"] = default_name(merged)
     spec = LaunchSpec(**{k: v for k, v in merged.items() if k in LaunchSpec.__dataclass_fields__}, engine_args=engine_args)
     return validate(spec)
@@ -213,8 +214,8 @@ def validate(spec: LaunchSpec) -> LaunchSpec:
                        hint="Set --api-key-env VAR (the key stays in the environment), or pass --allow-unauthenticated.")
     if spec.num_gpus is not None and spec.num_gpus < 1:
         raise BadInput(f"num_gpus must be at least 1, got {spec.num_gpus}.")
-    if spec.startup_timeout_s <= 0:
-        raise BadInput("--startup-timeout must be positive.")
+    if not (math.isfinite(spec.startup_timeout_s) and spec.startup_timeout_s > 0):
+        raise BadInput(f"--startup-timeout must be a positive number of seconds, got {spec.startup_timeout_s}.")
     return spec
 
 

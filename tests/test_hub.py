@@ -141,3 +141,17 @@ def test_bench_by_repo_id_downloads_first_and_asks_for_the_repository_name(hub_e
     argv = launch["argv"]
     assert argv[argv.index("--model") + 1].startswith(os.environ["HF_HOME"])
     assert argv[argv.index("--served-model-name") + 1] == "acme/tiny"
+
+    # the same server, now a detached launch: bench --name asks for the name it serves, not the snapshot path
+    r = cli("launch", "--model", "acme/tiny", "--name", "hub", "--max-model-len", "512", "--detach", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    try:
+        r = cli("bench", "--name", "hub", "--revision", "v2", "--num-prompts", "4")
+        assert r.returncode == 2 and "--revision would do nothing" in r.stderr, r.stderr
+        r = cli("bench", "--name", "hub", "--num-prompts", "4", "-c", "2", "--prompt-len", "16", "--output-len", "4",
+                "--json", timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        d = json.loads(r.stdout)
+        assert d["completed"] == 4 and d["failed"] == 0, d
+    finally:
+        assert cli("stop", "hub", timeout=120).returncode == 0

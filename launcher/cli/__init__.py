@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Annotated
 
 import typer
 
@@ -19,10 +20,29 @@ app = typer.Typer(
     name="launcher",
     help="Plan, launch and supervise vLLM servers: know before loading whether a model and a context length fit.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+        from ..engines import vllm as vllm_engine
+
+        inst = vllm_engine.installed()
+        vllm = f"{inst.distribution} {inst.version}" if inst else "not installed (pip install 'launcher[gpu]' or 'launcher[cpu]')"
+        print(f"launcher {__version__}\nvLLM: {vllm}\npython: {sys.executable}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_version,
+                                                help="The launcher's version and the vLLM it will run, then exit.")] = False) -> None:
+    """Plan, launch and supervise vLLM servers: know before loading whether a model and a context length fit."""
+
+
 PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 app.command("estimate", context_settings=PASSTHROUGH)(_estimate.estimate)
 app.command("launch", context_settings=PASSTHROUGH)(_launch.launch)
@@ -39,26 +59,59 @@ app.add_typer(_cluster.app, name="cluster")
 app.command("_supervise", hidden=True)(_launch.supervise_detached)
 
 
-def main() -> None:
-    """Entry point: LauncherError -> one line on stderr and its exit code; tracebacks only with LAUNCHER_DEBUG=1."""
-    from ..errors import EXIT_BAD_INPUT, LauncherError
+def run(argv: list[str] | None = None) -> int:
+    """The CLI as a function: every outcome is an exit code; errors are one line on stderr, never a traceback
+    (LAUNCHER_DEBUG=1 lets them through)."""
+    import click
 
+    from ..errors import ExitCode, LauncherError
+
+    debug = bool(os.environ.get("LAUNCHER_DEBUG"))
     try:
-        rc = app(standalone_mode=False)
-        sys.exit(rc if isinstance(rc, int) else 0)
+        rc = app(args=argv, standalone_mode=False)
+        return rc if isinstance(rc, int) else ExitCode.OK
     except LauncherError as e:
-        if os.environ.get("LAUNCHER_DEBUG"):
+        if debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as e:  # usage errors of typer's click: one line, exit 2
-        if type(e).__name__ == "Abort":
-            sys.exit(130)
-        if hasattr(e, "format_message") and hasattr(e, "exit_code") and not os.environ.get("LAUNCHER_DEBUG"):
-            print(f"error: {e.format_message()}", file=sys.stderr)
-            sys.exit(EXIT_BAD_INPUT)
-        raise
+        _say(f"error: {e}")
+        return e.exit_code
+    except (typer.Exit, click.exceptions.Exit) as e:
+        return e.exit_code
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        return ExitCode.INTERRUPTED
+    except click.exceptions.BadParameter as e:
+        if debug:
+            raise
+        _say(f"error: {e.message if e.param is None else e.format_message()}")
+        return ExitCode.BAD_INPUT
+    except click.exceptions.ClickException as e:  # usage errors: unknown option, missing value, ...
+        if debug:
+            raise
+        _say(f"error: {e.format_message()}")
+        return ExitCode.BAD_INPUT
+    except Exception as e:
+        if debug or _is_click_error(e):
+            if not debug:
+                _say(f"error: {e.format_message()}")
+                return ExitCode.BAD_INPUT
+            raise
+        _say(f"error: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+             "(run again with LAUNCHER_DEBUG=1 for the traceback, and please report it)")
+        return ExitCode.FAILED
+
+
+def _is_click_error(e: Exception) -> bool:
+    """typer ships its own copy of click's exceptions: recognised by shape (a message formatter, an exit code)."""
+    return hasattr(e, "format_message") and hasattr(e, "exit_code")
+
+
+def _say(line: str) -> None:
+    try:
+        print(line, file=sys.stderr)
+    except OSError:  # stderr gone (a closed terminal): the exit code still tells
+        pass
+
+
+def main() -> None:
+    """Entry point of the `launcher` script."""
+    sys.exit(run())

@@ -31,7 +31,7 @@ def bench(
     warmup: Annotated[int, typer.Option("--warmup", help="Requests sent first and not measured.")] = 2,
     prompt_format: Annotated[str, typer.Option("--prompt-format", help="ids (token ids, exact lengths) or text (random ids decoded with the model's tokenizer.json, like vLLM's random dataset).")] = "ids",
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    timeout: Annotated[float, typer.Option("--timeout", help="Start-up deadline and per-request timeout, seconds.")] = 600.0,
+    timeout: Annotated[float, typer.Option("--timeout", click_type=common.positive("--timeout"), help="Start-up deadline and per-request timeout, seconds.")] = 600.0,
     plot_file: Annotated[Optional[str], typer.Option("--plot", help="Write latency percentiles and throughput over time to this PNG.")] = None,
     json_out: common.Json = False,
 ) -> None:
@@ -69,19 +69,27 @@ def bench(
     api_key = os.environ.get("VLLM_API_KEY")
     model_path, model_repo = common.split_model(model, model_path)
     if name and not (model_path or model_name or config or model_repo):
+        idle = [flag for flag, v in (("--revision", revision), ("--download-dir", download_dir), ("--env", env),
+                                     ("--size-in-billions", size_in_billions), ("--model-format", model_format))
+                if v] + [a for a in ctx.args if a.startswith("-")]
+        if idle:
+            raise BadInput(f"with --name (a running launch) {', '.join(idle)} would do nothing.",
+                           hint="Drop them, or give model flags instead of --name to start a launch for the benchmark.")
         st = read_state(name)
         if st is None or effective_state(st) != "READY":
             raise BadInput(f"launch '{name}' is not running.", hint="See `launcher ps`, or give model flags to start one.")
         rec = read_json(run_dir(name) / "launch.json") or {}
         spec = rec.get("spec", {})
         argv = rec.get("argv", [])
-        model = argv[argv.index("--model") + 1]
+        from ..engines.vllm import served_model_name
+
+        model = served_model_name(argv)  # what the server answers to (a Hub launch: the repository id)
         ref = resolve_model(spec.get("model_path"), spec.get("model_name"), spec.get("size_in_billions"),
                             spec.get("model_format"), spec.get("quantization"), model_repo=spec.get("model"),
                             revision=spec.get("revision"))
         host = "127.0.0.1" if st.get("host") in ("0.0.0.0", None) else st["host"]
         base, vocab = f"http://{host}:{st['port']}", ref.arch.vocab_size
-        ref_path = spec.get("model_path")
+        ref_path = argv[argv.index("--model") + 1]  # the local folder vLLM loaded (a Hub model's snapshot)
         ctxm = contextlib.nullcontext(None)
 
         def alive():
@@ -94,7 +102,7 @@ def bench(
             spec = replace(spec, name=f"bench-{spec.name}"[:64])
         from .download import fetch_model
 
-        prep = prepare(spec, fetch=fetch_model())
+        prep = prepare(spec, fetch=fetch_model(), claim=True)
         from ..engines.vllm import served_model_name
 
         model = served_model_name(prep.argv)

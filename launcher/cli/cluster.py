@@ -24,7 +24,7 @@ def up(inventory: InventoryOpt = None,
        port: Annotated[int, typer.Option("--port", help="Local head: GCS port.")] = 6379,
        dashboard_port: Annotated[int, typer.Option("--dashboard-port", help="Local head: dashboard port.")] = 8265,
        name: NameOpt = None,
-       timeout: Annotated[float, typer.Option("--timeout", help="Seconds for each node to join.")] = 120.0,
+       timeout: Annotated[float, typer.Option("--timeout", click_type=common.positive("--timeout"), help="Seconds for each node to join.")] = 120.0,
        json_out: common.Json = False) -> None:
     """Start the Ray head and workers (nodes already running are kept: `up` also repairs a cluster)."""
     from ..cluster import control, inventory as invmod

@@ -2,10 +2,41 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import Annotated, Optional
 
+import click
 import typer
+
+
+class Number(click.ParamType):
+    """A finite number (click's FLOAT takes 'nan' and 'inf'), above a bound when given."""
+
+    name = "number"
+
+    def __init__(self, flag: str, above: float | None = None, at_least: float | None = None):
+        self.flag, self.above, self.at_least = flag, above, at_least
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            v = float(value)
+        else:
+            try:
+                v = float(str(value).strip())
+            except ValueError:
+                self.fail(f"{self.flag} expects a number, got '{value}'.", param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{self.flag} must be a finite number, got '{value}'.", param, ctx)
+        if self.above is not None and v <= self.above:
+            self.fail(f"{self.flag} must be more than {self.above:g}, got {value}.", param, ctx)
+        if self.at_least is not None and v < self.at_least:
+            self.fail(f"{self.flag} must be at least {self.at_least:g}, got {value}.", param, ctx)
+        return v
+
+
+def positive(flag: str) -> Number:
+    return Number(flag, above=0)
 
 ModelPath = Annotated[Optional[str], typer.Option("--model-path", help="Hugging Face model folder (only config.json is read by the estimator).")]
 ModelName = Annotated[Optional[str], typer.Option("--model-name", help="Model name from the offline catalog, e.g. qwen2.5-instruct.")]
@@ -26,9 +57,9 @@ DownloadDir = Annotated[Optional[str], typer.Option("--download-dir", help="Down
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 ModelFormatOpt = Annotated[Optional[str], typer.Option("--model-format", help="pytorch, awq, gptq or fp8 (catalog models).")]
 # the workload of bench and tune
-NumRequests = Annotated[int, typer.Option("--num-requests", "-n", min=1, help="Requests to measure.")]
+NumRequests = Annotated[int, typer.Option("--num-requests", "--num-prompts", "-n", min=1, help="Requests to measure (--num-prompts: the name `vllm bench serve` uses).")]
 Concurrency = Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Requests in flight at most.")]
-RequestRate = Annotated[Optional[float], typer.Option("--request-rate", help="Poisson arrivals per second (default: closed loop).")]
+RequestRate = Annotated[Optional[float], typer.Option("--request-rate", click_type=positive("--request-rate"), help="Poisson arrivals per second (default: closed loop).")]
 PromptLen = Annotated[str, typer.Option("--prompt-len", help="Prompt tokens: N or LO:HI (uniform).")]
 OutputLen = Annotated[str, typer.Option("--output-len", help="Output tokens: N or LO:HI (uniform).")]
 PromptsFile = Annotated[Optional[str], typer.Option("--prompts-file", help="JSONL of {\"prompt\": ...} instead of random token ids.")]

@@ -30,7 +30,7 @@ def launch(
     allow_unauthenticated: Annotated[bool, typer.Option("--allow-unauthenticated", help="Allow a non-loopback --host without an API key.")] = False,
     config: common.Config = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run the supervisor in the background.")] = False,
-    startup_timeout: Annotated[Optional[float], typer.Option("--startup-timeout", help="Seconds from start to /health 200 (default 900).")] = None,
+    startup_timeout: Annotated[Optional[float], typer.Option("--startup-timeout", click_type=common.positive("--startup-timeout"), help="Seconds from start to /health 200 (default 900).")] = None,
     no_preflight: Annotated[bool, typer.Option("--no-preflight", help="Skip the memory estimate before starting.")] = False,
     gpu_memory: common.GpuMemory = None,
     gpu: common.GpuPreset = None,
@@ -63,7 +63,8 @@ def launch(
         common.console(stderr=True).print(f"[yellow]warning:[/] {w}")
     from .download import fetch_model
 
-    prep = prepare(spec, check_port=not print_config, fetch=None if print_config else fetch_model())
+    prep = prepare(spec, check_port=not print_config, fetch=None if print_config else fetch_model(),
+                   claim=not print_config)
     if print_config:
         out = {"launch": prep.spec.to_dict(), "command": prep.argv, "env": prep.launcher_env or {}, "port": prep.port,
                "note": prep.note,

@@ -27,7 +27,7 @@ def smoke(
     env: Env = None,
     api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help="Variable holding the API key.")] = None,
     config: common.Config = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Deadline in seconds for the whole smoke.")] = 600.0,
+    timeout: Annotated[float, typer.Option("--timeout", click_type=common.positive("--timeout"), help="Deadline in seconds for the whole smoke.")] = 600.0,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="max_tokens of each request.")] = 8,
     stream: Annotated[bool, typer.Option("--stream", help="Also check a streaming chat completion.")] = False,
     expect: Annotated[Optional[str], typer.Option("--expect", help="Regex that some output must match.")] = None,
@@ -71,7 +71,7 @@ def smoke(
         spec = replace(spec, name=f"smoke-{spec.name}"[:64])
     from .download import fetch_model
 
-    prep = prepare(spec, check_port=not dry_run, fetch=None if dry_run else fetch_model())
+    prep = prepare(spec, check_port=not dry_run, fetch=None if dry_run else fetch_model(), claim=not dry_run)
     con = common.console(stderr=True)
     if dry_run:
         out = {"command": prep.argv, "port": prep.port, "note": prep.note,

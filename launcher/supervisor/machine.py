@@ -90,8 +90,10 @@ class Supervisor:
     def stop(self) -> list[int]:
         if self.state in (State.STOPPED,):
             return []
+        # a server that is not serving yet has no request to drain: it gets a short grace before SIGKILL
+        grace = self.policy.stop_grace_s if self.state == State.READY else self.policy.stop_grace_unready_s
         self._go(State.STOPPING, "stop requested")
-        killed = self.server.stop(self.policy.stop_grace_s) if self.server else []
+        killed = self.server.stop(grace) if self.server else []
         self._go(State.STOPPED, "stopped")
         return killed
 

@@ -16,7 +16,8 @@ class RestartPolicy:
     backoff_max_s: float = 60.0
     stable_s: float = 300.0  # ready this long -> the failure streak is forgotten
     max_quick_failures: int = 3  # this many failures in a row, each before stable_s -> FATAL
-    stop_grace_s: float = 15.0
+    stop_grace_s: float = 15.0  # SIGTERM to SIGKILL for a READY server (in-flight requests drain)
+    stop_grace_unready_s: float = 1.5  # ... for one still starting or backing off: nothing to drain
     gpu_free_timeout_s: float = 120.0  # wait this long for the dead instance's GPU memory
     max_restarts: int | None = None  # None: no cap beyond the quick-failure rule
 

@@ -163,6 +163,20 @@ def spawn(argv: list[str], env: dict, log_path: str, run_id: str, cwd: str | Non
     return ProcessTree(leader=ref, pgid=popen.pid, run_id=run_id, popen=popen)
 
 
+def tagged(var: str, value: str) -> list[ProcRef]:
+    """Every live process whose environment has var=value (this process excluded)."""
+    out = []
+    for proc in psutil.process_iter(["pid", "create_time"]):
+        if proc.info["pid"] == os.getpid():
+            continue
+        try:
+            if proc.environ().get(var) == value:
+                out.append(ProcRef(proc.info["pid"], proc.info["create_time"]))
+        except (psutil.Error, OSError):
+            continue
+    return out
+
+
 def sweep_run(run_id: str, pgid: int | None, refs: list[ProcRef]) -> list[int]:
     """Kill what is left of a launch whose supervisor is gone (used by `launcher stop`)."""
     tree = ProcessTree(leader=refs[0] if refs else ProcRef(-1, 0), pgid=pgid or -1, run_id=run_id,

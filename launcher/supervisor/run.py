@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..engines import vllm as vllm_engine
 from ..gpu import NvmlSource
-from ..runs import update_state
+from ..runs import read_json, update_record, update_state
 from . import health, process
 from .machine import Hooks, State, Supervisor
 from .policy import RestartPolicy
@@ -56,14 +56,17 @@ class ServerRun:
 
     def __init__(self, name: str, argv: list[str], env: dict, host: str, port: int, run_dir: Path,
                  policy: RestartPolicy, on_event: Callable[[str, dict], None] | None = None,
-                 gpu_check: GpuReleaseCheck | None = None, probe_host: str | None = None, cluster=None):
+                 gpu_check: GpuReleaseCheck | None = None, probe_host: str | None = None, cluster=None,
+                 run_id: str | None = None):
         self.name, self.argv, self.env, self.host, self.port = name, argv, env, host, port
         self.dir = run_dir
         self.log = run_dir / "server.log"
         self.policy = policy
         self.on_event = on_event or (lambda kind, data: None)
         self.gpu_check = gpu_check or GpuReleaseCheck()
-        self.run_id = uuid.uuid4().hex
+        self.run_id = run_id or uuid.uuid4().hex
+        self._mirror: dict = {"name": name}  # what this supervisor last wrote to state.json (to repair it)
+        self._next_check = 0.0
         self.tree: process.ProcessTree | None = None
         self._stop = threading.Event()
         self._log_offset = 0
@@ -74,6 +77,29 @@ class ServerRun:
         extra = {"cluster_lost": cluster.lost, "cluster_ready": cluster.ready} if cluster else {}
         self.sup = Supervisor(Hooks(spawn=self._spawn, probe=self._probe, root_cause=self._root_cause,
                                     gpu_released=self.gpu_check, on_change=self._changed, **extra), policy)
+
+    def _update(self, **kw) -> None:
+        """state.json, through this supervisor's own copy of it (a damaged file is rewritten whole)."""
+        self._mirror.update(kw)
+        self._mirror = update_state(self.name, base=self._mirror, **kw)
+
+    def _repair_state(self, now: float) -> None:
+        """Every few seconds: state.json rewritten from this supervisor's copy when it cannot be read."""
+        if now < self._next_check:
+            return
+        self._next_check = now + 2.0
+        if read_json(self.dir / "state.json") is None:
+            self._mirror["repaired_at"] = time.time()
+            self._update(state=self.sup.state.value)
+            with open(self.dir / "supervisor.log", "a") as fh:
+                fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} state.json was unreadable: rewritten\n")
+
+    def _publish(self, kind: str, data: dict) -> None:
+        """An event for the live view; a view that cannot print (its terminal closed) never stops supervision."""
+        try:
+            self.on_event(kind, data)
+        except (OSError, ValueError):
+            self.on_event = lambda kind, data: None
 
     # hooks
     def _spawn(self):
@@ -108,10 +134,10 @@ class ServerRun:
             if new == State.READY:
                 self.cluster.bind(self._driver_pids())
             data["cluster"] = self.cluster.snapshot()
-        update_state(self.name, **data)
+        self._update(**data)
         with open(self.dir / "supervisor.log", "a") as fh:
             fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {old.value} -> {new.value} {why}\n")
-        self.on_event("state", {"old": old.value, **data})
+        self._publish("state", {"old": old.value, **data})
 
     def _driver_pids(self) -> set[int]:
         t = self.tree
@@ -126,8 +152,11 @@ class ServerRun:
         if pids != self._known:
             self._known = pids
             self.gpu_check.pids |= pids
-            update_state(self.name, server={"pid": t.leader.pid, "create_time": t.leader.create_time, "pgid": t.pgid},
-                         descendants=[[r.pid, r.create_time] for r in t.seen.values()], run_id=self.run_id)
+            server = {"pid": t.leader.pid, "create_time": t.leader.create_time, "pgid": t.pgid}
+            if self._mirror.get("server") != server:  # a new server: its identity in launch.json too
+                update_record(self.name, server=server, run_id=self.run_id)
+            self._update(server=server, descendants=[[r.pid, r.create_time] for r in t.seen.values()],
+                         run_id=self.run_id)
 
     def _pump_log(self):
         """New log lines -> phase events for the live view."""
@@ -144,7 +173,7 @@ class ServerRun:
         for line in chunk[:cut].decode("utf-8", "replace").splitlines():
             ph = vllm_engine.phase_of(line)
             if ph:
-                self.on_event("phase", {"phase": ph, "line": line})
+                self._publish("phase", {"phase": ph, "line": line})
 
     # driver
     def request_stop(self, *_):
@@ -155,6 +184,7 @@ class ServerRun:
         from ..runs import read_state
 
         st = read_state(self.name) or {}
+        self._mirror.update({k: v for k, v in st.items() if k != "damaged"})
         srv = st.get("server") or {}
         leader = process.ProcRef(srv["pid"], srv["create_time"])
         self.run_id = st.get("run_id", self.run_id)
@@ -167,13 +197,14 @@ class ServerRun:
         return tree
 
     def run(self, install_signals: bool = True, tick_s: float = 0.2, adopt: bool = False) -> State:
-        if install_signals:
-            signal.signal(signal.SIGTERM, self.request_stop)
-            signal.signal(signal.SIGINT, self.request_stop)
+        if install_signals:  # SIGHUP: the terminal of a foreground launch closed (an SSH connection dropped)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, self.request_stop)
         tree = self._adopt_recorded() if adopt else None
-        update_state(self.name, supervisor={"pid": os.getpid(), "create_time": process.ProcRef.of(os.getpid()).create_time},
-                     host=self.host, port=self.port, endpoint=f"http://{self.host}:{self.port}/v1",
-                     restarts=self.sup.restarts)
+        me = {"pid": os.getpid(), "create_time": process.ProcRef.of(os.getpid()).create_time}
+        update_record(self.name, supervisor=me, run_id=self.run_id)
+        self._update(supervisor=me, host=self.host, port=self.port, endpoint=f"http://{self.host}:{self.port}/v1",
+                     restarts=self.sup.restarts, run_id=self.run_id)
         if tree is not None:
             self.tree = tree
             self._record_pids()
@@ -182,9 +213,11 @@ class ServerRun:
             self.sup.start(time.monotonic())
         try:
             while not self._stop.is_set():
-                st = self.sup.tick(time.monotonic())
+                now = time.monotonic()
+                st = self.sup.tick(now)
                 self._record_pids()
                 self._pump_log()
+                self._repair_state(now)
                 if st in (State.FATAL, State.STOPPED):
                     break
                 self._stop.wait(tick_s)
@@ -198,5 +231,5 @@ class ServerRun:
             if self.cluster is not None:
                 # Ray frees a job's actors and placement groups when its driver dies: check that it did
                 extra["ray_leftovers"] = self.cluster.leftovers(self._driver_pids())
-            update_state(self.name, stopped_at=time.time(), state=self.sup.state.value, **extra)
+            self._update(stopped_at=time.time(), state=self.sup.state.value, **extra)
         return self.sup.state
