@@ -72,7 +72,7 @@ def recovered_state(name: str, why: str) -> dict | None:
     rec = rec or {}
     st = {"name": name, "state": "UNKNOWN", "damaged": why, "run_id": rec.get("run_id"), "port": rec.get("port"),
           "reason": f"{why}; recovered from launch.json"}
-    for k in ("supervisor", "server", "host", "endpoint"):
+    for k in ("supervisor", "server", "host", "endpoint", "restarts"):
         if rec.get(k):
             st[k] = rec[k]
     if holder and holder.get("pid") and not st.get("supervisor"):

@@ -6,7 +6,8 @@ modes: ok, crash_at_start, crash_after_ready, never_healthy, 503_after_ready, ha
        ray: a Ray driver like vLLM's Ray executor: joins $RAY_ADDRESS, reserves a placement group of
             --bundles {--device: 1} bundles (PACK), puts one worker actor on each, and dies when a
             worker does (as vLLM does when a Ray worker is lost)
-Writes its PID (and children's) to $FAKE_PIDS_FILE when given.
+Writes its PID (and children's) to $FAKE_PIDS_FILE when given. With VLLM_API_KEY set, /v1/ answers 401 to a
+request without `Authorization: Bearer KEY`, as vLLM does.
 """
 import argparse
 import http.server
@@ -111,6 +112,9 @@ class H(http.server.BaseHTTPRequestHandler):
             if a.mode == "503_after_ready" and el > a.delay:
                 return self._send(503)
             return self._send(200)
+        if self.path.startswith("/v1/") and os.environ.get("VLLM_API_KEY") and \
+                self.headers.get("Authorization") != f"Bearer {os.environ['VLLM_API_KEY']}":
+            return self._send(401, b'{"error": "Unauthorized"}')  # as vLLM's --api-key / VLLM_API_KEY guard /v1
         if self.path == "/v1/models":
             return self._send(200, b'{"data": [{"id": "fake"}]}')
         self._send(404)

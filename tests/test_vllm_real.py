@@ -1,5 +1,6 @@
 """The real vLLM engine (the CPU build here) with the bundled tiny model."""
 import json
+import re
 import shutil
 import signal
 import urllib.request
@@ -50,9 +51,11 @@ def test_detached_launch_chat_engine_core_kill_restart_and_clean_stop(launcher_h
     engine[0].send_signal(signal.SIGKILL)
     wait_for(lambda: status("tiny")["restarts"] >= 1 and status("tiny")["state"] == "READY", 300, poll_s=1,
              what="restart after the engine core was killed")
-    assert "engine" in status("tiny")["reason"] or status("tiny")["reason"] == "healthy"
     log = (launcher_home / "runs" / "tiny" / "supervisor.log").read_text()
-    assert "READY -> BACKOFF" in log and log.count("-> READY") == 2
+    assert log.count("-> READY") == 2
+    # the back-off names why: the server's exit once its engine died, or its failed health probes
+    assert re.search(r"READY -> BACKOFF (server crashed after ready with code -?\d+|liveness: \d+ failed health probes)",
+                     log), log
 
     new_run_id = json.loads((launcher_home / "runs" / "tiny" / "state.json").read_text())["run_id"]
 
@@ -64,6 +67,8 @@ def test_detached_launch_chat_engine_core_kill_restart_and_clean_stop(launcher_h
     assert f"server still running on :{json.loads(cli('status', 'tiny', '--json').stdout)['port']}" in note
     assert f"(pid {before['pid']})" in note and "--adopt" in note
     assert "supervisor gone" in cli("ps").stdout
+    (launcher_home / "runs" / "tiny" / "state.json").write_text("{")  # and its state file is damaged too
+    assert status("tiny")["state"] == "UNSUPERVISED" and status("tiny")["pid"] == before["pid"]  # from launch.json
     r = cli("launch", "--name", "tiny", "--adopt", "--json", timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
     after = status("tiny")

@@ -98,7 +98,7 @@ class ServerRun:
         """An event for the live view; a view that cannot print (its terminal closed) never stops supervision."""
         try:
             self.on_event(kind, data)
-        except (OSError, ValueError):
+        except (OSError, ValueError, SystemExit):  # rich turns a broken pipe into SystemExit(1)
             self.on_event = lambda kind, data: None
 
     # hooks
@@ -154,7 +154,7 @@ class ServerRun:
             self.gpu_check.pids |= pids
             server = {"pid": t.leader.pid, "create_time": t.leader.create_time, "pgid": t.pgid}
             if self._mirror.get("server") != server:  # a new server: its identity in launch.json too
-                update_record(self.name, server=server, run_id=self.run_id)
+                update_record(self.name, server=server, run_id=self.run_id, restarts=self.sup.restarts)
             self._update(server=server, descendants=[[r.pid, r.create_time] for r in t.seen.values()],
                          run_id=self.run_id)
 
@@ -222,10 +222,12 @@ class ServerRun:
                     break
                 self._stop.wait(tick_s)
         finally:
-            if self.sup.state not in (State.FATAL, State.STOPPED):
-                self.sup.stop()
-            elif self.tree is not None:
-                self.tree.stop(self.policy.stop_grace_s)  # FATAL: make sure nothing is left
+            try:
+                if self.sup.state not in (State.FATAL, State.STOPPED):
+                    self.sup.stop()
+            finally:
+                if self.tree is not None and self.tree.members():  # FATAL, or a stop that failed half-way
+                    self.tree.stop(self.policy.stop_grace_unready_s)
             self._pump_log()
             extra = {}
             if self.cluster is not None:

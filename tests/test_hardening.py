@@ -1,0 +1,222 @@
+"""One owner per launch name, records that cannot lose a server, signals, the API key and bad state homes:
+real supervisor processes over the fake server (tests/fake_server.py), and real vLLM where it matters."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import psutil
+import pytest
+
+from conftest import ROOT, TINY, cli, fake_argv, wait_for
+from launcher import locks
+from launcher.errors import BadInput
+from launcher.launching import Prepared, adopt, start_detached, wait_until
+from launcher.runs import read_state, run_dir
+from launcher.spec import LaunchSpec
+from launcher.supervisor import health
+from launcher.supervisor.process import RUN_ID_ENV
+
+
+def detached_fake(name: str, mode: str = "ok", delay: float = 0.3, extra_env: dict | None = None):
+    """A detached launch exactly as `launch --detach` makes it (launch.json, the daemon `_supervise`, the lock
+    handed over), with the fake server as its command line."""
+    port = health.find_free_port()
+    pids = run_dir(name).parent / f"{name}.pids"
+    env = dict(os.environ, FAKE_PIDS_FILE=str(pids), **(extra_env or {}))
+    prep = Prepared(LaunchSpec(name=name, startup_timeout_s=20), None, fake_argv(port, mode, delay), env, port)
+    sup_pid = start_detached(prep)
+    return prep, sup_pid, pids
+
+
+def pids_of(pids_file) -> list[int]:
+    return [int(x) for x in pids_file.read_text().split()] if pids_file.exists() else []
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def tagged(run_id: str) -> list[int]:
+    out = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if p.environ().get(RUN_ID_ENV) == run_id and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p.pid)
+        except psutil.Error:
+            pass
+    return out
+
+
+def test_a_held_name_is_refused_at_once_saying_who_holds_it():
+    with locks.NameLock.acquire("busy", "a test"):
+        t0 = time.monotonic()
+        r = cli("launch", "--model-path", str(TINY), "--name", "busy", "--detach", "--max-model-len", "512")
+        took = time.monotonic() - t0
+        assert r.returncode == 2 and f"held by a test (PID {os.getpid()}" in r.stderr, r.stderr
+        assert took < 5  # interpreter start included; the refusal itself is measured in docs/testing.md
+        assert not (run_dir("busy") / "launch.json").exists()  # nothing recorded, nothing started
+    assert locks.held("busy") is None  # released with its descriptor
+
+
+def test_the_lock_goes_to_the_detached_supervisor_and_is_gone_with_it():
+    prep, sup_pid, pids = detached_fake("owned")
+    try:
+        st = wait_until("owned", ("READY", "FATAL"), 20)
+        assert st["state"] == "READY"
+        holder = locks.held("owned")
+        assert holder == {**holder, "pid": sup_pid, "role": "supervisor"}
+        # a second launch and an adopt of the held name: refused in well under a second each
+        for attempt in (lambda: start_detached(Prepared(LaunchSpec(name="owned"), None, ["true"], {}, 1)),
+                        lambda: adopt("owned")):
+            t0 = time.monotonic()
+            with pytest.raises(BadInput, match=f"held by supervisor \\(PID {sup_pid}"):
+                attempt()
+            assert time.monotonic() - t0 < 1.0
+        assert read_state("owned")["state"] == "READY"  # the refused launch changed nothing
+    finally:
+        assert cli("stop", "owned").returncode == 0
+    assert locks.held("owned") is None
+    assert not [p for p in pids_of(pids) if alive(p)] and not alive(sup_pid)
+
+
+def test_a_corrupt_state_file_hides_nothing_and_the_supervisor_rewrites_it(launcher_home):
+    prep, sup_pid, pids = detached_fake("damaged")
+    try:
+        assert wait_until("damaged", ("READY", "FATAL"), 20)["state"] == "READY"
+        state = launcher_home / "runs" / "damaged" / "state.json"
+        for bad in ("{", state.read_text()[:40]):
+            state.write_text(bad)
+            seen = read_state("damaged")
+            assert seen["state"] in ("UNKNOWN", "READY") and seen["supervisor"]["pid"] == sup_pid
+            r = cli("status", "damaged", "--json")
+            assert "no launch named" not in r.stderr and json.loads(r.stdout)["state"] in ("UNKNOWN", "READY")
+            wait_for(lambda: (json.loads(state.read_text() or "null") if state.read_text().endswith("}") else None),
+                     10, what="the supervisor to rewrite state.json")
+            assert read_state("damaged")["state"] == "READY"
+        assert "state.json was unreadable: rewritten" in (launcher_home / "runs" / "damaged" / "supervisor.log").read_text()
+    finally:
+        cli("stop", "damaged")
+    assert not [p for p in pids_of(pids) if alive(p)]
+
+
+def test_stop_from_a_damaged_record_with_its_supervisor_dead_leaves_no_process(launcher_home):
+    prep, sup_pid, pids = detached_fake("orphan")
+    assert wait_until("orphan", ("READY", "FATAL"), 20)["state"] == "READY"
+    server = read_state("orphan")["server"]["pid"]
+    run_id = read_state("orphan")["run_id"]
+    os.kill(sup_pid, signal.SIGKILL)
+    wait_for(lambda: not alive(sup_pid), 10, what="the supervisor to die")
+    (launcher_home / "runs" / "orphan" / "state.json").write_text("{")  # and the state it kept is lost
+    r = cli("ps", "--json")
+    rows = {x["name"]: x for x in json.loads(r.stdout)}
+    assert rows["orphan"]["state"] == "UNSUPERVISED" and rows["orphan"]["pid"] == server
+    r = cli("launch", "--name", "orphan", "--adopt", "--json")  # not lost for adopt either ...
+    assert r.returncode == 0 and json.loads(r.stdout)["state"] == "READY", r.stderr
+    new_sup = json.loads(r.stdout)["supervisor_pid"]
+    os.kill(new_sup, signal.SIGKILL)
+    wait_for(lambda: not alive(new_sup), 10, what="the new supervisor to die")
+    (launcher_home / "runs" / "orphan" / "state.json").write_text("")
+    t0 = time.monotonic()
+    r = cli("stop", "orphan", "--json")  # ... nor for stop
+    assert r.returncode == 0 and json.loads(r.stdout)[0]["state"] == "STOPPED", r.stderr
+    assert time.monotonic() - t0 < 10
+    assert not alive(server) and not tagged(run_id) and not [p for p in pids_of(pids) if alive(p)]
+    assert read_state("orphan")["state"] == "STOPPED"  # and the record is whole again
+
+
+def test_the_api_key_reaches_the_server_and_a_request_without_it_is_refused(monkeypatch):
+    """--api-key-env: the key goes into the server's environment only (not argv, not the records), and the
+    server then refuses requests without it."""
+    from launcher.launching import prepare
+    from launcher.serving import served
+
+    monkeypatch.setenv("MY_KEY", "s3cret-key")
+    spec = LaunchSpec(name="keyed", model_path=str(TINY), host="0.0.0.0", api_key_env="MY_KEY", preflight=False,
+                      startup_timeout_s=20)
+    prep = prepare(spec, claim=True)
+    assert prep.env["VLLM_API_KEY"] == "s3cret-key" and "s3cret-key" not in " ".join(prep.argv)
+    prep.argv = fake_argv(prep.port, "ok", 0.2)
+    with served(prep, timeout_s=20):
+        url = f"http://127.0.0.1:{prep.port}/v1/models"
+        with pytest.raises(urllib.error.HTTPError) as no_key:
+            urllib.request.urlopen(url, timeout=5)
+        assert no_key.value.code == 401
+        ok = urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": "Bearer s3cret-key"}), timeout=5)
+        assert ok.status == 200
+    recorded = (run_dir("keyed") / "launch.json").read_text() + (run_dir("keyed") / "state.json").read_text()
+    assert "s3cret-key" not in recorded
+
+
+@pytest.mark.parametrize("home_kind", ["file", "under-a-file"])
+@pytest.mark.parametrize("command", [["ps"], ["stop", "x"], ["status", "x"],
+                                     ["launch", "--model-path", str(TINY), "--detach"],
+                                     ["smoke", "--model-path", str(TINY)]])
+def test_an_unusable_launcher_home_is_one_line_exit_2(tmp_path, home_kind, command):
+    f = tmp_path / "a-file"
+    f.write_text("")
+    home = f if home_kind == "file" else f / "home"
+    r = cli(*command, env=dict(os.environ, LAUNCHER_HOME=str(home)))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "LAUNCHER_HOME" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.vllm
+def test_two_launches_of_one_name_at_once_then_stop_while_starting():
+    """The probe as a user ran it: two `launch --detach --name same` at the same moment on two ports. One is
+    refused at once; `stop` of the other while vLLM is still starting takes under 3 s and leaves nothing."""
+    args = ["launch", "--model-path", str(TINY), "--detach", "--name", "same", "--max-model-len", "512"]
+    procs = [subprocess.Popen([sys.executable, "-m", "launcher", *args, "--port", str(port)], cwd=str(ROOT),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for port in (health.find_free_port(), health.find_free_port())]
+    try:
+        refused = wait_for(lambda: next((p for p in procs if p.poll() is not None), None), 20, poll_s=0.05,
+                           what="one launch to be refused")
+        out, err = refused.communicate()
+        assert refused.returncode == 2 and "the launch name 'same' is held by" in err, err
+        winner = next(p for p in procs if p is not refused)
+        st = wait_for(lambda: (read_state("same") or {}).get("server"), 60, what="the server to be spawned")
+        assert read_state("same")["state"] == "STARTING"
+        run_id = read_state("same")["run_id"]
+        t0 = time.monotonic()
+        r = cli("stop", "same")
+        took = time.monotonic() - t0
+        assert r.returncode == 0 and "same: STOPPED" in r.stdout, r.stderr
+        assert took < 3.0, took
+        assert winner.wait(timeout=60) == 4  # never became ready: stopped while starting
+        assert not tagged(run_id) and not alive(st["pid"])
+        assert locks.held("same") is None
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        cli("stop", "same")
+
+
+@pytest.mark.vllm
+def test_sighup_to_a_foreground_launch_stops_its_server(launcher_home):
+    """Closing the terminal of a foreground launch (SIGHUP, and its stdout/stderr gone) stops the server as
+    Ctrl-C does: no vLLM process is left with parent 1."""
+    p = subprocess.Popen([sys.executable, "-m", "launcher", "launch", "--model-path", str(TINY), "--name", "fg",
+                          "--max-model-len", "512"], cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        st = wait_for(lambda: (read_state("fg") or {}).get("server"), 60, what="the server to be spawned")
+        run_id = read_state("fg")["run_id"]
+        p.stdout.close()
+        p.stderr.close()  # the terminal is gone: whatever it prints now fails
+        p.send_signal(signal.SIGHUP)
+        p.wait(timeout=30)
+        wait_for(lambda: not tagged(run_id), 10, what="no process of the launch")
+        assert not alive(st["pid"])
+        assert read_state("fg")["state"] == "STOPPED"
+    finally:
+        if p.poll() is None:
+            p.kill()
+        cli("stop", "fg")
