@@ -133,3 +133,35 @@ def test_a_restart_does_not_keep_the_back_off_reason():
         if w.sup.tick(t) == State.STARTING:
             break
     assert w.sup.state == State.STARTING and w.sup.reason.startswith("restart 1 after: ") and "deadline" in w.sup.reason
+
+
+def test_a_server_answering_503_or_500_while_starting_is_not_ready():
+    """vLLM's HTTP server can answer before its engine is usable (503 once the engine is dead, 500 in older
+    releases): only 200 means ready."""
+    w = World(RestartPolicy(startup_probe_interval_s=0.5, startup_timeout_s=100))
+    w.sup.start(0)
+    for t, code in enumerate((503, 500, 404, None, 503)):
+        w.health = code
+        assert w.sup.tick(t) == State.STARTING, code
+    w.health = 200
+    assert w.sup.tick(10) == State.READY
+
+
+class GraceServer(FakeServer):
+    def stop(self, grace_s):
+        self.grace = grace_s
+        return super().stop(grace_s)
+
+
+def test_a_server_still_starting_gets_the_short_grace_a_ready_one_the_long():
+    """stop of a launch still STARTING: nothing to drain, so SIGKILL follows after stop_grace_unready_s
+    (vLLM on the CPU build took 16.7 s to go with the full grace); a READY server drains for stop_grace_s."""
+    policy = RestartPolicy(stop_grace_s=15, stop_grace_unready_s=1.5, startup_probe_interval_s=1)
+    for ready, grace in ((False, 1.5), (True, 15)):
+        server = GraceServer()
+        sup = Supervisor(Hooks(spawn=lambda: server, probe=lambda: 200 if ready else None, root_cause=lambda: None), policy)
+        sup.start(0)
+        sup.tick(0)
+        assert sup.state == (State.READY if ready else State.STARTING)
+        sup.stop()
+        assert server.grace == grace and sup.state == State.STOPPED

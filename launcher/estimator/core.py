@@ -248,6 +248,8 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
         segment = activation.graph_segment_bytes(run, enforce_eager=s.enforce_eager, max_num_seqs=seqs,
                                                  max_num_batched_tokens=batched)
         cg = sample + segment
+    if run == "v2" and graphs_outside is None:
+        graphs_outside = activation.v2_graphs_outside_bytes(m, pp)
     if s.kv_cache_memory_bytes:
         avail = int(s.kv_cache_memory_bytes)
     else:
