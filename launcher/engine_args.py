@@ -151,7 +151,10 @@ def check_range(key: str, value):
         return value
     low, high, low_open = RANGES[key]
     if (low is not None and (value <= low if low_open else value < low)) or (high is not None and value > high):
-        span = f"{'more than' if low_open else 'at least'} {low}" + (f" and at most {high}" if high is not None else "")
+        if high is None:
+            span = f"{'more than' if low_open else 'at least'} {low:g}"
+        else:
+            span = f"in {'(' if low_open else '['}{low:g}, {high:g}]"
         extra = " (or 'auto' for the largest that fits)" if key == "max-model-len" else ""
         raise BadInput(f"--{key} must be {span}{extra}, got {value}.")
     return value

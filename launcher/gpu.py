@@ -91,6 +91,8 @@ def visible_indices(count: int, env: dict | None = None) -> list[int]:
 
 def planned_gpus(gpu_memory: str | None, preset: str | None, num_gpus: int | None) -> list[GpuInfo]:
     """GPUs described on the command line (no GPU needed): --gpu-memory or --gpu PRESET."""
+    if preset and gpu_memory:
+        raise BadInput("give either --gpu (a known GPU) or --gpu-memory (a size), not both.")
     if preset:
         key = preset.upper().replace(" ", "-")
         if key not in PRESETS_MIB:

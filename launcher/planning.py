@@ -122,6 +122,7 @@ def plan(model: ModelRef, engine_args: dict, *, gpu_memory: str | None = None, g
          device: str = "auto", env: dict | None = None, cluster_nodes: list | None = None,
          placement: list[str] | None = None, cluster_source: str = "ray", gpus_sel: str | None = None) -> Plan:
     """Run the estimator for this model, these engine arguments and these GPUs."""
+    parse_gpus_selector(gpus_sel)  # refused on any host, not only where NVML lists GPUs
     inst = vllm_engine.installed()
     # the CPU build's version says nothing of the GPU build that will run there: use the calibrated default
     gpu_target = bool(gpu_memory or gpu_preset or cluster_nodes is not None)
@@ -155,6 +156,9 @@ def plan(model: ModelRef, engine_args: dict, *, gpu_memory: str | None = None, g
     p = Plan(model, settings, gpus, version, source)
     cpu = device == "cpu" or (device == "auto" and not gpus and inst is not None and inst.cpu_build)
     if not gpus or cpu:
+        if source == "nvml" and parse_gpus_selector(gpus_sel):
+            raise BadInput(f"--gpus {gpus_sel.strip()}: no GPU is visible here (NVML lists none).",
+                           hint="Drop --gpus on a host without GPUs, or plan for one with --gpu/--gpu-memory.")
         p.source = "cpu" if cpu else "none"
         p.cpu_kv = cpu_kv_cache(model.arch, settings, env) if cpu else None
         return p
@@ -185,6 +189,19 @@ def free_list(gpus: list[GpuInfo]) -> str:
     return ", ".join(f"GPU {g.index} {g.free_bytes / GiB:.1f}/{g.total_bytes / GiB:.1f} GiB free" for g in gpus)
 
 
+def parse_gpus_selector(sel: str | None) -> list[int] | None:
+    """--gpus: None for 'auto' (or nothing), else distinct NVML indices; anything else is refused."""
+    sel = (sel or "auto").strip()
+    if sel == "auto":
+        return None
+    parts = [x.strip() for x in sel.split(",")]
+    if not all(x.isdigit() for x in parts):
+        raise BadInput(f"--gpus must be 'auto' or GPU indices like 0,3; got '{sel}'.")
+    if len({int(x) for x in parts}) != len(parts):
+        raise BadInput(f"--gpus {sel}: give each GPU once.")
+    return [int(x) for x in parts]
+
+
 def choose_gpus(gpus: list[GpuInfo], need: int, sel: str | None) -> tuple[list[GpuInfo], str]:
     """The GPUs a launch runs on. 'auto' (or nothing given): the `need` visible GPUs with the most free
     memory (ties: lowest index), so the estimate is made for the best set there is. '0,3': those NVML
@@ -200,10 +217,7 @@ def choose_gpus(gpus: list[GpuInfo], need: int, sel: str | None) -> tuple[list[G
         others = [g for g in gpus if g not in chosen]
         return named(chosen, "auto: the most free memory; " + ", ".join(
             f"GPU {g.index} has {g.free_bytes / GiB:.1f} GiB free" for g in others[:4]))
-    try:
-        want = [int(x) for x in sel.split(",") if x.strip()]
-    except ValueError:
-        raise BadInput(f"--gpus must be 'auto' or GPU indices like 0,3; got '{sel}'.") from None
+    want = parse_gpus_selector(sel)
     by_index = {g.index: g for g in gpus}
     missing = [i for i in want if i not in by_index]
     if missing or len(set(want)) != len(want) or not want:

@@ -42,7 +42,7 @@ def test_human_output_shows_breakdown_verdict_and_suggestion():
 
 @pytest.mark.parametrize("args,msg", [
     (["--max_model_len", "abc"], "expects an integer"),
-    (["--max-model-len", "-5"], "must be positive"),
+    (["--max-model-len", "-5"], "must be at least 1"),
     (["--gpu-memory-utilization", "1.5"], "(0, 1]"),
     (["--tensor-parallel-size", "3"], "does not divide"),
     (["--max-model-lenn", "5"], "Did you mean 'max-model-len'"),

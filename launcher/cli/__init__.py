@@ -1,6 +1,7 @@
 """The `launcher` command. Each command lives in its own module; bodies parse, call one library function, print."""
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import Annotated
@@ -68,7 +69,7 @@ def run(argv: list[str] | None = None) -> int:
 
     debug = bool(os.environ.get("LAUNCHER_DEBUG"))
     try:
-        rc = app(args=argv, standalone_mode=False)
+        rc = _command().main(args=argv, prog_name="launcher", standalone_mode=False)
         return rc if isinstance(rc, int) else ExitCode.OK
     except LauncherError as e:
         if debug:
@@ -100,12 +101,20 @@ def run(argv: list[str] | None = None) -> int:
         return ExitCode.FAILED
 
 
+@functools.lru_cache(maxsize=1)
+def _command():
+    """The click command typer builds from the app (once per process: building it is most of a short call)."""
+    return typer.main.get_command(app)
+
+
 def _is_click_error(e: Exception) -> bool:
     """typer ships its own copy of click's exceptions: recognised by shape (a message formatter, an exit code)."""
     return hasattr(e, "format_message") and hasattr(e, "exit_code")
 
 
 def _say(line: str) -> None:
+    """One line on stderr, whatever the message carries (a value with a newline in it stays on the line)."""
+    line = " ".join(line.splitlines())
     try:
         print(line, file=sys.stderr)
     except OSError:  # stderr gone (a closed terminal): the exit code still tells
