@@ -1,0 +1,146 @@
+"""The estimator's static terms against vLLM's own model construction (tests/vllm_meta.py builds each model on the
+meta device in a worker that imports vLLM once).
+
+For each architecture: parameter and buffer bytes (vLLM) against `weights_bytes` (estimator), and the per-layer
+KV cache (bytes per token and sliding window of every attention layer that has its own cache; vLLM's
+KVCacheSpec) against the estimator's per-layer layout. Used by tests/test_conformance.py and by
+scripts/gen_arch_table.py, which writes docs/architectures.md from the same run."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = Path(__file__).with_name("vllm_meta.py")
+WEIGHT_TOLERANCE = 0.001  # 0.1%
+KV_SPECS = ("FullAttentionSpec", "SlidingWindowSpec", "MLAAttentionSpec")
+STATE_SPECS = ("MambaSpec",)
+
+# Configs of dialects the generic path once read wrong (GPU starts, 2026-12): each must match vLLM exactly.
+DIALECTS = {
+    # multi-query attention spelled `multi_query` (Falcon-7B's config; GPT-BigCode's is the same flag)
+    "falcon-multi-query": {"architectures": ["FalconForCausalLM"], "model_type": "falcon", "hidden_size": 4544,
+                           "num_attention_heads": 71, "num_hidden_layers": 4, "multi_query": True,
+                           "new_decoder_architecture": False, "parallel_attn": True, "bias": False,
+                           "vocab_size": 65024, "alibi": False, "dtype": "bfloat16", "max_position_embeddings": 2048},
+    # a non-gated MLP with relu2 (Nemotron-4 / Minitron)
+    "nemotron-relu2": {"architectures": ["NemotronForCausalLM"], "model_type": "nemotron", "hidden_size": 3072,
+                       "intermediate_size": 9216, "num_attention_heads": 24, "num_key_value_heads": 8,
+                       "head_dim": 128, "num_hidden_layers": 4, "hidden_act": "relu2", "vocab_size": 256000,
+                       "max_position_embeddings": 4096, "partial_rotary_factor": 0.5, "tie_word_embeddings": False,
+                       "dtype": "bfloat16", "norm_eps": 1e-5, "rope_theta": 10000},
+}
+
+
+@dataclass
+class Row:
+    """One architecture's comparison."""
+
+    id: str
+    architecture: str
+    status: str  # matched | differs | not built | no config
+    reason: str = ""
+    weights_vllm: int = 0
+    weights_estimate: int = 0
+    kv_vllm: int = 0  # bytes per token summed over the layers with their own cache
+    kv_estimate: int = 0
+    layers_match: bool = False
+    state_layers: int = 0
+
+    @property
+    def weights_error(self) -> float:
+        return (self.weights_estimate - self.weights_vllm) / self.weights_vllm if self.weights_vllm else 0.0
+
+
+def run_worker(jobs: list[dict], python: str | None = None, timeout_s: float = 600) -> dict[str, dict]:
+    """Results by job id, from one worker process (vLLM imported once)."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_TARGET_DEVICE="cpu")
+    out = subprocess.run([python or sys.executable, str(WORKER)], input="".join(json.dumps(j) + "\n" for j in jobs),
+                         capture_output=True, text=True, timeout=timeout_s, env=env, cwd=str(ROOT))
+    res = {}
+    for line in out.stdout.splitlines():
+        if line.startswith("{"):
+            r = json.loads(line)
+            res[r["id"]] = r
+    if not res:
+        raise RuntimeError(f"the vLLM worker gave nothing: {out.stderr[-2000:]}")
+    return res
+
+
+def registry(python: str | None = None) -> dict:
+    return run_worker([{"id": "_registry", "registry": True}], python)["_registry"]
+
+
+def all_jobs(archs: list[str]) -> list[dict]:
+    jobs = [{"id": a, "generate": a} for a in archs]
+    jobs += [{"id": k, "config": v} for k, v in DIALECTS.items()]
+    return jobs
+
+
+def estimator_layers(m) -> list[tuple[int, int]]:
+    """(bytes per token, sliding window or 0) of each attention layer with its own cache, as the estimator counts."""
+    eb = m.dtype_bytes
+    per_token = (m.kv_lora_rank + m.qk_rope_head_dim) * eb if m.mla else 2 * max(1, m.num_kv_heads) * m.head_dim * eb
+    return sorted((per_token, w or 0) for w in m.layer_windows)
+
+
+def compare(job_id: str, r: dict) -> Row:
+    """The comparison for one worker result (the estimator imported here, never vLLM)."""
+    from launcher.errors import LauncherError
+    from launcher.estimator.weights import weights_bytes
+    from launcher.models.config import from_config
+
+    arch = (r.get("config") or {}).get("architectures", [job_id])[0] if r.get("config") else job_id
+    if not r.get("ok"):
+        status = "no config" if r.get("stage") == "no-config" else "not built"
+        return Row(job_id, arch, status, r.get("error", ""))
+    cfg = r.get("config") or DIALECTS.get(job_id)
+    vllm_layers = sorted((x["bytes_per_token"], x.get("spec_sliding_window") or 0) for x in r["layers"]
+                         if x.get("spec") in KV_SPECS and not x.get("kv_sharing_target_layer_name"))
+    state = [x for x in r["layers"] if x.get("spec") in STATE_SPECS]
+    other = sorted({x.get("spec") or x.get("spec_error", "?") for x in r["layers"]
+                    if x.get("spec") not in KV_SPECS + STATE_SPECS})
+    row = Row(job_id, arch, "differs", weights_vllm=r["param_bytes"] + r["buffer_bytes"],
+              kv_vllm=sum(b for b, _ in vllm_layers), state_layers=len(state))
+    try:
+        m = from_config(cfg)
+    except LauncherError as e:
+        row.reason = f"the estimator refuses its config: {e}"
+        return row
+    except Exception as e:  # noqa: BLE001 - a crash of the estimator on a valid config is a finding
+        row.reason = f"the estimator fails on its config: {type(e).__name__}: {e}"
+        return row
+    row.weights_estimate = weights_bytes(m)
+    mine = estimator_layers(m)
+    row.kv_estimate = sum(b for b, _ in mine)
+    row.layers_match = mine == vllm_layers
+    why = []
+    if abs(row.weights_error) > WEIGHT_TOLERANCE:
+        why.append(f"weights {row.weights_error:+.2%}")
+    if not row.layers_match:
+        why.append(f"KV per token {row.kv_estimate} vs vLLM {row.kv_vllm}" if row.kv_estimate != row.kv_vllm
+                   else "KV per-layer layout (sliding windows) differs")
+    if other:
+        why.append("cache specs not compared: " + ", ".join(other))
+    if state:
+        why.append(f"{len(state)} recurrent-state layers (state size not compared yet)")
+    row.status = "matched" if not why else "differs"
+    row.reason = "; ".join(why)
+    return row
+
+
+def run_all(python: str | None = None) -> tuple[dict, list[Row]]:
+    """The registry and every comparison, in one worker run."""
+    reg = registry(python)
+    res = run_worker(all_jobs(reg["text"]), python)
+    rows = [compare(j["id"], res.get(j["id"], {"ok": False, "stage": "build", "error": "no result"}))
+            for j in all_jobs(reg["text"])]
+    return reg, rows
+
+
+def to_json(rows: list[Row]) -> list[dict]:
+    return [asdict(r) | {"weights_error": r.weights_error} for r in rows]

@@ -1,0 +1,204 @@
+"""What vLLM itself allocates for a model: its own model class built on the meta device (no weights, no GPU),
+with the CPU build of vLLM the tests install.
+
+Run as a worker: `python tests/vllm_meta.py < jobs.jsonl > results.jsonl`, one JSON object per line in and out.
+A job is {"id", "config": {...config.json...}, "max_model_len"?}; a result is
+  {"id", "ok": true, "param_bytes", "buffer_bytes", "dtype", "layers": [{"name", "kind", "num_kv_heads",
+   "head_size", "sliding_window", "shared_with", "bytes_per_token", "dtype"}], "seconds"}
+or {"id", "ok": false, "stage": "config"|"build"|"kv", "error": "one line"}.
+vLLM is imported once for all jobs (the import is most of the time). Nothing here is imported by the launcher.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+
+# a local config.json: never ask the Hub (read when huggingface_hub is imported, so set before anything imports it)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _one_line(e: BaseException) -> str:
+    """The error on one line (a validation error's first complaint included)."""
+    lines = [x.strip() for x in f"{type(e).__name__}: {e}".splitlines() if x.strip()]
+    return " | ".join(lines[:3])[:300]
+
+
+class Builder:
+    """vLLM imported once; each model built under its own config on the meta device."""
+
+    def __init__(self):
+        os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+        import torch
+        from vllm.config import set_current_vllm_config
+        from vllm.distributed import (destroy_model_parallel, init_distributed_environment,
+                                      initialize_model_parallel)
+        from vllm.engine.arg_utils import EngineArgs
+        from vllm.model_executor.model_loader.utils import initialize_model
+
+        from vllm.model_executor.models import registry as vllm_registry
+
+        # vLLM inspects a model class it has not cached in a fresh interpreter (to keep CUDA out of the parent):
+        # 17-20 s each here, and there is no CUDA on the meta device to keep out
+        vllm_registry._run_in_subprocess = lambda fn: fn()
+        self.torch, self.EngineArgs, self.initialize_model = torch, EngineArgs, initialize_model
+        self.set_config = set_current_vllm_config
+        self.init_dist, self.init_mp, self.destroy_mp = (init_distributed_environment, initialize_model_parallel,
+                                                         destroy_model_parallel)
+        self.dist_ready = False
+        self.mp_ready = False
+
+    def build(self, config: dict, max_model_len: int = 1024) -> dict:
+        torch = self.torch
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "config.json"), "w") as fh:
+                json.dump(config, fh)
+            try:
+                vc = self.EngineArgs(model=d, load_format="dummy", skip_tokenizer_init=True, max_model_len=max_model_len,
+                                     enforce_eager=True).create_engine_config()
+            except BaseException as e:  # noqa: BLE001 - a config vLLM refuses is a result, not a crash
+                return {"ok": False, "stage": "config", "error": _one_line(e)}
+            old = torch.get_default_dtype()
+            try:
+                with self.set_config(vc):
+                    if not self.dist_ready:
+                        self.init_dist(world_size=1, rank=0, local_rank=0,
+                                       distributed_init_method=f"tcp://127.0.0.1:{_free_port()}", backend="gloo")
+                        self.dist_ready = True
+                    if self.mp_ready:
+                        self.destroy_mp()
+                    self.init_mp(1, 1)
+                    self.mp_ready = True
+                    vc.compilation_config.static_forward_context.clear()
+                    torch.set_default_dtype(vc.model_config.dtype)
+                    with torch.device("meta"):
+                        model = self.initialize_model(vllm_config=vc)
+                    layers = self._kv_layers(vc)
+            except BaseException as e:  # noqa: BLE001
+                return {"ok": False, "stage": "build", "error": _one_line(e),
+                        "where": traceback.format_exc().strip().splitlines()[-3][:200]}
+            finally:
+                torch.set_default_dtype(old)
+        params = sum(t.numel() * t.element_size() for t in model.parameters())
+        buffers = sum(t.numel() * t.element_size() for t in model.buffers())
+        return {"ok": True, "param_bytes": params, "buffer_bytes": buffers, "dtype": str(vc.model_config.dtype),
+                "layers": layers, "architecture": type(model).__name__}
+
+    def _kv_layers(self, vc) -> list[dict]:
+        out = []
+        for name, layer in vc.compilation_config.static_forward_context.items():
+            if not hasattr(layer, "get_kv_cache_spec"):
+                continue  # MoE runners and the like: no cache
+            row = {"name": name, "kind": type(layer).__name__}
+            for attr in ("num_kv_heads", "head_size", "sliding_window", "kv_sharing_target_layer_name"):
+                v = getattr(layer, attr, None)
+                row[attr] = v if isinstance(v, (int, str, type(None))) else str(v)
+            try:
+                spec = layer.get_kv_cache_spec(vc)
+            except BaseException as e:  # noqa: BLE001
+                row["spec_error"] = _one_line(e)
+                spec = None
+            if spec is not None:
+                row["spec"] = type(spec).__name__
+                row["page_size_bytes"] = int(spec.page_size_bytes)
+                bs = getattr(spec, "block_size", None)
+                row["block_size"] = bs
+                if type(spec).__name__ in ("FullAttentionSpec", "SlidingWindowSpec", "MLAAttentionSpec",
+                                           "ChunkedLocalAttentionSpec", "SinkFullAttentionSpec",
+                                           "CrossAttentionSpec", "EncoderOnlyAttentionSpec") and bs:
+                    row["bytes_per_token"] = int(spec.page_size_bytes) // int(bs)
+                row["spec_sliding_window"] = getattr(spec, "sliding_window", None)
+                shapes = getattr(spec, "shapes", None)
+                if shapes is not None:
+                    row["state_shapes"] = [list(s) for s in shapes]
+                    row["state_dtypes"] = [str(t) for t in getattr(spec, "dtypes", ())]
+            out.append(row)
+        return out
+
+
+SMALL_LAYERS = 4  # enough for every layer pattern's period here (sliding/full, dense-then-MoE, hybrids)
+
+
+def registry() -> dict:
+    """The installed vLLM's text-generation and multimodal architectures."""
+    from vllm.model_executor.models.registry import _MULTIMODAL_MODELS, _TEXT_GENERATION_MODELS
+
+    return {"text": sorted(_TEXT_GENERATION_MODELS), "multimodal": sorted(_MULTIMODAL_MODELS)}
+
+
+def transformers_config(arch: str) -> tuple[dict | None, str]:
+    """transformers' own config class for the architecture, at its defaults with few layers: (config, model_type),
+    or (None, why)."""
+    from transformers import CONFIG_MAPPING
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    mtype = None
+    for t, cls in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.items():
+        if arch in (cls if isinstance(cls, (list, tuple)) else [cls]):
+            mtype = t
+            break
+    if mtype is None:
+        return None, "no transformers config class (its config is vLLM's own or the model's remote code)"
+    cls = CONFIG_MAPPING[mtype]
+    key = getattr(cls, "attribute_map", {}).get("num_hidden_layers", "num_hidden_layers")
+    try:
+        default = cls()
+        layers = getattr(default, "num_hidden_layers", None)
+        kw = {key: min(layers, SMALL_LAYERS)} if isinstance(layers, int) and layers > SMALL_LAYERS else {}
+        cfg = cls(**kw).to_dict()
+    except BaseException as e:  # noqa: BLE001
+        return None, f"transformers' {cls.__name__} cannot be made at its defaults: {_one_line(e)}"
+    if cfg.get("num_attention_heads") and "num_key_value_heads" in cfg and cfg["num_key_value_heads"] is None:
+        cfg["num_key_value_heads"] = cfg["num_attention_heads"]  # None means multi-head (transformers fills it so)
+    cfg["architectures"] = [arch]
+    cfg["model_type"] = mtype
+    cfg["dtype"] = "bfloat16"
+    cfg.pop("torch_dtype", None)
+    return cfg, mtype
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> None:
+    t0 = time.monotonic()
+    quiet = io.StringIO()
+    with contextlib.redirect_stdout(quiet):
+        builder = Builder()
+    print(json.dumps({"id": "_import", "seconds": round(time.monotonic() - t0, 2)}), flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        job = json.loads(line)
+        t = time.monotonic()
+        if job.get("registry"):
+            print(json.dumps({"id": job["id"], **registry()}), flush=True)
+            continue
+        config = job.get("config")
+        extra = {}
+        if config is None:
+            config, mtype = transformers_config(job["generate"])
+            if config is None:
+                print(json.dumps({"id": job["id"], "ok": False, "stage": "no-config", "error": mtype}), flush=True)
+                continue
+            extra = {"config": config, "model_type": mtype}
+        with contextlib.redirect_stdout(quiet):
+            res = builder.build(config, job.get("max_model_len", 1024))
+        res.update(id=job["id"], seconds=round(time.monotonic() - t, 2), **extra)
+        print(json.dumps(res, default=str), flush=True)
+
+
+if __name__ == "__main__":
+    main()
