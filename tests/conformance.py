@@ -50,6 +50,7 @@ class Row:
     kv_estimate: int = 0
     layers_match: bool = False
     state_layers: int = 0
+    state_match: bool | None = None  # recurrent-state layers only: the state bytes per layer and their count
 
     @property
     def weights_error(self) -> float:
@@ -86,6 +87,18 @@ def estimator_layers(m) -> list[tuple[int, int]]:
     eb = m.dtype_bytes
     per_token = (m.kv_lora_rank + m.qk_rope_head_dim) * eb if m.mla else 2 * max(1, m.num_kv_heads) * m.head_dim * eb
     return sorted((per_token, w or 0) for w in m.layer_windows)
+
+
+def _state_bytes(layer: dict) -> int:
+    """Bytes of one recurrent-state layer's per-request state, from vLLM's MambaSpec shapes and dtypes."""
+    sizes = {"torch.float32": 4, "torch.bfloat16": 2, "torch.float16": 2, "torch.float8_e4m3fn": 1}
+    total = 0
+    for shape, dtype in zip(layer["state_shapes"], layer["state_dtypes"]):
+        n = 1
+        for d in shape:
+            n *= d
+        total += n * sizes.get(dtype, 2)
+    return total
 
 
 def compare(job_id: str, r: dict) -> Row:
@@ -127,7 +140,12 @@ def compare(job_id: str, r: dict) -> Row:
     if other:
         why.append("cache specs not compared: " + ", ".join(other))
     if state:
-        why.append(f"{len(state)} recurrent-state layers (state size not compared yet)")
+        vllm_state = sorted({_state_bytes(x) for x in state})
+        mine_state = m.state.page_bytes(m.dtype_bytes) if m.state is not None else 0
+        row.state_match = vllm_state == [mine_state] and len(state) == m.state_layers
+        if not row.state_match:
+            why.append(f"recurrent state per layer {mine_state} B x {m.state_layers} vs vLLM "
+                       f"{'/'.join(map(str, vllm_state))} B x {len(state)}")
     row.status = "matched" if not why else "differs"
     row.reason = "; ".join(why)
     return row

@@ -53,7 +53,10 @@ def _mlp(m: ModelArch, inter: int, tp: int, cap=None) -> float:
 def _moe(m: ModelArch, tp: int, cap=None) -> float:
     h, b = m.hidden_size, m.dtype_bytes
     # fused-MoE integer weights stay in Marlin's packed layout on every GPU (no Machete for experts)
-    n = m.num_experts * _mlp(m, m.moe_intermediate_size, tp, (8, 0) if m.quant.is_int else cap)
+    if m.quant.method == "mxfp4":
+        n = m.num_experts * m.quant.mxfp4_expert_bytes(h, m.moe_intermediate_size // tp, b)
+    else:
+        n = m.num_experts * _mlp(m, m.moe_intermediate_size, tp, (8, 0) if m.quant.is_int else cap)
     n += h * m.num_experts * b  # router gate (replicated, unquantized)
     if m.shared_experts:
         if m.mla:  # DeepSeek: n_shared_experts x moe_intermediate_size
@@ -69,7 +72,7 @@ def layer_bytes(m: ModelArch, index: int, tp: int, cap=None) -> float:
     parts = m.layer_plan[index] if m.layer_plan else "AF"
     n = norms
     if "F" in parts:
-        n += _moe(m, tp, cap) if m.is_moe and index >= m.dense_layers else _mlp(m, m.intermediate_size, tp, cap)
+        n += _moe(m, tp, cap) if m.is_moe_layer(index) else _mlp(m, m.intermediate_size, tp, cap)
     if "A" in parts:
         n += _attention(m, tp, cap)
     if "S" in parts and m.state is not None:  # the state mixer's projections, conv and norm (unquantized)

@@ -25,9 +25,20 @@ DENSE = {
 MOE = {"MixtralForCausalLM", "Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM"}
 MLA = {"DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM"}
 SUPPORTED = DENSE | MOE | MLA
-# Model types whose MLP is up + down projections only (vLLM's model code for them has no gate)
+# Model types whose MLP is up + down projections only (vLLM's model code for them has no gate), whatever the
+# activation (Nemotron's relu2 included)
 UNGATED_MLP = {"starcoder2", "gpt2", "gpt_bigcode", "gpt_neox", "gptj", "falcon", "mpt", "bloom", "opt", "phi",
-               "codegen", "persimmon", "gpt_neo"}
+               "codegen", "persimmon", "gpt_neo", "nemotron"}
+# Model types vLLM runs with multi-head latent attention when the config has kv_lora_rank (its
+# ModelArchConfigConvertor.is_deepseek_mla, transformers_utils/model_arch_config_convertor.py). Others with
+# MLA-like fields (MiniCPM3) cache full K and V of qk_nope + qk_rope per head.
+MLA_MODEL_TYPES = {"axk1", "deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_v4", "deepseek_v41", "dots3_note",
+                   "deepseek_mtp", "k3_dspark", "glm5_next", "glm5_next_text", "glm_moe_dsa", "glm4_moe_lite",
+                   "glm4_moe_lite_mtp", "kimi_k2", "kimi_linear", "longcat_flash", "pangu_ultra_moe",
+                   "pangu_ultra_moe_mtp", "bailing_hybrid", "bailing_hybrid_mtp", "bailing_hybrid_v3_mtp", "hy_v4",
+                   "hy_v4_mtp"}
+# KV-head keys in the order vLLM reads them (get_total_num_kv_heads); none of them: one KV head per query head
+KV_HEAD_KEYS = ("n_head_kv", "num_kv_heads", "num_key_value_heads", "multi_query_group_num", "num_attention_groups")
 # Models whose every layer keeps vLLM's sliding window (no per-layer list in their config)
 ALL_LAYERS_SLIDING = ("mistral", "mixtral", "phi3", "starcoder2")
 
@@ -77,6 +88,7 @@ class ModelArch:
     shared_experts: int = 0
     shared_expert_intermediate: int = 0  # Qwen2-MoE style shared expert's own size (0: intermediate_size)
     dense_layers: int = 0  # leading dense layers of an MoE model (DeepSeek first_k_dense_replace)
+    moe_layers: tuple[bool, ...] = ()  # which layers have experts, where the config says (empty: all past dense_layers)
     # MLA
     mla: bool = False
     kv_lora_rank: int = 0
@@ -118,6 +130,13 @@ class ModelArch:
     @property
     def is_moe(self) -> bool:
         return self.num_experts > 0
+
+    def is_moe_layer(self, index: int) -> bool:
+        if not self.is_moe:
+            return False
+        if self.moe_layers:
+            return self.moe_layers[index] if index < len(self.moe_layers) else False
+        return index >= self.dense_layers
 
     @property
     def dtype_bytes(self) -> int:
@@ -217,8 +236,8 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
                          "a large state per layer is assumed")
     layers = len(plan) if plan else _need(cfg, "num_hidden_layers", source)
     heads = int(_opt(cfg, "num_attention_heads") or 1) if hybrid else _need(cfg, "num_attention_heads", source)
-    kv = int(_opt(cfg, "num_key_value_heads") or heads)
-    head_dim = int(cfg.get("head_dim") or h // heads)
+    kv = _kv_heads(cfg, heads)
+    head_dim = _head_size(cfg, h, heads)
     vocab = _need(cfg, "vocab_size", source)
     inter = int(_opt(cfg, "intermediate_size") or 4 * h)
     tdtype = dtype if dtype not in (None, "auto") else str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
@@ -255,16 +274,21 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
     )
     common["notes"] = tuple(notes)  # _quant may have added one
     common.update(layer_plan=plan, state=state, **vision)
-    experts_any = int(cfg.get("num_local_experts") or cfg.get("num_experts") or cfg.get("n_routed_experts") or 0)
+    experts_any = _num_experts(cfg)
     generic = arch not in SUPPORTED
     if arch in MOE or (generic and experts_any and not cfg.get("kv_lora_rank")):
-        experts = int(cfg.get("num_local_experts") or cfg.get("num_experts") or 0)
+        experts = _num_experts(cfg)
         moe_i = int(cfg.get("moe_intermediate_size") or inter)
-        shared_i = int(cfg.get("shared_expert_intermediate_size") or cfg.get("shared_intermediate_size") or 0)
-        return ModelArch(**common, num_experts=experts, experts_per_tok=int(cfg.get("num_experts_per_tok") or 2),
+        # a shared expert of its own size (Qwen2-MoE), or n shared experts of the experts' size (Ernie 4.5, EXAONE)
+        n_shared = int(cfg.get("moe_num_shared_experts") or cfg.get("num_shared_experts") or 0)
+        shared_i = int(cfg.get("shared_expert_intermediate_size") or cfg.get("shared_intermediate_size") or 0) \
+            or n_shared * moe_i
+        return ModelArch(**common, num_experts=experts,
+                         experts_per_tok=int(cfg.get("num_experts_per_tok") or cfg.get("moe_k") or 2),
                          moe_intermediate_size=moe_i, shared_experts=1 if shared_i else 0,
-                         shared_expert_intermediate=shared_i)
-    if arch in MLA or (generic and cfg.get("kv_lora_rank")):
+                         shared_expert_intermediate=shared_i, moe_layers=_moe_layers(cfg, layers),
+                         dense_layers=int(cfg.get("first_k_dense_replace") or 0))
+    if arch in MLA or (generic and cfg.get("kv_lora_rank") and mtype in MLA_MODEL_TYPES):
         return ModelArch(**common, mla=True, kv_lora_rank=_need(cfg, "kv_lora_rank", source),
                          q_lora_rank=cfg.get("q_lora_rank"), qk_nope_head_dim=_need(cfg, "qk_nope_head_dim", source),
                          qk_rope_head_dim=_need(cfg, "qk_rope_head_dim", source), v_head_dim=_need(cfg, "v_head_dim", source),
@@ -273,6 +297,59 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
                          shared_experts=int(cfg.get("n_shared_experts") or 0),
                          dense_layers=int(cfg.get("first_k_dense_replace") or 0))
     return ModelArch(**common)
+
+
+def _num_experts(cfg: dict) -> int:
+    """Routed experts, under the names vLLM reads (ModelArchConfigConvertor.get_num_experts)."""
+    for k in ("num_experts", "moe_num_experts", "n_routed_experts", "num_local_experts"):
+        v = cfg.get(k)
+        if isinstance(v, list):  # a per-layer list: the largest
+            v = max(v) if v else 0
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    return 0
+
+
+def _moe_layers(cfg: dict, n: int) -> tuple[bool, ...]:
+    """Which decoder layers have experts, by the rule each family's vLLM model code applies."""
+    types = cfg.get("mlp_layer_types")
+    if isinstance(types, list) and types:  # EXAONE-MoE: "dense" / "sparse" per layer
+        return tuple(str(t) in ("sparse", "moe") for t in types[:n])
+    if cfg.get("moe_layer_start_index") is not None or cfg.get("moe_layer_interval") is not None:  # Ernie 4.5
+        start, end = int(cfg.get("moe_layer_start_index") or 0), cfg.get("moe_layer_end_index")
+        end = n - 1 if end is None else int(end)
+        step = int(cfg.get("moe_layer_interval") or 1)
+        return tuple((i + 1) % step == 0 and start <= i <= end for i in range(n))
+    if cfg.get("expert_layer_period"):  # Jamba: experts every period-th layer from the offset
+        period, offset = int(cfg["expert_layer_period"]), int(cfg.get("expert_layer_offset") or 0)
+        return tuple(i % period == offset for i in range(n))
+    if cfg.get("decoder_sparse_step") or cfg.get("mlp_only_layers"):  # Qwen2-MoE / Qwen3-MoE
+        step, dense = int(cfg.get("decoder_sparse_step") or 1), set(cfg.get("mlp_only_layers") or ())
+        return tuple(i not in dense and (i + 1) % step == 0 for i in range(n))
+    return ()
+
+
+def _kv_heads(cfg: dict, heads: int) -> int:
+    """Total KV heads as vLLM reads them: Falcon-style `multi_query` (without the new decoder architecture)
+    and GPT-BigCode's is one head; else the first of KV_HEAD_KEYS; else one per query head."""
+    if cfg.get("multi_query") and not cfg.get("new_decoder_architecture"):
+        return 1
+    for k in KV_HEAD_KEYS:
+        if isinstance(cfg.get(k), int) and not isinstance(cfg.get(k), bool) and cfg[k] > 0:
+            return int(cfg[k])
+    return heads
+
+
+def _head_size(cfg: dict, hidden: int, heads: int) -> int:
+    """The attention head size vLLM uses: head_dim when positive, hidden_size_per_head, MiniCPM3-style
+    qk_nope + qk_rope where MLA-like fields come without MLA, else hidden / heads."""
+    if cfg.get("qk_nope_head_dim") and cfg.get("qk_rope_head_dim") and str(cfg.get("model_type")) not in MLA_MODEL_TYPES:
+        return int(cfg["qk_nope_head_dim"]) + int(cfg["qk_rope_head_dim"])  # its attention runs on q/k heads
+    if isinstance(cfg.get("head_dim"), int) and cfg["head_dim"] > 0:
+        return int(cfg["head_dim"])
+    if cfg.get("hidden_size_per_head"):
+        return int(cfg["hidden_size_per_head"])
+    return hidden // heads
 
 
 def _rope_positions(cfg: dict) -> int:

@@ -5,9 +5,15 @@ intermediate_size, num_hidden_layers, rope_scaling and sliding_window, and trans
 to read it) takes the rest from the config class's defaults. Reading without transformers (the estimate
 path imports none of it), the defaults of those classes are copied here, per model_type, from
 transformers' configuration_*.py (Gemma3TextConfig, Gemma3Config, SiglipVisionConfig,
-CLIPVisionConfig). A key the file gives always wins.
+CLIPVisionConfig). A key the file gives always wins. Below those, for every model_type transformers knows,
+the flags its config class defaults to (tie_word_embeddings, biases, multi_query, ...), generated into
+transformers_defaults.json by scripts/gen_transformers_defaults.py.
 """
 from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
 
 DEFAULTS: dict[str, dict] = {
     "gemma3_text": {
@@ -27,9 +33,16 @@ DEFAULTS: dict[str, dict] = {
 }
 
 
+@lru_cache(maxsize=1)
+def _flags() -> dict:
+    """Per model_type, the flags transformers' config class defaults to (scripts/gen_transformers_defaults.py)."""
+    return json.loads(Path(__file__).with_name("transformers_defaults.json").read_text())
+
+
 def with_defaults(cfg: dict) -> dict:
     """cfg with its model_type's defaults under it, and its layer_types as transformers derives them."""
-    base = DEFAULTS.get(str(cfg.get("model_type", "")))
+    mtype = str(cfg.get("model_type", ""))
+    base = {**_flags().get(mtype, {}), **DEFAULTS.get(mtype, {})}
     if not base:
         return cfg
     out = {**base, **{k: v for k, v in cfg.items() if v is not None}}

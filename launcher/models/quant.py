@@ -56,7 +56,7 @@ class Quant:
     def linear_bytes(self, n_in: int, n_out: int, dtype_bytes: int, capability: tuple[int, int] | None = None) -> float:
         """Bytes of one linear layer's weight, scales and zero points (K = n_in, N = n_out)."""
         m = self.method
-        if m in ("none", ""):
+        if m in ("none", "", "mxfp4"):  # MXFP4 quantizes the experts only (expert_bytes): linears stay 16-bit
             return n_in * n_out * dtype_bytes
         if m == "fp8":
             if self.fp8_block:
@@ -80,6 +80,15 @@ class Quant:
             zero_bytes = dtype_bytes if kern in ("machete", "unknown") else self.bits / 8
             total += groups * n * zero_bytes
         return total
+
+
+    def mxfp4_expert_bytes(self, hidden: int, inter: int, dtype_bytes: int) -> float:
+        """One MXFP4 expert as vLLM's Mxfp4MoEMethod.create_weights allocates it (quantization/mxfp4.py): uint8
+        pairs of 4-bit values and one uint8 scale per 32 (w13: 2I x H, w2: H x I), and the 16-bit biases
+        (gpt-oss's experts have them). Any padding a GPU kernel adds to H or I is not counted."""
+        w13 = 2 * inter * (hidden // 2 + hidden // 32) + 2 * inter * dtype_bytes
+        w2 = hidden * (inter // 2 + inter // 32) + hidden * dtype_bytes
+        return w13 + w2
 
 
 NONE = Quant("none")
@@ -108,6 +117,8 @@ def from_config(q: dict, override: str | None) -> tuple[Quant, str | None]:
         return _compressed_tensors(q)
     if method == "bitsandbytes":
         return Quant("bitsandbytes", bits=4 if q.get("load_in_4bit", True) else 8), None
+    if method == "mxfp4":
+        return Quant("mxfp4", bits=4, group_size=32), None
     return NONE, f"quantization '{method}' is not modelled: weights counted at the checkpoint's 16-bit size, an upper bound"
 
 
