@@ -151,10 +151,15 @@ def compare(job_id: str, r: dict) -> Row:
     return row
 
 
-def run_all(python: str | None = None) -> tuple[dict, list[Row]]:
-    """The registry and every comparison, in one worker run."""
-    reg = registry(python)
-    res = run_worker(all_jobs(reg["text"]), python)
+def run_all(python: str | None = None, raw: dict | None = None) -> tuple[dict, list[Row]]:
+    """The registry and every comparison, in one worker run (vLLM imported once). raw: filled with the worker's
+    results by id (each generated config included)."""
+    jobs = [{"id": "_registry", "registry": True, "build_text": True}]
+    jobs += [{"id": k, "config": v} for k, v in DIALECTS.items()]
+    res = run_worker(jobs, python)
+    reg = {k: res["_registry"][k] for k in ("text", "multimodal")}
+    if raw is not None:
+        raw.update(res)
     rows = [compare(j["id"], res.get(j["id"], {"ok": False, "stage": "build", "error": "no result"}))
             for j in all_jobs(reg["text"])]
     return reg, rows

@@ -184,15 +184,25 @@ def main() -> None:
         job = json.loads(line)
         t = time.monotonic()
         if job.get("registry"):
-            print(json.dumps({"id": job["id"], **registry()}), flush=True)
+            reg = registry()
+            print(json.dumps({"id": job["id"], **reg}), flush=True)
+            if job.get("build_text"):  # and every text-generation architecture from its transformers config
+                for arch in reg["text"]:
+                    _build_one(builder, {"id": arch, "generate": arch}, quiet)
             continue
+        _build_one(builder, job, quiet)
+
+
+def _build_one(builder: "Builder", job: dict, quiet) -> None:
+    if True:
+        t = time.monotonic()
         config = job.get("config")
         extra = {}
         if config is None:
             config, mtype = transformers_config(job["generate"])
             if config is None:
                 print(json.dumps({"id": job["id"], "ok": False, "stage": "no-config", "error": mtype}), flush=True)
-                continue
+                return
             extra = {"config": config, "model_type": mtype}
         with contextlib.redirect_stdout(quiet):
             res = builder.build(config, job.get("max_model_len", 1024))

@@ -426,7 +426,12 @@ def confidence(m: ModelArch, gpus: int, vllm_version: tuple[int, ...]) -> tuple[
     if tuple(vllm_version[:2]) != (0, 24):
         return "extrapolated", f"vLLM {'.'.join(map(str, vllm_version))} was never measured (0.24.0 was)"
     if not seen:
-        return "derived", f"{m.architecture} is modelled from vLLM's shapes but no start of it was measured"
+        from ..models.config import SUPPORTED, conformance_matched
+
+        how = ("its weights and KV cache per layer equal what vLLM's own model construction allocates (conformance "
+               "run on the meta device)") if m.architecture in conformance_matched() and m.architecture not in SUPPORTED \
+            else "it is modelled from vLLM's shapes"
+        return "derived", f"{m.architecture}: {how}; no start of it was measured"
     gaps = []
     if m.quant.method not in seen["quant"]:
         gaps.append(f"{m.quant.method} weights")

@@ -21,7 +21,7 @@ def _attention(m: ModelArch, tp: int, cap=None) -> float:
 
     def lin(k: int, n: int, dtype_bytes: int) -> float:  # with this GPU's kernel choice
         return m.quant.linear_bytes(k, n, dtype_bytes, cap)
-    if m.mla:
+    if m.mla or m.kv_lora_rank:  # latent projections (MLA, and MiniCPM3's without MLA's cache)
         heads = m.num_heads // tp
         qk = m.qk_nope_head_dim + m.qk_rope_head_dim
         n = 0.0
@@ -104,7 +104,7 @@ def weights_bytes(m: ModelArch, tp: int = 1, pp: int = 1, capability: tuple[int,
 
 def _rope(m: ModelArch) -> int:
     # the rotary cos/sin cache is a buffer of the model (max_position x rotary dim)
-    return m.rope_max_pos * (m.qk_rope_head_dim if m.mla else m.head_dim) * m.dtype_bytes
+    return m.rope_max_pos * (m.qk_rope_head_dim if m.mla or m.kv_lora_rank else m.head_dim) * m.dtype_bytes
 
 
 def _kernel_layout_change(m: ModelArch, capability) -> int:

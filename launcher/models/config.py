@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from ..errors import ModelConfigError
@@ -219,7 +220,7 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
     layer_types = cfg.get("layer_types") or cfg.get("layers_block_type") or []
     notes: list[str] = []
     hybrid = hybrid_mod.is_hybrid(cfg, arch, mtype)
-    if arch not in SUPPORTED:
+    if arch not in SUPPORTED and arch not in conformance_matched():
         notes.append(f"{GENERIC_NOTE_START}'{arch or mtype or '(none)'}' has no specific model here: generic decoder "
                      "shapes from config.json (attention, MLP, experts and MLA fields as given)")
     if vision and not vision.get("vision_layout"):
@@ -239,7 +240,8 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
     kv = _kv_heads(cfg, heads)
     head_dim = _head_size(cfg, h, heads)
     vocab = _need(cfg, "vocab_size", source)
-    inter = int(_opt(cfg, "intermediate_size") or 4 * h)
+    inter = _opt(cfg, "intermediate_size") or 4 * h
+    inter = int(max(inter) if isinstance(inter, list) and inter else inter)  # per-layer sizes (Gemma 3n): the largest
     tdtype = dtype if dtype not in (None, "auto") else str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
     if tdtype == "float32":
         tdtype = "bfloat16"  # vLLM serves float32 checkpoints in bfloat16 by default
@@ -249,7 +251,9 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
     if plan:  # a hybrid: the attention layers only (full attention in every hybrid vLLM serves)
         windows = [None] * sum("A" in p for p in plan)
     elif layer_types:
-        windows = [int(sw) if str(t) == "sliding_attention" and sw else None for t in layer_types][:layers]
+        # Cohere2's sliding layers see [pos - window, pos]: vLLM gives them window + 1 (commandr.py, cohere2_moe.py)
+        sw_vllm = int(sw) + 1 if sw and mtype in ("cohere2", "cohere2_moe") else sw
+        windows = [int(sw_vllm) if str(t) == "sliding_attention" and sw else None for t in layer_types][:layers]
     elif mtype == "gemma2" and sw:
         windows = [int(sw) if i % 2 == 0 else None for i in range(layers)]
     elif mtype in ("qwen2", "qwen3", "qwen2_moe", "qwen3_moe"):
@@ -296,7 +300,23 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
                          moe_intermediate_size=int(cfg.get("moe_intermediate_size") or 0),
                          shared_experts=int(cfg.get("n_shared_experts") or 0),
                          dense_layers=int(cfg.get("first_k_dense_replace") or 0))
+    if generic and cfg.get("kv_lora_rank") and cfg.get("qk_nope_head_dim"):
+        # MiniCPM3: DeepSeek's latent projections, but vLLM caches full K and V per head (not MLA)
+        return ModelArch(**common, kv_lora_rank=int(cfg["kv_lora_rank"]), q_lora_rank=cfg.get("q_lora_rank"),
+                         qk_nope_head_dim=int(cfg["qk_nope_head_dim"]), qk_rope_head_dim=int(cfg.get("qk_rope_head_dim") or 0),
+                         v_head_dim=int(cfg.get("v_head_dim") or cfg["qk_nope_head_dim"]))
     return ModelArch(**common)
+
+
+@lru_cache(maxsize=1)
+def conformance_matched() -> frozenset[str]:
+    """Architectures whose weights and per-layer KV cache the estimator counts as vLLM's own model construction
+    allocates them (the conformance run, tests/conformance.py; written by scripts/gen_arch_table.py)."""
+    path = Path(__file__).with_name("conformance.json")
+    if not path.is_file():
+        return frozenset()
+    data = json.loads(path.read_text())
+    return frozenset(a for a, row in data["architectures"].items() if row["status"] == "matched")
 
 
 def _num_experts(cfg: dict) -> int:
@@ -366,8 +386,9 @@ def _rope_positions(cfg: dict) -> int:
             n = int(pos * factor)
         elif kind == "yarn":
             n = int(int(rope.get("original_max_position_embeddings") or pos) * factor)
-    if cfg.get("rope_local_base_freq"):
-        n += pos
+    kinds = {str(t) for t in cfg.get("layer_types") or ()}
+    if cfg.get("rope_local_base_freq") and {"sliding_attention", "full_attention"} <= kinds:
+        n += pos  # a second cache for the sliding layers (only where both kinds of layer are built)
     return n
 
 

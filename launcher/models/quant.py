@@ -85,7 +85,10 @@ class Quant:
     def mxfp4_expert_bytes(self, hidden: int, inter: int, dtype_bytes: int) -> float:
         """One MXFP4 expert as vLLM's Mxfp4MoEMethod.create_weights allocates it (quantization/mxfp4.py): uint8
         pairs of 4-bit values and one uint8 scale per 32 (w13: 2I x H, w2: H x I), and the 16-bit biases
-        (gpt-oss's experts have them). Any padding a GPU kernel adds to H or I is not counted."""
+        (gpt-oss's experts have them), after the padding of H and I that the GPU backends ask for: the largest
+        of NVIDIA's (Marlin, TRT-LLM: H to 256, I to 128; fused_moe/oracle/mxfp4.py
+        mxfp4_round_up_hidden_size_and_intermediate_size), so that no backend's choice is underestimated."""
+        hidden, inter = _round_up(hidden, 256), _round_up(inter, 128)
         w13 = 2 * inter * (hidden // 2 + hidden // 32) + 2 * inter * dtype_bytes
         w2 = hidden * (inter // 2 + inter // 32) + hidden * dtype_bytes
         return w13 + w2

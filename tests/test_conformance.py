@@ -1,0 +1,91 @@
+"""The estimator's static terms held equal to vLLM's own model construction (tests/conformance.py): one run of
+vLLM's model classes on the meta device for every architecture the installed vLLM registers, compared with what
+launcher/models/conformance.json and docs/architectures.md say (scripts/gen_arch_table.py writes both)."""
+import json
+import re
+
+import pytest
+
+import conformance
+from conftest import ROOT
+
+DATA = json.loads((ROOT / "launcher" / "models" / "conformance.json").read_text())
+DOC = (ROOT / "docs" / "architectures.md").read_text()
+
+
+RAW: dict = {}
+
+
+@pytest.fixture(scope="module")
+def run():
+    reg, rows = conformance.run_all(raw=RAW)
+    return reg, {r.id: r for r in rows}
+
+
+def test_every_registered_architecture_is_listed(run):
+    reg, _ = run
+    listed = set(re.findall(r"^\| `([^`]+)` \|", DOC, re.M))
+    missing = sorted(set(reg["text"]) | set(reg["multimodal"]) - listed)
+    assert not (set(reg["text"]) - listed) and not (set(reg["multimodal"]) - listed), \
+        f"registered by the installed vLLM but not in docs/architectures.md: {missing} (run scripts/gen_arch_table.py)"
+
+
+def test_each_architecture_compares_as_recorded(run):
+    """A matched architecture that stops matching fails here (the estimator or vLLM changed), and one that starts
+    matching does too, until scripts/gen_arch_table.py records it (so `confidence` follows)."""
+    reg, rows = run
+    changed = {a: (DATA["architectures"].get(a, {}).get("status"), rows[a].status, rows[a].reason)
+               for a in reg["text"] if DATA["architectures"].get(a, {}).get("status") != rows[a].status}
+    assert not changed, f"status changed (recorded, now, why): {changed}"
+
+
+def test_matched_means_weights_to_a_tenth_of_a_percent_and_every_layer_exact(run):
+    _, rows = run
+    matched = [r for r in rows.values() if r.status == "matched"]
+    assert len(matched) >= 35
+    for r in matched:
+        assert abs(r.weights_estimate - r.weights_vllm) <= 0.001 * r.weights_vllm, r
+        assert r.layers_match and r.kv_estimate == r.kv_vllm and r.state_match in (None, True), r
+
+
+@pytest.mark.parametrize("dialect", sorted(conformance.DIALECTS))
+def test_dialects_once_read_wrong_match_vllm(run, dialect):
+    """Falcon/GPT-BigCode `multi_query` (was 71 KV heads, 72 x the KV bytes per token), Nemotron's non-gated relu2
+    MLP (was counted gated: weights +26% on the GPU start)."""
+    _, rows = run
+    assert rows[dialect].status == "matched", rows[dialect]
+
+
+def test_a_matched_architecture_is_derived_not_extrapolated(run):
+    from launcher.estimator import EngineSettings, estimate
+    from launcher.gpu import GpuBudget
+    from launcher.models.config import SUPPORTED, from_config
+
+    cfg = RAW["Exaone4ForCausalLM"]["config"]
+    assert DATA["architectures"]["Exaone4ForCausalLM"]["status"] == "matched" and "Exaone4ForCausalLM" not in SUPPORTED
+    e = estimate(from_config(cfg), EngineSettings(max_model_len=2048), GpuBudget("H100", 81559 << 20))
+    assert e.confidence == "derived" and "conformance" in e.confidence_reason
+
+
+def test_mxfp4_experts_as_vllm_allocates_them():
+    """gpt-oss-20b's published shapes (24 layers, 32 experts, hidden and intermediate 2880) with MXFP4 experts. vLLM
+    cannot build MXFP4 on the CPU, so the expert bytes are worked by hand from Mxfp4MoEMethod.create_weights after
+    the GPU backends' padding (hidden to 3072, intermediate to 2944): w13 2 x 2944 x (3072/2 + 3072/32) + 2 x 2944 x 2
+    bias = 9,620,992 B; w2 3072 x (2944/2 + 2944/32) + 3072 x 2 = 4,810,752 B; 14,431,744 B per expert. The whole
+    model then comes to 13.69 GiB; vLLM 0.24.0 logged 13.6 GiB loading it on an H200 (16-bit counting gave 39.0)."""
+    from launcher.estimator.weights import weights_bytes
+    from launcher.models.config import from_config
+    from launcher.models.quant import Quant
+
+    assert Quant("mxfp4", bits=4, group_size=32).mxfp4_expert_bytes(2880, 2880, 2) == 14_431_744
+    cfg = {"architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss", "hidden_size": 2880,
+           "intermediate_size": 2880, "num_hidden_layers": 24, "num_local_experts": 32, "num_experts_per_tok": 4,
+           "vocab_size": 201088, "num_attention_heads": 64, "num_key_value_heads": 8, "head_dim": 64,
+           "sliding_window": 128, "layer_types": ["sliding_attention", "full_attention"] * 12,
+           "tie_word_embeddings": False, "max_position_embeddings": 131072, "attention_bias": True,
+           "rope_scaling": {"rope_type": "yarn", "factor": 32.0, "original_max_position_embeddings": 4096},
+           "torch_dtype": "bfloat16", "quantization_config": {"quant_method": "mxfp4"}}
+    m = from_config(cfg)
+    assert m.quant.method == "mxfp4" and not m.notes[1:]  # modelled: no "not modelled, 16-bit upper bound" note
+    gib = weights_bytes(m) / 2**30
+    assert 13.6 <= gib <= 13.6 * 1.01, gib  # never below what vLLM loaded, within 1% of it
