@@ -89,3 +89,23 @@ def test_mxfp4_experts_as_vllm_allocates_them():
     assert m.quant.method == "mxfp4" and not m.notes[1:]  # modelled: no "not modelled, 16-bit upper bound" note
     gib = weights_bytes(m) / 2**30
     assert 13.6 <= gib <= 13.6 * 1.01, gib  # never below what vLLM loaded, within 1% of it
+
+
+def test_an_architecture_counted_low_says_so_and_keeps_the_large_margin(run):
+    """Gemma 4 (full-attention layers with their own head size, per-layer inputs): the run finds its KV cache per
+    token and weights counted below vLLM's. Its estimate then says it may be optimistic and keeps the 3% margin."""
+    from launcher.estimator import EngineSettings, estimate
+    from launcher.estimator.activation import EXTRAPOLATED_MARGIN
+    from launcher.gpu import GpuBudget
+    from launcher.models.config import from_config
+
+    row = DATA["architectures"]["Gemma4ForCausalLM"]
+    assert row["status"] == "differs" and row["kv_estimate"] < row["kv_vllm"]
+    gpu = GpuBudget("H100", 81559 << 20)
+    m = from_config(RAW["Gemma4ForCausalLM"]["config"])
+    e = estimate(m, EngineSettings(max_model_len=4096), gpu)
+    assert e.confidence == "extrapolated" and "may be optimistic" in e.confidence_reason
+    from launcher.estimator.activation import extrapolated_margin_bytes
+
+    assert extrapolated_margin_bytes(m, (0, 24, 0), e.requested_bytes, e.kv_cache_bytes) == \
+        int(EXTRAPOLATED_MARGIN * e.requested_bytes)  # the large margin, not the derived one

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ..models.config import GENERIC_NOTE_START, ModelArch
+from ..models.config import CONFORMANCE_NOTE_START, GENERIC_NOTE_START, ModelArch
 
 # vLLM 0.24.0 runs these architectures on its "model runner V2" (config/vllm.py
 # DEFAULT_V2_MODEL_RUNNER_ARCHITECTURES). V2 does not subtract a CUDA graph
@@ -420,7 +420,7 @@ def confidence(m: ModelArch, gpus: int, vllm_version: tuple[int, ...]) -> tuple[
     """measured | derived | extrapolated, with the reason, from what vLLM's measured starts covered."""
     seen = coefficients().get("measured", {}).get(m.architecture)
     # generic decoder shapes are no reason for a margin once starts of this architecture were measured
-    notes = [n for n in m.notes if not (seen and n.startswith(GENERIC_NOTE_START))]
+    notes = [n for n in m.notes if not (seen and n.startswith((GENERIC_NOTE_START, CONFORMANCE_NOTE_START)))]
     if notes:
         return "extrapolated", "; ".join(notes)
     if tuple(vllm_version[:2]) != (0, 24):

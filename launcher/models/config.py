@@ -46,6 +46,8 @@ ALL_LAYERS_SLIDING = ("mistral", "mixtral", "phi3", "starcoder2")
 # How the note on an architecture without a specific model starts (activation.confidence drops it once
 # starts of that architecture were measured).
 GENERIC_NOTE_START = "architecture "
+# How the note on an architecture the conformance run found counted low starts (dropped the same way)
+CONFORMANCE_NOTE_START = "conformance: "
 
 # Multimodal architectures whose encoder profile (vLLM's dummy inputs for it) is modelled: activation.encoder_patches
 VISION_LAYOUTS = {"Qwen2VLForConditionalGeneration": "video", "Qwen2_5_VLForConditionalGeneration": "video",
@@ -224,6 +226,9 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
     if arch not in SUPPORTED and arch not in conformance_matched():
         notes.append(f"{GENERIC_NOTE_START}'{arch or mtype or '(none)'}' has no specific model here: generic decoder "
                      "shapes from config.json (attention, MLP, experts and MLA fields as given)")
+    low = _conformance_note(arch)
+    if low:
+        notes.append(low)
     if vision and not vision.get("vision_layout"):
         notes.append(f"multimodal '{arch or mtype}': the dummy inputs of its encoder's profile run are not modelled "
                      "here; the tower is assumed to run max_model_len tokens' worth of patches")
@@ -311,14 +316,33 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
 
 
 @lru_cache(maxsize=1)
-def conformance_matched() -> frozenset[str]:
-    """Architectures whose weights and per-layer KV cache the estimator counts as vLLM's own model construction
-    allocates them (the conformance run, tests/conformance.py; written by scripts/gen_arch_table.py)."""
+def conformance_rows() -> dict[str, dict]:
+    """Per architecture, how the estimator compared with vLLM's own model construction (the conformance run,
+    tests/conformance.py; written by scripts/gen_arch_table.py)."""
     path = Path(__file__).with_name("conformance.json")
-    if not path.is_file():
-        return frozenset()
-    data = json.loads(path.read_text())
-    return frozenset(a for a, row in data["architectures"].items() if row["status"] == "matched")
+    return json.loads(path.read_text())["architectures"] if path.is_file() else {}
+
+
+def conformance_matched() -> frozenset[str]:
+    """Architectures whose weights and per-layer KV cache the estimator counts as vLLM allocates them."""
+    return frozenset(a for a, row in conformance_rows().items() if row["status"] == "matched")
+
+
+def _conformance_note(arch: str) -> str | None:
+    """Where the conformance run found this architecture counted below what vLLM allocates: said, and the
+    estimate keeps the large margin of what is not modelled."""
+    row = conformance_rows().get(arch)
+    if not row or row["status"] != "differs":
+        return None
+    low = []
+    if row["kv_estimate"] < row["kv_vllm"]:
+        low.append(f"KV cache {row['kv_estimate']} B per token against vLLM's {row['kv_vllm']}")
+    if row["weights_error"] < -0.001:
+        low.append(f"weights {row['weights_error']:+.2%}")
+    if not low:
+        return None
+    return (f"{CONFORMANCE_NOTE_START}'{arch}' counted below what vLLM's own model construction allocates at transformers' default config ("
+            + ", ".join(low) + "; docs/architectures.md): the estimate may be optimistic")
 
 
 def _num_experts(cfg: dict) -> int:
