@@ -31,11 +31,12 @@ def _version(value: bool) -> None:
     if value:
         from .. import __version__
         from ..engines import vllm as vllm_engine
+        from ..errors import ExitCode
 
         inst = vllm_engine.installed()
         vllm = f"{inst.distribution} {inst.version}" if inst else "not installed (pip install 'launcher[gpu]' or 'launcher[cpu]')"
         print(f"launcher {__version__}\nvLLM: {vllm}\npython: {sys.executable}")
-        raise typer.Exit(0)
+        raise typer.Exit(ExitCode.OK)
 
 
 @app.callback()

@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import common
+from ..errors import ExitCode
 from .launch import Env, spec_from_cli
 
 
@@ -134,7 +135,7 @@ def bench(
     else:
         render(rep, common.console())
     if rep.failed or rep.aborted:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 def render(rep, con) -> None:

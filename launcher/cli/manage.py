@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import common
+from ..errors import ExitCode
 
 
 def _row(name: str) -> dict:
@@ -99,7 +100,7 @@ def status(name: str, json_out: common.Json = False) -> None:
         if cl is not None:
             _render_cluster(cl, con)
     if r["state"] != "READY":
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 def _cluster_view(name: str) -> dict | None:
@@ -196,4 +197,4 @@ def stop(name: Annotated[Optional[str], typer.Argument(help="Launch to stop.")] 
                 bad = r["ray_left_behind"]
                 common.console().print(f"  Ray: {'left behind ' + str(bad) if bad else 'no actor, placement group or worker of the launch is left'}")
     if any(r.get("ray_left_behind") for r in out):
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import common
+from ..errors import ExitCode
 from .launch import Env, spec_from_cli
 
 
@@ -148,7 +149,7 @@ def tune(
             raise DoesNotFit(f"vLLM's defaults do not fit: {dflt.pruned}")
         raise NotReady(f"vLLM's defaults did not run: {dflt.error}")
     if any(res.winner(wl) is None for wl in wls):
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 def render(res, files: dict, con) -> None:
