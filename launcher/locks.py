@@ -2,7 +2,7 @@
 
 The launching CLI takes the lock before it plans anything. A foreground launch keeps it for its life;
 a detached launch hands it to the supervisor it spawns by inheritance of the open file (both then hold
-the same lock), and the CLI lets go of its copy once the supervisor has recorded itself. The kernel
+the same lock), and the CLI closes its copy right after the spawn: the supervisor's copy keeps it held. The kernel
 drops the lock when the last holder exits, however it exits, so a crashed owner never leaves a stale
 lock behind. The lock file names its holder (PID and what it is) for the message a second owner gets.
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from conftest import TINY
 from launcher.cli import run
+from launcher.engine_args import _is_number
 
 T = str(TINY)
 
@@ -27,14 +28,6 @@ not_whole_gib = st.text(min_size=1, max_size=8).filter(lambda s: not re.fullmatc
 bad_selector = st.text(min_size=1, max_size=10).filter(lambda s: s.strip() != "auto" and not s.startswith("-")
                                                        and not re.fullmatch(r"\d+(,\d+)*", "".join(s.split())))
 bad_size = st.one_of(non_positive, nonfinite, st.sampled_from(["80XB", "GiB", "-5GiB", "nanGiB", "1e999GiB"]))
-
-
-def _is_number(s: str) -> bool:
-    try:
-        float(s)
-        return True
-    except ValueError:
-        return False
 
 
 BASE = {

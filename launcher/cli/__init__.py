@@ -92,11 +92,11 @@ def run(argv: list[str] | None = None) -> int:
         _say(f"error: {e.format_message()}")
         return ExitCode.BAD_INPUT
     except Exception as e:
-        if debug or _is_click_error(e):
-            if not debug:
-                _say(f"error: {e.format_message()}")
-                return ExitCode.BAD_INPUT
+        if debug:
             raise
+        if _is_click_error(e):
+            _say(f"error: {e.format_message()}")
+            return ExitCode.BAD_INPUT
         _say(f"error: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
              "(run again with LAUNCHER_DEBUG=1 for the traceback, and please report it)")
         return ExitCode.FAILED

@@ -288,13 +288,12 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
     experts_any = _num_experts(cfg)
     generic = arch not in SUPPORTED
     if arch in MOE or (generic and experts_any and not cfg.get("kv_lora_rank")):
-        experts = _num_experts(cfg)
         moe_i = int(cfg.get("moe_intermediate_size") or inter)
         # a shared expert of its own size (Qwen2-MoE), or n shared experts of the experts' size (Ernie 4.5, EXAONE)
         n_shared = int(cfg.get("moe_num_shared_experts") or cfg.get("num_shared_experts") or 0)
         shared_i = int(cfg.get("shared_expert_intermediate_size") or cfg.get("shared_intermediate_size") or 0) \
             or n_shared * moe_i
-        return ModelArch(**common, num_experts=experts,
+        return ModelArch(**common, num_experts=experts_any,
                          experts_per_tok=int(cfg.get("num_experts_per_tok") or cfg.get("moe_k") or 2),
                          moe_intermediate_size=moe_i, shared_experts=1 if shared_i else 0,
                          shared_expert_intermediate=shared_i, moe_layers=_moe_layers(cfg, layers),

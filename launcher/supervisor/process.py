@@ -98,7 +98,7 @@ class ProcessTree:
             if pid in out or pid == os.getpid():
                 continue
             try:
-                if os.getpgid(pid) == self.pgid or _tagged(proc, self.run_id):
+                if os.getpgid(pid) == self.pgid or _has_env(proc, RUN_ID_ENV, self.run_id):
                     out[pid] = ProcRef(pid, proc.info["create_time"])
             except (ProcessLookupError, PermissionError, psutil.Error):
                 continue
@@ -132,9 +132,10 @@ class ProcessTree:
             self.popen.poll()
 
 
-def _tagged(proc: psutil.Process, run_id: str) -> bool:
+def _has_env(proc: psutil.Process, var: str, value: str) -> bool:
+    """Whether the process's environment has var=value (False when it cannot be read)."""
     try:
-        return proc.environ().get(RUN_ID_ENV) == run_id
+        return proc.environ().get(var) == value
     except (psutil.Error, OSError):
         return False
 
@@ -165,16 +166,8 @@ def spawn(argv: list[str], env: dict, log_path: str, run_id: str, cwd: str | Non
 
 def tagged(var: str, value: str) -> list[ProcRef]:
     """Every live process whose environment has var=value (this process excluded)."""
-    out = []
-    for proc in psutil.process_iter(["pid", "create_time"]):
-        if proc.info["pid"] == os.getpid():
-            continue
-        try:
-            if proc.environ().get(var) == value:
-                out.append(ProcRef(proc.info["pid"], proc.info["create_time"]))
-        except (psutil.Error, OSError):
-            continue
-    return out
+    return [ProcRef(proc.info["pid"], proc.info["create_time"]) for proc in psutil.process_iter(["pid", "create_time"])
+            if proc.info["pid"] != os.getpid() and _has_env(proc, var, value)]
 
 
 def sweep_run(run_id: str, pgid: int | None, refs: list[ProcRef]) -> list[int]:

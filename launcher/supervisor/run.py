@@ -80,7 +80,6 @@ class ServerRun:
 
     def _update(self, **kw) -> None:
         """state.json, through this supervisor's own copy of it (a damaged file is rewritten whole)."""
-        self._mirror.update(kw)
         self._mirror = update_state(self.name, base=self._mirror, **kw)
 
     def _repair_state(self, now: float) -> None:
@@ -89,8 +88,7 @@ class ServerRun:
             return
         self._next_check = now + 2.0
         if read_json(self.dir / "state.json") is None:
-            self._mirror["repaired_at"] = time.time()
-            self._update(state=self.sup.state.value)
+            self._update(state=self.sup.state.value, repaired_at=time.time())
             with open(self.dir / "supervisor.log", "a") as fh:
                 fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} state.json was unreadable: rewritten\n")
 
