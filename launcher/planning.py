@@ -91,8 +91,21 @@ SETTINGS_KEYS = {
 }
 
 
+LORA_KEYS = {"max-loras": "max_loras", "max-lora-rank": "max_lora_rank", "lora-dtype": "lora_dtype",
+             "max-cpu-loras": "max_cpu_loras"}
+
+
+def lora_settings(args: dict):
+    """--enable-lora and its sizes (None without --enable-lora; the sizes alone change nothing in vLLM)."""
+    from .estimator.lora import LoraSettings
+
+    if not args.get("enable-lora"):
+        return None
+    return LoraSettings(**{attr: args[k] for k, attr in LORA_KEYS.items() if args.get(k) is not None})
+
+
 def settings_from_engine_args(args: dict) -> EngineSettings:
-    kw = {}
+    kw = {"lora": lora_settings(args)}
     for k, attr in SETTINGS_KEYS.items():
         if k in args and args[k] is not None:
             v = args[k]
@@ -254,6 +267,11 @@ def cpu_kv_cache(m: ModelArch, s: EngineSettings, env: dict | None = None) -> di
     batched = s.max_num_batched_tokens or 4096
     out = {"kv_cache_bytes": space, "source": src if space else None, "max_model_len": want,
            "kv_bytes_per_token": lay.bytes_per_block // block}
+    if s.lora is not None:  # the adapters' stacks, in host memory beside the weights
+        from .estimator.lora import adapter_bytes, check_supported
+
+        check_supported(m)
+        out["lora_bytes"] = adapter_bytes(m, s.lora, tp=s.tensor_parallel_size)
     if space:
         fit = lay.max_len_that_fits(space, m.derived_max_len, block, batched)
         out.update(kv_cache_tokens=lay.tokens(space, want, block, batched), max_model_len_fit=fit,

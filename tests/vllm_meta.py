@@ -55,14 +55,18 @@ class Builder:
         self.dist_ready = False
         self.mp_ready = False
 
-    def build(self, config: dict, max_model_len: int = 1024) -> dict:
+    def build(self, config: dict, max_model_len: int = 1024, lora: dict | None = None) -> dict:
+        """`lora` ({"max_loras", "max_lora_rank"}): also wrap the model as --enable-lora does and report the
+        bytes of the adapters' stacked buffers, per wrapped module kind."""
         torch = self.torch
+        lora_args = ({"enable_lora": True, "max_loras": lora.get("max_loras", 1),
+                      "max_lora_rank": lora.get("max_lora_rank", 16)} if lora else {})
         with tempfile.TemporaryDirectory() as d:
             with open(os.path.join(d, "config.json"), "w") as fh:
                 json.dump(config, fh)
             try:
                 vc = self.EngineArgs(model=d, load_format="dummy", skip_tokenizer_init=True, max_model_len=max_model_len,
-                                     enforce_eager=True).create_engine_config()
+                                     enforce_eager=True, **lora_args).create_engine_config()
             except BaseException as e:  # noqa: BLE001 - a config vLLM refuses is a result, not a crash
                 return {"ok": False, "stage": "config", "error": _one_line(e)}
             old = torch.get_default_dtype()
@@ -81,15 +85,41 @@ class Builder:
                     with torch.device("meta"):
                         model = self.initialize_model(vllm_config=vc)
                     layers = self._kv_layers(vc)
+                    params = sum(t.numel() * t.element_size() for t in model.parameters())
+                    buffers = sum(t.numel() * t.element_size() for t in model.buffers())
+                    adapters = self._lora_buffers(model, vc) if lora else None
             except BaseException as e:  # noqa: BLE001
                 return {"ok": False, "stage": "build", "error": _one_line(e),
                         "where": traceback.format_exc().strip().splitlines()[-3][:200]}
             finally:
                 torch.set_default_dtype(old)
-        params = sum(t.numel() * t.element_size() for t in model.parameters())
-        buffers = sum(t.numel() * t.element_size() for t in model.buffers())
-        return {"ok": True, "param_bytes": params, "buffer_bytes": buffers, "dtype": str(vc.model_config.dtype),
-                "layers": layers, "architecture": type(model).__name__}
+        out = {"ok": True, "param_bytes": params, "buffer_bytes": buffers, "dtype": str(vc.model_config.dtype),
+               "layers": layers, "architecture": type(model).__name__}
+        if adapters is not None:
+            out["lora"] = adapters
+        return out
+
+    def _lora_buffers(self, model, vc) -> dict:
+        """What vLLM's LoRA manager allocates for the adapters' slots (the model runner's own call)."""
+        from vllm.v1.worker.lora_model_runner_mixin import LoRAModelRunnerMixin
+
+        torch = self.torch
+        wrapped = LoRAModelRunnerMixin().load_lora_model(model, vc, torch.device("meta"))
+        total, per_kind, seen = 0, {}, set()
+        for _, module in wrapped.model.named_modules():
+            for attr, value in vars(module).items():
+                if "lora_a_stacked" not in attr and "lora_b_stacked" not in attr:
+                    continue
+                tensors = [value] if isinstance(value, torch.Tensor) else list(value or ())
+                # each allocation once: the MoE layer also lists views of its stacks per expert
+                tensors = [t._base if t._base is not None else t for t in tensors]
+                fresh = [t for t in tensors if id(t) not in seen]
+                seen.update(id(t) for t in fresh)
+                n = sum(t.numel() * t.element_size() for t in fresh)
+                total += n
+                kind = type(module).__name__
+                per_kind[kind] = per_kind.get(kind, 0) + n
+        return {"bytes": total, "per_kind": per_kind, "dtype": str(vc.lora_config.lora_dtype)}
 
     def _kv_layers(self, vc) -> list[dict]:
         out = []
@@ -131,6 +161,32 @@ def registry() -> dict:
     from vllm.model_executor.models.registry import _MULTIMODAL_MODELS, _TEXT_GENERATION_MODELS
 
     return {"text": sorted(_TEXT_GENERATION_MODELS), "multimodal": sorted(_MULTIMODAL_MODELS)}
+
+
+def lora_support() -> dict:
+    """Per registered architecture: whether its class supports LoRA and whether the input embedding is wrapped
+    (its `embedding_modules` names embed_tokens), from the classes themselves."""
+    import vllm
+    from vllm.model_executor.models import ModelRegistry
+    from vllm.model_executor.models.interfaces import supports_lora
+
+    out = {}
+    for arch in sorted(ModelRegistry.get_supported_archs()):
+        try:
+            cls = ModelRegistry._try_load_model_cls(arch)
+        except BaseException:  # noqa: BLE001 - a class that does not import here
+            cls = None
+        if cls is None:
+            continue
+        packed = getattr(cls, "packed_modules_mapping", None) or {}
+        sizes = [len(v) for v in packed.values() if isinstance(v, (list, tuple))]
+        out[arch] = {"lora": bool(supports_lora(cls)),
+                     "embedding": "embed_tokens" in (getattr(cls, "embedding_modules", None) or {}),
+                     # the packed modules' slices: 3 for q/k/v merged from three checkpoint tensors, 2 for gate/up
+                     # (None: the class declares no packing, it is set per instance)
+                     "qkv_slices": (3 if 3 in sizes else 1) if sizes else None,
+                     "mlp_slices": (2 if 2 in sizes else 1) if sizes else None}
+    return {"vllm": vllm.__version__, "architectures": out}
 
 
 def transformers_config(arch: str) -> tuple[dict | None, str]:
@@ -183,6 +239,11 @@ def main() -> None:
             continue
         job = json.loads(line)
         t = time.monotonic()
+        if job.get("lora_support"):
+            with contextlib.redirect_stdout(quiet):
+                res = lora_support()
+            print(json.dumps({"id": job["id"], **res}), flush=True)
+            continue
         if job.get("registry"):
             reg = registry()
             print(json.dumps({"id": job["id"], **reg}), flush=True)
@@ -205,7 +266,7 @@ def _build_one(builder: "Builder", job: dict, quiet) -> None:
                 return
             extra = {"config": config, "model_type": mtype}
         with contextlib.redirect_stdout(quiet):
-            res = builder.build(config, job.get("max_model_len", 1024))
+            res = builder.build(config, job.get("max_model_len", 1024), lora=job.get("lora"))
         res.update(id=job["id"], seconds=round(time.monotonic() - t, 2), **extra)
         print(json.dumps(res, default=str), flush=True)
 

@@ -21,6 +21,7 @@ def estimate_dict(p) -> dict:
         "max_model_len_fit": kv.get("max_model_len_fit"), "kv_cache_tokens": kv.get("kv_cache_tokens"),
         "kv_cache_bytes": kv.get("kv_cache_bytes"), "kv_cache_source": kv.get("source"),
         "kv_bytes_per_token": kv.get("kv_bytes_per_token"), "weights_bytes": None, "activation_bytes": None,
+        "lora_bytes": kv.get("lora_bytes"),
         "cudagraph_bytes": None, "non_torch_bytes": None, "requested_bytes": None, "gpus": [],
         "notes": ["No GPU: the CPU build of vLLM sizes its KV cache from VLLM_CPU_KVCACHE_SPACE (GiB), not by profiling."
                   + ("" if kv.get("kv_cache_bytes") else " Set VLLM_CPU_KVCACHE_SPACE to see how many tokens it holds.")],
@@ -51,6 +52,9 @@ def render_estimate(p, con) -> None:
     t.add_column("GiB", justify="right")
     t.add_row("requested (total x %.2f)" % e.gpu_memory_utilization, _g(e.requested_bytes))
     t.add_row("weights", _g(e.weights_bytes))
+    if e.lora_bytes:
+        lo = p.settings.lora
+        t.add_row(f"LoRA adapters ({lo.max_loras} slot{'s' * (lo.max_loras > 1)} x rank {lo.max_lora_rank})", _g(e.lora_bytes))
     t.add_row(f"peak activation (profile: {e.max_num_batched_tokens} tokens, {e.max_num_seqs} seqs)", _g(e.activation_bytes))
     t.add_row("non-torch (NCCL, cuBLAS, allocator)", _g(e.non_torch_bytes))
     if e.graph_memory == "launcher":

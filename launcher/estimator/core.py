@@ -8,6 +8,7 @@ from ..errors import BadInput
 from ..models.config import ModelArch
 from ..units import GiB
 from . import activation, kv, weights
+from . import lora as loramod
 
 MiB = 1 << 20
 # The CUDA runtime reports a little less total memory than NVML/nvidia-smi. Measured:
@@ -76,6 +77,7 @@ class EngineSettings:
     # how the CUDA graph pool is accounted for (activation.GRAPH_MODES); None: the launcher's way where it
     # applies. Set from VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS when the user sets it (planning.plan).
     graph_memory: str | None = None
+    lora: loramod.LoraSettings | None = None  # --enable-lora with its sizes
 
     def mm_items_per_prompt(self, layout: str) -> int | None:
         """Items per prompt the encoder's profile may use, from --limit-mm-per-prompt: 0 when every
@@ -143,6 +145,7 @@ class Estimate:
     kv_cache_bytes: int
     kv_blocks: int
     weights_bytes: int
+    lora_bytes: int  # the adapters' stacked buffers (--enable-lora), 0 without
     activation_bytes: int
     cudagraph_bytes: int
     non_torch_bytes: int
@@ -225,17 +228,27 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
         # Qwen-VL's pixel limits): not read, so the encoder is not modelled for this launch
         m = replace(m, notes=(*m.notes, "--mm-processor-kwargs changes the encoder's dummy inputs, which are not "
                                         "modelled with it"))
+    if s.lora is not None:
+        loramod.check_supported(m)
+        m = replace(m, notes=(*m.notes, *(loramod.NOTE_START + n for n in (
+            "no LoRA launch was measured on a GPU (the adapters' buffers are vLLM's own count, the second set of "
+            "CUDA graphs is counted as large as the first)", *loramod.notes(m)))))
     run = activation.runner(m, vllm_version)
     items = s.mm_items_per_prompt(m.vision_layout)
     w = weights.weights_bytes(m, tp, pp, capability=gpu.capability, vision=items != 0)
+    adapters = loramod.adapter_bytes(m, s.lora, tp=tp, pp=pp) if s.lora is not None else 0
     shape = activation.profile_shape(m, max_num_batched_tokens=batched, max_num_seqs=seqs, tp=tp, max_model_len=want_len,
                                      items_per_prompt=items)
     act = activation.peak_activation_bytes(shape, run)
+    if s.lora is not None:
+        act += loramod.activation_bytes(s.lora, batched)
     nt = activation.non_torch_bytes(run, tp * pp)
     mode = activation.graph_memory_mode(s.graph_memory, run, enforce_eager=s.enforce_eager, vllm_version=vllm_version,
                                         kv_cache_memory_bytes=s.kv_cache_memory_bytes)
     sample = activation.graph_sample_bytes(m, run, enforce_eager=s.enforce_eager, tp=tp, max_num_seqs=seqs,
                                            max_num_batched_tokens=batched)
+    graph_cases = loramod.GRAPH_CASES if s.lora is not None else 1  # each graph captured with and without adapters
+    sample *= graph_cases
     requested = math.ceil(gpu.cuda_total_bytes * util)
     vllm_util, segment, graphs_outside = util, 0, None
     if mode == "launcher":  # vLLM is given the share asked for less its graph estimate without the fresh segment
@@ -249,11 +262,11 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
                                                  max_num_batched_tokens=batched)
         cg = sample + segment
     if run == "v2" and graphs_outside is None:
-        graphs_outside = activation.v2_graphs_outside_bytes(m, pp)
+        graphs_outside = activation.v2_graphs_outside_bytes(m, pp) * graph_cases
     if s.kv_cache_memory_bytes:
         avail = int(s.kv_cache_memory_bytes)
     else:
-        avail = requested - (w + act + nt) - cg
+        avail = requested - (w + adapters + act + nt) - cg
     confidence, why = activation.confidence(m, tp * pp, vllm_version)
     if confidence == "extrapolated" and not s.kv_cache_memory_bytes:
         avail -= activation.extrapolated_margin_bytes(m, vllm_version, requested, avail)  # never guess high where nothing was measured
@@ -271,6 +284,7 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     est = Estimate(
         fits=True, max_model_len=used_len, max_model_len_fit=fit_len, derived_max_model_len=derived,
         kv_cache_tokens=tokens, kv_cache_bytes=avail, kv_blocks=lay.num_blocks(avail_pos), weights_bytes=w,
+        lora_bytes=adapters,
         activation_bytes=act, cudagraph_bytes=cg, non_torch_bytes=nt, requested_bytes=requested,
         total_bytes=gpu.total_bytes, gpu_memory_utilization=util, max_num_batched_tokens=batched,
         max_num_seqs=seqs, block_size=block, kv_bytes_per_token=per_token,
@@ -297,7 +311,8 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
         est.suggestions += _shared_gpu_advice(m, s, gpu, vllm_version, free, outside)
     elif avail <= 0:
         est.fits, est.cause = False, "weights"
-        est.reason = (f"the model does not fit at all: weights {w / GiB:.2f} GiB + activations and overhead "
+        est.reason = (f"the model does not fit at all: weights {(w + adapters) / GiB:.2f} GiB"
+                      + (f" (LoRA adapters {adapters / GiB:.2f} GiB)" if adapters else "") + " + activations and overhead "
                       f"{(act + nt + cg) / GiB:.2f} GiB exceed the {requested / GiB:.2f} GiB requested.")
     elif fit_len < want_len and not auto:
         est.fits, est.cause = False, "max_model_len"
