@@ -104,8 +104,21 @@ def lora_settings(args: dict):
     return LoraSettings(**{attr: args[k] for k, attr in LORA_KEYS.items() if args.get(k) is not None})
 
 
+def draft_arch(ref: str, dtype: str) -> ModelArch:
+    """The speculative proposer's architecture from its config.json: a local folder or a Hub repository id."""
+    if Path(ref).exists():
+        cfg = load_config_dir(ref)
+    else:
+        from .models import hub
+
+        cfg = hub.fetch_metadata(ref, None).config
+    return from_config(cfg, source=f"draft {ref}", dtype=dtype)
+
+
 def settings_from_engine_args(args: dict) -> EngineSettings:
-    kw = {"lora": lora_settings(args)}
+    from .estimator import speculative
+
+    kw = {"lora": lora_settings(args), "speculative": speculative.parse(args.get("speculative-config"))}
     for k, attr in SETTINGS_KEYS.items():
         if k in args and args[k] is not None:
             v = args[k]
@@ -149,6 +162,9 @@ def plan(model: ModelRef, engine_args: dict, *, gpu_memory: str | None = None, g
         settings = replace(settings, graph_memory=asked or "vllm")
     if settings.dtype not in ("auto", None) and settings.dtype != model.arch.dtype:
         model = ModelRef(model.load, replace(model.arch, dtype=settings.dtype), model.label)
+    if settings.speculative is not None and settings.speculative.model \
+            and settings.speculative.method not in ("ngram", "suffix", "ngram_gpu"):
+        settings = replace(settings, draft=draft_arch(settings.speculative.model, model.arch.dtype))
     if cluster_nodes is not None:  # the cluster's GPUs, not this host's
         from .cluster.plan import plan_across
 
@@ -262,7 +278,14 @@ def cpu_kv_cache(m: ModelArch, s: EngineSettings, env: dict | None = None) -> di
     if space is None and env.get("VLLM_CPU_KVCACHE_SPACE"):
         space, src = cpu_kvcache_space(env["VLLM_CPU_KVCACHE_SPACE"]) * GiB, "VLLM_CPU_KVCACHE_SPACE"
     block = s.block_size or 128  # the CPU backend's default block size
-    lay = kvmod.layout(m, tp=s.tensor_parallel_size, pp=1, block_size=block, kv_cache_dtype=s.kv_cache_dtype)
+    extra = 0
+    if s.speculative is not None and s.speculative.proposer_on_gpu:  # the proposer's layers share the pool
+        from .estimator import speculative
+
+        draft = speculative.mtp_arch(m) if s.speculative.method in speculative.MTP_METHODS else s.draft
+        extra = speculative.kv_equivalent_layers(m, draft, s.tensor_parallel_size) if draft is not None else 0
+    lay = kvmod.layout(m, tp=s.tensor_parallel_size, pp=1, block_size=block, kv_cache_dtype=s.kv_cache_dtype,
+                       extra_full_layers=extra)
     want = m.derived_max_len if s.max_model_len in (None, "auto") else int(s.max_model_len)
     batched = s.max_num_batched_tokens or 4096
     out = {"kv_cache_bytes": space, "source": src if space else None, "max_model_len": want,

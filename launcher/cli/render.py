@@ -55,6 +55,10 @@ def render_estimate(p, con) -> None:
     if e.lora_bytes:
         lo = p.settings.lora
         t.add_row(f"LoRA adapters ({lo.max_loras} slot{'s' * (lo.max_loras > 1)} x rank {lo.max_lora_rank})", _g(e.lora_bytes))
+    if e.draft_weights_bytes:
+        sp = p.settings.speculative
+        t.add_row(f"speculative proposer ({sp.method}, {e.draft_kv_layers} KV layer{'s' * (e.draft_kv_layers != 1)})",
+                  _g(e.draft_weights_bytes))
     t.add_row(f"peak activation (profile: {e.max_num_batched_tokens} tokens, {e.max_num_seqs} seqs)", _g(e.activation_bytes))
     t.add_row("non-torch (NCCL, cuBLAS, allocator)", _g(e.non_torch_bytes))
     if e.graph_memory == "launcher":

@@ -410,8 +410,10 @@ DERIVED_MARGIN, DERIVED_MARGIN_MIN_BYTES = 0.005, 256 << 20
 def extrapolated_margin_bytes(m: ModelArch, vllm_version: tuple[int, ...], requested: int, kv_bytes: int) -> int:
     """The margin an extrapolated estimate keeps off the KV cache (see above)."""
     from .lora import NOTE_START as LORA_NOTE_START
+    from .speculative import HOST_NOTE_START
 
-    unmodelled = ([n for n in m.notes if not n.startswith((GENERIC_NOTE_START, LORA_NOTE_START))] or tuple(vllm_version[:2]) != (0, 24)
+    modelled = (GENERIC_NOTE_START, LORA_NOTE_START, HOST_NOTE_START)
+    unmodelled = ([n for n in m.notes if not n.startswith(modelled)] or tuple(vllm_version[:2]) != (0, 24)
                   or (m.vision_layers and not m.vision_layout))
     if unmodelled:
         return int(EXTRAPOLATED_MARGIN * requested)

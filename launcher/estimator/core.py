@@ -9,6 +9,7 @@ from ..models.config import ModelArch
 from ..units import GiB
 from . import activation, kv, weights
 from . import lora as loramod
+from . import speculative as specmod
 
 MiB = 1 << 20
 # The CUDA runtime reports a little less total memory than NVML/nvidia-smi. Measured:
@@ -78,6 +79,8 @@ class EngineSettings:
     # applies. Set from VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS when the user sets it (planning.plan).
     graph_memory: str | None = None
     lora: loramod.LoraSettings | None = None  # --enable-lora with its sizes
+    speculative: specmod.SpecSettings | None = None  # --speculative-config
+    draft: ModelArch | None = None  # the draft model or EAGLE head's architecture (read by planning)
 
     def mm_items_per_prompt(self, layout: str) -> int | None:
         """Items per prompt the encoder's profile may use, from --limit-mm-per-prompt: 0 when every
@@ -146,6 +149,8 @@ class Estimate:
     kv_blocks: int
     weights_bytes: int
     lora_bytes: int  # the adapters' stacked buffers (--enable-lora), 0 without
+    draft_weights_bytes: int  # the speculative proposer's weights (draft model, EAGLE head, MTP layers), 0 without
+    draft_kv_layers: int  # the proposer's attention layers in the KV cache pool, as target layers
     activation_bytes: int
     cudagraph_bytes: int
     non_torch_bytes: int
@@ -237,9 +242,13 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     items = s.mm_items_per_prompt(m.vision_layout)
     w = weights.weights_bytes(m, tp, pp, capability=gpu.capability, vision=items != 0)
     adapters = loramod.adapter_bytes(m, s.lora, tp=tp, pp=pp) if s.lora is not None else 0
+    draft_w, draft_layers, m = _proposer(m, s, tp, gpu.capability)
     shape = activation.profile_shape(m, max_num_batched_tokens=batched, max_num_seqs=seqs, tp=tp, max_model_len=want_len,
                                      items_per_prompt=items)
     act = activation.peak_activation_bytes(shape, run)
+    if s.speculative is not None:  # the rejection sampler's warm-up beside the forward's hidden states
+        act = max(act, specmod.sampler_bytes(s.speculative, shape.rows, m.vocab_size, m.dtype_bytes) + 2 * shape.hidden
+                  + activation.coefficients()["activation"][run]["const"])
     if s.lora is not None:
         act += loramod.activation_bytes(s.lora, batched)
     nt = activation.non_torch_bytes(run, tp * pp)
@@ -248,7 +257,9 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     sample = activation.graph_sample_bytes(m, run, enforce_eager=s.enforce_eager, tp=tp, max_num_seqs=seqs,
                                            max_num_batched_tokens=batched)
     graph_cases = loramod.GRAPH_CASES if s.lora is not None else 1  # each graph captured with and without adapters
-    sample *= graph_cases
+    if draft_layers:  # the proposer's graphs beside the target's, as large per layer
+        graph_cases *= 1 + draft_layers / max(1, m.num_layers)
+    sample = int(sample * graph_cases)
     requested = math.ceil(gpu.cuda_total_bytes * util)
     vllm_util, segment, graphs_outside = util, 0, None
     if mode == "launcher":  # vLLM is given the share asked for less its graph estimate without the fresh segment
@@ -262,16 +273,16 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
                                                  max_num_batched_tokens=batched)
         cg = sample + segment
     if run == "v2" and graphs_outside is None:
-        graphs_outside = activation.v2_graphs_outside_bytes(m, pp) * graph_cases
+        graphs_outside = int(activation.v2_graphs_outside_bytes(m, pp) * graph_cases)
     if s.kv_cache_memory_bytes:
         avail = int(s.kv_cache_memory_bytes)
     else:
-        avail = requested - (w + adapters + act + nt) - cg
+        avail = requested - (w + adapters + draft_w + act + nt) - cg
     confidence, why = activation.confidence(m, tp * pp, vllm_version)
     if confidence == "extrapolated" and not s.kv_cache_memory_bytes:
         avail -= activation.extrapolated_margin_bytes(m, vllm_version, requested, avail)  # never guess high where nothing was measured
     lay = kv.layout(m, tp=tp, pp=pp, block_size=block, kv_cache_dtype=s.kv_cache_dtype,
-                    mamba_cache_mode=s.state_cache_mode, max_model_len=want_len)
+                    mamba_cache_mode=s.state_cache_mode, max_model_len=want_len, extra_full_layers=draft_layers)
     block = lay.block_size or block  # a hybrid's attention block grows to hold one state page
     avail_pos = max(0, avail)
     # the fit answer keeps the calibrated headroom: better a little short than a failed load
@@ -284,7 +295,7 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     est = Estimate(
         fits=True, max_model_len=used_len, max_model_len_fit=fit_len, derived_max_model_len=derived,
         kv_cache_tokens=tokens, kv_cache_bytes=avail, kv_blocks=lay.num_blocks(avail_pos), weights_bytes=w,
-        lora_bytes=adapters,
+        lora_bytes=adapters, draft_weights_bytes=draft_w, draft_kv_layers=draft_layers,
         activation_bytes=act, cudagraph_bytes=cg, non_torch_bytes=nt, requested_bytes=requested,
         total_bytes=gpu.total_bytes, gpu_memory_utilization=util, max_num_batched_tokens=batched,
         max_num_seqs=seqs, block_size=block, kv_bytes_per_token=per_token,
@@ -339,6 +350,28 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     if suggest and not est.fits and est.reason and not est.suggestions:
         est.suggestions = _suggest(m, s, gpu, vllm_version, want_len, fit_len, num_gpus_available)
     return est
+
+
+def _proposer(m: ModelArch, s: EngineSettings, tp: int, cap) -> tuple[int, int, ModelArch]:
+    """The speculative proposer's weights and KV layers (as target layers), and the model with its notes."""
+    spec = s.speculative
+    if spec is None:
+        return 0, 0, m
+    if not spec.proposer_on_gpu:
+        return 0, 0, replace(m, notes=(*m.notes, specmod.HOST_NOTE_START + f"the {spec.method} proposer runs on the "
+                                       "host; the rejection sampler's warm-up is counted; not measured on a GPU"))
+    if spec.method in specmod.MTP_METHODS:
+        draft = specmod.mtp_arch(m)
+        extra = specmod.mtp_extra_bytes(m) // tp
+    else:
+        if s.draft is None:
+            raise BadInput(f"--speculative-config method {spec.method}: the draft model's config.json was not read.")
+        draft, extra = s.draft, 0
+    dtp = spec.draft_tensor_parallel_size or tp
+    w = weights.weights_bytes(draft, dtp, 1, capability=cap) + extra
+    note = (specmod.NOTE_START + f"{spec.method} proposer: its weights and KV layers counted from its config; its "
+            "profile and CUDA graphs were not measured on a GPU")
+    return w, specmod.kv_equivalent_layers(m, draft, tp), replace(m, notes=(*m.notes, note))
 
 
 def _shared_gpu_advice(m: ModelArch, s: EngineSettings, gpu: GpuBudget, vv, free: int, outside: int) -> list[str]:

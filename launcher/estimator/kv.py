@@ -90,8 +90,9 @@ KERNEL_BLOCK_ALIGNMENT = 16
 
 
 def layout(m: ModelArch, *, tp: int, pp: int, block_size: int, kv_cache_dtype: str = "auto",
-           mamba_cache_mode: str = "none", max_model_len: int | None = None) -> KvLayout:
-    """Group the model's attention layers the way vLLM's KV cache manager does."""
+           mamba_cache_mode: str = "none", max_model_len: int | None = None, extra_full_layers: int = 0) -> KvLayout:
+    """Group the model's attention layers the way vLLM's KV cache manager does. extra_full_layers: full-attention
+    layers of the target's page size beside the model's own (a speculative proposer's, estimator/speculative.py)."""
     eb = kv_dtype_bytes(kv_cache_dtype, m.dtype_bytes)
     if m.mla:
         per_token = (m.kv_lora_rank + m.qk_rope_head_dim) * eb
@@ -99,22 +100,24 @@ def layout(m: ModelArch, *, tp: int, pp: int, block_size: int, kv_cache_dtype: s
         per_token = 2 * max(1, m.num_kv_heads // tp) * m.head_dim * eb
     if m.state is not None and m.state_layers:
         return _hybrid_layout(m, tp=tp, pp=pp, block_size=block_size, per_token=per_token,
-                              mode=mamba_cache_mode, max_model_len=max_model_len)
+                              mode=mamba_cache_mode, max_model_len=max_model_len, extra=extra_full_layers)
     layers = m.layer_windows[: cdiv(m.num_layers, pp)]
     counts: dict[int | None, int] = {}
     for w in layers:
         counts[w] = counts.get(w, 0) + 1
+    if extra_full_layers:
+        counts[None] = counts.get(None, 0) + extra_full_layers
     return _group(counts, block_size * per_token)
 
 
 def _hybrid_layout(m: ModelArch, *, tp: int, pp: int, block_size: int, per_token: int, mode: str,
-                   max_model_len: int | None) -> KvLayout:
+                   max_model_len: int | None, extra: int = 0) -> KvLayout:
     """Attention and recurrent-state layers in one pool (platforms/interface.py _align_hybrid_block_size):
     the attention block grows until its page holds one state page, the state page is padded to it.
     Cache mode none: one page per request per state layer; align: two; all (prefix caching of the
     state): one per block of the request."""
     plan = m.layer_plan[: cdiv(len(m.layer_plan), pp)]
-    n_attn = sum("A" in p for p in plan)
+    n_attn = sum("A" in p for p in plan) + extra
     n_state = sum("S" in p for p in plan)
     state_page = m.state.page_bytes(m.dtype_bytes, tp)
     state_blocks = 2 if mode == "align" else 1

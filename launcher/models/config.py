@@ -126,6 +126,9 @@ class ModelArch:
     vision_layout: str = ""
     vision_item_tokens: int = 0  # "image": language-model tokens per image
     vision_item_patches: int = 0  # "image": patches the tower runs per image
+    # next-token-prediction layers the checkpoint carries for speculative decoding (method mtp); vLLM builds them
+    # only when asked to
+    mtp_layers: int = 0
 
     @property
     def state_layers(self) -> int:
@@ -282,6 +285,7 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
         gated_mlp=mtype not in UNGATED_MLP,
         rope_max_pos=_rope_positions(cfg),
         quant=_quant(cfg, quantization, notes),
+        mtp_layers=int(cfg.get("num_nextn_predict_layers") or cfg.get("mtp_num_hidden_layers") or 0),
     )
     common["notes"] = tuple(notes)  # _quant may have added one
     common.update(layer_plan=plan, state=state, **vision)

@@ -1,0 +1,134 @@
+"""What `--speculative-config` adds: the proposer's weights, its KV cache layers and the rejection sampler's warm-up.
+
+vLLM (config/speculative.py, v1/spec_decode/):
+- n-gram and suffix proposers run on the host (NgramProposer, numba): no GPU memory of their own;
+- a draft model (method "draft_model", or a `model` that names no EAGLE/MTP head) is a second model loaded beside
+  the target: its own weights, and its attention layers get KV cache specs in the same pool as the target's;
+- EAGLE / EAGLE-3 heads: a small model (usually one decoder layer, an input projection of 2 or 3 hidden widths)
+  with its own config.json; its layers get KV cache too;
+- MTP: the target's own next-token-prediction layers (num_nextn_predict_layers), each a decoder layer with its
+  input projection (2 hidden -> hidden), norms and a head over the vocabulary, plus an embedding;
+- the profile run's sampler warm-up also runs the rejection sampler on one draft token per request
+  (gpu_model_runner._dummy_sampler_run): fresh logits for two rows per request in the model dtype and, for
+  probabilistic drafts, float32 draft probabilities (and their softmax) for one row per request.
+The draft's layers join the KV cache pool: where their page equals the target's layers' they are grouped as vLLM
+groups layers of one size; otherwise each is counted as the target layers it would take the room of (rounded up).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+
+from ..errors import BadInput
+from ..models.config import ModelArch
+
+NGRAM_METHODS = frozenset({"ngram", "suffix", "ngram_gpu"})
+HEAD_METHODS = frozenset({"eagle", "eagle3", "medusa", "mlp_speculator", "draft_model", "dflash"})
+MTP_METHODS = frozenset({"mtp", "deepseek_mtp", "qwen3_next_mtp", "glm4_moe_mtp", "ernie_mtp", "longcat_flash_mtp",
+                         "mimo_mtp", "qwen3_5_mtp"})
+# Notes start so: the parts of vLLM they name are not modelled (the full margin applies) ...
+NOTE_START = "speculative decoding: "
+# ... or modelled but not measured (the smaller margin)
+HOST_NOTE_START = "speculative decoding on the host: "
+
+
+@dataclass(frozen=True)
+class SpecSettings:
+    """--speculative-config, read as vLLM reads it."""
+
+    method: str
+    num_speculative_tokens: int
+    model: str | None = None
+    draft_tensor_parallel_size: int | None = None
+    draft_probabilistic: bool = False
+
+    @property
+    def proposer_on_gpu(self) -> bool:
+        return self.method not in NGRAM_METHODS
+
+
+def parse(value) -> SpecSettings | None:
+    """The JSON object (or its string) vLLM takes; None for nothing."""
+    if value in (None, "", {}):
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise BadInput(f"--speculative-config: not a JSON object: {value!r}.",
+                           hint='For example \'{"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3}\'.') from None
+    if not isinstance(value, dict):
+        raise BadInput(f"--speculative-config: expected a JSON object, got {value!r}.")
+    model = value.get("model")
+    method = value.get("method") or _method_from_model(model)
+    if method is None:
+        raise BadInput("--speculative-config needs a \"method\" (ngram, eagle, eagle3, mtp, draft_model, ...) or a draft "
+                       "\"model\".")
+    method = str(method)
+    known = NGRAM_METHODS | HEAD_METHODS | MTP_METHODS
+    if method not in known:
+        raise BadInput(f"--speculative-config: unknown method {method!r}.", hint="Known: " + ", ".join(sorted(known)) + ".")
+    n = value.get("num_speculative_tokens")
+    if method not in MTP_METHODS and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise BadInput(f"--speculative-config: \"num_speculative_tokens\" must be a whole number >= 1 for {method}, "
+                       f"got {n!r}.")
+    if method in HEAD_METHODS and not model:
+        raise BadInput(f"--speculative-config: method {method} needs the draft \"model\" (a folder or a Hub id).")
+    tp = value.get("draft_tensor_parallel_size")
+    return SpecSettings(method=method, num_speculative_tokens=int(n or 1), model=model, draft_tensor_parallel_size=tp,
+                        draft_probabilistic=value.get("draft_sample_method") == "probabilistic")
+
+
+def _method_from_model(model) -> str | None:
+    """vLLM's guess from the draft's name when no method is given (config/speculative.py)."""
+    if not model:
+        return None
+    name = str(model).lower()
+    if "eagle-3" in name or "eagle3" in name:
+        return "eagle3"
+    if "eagle" in name:
+        return "eagle"
+    if "medusa" in name:
+        return "medusa"
+    return "draft_model"
+
+
+def mtp_arch(target: ModelArch) -> ModelArch:
+    """The target's MTP layers as a model of their own: num_nextn_predict_layers decoder layers (MoE where the
+    target's last layers are), with an embedding and a head over the vocabulary."""
+    n = target.mtp_layers
+    if n <= 0:
+        raise BadInput(f"--speculative-config method mtp: {target.architecture or 'the model'} has no MTP layers "
+                       "(num_nextn_predict_layers in config.json).", hint="Use ngram, eagle or a draft model.")
+    windows = (None,) * n
+    return replace(target, num_layers=n, layer_windows=windows, layer_plan=(), state=None, dense_layers=0,
+                   moe_layers=(target.is_moe_layer(target.num_layers - 1),) * n, tie_word_embeddings=False,
+                   vision_layers=0, vision_params=0, checkpoint=None)
+
+
+def mtp_extra_bytes(target: ModelArch) -> int:
+    """Per MTP layer beyond a decoder layer: its input projection (2 hidden -> hidden) and two norms."""
+    h = target.hidden_size
+    return target.mtp_layers * (2 * h * h + 2 * h) * target.dtype_bytes
+
+
+def kv_equivalent_layers(target: ModelArch, draft: ModelArch, tp: int) -> int:
+    """The draft's attention layers counted as target layers: equal when their page is the target's, else
+    the target layers they take the room of, rounded up."""
+    def per_token(m: ModelArch) -> int:
+        if m.mla:
+            return m.kv_lora_rank + m.qk_rope_head_dim
+        return 2 * max(1, m.num_kv_heads // tp) * m.head_dim
+
+    n = len(draft.layer_windows) if not draft.layer_plan else sum("A" in p for p in draft.layer_plan)
+    t, d = per_token(target) * target.dtype_bytes, per_token(draft) * draft.dtype_bytes
+    return n if t == d else -(-n * d // t)
+
+
+def sampler_bytes(spec: SpecSettings, rows: int, vocab: int, logit_bytes: int) -> int:
+    """The rejection sampler's warm-up beside the forward's hidden states: fresh logits for 2 rows per request and
+    their float32 copy, and the probabilistic drafts' probabilities (float32 noise and its softmax)."""
+    n = 2 * rows * vocab * (logit_bytes + 4)
+    if spec.draft_probabilistic:
+        n += 2 * rows * vocab * 4
+    return n
