@@ -15,7 +15,7 @@ from .engine_args import to_argv
 from .engines import vllm as vllm_engine
 from .errors import BadInput, DoesNotFit, LaunchFailed
 from .planning import Plan, plan, resolve_model
-from .locks import FD_ENV, NameLock
+from .locks import FD_ENV, START_FD_ENV, NameLock, StartLock
 from .runs import ACTIVE, read_json, read_state, run_dir, update_state, write_json
 from .spec import LaunchSpec
 from .supervisor import health, process
@@ -36,16 +36,26 @@ class Prepared:
     launcher_env: dict | None = None  # variables the launcher sets for the server (kept in launch.json)
     lock: NameLock | None = None  # the launch name's lock, held from prepare(claim=True) to the end of the run
     run_id: str | None = None  # tags every process of the run (set by record_launch, kept in launch.json)
+    start_lock: StartLock | None = None  # one start at a time on this host: held from planning until READY
+
+    def release_locks(self) -> None:
+        """This process's copies of the locks (an inherited copy in a supervisor keeps them held)."""
+        for lock in (self.lock, self.start_lock):
+            if lock is not None:
+                lock.release()
 
 
-def prepare(spec: LaunchSpec, *, check_port: bool = True, fetch=None, claim: bool = False) -> Prepared:
+def prepare(spec: LaunchSpec, *, check_port: bool = True, fetch=None, claim: bool = False,
+            on_start_wait=None) -> Prepared:
     """Validate everything and build the exact command line; start nothing.
 
     fetch(repo, revision, download_dir) -> local folder: called once the launch is known to fit, for a
     model that lives on the Hub, so that vLLM starts on local files (its start-up deadline then covers
     the engine only). Without it (--print-config) the command line names the repository.
     claim: the launch is about to start: vLLM must be installed, and the name's lock is taken first
-    (a second launch of the same name is refused at once, before any planning or download)."""
+    (a second launch of the same name is refused at once, before any planning or download), then the host's start
+    lock (locks.StartLock: a launch plans only once any other launch of ours is past its start, so the free memory
+    it reads is what the others hold for good). on_start_wait(holder) is called once when that lock is held."""
     from .engines import check_engine
 
     check_engine(spec.model_engine)
@@ -54,12 +64,16 @@ def prepare(spec: LaunchSpec, *, check_port: bool = True, fetch=None, claim: boo
         if inst is None:
             raise vllm_engine.not_installed()
         lock = NameLock.acquire(spec.name, "launcher launch")
+        start = None
         try:
+            start = StartLock.acquire_waiting(spec.name, spec.startup_timeout_s, on_start_wait)
             prep = _prepare(spec, inst, check_port, fetch)
         except BaseException:
-            lock.release()
+            for held_lock in (lock, start):
+                if held_lock is not None:
+                    held_lock.release()
             raise
-        prep.lock = lock
+        prep.lock, prep.start_lock = lock, start
         return prep
     return _prepare(spec, inst, check_port, fetch)
 
@@ -81,14 +95,20 @@ def _prepare(spec: LaunchSpec, inst, check_port: bool, fetch) -> Prepared:
 
         cluster, watch = prepare_cluster(spec, engine_args, cpu_build=bool(inst and inst.cpu_build))
         env["RAY_ADDRESS"] = cluster["address"]
+    if spec.gpu_memory_budget and not spec.preflight:
+        raise BadInput("--gpu-memory-budget is translated by the pre-flight: drop --no-preflight.")
     if spec.preflight:
         extra = {}
         if watch is not None:
             placement, nodes = placement_and_nodes(watch)
             extra = {"cluster_nodes": nodes, "placement": placement}
         p = plan(ref, engine_args, gpu_memory=spec.gpu_memory, gpu_preset=spec.gpu, num_gpus=spec.num_gpus, env=env,
-                 gpus_sel=spec.gpus,
+                 gpus_sel=spec.gpus, name=spec.name, gpu_memory_budget=spec.gpu_memory_budget,
                  **extra)
+        if spec.gpu_memory_budget:
+            from .planning import budget_engine_args
+
+            engine_args.update(budget_engine_args(p.settings))
         if p.cluster is not None and p.estimate is None:
             raise DoesNotFit("pre-flight: " + " ".join(p.notes))
         e = p.estimate
@@ -102,10 +122,15 @@ def _prepare(spec: LaunchSpec, inst, check_port: bool, fetch) -> Prepared:
         if e is not None and e.fits and engine_args.get("max-model-len") == "auto":
             engine_args["max-model-len"] = e.max_model_len
             note = f"--max-model-len auto: launching with {e.max_model_len} (the largest that fits)."
+        if p.cpu_kv and p.cpu_kv.get("reason"):
+            raise DoesNotFit(f"pre-flight: does not fit: {p.cpu_kv['reason']}",
+                             hint="Lower VLLM_CPU_KVCACHE_SPACE (or --kv-cache-memory-bytes), or stop another launch.")
         if p.cpu_kv and p.cpu_kv.get("fits") is False:
             raise DoesNotFit(f"pre-flight: max_model_len {p.cpu_kv['max_model_len']} does not fit the CPU KV cache "
                              f"({p.cpu_kv['kv_cache_tokens']} tokens).",
                              hint=f"Use --max-model-len {p.cpu_kv['max_model_len_fit']} or raise VLLM_CPU_KVCACHE_SPACE.")
+    if p is not None and p.beside:  # what our launches already running here hold (planning.plan's note)
+        note = (note + " " if note else "") + " ".join(n for n in p.notes if n.startswith("Beside "))
     if p is not None and p.chosen_gpus is not None and not spec.ray_address:
         pin = _gpu_env(p.chosen_gpus, spec.env)
         if pin:
@@ -181,7 +206,7 @@ def record_launch(prep: Prepared) -> None:
     d = run_dir(prep.spec.name)
     st = read_state(prep.spec.name)
     if st and st.get("state") in ACTIVE and (_supervisor_alive(st) or _alive(st, "server")):
-        prep.lock.release()
+        prep.release_locks()
         prep.lock = None
         raise BadInput(f"a launch named '{prep.spec.name}' is still running ({effective_state(st)}).",
                        hint=f"Stop it with `launcher stop {prep.spec.name}` or pick another --name.")
@@ -210,7 +235,7 @@ def server_run(prep: Prepared, policy: RestartPolicy | None = None, on_event=Non
 
     return ServerRun(prep.spec.name, prep.argv, prep.env, prep.spec.host, prep.port, run_dir(prep.spec.name),
                      policy or policy_for(prep.spec), on_event=on_event, cluster=watch_from_record(prep.cluster),
-                     run_id=prep.run_id)
+                     run_id=prep.run_id, start_lock=prep.start_lock)
 
 
 def run_foreground(prep: Prepared, on_event=None):
@@ -220,7 +245,7 @@ def run_foreground(prep: Prepared, on_event=None):
         sr = server_run(prep, on_event=on_event)
         return sr, sr.run()
     finally:
-        prep.lock.release()
+        prep.release_locks()
 
 
 def start_detached(prep: Prepared) -> int:
@@ -228,21 +253,26 @@ def start_detached(prep: Prepared) -> int:
     The name's lock goes to the daemon with it (an inherited descriptor): the name stays owned throughout."""
     record_launch(prep)
     try:  # the server env is rebuilt by the daemon from launch.json + this environment
-        return _spawn_supervisor(prep.spec.name, dict(prep.env), prep.lock, prep.run_id)
+        return _spawn_supervisor(prep.spec.name, dict(prep.env), prep.lock, prep.run_id, start_lock=prep.start_lock)
     finally:
-        prep.lock.release()  # the daemon's inherited copy keeps the name held
+        prep.release_locks()  # the daemon's inherited copies keep them held
 
 
-def _spawn_supervisor(name: str, env: dict, lock: NameLock, run_id: str | None, *extra: str) -> int:
+def _spawn_supervisor(name: str, env: dict, lock: NameLock, run_id: str | None, *extra: str,
+                      start_lock: StartLock | None = None) -> int:
     d = run_dir(name)
     env["LAUNCHER_HOME"] = str(d.parent.parent)
     env[FD_ENV] = str(lock.fd)
+    fds = (lock.fd,)
+    if start_lock is not None and start_lock.fd >= 0:
+        env[START_FD_ENV] = str(start_lock.fd)
+        fds += (start_lock.fd,)
     if run_id:
         env[SUPERVISOR_TAG_ENV] = run_id
     with open(d / "supervisor.log", "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "launcher", "_supervise", name, *extra], stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=os.getcwd(),
-                                pass_fds=(lock.fd,))
+                                pass_fds=fds)
     return proc.pid
 
 
@@ -253,17 +283,20 @@ def supervise_from_record(name: str, adopt: bool = False) -> int:
 
     lock = NameLock.inherited(name) or NameLock.acquire(name, "supervisor")
     lock.record("supervisor")
+    start = StartLock.inherited(name)  # released once the server is READY
+    if start is not None:
+        start.record("supervisor")
     rec = read_json(run_dir(name) / "launch.json")
     if rec is None:
         raise LaunchFailed(f"no launch record for '{name}'.")
     spec = LaunchSpec(**rec["spec"])
     env = env_from_record(rec, spec)
     prep = Prepared(spec, None, rec["argv"], env, rec["port"], rec.get("note", ""), rec.get("cluster"), lock=lock,
-                    run_id=rec.get("run_id"))
+                    run_id=rec.get("run_id"), start_lock=start)
     try:
         st = server_run(prep).run(adopt=adopt)
     finally:
-        lock.release()
+        prep.release_locks()
     return 0 if st == State.STOPPED else 1
 
 
@@ -308,7 +341,8 @@ def adopt(name: str) -> int:
 
 def _without_tags(env) -> dict:
     """An environment without the launcher's own process tags (a child gets them only where meant)."""
-    return {k: v for k, v in env.items() if not k.startswith(process.RUN_ID_ENV) and k not in (SUPERVISOR_TAG_ENV, FD_ENV)}
+    return {k: v for k, v in env.items()
+            if not k.startswith(process.RUN_ID_ENV) and k not in (SUPERVISOR_TAG_ENV, FD_ENV, START_FD_ENV)}
 
 
 def _alive(st: dict, which: str) -> bool:

@@ -113,3 +113,60 @@ def _describe(holder: dict) -> str:
     since = holder.get("since")
     age = f", for {time.time() - since:.0f} s" if isinstance(since, (int, float)) else ""
     return f"{holder.get('role', 'a launcher process')} (PID {holder['pid']}{age})"
+
+
+START_FD_ENV = "LAUNCHER_START_LOCK_FD"  # the inherited descriptor of the start lock, in a detached supervisor
+START_LOCK = "_start"  # locks/_start.lock ('_' cannot begin a launch name)
+
+
+class StartLock(NameLock):
+    """One launch starting at a time on this host: vLLM sizes its share from the free memory it reads at start-up,
+    and a second start that reads it while the first is still loading and profiling sees memory that is about to
+    go (two simultaneous starts on one GPU: one KV cache at -3.21 GiB, vLLM issue #55827). Taken before planning,
+    held through the server's start (handed to a detached supervisor like the name's lock) and released when the
+    server is READY or the launch ends; a second launch waits for it, saying whose start it waits for."""
+
+    @classmethod
+    def acquire_waiting(cls, name: str, timeout_s: float, on_wait=None, poll_s: float = 0.2) -> "StartLock":
+        path = lock_path(START_LOCK)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + timeout_s
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                if not told and on_wait is not None:
+                    on_wait(holder)
+                    told = True
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise BadInput(f"another launch is still starting after {timeout_s:.0f} s: "
+                                   f"{holder.get('launch', '?')} by {_describe(holder)}.",
+                                   hint="Wait for it (`launcher ps`), or stop it.") from None
+                time.sleep(poll_s)
+        lock = cls(name, fd)
+        lock.record("launcher launch")
+        return lock
+
+    @classmethod
+    def inherited(cls, name: str) -> "StartLock | None":
+        raw = os.environ.pop(START_FD_ENV, None)
+        try:
+            fd = int(raw)
+            os.fstat(fd)
+        except (TypeError, ValueError, OSError):
+            return None
+        return cls(name, fd)
+
+    def record(self, role: str) -> None:
+        data = json.dumps({"pid": os.getpid(), "role": role, "since": time.time(), "launch": self.name}).encode()
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, data, 0)
+
+
+def starting() -> dict | None:
+    """The launch now starting on this host ({'launch', 'pid', 'role', 'since'}), or None."""
+    return held(START_LOCK)

@@ -141,13 +141,16 @@ class Plan:
     cluster: object | None = None  # a cluster.plan.ClusterPlan for launches across Ray nodes
     chosen_gpus: list[int] | None = None  # NVML indices the server is to run on (its CUDA_VISIBLE_DEVICES)
     gpu_choice: str = ""  # which GPUs and why, in words
+    beside: list = field(default_factory=list)  # neighbours.Neighbour: our launches already on these devices
 
 
 def plan(model: ModelRef, engine_args: dict, *, gpu_memory: str | None = None, gpu_preset: str | None = None,
          num_gpus: int | None = None, vllm_version: str | None = None, gpu_source: GpuSource | None = None,
          device: str = "auto", env: dict | None = None, cluster_nodes: list | None = None,
-         placement: list[str] | None = None, cluster_source: str = "ray", gpus_sel: str | None = None) -> Plan:
-    """Run the estimator for this model, these engine arguments and these GPUs."""
+         placement: list[str] | None = None, cluster_source: str = "ray", gpus_sel: str | None = None,
+         name: str | None = None, gpu_memory_budget: str | None = None, suggest: bool = True) -> Plan:
+    """Run the estimator for this model, these engine arguments and these GPUs. name: the launch being planned
+    (left out of the launches already running beside it). gpu_memory_budget: bytes per GPU (budget_settings)."""
     parse_gpus_selector(gpus_sel)  # refused on any host, not only where NVML lists GPUs
     inst = vllm_engine.installed()
     # the CPU build's version says nothing of the GPU build that will run there: use the calibrated default
@@ -189,7 +192,18 @@ def plan(model: ModelRef, engine_args: dict, *, gpu_memory: str | None = None, g
             raise BadInput(f"--gpus {gpus_sel.strip()}: no GPU is visible here (NVML lists none).",
                            hint="Drop --gpus on a host without GPUs, or plan for one with --gpu/--gpu-memory.")
         p.source = "cpu" if cpu else "none"
-        p.cpu_kv = cpu_kv_cache(model.arch, settings, env) if cpu else None
+        if cpu and gpu_memory_budget:
+            p.settings = settings = budget_settings(model.arch, settings, gpu_memory_budget, None)
+        if cpu:
+            import psutil
+
+            from .neighbours import running
+
+            p.beside = [n for n in running(exclude=name) if not n.gpus]
+            p.cpu_kv = cpu_kv_cache(model.arch, settings, env, available_bytes=psutil.virtual_memory().available)
+            if p.beside:
+                p.notes.append("Beside " + "; ".join(n.describe() for n in p.beside) + f"; host memory available now "
+                               f"{p.cpu_kv['host_available_bytes'] / GiB:.2f} GiB (what is left beside them).")
         return p
     need = settings.tensor_parallel_size * settings.pipeline_parallel_size
     if need > len(gpus):
@@ -198,9 +212,19 @@ def plan(model: ModelRef, engine_args: dict, *, gpu_memory: str | None = None, g
     if source == "nvml" and need <= len(gpus):
         used, p.gpu_choice = choose_gpus(gpus, need, gpus_sel)
         p.chosen_gpus = [g.index for g in used]
+    if source == "nvml":
+        from .neighbours import on_gpus, running
+
+        p.beside = on_gpus(running(exclude=name), [g.index for g in used])
+        if p.beside:
+            p.notes.append("Beside " + "; ".join(n.describe() for n in p.beside) + ". NVML's free memory, which vLLM "
+                           "reads at start-up, already leaves them out (a launch plans once the others are READY).")
     # plan for the GPU with the least free memory among those used
     worst = min(used, key=lambda g: (g.free_bytes, g.total_bytes))
-    p.estimate = estimate(model.arch, settings, worst.budget(), vllm_version=vv, num_gpus_available=len(gpus))
+    if gpu_memory_budget:
+        p.settings = settings = budget_settings(model.arch, settings, gpu_memory_budget, worst.budget())
+    p.estimate = estimate(model.arch, settings, worst.budget(), vllm_version=vv, num_gpus_available=len(gpus),
+                          suggest=suggest)
     p.estimate.gpus = [g.__dict__ | {"pids": list(g.pids)} for g in used]
     p.estimate.vllm_version = version
     if need > len(gpus):
@@ -212,6 +236,35 @@ def plan(model: ModelRef, engine_args: dict, *, gpu_memory: str | None = None, g
         p.notes.append("as `launcher launch` starts vLLM (it keeps the CUDA graphs' share itself); for `vllm serve` "
                        "with its own graph estimate, set VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1.")
     return p
+
+
+def budget_settings(m: ModelArch, s: EngineSettings, budget: str, gpu) -> EngineSettings:
+    """--gpu-memory-budget as the installed vLLM takes it. A GPU: the utilization whose share (utilization x the
+    total CUDA reports, as vLLM computes it) is the budget, rounded down to vLLM's 4 decimals. The CPU build
+    (gpu None): --kv-cache-memory-bytes, the budget less the weights (adapters and a draft's included)."""
+    if s.gpu_memory_utilization is not None or s.kv_cache_memory_bytes is not None:
+        raise BadInput("give --gpu-memory-budget or --gpu-memory-utilization/--kv-cache-memory-bytes, not both.")
+    want = parse_bytes(budget, what="--gpu-memory-budget")
+    if want <= 0:
+        raise BadInput(f"--gpu-memory-budget must be positive, got {budget}.")
+    if gpu is None:
+        held = cpu_kv_cache(m, s, {})["weights_bytes"]
+        if want <= held:
+            raise BadInput(f"--gpu-memory-budget {budget} is not more than the weights ({held / GiB:.2f} GiB).")
+        return replace(s, kv_cache_memory_bytes=want - held)
+    total = gpu.cuda_total_bytes
+    if want > total:
+        raise BadInput(f"--gpu-memory-budget {budget} is more than the GPU's {total / GiB:.2f} GiB.")
+    import math
+
+    return replace(s, gpu_memory_utilization=math.floor(want / total * 1e4) / 1e4)
+
+
+def budget_engine_args(s: EngineSettings) -> dict:
+    """The engine arguments a --gpu-memory-budget became (budget_settings)."""
+    if s.kv_cache_memory_bytes is not None:
+        return {"kv-cache-memory-bytes": str(s.kv_cache_memory_bytes)}
+    return {"gpu-memory-utilization": f"{s.gpu_memory_utilization:.4f}"}
 
 
 def free_list(gpus: list[GpuInfo]) -> str:
@@ -270,8 +323,10 @@ def cpu_kvcache_space(raw: str) -> int:
     return gib
 
 
-def cpu_kv_cache(m: ModelArch, s: EngineSettings, env: dict | None = None) -> dict:
-    """The CPU build sizes its KV cache from VLLM_CPU_KVCACHE_SPACE (GiB) or --kv-cache-memory-bytes."""
+def cpu_kv_cache(m: ModelArch, s: EngineSettings, env: dict | None = None, available_bytes: int | None = None) -> dict:
+    """The CPU build sizes its KV cache from VLLM_CPU_KVCACHE_SPACE (GiB) or --kv-cache-memory-bytes.
+    available_bytes: the host's available memory now; the CPU worker refuses a KV cache larger than what is
+    available when it allocates it, after loading the weights (cpu_worker.determine_available_memory)."""
     env = os.environ if env is None else env
     space = s.kv_cache_memory_bytes
     src = "--kv-cache-memory-bytes"
@@ -295,8 +350,21 @@ def cpu_kv_cache(m: ModelArch, s: EngineSettings, env: dict | None = None) -> di
 
         check_supported(m)
         out["lora_bytes"] = adapter_bytes(m, s.lora, tp=s.tensor_parallel_size)
+    from .estimator import weights as wmod
+
+    held = wmod.weights_bytes(m, s.tensor_parallel_size) + out.get("lora_bytes", 0)
+    if s.draft is not None:
+        held += wmod.weights_bytes(s.draft, s.tensor_parallel_size)
+    out["weights_bytes"] = held
     if space:
         fit = lay.max_len_that_fits(space, m.derived_max_len, block, batched)
         out.update(kv_cache_tokens=lay.tokens(space, want, block, batched), max_model_len_fit=fit,
                    fits=fit >= want or s.max_model_len == "auto")
+    if available_bytes is not None:
+        out["host_available_bytes"] = available_bytes
+        if space and held + space > available_bytes:
+            out["fits"] = False
+            out["reason"] = (f"the host has {available_bytes / GiB:.2f} GiB available; the weights ({held / GiB:.2f} GiB) "
+                             f"and the KV cache ({space / GiB:.2f} GiB, {src}) need more: vLLM's CPU worker would refuse "
+                             "the KV cache after loading.")
     return out

@@ -28,7 +28,7 @@ class served:
             self.policy = replace(policy_for(prep.spec), startup_timeout_s=self.timeout_s, max_quick_failures=1)
             sr = self.run = server_run(prep, self.policy, on_event=self.on_event)
         except BaseException:
-            prep.lock.release()
+            prep.release_locks()
             raise
         self._thread = threading.Thread(target=sr.run, kwargs={"install_signals": False}, daemon=True)
         self._thread.start()

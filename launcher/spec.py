@@ -50,6 +50,7 @@ class LaunchSpec:
     gpu: str | None = None
     num_gpus: int | None = None
     gpus: str | None = None  # 'auto' (default: the GPUs with the most free memory) or NVML indices '0,3'
+    gpu_memory_budget: str | None = None  # bytes per GPU for this launch (20GiB), translated for vLLM by planning
     ray_address: str | None = None  # HOST:PORT or auto: run on a Ray cluster (vLLM's Ray executor)
     ray_dashboard: str | None = None
 
@@ -93,6 +94,7 @@ def load_file(path: str, engine_spec=None) -> dict:
         gpu: Optional[str] = None
         num_gpus: Optional[int] = None
         gpus: Optional[str] = None
+        gpu_memory_budget: Optional[str] = None
         ray_address: Optional[str] = None
         ray_dashboard: Optional[str] = None
 

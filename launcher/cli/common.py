@@ -45,6 +45,7 @@ ModelFormat = Annotated[str, typer.Option("--model-format", help="pytorch, awq, 
 Quantization = Annotated[str, typer.Option("--quantization", "-q", help="Quantization method, or 'none'.")]
 Engine = Annotated[str, typer.Option("--model-engine", help="Inference engine; only 'vllm' for now.")]
 GpuMemory = Annotated[Optional[str], typer.Option("--gpu-memory", help="Plan for GPUs of this size (80GiB, 81920MiB, 80GB) instead of the visible ones.")]
+GpuMemoryBudget = Annotated[Optional[str], typer.Option("--gpu-memory-budget", help="Memory this launch may use per GPU (20GiB, 20000MiB): the share vLLM sizes itself to, given to it as the utilization it takes (the CPU build: the KV cache what is left beside the weights). Instead of --gpu-memory-utilization; for several models on one GPU.")]
 GpuPreset = Annotated[Optional[str], typer.Option("--gpu", help="Plan for a known GPU: H100-80GB, H200, A100-40GB, L40S, L4, ...")]
 Gpus = Annotated[Optional[str], typer.Option("--gpus", help="Which GPUs: auto (default: those with the most free memory, among CUDA_VISIBLE_DEVICES) or NVML indices such as 0,3. The server gets them as CUDA_VISIBLE_DEVICES.")]
 NumGpus = Annotated[Optional[int], typer.Option("--num-gpus", min=1, help="How many GPUs to plan for (or to use of the visible ones).")]

@@ -22,16 +22,19 @@ def estimate(
     gpu: common.GpuPreset = None,
     num_gpus: common.NumGpus = None,
     gpus: common.Gpus = None,
+    gpu_memory_budget: common.GpuMemoryBudget = None,
     vllm_version: common.VllmVersion = None,
     device: Annotated[str, typer.Option("--device", help="auto, cuda or cpu (the CPU build of vLLM).")] = "auto",
     ray_address: common.RayAddress = None,
     ray_dashboard: common.RayDashboard = None,
     inventory: Annotated[Optional[str], typer.Option("--inventory", help="Plan across the nodes of this cluster inventory (their gpu: presets); no cluster needed.")] = None,
+    plot_file: Annotated[Optional[str], typer.Option("--plot", help="With --gpu all (or a list): also draw the matrix into this PNG file (needs matplotlib).")] = None,
     json_out: common.Json = False,
 ) -> None:
     """Predict what vLLM will reserve per GPU and whether max_model_len fits. Engine arguments
     (--max_model_len N|auto, --gpu-memory-utilization, --tensor-parallel-size, --kv-cache-dtype, ...)
-    go after the options, in either spelling. Exit: 0 fits, 3 does not fit, 2 bad input."""
+    go after the options, in either spelling. --gpu all (or a list of kinds) answers for each GPU kind and
+    1, 2, 4 and 8 GPUs. Exit: 0 fits, 3 does not fit, 2 bad input."""
     from ..engines import check_engine
     from ..engines import vllm as vllm_engine
     from ..engine_args import parse_argv
@@ -47,6 +50,16 @@ def estimate(
     model_path, model_repo = common.split_model(model, model_path)
     ref = resolve_model(model_path, model_name, size_in_billions, model_format, quantization,
                         dtype=engine_args.get("dtype"), model_repo=model_repo, revision=revision)
+    from .. import matrix
+
+    if matrix.is_matrix(gpu):
+        if gpu_memory or num_gpus or gpus or ray_address or inventory or gpu_memory_budget:
+            raise BadInput("--gpu all (or a list) plans every count itself: drop --gpu-memory, --num-gpus, --gpus, "
+                           "--gpu-memory-budget and cluster options.")
+        _matrix(ref, engine_args, gpu, vllm_version, plot_file, json_out)
+        return
+    if plot_file:
+        raise BadInput("--plot draws the matrix of --gpu all (or a list of GPU kinds).")
     extra = {}
     if ray_address or inventory:
         from ..cluster import plan as cplan
@@ -63,6 +76,7 @@ def estimate(
             extra = {"cluster_nodes": cplan.live_nodes(Dashboard(dash), control.inventory_for(address)),
                      "cluster_source": "ray"}
     p = plan(ref, engine_args, gpu_memory=gpu_memory, gpu_preset=gpu, num_gpus=num_gpus, gpus_sel=gpus,
+             gpu_memory_budget=gpu_memory_budget,
              vllm_version=vllm_version, device=device, **extra)
     if p.cluster is not None and p.estimate is None:
         if json_out:
@@ -84,3 +98,45 @@ def estimate(
         render_estimate(p, common.console())
     if not d["fits"]:
         raise typer.Exit(EXIT_DOES_NOT_FIT)
+
+
+def _matrix(ref, engine_args: dict, selector: str, vllm_version, plot_file, json_out: bool) -> None:
+    """The matrix of GPU kinds x counts (launcher.matrix), as one table or JSON; exit 0 when any cell fits."""
+    from .. import matrix
+    from ..errors import ExitCode
+
+    rows = matrix.cells(ref, engine_args, selector, vllm_version=vllm_version)
+    want = next((c.max_model_len for c in rows if c.fits is not None), 0)
+    if plot_file:
+        matrix.plot(rows, plot_file, f"{ref.label}: largest max_model_len that fits")
+    if json_out:
+        common.emit_json({"model": ref.label, "max_model_len": want, "counts": list(matrix.COUNTS),
+                          "cells": [c.to_dict() for c in rows], "plot": plot_file})
+    else:
+        from rich.table import Table
+
+        t = Table(title=f"{ref.label} at max_model_len {want:,}: fits? largest length that fits, concurrency")
+        t.add_column("GPU")
+        for n in matrix.COUNTS:
+            t.add_column(f"x{n}", justify="right")
+        for kind in dict.fromkeys(c.gpu for c in rows):
+            cells = [c for c in rows if c.gpu == kind]
+            t.add_row(kind, *(_cell_text(c) for c in cells))
+        con = common.console()
+        con.print(t)
+        con.print("x N: tensor parallel over N GPUs where N divides the attention heads, else pipeline parallel "
+                  "(marked pp). Each cell is `launcher estimate --gpu KIND --num-gpus N` with that layout.")
+    if not any(c.fits for c in rows):
+        raise typer.Exit(ExitCode.DOES_NOT_FIT)
+
+
+def _cell_text(c) -> str:
+    if c.fits is None:
+        return "[dim]-[/]"
+    pp = " pp" if c.pipeline_parallel_size > 1 else ""
+    if c.fits:
+        return f"[green]✓ {c.max_model_len_fit:,}{pp}[/] {c.max_concurrency:.1f}x"
+    if c.max_model_len_fit > 0:
+        return f"[yellow]✗ {c.max_model_len_fit:,}{pp}[/]"
+    words = {"free_memory": "beyond the GPU", "weights": "weights", "no_kv": "no KV cache"}
+    return f"[red]✗ {words.get(c.cause, c.cause)}{pp}[/]"

@@ -36,6 +36,7 @@ def launch(
     gpu: common.GpuPreset = None,
     num_gpus: common.NumGpus = None,
     gpus: common.Gpus = None,
+    gpu_memory_budget: common.GpuMemoryBudget = None,
     ray_address: common.RayAddress = None,
     ray_dashboard: common.RayDashboard = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved launch and the exact command line; start nothing.")] = False,
@@ -58,13 +59,17 @@ def launch(
         quantization=quantization, model_engine=model_engine, name=name, host=host, port=port, env=env,
         api_key_env=api_key_env, allow_unauthenticated=allow_unauthenticated or None, startup_timeout_s=startup_timeout,
         preflight=False if no_preflight else None, gpu_memory=gpu_memory, gpu=gpu, num_gpus=num_gpus, gpus=gpus,
-        ray_address=ray_address, ray_dashboard=ray_dashboard))
+        gpu_memory_budget=gpu_memory_budget, ray_address=ray_address, ray_dashboard=ray_dashboard))
     for w in vllm_engine.env_warnings(spec.env, vllm_engine.installed()):
         common.console(stderr=True).print(f"[yellow]warning:[/] {w}")
     from .download import fetch_model
 
+    def waiting(holder: dict) -> None:
+        common.console(stderr=True).print(f"waiting for launch '{holder.get('launch', '?')}' to finish starting "
+                                          f"(PID {holder.get('pid', '?')}): one start at a time reads the free memory")
+
     prep = prepare(spec, check_port=not print_config, fetch=None if print_config else fetch_model(),
-                   claim=not print_config)
+                   claim=not print_config, on_start_wait=waiting)
     if print_config:
         out = {"launch": prep.spec.to_dict(), "command": prep.argv, "env": prep.launcher_env or {}, "port": prep.port,
                "note": prep.note,

@@ -11,6 +11,7 @@ def estimate_dict(p) -> dict:
         d.update(base)
         d["notes"] = p.notes
         d["chosen_gpus"], d["gpu_choice"] = p.chosen_gpus, p.gpu_choice
+        d["beside"] = [n.to_dict() for n in p.beside]
         if p.cluster is not None:
             d["cluster"] = p.cluster.to_dict()
         return d
@@ -21,9 +22,11 @@ def estimate_dict(p) -> dict:
         "max_model_len_fit": kv.get("max_model_len_fit"), "kv_cache_tokens": kv.get("kv_cache_tokens"),
         "kv_cache_bytes": kv.get("kv_cache_bytes"), "kv_cache_source": kv.get("source"),
         "kv_bytes_per_token": kv.get("kv_bytes_per_token"), "weights_bytes": None, "activation_bytes": None,
-        "lora_bytes": kv.get("lora_bytes"),
+        "lora_bytes": kv.get("lora_bytes"), "host_weights_bytes": kv.get("weights_bytes"),
+        "host_available_bytes": kv.get("host_available_bytes"), "reason": kv.get("reason", ""),
+        "beside": [n.to_dict() for n in p.beside],
         "cudagraph_bytes": None, "non_torch_bytes": None, "requested_bytes": None, "gpus": [],
-        "notes": ["No GPU: the CPU build of vLLM sizes its KV cache from VLLM_CPU_KVCACHE_SPACE (GiB), not by profiling."
+        "notes": p.notes + ["No GPU: the CPU build of vLLM sizes its KV cache from VLLM_CPU_KVCACHE_SPACE (GiB), not by profiling."
                   + ("" if kv.get("kv_cache_bytes") else " Set VLLM_CPU_KVCACHE_SPACE to see how many tokens it holds.")],
     }
 
@@ -40,6 +43,8 @@ def render_estimate(p, con) -> None:
         con.print(f"[bold]{p.model.label}[/] on the CPU build of vLLM")
         for n in d["notes"]:
             con.print(n)
+        if d["reason"]:
+            con.print(f"[red]✗ does not fit:[/] {d['reason']}")
         if d["kv_cache_bytes"]:
             con.print(f"KV cache {_g(d['kv_cache_bytes'])} GiB ({d['kv_cache_source']}): {d['kv_cache_tokens']:,} tokens; "
                       f"largest max_model_len {d['max_model_len_fit']:,}.")

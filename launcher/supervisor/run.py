@@ -57,7 +57,7 @@ class ServerRun:
     def __init__(self, name: str, argv: list[str], env: dict, host: str, port: int, run_dir: Path,
                  policy: RestartPolicy, on_event: Callable[[str, dict], None] | None = None,
                  gpu_check: GpuReleaseCheck | None = None, probe_host: str | None = None, cluster=None,
-                 run_id: str | None = None):
+                 run_id: str | None = None, start_lock=None):
         self.name, self.argv, self.env, self.host, self.port = name, argv, env, host, port
         self.dir = run_dir
         self.log = run_dir / "server.log"
@@ -74,6 +74,7 @@ class ServerRun:
         ph = probe_host or ("127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host))
         self.health_url = f"http://{'[' + ph + ']' if ':' in ph else ph}:{port}/health"
         self.cluster = cluster  # a ClusterWatch when the server runs on a Ray cluster
+        self.start_lock = start_lock  # the host's start lock (locks.StartLock): released at READY or the end
         extra = {"cluster_lost": cluster.lost, "cluster_ready": cluster.ready} if cluster else {}
         self.sup = Supervisor(Hooks(spawn=self._spawn, probe=self._probe, root_cause=self._root_cause,
                                     gpu_released=self.gpu_check, on_change=self._changed, **extra), policy)
@@ -135,7 +136,16 @@ class ServerRun:
         self._update(**data)
         with open(self.dir / "supervisor.log", "a") as fh:
             fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {old.value} -> {new.value} {why}\n")
+        if new in (State.READY, State.FATAL, State.STOPPED):
+            self._release_start()
         self._publish("state", {"old": old.value, **data})
+
+    def _release_start(self) -> None:
+        """Past the start (its load, profile and graph capture): the next launch may read the free memory."""
+        if self.start_lock is not None and self.start_lock.fd >= 0:
+            self.start_lock.release()
+            with open(self.dir / "supervisor.log", "a") as fh:
+                fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} start lock released\n")
 
     def _driver_pids(self) -> set[int]:
         t = self.tree
@@ -232,4 +242,5 @@ class ServerRun:
                 # Ray frees a job's actors and placement groups when its driver dies: check that it did
                 extra["ray_leftovers"] = self.cluster.leftovers(self._driver_pids())
             self._update(stopped_at=time.time(), state=self.sup.state.value, **extra)
+            self._release_start()
         return self.sup.state
