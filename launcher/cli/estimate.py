@@ -92,10 +92,18 @@ def estimate(
             raise typer.Exit(EXIT_BAD_INPUT)
         raise BadInput(msg)
     d = estimate_dict(p)
+    d["copies"] = _copies(p)
     if json_out:
         common.emit_json(d)
     else:
         render_estimate(p, common.console())
+        if d["copies"] and d["copies"]["copies"]:
+            c = d["copies"]
+            common.console().print(
+                f"copies: {c['copies']} launch{'es' * (c['copies'] > 1)} like this fit on one GPU at max_model_len "
+                f"{c['max_model_len']:,}, started one after another, each with --gpu-memory-budget "
+                f"{c['utilization'] * p.estimate.total_bytes / 2**30:.1f}GiB (utilization {c['utilization']:.2f}; "
+                f"{c['footprint_bytes'] / 2**30:.2f} GiB with what vLLM takes beside its share).")
     if not d["fits"]:
         raise typer.Exit(EXIT_DOES_NOT_FIT)
 
@@ -140,3 +148,17 @@ def _cell_text(c) -> str:
         return f"[yellow]✗ {c.max_model_len_fit:,}{pp}[/]"
     words = {"free_memory": "beyond the GPU", "weights": "weights", "no_kv": "no KV cache"}
     return f"[red]✗ {words.get(c.cause, c.cause)}{pp}[/]"
+
+
+def _copies(p) -> dict | None:
+    """How many launches like this one fit on one GPU at its length (estimator.sharing), single-GPU estimates."""
+    e = p.estimate
+    if e is None or len(e.gpus) != 1 or p.cluster is not None:
+        return None
+    from ..engines import vllm as vllm_engine
+    from ..estimator import GpuBudget
+    from ..estimator.sharing import copies
+
+    g = e.gpus[0]
+    gpu = GpuBudget(g["name"], g["total_bytes"], g["free_bytes"] if p.source == "nvml" else None)
+    return copies(p.model.arch, p.settings, gpu, vllm_engine.parse_version(p.vllm_version), e.max_model_len)
