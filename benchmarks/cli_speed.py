@@ -37,8 +37,21 @@ def cases(launcher):
      L + ["smoke", "--model-path", "examples/tiny-llama", "--max-model-lenn", "1024"], 2, 1.0, False),
     ("launcher smoke with a bad engine argument, fresh home (exit 2)",
      L + ["smoke", "--model-path", "examples/tiny-llama", "--max-model-lenn", "1024"], 2, 0.5, True),
+    ("launcher estimate --gpu all (Llama-3.1-70B, 44 cells) --json",
+     L + ["estimate", "--model-name", "llama-3.1-instruct", "--size-in-billions", "70", "--gpu", "all",
+          "--max_model_len", "32768", "--json"], 0, 1.0, False),
+    *[(f"launcher estimate --vllm-version {v} with a bad engine argument, fresh home (exit 2)",
+       L + ["estimate", "--model-path", "examples/tiny-llama", "--gpu", "H100", "--vllm-version", v,
+            "--max-model-lenn", "1024"], 2, 0.5, True) for v in _releases()],
     ('python -c "import vllm"', [sys.executable, "-c", "import vllm"], 0, None, False),
     ]
+
+
+def _releases() -> list[str]:
+    import json
+
+    data = json.load(open(os.path.join(ROOT, "launcher", "estimator", "vllm_releases.json")))
+    return sorted(data["releases"], key=lambda v: tuple(map(int, v.split("."))))
 
 
 def timed(cmd, want_rc, fresh=False):

@@ -37,7 +37,7 @@ def versions(dist: str) -> list[str]:
 def sources(dist: str, version: str, work: Path) -> Path:
     """The release's Python sources, unpacked from its wheel (downloaded once)."""
     dest = work / f"{dist}-{version}"
-    if (dest / "vllm" / "__init__.py").is_file():
+    if (dest / f"vllm-{version}+cpu.dist-info").is_dir():
         return dest
     wheels = work / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
@@ -49,6 +49,11 @@ def sources(dist: str, version: str, work: Path) -> Path:
             if name.startswith("vllm/") and not name.endswith(".so"):
                 z.extract(name, dest)
     wheel.unlink()  # a few hundred MB each
+    # package metadata naming the CPU build: vLLM finds its platform from its own version ("+cpu"), and the
+    # parser's defaults need a platform (this host has no GPU)
+    meta = dest / f"vllm-{version}+cpu.dist-info"
+    meta.mkdir(exist_ok=True)
+    (meta / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}+cpu\n")
     return dest
 
 

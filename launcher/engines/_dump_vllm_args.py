@@ -8,6 +8,14 @@ import sys
 
 
 def main() -> None:
+    import contextlib
+
+    with contextlib.redirect_stdout(sys.stderr):  # vLLM may log to stdout while it imports
+        data = _read()
+    json.dump(data, sys.stdout, indent=0, sort_keys=True)
+
+
+def _read() -> dict:
     import importlib
 
     for where in ("vllm.entrypoints.openai.cli_args", "vllm.entrypoints.launchers.cli_args",
@@ -50,7 +58,7 @@ def main() -> None:
             entry["deprecated"] = help_text[:300] or "deprecated"
         out[name] = entry
     import vllm
-    json.dump({"vllm_version": vllm.__version__, "args": out}, sys.stdout, indent=0, sort_keys=True)
+    return {"vllm_version": vllm.__version__, "args": out}
 
 
 if __name__ == "__main__":

@@ -29,9 +29,11 @@ def coefficients() -> dict:
 
 
 def runner(m: ModelArch, vllm_version: tuple[int, ...]) -> str:
-    if vllm_version >= (0, 24) and m.architecture in V2_RUNNER_ARCHS:
-        return "v2"
-    return "v1"
+    """The model runner vLLM picks: V2 for the architectures its release lists (releases.py; 0.24.0's are
+    V2_RUNNER_ARCHS), V1 otherwise."""
+    from .releases import uses_v2_runner
+
+    return "v2" if uses_v2_runner(m.architecture, vllm_version) else "v1"
 
 
 # V1 runner's sampler warm-up (gpu_model_runner._dummy_sampler_run, sample/sampler.py, ops/topk_topp_sampler.py,
@@ -296,7 +298,9 @@ def graph_memory_mode(asked: str | None, runner_kind: str, *, enforce_eager: boo
     """Which of GRAPH_MODES applies. Only the V1 runner with CUDA graphs subtracts an estimate (V2 subtracts
     none, gpu_worker.determine_available_memory), and only vLLM >= 0.21 has the switch; an explicit
     --kv-cache-memory-bytes skips the sizing altogether. Elsewhere vLLM's own behaviour, "vllm", is modelled."""
-    if enforce_eager or runner_kind != "v1" or kv_cache_memory_bytes or vllm_version < (0, 21):
+    from .releases import has_graph_estimate_env
+
+    if enforce_eager or runner_kind != "v1" or kv_cache_memory_bytes or not has_graph_estimate_env(vllm_version):
         return "vllm"
     return asked or "launcher"
 
@@ -413,7 +417,9 @@ def extrapolated_margin_bytes(m: ModelArch, vllm_version: tuple[int, ...], reque
     from .speculative import HOST_NOTE_START
 
     modelled = (GENERIC_NOTE_START, LORA_NOTE_START, HOST_NOTE_START)
-    unmodelled = ([n for n in m.notes if not n.startswith(modelled)] or tuple(vllm_version[:2]) != (0, 24)
+    from .releases import unmodelled as release_changes
+
+    unmodelled = ([n for n in m.notes if not n.startswith(modelled)] or release_changes(vllm_version, bool(m.state_layers))
                   or (m.vision_layers and not m.vision_layout))
     if unmodelled:
         return int(EXTRAPOLATED_MARGIN * requested)
@@ -427,8 +433,16 @@ def confidence(m: ModelArch, gpus: int, vllm_version: tuple[int, ...]) -> tuple[
     notes = [n for n in m.notes if not (seen and n.startswith((GENERIC_NOTE_START, CONFORMANCE_NOTE_START)))]
     if notes:
         return "extrapolated", "; ".join(notes)
-    if tuple(vllm_version[:2]) != (0, 24):
-        return "extrapolated", f"vLLM {'.'.join(map(str, vllm_version))} was never measured (0.24.0 was)"
+    from .releases import MEASURED, unmodelled as release_changes
+
+    version = ".".join(map(str, vllm_version[:3]))
+    changes = release_changes(vllm_version, bool(m.state_layers))
+    if changes:
+        return "extrapolated", (f"vLLM {version}: " + "; ".join(changes) + (" (changed since 0.24.0, which was measured, "
+                                "and not modelled; docs/vllm-releases.md)" if not changes[0].startswith("not in") else ""))
+    if tuple(vllm_version[:3]) != MEASURED:
+        return "derived", (f"vLLM {version}'s memory mechanics read from its sources as 0.24.0's (measured) or "
+                           "reviewed (docs/vllm-releases.md); no start of it was measured")
     if not seen:
         from ..models.config import SUPPORTED, conformance_matched
 

@@ -133,7 +133,9 @@ def parse_mm_limits(value) -> dict[str, int]:
 
 
 def default_utilization(vllm_version: tuple[int, ...]) -> float:
-    return 0.92 if vllm_version >= (0, 24) else 0.9
+    from .releases import default_utilization as of_release
+
+    return of_release(vllm_version)
 
 
 @dataclass

@@ -1,0 +1,81 @@
+"""What differs between vLLM releases for the estimator, read from each release's sources (vllm_releases.json,
+written by scripts/gen_vllm_releases.py; docs/vllm-releases.md): the default utilization, the architectures on the
+V2 model runner, whether VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS exists, and which memory mechanisms changed since
+0.24.0 (the release the GPU starts were measured on), each change reviewed or not."""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+MEASURED = (0, 24, 0)
+
+
+@lru_cache(maxsize=1)
+def data() -> dict:
+    return json.loads(Path(__file__).with_name("vllm_releases.json").read_text())
+
+
+def _key(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in v.split("."))
+
+
+def known() -> list[str]:
+    return sorted(data()["releases"], key=_key)
+
+
+def nearest(vv: tuple[int, ...]) -> tuple[str, dict] | None:
+    """The newest release in the table at or before vv (None before the first)."""
+    earlier = [v for v in known() if _key(v) <= tuple(vv[:3])]
+    if not earlier:
+        return None
+    return earlier[-1], data()["releases"][earlier[-1]]
+
+
+def uses_v2_runner(architecture: str, vv: tuple[int, ...]) -> bool:
+    """Whether this release runs the architecture on its V2 model runner by default: the listed ones up to 0.28,
+    every one from 0.29 (VllmConfig.use_v2_model_runner)."""
+    found = nearest(vv)
+    if found is None:
+        return False
+    r = found[1]
+    return r.get("v2_runner_default_for_all", False) or architecture in r["v2_runner_architectures"]
+
+
+def default_utilization(vv: tuple[int, ...]) -> float:
+    found = nearest(vv)
+    return found[1]["default_utilization"] if found else 0.9  # before 0.24: 0.9
+
+
+def has_graph_estimate_env(vv: tuple[int, ...]) -> bool:
+    """Whether VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS exists in this release (the launcher's graph-share method
+    needs it set to 0); releases before the table: from 0.21, where it appeared."""
+    found = nearest(vv)
+    return found[1]["estimate_cudagraphs_env"] if found else tuple(vv[:2]) >= (0, 21)
+
+
+# A report against vLLM not traced to a tracked mechanism: it keeps hybrid models' estimates extrapolated from 0.26
+HYBRID_REPORT = ((0, 26, 0), "vLLM issue #50780 reports hybrid models' KV caches 18-24% smaller since 0.26, by a change "
+                             "not found in the mechanisms tracked here")
+
+
+def unmodelled(vv: tuple[int, ...], hybrid: bool = False) -> list[str]:
+    """Why this release's estimate is not derived from the measured one: its mechanisms that changed since 0.24.0
+    without a review saying the estimator covers the change, or the release is not in the table at all."""
+    version = ".".join(map(str, vv[:3]))
+    r = data()["releases"].get(version)
+    if r is None:
+        return ["not in the release table (docs/vllm-releases.md)"]
+    reviewed = r.get("reviewed", {})
+    out = [m for m in r["changed"] if m not in reviewed]
+    if r.get("extensible_kv_cache"):
+        out.insert(0, "its extensible KV cache (sized from measured memory, the default on CUDA, utilization 1.0 with "
+                      "it) is not modelled")
+    if hybrid and tuple(vv[:3]) >= HYBRID_REPORT[0]:
+        out.append(HYBRID_REPORT[1])
+    return out
+
+
+def reviewed(vv: tuple[int, ...]) -> dict[str, str]:
+    r = data()["releases"].get(".".join(map(str, vv[:3])))
+    return (r or {}).get("reviewed", {})

