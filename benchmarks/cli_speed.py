@@ -3,7 +3,8 @@ next to `python -c "import vllm"` where vLLM is installed.
 
 usage: .venv/bin/python benchmarks/cli_speed.py [--runs 7] [--markdown FILE] [--launcher "python3 -m launcher"]
 
-Rows marked "fresh home" run every time with a new, empty $LAUNCHER_HOME (as on a fresh CI runner),
+Bytecode is written and used as after `pip install` (PYTHONDONTWRITEBYTECODE is dropped for the runs; the warm-up
+writes it). Rows marked "fresh home" run every time with a new, empty $LAUNCHER_HOME (as on a fresh CI runner),
 so nothing cached by an earlier run helps them.
 """
 import argparse
@@ -56,6 +57,7 @@ def _releases() -> list[str]:
 
 def timed(cmd, want_rc, fresh=False):
     env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     home = tempfile.mkdtemp(prefix="launcher-home-") if fresh else None
     if home:
         env["LAUNCHER_HOME"] = home
