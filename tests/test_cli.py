@@ -6,7 +6,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from conftest import TINY, cli
+from conftest import ROOT, TINY, cli
 from launcher.cli import app
 
 runner = CliRunner()
@@ -135,3 +135,33 @@ def test_a_launch_file_with_zero_gpus_exits_2(tmp_path):
     f.write_text(f"model_path: {TINY}\nnum_gpus: 0\n")
     r = cli("launch", "--config", str(f))
     assert r.returncode == 2 and "num_gpus must be at least 1" in r.stderr, r.stderr
+
+
+# Flags whose meaning differs between the commands that take them (each declared where its meaning is)
+PER_COMMAND_FLAGS = {
+    "--name": "a launch (common), a cluster (cluster), the running launch to benchmark (bench)",
+    "--port": "the server's port (common), the Ray head's GCS port (cluster up)",
+    "--timeout": "the smoke's whole deadline, bench's start and request timeout, tune's per candidate, a node's join",
+    "--plot": "a different figure per command",
+    "--workload": "one named workload (bench), several compared on the same starts (tune)",
+    "--num-requests": "bench's count (default 100) and tune's override of each workload's own",
+    "--prompt-len": "bench's length and tune's override of each workload's own",
+    "--output-len": "bench's length and tune's override of each workload's own",
+    "--adopt": "launch --adopt, and the hidden supervisor command's own",
+}
+
+
+def test_each_cli_option_is_declared_once():
+    """Every typer.Option flag of launcher/cli is declared in one place (cli/common.py for those several commands
+    share), but for the flags whose meaning differs between commands (PER_COMMAND_FLAGS)."""
+    import ast
+    import collections
+
+    seen = collections.defaultdict(list)
+    for f in sorted((ROOT / "launcher" / "cli").glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "Option" and node.args \
+                    and isinstance(node.args[0], ast.Constant):
+                seen[node.args[0].value].append(f.name)
+    again = {flag: where for flag, where in seen.items() if len(where) > 1}
+    assert set(again) == set(PER_COMMAND_FLAGS), again

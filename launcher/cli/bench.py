@@ -7,7 +7,7 @@ import typer
 
 from . import common
 from ..errors import ExitCode
-from .launch import Env, spec_from_cli
+from .launch import spec_from_cli
 
 
 def bench(
@@ -19,9 +19,9 @@ def bench(
     model_path: common.ModelPath = None,
     model_name: common.ModelName = None,
     size_in_billions: common.Size = None,
-    model_format: common.ModelFormatOpt = None,
+    model_format: common.ModelFormat = None,
     config: common.Config = None,
-    env: Env = None,
+    env: common.Env = None,
     num_requests: common.NumRequests = 64,
     concurrency: common.Concurrency = 8,
     request_rate: common.RequestRate = None,

@@ -10,7 +10,7 @@ from . import common
 app = typer.Typer(help="Start, inspect and stop a Ray cluster for launches that span nodes.", no_args_is_help=True,
                   add_completion=False, rich_markup_mode=None)
 
-InventoryOpt = Annotated[Optional[str], typer.Option("--inventory", "-i", help="Inventory file (.yaml/.json): head, workers, ssh.")]
+InventoryOpt = common.Inventory
 NameOpt = Annotated[Optional[str], typer.Option("--name", help="Cluster name (default: the inventory's, or 'local').")]
 
 
@@ -19,8 +19,8 @@ def up(inventory: InventoryOpt = None,
        local_nodes: Annotated[int, typer.Option("--local-nodes", help="Without --inventory: this many nodes on this host (a head and workers).")] = 2,
        gpus_per_node: Annotated[Optional[int], typer.Option("--gpus-per-node", help="Local nodes: GPUs each (split by CUDA_VISIBLE_DEVICES).")] = None,
        cpus_per_node: Annotated[Optional[int], typer.Option("--cpus-per-node", help="Local nodes: CPUs each Ray may schedule on.")] = None,
-       gpu: Annotated[Optional[str], typer.Option("--gpu", help="Local nodes: GPU preset to plan with where NVML gives no numbers (H100-80GB, ...).")] = None,
-       gpu_memory: Annotated[Optional[str], typer.Option("--gpu-memory", help="Local nodes: or the memory of each GPU (80GiB).")] = None,
+       gpu: common.GpuPreset = None,  # local nodes: planned with it where NVML gives no numbers
+       gpu_memory: common.GpuMemory = None,
        port: Annotated[int, typer.Option("--port", help="Local head: GCS port.")] = 6379,
        dashboard_port: Annotated[int, typer.Option("--dashboard-port", help="Local head: dashboard port.")] = 8265,
        name: NameOpt = None,
@@ -43,8 +43,8 @@ def up(inventory: InventoryOpt = None,
 
 @app.command("status")
 def status(name: NameOpt = None,
-           ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="HOST:PORT of a cluster not started by launcher.")] = None,
-           ray_dashboard: Annotated[Optional[str], typer.Option("--ray-dashboard", help="Its dashboard URL (default: port 8265 of the head).")] = None,
+           ray_address: common.RayAddress = None,
+           ray_dashboard: common.RayDashboard = None,
            json_out: common.Json = False) -> None:
     """Nodes, their state, CPUs and GPUs with memory (exit 5 when the cluster cannot be reached)."""
     from ..cluster import control

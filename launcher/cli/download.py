@@ -103,8 +103,8 @@ def pull(model: Annotated[Optional[str], typer.Argument(help="Hub repository id 
          download_dir: common.DownloadDir = None,
          model_name: common.ModelName = None,
          size_in_billions: common.Size = None,
-         model_format: common.ModelFormat = "pytorch",
-         quantization: common.Quantization = "none",
+         model_format: common.ModelFormat = None,
+         quantization: common.Quantization = None,
          json_out: common.Json = False) -> None:
     """Download a model from the Hugging Face Hub (resumable; HF_HOME, HF_TOKEN, HF_HUB_OFFLINE, HF_ENDPOINT
     honoured) after checking the disk space. Prints the local folder. Exit: 0 done, 2 bad input or Hub error."""
@@ -112,7 +112,7 @@ def pull(model: Annotated[Optional[str], typer.Argument(help="Hub repository id 
     from ..models import catalog, hub
 
     if model_name:
-        repo = catalog.lookup(model_name, size_in_billions, model_format, quantization).repo
+        repo = catalog.lookup(model_name, size_in_billions, model_format or "pytorch", quantization or "none").repo
     elif model and hub.looks_like_repo_id(model):
         repo = model
     else:

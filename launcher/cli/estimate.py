@@ -15,9 +15,9 @@ def estimate(
     model_path: common.ModelPath = None,
     model_name: common.ModelName = None,
     size_in_billions: common.Size = None,
-    model_format: common.ModelFormat = "pytorch",
-    quantization: common.Quantization = "none",
-    model_engine: common.Engine = "vllm",
+    model_format: common.ModelFormat = None,
+    quantization: common.Quantization = None,
+    model_engine: common.Engine = None,
     gpu_memory: common.GpuMemory = None,
     gpu: common.GpuPreset = None,
     num_gpus: common.NumGpus = None,
@@ -27,7 +27,7 @@ def estimate(
     device: Annotated[str, typer.Option("--device", help="auto, cuda or cpu (the CPU build of vLLM).")] = "auto",
     ray_address: common.RayAddress = None,
     ray_dashboard: common.RayDashboard = None,
-    inventory: Annotated[Optional[str], typer.Option("--inventory", help="Plan across the nodes of this cluster inventory (their gpu: presets); no cluster needed.")] = None,
+    inventory: common.Inventory = None,  # plan across its nodes (their gpu: presets); no cluster needed
     plot_file: Annotated[Optional[str], typer.Option("--plot", help="With --gpu all (or a list): also draw the matrix into this PNG file (needs matplotlib).")] = None,
     json_out: common.Json = False,
 ) -> None:
@@ -42,7 +42,8 @@ def estimate(
     from ..planning import plan, resolve_model
     from .render import estimate_dict, render_estimate
 
-    check_engine(model_engine)
+    model_format, quantization = model_format or "pytorch", quantization or "none"
+    check_engine(model_engine or "vllm")
     # the arguments of the release planned for (its shipped list), else of the installed one
     spec = (vllm_engine.arg_spec_for_version(vllm_version, cpu=device == "cpu") if vllm_version
             else vllm_engine.arg_spec(allow_dump=False))

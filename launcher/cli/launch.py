@@ -8,7 +8,7 @@ import typer
 
 from . import common
 
-Env = Annotated[Optional[list[str]], typer.Option("--env", help="KEY=VALUE for the server's environment (repeatable).")]
+Env = common.Env  # kept for importers
 
 
 def launch(
@@ -19,19 +19,19 @@ def launch(
     model_path: common.ModelPath = None,
     model_name: common.ModelName = None,
     size_in_billions: common.Size = None,
-    model_format: Annotated[Optional[str], typer.Option("--model-format", help="pytorch, awq, gptq or fp8 (catalog models).")] = None,
-    quantization: Annotated[Optional[str], typer.Option("--quantization", "-q", help="Quantization method, or 'none'.")] = None,
-    model_engine: Annotated[Optional[str], typer.Option("--model-engine", help="Inference engine; only 'vllm' for now.")] = None,
-    name: Annotated[Optional[str], typer.Option("--name", help="Name of this launch (for ps/status/logs/stop).")] = None,
-    host: Annotated[Optional[str], typer.Option("--host", help="Address to bind (default 127.0.0.1).")] = None,
-    port: Annotated[Optional[int], typer.Option("--port", help="Port (default 8000, or a free one if 8000 is taken).")] = None,
-    env: Env = None,
-    api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help="Name of the environment variable holding the API key.")] = None,
+    model_format: common.ModelFormat = None,
+    quantization: common.Quantization = None,
+    model_engine: common.Engine = None,
+    name: common.LaunchName = None,
+    host: common.Host = None,
+    port: common.Port = None,
+    env: common.Env = None,
+    api_key_env: common.ApiKeyEnv = None,
     allow_unauthenticated: Annotated[bool, typer.Option("--allow-unauthenticated", help="Allow a non-loopback --host without an API key.")] = False,
     config: common.Config = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run the supervisor in the background.")] = False,
     startup_timeout: Annotated[Optional[float], typer.Option("--startup-timeout", click_type=common.positive("--startup-timeout"), help="Seconds from start to /health 200 (default 900).")] = None,
-    no_preflight: Annotated[bool, typer.Option("--no-preflight", help="Skip the memory estimate before starting.")] = False,
+    no_preflight: common.NoPreflight = False,
     gpu_memory: common.GpuMemory = None,
     gpu: common.GpuPreset = None,
     num_gpus: common.NumGpus = None,

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import common
-from .launch import Env, spec_from_cli
+from .launch import spec_from_cli
 
 
 def smoke(
@@ -18,14 +18,14 @@ def smoke(
     model_path: common.ModelPath = None,
     model_name: common.ModelName = None,
     size_in_billions: common.Size = None,
-    model_format: Annotated[Optional[str], typer.Option("--model-format", help="pytorch, awq, gptq or fp8.")] = None,
-    quantization: Annotated[Optional[str], typer.Option("--quantization", "-q", help="Quantization method, or 'none'.")] = None,
-    model_engine: Annotated[Optional[str], typer.Option("--model-engine", help="Only 'vllm' for now.")] = None,
-    name: Annotated[Optional[str], typer.Option("--name", help="Name of this smoke launch.")] = None,
-    host: Annotated[Optional[str], typer.Option("--host")] = None,
-    port: Annotated[Optional[int], typer.Option("--port")] = None,
-    env: Env = None,
-    api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help="Variable holding the API key.")] = None,
+    model_format: common.ModelFormat = None,
+    quantization: common.Quantization = None,
+    model_engine: common.Engine = None,
+    name: common.LaunchName = None,
+    host: common.Host = None,
+    port: common.Port = None,
+    env: common.Env = None,
+    api_key_env: common.ApiKeyEnv = None,
     config: common.Config = None,
     timeout: Annotated[float, typer.Option("--timeout", click_type=common.positive("--timeout"), help="Deadline in seconds for the whole smoke.")] = 600.0,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="max_tokens of each request.")] = 8,
@@ -34,7 +34,7 @@ def smoke(
     report_json: Annotated[Optional[Path], typer.Option("--report-json", help="Write the report as JSON here.")] = None,
     junit_xml: Annotated[Optional[Path], typer.Option("--junit-xml", help="Write a JUnit XML report here.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command line and the estimate; start nothing.")] = False,
-    no_preflight: Annotated[bool, typer.Option("--no-preflight")] = False,
+    no_preflight: common.NoPreflight = False,
     gpu_memory: common.GpuMemory = None,
     gpu: common.GpuPreset = None,
     num_gpus: common.NumGpus = None,

@@ -8,7 +8,7 @@ import typer
 
 from . import common
 from ..errors import ExitCode
-from .launch import Env, spec_from_cli
+from .launch import spec_from_cli
 
 
 def _ints(s: str, what: str) -> list[int]:
@@ -42,9 +42,9 @@ def tune(
     model_path: common.ModelPath = None,
     model_name: common.ModelName = None,
     size_in_billions: common.Size = None,
-    model_format: common.ModelFormatOpt = None,
+    model_format: common.ModelFormat = None,
     config: common.Config = None,
-    env: Env = None,
+    env: common.Env = None,
     gpu_memory: common.GpuMemory = None,
     gpu: common.GpuPreset = None,
     num_gpus: common.NumGpus = None,
