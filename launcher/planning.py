@@ -175,7 +175,7 @@ def plan(model: ModelRef, engine_args: dict, *, gpu_memory: str | None = None, g
         p.estimate, p.cluster = plan_across(model.arch, settings, cluster_nodes, vllm_version=vv, placement=placement)
         p.notes += p.cluster.notes
         if p.estimate is not None:
-            p.estimate.vllm_version = version
+            p.estimate = replace(p.estimate, vllm_version=version)
         return p
     if gpu_memory or gpu_preset:
         gpus, source = planned_gpus(gpu_memory, gpu_preset, num_gpus), "planned"
@@ -225,13 +225,11 @@ def plan(model: ModelRef, engine_args: dict, *, gpu_memory: str | None = None, g
         p.settings = settings = budget_settings(model.arch, settings, gpu_memory_budget, worst.budget())
     p.estimate = estimate(model.arch, settings, worst.budget(), vllm_version=vv, num_gpus_available=len(gpus),
                           suggest=suggest)
-    p.estimate.gpus = [g.__dict__ | {"pids": list(g.pids)} for g in used]
-    p.estimate.vllm_version = version
+    p.estimate = replace(p.estimate, gpus=[g.__dict__ | {"pids": list(g.pids)} for g in used], vllm_version=version)
     if need > len(gpus):
-        p.estimate.fits, p.estimate.cause = False, "gpus"
-        p.estimate.reason = p.notes[-1] + " " + p.estimate.reason
+        p.estimate = replace(p.estimate, fits=False, cause="gpus", reason=p.notes[-1] + " " + p.estimate.reason)
     elif not p.estimate.fits and p.chosen_gpus is not None and len(gpus) > 1:
-        p.estimate.reason += " Free memory per GPU: " + free_list(gpus) + "."
+        p.estimate = replace(p.estimate, reason=p.estimate.reason + " Free memory per GPU: " + free_list(gpus) + ".")
     if p.estimate.graph_memory == "launcher":
         p.notes.append("as `launcher launch` starts vLLM (it keeps the CUDA graphs' share itself); for `vllm serve` "
                        "with its own graph estimate, set VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1.")

@@ -46,10 +46,10 @@ def _gpu(i, free_gib):
 def test_auto_picks_the_gpus_with_room_and_says_why():
     ref = resolve_model(None, "qwen2.5", "7", "pytorch", "none")
     src = FakeNvml([_gpu(0, 39.5), _gpu(1, 79.0), _gpu(2, 75.0)])
-    p = plan(ref, {}, gpu_source=src)
+    p = plan(ref, {}, gpu_source=src, vllm_version="0.24.0")  # the release measured (the CPU build is installed here)
     assert p.chosen_gpus == [1] and p.estimate.fits
     assert p.gpu_choice.startswith("GPU 1 (auto: the most free memory; GPU 0 has 39.5 GiB free")
-    p2 = plan(ref, {"tensor-parallel-size": 2}, gpu_source=src, gpus_sel="auto")
+    p2 = plan(ref, {"tensor-parallel-size": 2}, gpu_source=src, gpus_sel="auto", vllm_version="0.24.0")
     assert p2.chosen_gpus == [1, 2] and [g["index"] for g in p2.estimate.gpus] == [1, 2]
     assert p2.estimate.fits and p2.estimate.gpus[1]["free_bytes"] == int(75 * GiB)  # planned for the less free
 

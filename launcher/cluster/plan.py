@@ -3,7 +3,7 @@ the per-GPU estimate on every node used, and the node that limits the KV cache (
 smallest number of KV blocks over all workers)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..estimator import EngineSettings, Estimate, estimate
 from ..gpu import GpuInfo, planned_gpus
@@ -118,7 +118,7 @@ def plan_across(arch, s: EngineSettings, nodes: list[ClusterNode], *, vllm_versi
         used = sorted(n.gpus, key=lambda g: -g.free_bytes)[:k]
         g = min(used, key=lambda g: (g.free_bytes, g.total_bytes))
         e = estimate(arch, s, g.budget(), vllm_version=vllm_version, num_gpus_available=have, suggest=False)
-        e.gpus = [x.__dict__ | {"pids": list(x.pids), "node": n.label} for x in used]
+        e = replace(e, gpus=[x.__dict__ | {"pids": list(x.pids), "node": n.label} for x in used])
         all_used += e.gpus
         cp.per_node.append({"node": n.label, "node_id": n.node_id, "ranks": k, "gpu": g.name,
                             "total_gib": gib(g.total_bytes), "free_gib": gib(g.free_bytes), "fits": e.fits,
@@ -131,8 +131,7 @@ def plan_across(arch, s: EngineSettings, nodes: list[ClusterNode], *, vllm_versi
             worst = (e, n.label)
     e, label = failing or worst
     cp.limiting_node = label
-    e.gpus = sorted(all_used, key=lambda g: g["node"] != label)  # the limiting node's GPU first
-    if not e.fits:
-        e.reason = f"node {label}: {e.reason}"
-    e.max_model_len_fit = min(r["max_model_len_fit"] for r in cp.per_node)
+    e = replace(e, gpus=sorted(all_used, key=lambda g: g["node"] != label),  # the limiting node's GPU first
+                reason=f"node {label}: {e.reason}" if not e.fits else e.reason,
+                max_model_len_fit=min(r["max_model_len_fit"] for r in cp.per_node))
     return e, cp

@@ -138,9 +138,10 @@ def default_utilization(vllm_version: tuple[int, ...]) -> float:
     return of_release(vllm_version)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Estimate:
-    """Per-GPU prediction, in bytes, of what vLLM will reserve, and the verdict."""
+    """Per-GPU prediction, in bytes, of what vLLM will reserve, and the verdict (`verdict`). Frozen: a changed
+    estimate is a new one (dataclasses.replace)."""
 
     fits: bool
     max_model_len: int
@@ -294,6 +295,9 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     tokens = lay.tokens(avail_pos, max(used_len, 1), block, batched)
     per_req = lay.blocks_per_request(max(used_len, 1), block, batched)
     per_token = lay.bytes_per_block // block
+    free = gpu.cuda_free_bytes
+    outside = activation.outside_budget_bytes(run, enforce_eager=s.enforce_eager, request_buffers=activation.request_buffers_bytes(
+        m, run, max_num_seqs=seqs, max_model_len=max(used_len, 1), block_size=block), graphs_outside=graphs_outside)
     est = Estimate(
         fits=True, max_model_len=used_len, max_model_len_fit=fit_len, derived_max_model_len=derived,
         kv_cache_tokens=tokens, kv_cache_bytes=avail, kv_blocks=lay.num_blocks(avail_pos), weights_bytes=w,
@@ -303,55 +307,72 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
         max_num_seqs=seqs, block_size=block, kv_bytes_per_token=per_token,
         max_concurrency=round(lay.num_blocks(avail_pos) / per_req, 2) if per_req else 0.0, runner=run, auto=auto,
         confidence=confidence, confidence_reason=why, graph_segment_bytes=segment, graph_memory=mode,
-        vllm_gpu_memory_utilization=vllm_util,
+        vllm_gpu_memory_utilization=vllm_util, outside_budget_bytes=outside,
         weights_source=(m.checkpoint.source if m.checkpoint is not None else "config.json shapes")
         + (f"; {m.weights_note}" if m.weights_note else ""),
     )
-    free = gpu.cuda_free_bytes
-    outside = activation.outside_budget_bytes(run, enforce_eager=s.enforce_eager, request_buffers=activation.request_buffers_bytes(
-        m, run, max_num_seqs=seqs, max_model_len=max(used_len, 1), block_size=block), graphs_outside=graphs_outside)
-    est.outside_budget_bytes = outside
-    if free is not None and free < requested and not s.kv_cache_memory_bytes:
-        est.fits, est.cause = False, "free_memory"
-        est.reason = (f"Free memory on device ({free / GiB:.2f}/{gpu.cuda_total_bytes / GiB:.2f} GiB) on startup is less "
-                      f"than desired GPU memory utilization ({util}, {requested / GiB:.2f} GiB); vLLM would fail at once.")
-        est.suggestions += _shared_gpu_advice(m, s, gpu, vllm_version, free, outside)
-    elif free is not None and free < requested + outside and not s.kv_cache_memory_bytes:
-        est.fits, est.cause = False, "free_memory"
-        est.reason = (f"vLLM would pass its start-up check ({free / GiB:.2f} GiB free, {requested / GiB:.2f} GiB requested) "
-                      f"but then needs about {outside / GiB:.2f} GiB more outside that share (CUDA graph capture, "
-                      f"per-request tables, warm-up), which other processes hold: it would fail with an out-of-memory error after loading.")
-        est.suggestions += _shared_gpu_advice(m, s, gpu, vllm_version, free, outside)
-    elif avail <= 0:
-        est.fits, est.cause = False, "weights"
-        est.reason = (f"the model does not fit at all: weights {(w + adapters) / GiB:.2f} GiB"
-                      + (f" (LoRA adapters {adapters / GiB:.2f} GiB)" if adapters else "") + " + activations and overhead "
-                      f"{(act + nt + cg) / GiB:.2f} GiB exceed the {requested / GiB:.2f} GiB requested.")
-    elif fit_len < want_len and not auto:
-        est.fits, est.cause = False, "max_model_len"
-        need = lay.bytes_per_request(want_len, block, batched)
-        est.reason = (f"max_model_len {want_len} needs {need / GiB:.2f} GiB of KV cache; only {avail / GiB:.2f} GiB "
-                      f"is available. The largest that fits is {fit_len}.")
-        if need <= avail + est.graph_segment_bytes:
-            est.reason += (f" It would fit if vLLM's CUDA graph estimate takes no fresh allocator segment, which "
-                           f"depends on the configuration and cannot be known before vLLM starts: "
-                           f"{est.graph_segment_bytes / GiB:.2f} GiB are kept for it (docs/estimator.md); "
-                           "--max-model-len auto lets vLLM pick the largest it finds.")
-    elif fit_len <= 0:
-        est.fits, est.cause = False, "no_kv"
-        est.reason = "no KV cache is left for even one block."
-    blocks = lay.num_blocks(avail_pos)
-    if est.fits and m.state_layers and not s.enforce_eager and blocks < seqs:
-        # config/compilation.py: with FULL decode CUDA graphs (vLLM's default for models with recurrent
-        # state) each decoding sequence needs one block; vLLM raises after sizing the KV cache
-        est.fits, est.cause = False, "max_num_seqs"
-        est.reason = (f"vLLM would fail after loading: max_num_seqs ({seqs}) exceeds the {blocks:,} KV cache blocks "
-                      "it would have, and each decoding sequence of a model with recurrent state needs one block "
-                      "for CUDA graph capture.")
-        est.suggestions = _state_block_advice(m, s, gpu, vllm_version, blocks)
-    if suggest and not est.fits and est.reason and not est.suggestions:
-        est.suggestions = _suggest(m, s, gpu, vllm_version, want_len, fit_len, num_gpus_available)
-    return est
+    v = verdict(est, free_bytes=None if s.kv_cache_memory_bytes else free, cuda_total_bytes=gpu.cuda_total_bytes,
+                want_len=want_len, need_bytes=lay.bytes_per_request(want_len, block, batched),
+                decode_graphs_need_blocks=bool(m.state_layers) and not s.enforce_eager)
+    est = replace(est, fits=v.fits, cause=v.cause, reason=v.reason)
+    if v.cause == "free_memory":
+        advice = _shared_gpu_advice(m, s, gpu, vllm_version, free, outside)
+    elif v.cause == "max_num_seqs":
+        advice = _state_block_advice(m, s, gpu, vllm_version, est.kv_blocks)
+    elif suggest and not v.fits:
+        advice = _suggest(m, s, gpu, vllm_version, want_len, fit_len, num_gpus_available)
+    else:
+        advice = []
+    return replace(est, suggestions=advice)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    fits: bool = True
+    cause: str = ""  # free_memory, weights, max_model_len, no_kv, max_num_seqs (and gpus, from planning)
+    reason: str = ""
+
+
+def verdict(e: Estimate, *, free_bytes: int | None, cuda_total_bytes: int, want_len: int, need_bytes: int,
+            decode_graphs_need_blocks: bool) -> Verdict:
+    """Whether vLLM starts with this estimate, and if not where it would fail, in the order it would: its start-up
+    check of the free memory (free_bytes None: not checked, as with --kv-cache-memory-bytes), what it takes beyond
+    its share, the weights, the requested length, one block, and a block per decoding sequence for the decode
+    CUDA graphs of a model with recurrent state (config/compilation.py; vLLM raises after sizing the KV cache)."""
+    requested, outside = e.requested_bytes, e.outside_budget_bytes
+    if free_bytes is not None and free_bytes < requested:
+        return Verdict(False, "free_memory", (
+            f"Free memory on device ({free_bytes / GiB:.2f}/{cuda_total_bytes / GiB:.2f} GiB) on startup is less than "
+            f"desired GPU memory utilization ({e.gpu_memory_utilization}, {requested / GiB:.2f} GiB); vLLM would fail at once."))
+    if free_bytes is not None and free_bytes < requested + outside:
+        return Verdict(False, "free_memory", (
+            f"vLLM would pass its start-up check ({free_bytes / GiB:.2f} GiB free, {requested / GiB:.2f} GiB requested) "
+            f"but then needs about {outside / GiB:.2f} GiB more outside that share (CUDA graph capture, per-request "
+            "tables, warm-up), which other processes hold: it would fail with an out-of-memory error after loading."))
+    if e.kv_cache_bytes <= 0:
+        w, adapters = e.weights_bytes, e.lora_bytes
+        return Verdict(False, "weights", (
+            f"the model does not fit at all: weights {(w + adapters) / GiB:.2f} GiB"
+            + (f" (LoRA adapters {adapters / GiB:.2f} GiB)" if adapters else "") + " + activations and overhead "
+            f"{(e.activation_bytes + e.non_torch_bytes + e.cudagraph_bytes) / GiB:.2f} GiB exceed the "
+            f"{requested / GiB:.2f} GiB requested."))
+    if e.max_model_len_fit < want_len and not e.auto:
+        reason = (f"max_model_len {want_len} needs {need_bytes / GiB:.2f} GiB of KV cache; only {e.kv_cache_bytes / GiB:.2f} "
+                  f"GiB is available. The largest that fits is {e.max_model_len_fit}.")
+        if need_bytes <= e.kv_cache_bytes + e.graph_segment_bytes:
+            reason += (" It would fit if vLLM's CUDA graph estimate takes no fresh allocator segment, which depends on "
+                       "the configuration and cannot be known before vLLM starts: "
+                       f"{e.graph_segment_bytes / GiB:.2f} GiB are kept for it (docs/estimator.md); "
+                       "--max-model-len auto lets vLLM pick the largest it finds.")
+        return Verdict(False, "max_model_len", reason)
+    if e.max_model_len_fit <= 0:
+        return Verdict(False, "no_kv", "no KV cache is left for even one block.")
+    if decode_graphs_need_blocks and e.kv_blocks < e.max_num_seqs:
+        return Verdict(False, "max_num_seqs", (
+            f"vLLM would fail after loading: max_num_seqs ({e.max_num_seqs}) exceeds the {e.kv_blocks:,} KV cache "
+            "blocks it would have, and each decoding sequence of a model with recurrent state needs one block for "
+            "CUDA graph capture."))
+    return Verdict()
 
 
 def _proposer(m: ModelArch, s: EngineSettings, tp: int, cap) -> tuple[int, int, ModelArch]:
