@@ -35,26 +35,11 @@ def estimate(
     (--max_model_len N|auto, --gpu-memory-utilization, --tensor-parallel-size, --kv-cache-dtype, ...)
     go after the options, in either spelling. --gpu all (or a list of kinds) answers for each GPU kind and
     1, 2, 4 and 8 GPUs. Exit: 0 fits, 3 does not fit, 2 bad input."""
-    from ..engines import check_engine
-    from ..engines import vllm as vllm_engine
-    from ..engine_args import parse_argv
-    from ..errors import EXIT_BAD_INPUT, EXIT_DOES_NOT_FIT, BadInput
-    from ..planning import plan, resolve_model
-    from .render import estimate_dict, render_estimate
-
-    model_format, quantization = model_format or "pytorch", quantization or "none"
-    check_engine(model_engine or "vllm")
-    # the arguments of the release planned for (its shipped list), else of the installed one
-    spec = (vllm_engine.arg_spec_for_version(vllm_version, cpu=device == "cpu") if vllm_version
-            else vllm_engine.arg_spec(allow_dump=False))
-    engine_args = parse_argv(list(ctx.args), spec)
-    if quantization not in ("none", "") and "quantization" not in engine_args and model_format == "pytorch":
-        engine_args["quantization"] = quantization
-    model_path, model_repo = common.split_model(model, model_path)
-    ref = resolve_model(model_path, model_name, size_in_billions, model_format, quantization,
-                        dtype=engine_args.get("dtype"), model_repo=model_repo, revision=revision)
     from .. import matrix
+    from ..errors import BadInput
 
+    ref, engine_args = _model_and_args(ctx, model, revision, model_path, model_name, size_in_billions, model_format,
+                                       quantization, model_engine, vllm_version, device)
     if matrix.is_matrix(gpu):
         if gpu_memory or num_gpus or gpus or ray_address or inventory or gpu_memory_budget:
             raise BadInput("--gpu all (or a list) plans every count itself: drop --gpu-memory, --num-gpus, --gpus, "
@@ -63,29 +48,62 @@ def estimate(
         return
     if plot_file:
         raise BadInput("--plot draws the matrix of --gpu all (or a list of GPU kinds).")
-    extra = {}
-    if ray_address or inventory:
-        from ..cluster import plan as cplan
+    from ..planning import plan
 
-        if inventory:
-            from ..cluster.inventory import load
-
-            extra = {"cluster_nodes": cplan.nodes_from_inventory(load(inventory)), "cluster_source": "inventory"}
-        else:
-            from ..cluster import control
-            from ..cluster.api import Dashboard
-
-            address, dash = control.resolve(ray_address, ray_dashboard)
-            extra = {"cluster_nodes": cplan.live_nodes(Dashboard(dash), control.inventory_for(address)),
-                     "cluster_source": "ray"}
     p = plan(ref, engine_args, gpu_memory=gpu_memory, gpu_preset=gpu, num_gpus=num_gpus, gpus_sel=gpus,
-             gpu_memory_budget=gpu_memory_budget,
-             vllm_version=vllm_version, device=device, **extra)
+             gpu_memory_budget=gpu_memory_budget, vllm_version=vllm_version, device=device,
+             **_cluster_nodes(ray_address, ray_dashboard, inventory))
+    _show(p, json_out)
+
+
+def _model_and_args(ctx, model, revision, model_path, model_name, size_in_billions, model_format, quantization,
+                    model_engine, vllm_version, device):
+    """The model (its architecture) and the engine arguments, checked against the release planned for (its
+    shipped argument list), else the installed one."""
+    from ..engine_args import parse_argv
+    from ..engines import check_engine
+    from ..engines import vllm as vllm_engine
+    from ..planning import resolve_model
+
+    model_format, quantization = model_format or "pytorch", quantization or "none"
+    check_engine(model_engine or "vllm")
+    spec = (vllm_engine.arg_spec_for_version(vllm_version, cpu=device == "cpu") if vllm_version
+            else vllm_engine.arg_spec(allow_dump=False))
+    engine_args = parse_argv(list(ctx.args), spec)
+    if quantization not in ("none", "") and "quantization" not in engine_args and model_format == "pytorch":
+        engine_args["quantization"] = quantization
+    model_path, model_repo = common.split_model(model, model_path)
+    ref = resolve_model(model_path, model_name, size_in_billions, model_format, quantization,
+                        dtype=engine_args.get("dtype"), model_repo=model_repo, revision=revision)
+    return ref, engine_args
+
+
+def _cluster_nodes(ray_address, ray_dashboard, inventory) -> dict:
+    """plan()'s cluster arguments: the nodes of an inventory (no cluster needed) or of a live Ray cluster."""
+    if not (ray_address or inventory):
+        return {}
+    from ..cluster import plan as cplan
+
+    if inventory:
+        from ..cluster.inventory import load
+
+        return {"cluster_nodes": cplan.nodes_from_inventory(load(inventory)), "cluster_source": "inventory"}
+    from ..cluster import control
+    from ..cluster.api import Dashboard
+
+    address, dash = control.resolve(ray_address, ray_dashboard)
+    return {"cluster_nodes": cplan.live_nodes(Dashboard(dash), control.inventory_for(address)), "cluster_source": "ray"}
+
+
+def _show(p, json_out: bool) -> None:
+    """The plan as a table or JSON; exit 3 when it does not fit, 2 when there was nothing to plan against."""
+    from ..errors import EXIT_BAD_INPUT, EXIT_DOES_NOT_FIT, BadInput, DoesNotFit
+    from .render import estimate_dict, render_estimate
+
     if p.cluster is not None and p.estimate is None:
         if json_out:
             common.emit_json({"fits": False, "error": " ".join(p.notes), "cluster": p.cluster.to_dict()})
             raise typer.Exit(EXIT_DOES_NOT_FIT)
-        from ..errors import DoesNotFit
         raise DoesNotFit("does not fit: " + " ".join(p.notes))
     if p.estimate is None and p.cpu_kv is None:
         msg = ("no GPU found (NVML sees none) and no --gpu-memory or --gpu given; "
@@ -100,15 +118,18 @@ def estimate(
         common.emit_json(d)
     else:
         render_estimate(p, common.console())
-        if d["copies"] and d["copies"]["copies"]:
-            c = d["copies"]
-            common.console().print(
-                f"copies: {c['copies']} launch{'es' * (c['copies'] > 1)} like this fit on one GPU at max_model_len "
-                f"{c['max_model_len']:,}, started one after another, each with --gpu-memory-budget "
-                f"{c['utilization'] * p.estimate.total_bytes / 2**30:.1f}GiB (utilization {c['utilization']:.2f}; "
-                f"{c['footprint_bytes'] / 2**30:.2f} GiB with what vLLM takes beside its share).")
+        _render_copies(d["copies"], p)
     if not d["fits"]:
         raise typer.Exit(EXIT_DOES_NOT_FIT)
+
+
+def _render_copies(c: dict | None, p) -> None:
+    if c and c["copies"]:
+        common.console().print(
+            f"copies: {c['copies']} launch{'es' * (c['copies'] > 1)} like this fit on one GPU at max_model_len "
+            f"{c['max_model_len']:,}, started one after another, each with --gpu-memory-budget "
+            f"{c['utilization'] * p.estimate.total_bytes / 2**30:.1f}GiB (utilization {c['utilization']:.2f}; "
+            f"{c['footprint_bytes'] / 2**30:.2f} GiB with what vLLM takes beside its share).")
 
 
 def _matrix(ref, engine_args: dict, selector: str, vllm_version, plot_file, json_out: bool) -> None:
