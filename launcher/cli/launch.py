@@ -46,10 +46,8 @@ def launch(
     """Launch a vLLM server and supervise it. Any vLLM engine argument may follow, in either spelling
     (--max_model_len 18080, --max-model-len=18080); --max_model_len auto launches with the largest that fits.
     Exit: 0 stopped cleanly (foreground) or ready (--detach), 2 bad input, 3 does not fit, 4 never became ready."""
-    from ..errors import EXIT_NOT_READY
-    from ..launching import prepare, run_foreground, start_detached, wait_until
-    from ..engines import vllm as vllm_engine
-    from ..supervisor.machine import State
+    from ..launching import prepare
+    from .download import fetch_model
 
     if adopt:
         return adopt_running(name, json_out)
@@ -60,51 +58,77 @@ def launch(
         api_key_env=api_key_env, allow_unauthenticated=allow_unauthenticated or None, startup_timeout_s=startup_timeout,
         preflight=False if no_preflight else None, gpu_memory=gpu_memory, gpu=gpu, num_gpus=num_gpus, gpus=gpus,
         gpu_memory_budget=gpu_memory_budget, ray_address=ray_address, ray_dashboard=ray_dashboard))
-    for w in vllm_engine.env_warnings(spec.env, vllm_engine.installed()):
-        common.console(stderr=True).print(f"[yellow]warning:[/] {w}")
-    from .download import fetch_model
-
-    def waiting(holder: dict) -> None:
-        common.console(stderr=True).print(f"waiting for launch '{holder.get('launch', '?')}' to finish starting "
-                                          f"(PID {holder.get('pid', '?')}): one start at a time reads the free memory")
-
+    _warn_env(spec)
     prep = prepare(spec, check_port=not print_config, fetch=None if print_config else fetch_model(),
-                   claim=not print_config, on_start_wait=waiting)
+                   claim=not print_config, on_start_wait=_waiting)
     if print_config:
-        out = {"launch": prep.spec.to_dict(), "command": prep.argv, "env": prep.launcher_env or {}, "port": prep.port,
-               "note": prep.note,
-               "estimate": prep.plan.estimate.to_dict() if prep.plan and prep.plan.estimate else None}
-        if json_out:
-            common.emit_json(out)
-        else:
-            import shlex
-            con = common.console()
-            con.print_json(data={k: v for k, v in out.items() if k != "estimate"})
-            con.print("command: " + " ".join([f"{k}={shlex.quote(v)}" for k, v in (prep.launcher_env or {}).items()]
-                                             + [shlex.join(prep.argv)]))
-        return
+        return _print_config(prep, json_out)
     err = common.console(stderr=True)
     if prep.note:
         err.print(prep.note)
     if detach:
-        pid = start_detached(prep)
-        t0 = time.monotonic()
-        view = LiveView(err, prep)
-        with err.status(f"starting {prep.spec.name} (supervisor PID {pid})") as status:
-            st = wait_until(prep.spec.name, ("READY", "FATAL", "STOPPED"), prep.spec.startup_timeout_s + 30,
-                            on_poll=lambda s: status.update(view.poll_text(s, time.monotonic() - t0)))
-        if json_out:
-            common.emit_json(st)
-        else:
-            view.summary(st)
-        if st["state"] != "READY":
-            raise typer.Exit(EXIT_NOT_READY)
+        return _detached(prep, err, json_out)
+    _foreground(prep, err, json_out)
+
+
+def _warn_env(spec) -> None:
+    from ..engines import vllm as vllm_engine
+
+    for w in vllm_engine.env_warnings(spec.env, vllm_engine.installed()):
+        common.console(stderr=True).print(f"[yellow]warning:[/] {w}")
+
+
+def _waiting(holder: dict) -> None:
+    """Said once while another launch of ours holds the host's start lock (locks.StartLock)."""
+    common.console(stderr=True).print(f"waiting for launch '{holder.get('launch', '?')}' to finish starting "
+                                      f"(PID {holder.get('pid', '?')}): one start at a time reads the free memory")
+
+
+def _print_config(prep, json_out: bool) -> None:
+    """--print-config: the resolved launch and the exact command line; nothing started."""
+    out = {"launch": prep.spec.to_dict(), "command": prep.argv, "env": prep.launcher_env or {}, "port": prep.port,
+           "note": prep.note, "estimate": prep.plan.estimate.to_dict() if prep.plan and prep.plan.estimate else None}
+    if json_out:
+        common.emit_json(out)
         return
+    import shlex
+
+    con = common.console()
+    con.print_json(data={k: v for k, v in out.items() if k != "estimate"})
+    con.print("command: " + " ".join([f"{k}={shlex.quote(v)}" for k, v in (prep.launcher_env or {}).items()]
+                                     + [shlex.join(prep.argv)]))
+
+
+def _detached(prep, err, json_out: bool) -> None:
+    """--detach: start the supervisor in the background and wait until the server is READY (exit 4 if it is not)."""
+    from ..errors import EXIT_NOT_READY
+    from ..launching import start_detached, wait_until
+
+    pid = start_detached(prep)
+    t0 = time.monotonic()
+    view = LiveView(err, prep)
+    with err.status(f"starting {prep.spec.name} (supervisor PID {pid})") as status:
+        st = wait_until(prep.spec.name, ("READY", "FATAL", "STOPPED"), prep.spec.startup_timeout_s + 30,
+                        on_poll=lambda s: status.update(view.poll_text(s, time.monotonic() - t0)))
+    if json_out:
+        common.emit_json(st)
+    else:
+        view.summary(st)
+    if st["state"] != "READY":
+        raise typer.Exit(EXIT_NOT_READY)
+
+
+def _foreground(prep, err, json_out: bool) -> None:
+    """Supervise in this process until stopped; exit 4 when it never became ready, 1 when it failed after."""
+    from ..errors import EXIT_NOT_READY
+    from ..launching import run_foreground
+    from ..runs import read_state
+    from ..supervisor.machine import State
+
     view = LiveView(err, prep)
     with err.status(f"starting {prep.spec.name}") as status:
         view.status = status
         sr, final = run_foreground(prep, on_event=view.event)
-    from ..runs import read_state
     st = read_state(prep.spec.name) or {}
     if json_out:
         common.emit_json(st)
