@@ -44,21 +44,10 @@ def smoke(
 ) -> None:
     """Launch, wait for ready, send real requests (models, completion, chat, optional stream), stop, report.
     Exit: 0 passed, 1 a check failed, 2 bad input, 3 does not fit (pre-flight), 4 never became ready."""
-    import os
-    import re
-    import shlex
-
-    from ..errors import BadInput
     from ..launching import prepare
-    from ..smoke import smoke as run_smoke
+    from .download import fetch_model
 
-    if expect:
-        try:
-            re.compile(expect)
-        except re.error as e:
-            raise BadInput(f"--expect is not a valid regex: {e}.") from None
-    if max_tokens < 1:
-        raise BadInput("--max-tokens must be at least 1.")
+    _check_request_options(expect, max_tokens)
     model_path, model_repo = common.split_model(model, model_path)
     spec = spec_from_cli(ctx, config, dict(
         model=model_repo, revision=revision, download_dir=download_dir, model_path=model_path, model_name=model_name, size_in_billions=size_in_billions, model_format=model_format,
@@ -69,35 +58,10 @@ def smoke(
     if not name:
         from dataclasses import replace
         spec = replace(spec, name=f"smoke-{spec.name}"[:64])
-    from .download import fetch_model
-
     prep = prepare(spec, check_port=not dry_run, fetch=None if dry_run else fetch_model(), claim=not dry_run)
-    con = common.console(stderr=True)
     if dry_run:
-        out = {"command": prep.argv, "port": prep.port, "note": prep.note,
-               "estimate": prep.plan.estimate.to_dict() if prep.plan and prep.plan.estimate else None,
-               "cpu_kv": prep.plan.cpu_kv if prep.plan else None}
-        if json_out:
-            common.emit_json(out)
-        else:
-            common.console().print("command: " + shlex.join(prep.argv))
-            if prep.plan:
-                from .render import render_estimate
-                if prep.plan.estimate or prep.plan.cpu_kv:
-                    render_estimate(prep.plan, common.console())
-        return
-    api_key = os.environ.get(api_key_env) if api_key_env else os.environ.get("VLLM_API_KEY")
-    import signal
-
-    def _terminate(*_):  # a CI runner's SIGTERM stops the server like Ctrl-C does
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, _terminate)
-    with con.status(f"smoke {prep.spec.name}: starting") as status:
-        def ev(kind, data):
-            if kind == "phase":
-                status.update(f"smoke {prep.spec.name}: {data['phase']}")
-        rep = run_smoke(prep, timeout_s=timeout, max_tokens=max_tokens, stream=stream, expect=expect,
-                        api_key=api_key, on_event=ev)
+        return _dry_run(prep, json_out)
+    rep = _run(prep, timeout=timeout, max_tokens=max_tokens, stream=stream, expect=expect, api_key_env=api_key_env)
     if report_json:
         report_json.write_text(__import__("json").dumps(rep.to_dict(), indent=2))
     if junit_xml:
@@ -107,6 +71,58 @@ def smoke(
     else:
         render_report(rep, common.console())
     raise typer.Exit(rep.exit_code)
+
+
+def _check_request_options(expect: str | None, max_tokens: int) -> None:
+    import re
+
+    from ..errors import BadInput
+
+    if expect:
+        try:
+            re.compile(expect)
+        except re.error as e:
+            raise BadInput(f"--expect is not a valid regex: {e}.") from None
+    if max_tokens < 1:
+        raise BadInput("--max-tokens must be at least 1.")
+
+
+def _dry_run(prep, json_out: bool) -> None:
+    """--dry-run: the command line and the estimate; nothing started."""
+    import shlex
+
+    out = {"command": prep.argv, "port": prep.port, "note": prep.note,
+           "estimate": prep.plan.estimate.to_dict() if prep.plan and prep.plan.estimate else None,
+           "cpu_kv": prep.plan.cpu_kv if prep.plan else None}
+    if json_out:
+        common.emit_json(out)
+        return
+    common.console().print("command: " + shlex.join(prep.argv))
+    if prep.plan and (prep.plan.estimate or prep.plan.cpu_kv):
+        from .render import render_estimate
+
+        render_estimate(prep.plan, common.console())
+
+
+def _run(prep, *, timeout: float, max_tokens: int, stream: bool, expect: str | None, api_key_env: str | None):
+    """The smoke itself (launching.smoke), with its phases shown; a CI runner's SIGTERM stops it like Ctrl-C."""
+    import os
+    import signal
+
+    from ..smoke import smoke as run_smoke
+
+    api_key = os.environ.get(api_key_env) if api_key_env else os.environ.get("VLLM_API_KEY")
+
+    def _terminate(*_):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, _terminate)
+    con = common.console(stderr=True)
+    with con.status(f"smoke {prep.spec.name}: starting") as status:
+        def ev(kind, data):
+            if kind == "phase":
+                status.update(f"smoke {prep.spec.name}: {data['phase']}")
+        return run_smoke(prep, timeout_s=timeout, max_tokens=max_tokens, stream=stream, expect=expect,
+                         api_key=api_key, on_event=ev)
 
 
 def render_report(rep, con) -> None:
