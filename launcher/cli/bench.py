@@ -1,6 +1,7 @@
 """`launcher bench`: measured throughput, latency and GPU memory for a workload."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Optional
 
 import typer
@@ -39,95 +40,27 @@ def bench(
     """Benchmark a server: request and token throughput, TTFT, TPOT and ITL (p50/p90/p99), errors,
     GPU memory and utilization (NVML). Exit: 0 all requests succeeded, 1 failures or the server died
     (partial results are still reported), 2 bad input, 3 does not fit, 4 never became ready."""
-    import contextlib
-    import os
-    from dataclasses import replace
-
-    from ..bench import plot, run_bench
+    from ..bench import plot
     from ..errors import BadInput
-    from ..launching import effective_state, prepare
-    from ..planning import resolve_model
-    from ..runs import read_json, read_state, run_dir
-    from ..serving import served
 
-    if workload:
-        from ..workloads import at_level, named
-
-        from ..bench import parse_range
-
-        wl = named(workload, seed=seed,  # the length options override the workload's, as in `launcher tune`
-                   prompt_len=parse_range(prompt_len, "--prompt-len") if prompt_len else None,
-                   output_len=parse_range(output_len, "--output-len") if output_len else None)
-        if len(wl) != 1:
-            raise BadInput("bench takes one --workload at a time.")
-        w = replace(at_level(wl[0], concurrency, 0), num_requests=num_requests, request_rate=request_rate,
-                      warmup=warmup).validate()
-    else:
-        w = common.workload(num_requests, concurrency, request_rate, prompt_len, output_len, prompts_file,
-                            warmup=warmup, seed=seed)
+    w = _workload(workload, seed, prompt_len, output_len, concurrency, num_requests, request_rate, warmup,
+                  prompts_file)
     if prompt_format not in ("ids", "text"):
         raise BadInput("--prompt-format must be ids or text.")
-    api_key = os.environ.get("VLLM_API_KEY")
     model_path, model_repo = common.split_model(model, model_path)
     if name and not (model_path or model_name or config or model_repo):
         idle = [flag for flag, v in (("--revision", revision), ("--download-dir", download_dir), ("--env", env),
                                      ("--size-in-billions", size_in_billions), ("--model-format", model_format))
                 if v] + [a for a in ctx.args if a.startswith("-")]
-        if idle:
-            raise BadInput(f"with --name (a running launch) {', '.join(idle)} would do nothing.",
-                           hint="Drop them, or give model flags instead of --name to start a launch for the benchmark.")
-        st = read_state(name)
-        if st is None or effective_state(st) != "READY":
-            raise BadInput(f"launch '{name}' is not running.", hint="See `launcher ps`, or give model flags to start one.")
-        rec = read_json(run_dir(name) / "launch.json") or {}
-        spec = rec.get("spec", {})
-        argv = rec.get("argv", [])
-        from ..engines.vllm import served_model_name
-
-        model = served_model_name(argv)  # what the server answers to (a Hub launch: the repository id)
-        ref = resolve_model(spec.get("model_path"), spec.get("model_name"), spec.get("size_in_billions"),
-                            spec.get("model_format"), spec.get("quantization"), model_repo=spec.get("model"),
-                            revision=spec.get("revision"))
-        host = "127.0.0.1" if st.get("host") in ("0.0.0.0", None) else st["host"]
-        base, vocab = f"http://{host}:{st['port']}", ref.arch.vocab_size
-        ref_path = argv[argv.index("--model") + 1]  # the local folder vLLM loaded (a Hub model's snapshot)
-        ctxm = contextlib.nullcontext(None)
-
-        def alive():
-            return effective_state(read_state(name) or {}) == "READY"
+        target = _running_launch(name, idle)
     else:
         spec = spec_from_cli(ctx, config, dict(model=model_repo, revision=revision, download_dir=download_dir,
                                                model_path=model_path, model_name=model_name, size_in_billions=size_in_billions,
                                                model_format=model_format, name=name or None, env=env, startup_timeout_s=timeout))
-        if not name:
-            spec = replace(spec, name=f"bench-{spec.name}"[:64])
-        from .download import fetch_model
-
-        prep = prepare(spec, fetch=fetch_model(), claim=True)
-        from ..engines.vllm import served_model_name
-
-        model = served_model_name(prep.argv)
-        vocab = resolve_model(spec.model_path, spec.model_name, spec.size_in_billions, spec.model_format,
-                              spec.quantization, model_repo=spec.model, revision=spec.revision).arch.vocab_size
-        base = f"http://127.0.0.1:{prep.port}"
-        ref_path = spec.model_path
-        ctxm = served(prep, timeout_s=timeout)
-        alive = None  # set from the in-process supervisor below
+        target = _launch_for_bench(spec, named=bool(name), timeout=timeout)
     if prompt_format == "text":
-        from pathlib import Path
-
-        tok = Path(ref_path or "") / "tokenizer.json"
-        if not ref_path or not tok.is_file():
-            raise BadInput("--prompt-format text needs a local model folder with tokenizer.json.")
-        w = replace(w, tokenizer=str(tok))
-    con = common.console(stderr=True)
-    with ctxm as sr:
-        if sr is not None:
-            from ..supervisor.machine import State
-
-            alive = (lambda: sr.sup.state == State.READY and sr.sup.restarts == 0)  # noqa: E731
-        with con.status(f"benchmarking {model}: {w.num_requests} requests, concurrency {w.concurrency}"):
-            rep = run_bench(base, model, w, vocab_size=vocab, api_key=api_key, timeout_s=timeout, alive=alive)
+        w = _with_tokenizer(w, target.ref_path)
+    rep = _measure(target, w, timeout)
     if plot_file:
         plot(rep, plot_file)
     if json_out:
@@ -136,6 +69,116 @@ def bench(
         render(rep, common.console())
     if rep.failed or rep.aborted:
         raise typer.Exit(ExitCode.FAILED)
+
+
+@dataclass
+class _Target:
+    """What the benchmark talks to: the server's base URL, the model name it answers to, its vocabulary (for random
+    token ids), the local folder vLLM loaded, the serving context (a launch started for the benchmark, or none)
+    and whether the server is still the same healthy one."""
+
+    model: str
+    base: str
+    vocab: int
+    ref_path: str | None
+    serving: object
+    alive: object = None
+
+
+def _workload(workload, seed, prompt_len, output_len, concurrency, num_requests, request_rate, warmup, prompts_file):
+    """A named workload at this concurrency (the length options override its own, as in `launcher tune`), or the
+    one the flags describe."""
+    from dataclasses import replace
+
+    from ..errors import BadInput
+
+    if not workload:
+        return common.workload(num_requests, concurrency, request_rate, prompt_len, output_len, prompts_file,
+                               warmup=warmup, seed=seed)
+    from ..bench import parse_range
+    from ..workloads import at_level, named
+
+    wl = named(workload, seed=seed,
+               prompt_len=parse_range(prompt_len, "--prompt-len") if prompt_len else None,
+               output_len=parse_range(output_len, "--output-len") if output_len else None)
+    if len(wl) != 1:
+        raise BadInput("bench takes one --workload at a time.")
+    return replace(at_level(wl[0], concurrency, 0), num_requests=num_requests, request_rate=request_rate,
+                   warmup=warmup).validate()
+
+
+def _running_launch(name: str, idle: list[str]) -> _Target:
+    """--name: a READY launch of ours, asked for the model name it serves (a Hub launch: the repository id)."""
+    import contextlib
+
+    from ..engines.vllm import served_model_name
+    from ..errors import BadInput
+    from ..launching import effective_state
+    from ..planning import resolve_model
+    from ..runs import read_json, read_state, run_dir
+
+    if idle:
+        raise BadInput(f"with --name (a running launch) {', '.join(idle)} would do nothing.",
+                       hint="Drop them, or give model flags instead of --name to start a launch for the benchmark.")
+    st = read_state(name)
+    if st is None or effective_state(st) != "READY":
+        raise BadInput(f"launch '{name}' is not running.", hint="See `launcher ps`, or give model flags to start one.")
+    rec = read_json(run_dir(name) / "launch.json") or {}
+    spec, argv = rec.get("spec", {}), rec.get("argv", [])
+    ref = resolve_model(spec.get("model_path"), spec.get("model_name"), spec.get("size_in_billions"),
+                        spec.get("model_format"), spec.get("quantization"), model_repo=spec.get("model"),
+                        revision=spec.get("revision"))
+    host = "127.0.0.1" if st.get("host") in ("0.0.0.0", None) else st["host"]
+    return _Target(served_model_name(argv), f"http://{host}:{st['port']}", ref.arch.vocab_size,
+                   argv[argv.index("--model") + 1],  # the local folder vLLM loaded (a Hub model's snapshot)
+                   contextlib.nullcontext(None), lambda: effective_state(read_state(name) or {}) == "READY")
+
+
+def _launch_for_bench(spec, *, named: bool, timeout: float) -> _Target:
+    """A launch started for the benchmark (served in-process, stopped after it)."""
+    from dataclasses import replace
+
+    from ..engines.vllm import served_model_name
+    from ..launching import prepare
+    from ..planning import resolve_model
+    from ..serving import served
+    from .download import fetch_model
+
+    if not named:
+        spec = replace(spec, name=f"bench-{spec.name}"[:64])
+    prep = prepare(spec, fetch=fetch_model(), claim=True)
+    vocab = resolve_model(spec.model_path, spec.model_name, spec.size_in_billions, spec.model_format,
+                          spec.quantization, model_repo=spec.model, revision=spec.revision).arch.vocab_size
+    return _Target(served_model_name(prep.argv), f"http://127.0.0.1:{prep.port}", vocab, spec.model_path,
+                   served(prep, timeout_s=timeout))
+
+
+def _with_tokenizer(w, ref_path: str | None):
+    from dataclasses import replace
+    from pathlib import Path
+
+    from ..errors import BadInput
+
+    tok = Path(ref_path or "") / "tokenizer.json"
+    if not ref_path or not tok.is_file():
+        raise BadInput("--prompt-format text needs a local model folder with tokenizer.json.")
+    return replace(w, tokenizer=str(tok))
+
+
+def _measure(target: _Target, w, timeout: float):
+    import os
+
+    from ..bench import run_bench
+    from ..supervisor.machine import State
+
+    con = common.console(stderr=True)
+    with target.serving as sr:
+        alive = target.alive
+        if sr is not None:  # the in-process supervisor: the same server, never restarted
+            alive = (lambda: sr.sup.state == State.READY and sr.sup.restarts == 0)  # noqa: E731
+        with con.status(f"benchmarking {target.model}: {w.num_requests} requests, concurrency {w.concurrency}"):
+            return run_bench(target.base, target.model, w, vocab_size=target.vocab,
+                             api_key=os.environ.get("VLLM_API_KEY"), timeout_s=timeout, alive=alive)
 
 
 def render(rep, con) -> None:
