@@ -81,11 +81,8 @@ def tune(
     import os
     from dataclasses import replace
 
-    from ..bench import parse_range
-    from ..errors import BadInput
     from ..planning import resolve_model
-    from ..tune import Tuner, explicit_grid, launch_file, plot
-    from ..workloads import named
+    from ..tune import Tuner
     from .download import fetch_model
 
     model_path, model_repo = common.split_model(model, model_path)
@@ -94,6 +91,32 @@ def tune(
                                            model_format=model_format, env=env, gpu_memory=gpu_memory, gpu=gpu,
                                            num_gpus=num_gpus, startup_timeout_s=timeout))
     spec = replace(spec, name=f"tune-{spec.name}"[:60])
+    wls = _workloads(spec, workload, num_requests, levels, prompt_len, output_len, prefix_len, slo_ttft_p99)
+    grid = _grid(max_num_seqs, max_num_batched_tokens, utilizations, kv_dtypes)
+    ref = resolve_model(spec.model_path, spec.model_name, spec.size_in_billions, spec.model_format, spec.quantization,
+                        model_repo=spec.model, revision=spec.revision)
+    out = out_dir or Path(f"tune-{spec.name.removeprefix('tune-')}")
+    con = common.console(stderr=True)
+    tuner = Tuner(spec, wls, vocab_size=ref.arch.vocab_size, timeout_s=timeout,
+                  budget_s=parse_duration(budget) if budget else None,
+                  results_path=out / "results.json", resume=resume, grid=grid, on_progress=con.print,
+                  api_key=os.environ.get("VLLM_API_KEY"), min_gain=min_gain, refine=refine, fetch=fetch_model(),
+                  allow_fp8_kv=allow_fp8_kv)
+    res = tuner.run()
+    d, files = _write_results(res, spec, wls, out, plot_file)
+    if json_out:
+        common.emit_json(d)
+    else:
+        render(res, files, common.console())
+    _exit(res, wls)
+
+
+def _workloads(spec, workload, num_requests, levels, prompt_len, output_len, prefix_len, slo_ttft_p99):
+    """The named workloads with the flags' overrides; each must fit the launch's --max-model-len."""
+    from ..bench import parse_range
+    from ..errors import BadInput
+    from ..workloads import named
+
     wls = named(workload, num_requests=num_requests, levels=_ints(levels, "--concurrency-levels") if levels else None,
                 prompt_len=parse_range(prompt_len, "--prompt-len") if prompt_len else None,
                 output_len=parse_range(output_len, "--output-len") if output_len else None,
@@ -104,28 +127,31 @@ def tune(
         if isinstance(mml, int) and need > mml:
             raise BadInput(f"the {wl.name} workload reaches {need} tokens per request, more than --max-model-len {mml}.",
                            hint=f"Give --max-model-len {need} or more, or shorten it with --prompt-len/--prefix-len/--output-len.")
-    grids = (max_num_seqs, max_num_batched_tokens, utilizations, kv_dtypes)
-    grid = None
-    if any(g.strip() for g in grids):
-        try:
-            utils = [float(x) for x in utilizations.split(",") if x.strip()]
-        except ValueError:
-            raise BadInput(f"--gpu-memory-utilization-grid: expected numbers, got '{utilizations}'.") from None
-        grid = explicit_grid(_ints(max_num_seqs, "--max-num-seqs-grid"),
-                             _ints(max_num_batched_tokens, "--max-num-batched-tokens-grid"), utils,
-                             [x.strip() for x in kv_dtypes.split(",") if x.strip()])
-    budget_s = parse_duration(budget) if budget else None
-    ref = resolve_model(spec.model_path, spec.model_name, spec.size_in_billions, spec.model_format, spec.quantization,
-                        model_repo=spec.model, revision=spec.revision)
-    out = out_dir or Path(f"tune-{spec.name.removeprefix('tune-')}")
-    con = common.console(stderr=True)
     for wl in wls:
-        con.print(f"[bold]{wl.name}[/]: {wl.describe()}")
-    tuner = Tuner(spec, wls, vocab_size=ref.arch.vocab_size, timeout_s=timeout, budget_s=budget_s,
-                  results_path=out / "results.json", resume=resume, grid=grid, on_progress=con.print,
-                  api_key=os.environ.get("VLLM_API_KEY"), min_gain=min_gain, refine=refine, fetch=fetch_model(),
-                  allow_fp8_kv=allow_fp8_kv)
-    res = tuner.run()
+        common.console(stderr=True).print(f"[bold]{wl.name}[/]: {wl.describe()}")
+    return wls
+
+
+def _grid(max_num_seqs: str, max_num_batched_tokens: str, utilizations: str, kv_dtypes: str):
+    """The explicit grid the --*-grid flags give, or None (the tuner proposes its own)."""
+    from ..errors import BadInput
+    from ..tune import explicit_grid
+
+    if not any(g.strip() for g in (max_num_seqs, max_num_batched_tokens, utilizations, kv_dtypes)):
+        return None
+    try:
+        utils = [float(x) for x in utilizations.split(",") if x.strip()]
+    except ValueError:
+        raise BadInput(f"--gpu-memory-utilization-grid: expected numbers, got '{utilizations}'.") from None
+    return explicit_grid(_ints(max_num_seqs, "--max-num-seqs-grid"),
+                         _ints(max_num_batched_tokens, "--max-num-batched-tokens-grid"), utils,
+                         [x.strip() for x in kv_dtypes.split(",") if x.strip()])
+
+
+def _write_results(res, spec, wls, out: Path, plot_file: bool) -> tuple[dict, dict]:
+    """Each workload's winner as a launch file, the plot; the results as a dict and the files by workload."""
+    from ..tune import launch_file, plot
+
     d = res.to_dict()
     files = {}
     for wl, wd in zip(wls, d["workloads"]):
@@ -138,10 +164,11 @@ def tune(
         plot(res, str(out / "tradeoff.png"))
         d["plot"] = str(out / "tradeoff.png")
     d["results"] = str(out / "results.json")
-    if json_out:
-        common.emit_json(d)
-    else:
-        render(res, files, common.console())
+    return d, files
+
+
+def _exit(res, wls) -> None:
+    """Exit 3 when vLLM's defaults do not fit, 4 when they did not run, 1 when a workload has no winner."""
     dflt = res.defaults
     if dflt is not None and not dflt.ran:
         from ..errors import DoesNotFit, NotReady
