@@ -8,6 +8,8 @@ read from the installed vLLM once for any other version and cached.
 """
 from __future__ import annotations
 
+import re
+
 import json
 import math
 from dataclasses import dataclass
@@ -38,8 +40,10 @@ def removed_note(key: str, version: str) -> str:
             seen.append(data["vllm_version"])
     if not seen:
         return ""
+    order = sorted(set(seen), key=lambda x: tuple(int(p) for p in re.findall(r"\d+", x)[:3]))
+    where = order[0] if len(order) == 1 else f"{order[0]} to {order[-1]}"  # the shipped releases that have it
     note = REMOVED_NOTES.get(key, "")
-    return (f" '--{key}' exists in vLLM {', '.join(seen)} but not in {version}"
+    return (f" '--{key}' exists in vLLM {where} but not in {version}"
             + (f": {note}." if note else "."))
 # Arguments the launcher owns; passing them as engine arguments would bypass its checks.
 RESERVED = {"model": "--model (a Hub id or folder), --model-path or --model-name", "host": "--host", "port": "--port",

@@ -63,10 +63,7 @@ def bench(
     rep = _measure(target, w, timeout)
     if plot_file:
         plot(rep, plot_file)
-    if json_out:
-        common.emit_json(rep.to_dict())
-    else:
-        render(rep, common.console())
+    common.output(rep.to_dict(), json_out, lambda con: render(rep, con))
     if rep.failed or rep.aborted:
         raise typer.Exit(ExitCode.FAILED)
 

@@ -66,24 +66,25 @@ def down(name: NameOpt = None, json_out: common.Json = False) -> None:
             raise BadInput("say which cluster: --name " + (" | ".join(recs) if recs else "(none is recorded)"))
         name = recs[0]
     out = control.down(name)
-    if json_out:
-        common.emit_json(out)
-    else:
-        common.console().print(f"cluster {name}: stopped {', '.join(out['stopped']) or 'nothing'}"
-                               + (f"; still alive: {out['left']}" if out["left"] else "; no Ray process left"))
+    common.output(out, json_out, lambda con: con.print(
+        f"cluster {name}: stopped {', '.join(out['stopped']) or 'nothing'}"
+        + (f"; still alive: {out['left']}" if out["left"] else "; no Ray process left")))
     if out["left"]:
         raise LaunchFailed(f"processes of cluster '{name}' survived: {out['left']}")
 
 
 def _show(name: str, address: str, dash_url: str, json_out: bool) -> None:
     from ..cluster.api import Dashboard
-    from ..units import gib
 
     nodes = Dashboard(dash_url).nodes()
-    if json_out:
-        common.emit_json({"name": name, "address": address, "dashboard": dash_url, "nodes": [n.to_dict() for n in nodes]})
-        return
+    common.output({"name": name, "address": address, "dashboard": dash_url, "nodes": [n.to_dict() for n in nodes]},
+                  json_out, lambda con: _render_nodes(name, address, dash_url, nodes, con))
+
+
+def _render_nodes(name: str, address: str, dash_url: str, nodes, con) -> None:
     from rich.table import Table
+
+    from ..units import gib
 
     t = Table(title=f"Ray cluster {name} at {address} (dashboard {dash_url})".replace("  ", " "))
     for c in ("node", "ip", "role", "state", "CPUs", "GPUs", "GPU memory used/total"):
@@ -92,4 +93,4 @@ def _show(name: str, address: str, dash_url: str, json_out: bool) -> None:
         mem = ", ".join(f"{g.name} {gib(g.used_bytes)}/{gib(g.total_bytes)}" for g in n.gpus) or "-"
         t.add_row(n.label, n.ip, "head" if n.head else "worker", "ALIVE" if n.alive else "DEAD",
                   f"{n.resources.get('CPU', 0):g}", f"{n.num_gpus}", mem)
-    common.console().print(t)
+    con.print(t)

@@ -92,6 +92,15 @@ def split_model(model: str | None, model_path: str | None) -> tuple[str | None, 
     raise BadInput(f"--model '{model}' is neither a folder here nor a Hub repository id (org/name).")
 
 
+def output(data, json_out: bool, render) -> None:
+    """The one way a command prints its result: `data` as JSON on stdout with --json, else render(console) for
+    people. Errors go to stderr as one line (cli.run), whatever the format."""
+    if json_out:
+        emit_json(data)
+    else:
+        render(console())
+
+
 def emit_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
     sys.stdout.flush()

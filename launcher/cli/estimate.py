@@ -114,18 +114,18 @@ def _show(p, json_out: bool) -> None:
         raise BadInput(msg)
     d = estimate_dict(p)
     d["copies"] = _copies(p)
-    if json_out:
-        common.emit_json(d)
-    else:
-        render_estimate(p, common.console())
-        _render_copies(d["copies"], p)
+
+    def show(con) -> None:
+        render_estimate(p, con)
+        _render_copies(d["copies"], p, con)
+    common.output(d, json_out, show)
     if not d["fits"]:
         raise typer.Exit(EXIT_DOES_NOT_FIT)
 
 
-def _render_copies(c: dict | None, p) -> None:
+def _render_copies(c: dict | None, p, con) -> None:
     if c and c["copies"]:
-        common.console().print(
+        con.print(
             f"copies: {c['copies']} launch{'es' * (c['copies'] > 1)} like this fit on one GPU at max_model_len "
             f"{c['max_model_len']:,}, started one after another, each with --gpu-memory-budget "
             f"{c['utilization'] * p.estimate.total_bytes / 2**30:.1f}GiB (utilization {c['utilization']:.2f}; "
@@ -141,25 +141,28 @@ def _matrix(ref, engine_args: dict, selector: str, vllm_version, plot_file, json
     want = next((c.max_model_len for c in rows if c.fits is not None), 0)
     if plot_file:
         matrix.plot(rows, plot_file, f"{ref.label}: largest max_model_len that fits")
-    if json_out:
-        common.emit_json({"model": ref.label, "max_model_len": want, "counts": list(matrix.COUNTS),
-                          "cells": [c.to_dict() for c in rows], "plot": plot_file})
-    else:
-        from rich.table import Table
-
-        t = Table(title=f"{ref.label} at max_model_len {want:,}: fits? largest length that fits, concurrency")
-        t.add_column("GPU")
-        for n in matrix.COUNTS:
-            t.add_column(f"x{n}", justify="right")
-        for kind in dict.fromkeys(c.gpu for c in rows):
-            cells = [c for c in rows if c.gpu == kind]
-            t.add_row(kind, *(_cell_text(c) for c in cells))
-        con = common.console()
-        con.print(t)
-        con.print("x N: tensor parallel over N GPUs where N divides the attention heads, else pipeline parallel "
-                  "(marked pp). Each cell is `launcher estimate --gpu KIND --num-gpus N` with that layout.")
+    common.output({"model": ref.label, "max_model_len": want, "counts": list(matrix.COUNTS),
+                   "cells": [c.to_dict() for c in rows], "plot": plot_file}, json_out,
+                  lambda con: _render_matrix(ref, rows, want, con))
     if not any(c.fits for c in rows):
         raise typer.Exit(ExitCode.DOES_NOT_FIT)
+
+
+def _render_matrix(ref, rows, want: int, con) -> None:
+    from rich.table import Table
+
+    from .. import matrix
+
+    t = Table(title=f"{ref.label} at max_model_len {want:,}: fits? largest length that fits, concurrency")
+    t.add_column("GPU")
+    for n in matrix.COUNTS:
+        t.add_column(f"x{n}", justify="right")
+    for kind in dict.fromkeys(c.gpu for c in rows):
+        cells = [c for c in rows if c.gpu == kind]
+        t.add_row(kind, *(_cell_text(c) for c in cells))
+    con.print(t)
+    con.print("x N: tensor parallel over N GPUs where N divides the attention heads, else pipeline parallel "
+              "(marked pp). Each cell is `launcher estimate --gpu KIND --num-gpus N` with that layout.")
 
 
 def _cell_text(c) -> str:

@@ -88,15 +88,13 @@ def _print_config(prep, json_out: bool) -> None:
     """--print-config: the resolved launch and the exact command line; nothing started."""
     out = {"launch": prep.spec.to_dict(), "command": prep.argv, "env": prep.launcher_env or {}, "port": prep.port,
            "note": prep.note, "estimate": prep.plan.estimate.to_dict() if prep.plan and prep.plan.estimate else None}
-    if json_out:
-        common.emit_json(out)
-        return
     import shlex
 
-    con = common.console()
-    con.print_json(data={k: v for k, v in out.items() if k != "estimate"})
-    con.print("command: " + " ".join([f"{k}={shlex.quote(v)}" for k, v in (prep.launcher_env or {}).items()]
-                                     + [shlex.join(prep.argv)]))
+    def show(con) -> None:
+        con.print_json(data={k: v for k, v in out.items() if k != "estimate"})
+        con.print("command: " + " ".join([f"{k}={shlex.quote(v)}" for k, v in (prep.launcher_env or {}).items()]
+                                         + [shlex.join(prep.argv)]))
+    common.output(out, json_out, show)
 
 
 def _detached(prep, err, json_out: bool) -> None:
@@ -110,10 +108,7 @@ def _detached(prep, err, json_out: bool) -> None:
     with err.status(f"starting {prep.spec.name} (supervisor PID {pid})") as status:
         st = wait_until(prep.spec.name, ("READY", "FATAL", "STOPPED"), prep.spec.startup_timeout_s + 30,
                         on_poll=lambda s: status.update(view.poll_text(s, time.monotonic() - t0)))
-    if json_out:
-        common.emit_json(st)
-    else:
-        view.summary(st)
+    common.output(st, json_out, lambda con: view.summary(st))
     if st["state"] != "READY":
         raise typer.Exit(EXIT_NOT_READY)
 

@@ -34,8 +34,6 @@ def ps(json_out: common.Json = False,
        prune: Annotated[bool, typer.Option("--prune", help="Remove the records of launches that ended (STOPPED, FATAL, DEAD).")] = False,
        logs: Logs = False) -> None:
     """List launches and their states (--prune: remove the ended ones first)."""
-    from rich.table import Table
-
     from ..runs import ENDED, all_names, remove
 
     pruned = []
@@ -45,20 +43,9 @@ def ps(json_out: common.Json = False,
                 remove(n, keep_logs=not logs)
                 pruned.append(n)
     rows = [_row(n) for n in all_names()]
-    if json_out:
-        common.emit_json({"launches": rows, "pruned": pruned} if prune else rows)
-        return
-    if pruned:
+    if pruned and not json_out:
         common.console(stderr=True).print(f"removed {len(pruned)} ended launch(es): {', '.join(pruned)}")
-    t = Table()
-    for c in ("name", "state", "pid", "port", "restarts", "uptime_s", "endpoint"):
-        t.add_column(c)
-    for r in rows:
-        t.add_row(*(str(r[c]) if r[c] is not None else "-" for c in ("name", "state", "pid", "port", "restarts", "uptime_s", "endpoint")))
-    common.console().print(t)
-    for r in rows:
-        if r["state"] == "UNSUPERVISED":
-            common.console().print(f"{r['name']}: {r['reason']}")
+    common.output({"launches": rows, "pruned": pruned} if prune else rows, json_out, lambda con: _render_ps(rows, con))
 
 
 def rm(name: Annotated[str, typer.Argument(help="Launch whose record to remove.")], logs: Logs = False,
@@ -73,10 +60,8 @@ def rm(name: Annotated[str, typer.Argument(help="Launch whose record to remove."
     if state not in ENDED:
         raise BadInput(f"'{name}' is {state}; only ended launches are removed.", hint=f"Stop it first: `launcher stop {name}`.")
     kept = remove(name, keep_logs=not logs)
-    if json_out:
-        common.emit_json({"name": name, "removed": True, "logs": str(kept) if kept else None})
-    else:
-        common.console().print(f"removed {name}" + (f"; logs kept in {kept}" if kept else ""))
+    common.output({"name": name, "removed": True, "logs": str(kept) if kept else None}, json_out,
+                  lambda con: con.print(f"removed {name}" + (f"; logs kept in {kept}" if kept else "")))
 
 
 def status(name: str, json_out: common.Json = False) -> None:
@@ -90,15 +75,7 @@ def status(name: str, json_out: common.Json = False) -> None:
     cl = _cluster_view(name)
     if cl is not None:
         r["cluster"] = cl
-    if json_out:
-        common.emit_json(r)
-    else:
-        con = common.console()
-        for k, v in r.items():
-            if k != "cluster":
-                con.print(f"{k:16s} {v if v is not None else '-'}")
-        if cl is not None:
-            _render_cluster(cl, con)
+    common.output(r, json_out, lambda con: _render_status(r, con))
     if r["state"] != "READY":
         raise typer.Exit(ExitCode.FAILED)
 
@@ -188,13 +165,37 @@ def stop(name: Annotated[Optional[str], typer.Argument(help="Launch to stop.")] 
             row["ray_leftovers"] = res["ray_leftovers"]
             row["ray_left_behind"] = {k: v for k, v in res["ray_leftovers"].items() if k != "jobs" and v}
         out.append(row)
-    if json_out:
-        common.emit_json(out)
-    else:
-        for r in out:
-            common.console().print(f"{r['name']}: {r['state']}" + (f" (killed leftovers {r['swept']})" if r["swept"] else ""))
-            if r.get("ray_leftovers"):
-                bad = r["ray_left_behind"]
-                common.console().print(f"  Ray: {'left behind ' + str(bad) if bad else 'no actor, placement group or worker of the launch is left'}")
+    common.output(out, json_out, lambda con: _render_stopped(out, con))
     if any(r.get("ray_left_behind") for r in out):
         raise typer.Exit(ExitCode.FAILED)
+
+
+def _render_stopped(out: list[dict], con) -> None:
+    for r in out:
+        con.print(f"{r['name']}: {r['state']}" + (f" (killed leftovers {r['swept']})" if r["swept"] else ""))
+        if r.get("ray_leftovers"):
+            bad = r["ray_left_behind"]
+            con.print(f"  Ray: {'left behind ' + str(bad) if bad else 'no actor, placement group or worker of the launch is left'}")
+
+
+def _render_status(r: dict, con) -> None:
+    for k, v in r.items():
+        if k != "cluster":
+            con.print(f"{k:16s} {v if v is not None else '-'}")
+    if r.get("cluster") is not None:
+        _render_cluster(r["cluster"], con)
+
+
+def _render_ps(rows: list[dict], con) -> None:
+    from rich.table import Table
+
+    cols = ("name", "state", "pid", "port", "restarts", "uptime_s", "endpoint")
+    t = Table()
+    for c in cols:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*(str(r[c]) if r[c] is not None else "-" for c in cols))
+    con.print(t)
+    for r in rows:
+        if r["state"] == "UNSUPERVISED":
+            con.print(f"{r['name']}: {r['reason']}")

@@ -66,10 +66,7 @@ def smoke(
         report_json.write_text(__import__("json").dumps(rep.to_dict(), indent=2))
     if junit_xml:
         junit_xml.write_text(rep.junit_xml())
-    if json_out:
-        common.emit_json(rep.to_dict())
-    else:
-        render_report(rep, common.console())
+    common.output(rep.to_dict(), json_out, lambda con: render_report(rep, con))
     raise typer.Exit(rep.exit_code)
 
 
@@ -94,14 +91,13 @@ def _dry_run(prep, json_out: bool) -> None:
     out = {"command": prep.argv, "port": prep.port, "note": prep.note,
            "estimate": prep.plan.estimate.to_dict() if prep.plan and prep.plan.estimate else None,
            "cpu_kv": prep.plan.cpu_kv if prep.plan else None}
-    if json_out:
-        common.emit_json(out)
-        return
-    common.console().print("command: " + shlex.join(prep.argv))
-    if prep.plan and (prep.plan.estimate or prep.plan.cpu_kv):
-        from .render import render_estimate
+    def show(con) -> None:
+        con.print("command: " + shlex.join(prep.argv))
+        if prep.plan and (prep.plan.estimate or prep.plan.cpu_kv):
+            from .render import render_estimate
 
-        render_estimate(prep.plan, common.console())
+            render_estimate(prep.plan, con)
+    common.output(out, json_out, show)
 
 
 def _run(prep, *, timeout: float, max_tokens: int, stream: bool, expect: str | None, api_key_env: str | None):

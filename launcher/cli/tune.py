@@ -104,10 +104,7 @@ def tune(
                   allow_fp8_kv=allow_fp8_kv)
     res = tuner.run()
     d, files = _write_results(res, spec, wls, out, plot_file)
-    if json_out:
-        common.emit_json(d)
-    else:
-        render(res, files, common.console())
+    common.output(d, json_out, lambda con: render(res, files, con))
     _exit(res, wls)
 
 
