@@ -48,3 +48,17 @@ def wait_for(pred, timeout_s: float, poll_s: float = 0.05, what: str = "conditio
 
 def fake_argv(port: int, mode: str, delay: float = 0.5) -> list[str]:
     return [sys.executable, FAKE, "--port", str(port), "--mode", mode, "--delay", str(delay)]
+
+
+def run_processes(run_id: str) -> list[int]:
+    """PIDs of the processes tagged with a launch's run id (LAUNCHER_RUN_ID in their environment)."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get("LAUNCHER_RUN_ID") == run_id:
+                out.append(p.pid)
+        except psutil.Error:
+            pass
+    return out

@@ -8,7 +8,7 @@ import urllib.request
 import psutil
 import pytest
 
-from conftest import TINY, cli, wait_for
+from conftest import TINY, cli, run_processes, wait_for
 
 pytestmark = pytest.mark.vllm
 
@@ -16,17 +16,6 @@ pytestmark = pytest.mark.vllm
 def status(name):
     r = cli("status", name, "--json", timeout=60)
     return json.loads(r.stdout)
-
-
-def run_processes(run_id):
-    out = []
-    for p in psutil.process_iter():
-        try:
-            if p.environ().get("LAUNCHER_RUN_ID") == run_id:
-                out.append(p.pid)
-        except psutil.Error:
-            pass
-    return out
 
 
 def test_detached_launch_chat_engine_core_kill_restart_and_clean_stop(launcher_home):

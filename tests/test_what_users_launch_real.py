@@ -6,10 +6,9 @@ import sys
 import time
 import urllib.request
 
-import psutil
 import pytest
 
-from conftest import ROOT, TINY, cli
+from conftest import ROOT, TINY, cli, run_processes
 
 pytestmark = pytest.mark.vllm
 
@@ -22,17 +21,6 @@ def _complete(endpoint: str, model: str, prompt: str) -> dict:
     req = urllib.request.Request(endpoint + "/completions", data=body, headers={"content-type": "application/json"})
     with urllib.request.urlopen(req, timeout=120) as resp:
         return json.loads(resp.read())
-
-
-def _tagged(run_id: str) -> list[int]:
-    out = []
-    for p in psutil.process_iter():
-        try:
-            if p.environ().get("LAUNCHER_RUN_ID") == run_id:
-                out.append(p.pid)
-        except psutil.Error:
-            pass
-    return out
 
 
 def test_lora_and_ngram_launches_started_together_both_answer(launcher_home, tmp_path):
@@ -85,5 +73,5 @@ def _check_both(launcher_home, procs, out, t0):
     run_ids = {n: json.loads((launcher_home / "runs" / n / "state.json").read_text())["run_id"] for n in procs}
     for name in procs:
         assert cli("stop", name).returncode == 0
-    assert not any(_tagged(r) for r in run_ids.values())
+    assert not any(run_processes(r) for r in run_ids.values())
     print(f"both READY {took:.0f} s after the two launches began")
