@@ -36,47 +36,12 @@ def _g(b: int | None) -> str:
 
 
 def render_estimate(p, con) -> None:
-    from rich.table import Table
-
-    d = estimate_dict(p)
+    """A plan for people: the CPU build's KV cache, or the per-GPU table, the verdict and the notes."""
     if p.estimate is None:
-        con.print(f"[bold]{p.model.label}[/] on the CPU build of vLLM")
-        for n in d["notes"]:
-            con.print(n)
-        if d["reason"]:
-            con.print(f"[red]✗ does not fit:[/] {d['reason']}")
-        if d["kv_cache_bytes"]:
-            con.print(f"KV cache {_g(d['kv_cache_bytes'])} GiB ({d['kv_cache_source']}): {d['kv_cache_tokens']:,} tokens; "
-                      f"largest max_model_len {d['max_model_len_fit']:,}.")
+        _render_cpu(p, estimate_dict(p), con)
         return
     e = p.estimate
-    g = e.gpus[0] if e.gpus else {}
-    src = "NVML" if p.source == "nvml" else "planned"
-    t = Table(title=f"{p.model.label} · vLLM {p.vllm_version} · per GPU ({g.get('name', '?')}, {_g(e.total_bytes)} GiB, {src}) x{len(e.gpus)}")
-    t.add_column("what")
-    t.add_column("GiB", justify="right")
-    t.add_row("requested (total x %.2f)" % e.gpu_memory_utilization, _g(e.requested_bytes))
-    t.add_row("weights", _g(e.weights_bytes))
-    if e.lora_bytes:
-        lo = p.settings.lora
-        t.add_row(f"LoRA adapters ({lo.max_loras} slot{'s' * (lo.max_loras > 1)} x rank {lo.max_lora_rank})", _g(e.lora_bytes))
-    if e.draft_weights_bytes:
-        sp = p.settings.speculative
-        t.add_row(f"speculative proposer ({sp.method}, {e.draft_kv_layers} KV layer{'s' * (e.draft_kv_layers != 1)})",
-                  _g(e.draft_weights_bytes))
-    t.add_row(f"peak activation (profile: {e.max_num_batched_tokens} tokens, {e.max_num_seqs} seqs)", _g(e.activation_bytes))
-    t.add_row("non-torch (NCCL, cuBLAS, allocator)", _g(e.non_torch_bytes))
-    if e.graph_memory == "launcher":
-        t.add_row(f"CUDA graph pool (kept by the launcher: vLLM gets {e.vllm_gpu_memory_utilization:.4f})",
-                  _g(e.cudagraph_bytes))
-    elif e.graph_memory == "off":
-        t.add_row("CUDA graphs (taken beyond the share: VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=0)", "0.00")
-    else:
-        t.add_row("CUDA graphs (estimate vLLM subtracts)", _g(e.cudagraph_bytes))
-    if e.graph_segment_bytes:
-        t.add_row("  of which: a fresh allocator segment per graph", _g(e.graph_segment_bytes))
-    t.add_row("[bold]KV cache[/]", f"[bold]{_g(e.kv_cache_bytes)}[/]")
-    con.print(t)
+    con.print(_gpu_table(p, e))
     color = {"measured": "green", "derived": "cyan", "extrapolated": "yellow"}.get(e.confidence, "white")
     con.print(f"confidence: [{color}]{e.confidence}[/] ({e.confidence_reason})")
     con.print(f"KV cache: {e.kv_cache_tokens:,} tokens ({e.kv_bytes_per_token:,} bytes/token), "
@@ -94,6 +59,53 @@ def render_estimate(p, con) -> None:
         con.print(f"GPUs: {p.gpu_choice}")
     for n in p.notes:
         con.print(f"[yellow]note:[/] {n}")
+
+
+def _render_cpu(p, d: dict, con) -> None:
+    con.print(f"[bold]{p.model.label}[/] on the CPU build of vLLM")
+    for n in d["notes"]:
+        con.print(n)
+    if d["reason"]:
+        con.print(f"[red]✗ does not fit:[/] {d['reason']}")
+    if d["kv_cache_bytes"]:
+        con.print(f"KV cache {_g(d['kv_cache_bytes'])} GiB ({d['kv_cache_source']}): {d['kv_cache_tokens']:,} tokens; "
+                  f"largest max_model_len {d['max_model_len_fit']:,}.")
+
+
+def _gpu_table(p, e):
+    """What vLLM reserves per GPU, row by row, down to the KV cache."""
+    from rich.table import Table
+
+    g = e.gpus[0] if e.gpus else {}
+    src = "NVML" if p.source == "nvml" else "planned"
+    t = Table(title=f"{p.model.label} · vLLM {p.vllm_version} · per GPU ({g.get('name', '?')}, {_g(e.total_bytes)} GiB, {src}) x{len(e.gpus)}")
+    t.add_column("what")
+    t.add_column("GiB", justify="right")
+    t.add_row("requested (total x %.2f)" % e.gpu_memory_utilization, _g(e.requested_bytes))
+    t.add_row("weights", _g(e.weights_bytes))
+    if e.lora_bytes:
+        lo = p.settings.lora
+        t.add_row(f"LoRA adapters ({lo.max_loras} slot{'s' * (lo.max_loras > 1)} x rank {lo.max_lora_rank})", _g(e.lora_bytes))
+    if e.draft_weights_bytes:
+        sp = p.settings.speculative
+        t.add_row(f"speculative proposer ({sp.method}, {e.draft_kv_layers} KV layer{'s' * (e.draft_kv_layers != 1)})",
+                  _g(e.draft_weights_bytes))
+    t.add_row(f"peak activation (profile: {e.max_num_batched_tokens} tokens, {e.max_num_seqs} seqs)", _g(e.activation_bytes))
+    t.add_row("non-torch (NCCL, cuBLAS, allocator)", _g(e.non_torch_bytes))
+    t.add_row(*_graph_row(e))
+    if e.graph_segment_bytes:
+        t.add_row("  of which: a fresh allocator segment per graph", _g(e.graph_segment_bytes))
+    t.add_row("[bold]KV cache[/]", f"[bold]{_g(e.kv_cache_bytes)}[/]")
+    return t
+
+
+def _graph_row(e) -> tuple[str, str]:
+    if e.graph_memory == "launcher":
+        return (f"CUDA graph pool (kept by the launcher: vLLM gets {e.vllm_gpu_memory_utilization:.4f})",
+                _g(e.cudagraph_bytes))
+    if e.graph_memory == "off":
+        return "CUDA graphs (taken beyond the share: VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=0)", "0.00"
+    return "CUDA graphs (estimate vLLM subtracts)", _g(e.cudagraph_bytes)
 
 
 def _render_nodes(cp, con) -> None:
