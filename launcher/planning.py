@@ -156,35 +156,10 @@ def plan(model: ModelRef, engine_args: dict, *, gpu_memory: str | None = None, g
     # the CPU build's version says nothing of the GPU build that will run there: use the calibrated default
     gpu_target = bool(gpu_memory or gpu_preset or cluster_nodes is not None)
     version = vllm_version or (inst.version if inst and not (inst.cpu_build and gpu_target) else vllm_engine.DEFAULT_VERSION)
-    vv = vllm_engine.parse_version(version)
-    settings = settings_from_engine_args(engine_args)
-    # VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS set by the user (or --env) is left to vLLM and modelled as set;
-    # launches across Ray nodes keep vLLM's own estimate (as measured there)
-    asked = activation.graph_mode_from_env(os.environ if env is None else env)
-    if asked or cluster_nodes is not None:
-        settings = replace(settings, graph_memory=asked or "vllm")
-    if settings.dtype not in ("auto", None) and settings.dtype != model.arch.dtype:
-        model = ModelRef(model.load, replace(model.arch, dtype=settings.dtype), model.label)
-    if settings.speculative is not None and settings.speculative.model \
-            and settings.speculative.method not in ("ngram", "suffix", "ngram_gpu"):
-        settings = replace(settings, draft=draft_arch(settings.speculative.model, model.arch.dtype))
+    model, settings = _settings(model, engine_args, env, across_nodes=cluster_nodes is not None)
     if cluster_nodes is not None:  # the cluster's GPUs, not this host's
-        from .cluster.plan import plan_across
-
-        p = Plan(model, settings, [g for n in cluster_nodes for g in n.gpus], version, cluster_source)
-        p.estimate, p.cluster = plan_across(model.arch, settings, cluster_nodes, vllm_version=vv, placement=placement)
-        p.notes += p.cluster.notes
-        if p.estimate is not None:
-            p.estimate = replace(p.estimate, vllm_version=version)
-        return p
-    if gpu_memory or gpu_preset:
-        gpus, source = planned_gpus(gpu_memory, gpu_preset, num_gpus), "planned"
-    else:
-        gpus, source = (gpu_source or NvmlSource()).list(), "nvml"
-        if num_gpus is not None and gpus:
-            if num_gpus > len(gpus):
-                raise BadInput(f"--num-gpus {num_gpus} but only {len(gpus)} GPU(s) are visible.")
-            gpus = gpus[:num_gpus]
+        return _plan_across(model, settings, version, cluster_nodes, placement, cluster_source)
+    gpus, source = _gpus(gpu_memory, gpu_preset, num_gpus, gpu_source)
     p = Plan(model, settings, gpus, version, source)
     cpu = device == "cpu" or (device == "auto" and not gpus and inst is not None and inst.cpu_build)
     if not gpus or cpu:
@@ -192,19 +167,72 @@ def plan(model: ModelRef, engine_args: dict, *, gpu_memory: str | None = None, g
             raise BadInput(f"--gpus {gpus_sel.strip()}: no GPU is visible here (NVML lists none).",
                            hint="Drop --gpus on a host without GPUs, or plan for one with --gpu/--gpu-memory.")
         p.source = "cpu" if cpu else "none"
-        if cpu and gpu_memory_budget:
-            p.settings = settings = budget_settings(model.arch, settings, gpu_memory_budget, None)
         if cpu:
-            import psutil
-
-            from .neighbours import running
-
-            p.beside = [n for n in running(exclude=name) if not n.gpus]
-            p.cpu_kv = cpu_kv_cache(model.arch, settings, env, available_bytes=psutil.virtual_memory().available)
-            if p.beside:
-                p.notes.append("Beside " + "; ".join(n.describe() for n in p.beside) + f"; host memory available now "
-                               f"{p.cpu_kv['host_available_bytes'] / GiB:.2f} GiB (what is left beside them).")
+            _plan_cpu(p, env, name, gpu_memory_budget)
         return p
+    _plan_gpus(p, gpus_sel, name, gpu_memory_budget, suggest)
+    return p
+
+
+def _settings(model: ModelRef, engine_args: dict, env: dict | None, *, across_nodes: bool) -> tuple[ModelRef, EngineSettings]:
+    """The engine settings, the graph method asked for by VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS (left to vLLM and
+    modelled as set; launches across Ray nodes keep vLLM's own estimate, as measured there), --dtype applied to the
+    model, and a speculative draft's architecture read."""
+    settings = settings_from_engine_args(engine_args)
+    asked = activation.graph_mode_from_env(os.environ if env is None else env)
+    if asked or across_nodes:
+        settings = replace(settings, graph_memory=asked or "vllm")
+    if settings.dtype not in ("auto", None) and settings.dtype != model.arch.dtype:
+        model = ModelRef(model.load, replace(model.arch, dtype=settings.dtype), model.label)
+    if settings.speculative is not None and settings.speculative.model \
+            and settings.speculative.method not in ("ngram", "suffix", "ngram_gpu"):
+        settings = replace(settings, draft=draft_arch(settings.speculative.model, model.arch.dtype))
+    return model, settings
+
+
+def _plan_across(model: ModelRef, settings: EngineSettings, version: str, cluster_nodes: list, placement,
+                 cluster_source: str) -> Plan:
+    from .cluster.plan import plan_across
+
+    p = Plan(model, settings, [g for n in cluster_nodes for g in n.gpus], version, cluster_source)
+    p.estimate, p.cluster = plan_across(model.arch, settings, cluster_nodes,
+                                        vllm_version=vllm_engine.parse_version(version), placement=placement)
+    p.notes += p.cluster.notes
+    if p.estimate is not None:
+        p.estimate = replace(p.estimate, vllm_version=version)
+    return p
+
+
+def _gpus(gpu_memory, gpu_preset, num_gpus, gpu_source) -> tuple[list[GpuInfo], str]:
+    """The GPUs planned for: described (--gpu-memory, --gpu) or NVML's, the first --num-gpus of them."""
+    if gpu_memory or gpu_preset:
+        return planned_gpus(gpu_memory, gpu_preset, num_gpus), "planned"
+    gpus = (gpu_source or NvmlSource()).list()
+    if num_gpus is not None and gpus:
+        if num_gpus > len(gpus):
+            raise BadInput(f"--num-gpus {num_gpus} but only {len(gpus)} GPU(s) are visible.")
+        gpus = gpus[:num_gpus]
+    return gpus, "nvml"
+
+
+def _plan_cpu(p: Plan, env: dict | None, name: str | None, gpu_memory_budget: str | None) -> None:
+    """The CPU build: its KV cache, checked against the host's available memory, beside our running launches."""
+    import psutil
+
+    from .neighbours import running
+
+    if gpu_memory_budget:
+        p.settings = budget_settings(p.model.arch, p.settings, gpu_memory_budget, None)
+    p.beside = [n for n in running(exclude=name) if not n.gpus]
+    p.cpu_kv = cpu_kv_cache(p.model.arch, p.settings, env, available_bytes=psutil.virtual_memory().available)
+    if p.beside:
+        p.notes.append("Beside " + "; ".join(n.describe() for n in p.beside) + f"; host memory available now "
+                       f"{p.cpu_kv['host_available_bytes'] / GiB:.2f} GiB (what is left beside them).")
+
+
+def _plan_gpus(p: Plan, gpus_sel: str | None, name: str | None, gpu_memory_budget: str | None, suggest: bool) -> None:
+    """The GPUs the launch runs on, our launches already there, and the estimate for the least free of them."""
+    gpus, source, settings = p.gpus, p.source, p.settings
     need = settings.tensor_parallel_size * settings.pipeline_parallel_size
     if need > len(gpus):
         p.notes.append(f"tensor x pipeline parallel needs {need} GPUs; {len(gpus)} {'given' if source == 'planned' else 'visible'}.")
@@ -219,21 +247,20 @@ def plan(model: ModelRef, engine_args: dict, *, gpu_memory: str | None = None, g
         if p.beside:
             p.notes.append("Beside " + "; ".join(n.describe() for n in p.beside) + ". NVML's free memory, which vLLM "
                            "reads at start-up, already leaves them out (a launch plans once the others are READY).")
-    # plan for the GPU with the least free memory among those used
     worst = min(used, key=lambda g: (g.free_bytes, g.total_bytes))
     if gpu_memory_budget:
-        p.settings = settings = budget_settings(model.arch, settings, gpu_memory_budget, worst.budget())
-    p.estimate = estimate(model.arch, settings, worst.budget(), vllm_version=vv, num_gpus_available=len(gpus),
-                          suggest=suggest)
-    p.estimate = replace(p.estimate, gpus=[g.__dict__ | {"pids": list(g.pids)} for g in used], vllm_version=version)
+        p.settings = settings = budget_settings(p.model.arch, settings, gpu_memory_budget, worst.budget())
+    e = estimate(p.model.arch, settings, worst.budget(), vllm_version=vllm_engine.parse_version(p.vllm_version),
+                 num_gpus_available=len(gpus), suggest=suggest)
+    e = replace(e, gpus=[g.__dict__ | {"pids": list(g.pids)} for g in used], vllm_version=p.vllm_version)
     if need > len(gpus):
-        p.estimate = replace(p.estimate, fits=False, cause="gpus", reason=p.notes[-1] + " " + p.estimate.reason)
-    elif not p.estimate.fits and p.chosen_gpus is not None and len(gpus) > 1:
-        p.estimate = replace(p.estimate, reason=p.estimate.reason + " Free memory per GPU: " + free_list(gpus) + ".")
-    if p.estimate.graph_memory == "launcher":
+        e = replace(e, fits=False, cause="gpus", reason=p.notes[-1] + " " + e.reason)
+    elif not e.fits and p.chosen_gpus is not None and len(gpus) > 1:
+        e = replace(e, reason=e.reason + " Free memory per GPU: " + free_list(gpus) + ".")
+    p.estimate = e
+    if e.graph_memory == "launcher":
         p.notes.append("as `launcher launch` starts vLLM (it keeps the CUDA graphs' share itself); for `vllm serve` "
                        "with its own graph estimate, set VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1.")
-    return p
 
 
 def budget_settings(m: ModelArch, s: EngineSettings, budget: str, gpu) -> EngineSettings:

@@ -175,7 +175,9 @@ def test_node_loss_stops_the_server_waits_for_the_node_and_restarts(cluster):
              what="back-off waiting for the lost node")
     assert "has 1 CPU on its alive nodes (head: 1)" in sr.sup.reason
     log = (run_dir("ray-loss") / "supervisor.log").read_text()
-    assert "Ray node worker1 lost" in log, log
+    # the loss is seen first by the cluster watch, or by the server itself exiting on its lost actor (a race the
+    # machine's load decides); either way the supervisor then waits for the cluster (above), not a crash loop
+    assert "Ray node worker1 lost" in log or "a Ray worker died" in log, log
     assert sr.sup.restarts == 0 and not [r for r in sr.tree.members()]  # stopped, nothing half-alive
     # the dead instance's placement is freed (Ray removes a job's placement groups when its driver dies)
     wait_for(lambda: all(p["state"] == "REMOVED" for p in watch.api.placement_groups()), 30, what="placement freed")

@@ -224,23 +224,8 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     seqs = s.max_num_seqs or (1024 if large else 256)
     block = s.block_size or 16
     derived = m.derived_max_len
-    auto = s.max_model_len == "auto" or s.max_model_len == -1
-    if isinstance(s.max_model_len, int) and not auto and s.max_model_len > derived:
-        raise BadInput(f"--max-model-len {s.max_model_len} is larger than the model's maximum of {derived} "
-                       "(derived from config.json); vLLM would refuse it.",
-                       hint=f"Use at most {derived}, or 'auto'.")
-    want_len = derived if (s.max_model_len is None or auto) else int(s.max_model_len)
-
-    if m.vision_layers and s.mm_processor_kwargs not in (None, "", {}, "{}"):
-        # the processor's options decide the dummy inputs of the encoder's profile (Gemma 3's pan-and-scan crops,
-        # Qwen-VL's pixel limits): not read, so the encoder is not modelled for this launch
-        m = replace(m, notes=(*m.notes, "--mm-processor-kwargs changes the encoder's dummy inputs, which are not "
-                                        "modelled with it"))
-    if s.lora is not None:
-        loramod.check_supported(m)
-        m = replace(m, notes=(*m.notes, *(loramod.NOTE_START + n for n in (
-            "no LoRA launch was measured on a GPU (the adapters' buffers are vLLM's own count, the second set of "
-            "CUDA graphs is counted as large as the first)", *loramod.notes(m)))))
+    want_len, auto = _wanted_length(m, s)
+    m = _with_launch_notes(m, s)
     run = activation.runner(m, vllm_version)
     items = s.mm_items_per_prompt(m.vision_layout)
     w = weights.weights_bytes(m, tp, pp, capability=gpu.capability, vision=items != 0)
@@ -248,35 +233,11 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     draft_w, draft_layers, m = _proposer(m, s, tp, gpu.capability)
     shape = activation.profile_shape(m, max_num_batched_tokens=batched, max_num_seqs=seqs, tp=tp, max_model_len=want_len,
                                      items_per_prompt=items)
-    act = activation.peak_activation_bytes(shape, run)
-    if s.speculative is not None:  # the rejection sampler's warm-up beside the forward's hidden states
-        act = max(act, specmod.sampler_bytes(s.speculative, shape.rows, m.vocab_size, m.dtype_bytes) + 2 * shape.hidden
-                  + activation.coefficients()["activation"][run]["const"])
-    if s.lora is not None:
-        act += loramod.activation_bytes(s.lora, batched)
+    act = _activation(m, s, run, shape, batched)
     nt = activation.non_torch_bytes(run, tp * pp)
-    mode = activation.graph_memory_mode(s.graph_memory, run, enforce_eager=s.enforce_eager, vllm_version=vllm_version,
-                                        kv_cache_memory_bytes=s.kv_cache_memory_bytes)
-    sample = activation.graph_sample_bytes(m, run, enforce_eager=s.enforce_eager, tp=tp, max_num_seqs=seqs,
-                                           max_num_batched_tokens=batched)
-    graph_cases = loramod.GRAPH_CASES if s.lora is not None else 1  # each graph captured with and without adapters
-    if draft_layers:  # the proposer's graphs beside the target's, as large per layer
-        graph_cases *= 1 + draft_layers / max(1, m.num_layers)
-    sample = int(sample * graph_cases)
     requested = math.ceil(gpu.cuda_total_bytes * util)
-    vllm_util, segment, graphs_outside = util, 0, None
-    if mode == "launcher":  # vLLM is given the share asked for less its graph estimate without the fresh segment
-        vllm_util = max(1e-4, math.floor((requested - sample) / gpu.cuda_total_bytes * 1e4) / 1e4)
-        cg = requested - math.ceil(gpu.cuda_total_bytes * vllm_util)
-        graphs_outside = max(activation.GRAPHS_OUTSIDE_BUDGET[run], activation.graph_pool_bytes(m, sample) - cg)
-    elif mode == "off":  # nothing subtracted: the whole pool is taken beyond the share
-        cg, graphs_outside = 0, activation.graph_pool_bytes(m, sample)
-    else:  # vLLM's own estimate: the sample and, as its second capture may take, a fresh segment per graph
-        segment = activation.graph_segment_bytes(run, enforce_eager=s.enforce_eager, max_num_seqs=seqs,
-                                                 max_num_batched_tokens=batched)
-        cg = sample + segment
-    if run == "v2" and graphs_outside is None:
-        graphs_outside = int(activation.v2_graphs_outside_bytes(m, pp) * graph_cases)
+    mode, cg, vllm_util, segment, graphs_outside = _graphs(m, s, run, gpu, util, requested, vllm_version, seqs=seqs,
+                                                           batched=batched, draft_layers=draft_layers)
     if s.kv_cache_memory_bytes:
         avail = int(s.kv_cache_memory_bytes)
     else:
@@ -373,6 +334,72 @@ def verdict(e: Estimate, *, free_bytes: int | None, cuda_total_bytes: int, want_
             "blocks it would have, and each decoding sequence of a model with recurrent state needs one block for "
             "CUDA graph capture."))
     return Verdict()
+
+
+def _wanted_length(m: ModelArch, s: EngineSettings) -> tuple[int, bool]:
+    """The max_model_len asked for (the model's maximum for none or 'auto'), and whether it was 'auto'."""
+    derived = m.derived_max_len
+    auto = s.max_model_len == "auto" or s.max_model_len == -1
+    if isinstance(s.max_model_len, int) and not auto and s.max_model_len > derived:
+        raise BadInput(f"--max-model-len {s.max_model_len} is larger than the model's maximum of {derived} "
+                       "(derived from config.json); vLLM would refuse it.",
+                       hint=f"Use at most {derived}, or 'auto'.")
+    return (derived if (s.max_model_len is None or auto) else int(s.max_model_len)), auto
+
+
+def _with_launch_notes(m: ModelArch, s: EngineSettings) -> ModelArch:
+    """The model with what this launch adds that is not measured (its `notes` decide confidence and margin)."""
+    if m.vision_layers and s.mm_processor_kwargs not in (None, "", {}, "{}"):
+        # the processor's options decide the dummy inputs of the encoder's profile (Gemma 3's pan-and-scan crops,
+        # Qwen-VL's pixel limits): not read, so the encoder is not modelled for this launch
+        m = replace(m, notes=(*m.notes, "--mm-processor-kwargs changes the encoder's dummy inputs, which are not "
+                                        "modelled with it"))
+    if s.lora is not None:
+        loramod.check_supported(m)
+        m = replace(m, notes=(*m.notes, *(loramod.NOTE_START + n for n in (
+            "no LoRA launch was measured on a GPU (the adapters' buffers are vLLM's own count, the second set of "
+            "CUDA graphs is counted as large as the first)", *loramod.notes(m)))))
+    return m
+
+
+def _activation(m: ModelArch, s: EngineSettings, run: str, shape, batched: int) -> int:
+    """The profile run's peak, with the rejection sampler's warm-up (speculative decoding) and LoRA's buffers."""
+    act = activation.peak_activation_bytes(shape, run)
+    if s.speculative is not None:  # the rejection sampler's warm-up beside the forward's hidden states
+        act = max(act, specmod.sampler_bytes(s.speculative, shape.rows, m.vocab_size, m.dtype_bytes) + 2 * shape.hidden
+                  + activation.coefficients()["activation"][run]["const"])
+    if s.lora is not None:
+        act += loramod.activation_bytes(s.lora, batched)
+    return act
+
+
+def _graphs(m: ModelArch, s: EngineSettings, run: str, gpu: GpuBudget, util: float, requested: int, vllm_version,
+            *, seqs: int, batched: int, draft_layers: int) -> tuple[str, int, float, int, int | None]:
+    """The CUDA graphs' terms: (mode, bytes kept inside the share, the utilization vLLM gets, the fresh segment
+    kept for vLLM's own estimate, what the pool takes beyond the share or None for the measured allowance)."""
+    tp, pp = s.tensor_parallel_size, s.pipeline_parallel_size
+    mode = activation.graph_memory_mode(s.graph_memory, run, enforce_eager=s.enforce_eager, vllm_version=vllm_version,
+                                        kv_cache_memory_bytes=s.kv_cache_memory_bytes)
+    sample = activation.graph_sample_bytes(m, run, enforce_eager=s.enforce_eager, tp=tp, max_num_seqs=seqs,
+                                           max_num_batched_tokens=batched)
+    graph_cases = loramod.GRAPH_CASES if s.lora is not None else 1  # each graph captured with and without adapters
+    if draft_layers:  # the proposer's graphs beside the target's, as large per layer
+        graph_cases *= 1 + draft_layers / max(1, m.num_layers)
+    sample = int(sample * graph_cases)
+    vllm_util, segment, graphs_outside = util, 0, None
+    if mode == "launcher":  # vLLM is given the share asked for less its graph estimate without the fresh segment
+        vllm_util = max(1e-4, math.floor((requested - sample) / gpu.cuda_total_bytes * 1e4) / 1e4)
+        cg = requested - math.ceil(gpu.cuda_total_bytes * vllm_util)
+        graphs_outside = max(activation.GRAPHS_OUTSIDE_BUDGET[run], activation.graph_pool_bytes(m, sample) - cg)
+    elif mode == "off":  # nothing subtracted: the whole pool is taken beyond the share
+        cg, graphs_outside = 0, activation.graph_pool_bytes(m, sample)
+    else:  # vLLM's own estimate: the sample and, as its second capture may take, a fresh segment per graph
+        segment = activation.graph_segment_bytes(run, enforce_eager=s.enforce_eager, max_num_seqs=seqs,
+                                                 max_num_batched_tokens=batched)
+        cg = sample + segment
+    if run == "v2" and graphs_outside is None:
+        graphs_outside = int(activation.v2_graphs_outside_bytes(m, pp) * graph_cases)
+    return mode, cg, vllm_util, segment, graphs_outside
 
 
 def _proposer(m: ModelArch, s: EngineSettings, tp: int, cap) -> tuple[int, int, ModelArch]:
