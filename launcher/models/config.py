@@ -254,25 +254,7 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
     tdtype = dtype if dtype not in (None, "auto") else str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
     if tdtype == "float32":
         tdtype = "bfloat16"  # vLLM serves float32 checkpoints in bfloat16 by default
-    # Per-layer sliding windows
-    windows: list[int | None]
-    sw = cfg.get("sliding_window")
-    if plan:  # a hybrid: the attention layers only (full attention in every hybrid vLLM serves)
-        windows = [None] * sum("A" in p for p in plan)
-    elif layer_types:
-        # Cohere2's sliding layers see [pos - window, pos]: vLLM gives them window + 1 (commandr.py, cohere2_moe.py)
-        sw_vllm = int(sw) + 1 if sw and mtype in ("cohere2", "cohere2_moe") else sw
-        windows = [int(sw_vllm) if str(t) == "sliding_attention" and sw else None for t in layer_types][:layers]
-    elif mtype == "gemma2" and sw:
-        windows = [int(sw) if i % 2 == 0 else None for i in range(layers)]
-    elif mtype in ("qwen2", "qwen3", "qwen2_moe", "qwen3_moe"):
-        use = cfg.get("use_sliding_window", False) and sw
-        mwl = int(cfg.get("max_window_layers") or layers)
-        windows = [int(sw) if use and i >= mwl else None for i in range(layers)]
-    elif sw and mtype in ALL_LAYERS_SLIDING:
-        windows = [int(sw)] * layers
-    else:
-        windows = [None] * layers
+    windows = _layer_windows(cfg, mtype, layers, plan, layer_types)
     common = dict(
         architecture=arch, model_type=mtype, hidden_size=h, num_layers=layers, num_heads=heads, num_kv_heads=kv,
         head_dim=head_dim, intermediate_size=inter, vocab_size=vocab,
@@ -289,6 +271,33 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
     )
     common["notes"] = tuple(notes)  # _quant may have added one
     common.update(layer_plan=plan, state=state, **vision)
+    return _with_experts_or_latents(cfg, common, arch, mtype, layers, inter, source)
+
+
+def _layer_windows(cfg: dict, mtype: str, layers: int, plan: tuple[str, ...], layer_types) -> list[int | None]:
+    """Each attention layer's sliding window (None: full attention), as vLLM's model classes set them."""
+    sw = cfg.get("sliding_window")
+    if plan:  # a hybrid: the attention layers only (full attention in every hybrid vLLM serves)
+        return [None] * sum("A" in p for p in plan)
+    if layer_types:
+        # Cohere2's sliding layers see [pos - window, pos]: vLLM gives them window + 1 (commandr.py, cohere2_moe.py)
+        sw_vllm = int(sw) + 1 if sw and mtype in ("cohere2", "cohere2_moe") else sw
+        return [int(sw_vllm) if str(t) == "sliding_attention" and sw else None for t in layer_types][:layers]
+    if mtype == "gemma2" and sw:
+        return [int(sw) if i % 2 == 0 else None for i in range(layers)]
+    if mtype in ("qwen2", "qwen3", "qwen2_moe", "qwen3_moe"):
+        use = cfg.get("use_sliding_window", False) and sw
+        mwl = int(cfg.get("max_window_layers") or layers)
+        return [int(sw) if use and i >= mwl else None for i in range(layers)]
+    if sw and mtype in ALL_LAYERS_SLIDING:
+        return [int(sw)] * layers
+    return [None] * layers
+
+
+def _with_experts_or_latents(cfg: dict, common: dict, arch: str, mtype: str, layers: int, inter: int,
+                             source: str) -> ModelArch:
+    """The ModelArch with its experts (MoE), its MLA latent cache, or MiniCPM3's latent projections, as the
+    architecture (or, for a generic one, its config's fields) says."""
     experts_any = _num_experts(cfg)
     generic = arch not in SUPPORTED
     if arch in MOE or (generic and experts_any and not cfg.get("kv_lora_rank")):
