@@ -359,10 +359,10 @@ def cpu_kv_cache(m: ModelArch, s: EngineSettings, env: dict | None = None, avail
         space, src = cpu_kvcache_space(env["VLLM_CPU_KVCACHE_SPACE"]) * GiB, "VLLM_CPU_KVCACHE_SPACE"
     block = s.block_size or 128  # the CPU backend's default block size
     extra = 0
-    if s.speculative is not None and s.speculative.proposer_on_gpu:  # the proposer's layers share the pool
+    if s.speculative is not None:  # the proposer's layers share the pool
         from .estimator import speculative
 
-        draft = speculative.mtp_arch(m) if s.speculative.method in speculative.MTP_METHODS else s.draft
+        draft = speculative.proposer_arch(m, s.speculative, s.draft)
         extra = speculative.kv_equivalent_layers(m, draft, s.tensor_parallel_size) if draft is not None else 0
     lay = kvmod.layout(m, tp=s.tensor_parallel_size, pp=1, block_size=block, kv_cache_dtype=s.kv_cache_dtype,
                        extra_full_layers=extra)

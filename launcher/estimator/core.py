@@ -410,13 +410,10 @@ def _proposer(m: ModelArch, s: EngineSettings, tp: int, cap) -> tuple[int, int, 
     if not spec.proposer_on_gpu:
         return 0, 0, replace(m, notes=(*m.notes, specmod.HOST_NOTE_START + f"the {spec.method} proposer runs on the "
                                        "host; the rejection sampler's warm-up is counted; not measured on a GPU"))
-    if spec.method in specmod.MTP_METHODS:
-        draft = specmod.mtp_arch(m)
-        extra = specmod.mtp_extra_bytes(m) // tp
-    else:
-        if s.draft is None:
-            raise BadInput(f"--speculative-config method {spec.method}: the draft model's config.json was not read.")
-        draft, extra = s.draft, 0
+    draft = specmod.proposer_arch(m, spec, s.draft)
+    if draft is None:
+        raise BadInput(f"--speculative-config method {spec.method}: the draft model's config.json was not read.")
+    extra = specmod.mtp_extra_bytes(m) // tp if spec.method in specmod.MTP_METHODS else 0
     dtp = spec.draft_tensor_parallel_size or tp
     w = weights.weights_bytes(draft, dtp, 1, capability=cap) + extra
     note = (specmod.NOTE_START + f"{spec.method} proposer: its weights and KV layers counted from its config; its "

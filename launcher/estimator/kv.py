@@ -89,15 +89,20 @@ def _group(counts: dict, page: int, state_blocks: int | None = None, block_size:
 KERNEL_BLOCK_ALIGNMENT = 16
 
 
+def token_bytes(m: ModelArch, tp: int, kv_cache_dtype: str = "auto") -> int:
+    """One attention layer's KV cache bytes per token on one GPU: MLA's latent and rope parts, else K and V of its
+    KV heads on this rank (replicated when there are fewer KV heads than ranks)."""
+    eb = kv_dtype_bytes(kv_cache_dtype, m.dtype_bytes)
+    if m.mla:
+        return (m.kv_lora_rank + m.qk_rope_head_dim) * eb
+    return 2 * max(1, m.num_kv_heads // tp) * m.head_dim * eb
+
+
 def layout(m: ModelArch, *, tp: int, pp: int, block_size: int, kv_cache_dtype: str = "auto",
            mamba_cache_mode: str = "none", max_model_len: int | None = None, extra_full_layers: int = 0) -> KvLayout:
     """Group the model's attention layers the way vLLM's KV cache manager does. extra_full_layers: full-attention
     layers of the target's page size beside the model's own (a speculative proposer's, estimator/speculative.py)."""
-    eb = kv_dtype_bytes(kv_cache_dtype, m.dtype_bytes)
-    if m.mla:
-        per_token = (m.kv_lora_rank + m.qk_rope_head_dim) * eb
-    else:
-        per_token = 2 * max(1, m.num_kv_heads // tp) * m.head_dim * eb
+    per_token = token_bytes(m, tp, kv_cache_dtype)
     if m.state is not None and m.state_layers:
         return _hybrid_layout(m, tp=tp, pp=pp, block_size=block_size, per_token=per_token,
                               mode=mamba_cache_mode, max_model_len=max_model_len, extra=extra_full_layers)

@@ -115,14 +115,19 @@ def mtp_extra_bytes(target: ModelArch) -> int:
 def kv_equivalent_layers(target: ModelArch, draft: ModelArch, tp: int) -> int:
     """The draft's attention layers counted as target layers: equal when their page is the target's, else
     the target layers they take the room of, rounded up."""
-    def per_token(m: ModelArch) -> int:
-        if m.mla:
-            return m.kv_lora_rank + m.qk_rope_head_dim
-        return 2 * max(1, m.num_kv_heads // tp) * m.head_dim
+    from .kv import token_bytes
 
     n = len(draft.layer_windows) if not draft.layer_plan else sum("A" in p for p in draft.layer_plan)
-    t, d = per_token(target) * target.dtype_bytes, per_token(draft) * draft.dtype_bytes
+    t, d = token_bytes(target, tp), token_bytes(draft, tp)
     return n if t == d else -(-n * d // t)
+
+
+def proposer_arch(target: ModelArch, spec: SpecSettings, draft: ModelArch | None) -> ModelArch | None:
+    """The model whose weights and attention layers the proposer adds: the target's MTP layers, or the draft model
+    / EAGLE head read from its config (None where it runs on the host, or its config was not read)."""
+    if not spec.proposer_on_gpu:
+        return None
+    return mtp_arch(target) if spec.method in MTP_METHODS else draft
 
 
 def sampler_bytes(spec: SpecSettings, rows: int, vocab: int, logit_bytes: int) -> int:
