@@ -129,8 +129,8 @@ def _prepare(spec: LaunchSpec, inst, check_port: bool, fetch) -> Prepared:
             raise DoesNotFit(f"pre-flight: max_model_len {p.cpu_kv['max_model_len']} does not fit the CPU KV cache "
                              f"({p.cpu_kv['kv_cache_tokens']} tokens).",
                              hint=f"Use --max-model-len {p.cpu_kv['max_model_len_fit']} or raise VLLM_CPU_KVCACHE_SPACE.")
-    if p is not None and p.beside:  # what our launches already running here hold (planning.plan's note)
-        note = (note + " " if note else "") + " ".join(n for n in p.notes if n.startswith("Beside "))
+    if p is not None and p.beside_note:  # what our launches already running here hold
+        note = (note + " " if note else "") + p.beside_note
     if p is not None and p.chosen_gpus is not None and not spec.ray_address:
         pin = _gpu_env(p.chosen_gpus, spec.env)
         if pin:

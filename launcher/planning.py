@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -104,8 +105,10 @@ def lora_settings(args: dict):
     return LoraSettings(**{attr: args[k] for k, attr in LORA_KEYS.items() if args.get(k) is not None})
 
 
+@lru_cache(maxsize=8)
 def draft_arch(ref: str, dtype: str) -> ModelArch:
-    """The speculative proposer's architecture from its config.json: a local folder or a Hub repository id."""
+    """The speculative proposer's architecture from its config.json: a local folder or a Hub repository id. Read
+    once per process (`estimate --gpu all` plans the same launch for every cell)."""
     if Path(ref).exists():
         cfg = load_config_dir(ref)
     else:
@@ -142,6 +145,7 @@ class Plan:
     chosen_gpus: list[int] | None = None  # NVML indices the server is to run on (its CUDA_VISIBLE_DEVICES)
     gpu_choice: str = ""  # which GPUs and why, in words
     beside: list = field(default_factory=list)  # neighbours.Neighbour: our launches already on these devices
+    beside_note: str = ""  # what they hold, in words (also among the notes; the launch's own note repeats it)
 
 
 def plan(model: ModelRef, engine_args: dict, *, gpu_memory: str | None = None, gpu_preset: str | None = None,
@@ -223,11 +227,17 @@ def _plan_cpu(p: Plan, env: dict | None, name: str | None, gpu_memory_budget: st
 
     if gpu_memory_budget:
         p.settings = budget_settings(p.model.arch, p.settings, gpu_memory_budget, None)
-    p.beside = [n for n in running(exclude=name) if not n.gpus]
     p.cpu_kv = cpu_kv_cache(p.model.arch, p.settings, env, available_bytes=psutil.virtual_memory().available)
-    if p.beside:
-        p.notes.append("Beside " + "; ".join(n.describe() for n in p.beside) + f"; host memory available now "
-                       f"{p.cpu_kv['host_available_bytes'] / GiB:.2f} GiB (what is left beside them).")
+    _note_beside(p, [n for n in running(exclude=name) if not n.gpus],
+                 f"; host memory available now {p.cpu_kv['host_available_bytes'] / GiB:.2f} GiB (what is left beside them).")
+
+
+def _note_beside(p: Plan, beside: list, tail: str) -> None:
+    """Record our launches running on the same devices, and say what they hold."""
+    p.beside = beside
+    if beside:
+        p.beside_note = "Beside " + "; ".join(n.describe() for n in beside) + tail
+        p.notes.append(p.beside_note)
 
 
 def _plan_gpus(p: Plan, gpus_sel: str | None, name: str | None, gpu_memory_budget: str | None, suggest: bool) -> None:
@@ -243,10 +253,9 @@ def _plan_gpus(p: Plan, gpus_sel: str | None, name: str | None, gpu_memory_budge
     if source == "nvml":
         from .neighbours import on_gpus, running
 
-        p.beside = on_gpus(running(exclude=name), [g.index for g in used])
-        if p.beside:
-            p.notes.append("Beside " + "; ".join(n.describe() for n in p.beside) + ". NVML's free memory, which vLLM "
-                           "reads at start-up, already leaves them out (a launch plans once the others are READY).")
+        _note_beside(p, on_gpus(running(exclude=name), [g.index for g in used]),
+                     ". NVML's free memory, which vLLM reads at start-up, already leaves them out (a launch plans once "
+                     "the others are READY).")
     worst = min(used, key=lambda g: (g.free_bytes, g.total_bytes))
     if gpu_memory_budget:
         p.settings = settings = budget_settings(p.model.arch, settings, gpu_memory_budget, worst.budget())
@@ -273,7 +282,7 @@ def budget_settings(m: ModelArch, s: EngineSettings, budget: str, gpu) -> Engine
     if want <= 0:
         raise BadInput(f"--gpu-memory-budget must be positive, got {budget}.")
     if gpu is None:
-        held = cpu_kv_cache(m, s, {})["weights_bytes"]
+        held = host_weights_bytes(m, s)
         if want <= held:
             raise BadInput(f"--gpu-memory-budget {budget} is not more than the weights ({held / GiB:.2f} GiB).")
         return replace(s, kv_cache_memory_bytes=want - held)
@@ -348,6 +357,22 @@ def cpu_kvcache_space(raw: str) -> int:
     return gib
 
 
+def host_weights_bytes(m: ModelArch, s: EngineSettings) -> int:
+    """What the CPU build holds in host memory beside its KV cache: the weights, the LoRA adapters' stacks and a
+    draft model's weights."""
+    from .estimator import weights as wmod
+
+    held = wmod.weights_bytes(m, s.tensor_parallel_size)
+    if s.lora is not None:
+        from .estimator.lora import adapter_bytes, check_supported
+
+        check_supported(m)
+        held += adapter_bytes(m, s.lora, tp=s.tensor_parallel_size)
+    if s.draft is not None:
+        held += wmod.weights_bytes(s.draft, s.tensor_parallel_size)
+    return held
+
+
 def cpu_kv_cache(m: ModelArch, s: EngineSettings, env: dict | None = None, available_bytes: int | None = None) -> dict:
     """The CPU build sizes its KV cache from VLLM_CPU_KVCACHE_SPACE (GiB) or --kv-cache-memory-bytes.
     available_bytes: the host's available memory now; the CPU worker refuses a KV cache larger than what is
@@ -370,17 +395,11 @@ def cpu_kv_cache(m: ModelArch, s: EngineSettings, env: dict | None = None, avail
     batched = s.max_num_batched_tokens or 4096
     out = {"kv_cache_bytes": space, "source": src if space else None, "max_model_len": want,
            "kv_bytes_per_token": lay.bytes_per_block // block}
-    if s.lora is not None:  # the adapters' stacks, in host memory beside the weights
-        from .estimator.lora import adapter_bytes, check_supported
+    if s.lora is not None:
+        from .estimator.lora import adapter_bytes
 
-        check_supported(m)
         out["lora_bytes"] = adapter_bytes(m, s.lora, tp=s.tensor_parallel_size)
-    from .estimator import weights as wmod
-
-    held = wmod.weights_bytes(m, s.tensor_parallel_size) + out.get("lora_bytes", 0)
-    if s.draft is not None:
-        held += wmod.weights_bytes(s.draft, s.tensor_parallel_size)
-    out["weights_bytes"] = held
+    held = out["weights_bytes"] = host_weights_bytes(m, s)
     if space:
         fit = lay.max_len_that_fits(space, m.derived_max_len, block, batched)
         out.update(kv_cache_tokens=lay.tokens(space, want, block, batched), max_model_len_fit=fit,
