@@ -32,29 +32,28 @@ def lock_path(name: str) -> Path:
 class NameLock:
     """The lock of one launch name, held while this object's descriptor (or an inherited copy) is open."""
 
+    fd_env = FD_ENV  # where a detached supervisor finds the inherited descriptor
+
     def __init__(self, name: str, fd: int):
         self.name, self.fd = name, fd
 
     @classmethod
     def acquire(cls, name: str, role: str) -> "NameLock":
         """Take the name's lock now or refuse at once, saying who holds it."""
-        path = lock_path(name)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        fd = _open(lock_path(name))
+        if not _try_lock(fd):
             holder = _describe(_read_holder(fd))
             os.close(fd)
             raise BadInput(f"the launch name '{name}' is held by {holder}.",
-                           hint=f"Pick another --name, or stop that launch first: `launcher stop {name}`.") from None
+                           hint=f"Pick another --name, or stop that launch first: `launcher stop {name}`.")
         lock = cls(name, fd)
         lock.record(role)
         return lock
 
     @classmethod
-    def inherited(cls, name: str) -> "NameLock | None":
+    def inherited(cls, name: str):
         """The lock a detached supervisor got from the CLI that spawned it (None when it got none)."""
-        raw = os.environ.get(FD_ENV)
+        raw = os.environ.get(cls.fd_env)
         if not raw:
             return None
         try:
@@ -62,12 +61,12 @@ class NameLock:
             os.fstat(fd)
         except (ValueError, OSError):
             return None
-        os.environ.pop(FD_ENV, None)
+        os.environ.pop(cls.fd_env, None)
         return cls(name, fd)
 
     def record(self, role: str) -> None:
         """Name this process as the holder (the lock file's content; the lock itself is the flock)."""
-        data = json.dumps({"pid": os.getpid(), "role": role, "since": time.time()}).encode()
+        data = json.dumps({"pid": os.getpid(), "role": role, "since": time.time(), "launch": self.name}).encode()
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, data, 0)
 
@@ -100,6 +99,19 @@ def held(name: str) -> dict | None:
         os.close(fd)
 
 
+def _open(path: Path) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+
+def _try_lock(fd: int) -> bool:
+    """Take the exclusive lock now if nobody holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
 def _read_holder(fd: int) -> dict:
     try:
         return json.loads(os.pread(fd, 4096, 0) or b"{}")
@@ -126,45 +138,27 @@ class StartLock(NameLock):
     held through the server's start (handed to a detached supervisor like the name's lock) and released when the
     server is READY or the launch ends; a second launch waits for it, saying whose start it waits for."""
 
+    fd_env = START_FD_ENV
+
     @classmethod
     def acquire_waiting(cls, name: str, timeout_s: float, on_wait=None, poll_s: float = 0.2) -> "StartLock":
-        path = lock_path(START_LOCK)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = _open(lock_path(START_LOCK))
         deadline = time.monotonic() + timeout_s
         told = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = _read_holder(fd)
-                if not told and on_wait is not None:
-                    on_wait(holder)
-                    told = True
-                if time.monotonic() > deadline:
-                    os.close(fd)
-                    raise BadInput(f"another launch is still starting after {timeout_s:.0f} s: "
-                                   f"{holder.get('launch', '?')} by {_describe(holder)}.",
-                                   hint="Wait for it (`launcher ps`), or stop it.") from None
-                time.sleep(poll_s)
+        while not _try_lock(fd):
+            holder = _read_holder(fd)
+            if not told and on_wait is not None:
+                on_wait(holder)
+                told = True
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise BadInput(f"another launch is still starting after {timeout_s:.0f} s: "
+                               f"{holder.get('launch', '?')} by {_describe(holder)}.",
+                               hint="Wait for it (`launcher ps`), or stop it.")
+            time.sleep(poll_s)
         lock = cls(name, fd)
         lock.record("launcher launch")
         return lock
-
-    @classmethod
-    def inherited(cls, name: str) -> "StartLock | None":
-        raw = os.environ.pop(START_FD_ENV, None)
-        try:
-            fd = int(raw)
-            os.fstat(fd)
-        except (TypeError, ValueError, OSError):
-            return None
-        return cls(name, fd)
-
-    def record(self, role: str) -> None:
-        data = json.dumps({"pid": os.getpid(), "role": role, "since": time.time(), "launch": self.name}).encode()
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, data, 0)
 
 
 def starting() -> dict | None:

@@ -22,15 +22,17 @@ def smallest_share(m, s: EngineSettings, gpu: GpuBudget, vllm_version, max_model
         return e if e.fits else None
 
     lo, hi = 1, 99  # hundredths
-    if fits(hi / 100) is None:
+    best = fits(hi / 100)  # the estimate at the smallest share found to fit so far
+    if best is None:
         return None
     while lo < hi:
         mid = (lo + hi) // 2
-        if fits(mid / 100) is not None:
-            hi = mid
+        e = fits(mid / 100)
+        if e is not None:
+            hi, best = mid, e
         else:
             lo = mid + 1
-    return hi / 100, fits(hi / 100)
+    return hi / 100, best
 
 
 def copies(m, s: EngineSettings, gpu: GpuBudget, vllm_version, max_model_len: int) -> dict | None:
