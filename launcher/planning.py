@@ -190,8 +190,26 @@ def _settings(model: ModelRef, engine_args: dict, env: dict | None, *, across_no
         model = ModelRef(model.load, replace(model.arch, dtype=settings.dtype), model.label)
     if settings.speculative is not None and settings.speculative.model \
             and settings.speculative.method not in ("ngram", "suffix", "ngram_gpu"):
-        settings = replace(settings, draft=draft_arch(settings.speculative.model, model.arch.dtype))
+        settings = replace(settings, draft=draft_arch(settings.speculative.model, model.arch.dtype),
+                           draft_own_embedding=draft_has_embedding(settings.speculative.model))
     return model, settings
+
+
+def draft_has_embedding(ref: str) -> bool | None:
+    """Whether a draft folder's checkpoint carries an embedding (its safetensors headers name one; a folder with no
+    weight files has none: vLLM's dummy load); None where that is not known (a Hub id, .bin files)."""
+    from .models.checkpoint import read_header, weight_files
+
+    folder = Path(ref)
+    if not folder.is_dir():
+        return None
+    files = weight_files(folder)
+    if files is None:
+        return None if any(folder.glob("*.bin")) or any(folder.glob("*.pt")) else False
+    try:
+        return any("embed_tokens" in name for f in files for name in read_header(f))
+    except (OSError, ValueError):
+        return None
 
 
 def _plan_across(model: ModelRef, settings: EngineSettings, version: str, cluster_nodes: list, placement,

@@ -73,3 +73,70 @@ def test_mtp_needs_the_models_own_layers():
     with_mtp = from_config({**CFG, "num_nextn_predict_layers": 1})
     e = estimate(with_mtp, settings_from_engine_args({"speculative-config": '{"method": "mtp"}'}), H100)
     assert e.draft_kv_layers == 1 and e.draft_weights_bytes > 0
+
+
+# Llama-3.1-8B and its EAGLE-1 head as published (yuhuili/EAGLE-LLaMA3.1-Instruct-8B: one Llama decoder layer)
+LLAMA8B = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336,
+           "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256,
+           "max_position_embeddings": 131072, "torch_dtype": "bfloat16", "rms_norm_eps": 1e-05, "rope_theta": 500000.0,
+           "hidden_act": "silu", "tie_word_embeddings": False}
+EAGLE1 = {**LLAMA8B, "num_hidden_layers": 1, "max_position_embeddings": 2048, "torch_dtype": "float16"}
+
+
+def _with_draft(spec_value: dict, draft_cfg: dict, own_embedding=None):
+    s = settings_from_engine_args({"speculative-config": json.dumps(spec_value)})
+    return s.__class__(**{**s.__dict__, "draft": from_config(draft_cfg, dtype="bfloat16"),
+                          "draft_own_embedding": own_embedding})
+
+
+def test_eagle_head_weights_as_vllm_builds_them():
+    """vLLM 0.24.0 llama_eagle.py: the head's embedding is the target's when the head has no copy of its own
+    (spec_decode/eagle/utils.load_eagle_model deletes the head's and shares), no final norm, no lm_head (the
+    target's), the first layer without its input norm, and fc (2 x 4096 -> 4096, no bias). Worked by hand:
+    attention 4096 x (4096 + 2 x 1024) + 4096 x 4096, MLP 3 x 4096 x 14336, one norm 4096, fc 2 x 4096 x 4096."""
+    layer = 4096 * (4096 + 2 * 1024) + 4096 * 4096 + 3 * 4096 * 14336 + 4096
+    fc = 2 * 4096 * 4096
+    s = _with_draft({"method": "eagle", "model": "org/EAGLE-LLaMA3.1-Instruct-8B", "num_speculative_tokens": 3},
+                    EAGLE1, own_embedding=False)
+    e = estimate(from_config(LLAMA8B), s, H100)
+    assert e.draft_weights_bytes == (layer + fc) * 2
+    assert e.draft_kv_layers == 1
+    # a head whose checkpoint carries its own embedding (or one not read) keeps it: counted, never lower
+    s_own = _with_draft({"method": "eagle", "model": "org/EAGLE-LLaMA3.1-Instruct-8B", "num_speculative_tokens": 3},
+                        EAGLE1, own_embedding=None)
+    assert estimate(from_config(LLAMA8B), s_own, H100).draft_weights_bytes == (layer + fc + 128256 * 4096) * 2
+
+
+@pytest.mark.parametrize("method, runner", [("eagle", "v2"), ("eagle3", "v2"), ("mtp", "v2"), ("ngram", "v1"),
+                                            ("draft_model", "v1"), ("suffix", "v1")])
+def test_the_runner_vllm_picks_with_a_proposer(method, runner):
+    """vLLM 0.24.0 config/vllm.py _get_v2_model_runner_unsupported_features: the V2 runner takes eagle, eagle3, mtp
+    and dflash; any other method sends a V2 architecture (Llama here) back to the V1 runner."""
+    from launcher.estimator import activation
+
+    value = {"method": method, "num_speculative_tokens": 2, **({"model": "org/draft"} if method in spec.HEAD_METHODS else {})}
+    s = settings_from_engine_args({"speculative-config": json.dumps(value)})
+    assert activation.runner(from_config(LLAMA8B), (0, 24, 0), s.speculative) == runner
+
+
+def test_whether_an_eagle_heads_folder_carries_an_embedding(tmp_path):
+    """The folder decides it: safetensors headers naming embed_tokens (own), none (shared), no weights at all
+    (vLLM's dummy load: shared), .bin files (not read: None, counted)."""
+    import struct
+
+    from launcher.planning import draft_has_embedding
+
+    def write(folder, names):
+        folder.mkdir()
+        header = json.dumps({n: {"dtype": "F16", "shape": [2, 2], "data_offsets": [0, 8]} for n in names}).encode()
+        (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + bytes(8))
+        return str(folder)
+
+    assert draft_has_embedding(write(tmp_path / "own", ["model.embed_tokens.weight", "fc.weight"])) is True
+    assert draft_has_embedding(write(tmp_path / "shared", ["fc.weight", "layers.0.mlp.up_proj.weight"])) is False
+    (tmp_path / "bare").mkdir()
+    assert draft_has_embedding(str(tmp_path / "bare")) is False
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "pytorch_model.bin").write_bytes(b"x")
+    assert draft_has_embedding(str(tmp_path / "bin")) is None
+    assert draft_has_embedding("org/EAGLE-LLaMA3.1-Instruct-8B") is None

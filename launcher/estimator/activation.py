@@ -28,11 +28,18 @@ def coefficients() -> dict:
     return json.loads(Path(__file__).with_name("calibration.json").read_text())
 
 
-def runner(m: ModelArch, vllm_version: tuple[int, ...]) -> str:
+# Speculative methods the V2 runner takes (vLLM 0.24.0 config/vllm.py _get_v2_model_runner_unsupported_features):
+# any other proposer sends a V2 architecture back to the V1 runner.
+V2_SPECULATIVE_METHODS = frozenset({"eagle", "eagle3", "mtp", "dflash"})
+
+
+def runner(m: ModelArch, vllm_version: tuple[int, ...], speculative=None) -> str:
     """The model runner vLLM picks: V2 for the architectures its release lists (releases.py; 0.24.0's are
-    V2_RUNNER_ARCHS), V1 otherwise."""
+    V2_RUNNER_ARCHS) unless a speculative method it lacks is asked for, V1 otherwise."""
     from .releases import uses_v2_runner
 
+    if speculative is not None and speculative.method not in V2_SPECULATIVE_METHODS:
+        return "v1"
     return "v2" if uses_v2_runner(m.architecture, vllm_version) else "v1"
 
 

@@ -81,6 +81,8 @@ class EngineSettings:
     lora: loramod.LoraSettings | None = None  # --enable-lora with its sizes
     speculative: specmod.SpecSettings | None = None  # --speculative-config
     draft: ModelArch | None = None  # the draft model or EAGLE head's architecture (read by planning)
+    # whether an EAGLE head's checkpoint carries its own embedding (None: not known, counted)
+    draft_own_embedding: bool | None = None
 
     def mm_items_per_prompt(self, layout: str) -> int | None:
         """Items per prompt the encoder's profile may use, from --limit-mm-per-prompt: 0 when every
@@ -226,7 +228,7 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     derived = m.derived_max_len
     want_len, auto = _wanted_length(m, s)
     m = _with_launch_notes(m, s)
-    run = activation.runner(m, vllm_version)
+    run = activation.runner(m, vllm_version, s.speculative)
     items = s.mm_items_per_prompt(m.vision_layout)
     w = weights.weights_bytes(m, tp, pp, capability=gpu.capability, vision=items != 0)
     adapters = loramod.adapter_bytes(m, s.lora, tp=tp, pp=pp) if s.lora is not None else 0
@@ -415,7 +417,11 @@ def _proposer(m: ModelArch, s: EngineSettings, tp: int, cap) -> tuple[int, int, 
         raise BadInput(f"--speculative-config method {spec.method}: the draft model's config.json was not read.")
     extra = specmod.mtp_extra_bytes(m) // tp if spec.method in specmod.MTP_METHODS else 0
     dtp = spec.draft_tensor_parallel_size or tp
-    w = weights.weights_bytes(draft, dtp, 1, capability=cap) + extra
+    if spec.method in specmod.EAGLE_METHODS:
+        w = specmod.eagle_head_bytes(m, draft, spec.method, dtp, s.pipeline_parallel_size, s.draft_own_embedding,
+                                     lambda a: weights.layer_bytes(a, 0, dtp, cap))
+    else:
+        w = weights.weights_bytes(draft, dtp, 1, capability=cap) + extra
     note = (specmod.NOTE_START + f"{spec.method} proposer: its weights and KV layers counted from its config; its "
             "profile and CUDA graphs were not measured on a GPU")
     return w, specmod.kv_equivalent_layers(m, draft, tp), replace(m, notes=(*m.notes, note))

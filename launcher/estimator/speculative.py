@@ -23,6 +23,7 @@ from ..errors import BadInput
 from ..models.config import ModelArch
 
 NGRAM_METHODS = frozenset({"ngram", "suffix", "ngram_gpu"})
+EAGLE_METHODS = frozenset({"eagle", "eagle3"})
 HEAD_METHODS = frozenset({"eagle", "eagle3", "medusa", "mlp_speculator", "draft_model", "dflash"})
 MTP_METHODS = frozenset({"mtp", "deepseek_mtp", "qwen3_next_mtp", "glm4_moe_mtp", "ernie_mtp", "longcat_flash_mtp",
                          "mimo_mtp", "qwen3_5_mtp"})
@@ -128,6 +129,33 @@ def proposer_arch(target: ModelArch, spec: SpecSettings, draft: ModelArch | None
     if not spec.proposer_on_gpu:
         return None
     return mtp_arch(target) if spec.method in MTP_METHODS else draft
+
+
+def eagle_head_bytes(target: ModelArch, head: ModelArch, method: str, tp: int, pp: int, own_embedding: bool | None,
+                     layer_bytes) -> int:
+    """An EAGLE head's weights as vLLM 0.24.0 builds them (model_executor/models/llama_eagle.py, llama_eagle3.py)
+    and then shares (v1/worker/gpu/spec_decode/eagle/utils.py, v1/spec_decode/llm_base_proposer.py):
+    - its decoder layers (`layer_bytes(head)` each), the first without its input norm (EAGLE-1); EAGLE-3's first
+      layer takes 2 hidden widths into its QKV projection and has a hidden norm;
+    - fc: 2 (EAGLE-1) or 3 (EAGLE-3, the target's auxiliary hidden states) hidden widths -> hidden, no bias;
+    - the embedding: deleted and replaced by the target's where the head has none of its own (or an identical
+      one; without pipeline parallelism), so counted only where its checkpoint has one (`own_embedding` True) or
+      that is not known (None, never lower);
+    - EAGLE-1 has no head of its own (the target's); EAGLE-3 has a final norm, its lm_head over the draft
+      vocabulary (counted over the whole vocabulary: a published head keeps its own) and the draft-to-target id map (int64).
+    """
+    h, b = head.hidden_size, head.dtype_bytes
+    n = sum(layer_bytes(head) for _ in range(head.num_layers))
+    if method == "eagle3":
+        q, kv = head.num_heads * head.head_dim, head.num_kv_heads * head.head_dim
+        draft_vocab = head.vocab_size  # config's draft_vocab_size (often 32,000) not read: the larger head
+        n += (h * (q + 2 * kv) // tp + h) * b  # the first layer's wider QKV input and its hidden norm
+        n += 3 * target.hidden_size * h * b + h * b + draft_vocab * h * b // tp + draft_vocab * 8
+    else:
+        n += 2 * h * h * b - h * b  # fc, and the first layer's input norm removed
+    if own_embedding is not False or pp > 1:
+        n += head.vocab_size * h * b // tp
+    return int(n)
 
 
 def sampler_bytes(spec: SpecSettings, rows: int, vocab: int, logit_bytes: int) -> int:
