@@ -6,6 +6,8 @@ engine flags, and vLLM runs with VLLM_LOGGING_LEVEL=DEBUG so that its memory
 profiler's breakdown (torch peak increase, non-torch increase, weights) is logged.
 
 usage: python3 benchmarks/gpu/measure_vllm.py CASES.json [CASE ...]
+       PLAN_GPU=H200 python3 benchmarks/gpu/measure_vllm.py --blind DIR CASES.json [CASE ...]
+           (no GPU: the launcher's plan of each case written to DIR/CASE.json, committed before the starts)
        python3 benchmarks/gpu/measure_vllm.py --parse LOG CASE MODEL SIZE [ARG ...]   (a log of another start)
 Results: $OUT/results.jsonl (one JSON object per start) and $OUT/logs/CASE.log.
 With tensor/pipeline parallelism each worker logs its own profile; `profile_all` keeps them all.
@@ -41,6 +43,7 @@ PAT = {k: re.compile(v) for k, v in {
     "mamba_mode": r"Mamba cache mode is set to '(\w+)'",
     "encoder_profile": r"profiled with (\d+) (\w+) items of the maximum feature size",
     "padding_layers": r"Add (\d+) padding layers",
+    "runner_fallback": r"Model Runner V2 does not yet support ([^;]+); using the V1",
     "init_s": r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+)",
     "error": r"((?:ValueError|RuntimeError|torch.OutOfMemoryError|AssertionError|ImportError|ModuleNotFoundError|KeyError|TypeError): [^\n]{0,600})",
 }.items()}
@@ -53,11 +56,34 @@ def config_for(case):
     return cat["models"][case["model"]]["sizes"][case["size"]]["config"]
 
 
-def run(case, port):
-    name = case["case"]
-    d = os.path.join(MODELS, name)
+def write_folders(case):
+    """The case's model folder (and its drafts' folders: a case's "drafts", each a "case" name with a "config" or a
+    catalog "model" and "size"); returns the model folder and the case's arguments with {MODELS} filled in."""
+    for draft in case.get("drafts", []):
+        dd = os.path.join(MODELS, draft["case"])
+        os.makedirs(dd, exist_ok=True)
+        json.dump(config_for(draft), open(f"{dd}/config.json", "w"))
+        for f in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(os.path.join(HERE, f), dd)
+    d = os.path.join(MODELS, case["case"])
     os.makedirs(d, exist_ok=True)
     json.dump(config_for(case), open(f"{d}/config.json", "w"))
+    return d, [a.replace("{MODELS}", MODELS) for a in case.get("args", [])]
+
+
+def blind(out_dir, case):
+    """The launcher's plan for this case on PLAN_GPU, written before vLLM starts (a dry run, no GPU)."""
+    d, args = write_folders(case)
+    launched_args, env, extra = launcher_graph_args(d, args)
+    os.makedirs(out_dir, exist_ok=True)
+    record = {"case": case["case"], "planned_gpu": os.environ.get("PLAN_GPU"), "user_args": args, **extra}
+    json.dump(record, open(os.path.join(out_dir, case["case"] + ".json"), "w"), indent=1)
+    print(case["case"], json.dumps(extra["estimate_at_start"]), flush=True)
+
+
+def run(case, port):
+    name = case["case"]
+    d, case_args = write_folders(case)
     sys.path.insert(0, HERE)
     from make_dummy_model import write_gptq_headers, write_model
     if case.get("safetensors") == "gptq_headers":  # vLLM learns the quantized layers from the headers
@@ -67,7 +93,7 @@ def run(case, port):
     else:
         for f in ("tokenizer.json", "tokenizer_config.json"):
             shutil.copy(os.path.join(HERE, f), d)
-    args, env_extra, extra = list(case.get("args", [])), {}, {}
+    args, env_extra, extra = case_args, {}, {}
     if case.get("graph_memory") == "launcher":  # started as `launcher launch` starts it
         args, env_extra, extra = launcher_graph_args(d, args)
     os.makedirs(f"{OUT}/logs", exist_ok=True)
@@ -126,7 +152,8 @@ def launcher_graph_args(d, args):
              engine_args, env=dict(os.environ), gpu_preset=os.environ.get("PLAN_GPU"))  # PLAN_GPU: a dry run without a GPU
     e = p.estimate
     server_args, env = graph_budget(e, engine_args)
-    keep = ("fits", "graph_memory", "gpu_memory_utilization", "vllm_gpu_memory_utilization", "kv_cache_tokens",
+    keep = ("fits", "graph_memory", "runner", "weights_bytes", "lora_bytes", "draft_weights_bytes", "draft_kv_layers",
+            "activation_bytes", "kv_bytes_per_token", "gpu_memory_utilization", "vllm_gpu_memory_utilization", "kv_cache_tokens",
             "kv_cache_bytes", "cudagraph_bytes", "outside_budget_bytes", "max_model_len_fit", "requested_bytes")
     return to_argv(server_args, spec), env, {"graph_memory": e.graph_memory, "launched_env": env,
                                              "launched_args": to_argv(server_args, spec),
@@ -187,6 +214,12 @@ if __name__ == "__main__":
     if sys.argv[1] == "--parse":
         log, name, model, size, *args = sys.argv[2:]
         record(name, {"model": model, "size": size, "args": args}, open(log, errors="replace").read(), ready=True)
+        sys.exit(0)
+    if sys.argv[1] == "--blind":
+        out_dir, cases_file, *names = sys.argv[2:]
+        for c in json.load(open(cases_file)):
+            if not names or c["case"] in names:
+                blind(out_dir, c)
         sys.exit(0)
     cases = json.load(open(sys.argv[1]))
     want = set(sys.argv[2:])
