@@ -176,58 +176,164 @@ def workloads_from_key(key: list) -> dict[str, Workload]:
             for k in key}
 
 
-class Tuner:
-    """Runs the candidates one engine start each, within the budget, saving results as it goes."""
+class TuneStore:
+    """The results file: what was measured, under a key of the model, base launch and workloads, so that
+    --resume reuses a candidate only for the same question."""
 
-    def __init__(self, base_spec, workloads: list[Named], *, vocab_size: int, timeout_s: float = 900.0,
-                 budget_s: float | None = None, results_path: Path | None = None, resume: bool = False,
-                 grid: list[Candidate] | None = None, on_progress=None, api_key: str | None = None,
-                 min_gain: float = MIN_GAIN, confirm: bool = True, refine: int = 2, fetch=None,
-                 allow_fp8_kv: bool = False):
-        self.spec, self.workloads, self.vocab = base_spec, workloads, vocab_size
-        self.timeout_s, self.budget_s, self.results_path = timeout_s, budget_s, results_path
-        self.grid, self.on_progress, self.api_key = grid, on_progress, api_key
-        self.res = TuneResult(workloads, budget_s=budget_s, min_gain=min_gain)
-        self.confirm, self.refine, self.allow_fp8_kv = confirm, refine, allow_fp8_kv
-        self._said_no_confirm = False
-        self.fetch = fetch  # downloads a Hub model once, before the first start (launching.prepare)
-        self.t0 = time.monotonic()
-        self.previous: list[Candidate] = self._load() if resume else []
+    def __init__(self, path: Path | None, key: dict, say):
+        self.path, self.key, self.say = path, key, say
 
-    # --- persistence -----------------------------------------------------------------------------
-    def _key(self) -> dict:
-        s = self.spec
-        return {"model": [s.model_path, s.model_name, s.size_in_billions, s.model, s.revision],
-                "engine_args": s.engine_args, "workloads": workload_key(self.workloads)}
-
-    def _load(self) -> list[Candidate]:
-        p = self.results_path
+    def load(self) -> list[Candidate]:
+        p = self.path
         if not p or not p.is_file():
             return []
         try:
             d = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError):
             return []
-        if d.get("key") != json.loads(json.dumps(self._key())):
-            self._say(f"{p}: measured for another model, base launch or workload; not reused")
+        if d.get("key") != json.loads(json.dumps(self.key)):
+            self.say(f"{p}: measured for another model, base launch or workload; not reused")
             return []
         r = d.get("result", {})
         again = [r["defaults_again"]] if r.get("defaults_again") and r["defaults_again"].get("points") else []
         return [Candidate.from_dict(c) for c in r.get("candidates", []) + again if c.get("points")]
 
+    def save(self, res: TuneResult) -> None:
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"key": self.key, "result": res.to_dict()}, indent=1))
+            tmp.replace(self.path)
+
+
+class StartMeasurer:
+    """One engine start per candidate (through launching.prepare and serving.served, as `launch` starts it) and
+    the workloads swept on it."""
+
+    def __init__(self, spec, workloads: list[Named], *, vocab_size: int, timeout_s: float, api_key: str | None,
+                 refine: int, fetch, say):
+        self.spec, self.workloads, self.vocab = spec, workloads, vocab_size
+        self.timeout_s, self.api_key, self.refine, self.fetch, self.say = timeout_s, api_key, refine, fetch, say
+
+    def run(self, c: Candidate, index: int) -> None:
+        """Start the candidate's launch (named after the base launch and `index`), sweep, stop; into `c`."""
+        from .engines import vllm as vllm_engine
+        from .launching import prepare
+        from .runs import run_dir
+        from .serving import served
+
+        spec = replace(self.spec, name=f"{self.spec.name}-{index}"[:64], engine_args={**self.spec.engine_args, **c.engine_args})
+        try:
+            prep = prepare(spec, fetch=self.fetch)
+        except LauncherError as e:
+            c.fits, c.pruned = False, str(e)
+            self.say(f"{c.label}: pruned by the pre-flight: {e}")
+            return
+        c.fits = True
+        e = prep.plan.estimate if prep.plan else None
+        c.predicted_kv_tokens = e.kv_cache_tokens if e else (prep.plan.cpu_kv or {}).get("kv_cache_tokens") if prep.plan else None
+        self.say(f"{c.label}: starting ({c.why})" + (f"; estimator: {c.predicted_kv_tokens:,} KV tokens"
+                                                     if c.predicted_kv_tokens else ""))
+        model, base = vllm_engine.served_model_name(prep.argv), f"http://127.0.0.1:{prep.port}"
+        log = run_dir(spec.name) / "server.log"
+        offset = log.stat().st_size if log.exists() else 0  # a launch of the same name appends to its log
+        t = time.monotonic()
+        try:
+            with served(prep, timeout_s=self.timeout_s) as sr:
+                c.start_s = round(time.monotonic() - t, 1)
+                self._read_log(c, log, offset)
+                t1 = time.monotonic()
+                for wl in self.workloads:
+                    c.points[wl.name] = self.sweep(wl, base, model, _alive(sr), c.label)
+                c.sweep_s = round(time.monotonic() - t1, 1)
+        except LauncherError as err:
+            c.error = str(err)
+            self.say(f"{c.label}: {err}")
+
+    @staticmethod
+    def _read_log(c: Candidate, log: Path, offset: int) -> None:
+        """What vLLM logged of this start: its KV cache tokens and the batch size it resolved."""
+        from .engines import vllm as vllm_engine
+
+        facts = vllm_engine.parse_log_facts(_head(log, offset))
+        if facts.get("kv_tokens"):
+            c.vllm_kv_tokens = int(str(facts["kv_tokens"]).replace(",", ""))
+        if facts.get("max_num_batched_tokens"):
+            c.vllm_resolved = {"max-num-batched-tokens": int(facts["max_num_batched_tokens"])}
+
+    def sweep(self, wl: Named, base: str, model: str, alive, label: str) -> list[Point]:
+        """The workload at each load level, up to the first that misses the target; then, on the same start,
+        up to `refine` bisections between the last level that met it and the first that did not, so that
+        candidates are compared near the load where the target binds, not at the coarse level below it."""
+        pts: list[Point] = []
+        runs = iter(range(10**6))
+
+        def one(conc: int) -> Point:
+            rep = run_bench(base, model, at_level(wl, conc, next(runs)), vocab_size=self.vocab, api_key=self.api_key,
+                            timeout_s=self.timeout_s, alive=alive)
+            p = Point.of(conc, rep, wl.slo_ttft_p99_s)
+            pts.append(p)
+            self.say(f"{label} · {wl.name} @ {conc}: {p.output_throughput:.1f} output tok/s, p99 TTFT "
+                     f"{_ms(p.ttft_p99_s)} ms" + ("" if p.meets else " (misses the target)"))
+            if rep.aborted:
+                raise LauncherError(f"the server died during the {wl.name} workload at concurrency {conc}")
+            return p
+
+        lo = None
+        for conc in wl.levels:
+            if not one(conc).meets:
+                hi = conc  # more load only lengthens the queue: the target will not be met higher up
+                for _ in range(self.refine if lo is not None else 0):
+                    mid = (lo + hi) // 2
+                    if mid <= lo:
+                        break
+                    if one(mid).meets:
+                        lo = mid
+                    else:
+                        hi = mid
+                break
+            lo = conc
+        return sorted(pts, key=lambda p: p.concurrency)
+
+
+def _alive(sr):
+    """Whether the served start is still the one measured: READY and never restarted."""
+    from .supervisor.machine import State
+
+    return lambda: sr.sup.state == State.READY and sr.sup.restarts == 0
+
+
+class Tuner:
+    """The decision loop: the defaults, the proposed candidates (each measured by StartMeasurer within the
+    budget), the defaults again where a candidate beat them, saving results (TuneStore) as it goes."""
+
+    def __init__(self, base_spec, workloads: list[Named], *, vocab_size: int, timeout_s: float = 900.0,
+                 budget_s: float | None = None, results_path: Path | None = None, resume: bool = False,
+                 grid: list[Candidate] | None = None, on_progress=None, api_key: str | None = None,
+                 min_gain: float = MIN_GAIN, confirm: bool = True, refine: int = 2, fetch=None,
+                 allow_fp8_kv: bool = False):
+        self.spec, self.workloads, self.budget_s = base_spec, workloads, budget_s
+        self.grid, self.on_progress = grid, on_progress
+        self.res = TuneResult(workloads, budget_s=budget_s, min_gain=min_gain)
+        self.confirm, self.allow_fp8_kv = confirm, allow_fp8_kv
+        self._said_no_confirm = False
+        self.t0 = time.monotonic()
+        key = {"model": [base_spec.model_path, base_spec.model_name, base_spec.size_in_billions, base_spec.model,
+                         base_spec.revision], "engine_args": base_spec.engine_args, "workloads": workload_key(workloads)}
+        self.store = TuneStore(results_path, key, self._say)
+        # fetch: downloads a Hub model once, before the first start (launching.prepare)
+        self.starts = StartMeasurer(base_spec, workloads, vocab_size=vocab_size, timeout_s=timeout_s, api_key=api_key,
+                                    refine=refine, fetch=fetch, say=self._say)
+        self.previous: list[Candidate] = self.store.load() if resume else []
+
     def save(self) -> None:
         self.res.elapsed_s = time.monotonic() - self.t0
-        if self.results_path:
-            self.results_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.results_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"key": self._key(), "result": self.res.to_dict()}, indent=1))
-            tmp.replace(self.results_path)
+        self.store.save(self.res)
 
     def _say(self, msg: str) -> None:
         if self.on_progress:
             self.on_progress(msg)
 
-    # --- the run ---------------------------------------------------------------------------------
     def run(self) -> TuneResult:
         defaults = self.measure(Candidate("vLLM defaults", {}, why="the baseline"))
         if defaults.ran:
@@ -279,7 +385,7 @@ class Tuner:
         if old is not None:
             old.resumed, old.why = True, c.why or old.why
             self.res.candidates[-1] = old
-            self._say(f"{old.label}: measured before, reused from {self.results_path}")
+            self._say(f"{old.label}: measured before, reused from {self.store.path}")
             return old
         over = self._over_budget() if c.engine_args else None
         if over:
@@ -290,6 +396,10 @@ class Tuner:
         self._run_one(c)
         self.save()
         return c
+
+    def _run_one(self, c: Candidate) -> None:
+        """One start for the candidate (the defaults' second start named after the count so far)."""
+        self.starts.run(c, len(self.res.candidates) - (0 if c is self.res.defaults_again else 1))
 
     def _over_budget(self) -> tuple[float, float] | None:
         """(expected cost, seconds left) when one more start would not finish within the budget."""
@@ -306,83 +416,6 @@ class Tuner:
         if not ran:
             return None
         return statistics.fmean(c.start_s for c in ran) + statistics.fmean(c.sweep_s or 0 for c in ran) + 10
-
-    def _run_one(self, c: Candidate) -> None:
-        from .engines import vllm as vllm_engine
-        from .launching import prepare
-        from .runs import run_dir
-        from .serving import served
-        from .supervisor.machine import State
-
-        i = len(self.res.candidates) - (0 if c is self.res.defaults_again else 1)
-        spec = replace(self.spec, name=f"{self.spec.name}-{i}"[:64], engine_args={**self.spec.engine_args, **c.engine_args})
-        try:
-            prep = prepare(spec, fetch=self.fetch)
-        except LauncherError as e:
-            c.fits, c.pruned = False, str(e)
-            self._say(f"{c.label}: pruned by the pre-flight: {e}")
-            return
-        c.fits = True
-        e = prep.plan.estimate if prep.plan else None
-        c.predicted_kv_tokens = e.kv_cache_tokens if e else (prep.plan.cpu_kv or {}).get("kv_cache_tokens") if prep.plan else None
-        self._say(f"{c.label}: starting ({c.why})" + (f"; estimator: {c.predicted_kv_tokens:,} KV tokens"
-                                                      if c.predicted_kv_tokens else ""))
-        model, base = vllm_engine.served_model_name(prep.argv), f"http://127.0.0.1:{prep.port}"
-        log = run_dir(spec.name) / "server.log"
-        offset = log.stat().st_size if log.exists() else 0  # a launch of the same name appends to its log
-        t = time.monotonic()
-        try:
-            with served(prep, timeout_s=self.timeout_s) as sr:
-                c.start_s = round(time.monotonic() - t, 1)
-                facts = vllm_engine.parse_log_facts(_head(log, offset))
-                if facts.get("kv_tokens"):
-                    c.vllm_kv_tokens = int(str(facts["kv_tokens"]).replace(",", ""))
-                if facts.get("max_num_batched_tokens"):
-                    c.vllm_resolved = {"max-num-batched-tokens": int(facts["max_num_batched_tokens"])}
-
-                def alive():
-                    return sr.sup.state == State.READY and sr.sup.restarts == 0
-                t1 = time.monotonic()
-                for wl in self.workloads:
-                    c.points[wl.name] = self._sweep(wl, base, model, alive, c.label)
-                c.sweep_s = round(time.monotonic() - t1, 1)
-        except LauncherError as err:
-            c.error = str(err)
-            self._say(f"{c.label}: {err}")
-
-    def _sweep(self, wl: Named, base: str, model: str, alive, label: str) -> list[Point]:
-        """The workload at each load level, up to the first that misses the target; then, on the same start,
-        up to `refine` bisections between the last level that met it and the first that did not, so that
-        candidates are compared near the load where the target binds, not at the coarse level below it."""
-        pts: list[Point] = []
-        runs = iter(range(10**6))
-
-        def one(conc: int) -> Point:
-            rep = run_bench(base, model, at_level(wl, conc, next(runs)), vocab_size=self.vocab, api_key=self.api_key,
-                            timeout_s=self.timeout_s, alive=alive)
-            p = Point.of(conc, rep, wl.slo_ttft_p99_s)
-            pts.append(p)
-            self._say(f"{label} · {wl.name} @ {conc}: {p.output_throughput:.1f} output tok/s, p99 TTFT "
-                      f"{_ms(p.ttft_p99_s)} ms" + ("" if p.meets else " (misses the target)"))
-            if rep.aborted:
-                raise LauncherError(f"the server died during the {wl.name} workload at concurrency {conc}")
-            return p
-
-        lo = None
-        for conc in wl.levels:
-            if not one(conc).meets:
-                hi = conc  # more load only lengthens the queue: the target will not be met higher up
-                for _ in range(self.refine if lo is not None else 0):
-                    mid = (lo + hi) // 2
-                    if mid <= lo:
-                        break
-                    if one(mid).meets:
-                        lo = mid
-                    else:
-                        hi = mid
-                break
-            lo = conc
-        return sorted(pts, key=lambda p: p.concurrency)
 
 
 def _head(path: Path, offset: int = 0, n: int = 4 << 20) -> str:

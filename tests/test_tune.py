@@ -181,10 +181,10 @@ def test_settings_that_each_beat_the_defaults_are_tried_together():
     assert [c.engine_args for c in both] == [{"max-num-seqs": 64, "max-num-batched-tokens": 4096}]
 
 
-def _tuner(tmp_path, **kw):
+def _tuner(tmp_path, workloads=None, **kw):
     spec = SimpleNamespace(model_path="m", model_name=None, size_in_billions=None, model=None, revision=None,
                            engine_args={}, name="tune-m")
-    return Tuner(spec, named("chat"), vocab_size=1000, results_path=tmp_path / "results.json", **kw)
+    return Tuner(spec, workloads or named("chat"), vocab_size=1000, results_path=tmp_path / "results.json", **kw)
 
 
 def test_a_candidate_that_would_overrun_the_budget_is_not_started(tmp_path, monkeypatch):
@@ -213,9 +213,8 @@ def test_resume_reuses_measurements_only_for_the_same_launch_and_workloads(tmp_p
     again = _tuner(tmp_path, resume=True)
     c = again.measure(Candidate("vLLM defaults", {}))
     assert c.resumed and c.score(again.workloads[0]) == 1000
-    other = _tuner(tmp_path, resume=True)
-    other.workloads = named("chat", num_requests=7)
-    assert other._load() == []  # measured for another workload: not reused
+    other = _tuner(tmp_path, named("chat", num_requests=7), resume=True)
+    assert other.previous == []  # measured for another workload: not reused
 
 
 def test_the_sweep_stops_at_the_first_miss_and_bisects_towards_where_the_target_binds(tmp_path, monkeypatch):
@@ -232,10 +231,10 @@ def test_the_sweep_stops_at_the_first_miss_and_bisects_towards_where_the_target_
     monkeypatch.setattr(tune_mod, "run_bench", fake_bench)
     t = _tuner(tmp_path, refine=2)
     wl = replace(named("chat")[0], levels=(32, 128, 256))
-    pts = t._sweep(wl, "http://x", "m", lambda: True, "c")
+    pts = t.starts.sweep(wl, "http://x", "m", lambda: True, "c")
     assert sent == [32, 128, 80, 104]  # 256 is never sent; 80 meets, 104 does not
     assert [p.concurrency for p in pts] == [32, 80, 104, 128]
     c = Candidate("c", {}, points={"chat": pts})
     assert c.score(wl) == 30.0 * 80
     sent.clear()
-    assert [p.concurrency for p in _tuner(tmp_path, refine=0)._sweep(wl, "u", "m", lambda: True, "c")] == [32, 128]
+    assert [p.concurrency for p in _tuner(tmp_path, refine=0).starts.sweep(wl, "u", "m", lambda: True, "c")] == [32, 128]

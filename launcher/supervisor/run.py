@@ -51,6 +51,78 @@ class GpuReleaseCheck:
         return True
 
 
+class StateMirror:
+    """state.json through this supervisor's own copy of it (a damaged file is rewritten whole), and the
+    supervisor's own log of what it did."""
+
+    def __init__(self, name: str, run_dir: Path):
+        self.name, self.dir = name, run_dir
+        self.copy: dict = {"name": name}  # what this supervisor last wrote to state.json
+        self._next_check = 0.0
+
+    def update(self, **kw) -> None:
+        self.copy = update_state(self.name, base=self.copy, **kw)
+
+    def note(self, line: str) -> None:
+        with open(self.dir / "supervisor.log", "a") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+
+    def repair(self, now: float, state: str) -> None:
+        """Every few seconds: state.json rewritten from the copy when it cannot be read."""
+        if now < self._next_check:
+            return
+        self._next_check = now + 2.0
+        if read_json(self.dir / "state.json") is None:
+            self.update(state=state, repaired_at=time.time())
+            self.note("state.json was unreadable: rewritten")
+
+
+class ServerLog:
+    """The server's log: a marker where each start (or adoption) begins, its new lines read as phases, and what
+    this instance's part of it says."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset = path, 0
+
+    def mark(self, what: str) -> None:
+        with open(self.path, "ab") as fh:
+            fh.write(f"\n===== launcher: {what} {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n".encode())
+        self.offset = self.path.stat().st_size
+
+    def root_cause(self):
+        text = read_tail(self.path)
+        marker = text.rfind("===== launcher: start")  # only this instance's part of the log
+        return vllm_engine.root_cause(text[marker:] if marker >= 0 else text)
+
+    def facts(self) -> dict:
+        return vllm_engine.parse_log_facts(read_tail(self.path)[-LOG_TAIL_BYTES:])
+
+    def new_phases(self) -> list[tuple[str, str]]:
+        """(phase, line) for each complete line written since the last call that names a start-up phase."""
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                chunk = fh.read()
+        except OSError:
+            return []
+        cut = chunk.rfind(b"\n") + 1
+        self.offset += cut
+        lines = chunk[:cut].decode("utf-8", "replace").splitlines()
+        return [(ph, line) for line in lines if (ph := vllm_engine.phase_of(line))]
+
+
+def health_url(host: str, port: int) -> str:
+    """The /health address of a server bound to `host` (a wildcard address probed on the loopback)."""
+    ph = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
+    return f"http://{'[' + ph + ']' if ':' in ph else ph}:{port}/health"
+
+
+def stop_on_signals(handler) -> None:
+    """SIGTERM, SIGINT and SIGHUP (the terminal of a foreground launch closed: an SSH connection dropped)."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, handler)
+
+
 class ServerRun:
     """One supervised launch: spawn, probe, restart, stop; mirrors everything into state.json."""
 
@@ -58,40 +130,20 @@ class ServerRun:
                  policy: RestartPolicy, on_event: Callable[[str, dict], None] | None = None,
                  gpu_check: GpuReleaseCheck | None = None, probe_host: str | None = None, cluster=None,
                  run_id: str | None = None, start_lock=None):
-        self.name, self.argv, self.env, self.host, self.port = name, argv, env, host, port
-        self.dir = run_dir
-        self.log = run_dir / "server.log"
-        self.policy = policy
+        self.name, self.argv, self.env, self.host, self.port, self.policy = name, argv, env, host, port, policy
+        self.dir, self.log, self.records = run_dir, ServerLog(run_dir / "server.log"), StateMirror(name, run_dir)
         self.on_event = on_event or (lambda kind, data: None)
         self.gpu_check = gpu_check or GpuReleaseCheck()
         self.run_id = run_id or uuid.uuid4().hex
-        self._mirror: dict = {"name": name}  # what this supervisor last wrote to state.json (to repair it)
-        self._next_check = 0.0
         self.tree: process.ProcessTree | None = None
         self._stop = threading.Event()
-        self._log_offset = 0
         self._known: set[int] = set()
-        ph = probe_host or ("127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host))
-        self.health_url = f"http://{'[' + ph + ']' if ':' in ph else ph}:{port}/health"
+        self.health_url = health_url(probe_host or host, port)
         self.cluster = cluster  # a ClusterWatch when the server runs on a Ray cluster
         self.start_lock = start_lock  # the host's start lock (locks.StartLock): released at READY or the end
         extra = {"cluster_lost": cluster.lost, "cluster_ready": cluster.ready} if cluster else {}
-        self.sup = Supervisor(Hooks(spawn=self._spawn, probe=self._probe, root_cause=self._root_cause,
+        self.sup = Supervisor(Hooks(spawn=self._spawn, probe=self._probe, root_cause=self.log.root_cause,
                                     gpu_released=self.gpu_check, on_change=self._changed, **extra), policy)
-
-    def _update(self, **kw) -> None:
-        """state.json, through this supervisor's own copy of it (a damaged file is rewritten whole)."""
-        self._mirror = update_state(self.name, base=self._mirror, **kw)
-
-    def _repair_state(self, now: float) -> None:
-        """Every few seconds: state.json rewritten from this supervisor's copy when it cannot be read."""
-        if now < self._next_check:
-            return
-        self._next_check = now + 2.0
-        if read_json(self.dir / "state.json") is None:
-            self._update(state=self.sup.state.value, repaired_at=time.time())
-            with open(self.dir / "supervisor.log", "a") as fh:
-                fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} state.json was unreadable: rewritten\n")
 
     def _publish(self, kind: str, data: dict) -> None:
         """An event for the live view; a view that cannot print (its terminal closed) never stops supervision."""
@@ -102,12 +154,10 @@ class ServerRun:
 
     # hooks
     def _spawn(self):
-        with open(self.log, "ab") as fh:
-            fh.write(f"\n===== launcher: start {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n".encode())
-        self._log_offset = self.log.stat().st_size
+        self.log.mark("start")
         if self.cluster is not None:
             self.cluster.unbind()  # a new instance gets a new placement, bound again once ready
-        self.tree = process.spawn(self.argv, self.env, str(self.log), self.run_id)
+        self.tree = process.spawn(self.argv, self.env, str(self.log.path), self.run_id)
         self._known = set()
         self.gpu_check.pids = set()
         self._record_pids()
@@ -116,26 +166,19 @@ class ServerRun:
     def _probe(self):
         return health.probe(self.health_url, self.policy.probe_timeout_s)
 
-    def _root_cause(self):
-        text = read_tail(self.log)
-        # only this instance's part of the log
-        marker = text.rfind("===== launcher: start")
-        return vllm_engine.root_cause(text[marker:] if marker >= 0 else text)
-
     def _changed(self, old: State, new: State, why: str):
         data = {"state": new.value, "reason": self.sup.reason, "restarts": self.sup.restarts}
         if new == State.READY:
             data["ready_at"] = time.time()
-            data["facts"] = vllm_engine.parse_log_facts(read_tail(self.log)[-LOG_TAIL_BYTES:])
+            data["facts"] = self.log.facts()
         if new == State.STARTING:
             data["started_at"] = time.time()
         if self.cluster is not None and new in (State.READY, State.BACKOFF):
             if new == State.READY:
                 self.cluster.bind(self._driver_pids())
             data["cluster"] = self.cluster.snapshot()
-        self._update(**data)
-        with open(self.dir / "supervisor.log", "a") as fh:
-            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {old.value} -> {new.value} {why}\n")
+        self.records.update(**data)
+        self.records.note(f"{old.value} -> {new.value} {why}")
         if new in (State.READY, State.FATAL, State.STOPPED):
             self._release_start()
         self._publish("state", {"old": old.value, **data})
@@ -144,8 +187,7 @@ class ServerRun:
         """Past the start (its load, profile and graph capture): the next launch may read the free memory."""
         if self.start_lock is not None and self.start_lock.fd >= 0:
             self.start_lock.release()
-            with open(self.dir / "supervisor.log", "a") as fh:
-                fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} start lock released\n")
+            self.records.note("start lock released")
 
     def _driver_pids(self) -> set[int]:
         t = self.tree
@@ -161,27 +203,15 @@ class ServerRun:
             self._known = pids
             self.gpu_check.pids |= pids
             server = {"pid": t.leader.pid, "create_time": t.leader.create_time, "pgid": t.pgid}
-            if self._mirror.get("server") != server:  # a new server: its identity in launch.json too
+            if self.records.copy.get("server") != server:  # a new server: its identity in launch.json too
                 update_record(self.name, server=server, run_id=self.run_id, restarts=self.sup.restarts)
-            self._update(server=server, descendants=[[r.pid, r.create_time] for r in t.seen.values()],
+            self.records.update(server=server, descendants=[[r.pid, r.create_time] for r in t.seen.values()],
                          run_id=self.run_id)
 
     def _pump_log(self):
         """New log lines -> phase events for the live view."""
-        try:
-            with open(self.log, "rb") as fh:
-                fh.seek(self._log_offset)
-                chunk = fh.read()
-        except OSError:
-            return
-        if not chunk:
-            return
-        cut = chunk.rfind(b"\n") + 1
-        self._log_offset += cut
-        for line in chunk[:cut].decode("utf-8", "replace").splitlines():
-            ph = vllm_engine.phase_of(line)
-            if ph:
-                self._publish("phase", {"phase": ph, "line": line})
+        for ph, line in self.log.new_phases():
+            self._publish("phase", {"phase": ph, "line": line})
 
     # driver
     def request_stop(self, *_):
@@ -192,26 +222,23 @@ class ServerRun:
         from ..runs import read_state
 
         st = read_state(self.name) or {}
-        self._mirror.update({k: v for k, v in st.items() if k != "damaged"})
+        self.records.copy.update({k: v for k, v in st.items() if k != "damaged"})
         srv = st.get("server") or {}
         leader = process.ProcRef(srv["pid"], srv["create_time"])
         self.run_id = st.get("run_id", self.run_id)
         tree = process.ProcessTree(leader=leader, pgid=srv.get("pgid", leader.pid), run_id=self.run_id,
                                    seen={p: process.ProcRef(p, c) for p, c in st.get("descendants", [])})
         self.sup.restarts = int(st.get("restarts", 0))
-        self._log_offset = self.log.stat().st_size if self.log.exists() else 0
-        with open(self.log, "ab") as fh:
-            fh.write(f"\n===== launcher: adopted the running server {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n".encode())
+        self.log.mark("adopted the running server")
         return tree
 
     def run(self, install_signals: bool = True, tick_s: float = 0.2, adopt: bool = False) -> State:
-        if install_signals:  # SIGHUP: the terminal of a foreground launch closed (an SSH connection dropped)
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                signal.signal(sig, self.request_stop)
+        if install_signals:
+            stop_on_signals(self.request_stop)
         tree = self._adopt_recorded() if adopt else None
         me = {"pid": os.getpid(), "create_time": process.ProcRef.of(os.getpid()).create_time}
         update_record(self.name, supervisor=me, run_id=self.run_id)
-        self._update(supervisor=me, host=self.host, port=self.port, endpoint=f"http://{self.host}:{self.port}/v1",
+        self.records.update(supervisor=me, host=self.host, port=self.port, endpoint=f"http://{self.host}:{self.port}/v1",
                      restarts=self.sup.restarts, run_id=self.run_id)
         if tree is not None:
             self.tree = tree
@@ -225,7 +252,7 @@ class ServerRun:
                 st = self.sup.tick(now)
                 self._record_pids()
                 self._pump_log()
-                self._repair_state(now)
+                self.records.repair(now, self.sup.state.value)
                 if st in (State.FATAL, State.STOPPED):
                     break
                 self._stop.wait(tick_s)
@@ -241,6 +268,6 @@ class ServerRun:
             if self.cluster is not None:
                 # Ray frees a job's actors and placement groups when its driver dies: check that it did
                 extra["ray_leftovers"] = self.cluster.leftovers(self._driver_pids())
-            self._update(stopped_at=time.time(), state=self.sup.state.value, **extra)
+            self.records.update(stopped_at=time.time(), state=self.sup.state.value, **extra)
             self._release_start()
         return self.sup.state
