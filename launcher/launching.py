@@ -14,7 +14,7 @@ import psutil
 from .engine_args import to_argv
 from .engines import vllm as vllm_engine
 from .errors import BadInput, DoesNotFit, LaunchFailed
-from .planning import Plan, plan, resolve_model
+from .planning import ModelRef, Plan, plan, resolve_model
 from .locks import FD_ENV, START_FD_ENV, NameLock, StartLock
 from .runs import ACTIVE, read_json, read_state, run_dir, update_state, write_json
 from .spec import LaunchSpec
@@ -79,70 +79,28 @@ def prepare(spec: LaunchSpec, *, check_port: bool = True, fetch=None, claim: boo
 
 
 def _prepare(spec: LaunchSpec, inst, check_port: bool, fetch) -> Prepared:
-    ref = resolve_model(spec.model_path, spec.model_name, spec.size_in_billions, spec.model_format, spec.quantization,
-                        dtype=spec.engine_args.get("dtype"), parse_arch=spec.preflight, model_repo=spec.model,
-                        revision=spec.revision)
-    engine_args = dict(spec.engine_args)
-    if spec.quantization not in ("none", "", None) and "quantization" not in engine_args:
-        engine_args["quantization"] = spec.quantization
-    base_env = _without_tags(os.environ)
-    env = vllm_engine.server_env(base_env, spec.env, cpu_build=bool(inst and inst.cpu_build))
-    p: Plan | None = None
-    note = ""
+    """Resolve the model, plan the launch, choose the port and environment, build the command line."""
+    ref, engine_args = _resolve(spec)
+    cpu_build = bool(inst and inst.cpu_build)
+    env = vllm_engine.server_env(_without_tags(os.environ), spec.env, cpu_build=cpu_build)
     cluster = watch = None
     if spec.ray_address:
-        from .cluster.preflight import placement_and_nodes, prepare_cluster
+        from .cluster.preflight import prepare_cluster
 
-        cluster, watch = prepare_cluster(spec, engine_args, cpu_build=bool(inst and inst.cpu_build))
+        cluster, watch = prepare_cluster(spec, engine_args, cpu_build=cpu_build)
         env["RAY_ADDRESS"] = cluster["address"]
+    notes: list[str] = []
+    p = _plan_checked(spec, ref, engine_args, env, watch, notes) if spec.preflight else None
     if spec.gpu_memory_budget and not spec.preflight:
         raise BadInput("--gpu-memory-budget is translated by the pre-flight: drop --no-preflight.")
-    if spec.preflight:
-        extra = {}
-        if watch is not None:
-            placement, nodes = placement_and_nodes(watch)
-            extra = {"cluster_nodes": nodes, "placement": placement}
-        p = plan(ref, engine_args, gpu_memory=spec.gpu_memory, gpu_preset=spec.gpu, num_gpus=spec.num_gpus, env=env,
-                 gpus_sel=spec.gpus, name=spec.name, gpu_memory_budget=spec.gpu_memory_budget,
-                 **extra)
-        if spec.gpu_memory_budget:
-            from .planning import budget_engine_args
-
-            engine_args.update(budget_engine_args(p.settings))
-        if p.cluster is not None and p.estimate is None:
-            raise DoesNotFit("pre-flight: " + " ".join(p.notes))
-        e = p.estimate
-        if e is not None and not e.fits:
-            if engine_args.get("max-model-len") == "auto" and e.cause == "max_model_len" and e.max_model_len_fit > 0:
-                engine_args["max-model-len"] = e.max_model_len_fit
-                note = f"--max-model-len auto: launching with {e.max_model_len_fit} (the largest that fits)."
-            else:
-                raise DoesNotFit(f"pre-flight: does not fit: {e.reason}",
-                                 hint=("Try: " + "; ".join(e.suggestions) + ".") if e.suggestions else None, estimate=e)
-        if e is not None and e.fits and engine_args.get("max-model-len") == "auto":
-            engine_args["max-model-len"] = e.max_model_len
-            note = f"--max-model-len auto: launching with {e.max_model_len} (the largest that fits)."
-        if p.cpu_kv and p.cpu_kv.get("reason"):
-            raise DoesNotFit(f"pre-flight: does not fit: {p.cpu_kv['reason']}",
-                             hint="Lower VLLM_CPU_KVCACHE_SPACE (or --kv-cache-memory-bytes), or stop another launch.")
-        if p.cpu_kv and p.cpu_kv.get("fits") is False:
-            raise DoesNotFit(f"pre-flight: max_model_len {p.cpu_kv['max_model_len']} does not fit the CPU KV cache "
-                             f"({p.cpu_kv['kv_cache_tokens']} tokens).",
-                             hint=f"Use --max-model-len {p.cpu_kv['max_model_len_fit']} or raise VLLM_CPU_KVCACHE_SPACE.")
     if p is not None and p.beside_note:  # what our launches already running here hold
-        note = (note + " " if note else "") + p.beside_note
+        notes.append(p.beside_note)
     if p is not None and p.chosen_gpus is not None and not spec.ray_address:
         pin = _gpu_env(p.chosen_gpus, spec.env)
         if pin:
             env.update(pin)
-            note = (note + " " if note else "") + f"Running on {p.gpu_choice}."
-    port = spec.port
-    if port is None:
-        port = 8000 if health.port_free(spec.host, 8000) else health.find_free_port(spec.host if spec.host != "0.0.0.0" else "127.0.0.1")
-    elif check_port and not health.port_free(spec.host, port):
-        raise BadInput(f"port {port} on {spec.host} is already in use{_port_owner(port)}.",
-                       hint="Pick another --port, or stop what holds it.")
-    spec_args = vllm_engine.arg_spec(inst)
+            notes.append(f"Running on {p.gpu_choice}.")
+    port = _port(spec, check_port)
     load = ref.load
     if fetch is not None and ref.repo:
         load = fetch(ref.repo, ref.revision or spec.revision, spec.download_dir)
@@ -150,15 +108,81 @@ def _prepare(spec: LaunchSpec, inst, check_port: bool, fetch) -> Prepared:
     server_args, launcher_env = graph_budget(p.estimate if p is not None else None, engine_args)
     env.update(launcher_env)
     if launcher_env:
-        e = p.estimate
-        note = (note + " " if note else "") + (
-            f"CUDA graphs: {e.cudagraph_bytes / 2**30:.2f} GiB of the {e.gpu_memory_utilization} share kept for them by "
-            f"the launcher (vLLM gets --gpu-memory-utilization {e.vllm_gpu_memory_utilization:.4f} and "
-            "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=0; set that variable to 1 to keep vLLM's own estimate).")
-    argv = vllm_engine.server_command(load, spec.host, port, to_argv(server_args, spec_args))
+        notes.append(_graph_share_note(p.estimate))
+    argv = vllm_engine.server_command(load, spec.host, port, to_argv(server_args, vllm_engine.arg_spec(inst)))
     if spec.api_key_env:
         env["VLLM_API_KEY"] = os.environ[spec.api_key_env]
-    return Prepared(replace(spec, engine_args=engine_args), p, argv, env, port, note, cluster, launcher_env)
+    return Prepared(replace(spec, engine_args=engine_args), p, argv, env, port, " ".join(notes), cluster, launcher_env)
+
+
+def _resolve(spec: LaunchSpec) -> tuple[ModelRef, dict]:
+    """The model (a folder, the catalog or a Hub repository) and the engine arguments with --quantization."""
+    ref = resolve_model(spec.model_path, spec.model_name, spec.size_in_billions, spec.model_format, spec.quantization,
+                        dtype=spec.engine_args.get("dtype"), parse_arch=spec.preflight, model_repo=spec.model,
+                        revision=spec.revision)
+    engine_args = dict(spec.engine_args)
+    if spec.quantization not in ("none", "", None) and "quantization" not in engine_args:
+        engine_args["quantization"] = spec.quantization
+    return ref, engine_args
+
+
+def _plan_checked(spec: LaunchSpec, ref: ModelRef, engine_args: dict, env: dict, watch, notes: list[str]) -> Plan:
+    """The pre-flight: the plan, refused when it does not fit; `engine_args` gets what the plan decides
+    (the budget's translation, the length --max-model-len auto resolves to) and `notes` what to tell the user."""
+    extra = {}
+    if watch is not None:
+        from .cluster.preflight import placement_and_nodes
+
+        placement, nodes = placement_and_nodes(watch)
+        extra = {"cluster_nodes": nodes, "placement": placement}
+    p = plan(ref, engine_args, gpu_memory=spec.gpu_memory, gpu_preset=spec.gpu, num_gpus=spec.num_gpus, env=env,
+             gpus_sel=spec.gpus, name=spec.name, gpu_memory_budget=spec.gpu_memory_budget, **extra)
+    if spec.gpu_memory_budget:
+        from .planning import budget_engine_args
+
+        engine_args.update(budget_engine_args(p.settings))
+    if p.cluster is not None and p.estimate is None:
+        raise DoesNotFit("pre-flight: " + " ".join(p.notes))
+    e = p.estimate
+    auto = engine_args.get("max-model-len") == "auto"
+    if e is not None and not e.fits and not (auto and e.cause == "max_model_len" and e.max_model_len_fit > 0):
+        raise DoesNotFit(f"pre-flight: does not fit: {e.reason}",
+                         hint=("Try: " + "; ".join(e.suggestions) + ".") if e.suggestions else None, estimate=e)
+    if e is not None and auto:
+        length = e.max_model_len if e.fits else e.max_model_len_fit
+        engine_args["max-model-len"] = length
+        notes.append(f"--max-model-len auto: launching with {length} (the largest that fits).")
+    _check_cpu_kv(p.cpu_kv)
+    return p
+
+
+def _check_cpu_kv(cpu_kv: dict | None) -> None:
+    """The CPU build's KV cache: refused where the host cannot hold it or the length does not fit it."""
+    if cpu_kv and cpu_kv.get("reason"):
+        raise DoesNotFit(f"pre-flight: does not fit: {cpu_kv['reason']}",
+                         hint="Lower VLLM_CPU_KVCACHE_SPACE (or --kv-cache-memory-bytes), or stop another launch.")
+    if cpu_kv and cpu_kv.get("fits") is False:
+        raise DoesNotFit(f"pre-flight: max_model_len {cpu_kv['max_model_len']} does not fit the CPU KV cache "
+                         f"({cpu_kv['kv_cache_tokens']} tokens).",
+                         hint=f"Use --max-model-len {cpu_kv['max_model_len_fit']} or raise VLLM_CPU_KVCACHE_SPACE.")
+
+
+def _port(spec: LaunchSpec, check_port: bool) -> int:
+    """--port, checked free; without it 8000, or a free port where 8000 is taken."""
+    port = spec.port
+    if port is None:
+        return 8000 if health.port_free(spec.host, 8000) else health.find_free_port(
+            spec.host if spec.host != "0.0.0.0" else "127.0.0.1")
+    if check_port and not health.port_free(spec.host, port):
+        raise BadInput(f"port {port} on {spec.host} is already in use{_port_owner(port)}.",
+                       hint="Pick another --port, or stop what holds it.")
+    return port
+
+
+def _graph_share_note(e) -> str:
+    return (f"CUDA graphs: {e.cudagraph_bytes / 2**30:.2f} GiB of the {e.gpu_memory_utilization} share kept for them by "
+            f"the launcher (vLLM gets --gpu-memory-utilization {e.vllm_gpu_memory_utilization:.4f} and "
+            "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=0; set that variable to 1 to keep vLLM's own estimate).")
 
 
 def graph_budget(e, engine_args: dict) -> tuple[dict, dict]:
