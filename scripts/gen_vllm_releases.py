@@ -103,7 +103,11 @@ def read_release(src: Path) -> dict:
         path = v / rel
         fns = _functions(ast.parse(path.read_text())) if path.is_file() else {}
         mech[name] = {q: (_fingerprint(fns[q]) if q in fns else None) for q in quals}
-    return {"default_utilization": float(m.group(1)) if m else None,
+    # 0.27: the profile counts what the worker consumed since its start-up snapshot (free memory before minus after),
+    # so persistent buffers allocated before the profile are inside the KV cache's budget
+    mem_utils = (v / "utils" / "mem_utils.py").read_text() if (v / "utils" / "mem_utils.py").is_file() else ""
+    return {"profile_counts_consumed": "total_consumed" in mem_utils,
+            "default_utilization": float(m.group(1)) if m else None,
             "extensible_kv_cache": extensible, "estimate_cudagraphs_env": g is not None, "estimate_cudagraphs_default": int(g.group(1)) if g else None,
             "v2_runner_architectures": v2, "v2_runner_default_for_all": v2_all, "mechanisms": mech}
 
@@ -157,6 +161,8 @@ def markdown(data: dict) -> str:
         "yes" if rel[v]["extensible_kv_cache"] else "no" for v in vers) + " |")
     lines.append("| `VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS` (default) | " + " | ".join(
         (f"yes ({rel[v]['estimate_cudagraphs_default']})" if rel[v]["estimate_cudagraphs_env"] else "no") for v in vers) + " |")
+    lines.append("| profile counts the memory consumed since start-up (`total_consumed`: buffers made before the profile "
+                 "inside the share) | " + " | ".join("yes" if rel[v].get("profile_counts_consumed") else "no" for v in vers) + " |")
     lines.append("| V2 model runner: default for | " + " | ".join(
         ("all" if rel[v]["v2_runner_default_for_all"] else f"{len(rel[v]['v2_runner_architectures'])} architectures")
         for v in vers) + " |")

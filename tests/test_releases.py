@@ -106,3 +106,45 @@ def test_reviews_hold_only_for_the_bodies_they_read():
             assert mechanism in DATA["releases"][v]["reviewed"]
     doc = (ROOT / "docs" / "vllm-releases.md").read_text()
     assert all(f"| {v} " in doc or f" {v} |" in doc for v in RELEASES)
+
+
+QWEN25_7B = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944,
+             "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064,
+             "max_position_embeddings": 32768, "torch_dtype": "bfloat16", "tie_word_embeddings": False}
+
+
+def test_from_0_27_buffers_made_before_the_profile_are_inside_the_share():
+    """vLLM 0.27.0 utils/mem_utils.memory_profiling: non_kv_cache_memory = total_consumed (free memory at the worker's
+    start-up snapshot less free memory after the profile) + the transient peak; 0.24-0.26 counted the weights, the
+    profile's peak increase and the non-torch increase, so buffers the runner allocated between the snapshot and the
+    profile were left out. V1 runner (gpu_model_runner.py __init__, block_table.py), worked by hand for Qwen2.5-7B,
+    8192 batched tokens, 1024 sequences, 32768 tokens, block 16, one KV group: inputs_embeds 8192 x 3584 x 2 B,
+    input ids (4 B), positions, request indices and query positions (8 B each), token-id flags (1 B) per token,
+    the block table 1024 x 2048 x 4 B and the slot mapping 8192 x 8 B."""
+    from launcher.estimator import activation
+
+    m = from_config(QWEN25_7B)
+    want = 8192 * 3584 * 2 + 8192 * 29 + 1024 * 2048 * 4 + 8192 * 8
+    got = activation.pre_profile_buffers_bytes(m, "v1", max_num_seqs=1024, max_num_batched_tokens=8192,
+                                               max_model_len=32768, block_size=16)
+    assert got == want
+    assert releases.profile_counts_consumed((0, 27, 0)) and not releases.profile_counts_consumed((0, 26, 0))
+    # the V2 runner's sampler states (made in load_model, before the profile) move inside the share; its block
+    # tables are made after the KV cache is sized and stay outside
+    v2 = activation.pre_profile_buffers_bytes(m, "v2", max_num_seqs=1024, max_num_batched_tokens=8192,
+                                              max_model_len=32768, block_size=16)
+    outside = activation.request_buffers_bytes(m, "v2", max_num_seqs=1024, max_model_len=32768, block_size=16)
+    assert v2 == outside - 1024 * 2 * 2048 * 4
+
+
+def test_the_0_27_estimate_keeps_those_buffers_off_the_kv_cache(monkeypatch):
+    from launcher.estimator import activation
+
+    m = from_config(QWEN25_7B)
+    s = EngineSettings(max_model_len=32768)
+    new = estimate(m, s, H100, vllm_version=(0, 27, 0))
+    monkeypatch.setattr(releases, "profile_counts_consumed", lambda vv: False)
+    without = estimate(m, s, H100, vllm_version=(0, 27, 0))
+    moved = activation.pre_profile_buffers_bytes(m, "v1", max_num_seqs=1024, max_num_batched_tokens=8192,
+                                                 max_model_len=32768, block_size=16)  # an H100: the larger defaults
+    assert without.kv_cache_bytes - new.kv_cache_bytes == moved

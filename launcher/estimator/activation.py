@@ -397,6 +397,45 @@ def request_buffers_bytes(m: ModelArch, runner_kind: str, *, max_num_seqs: int, 
     return max_num_seqs * per_request
 
 
+# V1 runner's per-token input buffers besides inputs_embeds (vLLM 0.27 gpu_model_runner.py __init__): input ids
+# (int32), positions, request indices and query positions (int64 each) and the token-id flags (bool)
+V1_INPUT_BYTES_PER_TOKEN = 4 + 8 + 8 + 8 + 1
+
+
+def pre_profile_buffers_bytes(m: ModelArch, runner_kind: str, *, max_num_seqs: int, max_num_batched_tokens: int,
+                              max_model_len: int, block_size: int = 16) -> int:
+    """GPU buffers the model runner makes between the worker's start-up snapshot and the profile, outside the
+    weights; from vLLM 0.27 the profile counts them (memory_profiling's total_consumed) and the KV cache is smaller
+    by them. V2 runner: the sampler's per-request states (request_buffers_bytes less the block tables, which come
+    after the KV cache is sized). V1 runner: inputs_embeds (tokens x hidden, model dtype), the other per-token
+    inputs (V1_INPUT_BYTES_PER_TOKEN) and, per KV cache group, the input batch's block table (sequences x blocks per
+    request, int32) and slot mapping (int64 per token)."""
+    tokens, blocks = max_num_batched_tokens, -(-max_model_len // block_size)
+    if runner_kind == "v2":
+        padded = -(-blocks // max(1, 128 // block_size)) * max(1, 128 // block_size)
+        return request_buffers_bytes(m, "v2", max_num_seqs=max_num_seqs, max_model_len=max_model_len,
+                                     block_size=block_size) - max_num_seqs * 2 * padded * 4
+    inputs = tokens * (m.hidden_size * m.dtype_bytes + V1_INPUT_BYTES_PER_TOKEN)
+    return inputs + kv_groups(m) * (max_num_seqs * blocks * 4 + tokens * 8)
+
+
+def kv_groups(m: ModelArch) -> int:
+    """vLLM's KV cache groups (kv_cache_utils._get_kv_cache_groups_uniform_page_size): layers of one kind (full
+    attention, each sliding window, recurrent state) in groups of the smallest kind's count (of the largest where
+    that is under 1.5 times the smallest)."""
+    counts: dict = {}
+    for w in m.layer_windows:
+        counts[w] = counts.get(w, 0) + 1
+    if m.state_layers:
+        counts["state"] = m.state_layers
+    if not counts:
+        return 1
+    size = min(counts.values())
+    if max(counts.values()) < size * 1.5:
+        size = max(counts.values())
+    return sum(-(-n // size) for n in counts.values())
+
+
 def outside_budget_bytes(runner_kind: str, *, enforce_eager: bool, request_buffers: int = 0,
                          graphs_outside: int | None = None) -> int:
     """What must be free beyond the requested share for vLLM to get past its CUDA graph capture.

@@ -134,6 +134,12 @@ def parse_mm_limits(value) -> dict[str, int]:
     return out
 
 
+def profile_counts_consumed(vllm_version: tuple[int, ...]) -> bool:
+    from .releases import profile_counts_consumed as of_release
+
+    return of_release(vllm_version)
+
+
 def default_utilization(vllm_version: tuple[int, ...]) -> float:
     from .releases import default_utilization as of_release
 
@@ -240,10 +246,14 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     requested = math.ceil(gpu.cuda_total_bytes * util)
     mode, cg, vllm_util, segment, graphs_outside = _graphs(m, s, run, gpu, util, requested, vllm_version, seqs=seqs,
                                                            batched=batched, draft_layers=draft_layers)
+    buffers_len = want_len if isinstance(want_len, int) and want_len > 0 else derived
+    pre = activation.pre_profile_buffers_bytes(m, run, max_num_seqs=seqs, max_num_batched_tokens=batched,
+                                               max_model_len=buffers_len, block_size=block) \
+        if profile_counts_consumed(vllm_version) else 0
     if s.kv_cache_memory_bytes:
         avail = int(s.kv_cache_memory_bytes)
     else:
-        avail = requested - (w + adapters + draft_w + act + nt) - cg
+        avail = requested - (w + adapters + draft_w + act + nt + pre) - cg
     confidence, why = activation.confidence(m, tp * pp, vllm_version)
     if confidence == "extrapolated" and not s.kv_cache_memory_bytes:
         avail -= activation.extrapolated_margin_bytes(m, vllm_version, requested, avail)  # never guess high where nothing was measured
@@ -259,8 +269,12 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     per_req = lay.blocks_per_request(max(used_len, 1), block, batched)
     per_token = lay.bytes_per_block // block
     free = gpu.cuda_free_bytes
-    outside = activation.outside_budget_bytes(run, enforce_eager=s.enforce_eager, request_buffers=activation.request_buffers_bytes(
-        m, run, max_num_seqs=seqs, max_model_len=max(used_len, 1), block_size=block), graphs_outside=graphs_outside)
+    buffers = activation.request_buffers_bytes(m, run, max_num_seqs=seqs, max_model_len=max(used_len, 1), block_size=block)
+    if pre and run == "v2":  # the sampler's states are inside the share from 0.27: only the block tables stay out
+        buffers -= activation.pre_profile_buffers_bytes(m, run, max_num_seqs=seqs, max_num_batched_tokens=batched,
+                                                        max_model_len=max(used_len, 1), block_size=block)
+    outside = activation.outside_budget_bytes(run, enforce_eager=s.enforce_eager, request_buffers=buffers,
+                                              graphs_outside=graphs_outside)
     est = Estimate(
         fits=True, max_model_len=used_len, max_model_len_fit=fit_len, derived_max_model_len=derived,
         kv_cache_tokens=tokens, kv_cache_bytes=avail, kv_blocks=lay.num_blocks(avail_pos), weights_bytes=w,

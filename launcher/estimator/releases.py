@@ -42,6 +42,13 @@ def uses_v2_runner(architecture: str, vv: tuple[int, ...]) -> bool:
     return r.get("v2_runner_default_for_all", False) or architecture in r["v2_runner_architectures"]
 
 
+def profile_counts_consumed(vv: tuple[int, ...]) -> bool:
+    """Whether this release's profile counts all the worker consumed since its start-up snapshot (0.27+:
+    memory_profiling's total_consumed), so that buffers made before the profile are inside the share."""
+    found = nearest(vv)
+    return bool(found and found[1].get("profile_counts_consumed"))
+
+
 def default_utilization(vv: tuple[int, ...]) -> float:
     found = nearest(vv)
     return found[1]["default_utilization"] if found else 0.9  # before 0.24: 0.9
