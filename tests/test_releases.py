@@ -148,3 +148,23 @@ def test_the_0_27_estimate_keeps_those_buffers_off_the_kv_cache(monkeypatch):
     moved = activation.pre_profile_buffers_bytes(m, "v1", max_num_seqs=1024, max_num_batched_tokens=8192,
                                                  max_model_len=32768, block_size=16)  # an H100: the larger defaults
     assert without.kv_cache_bytes - new.kv_cache_bytes == moved
+
+
+def test_from_0_27_an_mla_hybrid_aligns_its_attention_block_to_128():
+    """vLLM 0.27.0 platforms/interface.py _align_hybrid_block_size: with MLA, kernel_block_alignment_size =
+    max(..., 128); the attention block is that alignment x cdiv(state page, alignment x attention page per token).
+    Worked by hand: MLA page 576 x 2 = 1152 B per token; a state page of 100,000 B needs 87 tokens: 16-token
+    alignment gives 96 (6 x 16), 128-token alignment 128."""
+    from dataclasses import replace as dc_replace
+
+    from launcher.estimator import kv
+
+    class State:
+        def page_bytes(self, dtype_bytes, tp):
+            return 100_000
+
+    base = from_config(CFG)
+    m = dc_replace(base, mla=True, kv_lora_rank=512, qk_rope_head_dim=64, state=State(), layer_plan=("AF", "SF"))
+    assert kv.token_bytes(m, 1) == 1152
+    assert kv.layout(m, tp=1, pp=1, block_size=16).block_size == 96
+    assert kv.layout(m, tp=1, pp=1, block_size=16, mla_hybrid_alignment=True).block_size == 128

@@ -258,7 +258,8 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     if confidence == "extrapolated" and not s.kv_cache_memory_bytes:
         avail -= activation.extrapolated_margin_bytes(m, vllm_version, requested, avail)  # never guess high where nothing was measured
     lay = kv.layout(m, tp=tp, pp=pp, block_size=block, kv_cache_dtype=s.kv_cache_dtype,
-                    mamba_cache_mode=s.state_cache_mode, max_model_len=want_len, extra_full_layers=draft_layers)
+                    mamba_cache_mode=s.state_cache_mode, max_model_len=want_len, extra_full_layers=draft_layers,
+                    mla_hybrid_alignment=tuple(vllm_version[:2]) >= (0, 27))
     block = lay.block_size or block  # a hybrid's attention block grows to hold one state page
     avail_pos = max(0, avail)
     # the fit answer keeps the calibrated headroom: better a little short than a failed load
@@ -423,6 +424,9 @@ def _proposer(m: ModelArch, s: EngineSettings, tp: int, cap) -> tuple[int, int, 
     spec = s.speculative
     if spec is None:
         return 0, 0, m
+    if m.state_layers:  # mamba_utils.py: conv states take num_spec more rows (GDN, Mamba2; KDA from 0.27)
+        m = replace(m, notes=(*m.notes, specmod.NOTE_START + "the recurrent layers' conv states grow by the draft "
+                                        "tokens; not counted"))
     if not spec.proposer_on_gpu:
         return 0, 0, replace(m, notes=(*m.notes, specmod.HOST_NOTE_START + f"the {spec.method} proposer runs on the "
                                        "host; the rejection sampler's warm-up is counted; not measured on a GPU"))

@@ -87,6 +87,9 @@ def _group(counts: dict, page: int, state_blocks: int | None = None, block_size:
 
 # vLLM's kernel block alignment for FlashAttention/FlashInfer/Triton attention (MultipleOf(16))
 KERNEL_BLOCK_ALIGNMENT = 16
+# vLLM 0.27+: a hybrid of MLA and recurrent layers aligns its attention block to 128 tokens (the TRTLLM/FlashInfer MLA
+# decode kernels; platforms/interface.py _align_hybrid_block_size)
+MLA_HYBRID_BLOCK_ALIGNMENT = 128
 
 
 def token_bytes(m: ModelArch, tp: int, kv_cache_dtype: str = "auto") -> int:
@@ -99,13 +102,17 @@ def token_bytes(m: ModelArch, tp: int, kv_cache_dtype: str = "auto") -> int:
 
 
 def layout(m: ModelArch, *, tp: int, pp: int, block_size: int, kv_cache_dtype: str = "auto",
-           mamba_cache_mode: str = "none", max_model_len: int | None = None, extra_full_layers: int = 0) -> KvLayout:
+           mamba_cache_mode: str = "none", max_model_len: int | None = None, extra_full_layers: int = 0,
+           mla_hybrid_alignment: bool = False) -> KvLayout:
     """Group the model's attention layers the way vLLM's KV cache manager does. extra_full_layers: full-attention
-    layers of the target's page size beside the model's own (a speculative proposer's, estimator/speculative.py)."""
+    layers of the target's page size beside the model's own (a speculative proposer's, estimator/speculative.py).
+    mla_hybrid_alignment: the release aligns an MLA hybrid's attention block to MLA_HYBRID_BLOCK_ALIGNMENT."""
     per_token = token_bytes(m, tp, kv_cache_dtype)
     if m.state is not None and m.state_layers:
         return _hybrid_layout(m, tp=tp, pp=pp, block_size=block_size, per_token=per_token,
-                              mode=mamba_cache_mode, max_model_len=max_model_len, extra=extra_full_layers)
+                              mode=mamba_cache_mode, max_model_len=max_model_len, extra=extra_full_layers,
+                              align=MLA_HYBRID_BLOCK_ALIGNMENT if mla_hybrid_alignment and (m.mla or m.kv_lora_rank)
+                              else KERNEL_BLOCK_ALIGNMENT)
     layers = m.layer_windows[: cdiv(m.num_layers, pp)]
     counts: dict[int | None, int] = {}
     for w in layers:
@@ -116,7 +123,7 @@ def layout(m: ModelArch, *, tp: int, pp: int, block_size: int, kv_cache_dtype: s
 
 
 def _hybrid_layout(m: ModelArch, *, tp: int, pp: int, block_size: int, per_token: int, mode: str,
-                   max_model_len: int | None, extra: int = 0) -> KvLayout:
+                   max_model_len: int | None, extra: int = 0, align: int = KERNEL_BLOCK_ALIGNMENT) -> KvLayout:
     """Attention and recurrent-state layers in one pool (platforms/interface.py _align_hybrid_block_size):
     the attention block grows until its page holds one state page, the state page is padded to it.
     Cache mode none: one page per request per state layer; align: two; all (prefix caching of the
@@ -128,7 +135,7 @@ def _hybrid_layout(m: ModelArch, *, tp: int, pp: int, block_size: int, per_token
     state_blocks = 2 if mode == "align" else 1
     if n_attn == 0:  # only recurrent layers: one block per request holds the whole state (block = max_model_len)
         return _group({"state": n_state}, state_page, state_blocks, max_model_len)
-    align = max(KERNEL_BLOCK_ALIGNMENT, block_size)
+    align = max(align, block_size)
     if mode == "all":
         chunk = math.lcm(m.state.chunk, align)
         block = chunk * cdiv(cdiv(state_page, per_token), chunk)
