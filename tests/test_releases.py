@@ -84,9 +84,9 @@ def test_confidence_per_release():
 def test_a_derived_release_keeps_no_margin_an_extrapolated_one_does():
     m = from_config(CFG)
     derived = estimate(m, EngineSettings(), H100, vllm_version=(0, 26, 0))
-    later = estimate(m, EngineSettings(), H100, vllm_version=(0, 28, 0))
+    later = estimate(m, EngineSettings(), H100, vllm_version=(0, 99, 0))  # not in the table: nothing read
+    assert later.confidence == "extrapolated"
     assert derived.kv_cache_bytes - later.kv_cache_bytes >= 0.02 * later.requested_bytes  # the 3% margin
-    assert derived.runner == later.runner == "v1"
 
 
 def test_hybrids_keep_the_margin_from_0_26_for_the_untraced_report():
@@ -168,3 +168,34 @@ def test_from_0_27_an_mla_hybrid_aligns_its_attention_block_to_128():
     assert kv.token_bytes(m, 1) == 1152
     assert kv.layout(m, tp=1, pp=1, block_size=16).block_size == 96
     assert kv.layout(m, tp=1, pp=1, block_size=16, mla_hybrid_alignment=True).block_size == 128
+
+
+def test_from_0_28_the_largest_gpus_batch_16384_tokens_by_default():
+    """vLLM 0.28.0 engine/arg_utils.py get_batch_defaults: device memory >= 160 GiB: 16384 batched tokens for the
+    API server (0.27: 8192, as on any GPU of 70 GiB or more but an A100)."""
+    b200 = GpuBudget("B200", 179 << 30)
+    m = from_config(CFG)
+    assert estimate(m, EngineSettings(), b200, vllm_version=(0, 28, 0)).max_num_batched_tokens == 16384
+    assert estimate(m, EngineSettings(), b200, vllm_version=(0, 27, 1)).max_num_batched_tokens == 8192
+    assert estimate(m, EngineSettings(), H100, vllm_version=(0, 28, 0)).max_num_batched_tokens == 8192
+
+
+def test_from_0_28_blackwell_captures_graphs_up_to_1024():
+    """vLLM 0.28.0 config/vllm.py _set_cudagraph_sizes: min(max_num_seqs x 2, 1024 on capability 10.x else 512).
+    Sizes 1, 2, 4, every 8 below 256 (31), every 16 from 256: 17 up to 512, 49 up to 1024."""
+    from launcher.estimator import activation
+
+    assert activation.max_capture_size((10, 0), (0, 28, 0)) == 1024
+    assert activation.max_capture_size((9, 0), (0, 28, 0)) == activation.max_capture_size((10, 0), (0, 27, 1)) == 512
+    assert activation.cudagraph_capture_sizes(1024, 16384, 1024) == 3 + 31 + 49
+    assert activation.cudagraph_capture_sizes(1024, 16384) == 3 + 31 + 17
+
+
+def test_from_0_28_prefix_caching_on_a_hybrid_caches_the_state_aligned():
+    """vLLM 0.28.0 model_executor/models/config.py MambaModelConfig.verify_and_update_config: prefix caching sets
+    mamba_cache_mode 'align' (0.27: 'all' where the model supports it)."""
+    from launcher.estimator.core import _state_cache_mode
+
+    s = EngineSettings(enable_prefix_caching=True)
+    assert _state_cache_mode(s, (0, 28, 0)) == "align" and _state_cache_mode(s, (0, 27, 0)) == "all"
+    assert _state_cache_mode(EngineSettings(), (0, 28, 0)) == "none"

@@ -208,26 +208,33 @@ def non_torch_bytes(runner_kind: str, tp: int) -> int:
     return int(c[runner_kind] + (c["per_extra_gpu"] if tp > 1 else 0))
 
 
-def cudagraph_sizes(max_num_seqs: int, max_num_batched_tokens: int) -> list[int]:
+def max_capture_size(capability: tuple[int, int] | None, vllm_version: tuple[int, ...]) -> int:
+    """The largest batch vLLM captures by default (config/vllm.py _set_cudagraph_sizes): 512; from 0.28 1024 on
+    data-centre Blackwell (compute capability 10.x)."""
+    blackwell = capability is not None and capability[0] == 10
+    return 1024 if blackwell and tuple(vllm_version[:2]) >= (0, 28) else 512
+
+
+def cudagraph_sizes(max_num_seqs: int, max_num_batched_tokens: int, max_capture: int = 512) -> list[int]:
     """The batch sizes vLLM 0.24 captures (config/vllm.py, no speculative decoding): up to
     min(2 x max_num_seqs, 512, max_num_batched_tokens): 1, 2, 4, then every 8 below 256, every 16 above,
     and the batched tokens themselves when below that. PIECEWISE graphs are captured for all of them;
     FULL (uniform decode, one token per request) ones for those up to max_num_seqs."""
-    top = min(max_num_seqs * 2, 512, max_num_batched_tokens)
+    top = min(max_num_seqs * 2, max_capture, max_num_batched_tokens)
     sizes = {i for i in (1, 2, 4) if i <= top} | set(range(8, min(top + 1, 256), 8)) | set(range(256, top + 1, 16))
     if max_num_batched_tokens <= top:
         sizes.add(max_num_batched_tokens)
     return sorted(sizes)
 
 
-def cudagraph_capture_sizes(max_num_seqs: int, max_num_batched_tokens: int) -> int:
+def cudagraph_capture_sizes(max_num_seqs: int, max_num_batched_tokens: int, max_capture: int = 512) -> int:
     """How many sizes vLLM captures in PIECEWISE mode (cudagraph_sizes)."""
-    return len(cudagraph_sizes(max_num_seqs, max_num_batched_tokens))
+    return len(cudagraph_sizes(max_num_seqs, max_num_batched_tokens, max_capture))
 
 
-def full_graph_sizes(max_num_seqs: int, max_num_batched_tokens: int) -> list[int]:
+def full_graph_sizes(max_num_seqs: int, max_num_batched_tokens: int, max_capture: int = 512) -> list[int]:
     """The sizes of vLLM's FULL decode graphs: one token per request, up to max_num_seqs."""
-    return [n for n in cudagraph_sizes(max_num_seqs, max_num_batched_tokens) if n <= max_num_seqs]
+    return [n for n in cudagraph_sizes(max_num_seqs, max_num_batched_tokens, max_capture) if n <= max_num_seqs]
 
 
 # vLLM sizes its graph memory from two captures per mode, each measured as the change of the device's free
@@ -244,25 +251,25 @@ SEGMENT_PER_GRAPH = (20 + 2 + 2) << 20
 
 
 def graph_segment_bytes(runner_kind: str, *, enforce_eager: bool, max_num_seqs: int = 1024,
-                        max_num_batched_tokens: int = 8192) -> int:
+                        max_num_batched_tokens: int = 8192, max_capture: int = 512) -> int:
     """The part of cudagraph_bytes kept for that segment: SEGMENT_PER_GRAPH for each graph after the first."""
     if enforce_eager or runner_kind != "v1":
         return 0
-    return (cudagraph_capture_sizes(max_num_seqs, max_num_batched_tokens) - 1) * SEGMENT_PER_GRAPH
+    return (cudagraph_capture_sizes(max_num_seqs, max_num_batched_tokens, max_capture) - 1) * SEGMENT_PER_GRAPH
 
 
 def cudagraph_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: int, max_num_seqs: int = 1024,
-                    max_num_batched_tokens: int = 8192, coef: dict | None = None) -> int:
+                    max_num_batched_tokens: int = 8192, coef: dict | None = None, max_capture: int = 512) -> int:
     """The CUDA graph memory vLLM estimates and subtracts (V1 runner, graphs on): graph_sample_bytes, and
     graph_segment_bytes for the fresh segment its second capture sometimes takes."""
     return (graph_sample_bytes(m, runner_kind, enforce_eager=enforce_eager, tp=tp, max_num_seqs=max_num_seqs,
-                               max_num_batched_tokens=max_num_batched_tokens, coef=coef)
+                               max_num_batched_tokens=max_num_batched_tokens, coef=coef, max_capture=max_capture)
             + graph_segment_bytes(runner_kind, enforce_eager=enforce_eager, max_num_seqs=max_num_seqs,
-                                  max_num_batched_tokens=max_num_batched_tokens))
+                                  max_num_batched_tokens=max_num_batched_tokens, max_capture=max_capture))
 
 
 def graph_sample_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: int, max_num_seqs: int = 1024,
-                       max_num_batched_tokens: int = 8192, coef: dict | None = None) -> int:
+                       max_num_batched_tokens: int = 8192, coef: dict | None = None, max_capture: int = 512) -> int:
     """vLLM's two-capture graph estimate (V1 runner, graphs on) when its second capture takes no fresh segment
     (what the launcher keeps inside the share for the graphs, "launcher" mode), built as vLLM builds it
     (gpu_model_runner.profile_cudagraph_memory): per mode it captures the largest size and the next, and
@@ -279,8 +286,8 @@ def graph_sample_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, t
     if enforce_eager or runner_kind != "v1":
         return 0
     c = (coef or coefficients())["cudagraph"]
-    n = cudagraph_capture_sizes(max_num_seqs, max_num_batched_tokens)
-    full = full_graph_sizes(max_num_seqs, max_num_batched_tokens)
+    n = cudagraph_capture_sizes(max_num_seqs, max_num_batched_tokens, max_capture)
+    full = full_graph_sizes(max_num_seqs, max_num_batched_tokens, max_capture)
     first = max(c["full_first_per_token_hidden"] * max(full, default=0) * m.hidden_size, c["piecewise_first"])
     per_graph = c["per_graph"] + c["per_graph_per_layer"] * m.num_layers
     return int(first + (n - 1) * per_graph + (c.get("state", 0.0) if m.state_layers else 0))

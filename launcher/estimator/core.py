@@ -134,6 +134,22 @@ def parse_mm_limits(value) -> dict[str, int]:
     return out
 
 
+def _default_batched(gpu: GpuBudget, large: bool, vllm_version: tuple[int, ...]) -> int:
+    """vLLM's default max_num_batched_tokens for the API server (engine/arg_utils.py get_batch_defaults): 8192 on
+    GPUs of 70 GiB or more (not an A100), else 2048; from 0.28, 16384 on GPUs of 160 GiB or more."""
+    if tuple(vllm_version[:2]) >= (0, 28) and gpu.cuda_total_bytes >= 160 * GiB:
+        return 16384
+    return 8192 if large else 2048
+
+
+def _state_cache_mode(s: EngineSettings, vllm_version: tuple[int, ...]) -> str:
+    """From 0.28 prefix caching on a hybrid sets 'align' (model_executor/models/config.py MambaModelConfig), where
+    earlier releases chose 'all' for the models that support it (s.state_cache_mode assumes 'all')."""
+    if not s.mamba_cache_mode and s.enable_prefix_caching and tuple(vllm_version[:2]) >= (0, 28):
+        return "align"
+    return s.state_cache_mode
+
+
 def profile_counts_consumed(vllm_version: tuple[int, ...]) -> bool:
     from .releases import profile_counts_consumed as of_release
 
@@ -228,7 +244,7 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     tp, pp = s.tensor_parallel_size, s.pipeline_parallel_size
     util = s.gpu_memory_utilization if s.gpu_memory_utilization is not None else default_utilization(vllm_version)
     large = gpu.cuda_total_bytes >= LARGE_GPU_BYTES and "a100" not in gpu.name.lower()
-    batched = s.max_num_batched_tokens or (8192 if large else 2048)
+    batched = s.max_num_batched_tokens or _default_batched(gpu, large, vllm_version)
     seqs = s.max_num_seqs or (1024 if large else 256)
     block = s.block_size or 16
     derived = m.derived_max_len
@@ -258,7 +274,8 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     if confidence == "extrapolated" and not s.kv_cache_memory_bytes:
         avail -= activation.extrapolated_margin_bytes(m, vllm_version, requested, avail)  # never guess high where nothing was measured
     lay = kv.layout(m, tp=tp, pp=pp, block_size=block, kv_cache_dtype=s.kv_cache_dtype,
-                    mamba_cache_mode=s.state_cache_mode, max_model_len=want_len, extra_full_layers=draft_layers,
+                    mamba_cache_mode=_state_cache_mode(s, vllm_version), max_model_len=want_len,
+                    extra_full_layers=draft_layers,
                     mla_hybrid_alignment=tuple(vllm_version[:2]) >= (0, 27))
     block = lay.block_size or block  # a hybrid's attention block grows to hold one state page
     avail_pos = max(0, avail)
@@ -397,8 +414,9 @@ def _graphs(m: ModelArch, s: EngineSettings, run: str, gpu: GpuBudget, util: flo
     tp, pp = s.tensor_parallel_size, s.pipeline_parallel_size
     mode = activation.graph_memory_mode(s.graph_memory, run, enforce_eager=s.enforce_eager, vllm_version=vllm_version,
                                         kv_cache_memory_bytes=s.kv_cache_memory_bytes)
+    top = activation.max_capture_size(gpu.capability, vllm_version)
     sample = activation.graph_sample_bytes(m, run, enforce_eager=s.enforce_eager, tp=tp, max_num_seqs=seqs,
-                                           max_num_batched_tokens=batched)
+                                           max_num_batched_tokens=batched, max_capture=top)
     graph_cases = loramod.GRAPH_CASES if s.lora is not None else 1  # each graph captured with and without adapters
     if draft_layers:  # the proposer's graphs beside the target's, as large per layer
         graph_cases *= 1 + draft_layers / max(1, m.num_layers)
@@ -412,7 +430,7 @@ def _graphs(m: ModelArch, s: EngineSettings, run: str, gpu: GpuBudget, util: flo
         cg, graphs_outside = 0, activation.graph_pool_bytes(m, sample)
     else:  # vLLM's own estimate: the sample and, as its second capture may take, a fresh segment per graph
         segment = activation.graph_segment_bytes(run, enforce_eager=s.enforce_eager, max_num_seqs=seqs,
-                                                 max_num_batched_tokens=batched)
+                                                 max_num_batched_tokens=batched, max_capture=top)
         cg = sample + segment
     if run == "v2" and graphs_outside is None:
         graphs_outside = int(activation.v2_graphs_outside_bytes(m, pp) * graph_cases)
