@@ -199,3 +199,18 @@ def test_from_0_28_prefix_caching_on_a_hybrid_caches_the_state_aligned():
     s = EngineSettings(enable_prefix_caching=True)
     assert _state_cache_mode(s, (0, 28, 0)) == "align" and _state_cache_mode(s, (0, 27, 0)) == "all"
     assert _state_cache_mode(EngineSettings(), (0, 28, 0)) == "none"
+
+
+def test_from_0_29_speculative_decoding_captures_the_uniform_decode_batches():
+    """vLLM 0.29.0 config/vllm.py _set_cudagraph_sizes: with 1 + k tokens per request the sizes n x (1 + k) for n in
+    1, 2, 4, every 8 below 256, every 16 from 256 and max_num_seqs (at most 512) are added where they fit under
+    min(max_num_seqs x (1 + k) x 2, 512) and the batched tokens. Worked by hand for 1024 sequences and 8192 tokens:
+    q = 4 adds nothing (4, 8, 16, then multiples of 32 up to 512 are all on the grid); q = 3 adds the multiples of 3
+    off the grid (3, 6, 12, 24, ..., 504)."""
+    from launcher.estimator import activation
+
+    base = activation.cudagraph_sizes(1024, 8192)
+    assert activation.cudagraph_sizes(1024, 8192, decode_query_len=4) == base
+    three = set(activation.cudagraph_sizes(1024, 8192, decode_query_len=3)) - set(base)
+    want = {n * 3 for n in [1, 2, 4, *range(8, 256, 8), *range(256, 513, 16)] if n * 3 <= 512} - set(base)
+    assert three == want and 3 in three and 504 in three

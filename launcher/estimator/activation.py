@@ -215,21 +215,32 @@ def max_capture_size(capability: tuple[int, int] | None, vllm_version: tuple[int
     return 1024 if blackwell and tuple(vllm_version[:2]) >= (0, 28) else 512
 
 
-def cudagraph_sizes(max_num_seqs: int, max_num_batched_tokens: int, max_capture: int = 512) -> list[int]:
+def cudagraph_sizes(max_num_seqs: int, max_num_batched_tokens: int, max_capture: int = 512,
+                    decode_query_len: int = 1) -> list[int]:
     """The batch sizes vLLM 0.24 captures (config/vllm.py, no speculative decoding): up to
     min(2 x max_num_seqs, 512, max_num_batched_tokens): 1, 2, 4, then every 8 below 256, every 16 above,
     and the batched tokens themselves when below that. PIECEWISE graphs are captured for all of them;
     FULL (uniform decode, one token per request) ones for those up to max_num_seqs."""
-    top = min(max_num_seqs * 2, max_capture, max_num_batched_tokens)
-    sizes = {i for i in (1, 2, 4) if i <= top} | set(range(8, min(top + 1, 256), 8)) | set(range(256, top + 1, 16))
+    ceiling = min(max_num_seqs * decode_query_len * 2, max_capture)
+    top = min(ceiling, max_num_batched_tokens)
+    sizes = _grid(top)
     if max_num_batched_tokens <= top:
         sizes.add(max_num_batched_tokens)
+    if decode_query_len > 1:  # 0.29+: each uniform decode batch (requests x query length) that fits
+        sizes |= {n * decode_query_len for n in _grid(min(max_num_seqs, max_capture)) | {min(max_num_seqs, max_capture)}
+                  if n * decode_query_len <= min(ceiling, max_num_batched_tokens)}
     return sorted(sizes)
 
 
-def cudagraph_capture_sizes(max_num_seqs: int, max_num_batched_tokens: int, max_capture: int = 512) -> int:
+def _grid(top: int) -> set[int]:
+    """1, 2, 4, then every 8 below 256 and every 16 from 256, up to top."""
+    return {i for i in (1, 2, 4) if i <= top} | set(range(8, min(top + 1, 256), 8)) | set(range(256, top + 1, 16))
+
+
+def cudagraph_capture_sizes(max_num_seqs: int, max_num_batched_tokens: int, max_capture: int = 512,
+                            decode_query_len: int = 1) -> int:
     """How many sizes vLLM captures in PIECEWISE mode (cudagraph_sizes)."""
-    return len(cudagraph_sizes(max_num_seqs, max_num_batched_tokens, max_capture))
+    return len(cudagraph_sizes(max_num_seqs, max_num_batched_tokens, max_capture, decode_query_len))
 
 
 def full_graph_sizes(max_num_seqs: int, max_num_batched_tokens: int, max_capture: int = 512) -> list[int]:
@@ -251,11 +262,12 @@ SEGMENT_PER_GRAPH = (20 + 2 + 2) << 20
 
 
 def graph_segment_bytes(runner_kind: str, *, enforce_eager: bool, max_num_seqs: int = 1024,
-                        max_num_batched_tokens: int = 8192, max_capture: int = 512) -> int:
+                        max_num_batched_tokens: int = 8192, max_capture: int = 512, decode_query_len: int = 1) -> int:
     """The part of cudagraph_bytes kept for that segment: SEGMENT_PER_GRAPH for each graph after the first."""
     if enforce_eager or runner_kind != "v1":
         return 0
-    return (cudagraph_capture_sizes(max_num_seqs, max_num_batched_tokens, max_capture) - 1) * SEGMENT_PER_GRAPH
+    return (cudagraph_capture_sizes(max_num_seqs, max_num_batched_tokens, max_capture, decode_query_len) - 1) \
+        * SEGMENT_PER_GRAPH
 
 
 def cudagraph_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: int, max_num_seqs: int = 1024,
@@ -269,7 +281,8 @@ def cudagraph_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: 
 
 
 def graph_sample_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: int, max_num_seqs: int = 1024,
-                       max_num_batched_tokens: int = 8192, coef: dict | None = None, max_capture: int = 512) -> int:
+                       max_num_batched_tokens: int = 8192, coef: dict | None = None, max_capture: int = 512,
+                       decode_query_len: int = 1) -> int:
     """vLLM's two-capture graph estimate (V1 runner, graphs on) when its second capture takes no fresh segment
     (what the launcher keeps inside the share for the graphs, "launcher" mode), built as vLLM builds it
     (gpu_model_runner.profile_cudagraph_memory): per mode it captures the largest size and the next, and
@@ -286,7 +299,7 @@ def graph_sample_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, t
     if enforce_eager or runner_kind != "v1":
         return 0
     c = (coef or coefficients())["cudagraph"]
-    n = cudagraph_capture_sizes(max_num_seqs, max_num_batched_tokens, max_capture)
+    n = cudagraph_capture_sizes(max_num_seqs, max_num_batched_tokens, max_capture, decode_query_len)
     full = full_graph_sizes(max_num_seqs, max_num_batched_tokens, max_capture)
     first = max(c["full_first_per_token_hidden"] * max(full, default=0) * m.hidden_size, c["piecewise_first"])
     per_graph = c["per_graph"] + c["per_graph_per_layer"] * m.num_layers

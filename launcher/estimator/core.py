@@ -415,8 +415,10 @@ def _graphs(m: ModelArch, s: EngineSettings, run: str, gpu: GpuBudget, util: flo
     mode = activation.graph_memory_mode(s.graph_memory, run, enforce_eager=s.enforce_eager, vllm_version=vllm_version,
                                         kv_cache_memory_bytes=s.kv_cache_memory_bytes)
     top = activation.max_capture_size(gpu.capability, vllm_version)
+    # 0.29+: with speculative decoding each uniform decode batch (1 + draft tokens per request) is captured too
+    q = 1 + s.speculative.num_speculative_tokens if s.speculative is not None and tuple(vllm_version[:2]) >= (0, 29) else 1
     sample = activation.graph_sample_bytes(m, run, enforce_eager=s.enforce_eager, tp=tp, max_num_seqs=seqs,
-                                           max_num_batched_tokens=batched, max_capture=top)
+                                           max_num_batched_tokens=batched, max_capture=top, decode_query_len=q)
     graph_cases = loramod.GRAPH_CASES if s.lora is not None else 1  # each graph captured with and without adapters
     if draft_layers:  # the proposer's graphs beside the target's, as large per layer
         graph_cases *= 1 + draft_layers / max(1, m.num_layers)
@@ -430,7 +432,8 @@ def _graphs(m: ModelArch, s: EngineSettings, run: str, gpu: GpuBudget, util: flo
         cg, graphs_outside = 0, activation.graph_pool_bytes(m, sample)
     else:  # vLLM's own estimate: the sample and, as its second capture may take, a fresh segment per graph
         segment = activation.graph_segment_bytes(run, enforce_eager=s.enforce_eager, max_num_seqs=seqs,
-                                                 max_num_batched_tokens=batched, max_capture=top)
+                                                 max_num_batched_tokens=batched, max_capture=top,
+                                                 decode_query_len=q)
         cg = sample + segment
     if run == "v2" and graphs_outside is None:
         graphs_outside = int(activation.v2_graphs_outside_bytes(m, pp) * graph_cases)
