@@ -45,7 +45,8 @@ nvidia-smi --query-gpu=memory.used --format=csv,noheader | sed 's/^/both serving
 nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader | sed 's/^/per process: /'
 $L ps --json > $OUT/ps.json 2>&1
 cp /root/lh-two/runs/qwen/server.log $OUT/server-qwen.log; cp /root/lh-two/runs/llama/server.log $OUT/server-llama.log
-t=$(now); $L stop qwen; $L stop llama; echo "stop s=$(el $t)"; sleep 2
+for n in qwen llama; do t=$(now); $L stop $n; echo "stop $n s=$(el $t)"; done; sleep 2
+for n in qwen llama; do cp /root/lh-two/runs/$n/supervisor.log $OUT/supervisor-$n.log; done
 nvidia-smi --query-gpu=memory.used --format=csv,noheader | sed 's/^/after stop: used /'
 ps -eo pid,cmd | grep -E "VLLM::|api_server|_supervise" | grep -v grep | sed 's/^/LEFTOVER /'
 kill $SAMPLER

@@ -480,9 +480,9 @@ DERIVED_MARGIN, DERIVED_MARGIN_MIN_BYTES = 0.005, 256 << 20
 def extrapolated_margin_bytes(m: ModelArch, vllm_version: tuple[int, ...], requested: int, kv_bytes: int) -> int:
     """The margin an extrapolated estimate keeps off the KV cache (see above)."""
     from .lora import NOTE_START as LORA_NOTE_START
-    from .speculative import HOST_NOTE_START
+    from .speculative import HOST_NOTE_START, MEASURED_NOTE_START
 
-    modelled = (GENERIC_NOTE_START, LORA_NOTE_START, HOST_NOTE_START)
+    modelled = (GENERIC_NOTE_START, LORA_NOTE_START, HOST_NOTE_START, MEASURED_NOTE_START)
     from .releases import unmodelled as release_changes
 
     unmodelled = ([n for n in m.notes if not n.startswith(modelled)] or release_changes(vllm_version, bool(m.state_layers))

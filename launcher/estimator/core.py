@@ -254,7 +254,7 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     items = s.mm_items_per_prompt(m.vision_layout)
     w = weights.weights_bytes(m, tp, pp, capability=gpu.capability, vision=items != 0)
     adapters = loramod.adapter_bytes(m, s.lora, tp=tp, pp=pp) if s.lora is not None else 0
-    draft_w, draft_layers, m = _proposer(m, s, tp, gpu.capability)
+    draft_w, draft_layers, m = _proposer(m, s, tp, gpu.capability, run)
     shape = activation.profile_shape(m, max_num_batched_tokens=batched, max_num_seqs=seqs, tp=tp, max_model_len=want_len,
                                      items_per_prompt=items)
     act = _activation(m, s, run, shape, batched)
@@ -400,7 +400,8 @@ def _activation(m: ModelArch, s: EngineSettings, run: str, shape, batched: int) 
     """The profile run's peak, with the rejection sampler's warm-up (speculative decoding) and LoRA's buffers."""
     act = activation.peak_activation_bytes(shape, run)
     if s.speculative is not None:  # the rejection sampler's warm-up beside the forward's hidden states
-        act = max(act, specmod.sampler_bytes(s.speculative, shape.rows, m.vocab_size, m.dtype_bytes) + 2 * shape.hidden
+        warmup = specmod.v1_rejection_bytes if run == "v1" else specmod.sampler_bytes
+        act = max(act, warmup(s.speculative, shape.rows, m.vocab_size, m.dtype_bytes) + 2 * shape.hidden
                   + activation.coefficients()["activation"][run]["const"])
     if s.lora is not None:
         act += loramod.activation_bytes(s.lora, batched)
@@ -440,7 +441,7 @@ def _graphs(m: ModelArch, s: EngineSettings, run: str, gpu: GpuBudget, util: flo
     return mode, cg, vllm_util, segment, graphs_outside
 
 
-def _proposer(m: ModelArch, s: EngineSettings, tp: int, cap) -> tuple[int, int, ModelArch]:
+def _proposer(m: ModelArch, s: EngineSettings, tp: int, cap, run: str) -> tuple[int, int, ModelArch]:
     """The speculative proposer's weights and KV layers (as target layers), and the model with its notes."""
     spec = s.speculative
     if spec is None:
@@ -450,7 +451,8 @@ def _proposer(m: ModelArch, s: EngineSettings, tp: int, cap) -> tuple[int, int, 
                                         "tokens; not counted"))
     if not spec.proposer_on_gpu:
         return 0, 0, replace(m, notes=(*m.notes, specmod.HOST_NOTE_START + f"the {spec.method} proposer runs on the "
-                                       "host; the rejection sampler's warm-up is counted; not measured on a GPU"))
+                                       "host; the rejection sampler's warm-up is counted"
+                                       + ("" if run == "v1" else "; not measured on the V2 runner")))
     draft = specmod.proposer_arch(m, spec, s.draft)
     if draft is None:
         raise BadInput(f"--speculative-config method {spec.method}: the draft model's config.json was not read.")
@@ -461,8 +463,11 @@ def _proposer(m: ModelArch, s: EngineSettings, tp: int, cap) -> tuple[int, int, 
                                      lambda a: weights.layer_bytes(a, 0, dtp, cap))
     else:
         w = weights.weights_bytes(draft, dtp, 1, capability=cap) + extra
-    note = (specmod.NOTE_START + f"{spec.method} proposer: its weights and KV layers counted from its config; its "
-            "profile and CUDA graphs were not measured on a GPU")
+    if (spec.method, run) in specmod.MEASURED_PROPOSERS:
+        note = specmod.MEASURED_NOTE_START + f"the {spec.method} proposer's weights, KV layers and warm-up counted"
+    else:
+        note = (specmod.NOTE_START + f"{spec.method} proposer: its weights and KV layers counted from its config; its "
+                "profile and CUDA graphs were not measured on a GPU")
     return w, specmod.kv_equivalent_layers(m, draft, tp), replace(m, notes=(*m.notes, note))
 
 

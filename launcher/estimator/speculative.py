@@ -29,8 +29,12 @@ MTP_METHODS = frozenset({"mtp", "deepseek_mtp", "qwen3_next_mtp", "glm4_moe_mtp"
                          "mimo_mtp", "qwen3_5_mtp"})
 # Notes start so: the parts of vLLM they name are not modelled (the full margin applies) ...
 NOTE_START = "speculative decoding: "
-# ... or modelled but not measured (the smaller margin)
+# ... or modelled (the smaller margin): a proposer on the host, or one measured on a GPU on that runner
 HOST_NOTE_START = "speculative decoding on the host: "
+MEASURED_NOTE_START = "speculative decoding as measured: "
+# Proposers whose starts were measured on a GPU (H200, vLLM 0.24.0, 2026-12-05; docs/gpu.md): an EAGLE-1 head on the
+# V2 runner and a draft model on the V1 runner (n-gram on V1 too: HOST_NOTE_START)
+MEASURED_PROPOSERS = frozenset({("eagle", "v2"), ("draft_model", "v1")})
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,24 @@ def eagle_head_bytes(target: ModelArch, head: ModelArch, method: str, tp: int, p
     if own_embedding is not False or pp > 1:
         n += head.vocab_size * h * b // tp
     return int(n)
+
+
+# V1 runner's rejection-sampler warm-up (gpu_model_runner._dummy_sampler_run with speculative decoding, vLLM 0.24
+# v1/sample/rejection_sampler.py forward), per request and vocabulary entry: fresh logits for two rows (model dtype),
+# the bonus row's copy kept as raw logits (model dtype), the target row in float32 and its clone, top-k/top-p's sort
+# (float32 values, int64 indices) and the probabilities (float32). Measured on an H200 (2026-12-05, vLLM 0.24.0):
+# torch's peak grew by 29.98 bytes per request and vocabulary entry between 256 and 1024 sequences (Llama-3.1-8B
+# with a draft model, bf16: 3 x 2 + 24 = 30).
+V1_REJECTION_FLOAT32_BYTES = 4 + 4 + 12 + 4
+
+
+def v1_rejection_bytes(spec: SpecSettings, rows: int, vocab: int, logit_bytes: int) -> int:
+    """The V1 runner's rejection-sampler warm-up (see V1_REJECTION_FLOAT32_BYTES), with the probabilistic drafts'
+    float32 probabilities and their softmax."""
+    n = rows * vocab * (3 * logit_bytes + V1_REJECTION_FLOAT32_BYTES)
+    if spec.draft_probabilistic:
+        n += 2 * rows * vocab * 4
+    return n
 
 
 def sampler_bytes(spec: SpecSettings, rows: int, vocab: int, logit_bytes: int) -> int:
