@@ -185,9 +185,9 @@ def test_from_0_28_blackwell_captures_graphs_up_to_1024():
     Sizes 1, 2, 4, every 8 below 256 (31), every 16 from 256: 17 up to 512, 49 up to 1024."""
     from launcher.estimator import activation
 
-    assert activation.max_capture_size((10, 0), (0, 28, 0)) == 1024
-    assert activation.max_capture_size((9, 0), (0, 28, 0)) == activation.max_capture_size((10, 0), (0, 27, 1)) == 512
-    assert activation.cudagraph_capture_sizes(1024, 16384, 1024) == 3 + 31 + 49
+    assert activation.capture_grid((10, 0), (0, 28, 0)).max_capture == 1024
+    assert activation.capture_grid((9, 0), (0, 28, 0)).max_capture == activation.capture_grid((10, 0), (0, 27, 1)).max_capture == 512
+    assert activation.cudagraph_capture_sizes(1024, 16384, activation.CaptureGrid(max_capture=1024)) == 3 + 31 + 49
     assert activation.cudagraph_capture_sizes(1024, 16384) == 3 + 31 + 17
 
 
@@ -210,7 +210,25 @@ def test_from_0_29_speculative_decoding_captures_the_uniform_decode_batches():
     from launcher.estimator import activation
 
     base = activation.cudagraph_sizes(1024, 8192)
-    assert activation.cudagraph_sizes(1024, 8192, decode_query_len=4) == base
-    three = set(activation.cudagraph_sizes(1024, 8192, decode_query_len=3)) - set(base)
+    assert activation.cudagraph_sizes(1024, 8192, activation.CaptureGrid(decode_query_len=4)) == base
+    three = set(activation.cudagraph_sizes(1024, 8192, activation.CaptureGrid(decode_query_len=3))) - set(base)
     want = {n * 3 for n in [1, 2, 4, *range(8, 256, 8), *range(256, 513, 16)] if n * 3 <= 512} - set(base)
     assert three == want and 3 in three and 504 in three
+
+
+def test_glm5_next_is_extrapolated_from_0_30_where_its_own_layout_begins():
+    """vLLM 0.30.0 kv_cache_utils._get_kv_cache_groups_glm5_next: MLA, indexer and recurrent layers share slots."""
+    assert not releases.unmodelled((0, 29, 0), architecture="Glm5NextForCausalLM")
+    assert any("GLM" in n or "glm5" in n for n in releases.unmodelled((0, 30, 0), architecture="Glm5NextForCausalLM"))
+    assert not releases.unmodelled((0, 30, 0), architecture="LlamaForCausalLM")
+
+
+def test_from_0_31_the_full_decode_batch_is_captured_where_off_the_grid():
+    """vLLM 0.31.0 _set_cudagraph_sizes: without speculative decoding, uniform_decode_sizes = [max_num_seqs] where it is
+    within the ceiling: --max-num-seqs 100 adds a graph of 100 (the grid has 96 and 104); 0.30 did not."""
+    from launcher.estimator import activation
+
+    assert 100 in activation.cudagraph_sizes(100, 8192, activation.capture_grid((9, 0), (0, 31, 0)))
+    assert 100 not in activation.cudagraph_sizes(100, 8192, activation.capture_grid((9, 0), (0, 30, 0)))
+    assert activation.capture_grid((9, 0), (0, 29, 0), 3).decode_query_len == 4
+    assert activation.capture_grid((9, 0), (0, 28, 0), 3).decode_query_len == 1

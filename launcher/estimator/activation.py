@@ -208,27 +208,46 @@ def non_torch_bytes(runner_kind: str, tp: int) -> int:
     return int(c[runner_kind] + (c["per_extra_gpu"] if tp > 1 else 0))
 
 
-def max_capture_size(capability: tuple[int, int] | None, vllm_version: tuple[int, ...]) -> int:
-    """The largest batch vLLM captures by default (config/vllm.py _set_cudagraph_sizes): 512; from 0.28 1024 on
-    data-centre Blackwell (compute capability 10.x)."""
+@dataclass(frozen=True)
+class CaptureGrid:
+    """How a release picks its CUDA graph sizes (config/vllm.py _set_cudagraph_sizes): the largest size (512; from
+    0.28 1024 on data-centre Blackwell), the tokens per request of a uniform decode batch (1 + draft tokens; from
+    0.29 each such batch is captured too) and whether max_num_seqs itself is added where off the grid (0.31+)."""
+
+    max_capture: int = 512
+    decode_query_len: int = 1
+    max_seqs_size: bool = False
+
+
+DEFAULT_GRID = CaptureGrid()
+
+
+def capture_grid(capability: tuple[int, int] | None, vllm_version: tuple[int, ...], num_speculative_tokens: int = 0
+                 ) -> CaptureGrid:
+    """The release's capture grid on this GPU (see CaptureGrid)."""
+    vv = tuple(vllm_version[:2])
     blackwell = capability is not None and capability[0] == 10
-    return 1024 if blackwell and tuple(vllm_version[:2]) >= (0, 28) else 512
+    return CaptureGrid(max_capture=1024 if blackwell and vv >= (0, 28) else 512,
+                       decode_query_len=1 + num_speculative_tokens if vv >= (0, 29) else 1,
+                       max_seqs_size=vv >= (0, 31))
 
 
-def cudagraph_sizes(max_num_seqs: int, max_num_batched_tokens: int, max_capture: int = 512,
-                    decode_query_len: int = 1) -> list[int]:
+def cudagraph_sizes(max_num_seqs: int, max_num_batched_tokens: int, grid: CaptureGrid = DEFAULT_GRID) -> list[int]:
     """The batch sizes vLLM 0.24 captures (config/vllm.py, no speculative decoding): up to
     min(2 x max_num_seqs, 512, max_num_batched_tokens): 1, 2, 4, then every 8 below 256, every 16 above,
     and the batched tokens themselves when below that. PIECEWISE graphs are captured for all of them;
     FULL (uniform decode, one token per request) ones for those up to max_num_seqs."""
-    ceiling = min(max_num_seqs * decode_query_len * 2, max_capture)
+    q = grid.decode_query_len
+    ceiling = min(max_num_seqs * q * 2, grid.max_capture)
     top = min(ceiling, max_num_batched_tokens)
     sizes = _grid(top)
     if max_num_batched_tokens <= top:
         sizes.add(max_num_batched_tokens)
-    if decode_query_len > 1:  # 0.29+: each uniform decode batch (requests x query length) that fits
-        sizes |= {n * decode_query_len for n in _grid(min(max_num_seqs, max_capture)) | {min(max_num_seqs, max_capture)}
-                  if n * decode_query_len <= min(ceiling, max_num_batched_tokens)}
+    if q > 1:  # 0.29+: each uniform decode batch (requests x query length) that fits
+        requests = min(max_num_seqs, grid.max_capture)
+        sizes |= {n * q for n in _grid(requests) | {requests} if n * q <= top}
+    elif grid.max_seqs_size and max_num_seqs <= top:  # 0.31+: the full decode batch itself
+        sizes.add(max_num_seqs)
     return sorted(sizes)
 
 
@@ -237,15 +256,14 @@ def _grid(top: int) -> set[int]:
     return {i for i in (1, 2, 4) if i <= top} | set(range(8, min(top + 1, 256), 8)) | set(range(256, top + 1, 16))
 
 
-def cudagraph_capture_sizes(max_num_seqs: int, max_num_batched_tokens: int, max_capture: int = 512,
-                            decode_query_len: int = 1) -> int:
+def cudagraph_capture_sizes(max_num_seqs: int, max_num_batched_tokens: int, grid: CaptureGrid = DEFAULT_GRID) -> int:
     """How many sizes vLLM captures in PIECEWISE mode (cudagraph_sizes)."""
-    return len(cudagraph_sizes(max_num_seqs, max_num_batched_tokens, max_capture, decode_query_len))
+    return len(cudagraph_sizes(max_num_seqs, max_num_batched_tokens, grid))
 
 
-def full_graph_sizes(max_num_seqs: int, max_num_batched_tokens: int, max_capture: int = 512) -> list[int]:
+def full_graph_sizes(max_num_seqs: int, max_num_batched_tokens: int, grid: CaptureGrid = DEFAULT_GRID) -> list[int]:
     """The sizes of vLLM's FULL decode graphs: one token per request, up to max_num_seqs."""
-    return [n for n in cudagraph_sizes(max_num_seqs, max_num_batched_tokens, max_capture) if n <= max_num_seqs]
+    return [n for n in cudagraph_sizes(max_num_seqs, max_num_batched_tokens, grid) if n <= max_num_seqs]
 
 
 # vLLM sizes its graph memory from two captures per mode, each measured as the change of the device's free
@@ -262,27 +280,27 @@ SEGMENT_PER_GRAPH = (20 + 2 + 2) << 20
 
 
 def graph_segment_bytes(runner_kind: str, *, enforce_eager: bool, max_num_seqs: int = 1024,
-                        max_num_batched_tokens: int = 8192, max_capture: int = 512, decode_query_len: int = 1) -> int:
+                        max_num_batched_tokens: int = 8192, grid: CaptureGrid = DEFAULT_GRID) -> int:
     """The part of cudagraph_bytes kept for that segment: SEGMENT_PER_GRAPH for each graph after the first."""
     if enforce_eager or runner_kind != "v1":
         return 0
-    return (cudagraph_capture_sizes(max_num_seqs, max_num_batched_tokens, max_capture, decode_query_len) - 1) \
-        * SEGMENT_PER_GRAPH
+    return (cudagraph_capture_sizes(max_num_seqs, max_num_batched_tokens, grid) - 1) * SEGMENT_PER_GRAPH
 
 
 def cudagraph_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: int, max_num_seqs: int = 1024,
-                    max_num_batched_tokens: int = 8192, coef: dict | None = None, max_capture: int = 512) -> int:
+                    max_num_batched_tokens: int = 8192, coef: dict | None = None,
+                    grid: CaptureGrid = DEFAULT_GRID) -> int:
     """The CUDA graph memory vLLM estimates and subtracts (V1 runner, graphs on): graph_sample_bytes, and
     graph_segment_bytes for the fresh segment its second capture sometimes takes."""
     return (graph_sample_bytes(m, runner_kind, enforce_eager=enforce_eager, tp=tp, max_num_seqs=max_num_seqs,
-                               max_num_batched_tokens=max_num_batched_tokens, coef=coef, max_capture=max_capture)
+                               max_num_batched_tokens=max_num_batched_tokens, coef=coef, grid=grid)
             + graph_segment_bytes(runner_kind, enforce_eager=enforce_eager, max_num_seqs=max_num_seqs,
-                                  max_num_batched_tokens=max_num_batched_tokens, max_capture=max_capture))
+                                  max_num_batched_tokens=max_num_batched_tokens, grid=grid))
 
 
 def graph_sample_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, tp: int, max_num_seqs: int = 1024,
-                       max_num_batched_tokens: int = 8192, coef: dict | None = None, max_capture: int = 512,
-                       decode_query_len: int = 1) -> int:
+                       max_num_batched_tokens: int = 8192, coef: dict | None = None,
+                       grid: CaptureGrid = DEFAULT_GRID) -> int:
     """vLLM's two-capture graph estimate (V1 runner, graphs on) when its second capture takes no fresh segment
     (what the launcher keeps inside the share for the graphs, "launcher" mode), built as vLLM builds it
     (gpu_model_runner.profile_cudagraph_memory): per mode it captures the largest size and the next, and
@@ -299,8 +317,8 @@ def graph_sample_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, t
     if enforce_eager or runner_kind != "v1":
         return 0
     c = (coef or coefficients())["cudagraph"]
-    n = cudagraph_capture_sizes(max_num_seqs, max_num_batched_tokens, max_capture, decode_query_len)
-    full = full_graph_sizes(max_num_seqs, max_num_batched_tokens, max_capture)
+    n = cudagraph_capture_sizes(max_num_seqs, max_num_batched_tokens, grid)
+    full = full_graph_sizes(max_num_seqs, max_num_batched_tokens, grid)
     first = max(c["full_first_per_token_hidden"] * max(full, default=0) * m.hidden_size, c["piecewise_first"])
     per_graph = c["per_graph"] + c["per_graph_per_layer"] * m.num_layers
     return int(first + (n - 1) * per_graph + (c.get("state", 0.0) if m.state_layers else 0))
@@ -485,7 +503,7 @@ def extrapolated_margin_bytes(m: ModelArch, vllm_version: tuple[int, ...], reque
     modelled = (GENERIC_NOTE_START, LORA_NOTE_START, HOST_NOTE_START, MEASURED_NOTE_START)
     from .releases import unmodelled as release_changes
 
-    unmodelled = ([n for n in m.notes if not n.startswith(modelled)] or release_changes(vllm_version, bool(m.state_layers))
+    unmodelled = ([n for n in m.notes if not n.startswith(modelled)] or release_changes(vllm_version, bool(m.state_layers), m.architecture)
                   or (m.vision_layers and not m.vision_layout))
     if unmodelled:
         return int(EXTRAPOLATED_MARGIN * requested)
@@ -502,7 +520,7 @@ def confidence(m: ModelArch, gpus: int, vllm_version: tuple[int, ...]) -> tuple[
     from .releases import MEASURED, unmodelled as release_changes
 
     version = ".".join(map(str, vllm_version[:3]))
-    changes = release_changes(vllm_version, bool(m.state_layers))
+    changes = release_changes(vllm_version, bool(m.state_layers), m.architecture)
     if changes:
         return "extrapolated", (f"vLLM {version}: " + "; ".join(changes) + (" (changed since 0.24.0, which was measured, "
                                 "and not modelled; docs/vllm-releases.md)" if not changes[0].startswith("not in") else ""))

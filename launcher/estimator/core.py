@@ -415,11 +415,10 @@ def _graphs(m: ModelArch, s: EngineSettings, run: str, gpu: GpuBudget, util: flo
     tp, pp = s.tensor_parallel_size, s.pipeline_parallel_size
     mode = activation.graph_memory_mode(s.graph_memory, run, enforce_eager=s.enforce_eager, vllm_version=vllm_version,
                                         kv_cache_memory_bytes=s.kv_cache_memory_bytes)
-    top = activation.max_capture_size(gpu.capability, vllm_version)
-    # 0.29+: with speculative decoding each uniform decode batch (1 + draft tokens per request) is captured too
-    q = 1 + s.speculative.num_speculative_tokens if s.speculative is not None and tuple(vllm_version[:2]) >= (0, 29) else 1
+    grid = activation.capture_grid(gpu.capability, vllm_version,
+                                   s.speculative.num_speculative_tokens if s.speculative is not None else 0)
     sample = activation.graph_sample_bytes(m, run, enforce_eager=s.enforce_eager, tp=tp, max_num_seqs=seqs,
-                                           max_num_batched_tokens=batched, max_capture=top, decode_query_len=q)
+                                           max_num_batched_tokens=batched, grid=grid)
     graph_cases = loramod.GRAPH_CASES if s.lora is not None else 1  # each graph captured with and without adapters
     if draft_layers:  # the proposer's graphs beside the target's, as large per layer
         graph_cases *= 1 + draft_layers / max(1, m.num_layers)
@@ -433,8 +432,7 @@ def _graphs(m: ModelArch, s: EngineSettings, run: str, gpu: GpuBudget, util: flo
         cg, graphs_outside = 0, activation.graph_pool_bytes(m, sample)
     else:  # vLLM's own estimate: the sample and, as its second capture may take, a fresh segment per graph
         segment = activation.graph_segment_bytes(run, enforce_eager=s.enforce_eager, max_num_seqs=seqs,
-                                                 max_num_batched_tokens=batched, max_capture=top,
-                                                 decode_query_len=q)
+                                                 max_num_batched_tokens=batched, grid=grid)
         cg = sample + segment
     if run == "v2" and graphs_outside is None:
         graphs_outside = int(activation.v2_graphs_outside_bytes(m, pp) * graph_cases)

@@ -66,7 +66,15 @@ HYBRID_REPORT = ((0, 26, 0), "vLLM issue #50780 reports hybrid models' KV caches
                              "not found in the mechanisms tracked here")
 
 
-def unmodelled(vv: tuple[int, ...], hybrid: bool = False) -> list[str]:
+# Architectures a release lays out its own way, not modelled here: (from release, why)
+UNMODELLED_LAYOUTS = {
+    arch: ((0, 30, 0), "its KV cache layout from 0.30 (MLA, indexer and recurrent layers sharing slots, "
+                       "kv_cache_utils._get_kv_cache_groups_glm5_next) is not modelled")
+    for arch in ("Glm5NextForCausalLM", "Glm5NextForConditionalGeneration")
+}
+
+
+def unmodelled(vv: tuple[int, ...], hybrid: bool = False, architecture: str | None = None) -> list[str]:
     """Why this release's estimate is not derived from the measured one: its mechanisms that changed since 0.24.0
     without a review saying the estimator covers the change, or the release is not in the table at all."""
     version = ".".join(map(str, vv[:3]))
@@ -80,6 +88,9 @@ def unmodelled(vv: tuple[int, ...], hybrid: bool = False) -> list[str]:
                       "it) is not modelled")
     if hybrid and tuple(vv[:3]) >= HYBRID_REPORT[0]:
         out.append(HYBRID_REPORT[1])
+    layout = UNMODELLED_LAYOUTS.get(architecture or "")
+    if layout and tuple(vv[:3]) >= layout[0]:
+        out.append(layout[1])
     return out
 
 
