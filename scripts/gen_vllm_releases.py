@@ -34,9 +34,10 @@ MECHANISMS = [
     ("dummy forward, V1 runner", "v1/worker/gpu_model_runner.py", ["GPUModelRunner._dummy_run"]),
     ("sampler warm-up, V1 runner", "v1/worker/gpu_model_runner.py", ["GPUModelRunner._dummy_sampler_run"]),
     ("profile run, V2 runner", "v1/worker/gpu/model_runner.py", ["GPUModelRunner.profile_run"]),
-    ("KV cache groups (hybrid, sliding window)", "v1/core/kv_cache_utils.py",
+    ("KV cache groups (hybrid, sliding window)", "v1/core/kv_cache_utils.py|v1/core/kv_cache_planning.py",
      ["get_kv_cache_groups", "_get_kv_cache_groups_uniform_page_size", "unify_hybrid_kv_cache_specs"]),
-    ("KV cache blocks", "v1/core/kv_cache_utils.py", ["get_num_blocks", "get_kv_cache_config_from_groups"]),
+    ("KV cache blocks", "v1/core/kv_cache_utils.py|v1/core/kv_cache_planning.py",
+     ["get_num_blocks", "get_kv_cache_config_from_groups"]),
     ("batch defaults", "engine/arg_utils.py", ["EngineArgs.get_batch_defaults"]),
     ("KV page sizes", "v1/kv_cache_interface.py",
      ["AttentionSpec.page_size_bytes", "AttentionSpec.real_page_size_bytes", "FullAttentionSpec.real_page_size_bytes",
@@ -100,8 +101,9 @@ def read_release(src: Path) -> dict:
         or not (v / "v1" / "worker" / "gpu_model_runner.py").is_file()
     mech = {}
     for name, rel, quals in MECHANISMS:
-        path = v / rel
-        fns = _functions(ast.parse(path.read_text())) if path.is_file() else {}
+        fns = {}
+        for path in (v / r for r in reversed(rel.split("|"))):  # a function found in the later file wins
+            fns = {**(_functions(ast.parse(path.read_text())) if path.is_file() else {}), **fns}
         mech[name] = {q: (_fingerprint(fns[q]) if q in fns else None) for q in quals}
     # 0.27: the profile counts what the worker consumed since its start-up snapshot (free memory before minus after),
     # so persistent buffers allocated before the profile are inside the KV cache's budget
@@ -136,7 +138,8 @@ def main() -> None:
         r["reviewed"] = {m: rv["note"] for m, rv in reviews.get(ver, {}).items()
                          if m in r["changed"] and rv.get("fingerprints") == r["mechanisms"][m]}
     data = {"source": "scripts/gen_vllm_releases.py (each release's sources, from its wheel)", "base": BASE,
-            "mechanisms": [{"name": n, "file": f"vllm/{f}", "functions": q} for n, f, q in MECHANISMS],
+            "mechanisms": [{"name": n, "file": " or ".join(f"vllm/{x}" for x in f.split("|")), "functions": q}
+                           for n, f, q in MECHANISMS],
             "releases": releases}
     (ROOT / "launcher" / "estimator" / "vllm_releases.json").write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     (ROOT / "docs" / "vllm-releases.md").write_text(markdown(data))

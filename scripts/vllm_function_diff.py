@@ -16,12 +16,15 @@ from gen_vllm_releases import MECHANISMS, _fingerprint, _functions  # noqa: E402
 
 
 def source(root: Path, rel: str, qual: str) -> tuple[str, str | None]:
-    path = root / "vllm" / rel
-    if not path.is_file():
-        return "", None
-    text = path.read_text()
-    fn = _functions(ast.parse(text)).get(qual)
-    return (ast.get_source_segment(text, fn) or "", _fingerprint(fn)) if fn else ("", None)
+    """The function's source and fingerprint, from the first of the '|'-separated files (later ones first) that has it."""
+    for r in reversed(rel.split("|")):
+        path = root / "vllm" / r
+        if path.is_file():
+            text = path.read_text()
+            fn = _functions(ast.parse(text)).get(qual)
+            if fn:
+                return ast.get_source_segment(text, fn) or "", _fingerprint(fn)
+    return "", None
 
 
 def main() -> int:

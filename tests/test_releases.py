@@ -232,3 +232,14 @@ def test_from_0_31_the_full_decode_batch_is_captured_where_off_the_grid():
     assert 100 not in activation.cudagraph_sizes(100, 8192, activation.capture_grid((9, 0), (0, 30, 0)))
     assert activation.capture_grid((9, 0), (0, 29, 0), 3).decode_query_len == 4
     assert activation.capture_grid((9, 0), (0, 28, 0), 3).decode_query_len == 1
+
+
+def test_from_0_33_a_gb10_keeps_the_small_batch_defaults():
+    """vLLM 0.33.0 get_batch_defaults: GB10 (DGX Spark, capability 12.1) stays on the small tier although its memory
+    is large: 2048 batched tokens and 256 sequences for the API server (0.32: 8192 and 1024)."""
+    gb10 = GpuBudget("NVIDIA GB10", 119 << 30)
+    m = from_config(CFG)
+    new, old = estimate(m, EngineSettings(), gb10, vllm_version=(0, 33, 0)), estimate(m, EngineSettings(), gb10,
+                                                                                     vllm_version=(0, 32, 0))
+    assert (new.max_num_batched_tokens, new.max_num_seqs) == (2048, 256)
+    assert (old.max_num_batched_tokens, old.max_num_seqs) == (8192, 1024)

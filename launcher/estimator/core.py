@@ -243,7 +243,8 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     _validate(m, s)
     tp, pp = s.tensor_parallel_size, s.pipeline_parallel_size
     util = s.gpu_memory_utilization if s.gpu_memory_utilization is not None else default_utilization(vllm_version)
-    large = gpu.cuda_total_bytes >= LARGE_GPU_BYTES and "a100" not in gpu.name.lower()
+    large = gpu.cuda_total_bytes >= LARGE_GPU_BYTES and "a100" not in gpu.name.lower() \
+        and not (gpu.capability == (12, 1) and tuple(vllm_version[:2]) >= (0, 33))  # 0.33+: GB10 (DGX Spark) small
     batched = s.max_num_batched_tokens or _default_batched(gpu, large, vllm_version)
     seqs = s.max_num_seqs or (1024 if large else 256)
     block = s.block_size or 16

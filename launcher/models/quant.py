@@ -146,6 +146,7 @@ def _compressed_tensors(q: dict) -> tuple[Quant, str | None]:
 # Compute capability by GPU name (NVML names), for the kernel choice above. Unknown names plan for the
 # larger layout.
 _CAPABILITY = (
+    (("gb10", "dgx spark"), (12, 1)),
     (("h100", "h200", "h800", "h20", "gh200"), (9, 0)),
     (("b200", "b100", "gb200", "b300"), (10, 0)),
     (("l40", "l4", "rtx 40", "rtx 6000 ada", "rtx 5000 ada", "rtx 4000 ada"), (8, 9)),
