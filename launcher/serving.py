@@ -38,7 +38,7 @@ class served:
                     and self._thread.is_alive():
                 time.sleep(0.2)
             if sr.sup.state != State.READY:
-                cause = sr._root_cause()
+                cause = sr.log.root_cause()
                 if sr.sup.state == State.FATAL or not self._thread.is_alive():
                     why = sr.sup.reason
                 else:
