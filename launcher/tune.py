@@ -53,6 +53,8 @@ class Point:
 
     @classmethod
     def of(cls, concurrency: int, rep, slo_s: float | None) -> Point:
+        """One load level's result from a bench report; it meets the target when nothing failed or aborted and
+        the p99 time to first token is within slo_s (any, without one)."""
         p = cls(concurrency, rep.output_throughput, rep.request_throughput, rep.ttft_s["p50"], rep.ttft_s["p99"],
                 rep.tpot_s["p50"], rep.tpot_s["p99"], rep.itl_s["p50"], rep.completed, rep.failed, rep.duration_s,
                 rep.aborted, rep.server.get("preemptions"), rep.server.get("prefix_cache_hit_rate"),
@@ -86,24 +88,29 @@ class Candidate:
 
     @property
     def ran(self) -> bool:
+        """Whether the candidate started and was measured without an error."""
         return bool(self.points) and not self.error
 
     def score(self, wl: Named) -> float | None:
+        """The best output throughput among the workload's levels that met the target (None: none did)."""
         ok = [p.output_throughput for p in self.points.get(wl.name, []) if p.meets]
         return max(ok) if ok else None
 
     def best_point(self, wl: Named) -> Point | None:
+        """The level that scored (or the first measured, where none met the target)."""
         pts = self.points.get(wl.name, [])
         ok = [p for p in pts if p.meets]
         return max(ok, key=lambda p: p.output_throughput) if ok else (pts[0] if pts else None)
 
     def to_dict(self) -> dict:
+        """JSON-ready, as results.json keeps it."""
         d = asdict(self)
         d["points"] = {k: [asdict(p) for p in v] for k, v in self.points.items()}
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Candidate:
+        """Read back from results.json (--resume)."""
         d = dict(d)
         pts = {k: [Point(**p) for p in v] for k, v in d.pop("points", {}).items()}
         return cls(**d, points=pts)
@@ -111,6 +118,8 @@ class Candidate:
 
 @dataclass
 class TuneResult:
+    """Every candidate measured for the workloads, and the decisions read from them."""
+
     workloads: list[Named]
     candidates: list[Candidate] = field(default_factory=list)
     budget_s: float | None = None
@@ -120,9 +129,11 @@ class TuneResult:
 
     @property
     def defaults(self) -> Candidate | None:
+        """vLLM's defaults: the candidate without engine arguments."""
         return next((c for c in self.candidates if not c.engine_args), None)
 
     def ranked(self, wl: Named) -> list[Candidate]:
+        """Best score first, then those that ran without meeting the target, then those that did not run."""
         ran = [c for c in self.candidates if c.ran]
         scored = sorted((c for c in ran if c.score(wl) is not None), key=lambda c: -c.score(wl))
         return scored + [c for c in ran if c.score(wl) is None] + [c for c in self.candidates if not c.ran]
@@ -143,12 +154,14 @@ class TuneResult:
         return r[0]
 
     def improvement(self, wl: Named) -> float | None:
+        """The winner's score over the defaults' (0.0 where the defaults win; None: nothing to compare)."""
         w, base = self.winner(wl), self.defaults_score(wl)
         if w is None or not base:
             return None
         return w.score(wl) / base - 1 if w.engine_args else 0.0
 
     def to_dict(self) -> dict:
+        """JSON-ready: per workload the winner, its gain and the ranking, and every candidate."""
         out = {"budget_s": self.budget_s, "elapsed_s": round(self.elapsed_s, 1), "min_gain": self.min_gain,
                "workloads": [], "candidates": [c.to_dict() for c in self.candidates],
                "defaults_again": self.defaults_again.to_dict() if self.defaults_again else None}
@@ -166,6 +179,7 @@ class TuneResult:
 
 
 def workload_key(workloads: list[Named]) -> list:
+    """The workloads as results.json keys them (a resumed tune reuses only measurements of the same key)."""
     return [{"name": w.name, "workload": asdict(w.workload), "levels": list(w.levels), "slo": w.slo_ttft_p99_s}
             for w in workloads]
 
@@ -184,6 +198,7 @@ class TuneStore:
         self.path, self.key, self.say = path, key, say
 
     def load(self) -> list[Candidate]:
+        """The candidates measured before under the same key (none for another model, launch or workload)."""
         p = self.path
         if not p or not p.is_file():
             return []
@@ -199,6 +214,7 @@ class TuneStore:
         return [Candidate.from_dict(c) for c in r.get("candidates", []) + again if c.get("points")]
 
     def save(self, res: TuneResult) -> None:
+        """Write the results beside their key, atomically (a file renamed into place)."""
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(".tmp")
@@ -327,6 +343,7 @@ class Tuner:
         self.previous: list[Candidate] = self.store.load() if resume else []
 
     def save(self) -> None:
+        """The results so far, with the time spent."""
         self.res.elapsed_s = time.monotonic() - self.t0
         self.store.save(self.res)
 
@@ -335,6 +352,7 @@ class Tuner:
             self.on_progress(msg)
 
     def run(self) -> TuneResult:
+        """The whole tune: the defaults, the proposals, their combinations, the defaults again where beaten."""
         defaults = self.measure(Candidate("vLLM defaults", {}, why="the baseline"))
         if defaults.ran:
             cands = self.grid if self.grid is not None else propose(
@@ -352,6 +370,7 @@ class Tuner:
 
     @property
     def min_gain(self) -> float:
+        """The gain over the defaults a candidate needs to win."""
         return self.res.min_gain
 
     def confirm_defaults(self) -> None:
@@ -378,6 +397,8 @@ class Tuner:
         self.save()
 
     def measure(self, c: Candidate) -> Candidate:
+        """Measure the candidate once (a duplicate is skipped, a measurement of --resume reused), unless one more
+        start would overrun the budget."""
         if any(x.engine_args == c.engine_args for x in self.res.candidates):
             return c
         self.res.candidates.append(c)
