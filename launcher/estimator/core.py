@@ -134,6 +134,15 @@ def parse_mm_limits(value) -> dict[str, int]:
     return out
 
 
+def _batch_defaults(s: EngineSettings, gpu: GpuBudget, vllm_version: tuple[int, ...]) -> tuple[int, int]:
+    """max_num_batched_tokens and max_num_seqs: as asked, else vLLM's defaults for the API server on this GPU
+    (the larger ones on GPUs of 70 GiB or more but an A100, and from 0.33 but a GB10, DGX Spark)."""
+    large = gpu.cuda_total_bytes >= LARGE_GPU_BYTES and "a100" not in gpu.name.lower() \
+        and not (gpu.capability == (12, 1) and tuple(vllm_version[:2]) >= (0, 33))
+    return (s.max_num_batched_tokens or _default_batched(gpu, large, vllm_version),
+            s.max_num_seqs or (1024 if large else 256))
+
+
 def _default_batched(gpu: GpuBudget, large: bool, vllm_version: tuple[int, ...]) -> int:
     """vLLM's default max_num_batched_tokens for the API server (engine/arg_utils.py get_batch_defaults): 8192 on
     GPUs of 70 GiB or more (not an A100), else 2048; from 0.28, 16384 on GPUs of 160 GiB or more."""
@@ -243,10 +252,7 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     _validate(m, s)
     tp, pp = s.tensor_parallel_size, s.pipeline_parallel_size
     util = s.gpu_memory_utilization if s.gpu_memory_utilization is not None else default_utilization(vllm_version)
-    large = gpu.cuda_total_bytes >= LARGE_GPU_BYTES and "a100" not in gpu.name.lower() \
-        and not (gpu.capability == (12, 1) and tuple(vllm_version[:2]) >= (0, 33))  # 0.33+: GB10 (DGX Spark) small
-    batched = s.max_num_batched_tokens or _default_batched(gpu, large, vllm_version)
-    seqs = s.max_num_seqs or (1024 if large else 256)
+    batched, seqs = _batch_defaults(s, gpu, vllm_version)
     block = s.block_size or 16
     derived = m.derived_max_len
     want_len, auto = _wanted_length(m, s)
@@ -263,9 +269,9 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     requested = math.ceil(gpu.cuda_total_bytes * util)
     mode, cg, vllm_util, segment, graphs_outside = _graphs(m, s, run, gpu, util, requested, vllm_version, seqs=seqs,
                                                            batched=batched, draft_layers=draft_layers)
-    buffers_len = want_len if isinstance(want_len, int) and want_len > 0 else derived
-    pre = activation.pre_profile_buffers_bytes(m, run, max_num_seqs=seqs, max_num_batched_tokens=batched,
-                                               max_model_len=buffers_len, block_size=block) \
+    pre = activation.pre_profile_buffers_bytes(
+        m, run, max_num_seqs=seqs, max_num_batched_tokens=batched, block_size=block,
+        max_model_len=want_len if isinstance(want_len, int) and want_len > 0 else derived) \
         if profile_counts_consumed(vllm_version) else 0
     if s.kv_cache_memory_bytes:
         avail = int(s.kv_cache_memory_bytes)
