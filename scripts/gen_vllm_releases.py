@@ -109,6 +109,7 @@ def read_release(src: Path) -> dict:
     # so persistent buffers allocated before the profile are inside the KV cache's budget
     mem_utils = (v / "utils" / "mem_utils.py").read_text() if (v / "utils" / "mem_utils.py").is_file() else ""
     return {"profile_counts_consumed": "total_consumed" in mem_utils,
+            "v1_runner": (v / "v1" / "worker" / "gpu_model_runner.py").is_file(),
             "default_utilization": float(m.group(1)) if m else None,
             "extensible_kv_cache": extensible, "estimate_cudagraphs_env": g is not None, "estimate_cudagraphs_default": int(g.group(1)) if g else None,
             "v2_runner_architectures": v2, "v2_runner_default_for_all": v2_all, "mechanisms": mech}

@@ -140,3 +140,12 @@ def test_whether_an_eagle_heads_folder_carries_an_embedding(tmp_path):
     (tmp_path / "bin" / "pytorch_model.bin").write_bytes(b"x")
     assert draft_has_embedding(str(tmp_path / "bin")) is None
     assert draft_has_embedding("org/EAGLE-LLaMA3.1-Instruct-8B") is None
+
+
+def test_without_a_v1_runner_every_proposer_runs_on_v2():
+    """vLLM 0.34.0 ships no v1/worker/gpu_model_runner.py: n-gram and draft models run on the V2 runner too."""
+    from launcher.estimator import activation
+
+    s = settings_from_engine_args({"speculative-config": json.dumps({"method": "ngram", "num_speculative_tokens": 2})})
+    assert activation.runner(from_config(LLAMA8B), (0, 34, 0), s.speculative) == "v2"
+    assert activation.runner(from_config(LLAMA8B), (0, 33, 0), s.speculative) == "v1"

@@ -36,8 +36,10 @@ V2_SPECULATIVE_METHODS = frozenset({"eagle", "eagle3", "mtp", "dflash"})
 def runner(m: ModelArch, vllm_version: tuple[int, ...], speculative=None) -> str:
     """The model runner vLLM picks: V2 for the architectures its release lists (releases.py; 0.24.0's are
     V2_RUNNER_ARCHS) unless a speculative method it lacks is asked for, V1 otherwise."""
-    from .releases import uses_v2_runner
+    from .releases import has_v1_runner, uses_v2_runner
 
+    if not has_v1_runner(vllm_version):
+        return "v2"
     if speculative is not None and speculative.method not in V2_SPECULATIVE_METHODS:
         return "v1"
     return "v2" if uses_v2_runner(m.architecture, vllm_version) else "v1"

@@ -42,6 +42,12 @@ def uses_v2_runner(architecture: str, vv: tuple[int, ...]) -> bool:
     return r.get("v2_runner_default_for_all", False) or architecture in r["v2_runner_architectures"]
 
 
+def has_v1_runner(vv: tuple[int, ...]) -> bool:
+    """Whether this release still has the V1 model runner (gone in 0.34: every launch runs on V2)."""
+    found = nearest(vv)
+    return bool(found is None or found[1].get("v1_runner", True))
+
+
 def profile_counts_consumed(vv: tuple[int, ...]) -> bool:
     """Whether this release's profile counts all the worker consumed since its start-up snapshot (0.27+:
     memory_profiling's total_consumed), so that buffers made before the profile are inside the share."""
