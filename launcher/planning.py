@@ -188,8 +188,7 @@ def _settings(model: ModelRef, engine_args: dict, env: dict | None, *, across_no
         settings = replace(settings, graph_memory=asked or "vllm")
     if settings.dtype not in ("auto", None) and settings.dtype != model.arch.dtype:
         model = ModelRef(model.load, replace(model.arch, dtype=settings.dtype), model.label)
-    if settings.speculative is not None and settings.speculative.model \
-            and settings.speculative.method not in ("ngram", "suffix", "ngram_gpu"):
+    if settings.speculative is not None and settings.speculative.model and settings.speculative.proposer_on_gpu:
         settings = replace(settings, draft=draft_arch(settings.speculative.model, model.arch.dtype),
                            draft_own_embedding=draft_has_embedding(settings.speculative.model))
     return model, settings

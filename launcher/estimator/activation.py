@@ -420,21 +420,27 @@ _V2_TABLE_ENTRIES_PER_REQUEST = 4481
 
 
 def request_buffers_bytes(m: ModelArch, runner_kind: str, *, max_num_seqs: int, max_model_len: int,
-                          block_size: int = 16) -> int:
+                          block_size: int = 16, sampler_states_inside: bool = False) -> int:
     """GPU memory vLLM allocates per request slot outside the share it sizes. V2 runner: the sampler's
     states are created after the weights are measured and before the profile (model_runner.load_model),
     the block tables after the KV cache is sized (initialize_kv_cache), so neither is counted: the
     penalties' output_bin_counts (max_num_seqs x vocab int32), the prompt and grammar bit masks
     (max_num_seqs x vocab/32 int32 each), the tables above, and the block tables and their input copies
     (max_num_seqs x blocks per request int32, rounded up to 128 tokens). V1 allocates these lazily or on
-    the host: nothing sizeable."""
+    the host: nothing sizeable. sampler_states_inside: the release counts the sampler's states inside the share
+    (0.27+, pre_profile_buffers_bytes): only the block tables are left outside."""
     if runner_kind != "v2":
         return 0
-    v = m.vocab_size
     blocks = -(-max_model_len // block_size)
     blocks = -(-blocks // max(1, 128 // block_size)) * max(1, 128 // block_size)
-    per_request = 4 * (v + 2 * -(-v // 32) + _V2_TABLE_ENTRIES_PER_REQUEST + 2 * blocks)
-    return max_num_seqs * per_request
+    tables = max_num_seqs * 4 * 2 * blocks
+    return tables + (0 if sampler_states_inside else _v2_sampler_states_bytes(m, max_num_seqs))
+
+
+def _v2_sampler_states_bytes(m: ModelArch, max_num_seqs: int) -> int:
+    """The V2 runner's per-request sampler states (see request_buffers_bytes): bin counts, two bit masks, tables."""
+    v = m.vocab_size
+    return max_num_seqs * 4 * (v + 2 * -(-v // 32) + _V2_TABLE_ENTRIES_PER_REQUEST)
 
 
 # V1 runner's per-token input buffers besides inputs_embeds (vLLM 0.27 gpu_model_runner.py __init__): input ids
@@ -452,28 +458,22 @@ def pre_profile_buffers_bytes(m: ModelArch, runner_kind: str, *, max_num_seqs: i
     request, int32) and slot mapping (int64 per token)."""
     tokens, blocks = max_num_batched_tokens, -(-max_model_len // block_size)
     if runner_kind == "v2":
-        padded = -(-blocks // max(1, 128 // block_size)) * max(1, 128 // block_size)
-        return request_buffers_bytes(m, "v2", max_num_seqs=max_num_seqs, max_model_len=max_model_len,
-                                     block_size=block_size) - max_num_seqs * 2 * padded * 4
+        return _v2_sampler_states_bytes(m, max_num_seqs)
     inputs = tokens * (m.hidden_size * m.dtype_bytes + V1_INPUT_BYTES_PER_TOKEN)
     return inputs + kv_groups(m) * (max_num_seqs * blocks * 4 + tokens * 8)
 
 
 def kv_groups(m: ModelArch) -> int:
-    """vLLM's KV cache groups (kv_cache_utils._get_kv_cache_groups_uniform_page_size): layers of one kind (full
-    attention, each sliding window, recurrent state) in groups of the smallest kind's count (of the largest where
-    that is under 1.5 times the smallest)."""
+    """How many KV cache groups vLLM forms for the whole model: its layers counted per kind (full attention, each
+    sliding window, recurrent state) and grouped by kv._group (kv_cache_utils._get_kv_cache_groups_uniform_page_size)."""
+    from .kv import _group
+
     counts: dict = {}
     for w in m.layer_windows:
         counts[w] = counts.get(w, 0) + 1
     if m.state_layers:
         counts["state"] = m.state_layers
-    if not counts:
-        return 1
-    size = min(counts.values())
-    if max(counts.values()) < size * 1.5:
-        size = max(counts.values())
-    return sum(-(-n // size) for n in counts.values())
+    return sum(n for _, n in _group(counts, 1).groups) if counts else 1
 
 
 def outside_budget_bytes(runner_kind: str, *, enforce_eager: bool, request_buffers: int = 0,

@@ -294,10 +294,9 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     per_req = lay.blocks_per_request(max(used_len, 1), block, batched)
     per_token = lay.bytes_per_block // block
     free = gpu.cuda_free_bytes
-    buffers = activation.request_buffers_bytes(m, run, max_num_seqs=seqs, max_model_len=max(used_len, 1), block_size=block)
-    if pre and run == "v2":  # the sampler's states are inside the share from 0.27: only the block tables stay out
-        buffers -= activation.pre_profile_buffers_bytes(m, run, max_num_seqs=seqs, max_num_batched_tokens=batched,
-                                                        max_model_len=max(used_len, 1), block_size=block)
+    # from 0.27 the V2 sampler's states are inside the share (pre): only the block tables stay out
+    buffers = activation.request_buffers_bytes(m, run, max_num_seqs=seqs, max_model_len=max(used_len, 1),
+                                               block_size=block, sampler_states_inside=bool(pre))
     outside = activation.outside_budget_bytes(run, enforce_eager=s.enforce_eager, request_buffers=buffers,
                                               graphs_outside=graphs_outside)
     est = Estimate(
