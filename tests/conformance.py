@@ -33,6 +33,18 @@ DIALECTS = {
                        "head_dim": 128, "num_hidden_layers": 4, "hidden_act": "relu2", "vocab_size": 256000,
                        "max_position_embeddings": 4096, "partial_rotary_factor": 0.5, "tie_word_embeddings": False,
                        "dtype": "bfloat16", "norm_eps": 1e-5, "rope_theta": 10000},
+    # GPT-2's published config (model_type gpt2, n_* names): learned positions, biases everywhere, LayerNorm biases
+    "gpt2-learned-positions": {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_embd": 768,
+                               "n_head": 12, "n_layer": 4, "n_positions": 1024, "n_ctx": 1024, "n_inner": None,
+                               "activation_function": "gelu_new", "vocab_size": 50257, "dtype": "float32",
+                               "layer_norm_epsilon": 1e-5},
+    # OPT-350m's published config: a 512-wide embedding projected in and out of the 1024-wide layers, the
+    # LayerNorm after each block (do_layer_norm_before false) and so no final norm
+    "opt-350m-projections": {"architectures": ["OPTForCausalLM"], "model_type": "opt", "hidden_size": 1024,
+                             "word_embed_proj_dim": 512, "ffn_dim": 4096, "num_attention_heads": 16,
+                             "num_hidden_layers": 4, "max_position_embeddings": 2048, "vocab_size": 50272,
+                             "do_layer_norm_before": False, "activation_function": "relu", "enable_bias": True,
+                             "dtype": "float16"},
 }
 
 

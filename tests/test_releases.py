@@ -76,15 +76,14 @@ def test_confidence_per_release():
         for mechanism in unreviewed:
             assert mechanism in e.confidence_reason
     assert estimate(m, EngineSettings(), H100, vllm_version=(0, 26, 0)).confidence == "derived"
-    late = estimate(m, EngineSettings(), H100, vllm_version=(0, 34, 0))
-    assert late.confidence == "extrapolated" and "extensible KV cache" in late.confidence_reason
+    assert estimate(m, EngineSettings(), H100, vllm_version=(0, 34, 0)).confidence == "derived"
     assert "not in the release table" in estimate(m, EngineSettings(), H100, vllm_version=(0, 99, 0)).confidence_reason
 
 
 def test_a_derived_release_keeps_no_margin_an_extrapolated_one_does():
     m = from_config(CFG)
-    derived = estimate(m, EngineSettings(), H100, vllm_version=(0, 26, 0))
-    later = estimate(m, EngineSettings(), H100, vllm_version=(0, 99, 0))  # not in the table: nothing read
+    derived = estimate(m, EngineSettings(), H100, vllm_version=(0, 34, 0))
+    later = estimate(m, EngineSettings(), H100, vllm_version=(0, 99, 0))  # not in the table: 0.34's terms, nothing read
     assert later.confidence == "extrapolated"
     assert derived.kv_cache_bytes - later.kv_cache_bytes >= 0.02 * later.requested_bytes  # the 3% margin
 
@@ -243,3 +242,71 @@ def test_from_0_33_a_gb10_keeps_the_small_batch_defaults():
                                                                                      vllm_version=(0, 32, 0))
     assert (new.max_num_batched_tokens, new.max_num_seqs) == (2048, 256)
     assert (old.max_num_batched_tokens, old.max_num_seqs) == (8192, 1024)
+
+
+GiB = 1 << 30
+
+
+@pytest.mark.parametrize("util, free_gib, peak_gib", [
+    (None, None, 2.0),   # the default: utilization 1.0, an idle GPU: the device headroom less the margin binds
+    (None, None, 0.5),   # a small peak: the 1 GiB floor of the margin
+    (0.5, None, 3.0),    # an explicit half: the budget binds, the margin cuts nothing
+    (0.985, None, 4.0),  # just under the free memory: part of the margin cuts into the budget
+    (None, 50.0, 2.0),   # another process holds memory: what is free at start binds
+])
+def test_0_34_sizes_the_extensible_cache_as_vllm_measure_kv_cache_bytes_does(util, free_gib, peak_gib):
+    """vLLM 0.34.0's own function (tests/vllm_034_sizing.py, verbatim) against the estimator's split of it into a
+    budget and the bytes held for activations: for held (non-KV) bytes N and a peak T, both give the same KV cache."""
+    import math
+
+    from vllm_034_sizing import measure_kv_cache_bytes
+
+    from launcher.estimator.core import cuda_reserved_bytes, extensible_budget
+
+    gpu = GpuBudget("H100-80GB", 81559 << 20, None if free_gib is None else int(free_gib * GiB))
+    requested = math.ceil(gpu.cuda_total_bytes * (util or 1.0))
+    free = gpu.cuda_free_bytes if free_gib is not None else gpu.cuda_total_bytes - cuda_reserved_bytes(gpu.total_bytes)
+    peak, held = int(peak_gib * GiB), 17 * GiB + 123_456_789
+    budget, kept = extensible_budget(gpu, requested, peak)
+    vllm = measure_kv_cache_bytes(init_free_memory=free, free_memory=free - held, committed_bytes=0,
+                                  requested_memory=requested, transient_peak_bytes=peak)
+    assert budget - held - kept == vllm
+
+
+def test_0_34_runs_the_extensible_cache_by_default_and_the_flag_turns_it_off():
+    """0.34.0: utilization 1.0 unless given (CacheConfig.resolved_gpu_memory_utilization), the graphs' pool measured
+    (no graph-share method: vLLM gets no lowered utilization), no start-up check of the free memory, derived; with
+    --no-enable-extensible-kv-cache or --kv-cache-memory-bytes the 0.33 accounting (0.92)."""
+    from launcher.launching import graph_budget
+
+    m = from_config(CFG)
+    e = estimate(m, EngineSettings(), H100, vllm_version=(0, 34, 0))
+    assert e.gpu_memory_utilization == 1.0 and e.graph_memory == "measured" and e.confidence == "derived"
+    assert e.outside_budget_bytes == 0 and graph_budget(e, {"max-model-len": "4096"}) == ({"max-model-len": "4096"}, {})
+    busy = GpuBudget("H100-80GB", 81559 << 20, 40 * GiB)  # half the GPU held by another process: smaller, not refused
+    shared = estimate(m, EngineSettings(), busy, vllm_version=(0, 34, 0))
+    assert shared.cause != "free_memory" and shared.kv_cache_bytes < e.kv_cache_bytes - 35 * GiB
+    off = estimate(m, EngineSettings(extensible_kv_cache=False), H100, vllm_version=(0, 34, 0))
+    assert off.gpu_memory_utilization == 0.92 and off.graph_memory != "measured"
+    refused = estimate(m, EngineSettings(extensible_kv_cache=False), busy, vllm_version=(0, 34, 0))
+    assert refused.cause == "free_memory"  # the budget is checked against the free memory again
+    assert estimate(m, EngineSettings(), H100, vllm_version=(0, 33, 0)).graph_memory != "measured"
+
+
+def test_0_34_keeps_the_sizing_warm_ups_prompt_logits_free():
+    """The sizing warm-up computes prompt log-probabilities in chunks of 1024 tokens (sample/prompt_logprob.py
+    CHUNK_SIZE): Qwen2.5-7B's vocabulary of 152064 in bfloat16 logits and float32 log-probabilities is
+    1024 x 152064 x (2 + 4) = 934,281,216 bytes above the profile's peak; fewer tokens when the batch is smaller."""
+    from launcher.estimator.core import extensible_peak
+
+    m = from_config({**CFG, "vocab_size": 152064, "torch_dtype": "bfloat16"})
+    assert extensible_peak(m, 10, batched=8192, max_len=32768) == 10 + 934_281_216
+    assert extensible_peak(m, 0, batched=8192, max_len=512) == 512 * 152064 * 6
+
+
+def test_0_34_on_blackwell_is_extrapolated_for_its_wider_graph_grids():
+    b200 = GpuBudget("NVIDIA B200", 183 << 30)
+    m = from_config(CFG)
+    e = estimate(m, EngineSettings(), b200, vllm_version=(0, 34, 0))
+    assert e.confidence == "extrapolated" and "8192 tokens" in e.confidence_reason
+    assert estimate(m, EngineSettings(enforce_eager=True), b200, vllm_version=(0, 34, 0)).confidence == "derived"

@@ -86,7 +86,7 @@ class Builder:
                         model = self.initialize_model(vllm_config=vc)
                     layers = self._kv_layers(vc)
                     params = sum(t.numel() * t.element_size() for t in model.parameters())
-                    buffers = sum(t.numel() * t.element_size() for t in model.buffers())
+                    buffers = sum(t.numel() * t.element_size() for t in _own_buffers(model))
                     adapters = self._lora_buffers(model, vc) if lora else None
             except BaseException as e:  # noqa: BLE001
                 return {"ok": False, "stage": "build", "error": _one_line(e),
@@ -151,6 +151,17 @@ class Builder:
                     row["state_dtypes"] = [str(t) for t in getattr(spec, "dtypes", ())]
             out.append(row)
         return out
+
+
+def _own_buffers(model) -> list:
+    """The model's buffers less those that are views of a parameter (Mamba2's conv_weights is conv1d.weight
+    reshaped: no memory of its own on the GPU, a separate tensor on the meta device)."""
+    bases = set()
+    for p in model.parameters():
+        bases.add(id(p))
+        if p.data._base is not None:
+            bases.add(id(p.data._base))
+    return [t for t in model.buffers() if t._base is None or id(t._base) not in bases]
 
 
 SMALL_LAYERS = 4  # enough for every layer pattern's period here (sliding/full, dense-then-MoE, hybrids)

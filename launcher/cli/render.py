@@ -90,7 +90,9 @@ def _gpu_table(p, e):
         sp = p.settings.speculative
         t.add_row(f"speculative proposer ({sp.method}, {e.draft_kv_layers} KV layer{'s' * (e.draft_kv_layers != 1)})",
                   _g(e.draft_weights_bytes))
-    t.add_row(f"peak activation (profile: {e.max_num_batched_tokens} tokens, {e.max_num_seqs} seqs)", _g(e.activation_bytes))
+    kept = " and the extensible KV cache's margin" if e.graph_memory == "measured" else ""
+    t.add_row(f"peak activation (profile: {e.max_num_batched_tokens} tokens, {e.max_num_seqs} seqs){kept}",
+              _g(e.activation_bytes))
     t.add_row("non-torch (NCCL, cuBLAS, allocator)", _g(e.non_torch_bytes))
     t.add_row(*_graph_row(e))
     if e.graph_segment_bytes:
@@ -103,6 +105,8 @@ def _graph_row(e) -> tuple[str, str]:
     if e.graph_memory == "launcher":
         return (f"CUDA graph pool (kept by the launcher: vLLM gets {e.vllm_gpu_memory_utilization:.4f})",
                 _g(e.cudagraph_bytes))
+    if e.graph_memory == "measured":
+        return "CUDA graph pool and block tables (measured by vLLM before it sizes the KV cache)", _g(e.cudagraph_bytes)
     if e.graph_memory == "off":
         return "CUDA graphs (taken beyond the share: VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=0)", "0.00"
     return "CUDA graphs (estimate vLLM subtracts)", _g(e.cudagraph_bytes)

@@ -336,7 +336,7 @@ def graph_sample_bytes(m: ModelArch, runner_kind: str, *, enforce_eager: bool, t
 #   asked for, or a runner/version where the launcher leaves it alone);
 # - "off": VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=0 asked for by the user: nothing subtracted, the pool
 #   taken outside the share.
-GRAPH_MODES = ("launcher", "vllm", "off")
+GRAPH_MODES = ("launcher", "vllm", "off", "measured")  # measured: the extensible KV cache (0.34+) sees the pool
 ESTIMATE_CUDAGRAPHS_ENV = "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS"
 
 
@@ -483,6 +483,13 @@ def outside_budget_bytes(runner_kind: str, *, enforce_eager: bool, request_buffe
     the share keeps for it), instead of the measured GRAPHS_OUTSIDE_BUDGET."""
     graphs = 0 if enforce_eager else GRAPHS_OUTSIDE_BUDGET[runner_kind] if graphs_outside is None else graphs_outside
     return WARMUP_SLACK[runner_kind] + request_buffers + graphs
+
+
+# vLLM 0.34's extensible KV cache (v1/worker/extensible_kv_cache.py): the margin kept beyond the transient peak,
+# max(KV_CACHE_MARGIN_FLOOR_BYTES, KV_CACHE_MARGIN_FRACTION x peak) on CUDA, and the prompt-logprob chunk of the
+# sizing warm-up (v1/worker/gpu/sample/prompt_logprob.py CHUNK_SIZE)
+EXTENSIBLE_MARGIN_FLOOR, EXTENSIBLE_MARGIN_FRACTION = 1 << 30, 0.75
+PROMPT_LOGPROB_CHUNK = 1024
 
 
 # Kept off the KV cache when the estimate is extrapolated. Two sizes:

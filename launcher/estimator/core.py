@@ -83,6 +83,8 @@ class EngineSettings:
     draft: ModelArch | None = None  # the draft model or EAGLE head's architecture (read by planning)
     # whether an EAGLE head's checkpoint carries its own embedding (None: not known, counted)
     draft_own_embedding: bool | None = None
+    # --enable-extensible-kv-cache / --no-enable-extensible-kv-cache (None: the release's default)
+    extensible_kv_cache: bool | None = None
 
     def mm_items_per_prompt(self, layout: str) -> int | None:
         """Items per prompt the encoder's profile may use, from --limit-mm-per-prompt: 0 when every
@@ -157,6 +159,14 @@ def _state_cache_mode(s: EngineSettings, vllm_version: tuple[int, ...]) -> str:
     if not s.mamba_cache_mode and s.enable_prefix_caching and tuple(vllm_version[:2]) >= (0, 28):
         return "align"
     return s.state_cache_mode
+
+
+def extensible(s: EngineSettings, vllm_version: tuple[int, ...]) -> bool:
+    """Whether vLLM sizes the KV cache from memory measured after warm-up (0.34+ on CUDA, config/vllm.py
+    _resolve_extensible_kv_cache): on unless turned off or overridden by --kv-cache-memory-bytes."""
+    from .releases import extensible_kv_cache
+
+    return extensible_kv_cache(vllm_version) and s.extensible_kv_cache is not False and not s.kv_cache_memory_bytes
 
 
 def profile_counts_consumed(vllm_version: tuple[int, ...]) -> bool:
@@ -251,12 +261,14 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     """Predict vLLM's memory accounting on one GPU (the most loaded one) and decide whether it fits."""
     _validate(m, s)
     tp, pp = s.tensor_parallel_size, s.pipeline_parallel_size
-    util = s.gpu_memory_utilization if s.gpu_memory_utilization is not None else default_utilization(vllm_version)
+    ext = extensible(s, vllm_version)
+    util = s.gpu_memory_utilization if s.gpu_memory_utilization is not None else \
+        1.0 if ext else default_utilization(vllm_version)  # CacheConfig.resolved_gpu_memory_utilization
     batched, seqs = _batch_defaults(s, gpu, vllm_version)
     block = s.block_size or 16
     derived = m.derived_max_len
     want_len, auto = _wanted_length(m, s)
-    m = _with_launch_notes(m, s)
+    m = _with_launch_notes(m, s, gpu, vllm_version)
     run = activation.runner(m, vllm_version, s.speculative)
     items = s.mm_items_per_prompt(m.vision_layout)
     w = weights.weights_bytes(m, tp, pp, capability=gpu.capability, vision=items != 0)
@@ -268,11 +280,17 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     nt = activation.non_torch_bytes(run, tp * pp)
     requested = math.ceil(gpu.cuda_total_bytes * util)
     mode, cg, vllm_util, segment, graphs_outside = _graphs(m, s, run, gpu, util, requested, vllm_version, seqs=seqs,
-                                                           batched=batched, draft_layers=draft_layers)
+                                                           batched=batched, draft_layers=draft_layers, ext=ext)
     pre = activation.pre_profile_buffers_bytes(
         m, run, max_num_seqs=seqs, max_num_batched_tokens=batched, block_size=block,
         max_model_len=want_len if isinstance(want_len, int) and want_len > 0 else derived) \
         if profile_counts_consumed(vllm_version) else 0
+    if ext:  # sized from what is free after warm-up and capture: the graphs and tables measured, not estimated
+        tables = activation.request_buffers_bytes(m, run, max_num_seqs=seqs, max_model_len=max(1, want_len),
+                                                  block_size=block, sampler_states_inside=True)
+        requested, act = extensible_budget(gpu, requested, extensible_peak(m, act, batched=batched,
+                                                                            max_len=max(1, want_len)))
+        cg += tables
     if s.kv_cache_memory_bytes:
         avail = int(s.kv_cache_memory_bytes)
     else:
@@ -297,8 +315,8 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     # from 0.27 the V2 sampler's states are inside the share (pre): only the block tables stay out
     buffers = activation.request_buffers_bytes(m, run, max_num_seqs=seqs, max_model_len=max(used_len, 1),
                                                block_size=block, sampler_states_inside=bool(pre))
-    outside = activation.outside_budget_bytes(run, enforce_eager=s.enforce_eager, request_buffers=buffers,
-                                              graphs_outside=graphs_outside)
+    outside = 0 if ext else activation.outside_budget_bytes(run, enforce_eager=s.enforce_eager, request_buffers=buffers,
+                                                            graphs_outside=graphs_outside)
     est = Estimate(
         fits=True, max_model_len=used_len, max_model_len_fit=fit_len, derived_max_model_len=derived,
         kv_cache_tokens=tokens, kv_cache_bytes=avail, kv_blocks=lay.num_blocks(avail_pos), weights_bytes=w,
@@ -312,7 +330,8 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
         weights_source=(m.checkpoint.source if m.checkpoint is not None else "config.json shapes")
         + (f"; {m.weights_note}" if m.weights_note else ""),
     )
-    v = verdict(est, free_bytes=None if s.kv_cache_memory_bytes else free, cuda_total_bytes=gpu.cuda_total_bytes,
+    # the extensible cache's budget is only a cap: no start-up check of the free memory (worker/utils.py request_memory)
+    v = verdict(est, free_bytes=None if s.kv_cache_memory_bytes or ext else free, cuda_total_bytes=gpu.cuda_total_bytes,
                 want_len=want_len, need_bytes=lay.bytes_per_request(want_len, block, batched),
                 decode_graphs_need_blocks=bool(m.state_layers) and not s.enforce_eager)
     est = replace(est, fits=v.fits, cause=v.cause, reason=v.reason)
@@ -387,8 +406,12 @@ def _wanted_length(m: ModelArch, s: EngineSettings) -> tuple[int, bool]:
     return (derived if (s.max_model_len is None or auto) else int(s.max_model_len)), auto
 
 
-def _with_launch_notes(m: ModelArch, s: EngineSettings) -> ModelArch:
+def _with_launch_notes(m: ModelArch, s: EngineSettings, gpu: GpuBudget, vllm_version: tuple[int, ...]) -> ModelArch:
     """The model with what this launch adds that is not measured (its `notes` decide confidence and margin)."""
+    if gpu.capability is not None and gpu.capability[0] == 10 and tuple(vllm_version[:2]) >= (0, 34) \
+            and not s.enforce_eager:
+        m = replace(m, notes=(*m.notes, "vLLM 0.34's wider CUDA graph grids on data-centre Blackwell (prefill graphs up "
+                                        "to 8192 tokens, config/vllm.py _split_cudagraph_capture_sizes) are not modelled"))
     if m.vision_layers and s.mm_processor_kwargs not in (None, "", {}, "{}"):
         # the processor's options decide the dummy inputs of the encoder's profile (Gemma 3's pan-and-scan crops,
         # Qwen-VL's pixel limits): not read, so the encoder is not modelled for this launch
@@ -414,20 +437,44 @@ def _activation(m: ModelArch, s: EngineSettings, run: str, shape, batched: int) 
     return act
 
 
+def extensible_peak(m: ModelArch, act: int, *, batched: int, max_len: int) -> int:
+    """The transient peak the extensible KV cache keeps free (vLLM 0.34 gpu_worker._compile_or_warm_up_model: the
+    larger of the profile's and the sizing warm-up's): taken as the profile's plus one chunk of prompt logits, which
+    the warm-up computes and the profile does not (sample/prompt_logprob.py: 1024 tokens x vocabulary, the logits and
+    their float32 log-probabilities). Read from the source, an upper bound, not measured."""
+    return act + min(activation.PROMPT_LOGPROB_CHUNK, batched, max_len) * m.vocab_size * (m.dtype_bytes + 4)
+
+
+def extensible_budget(gpu: GpuBudget, requested: int, peak: int) -> tuple[int, int]:
+    """vLLM 0.34's extensible KV cache (v1/worker/extensible_kv_cache.py measure_kv_cache_bytes): KV =
+    min(requested - non_kv, free at start - non_kv - margin) - peak, margin = max(1 GiB, 0.75 x peak). Returned as
+    (min(requested, free at start), peak plus the part of the margin that cuts into that), so that the KV cache is
+    that budget less the held terms (non_kv) and the second value."""
+    free = gpu.cuda_free_bytes
+    if free is None:  # an idle GPU: the total less the driver's reserve and vLLM's CUDA context
+        free = gpu.cuda_total_bytes - cuda_reserved_bytes(gpu.total_bytes)
+    margin = max(activation.EXTENSIBLE_MARGIN_FLOOR, int(peak * activation.EXTENSIBLE_MARGIN_FRACTION))
+    return min(requested, free), peak + max(0, margin - max(0, free - requested))
+
+
 def _graphs(m: ModelArch, s: EngineSettings, run: str, gpu: GpuBudget, util: float, requested: int, vllm_version,
-            *, seqs: int, batched: int, draft_layers: int) -> tuple[str, int, float, int, int | None]:
+            *, seqs: int, batched: int, draft_layers: int, ext: bool = False) -> tuple[str, int, float, int, int | None]:
     """The CUDA graphs' terms: (mode, bytes kept inside the share, the utilization vLLM gets, the fresh segment
-    kept for vLLM's own estimate, what the pool takes beyond the share or None for the measured allowance)."""
+    kept for vLLM's own estimate, what the pool takes beyond the share or None for the measured allowance).
+    ext: the extensible KV cache measures the pool after capture ("measured": the pool inside, nothing beyond)."""
     tp, pp = s.tensor_parallel_size, s.pipeline_parallel_size
+    graph_cases = loramod.GRAPH_CASES if s.lora is not None else 1  # each graph captured with and without adapters
+    if draft_layers:  # the proposer's graphs beside the target's, as large per layer
+        graph_cases *= 1 + draft_layers / max(1, m.num_layers)
+    if ext:
+        pool = 0 if s.enforce_eager else int(activation.v2_graphs_outside_bytes(m, pp) * graph_cases)
+        return "measured", pool, util, 0, 0
     mode = activation.graph_memory_mode(s.graph_memory, run, enforce_eager=s.enforce_eager, vllm_version=vllm_version,
                                         kv_cache_memory_bytes=s.kv_cache_memory_bytes)
     grid = activation.capture_grid(gpu.capability, vllm_version,
                                    s.speculative.num_speculative_tokens if s.speculative is not None else 0)
     sample = activation.graph_sample_bytes(m, run, enforce_eager=s.enforce_eager, tp=tp, max_num_seqs=seqs,
                                            max_num_batched_tokens=batched, grid=grid)
-    graph_cases = loramod.GRAPH_CASES if s.lora is not None else 1  # each graph captured with and without adapters
-    if draft_layers:  # the proposer's graphs beside the target's, as large per layer
-        graph_cases *= 1 + draft_layers / max(1, m.num_layers)
     sample = int(sample * graph_cases)
     vllm_util, segment, graphs_outside = util, 0, None
     if mode == "launcher":  # vLLM is given the share asked for less its graph estimate without the fresh segment

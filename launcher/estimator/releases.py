@@ -48,6 +48,13 @@ def has_v1_runner(vv: tuple[int, ...]) -> bool:
     return bool(found is None or found[1].get("v1_runner", True))
 
 
+def extensible_kv_cache(vv: tuple[int, ...]) -> bool:
+    """Whether this release sizes the KV cache from memory measured after warm-up by default on CUDA (0.34+:
+    --enable-extensible-kv-cache, utilization 1.0 unless given)."""
+    found = nearest(vv)
+    return bool(found and found[1].get("extensible_kv_cache"))
+
+
 def profile_counts_consumed(vv: tuple[int, ...]) -> bool:
     """Whether this release's profile counts all the worker consumed since its start-up snapshot (0.27+:
     memory_profiling's total_consumed), so that buffers made before the profile are inside the share."""
@@ -89,9 +96,6 @@ def unmodelled(vv: tuple[int, ...], hybrid: bool = False, architecture: str | No
         return ["not in the release table (docs/vllm-releases.md)"]
     reviewed = r.get("reviewed", {})
     out = [m for m in r["changed"] if m not in reviewed]
-    if r.get("extensible_kv_cache"):
-        out.insert(0, "its extensible KV cache (sized from measured memory, the default on CUDA, utilization 1.0 with "
-                      "it) is not modelled")
     if hybrid and tuple(vv[:3]) >= HYBRID_REPORT[0]:
         out.append(HYBRID_REPORT[1])
     layout = UNMODELLED_LAYOUTS.get(architecture or "")

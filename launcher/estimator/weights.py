@@ -36,9 +36,12 @@ def _attention(m: ModelArch, tp: int, cap=None) -> float:
         return n
     q_heads = m.num_heads // tp
     kv_heads = max(1, m.num_kv_heads // tp)  # replicated when kv heads < tp
-    n = lin(h, (q_heads + 2 * kv_heads) * d, b) + lin(q_heads * d, h, b)
+    q_out = (2 if m.query_gate else 1) * q_heads  # a gated query projects the gate too
+    n = lin(h, (q_out + 2 * kv_heads) * d, b) + lin(q_heads * d, h, b)
     if m.attention_bias:
-        n += (q_heads + 2 * kv_heads) * d * b
+        n += (q_out + 2 * kv_heads) * d * b
+    if m.linear_bias:  # the output projection's bias (whole on every rank)
+        n += h * b
     if m.qk_norm:
         n += 2 * d * b
     return n
@@ -46,8 +49,10 @@ def _attention(m: ModelArch, tp: int, cap=None) -> float:
 
 def _mlp(m: ModelArch, inter: int, tp: int, cap=None) -> float:
     i = inter // tp
-    return (m.quant.linear_bytes(m.hidden_size, (2 if m.gated_mlp else 1) * i, m.dtype_bytes, cap)
-            + m.quant.linear_bytes(i, m.hidden_size, m.dtype_bytes, cap))
+    up = (2 if m.gated_mlp else 1) * i
+    bias = (up + m.hidden_size) * m.dtype_bytes if m.linear_bias else 0
+    return (m.quant.linear_bytes(m.hidden_size, up, m.dtype_bytes, cap)
+            + m.quant.linear_bytes(i, m.hidden_size, m.dtype_bytes, cap) + bias)
 
 
 def _moe(m: ModelArch, tp: int, cap=None) -> float:
@@ -68,16 +73,22 @@ def _moe(m: ModelArch, tp: int, cap=None) -> float:
 
 def layer_bytes(m: ModelArch, index: int, tp: int, cap=None) -> float:
     """Bytes of decoder layer `index` on one GPU."""
-    norms = (2 + m.extra_norms_per_layer) * m.hidden_size * m.dtype_bytes
     parts = m.layer_plan[index] if m.layer_plan else "AF"
-    n = norms
+    # one norm before each part (a lone state mixer: one), each a weight and, for LayerNorm, a bias
+    count = (1 if parts == "S" else 2) + m.extra_norms_per_layer
+    n = count * _norm(m)
     if "F" in parts:
         n += _moe(m, tp, cap) if m.is_moe_layer(index) else _mlp(m, m.intermediate_size, tp, cap)
     if "A" in parts:
         n += _attention(m, tp, cap)
     if "S" in parts and m.state is not None:  # the state mixer's projections, conv and norm (unquantized)
-        n += m.state.mixer_params / tp * m.dtype_bytes
+        n += m.state.mixer_params / tp * m.dtype_bytes + m.state.mixer_fp32 / tp * (4 - m.dtype_bytes)
     return n
+
+
+def _norm(m: ModelArch) -> int:
+    """Bytes of one norm over hidden_size: none where vLLM's norms have no weight, two vectors for LayerNorm."""
+    return (2 if m.norm_bias else 1) * m.hidden_size * m.dtype_bytes if m.norm_weights else 0
 
 
 def weights_bytes(m: ModelArch, tp: int = 1, pp: int = 1, capability: tuple[int, int] | None = None,
@@ -104,6 +115,8 @@ def weights_bytes(m: ModelArch, tp: int = 1, pp: int = 1, capability: tuple[int,
 
 def _rope(m: ModelArch) -> int:
     # the rotary cos/sin cache is a buffer of the model (max_position x rotary dim)
+    if not m.rotary:
+        return 0
     rotary = m.qk_rope_head_dim if m.mla or m.kv_lora_rank else int(m.head_dim * m.rotary_fraction)
     return m.rope_max_pos * rotary * m.dtype_bytes
 
@@ -124,13 +137,17 @@ def _kernel_layout_change(m: ModelArch, capability) -> int:
 def _formula(m: ModelArch, tp: int, pp: int, cap=None) -> int:
     b = m.dtype_bytes
     vocab = _pad(m.vocab_size, VOCAB_PADDING) // tp
-    embed = vocab * m.hidden_size * b
-    head = 0 if m.tie_word_embeddings and pp == 1 else vocab * m.hidden_size * b
-    layers_per_stage = -(-m.num_layers // pp)
+    width = m.embed_dim or m.hidden_size  # OPT's narrower embedding, projected in and out (replicated)
+    embed = vocab * width * b + m.learned_positions * m.hidden_size * b + m.extra_params * b
+    if m.embed_dim:
+        embed += 2 * m.embed_dim * m.hidden_size * b
+    head = 0 if m.tie_word_embeddings and pp == 1 else vocab * width * b
+    layers_per_stage = -(-(m.weight_layers or m.num_layers) // pp)
     rope = _rope(m)
     body = sum(layer_bytes(m, i, tp, cap) for i in range(layers_per_stage)) + rope
     # the vision tower sits with the first stage, whole on every TP rank
     vision = m.vision_params * b + (VISION_LOAD_EXTRA if m.vision_layers else 0)
-    first = embed + body + vision + (head if pp == 1 else 0) + (m.hidden_size * b if pp == 1 else 0)
-    last = head + body + m.hidden_size * b
+    final = _norm(m) if m.final_norm else 0
+    first = embed + body + vision + (head if pp == 1 else 0) + (final if pp == 1 else 0)
+    last = head + body + final
     return int(max(first, last) if pp > 1 else first)

@@ -28,7 +28,7 @@ MLA = {"DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM"}
 SUPPORTED = DENSE | MOE | MLA
 # Model types whose MLP is up + down projections only (vLLM's model code for them has no gate), whatever the
 # activation (Nemotron's relu2 included)
-UNGATED_MLP = {"starcoder2", "gpt2", "gpt_bigcode", "gpt_neox", "gptj", "falcon", "mpt", "bloom", "opt", "phi",
+UNGATED_MLP = {"starcoder2", "gpt2", "gpt_sw3", "gpt_bigcode", "gpt_neox", "gptj", "falcon", "mpt", "bloom", "opt", "phi",
                "codegen", "persimmon", "gpt_neo", "nemotron"}
 # Model types vLLM runs with multi-head latent attention when the config has kv_lora_rank (its
 # ModelArchConfigConvertor.is_deepseek_mla, transformers_utils/model_arch_config_convertor.py). Others with
@@ -40,6 +40,15 @@ MLA_MODEL_TYPES = {"axk1", "deepseek_v2", "deepseek_v3", "deepseek_v32", "deepse
                    "hy_v4_mtp"}
 # KV-head keys in the order vLLM reads them (get_total_num_kv_heads); none of them: one KV head per query head
 KV_HEAD_KEYS = ("n_head_kv", "num_kv_heads", "num_key_value_heads", "multi_query_group_num", "num_attention_groups")
+# Learned position tables, as vLLM's model classes size them: rows = max positions + offset (OPT's 2)
+LEARNED_POSITIONS = {"gpt2": 0, "gpt_sw3": 0, "gpt_bigcode": 0, "opt": 2}
+# Model types whose attention has no rotary embedding in vLLM (learned positions, ALiBi, Jamba)
+NO_ROTARY = {*LEARNED_POSITIONS, "jamba", "bloom", "mpt"}
+# Model types whose every linear layer has a bias and whose LayerNorms have one (OPT: enable_bias,
+# layer_norm_elementwise_affine, both true unless the config says otherwise)
+BIASED = {"gpt2", "gpt_sw3", "gpt_bigcode", "opt"}
+# Model types whose query projection carries an output gate by default (vLLM's attn_output_gate)
+QUERY_GATE = {"qwen3_next", "hrm_text"}
 # Models whose every layer keeps vLLM's sliding window (no per-layer list in their config)
 ALL_LAYERS_SLIDING = ("mistral", "mixtral", "phi3", "starcoder2")
 
@@ -84,6 +93,18 @@ class ModelArch:
     gated_mlp: bool = True  # gate+up+down (SwiGLU/GeGLU); False: up+down only (GPT-2/NeoX/StarCoder style)
     qk_norm: bool = False
     extra_norms_per_layer: int = 0
+    # the query projection also gives a gate per query dimension (Qwen3-Next's attn_output_gate, HRM's gqkv)
+    query_gate: bool = False
+    # biases on every linear layer (qkv, output, MLP) and LayerNorms with a bias (GPT-2, OPT, GPT-BigCode)
+    linear_bias: bool = False
+    norm_bias: bool = False
+    norm_weights: bool = True  # False: vLLM's norms have no weight (HRM)
+    final_norm: bool = True  # False: no norm after the last layer (OPT with do_layer_norm_before false)
+    learned_positions: int = 0  # rows of a learned position-embedding table (GPT-2, OPT: max positions + 2)
+    rotary: bool = True  # False: vLLM builds no rotary cache (learned positions, ALiBi, Jamba's attention)
+    embed_dim: int = 0  # the token embedding's width where it differs from hidden_size (OPT's word_embed_proj_dim)
+    weight_layers: int = 0  # decoder layers with their own weights, where fewer than the cache's layers (HRM)
+    extra_params: int = 0  # parameters outside the layers not counted otherwise (HRM's z_L_init)
     # MoE
     num_experts: int = 0
     experts_per_tok: int = 0
@@ -261,17 +282,62 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", mtype.startswith("gemma"))),
         dtype=tdtype, derived_max_len=derive_max_len(cfg), layer_windows=tuple(windows),
         attention_bias=bool(cfg.get("attention_bias", mtype == "qwen2")) or mtype in ("qwen2", "qwen2_moe"),
-        qk_norm=mtype in ("qwen3", "qwen3_moe"),
+        qk_norm=mtype in ("qwen3", "qwen3_moe", "qwen3_next"),
         extra_norms_per_layer=2 if mtype in ("gemma2", "glm4") else 0,  # post-attention and post-MLP norms
-        rotary_fraction=float(cfg.get("partial_rotary_factor") or 1.0),
-        gated_mlp=mtype not in UNGATED_MLP,
+        rotary_fraction=_rotary_fraction(cfg, layer_types),
+        gated_mlp=mtype.replace("-", "_") not in UNGATED_MLP,
         rope_max_pos=_rope_positions(cfg),
         quant=_quant(cfg, quantization, notes),
         mtp_layers=int(cfg.get("num_nextn_predict_layers") or cfg.get("mtp_num_hidden_layers") or 0),
     )
+    common.update(_layout(cfg, mtype, h, plan))
+    if mtype == "hrm_text":  # two stacks of layers, each run once per cycle: a cache per layer and step
+        steps = int(cfg.get("H_cycles") or 2) * (int(cfg.get("L_cycles") or 2) + 1)
+        common.update(num_layers=steps * int(cfg.get("num_layers_per_stack") or 1),
+                      layer_windows=(None,) * (steps * int(cfg.get("num_layers_per_stack") or 1)))
     common["notes"] = tuple(notes)  # _quant may have added one
     common.update(layer_plan=plan, state=state, **vision)
     return _with_experts_or_latents(cfg, common, arch, mtype, layers, inter, source)
+
+
+def _layout(cfg: dict, mtype: str, hidden: int, plan: tuple[str, ...]) -> dict:
+    """What vLLM's model class builds beyond a Llama-style decoder: biases, learned positions, no rotary cache,
+    gated queries, a narrower embedding, weightless norms (each by the model type and the switches it reads)."""
+    family = mtype.replace("-", "_")
+    out: dict = {"query_gate": bool(cfg.get("attn_output_gate", family in QUERY_GATE))}
+    if family in LEARNED_POSITIONS:  # vLLM reads max_position_embeddings (GPT-2's n_positions by its alias)
+        rows = int(cfg.get("max_position_embeddings") or cfg.get("n_positions") or 0)
+        out["learned_positions"] = rows + LEARNED_POSITIONS[family] if rows else 0
+    if family in BIASED:
+        out["linear_bias"] = bool(cfg.get("enable_bias", True))
+        out["norm_bias"] = bool(cfg.get("layer_norm_elementwise_affine", True))
+        out["attention_bias"] = out["linear_bias"]
+    if family == "opt":
+        width = int(cfg.get("word_embed_proj_dim") or hidden)
+        out["embed_dim"] = width if width != hidden else 0
+        out["final_norm"] = bool(cfg.get("do_layer_norm_before", True)) and not cfg.get("_remove_final_layer_norm")
+    has_attention = not plan or any("A" in p for p in plan)
+    out["rotary"] = has_attention and family not in NO_ROTARY and not (family == "falcon" and cfg.get("alibi"))
+    if family == "hrm_text":  # vLLM's HrmText: two stacks, parameterless RMSNorms, a learned initial state
+        out.update(norm_weights=False, final_norm=False, extra_params=hidden,
+                   weight_layers=2 * int(cfg.get("num_layers_per_stack") or 1))
+    return out
+
+
+def _rotary_fraction(cfg: dict, layer_types) -> float:
+    """The share of head_dim the rotary cache covers: partial_rotary_factor, at the top level or (transformers 5)
+    in rope_parameters, which may give one per layer type (the largest of the types present is kept)."""
+    if cfg.get("partial_rotary_factor"):
+        return float(cfg["partial_rotary_factor"])
+    rope = cfg.get("rope_parameters")
+    if not isinstance(rope, dict):
+        return 1.0
+    if rope.get("partial_rotary_factor"):
+        return float(rope["partial_rotary_factor"])
+    present = {str(t) for t in layer_types or ()} or {"full_attention"}
+    per_type = [float(v.get("partial_rotary_factor") or 1.0) for k, v in rope.items()
+                if isinstance(v, dict) and k in present]
+    return max(per_type) if per_type else 1.0
 
 
 def _layer_windows(cfg: dict, mtype: str, layers: int, plan: tuple[str, ...], layer_types) -> list[int | None]:

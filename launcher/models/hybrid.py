@@ -30,6 +30,7 @@ class StateShape:
     temporal: int  # elements of the temporal state at tensor parallel 1
     temporal_fp32: bool = False
     mixer_params: int = 0  # parameters of one state mixer (projections, conv, norm)
+    mixer_fp32: int = 0  # of those, the ones vLLM keeps in float32 whatever the model's dtype (A, A_log)
     chunk: int = 256  # the mamba kernels' chunk size (prefix caching of the state aligns blocks to it)
 
     def page_bytes(self, dtype_bytes: int, tp: int = 1) -> int:
@@ -79,7 +80,7 @@ def state_shape(cfg: dict, mtype: str, hidden: int) -> StateShape:
         k = int(_get(cfg, "linear_conv_kernel_dim", default=4))
         conv_dim = 2 * nk * dk + nv * dv
         params = hidden * (2 * nk * dk + 2 * nv * dv) + hidden * 2 * nv + conv_dim * k + 2 * nv + dv + nv * dv * hidden
-        return StateShape("gdn", conv_dim * (k - 1), nv * dv * dk, mixer_params=params)
+        return StateShape("gdn", conv_dim * (k - 1), nv * dv * dk, mixer_params=params, mixer_fp32=nv)
     heads = _get(cfg, "mamba_n_heads", "mamba_num_heads")
     if heads is None and mtype == "mamba2":
         heads = cfg.get("num_heads")
@@ -94,7 +95,7 @@ def state_shape(cfg: dict, mtype: str, hidden: int) -> StateShape:
         params = hidden * (inter + conv_dim + heads) + conv_dim * (k + 1) + 3 * heads + inter + inter * hidden
         fp32 = mtype == "nemotron_h" and str(cfg.get("mamba_ssm_cache_dtype", "float32")) == "float32"
         return StateShape("mamba2", conv_dim * (k - 1), heads * hd * ds, temporal_fp32=fp32, mixer_params=params,
-                          chunk=int(_get(cfg, "mamba_chunk_size", "chunk_size", default=256)))
+                          mixer_fp32=heads, chunk=int(_get(cfg, "mamba_chunk_size", "chunk_size", default=256)))
     if mtype in ("mamba", "jamba", "falcon_mamba") or cfg.get("mamba_d_state") or cfg.get("state_size"):  # mamba1
         expand = int(_get(cfg, "mamba_expand", "expand", default=2))
         di = int(_get(cfg, "mamba_d_inner", default=0)
@@ -104,7 +105,9 @@ def state_shape(cfg: dict, mtype: str, hidden: int) -> StateShape:
         k = int(_get(cfg, "mamba_d_conv", "conv_kernel", default=4))
         rank = int(_get(cfg, "mamba_dt_rank", "time_step_rank", default=0) or -(-hidden // 16))
         params = hidden * 2 * di + di * (k + 1) + di * (rank + 2 * ds) + rank * di + di + di * ds + di + di * hidden
-        return StateShape("mamba1", di * (k - 1), di * ds, mixer_params=params)
+        if mtype == "jamba":  # RMSNorms with weights on dt, B and C (FalconMamba's have none)
+            params += rank + 2 * ds
+        return StateShape("mamba1", di * (k - 1), di * ds, mixer_params=params, mixer_fp32=di * ds)
     if cfg.get("conv_L_cache"):  # LFM2 short convolution
         k = int(cfg["conv_L_cache"])
         return StateShape("short_conv", hidden * (k - 1), 0, mixer_params=hidden * 3 * hidden + hidden * k + hidden * hidden)
