@@ -23,8 +23,10 @@ $(VENV)/.setup-done: pyproject.toml
 	$(PIP) install -q -e ".[dev,cluster]"
 	touch $@
 
+# Two workers (the reference machine's 2 cores): the real vLLM starts run one after another on one of them
+# (tests/conftest.py groups them), everything else beside them on the other.
 test: setup
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra -n 2 --dist loadgroup
 
 # The main job: a real smoke launch of the bundled tiny model on the real vLLM engine.
 demo: setup

@@ -15,10 +15,28 @@ if shutil.which("nvidia-smi") is None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # the CPU build's KV cache for the tiny model
 
 
+# vLLM started without its torch.compile warm-up and with its worker inside the engine-core process: 35 s to READY
+# instead of 65 s for the tiny model on the 2-core reference machine (2026-12-05). vLLM's default start (compiled,
+# a worker process of its own) is what test_smoke_passes_and_writes_reports and `make demo` run.
+QUICK_VLLM = ("--enforce-eager", "--distributed-executor-backend", "uni")
+
+
 def cli(*args, env=None, timeout=600):
     """The real entry point in a subprocess: exit codes and one-line errors as users see them."""
     return subprocess.run([sys.executable, "-m", "launcher", *args], capture_output=True, text=True, timeout=timeout,
                           env=env if env is not None else os.environ.copy(), cwd=str(ROOT))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    """With pytest-xdist (`make test`: -n 2 --dist loadgroup) the real vLLM starts share one worker, one after
+    another (each wants the CPU and the default port 8000), and so do the Ray cluster's tests; the rest runs beside
+    them on the other worker."""
+    for item in items:
+        if item.get_closest_marker("vllm"):
+            item.add_marker(pytest.mark.xdist_group("vllm"))
+        elif item.nodeid.startswith("tests/test_cluster_ray.py"):
+            item.add_marker(pytest.mark.xdist_group("ray"))
 
 
 @pytest.fixture(scope="session")

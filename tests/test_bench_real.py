@@ -9,14 +9,14 @@ import time
 import psutil
 import pytest
 
-from conftest import ROOT, TINY, cli, wait_for
+from conftest import QUICK_VLLM, ROOT, TINY, cli, wait_for
 
 pytestmark = pytest.mark.vllm
 
 
 def test_bench_starts_measures_plots_and_stops(tmp_path):
     png = tmp_path / "bench.png"
-    r = cli("bench", "--model-path", str(TINY), "--max-model-len", "1024", "-n", "12", "-c", "3", "--prompt-len", "16:48",
+    r = cli("bench", "--model-path", str(TINY), *QUICK_VLLM, "--max-model-len", "1024", "-n", "12", "-c", "3", "--prompt-len", "16:48",
             "--output-len", "8", "--json", "--plot", str(png))
     assert r.returncode == 0, r.stderr[-3000:]
     d = json.loads(r.stdout)
@@ -32,7 +32,7 @@ def test_bench_starts_measures_plots_and_stops(tmp_path):
 
 
 def test_bench_whose_server_dies_reports_partial_results_and_fails(tmp_path, launcher_home):
-    r = cli("launch", "--model-path", str(TINY), "--detach", "--name", "victim", "--max-model-len", "1024")
+    r = cli("launch", "--model-path", str(TINY), *QUICK_VLLM, "--detach", "--name", "victim", "--max-model-len", "1024")
     assert r.returncode == 0, r.stderr[-2000:]
     try:
         out = tmp_path / "bench.json"
@@ -56,7 +56,7 @@ def test_bench_whose_server_dies_reports_partial_results_and_fails(tmp_path, lau
 
 def test_tune_sweeps_named_workloads_on_one_start_per_candidate_and_resumes(tmp_path):
     out = tmp_path / "tune"
-    args = ["tune", "--model-path", str(TINY), "--max-model-len", "1024", "--workload", "rag,agent",
+    args = ["tune", "--model-path", str(TINY), *QUICK_VLLM, "--max-model-len", "1024", "--workload", "rag,agent",
             "--prefix-len", "64:128", "--prompt-len", "16:32", "--output-len", "8", "-n", "12",
             "--concurrency-levels", "2,4", "--max-num-batched-tokens-grid", "1024", "--min-gain", "100",
             "--out-dir", str(out), "--plot", "--json"]

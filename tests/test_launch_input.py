@@ -10,11 +10,16 @@ from conftest import TINY, cli
 
 
 def vllm_processes():
+    """vLLM processes started under this test's LAUNCHER_HOME (a real start of another test may run beside it)."""
     out = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
         if "vllm.entrypoints" in cmd or "VLLM::" in cmd:
-            out.append(p.pid)
+            try:
+                if p.environ().get("LAUNCHER_HOME") == os.environ.get("LAUNCHER_HOME"):
+                    out.append(p.pid)
+            except psutil.Error:
+                pass
     return out
 
 

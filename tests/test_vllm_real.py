@@ -8,7 +8,7 @@ import urllib.request
 import psutil
 import pytest
 
-from conftest import TINY, cli, run_processes, wait_for
+from conftest import QUICK_VLLM, TINY, cli, run_processes, wait_for
 
 pytestmark = pytest.mark.vllm
 
@@ -18,8 +18,10 @@ def status(name):
     return json.loads(r.stdout)
 
 
-def test_detached_launch_chat_engine_core_kill_restart_and_clean_stop(launcher_home):
-    r = cli("launch", "--model-path", str(TINY), "--detach", "--name", "tiny", "--max_model_len", "1024", "--json")
+def test_detached_launch_chat_engine_core_kill_restart_and_clean_stop(launcher_home, request):
+    request.addfinalizer(lambda: cli("stop", "--all", timeout=120))  # nothing left running if an assertion fails
+    r = cli("launch", "--model-path", str(TINY), *QUICK_VLLM, "--detach", "--name", "tiny", "--max_model_len", "1024",
+            "--json")
     assert r.returncode == 0, r.stderr[-3000:]
     st = status("tiny")
     assert st["state"] == "READY" and st["restarts"] == 0
@@ -107,7 +109,8 @@ def test_smoke_of_a_model_that_cannot_start_reports_vllms_root_cause(tmp_path):
 def test_smoke_from_a_triton_model_json(tmp_path):
     """Triton's vLLM-backend model.json, as Triton users write it, starts the real engine."""
     f = tmp_path / "model.json"
-    f.write_text(json.dumps({"model": str(TINY), "max_model_len": 1024, "enforce_eager": True}))
+    f.write_text(json.dumps({"model": str(TINY), "max_model_len": 1024, "enforce_eager": True,
+                             "distributed_executor_backend": "uni"}))
     rj = tmp_path / "report.json"
     r = cli("smoke", "--config", str(f), "--name", "smoke-triton", "--timeout", "400", "--report-json", str(rj))
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])

@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT, TINY, cli, run_processes
+from conftest import QUICK_VLLM, ROOT, TINY, cli, run_processes
 
 pytestmark = pytest.mark.vllm
 
@@ -24,7 +24,7 @@ def _complete(endpoint: str, model: str, prompt: str) -> dict:
 
 
 def test_lora_and_ngram_launches_started_together_both_answer(launcher_home, tmp_path):
-    common = ["--model-path", str(TINY), "--detach", "--max_model_len", "1024", "--gpu-memory-budget", "1GiB", "--json"]
+    common = ["--model-path", str(TINY), *QUICK_VLLM, "--detach", "--max_model_len", "1024", "--gpu-memory-budget", "1GiB", "--json"]
     lora = ["--name", "lora", "--port", "18631", "--enable-lora", "--lora-modules", f"tinylora={ADAPTER}",
             "--max-lora-rank", "8"]
     ngram = ["--name", "ngram", "--port", "18632", "--speculative-config", NGRAM]

@@ -4,10 +4,13 @@ from __future__ import annotations
 import json
 import math
 import sys
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import click
 import typer
+
+if TYPE_CHECKING:
+    from ..errors import LauncherError
 
 
 class Number(click.ParamType):
@@ -99,6 +102,15 @@ def output(data, json_out: bool, render) -> None:
         emit_json(data)
     else:
         render(console())
+
+
+def refuse(error: "LauncherError", json_out: bool, data: dict) -> None:
+    """The one way a command fails with a result for scripts: with --json, `data` on stdout and the error's exit
+    code; else the error itself, which cli.run prints as one line on stderr."""
+    if json_out:
+        emit_json(data)
+        raise typer.Exit(error.exit_code)
+    raise error
 
 
 def emit_json(obj) -> None:

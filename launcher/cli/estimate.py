@@ -97,21 +97,16 @@ def _cluster_nodes(ray_address, ray_dashboard, inventory) -> dict:
 
 def _show(p, json_out: bool) -> None:
     """The plan as a table or JSON; exit 3 when it does not fit, 2 when there was nothing to plan against."""
-    from ..errors import EXIT_BAD_INPUT, EXIT_DOES_NOT_FIT, BadInput, DoesNotFit
+    from ..errors import EXIT_DOES_NOT_FIT, BadInput, DoesNotFit
     from .render import estimate_dict, render_estimate
 
     if p.cluster is not None and p.estimate is None:
-        if json_out:
-            common.emit_json({"fits": False, "error": " ".join(p.notes), "cluster": p.cluster.to_dict()})
-            raise typer.Exit(EXIT_DOES_NOT_FIT)
-        raise DoesNotFit("does not fit: " + " ".join(p.notes))
+        common.refuse(DoesNotFit("does not fit: " + " ".join(p.notes)), json_out,
+                      {"fits": False, "error": " ".join(p.notes), "cluster": p.cluster.to_dict()})
     if p.estimate is None and p.cpu_kv is None:
         msg = ("no GPU found (NVML sees none) and no --gpu-memory or --gpu given; "
                "nothing to estimate against. Give --gpu-memory 80GiB or --gpu H100-80GB, or --device cpu for the CPU build.")
-        if json_out:
-            common.emit_json({"fits": None, "error": msg, "gpus": [], "vllm_version": p.vllm_version})
-            raise typer.Exit(EXIT_BAD_INPUT)
-        raise BadInput(msg)
+        common.refuse(BadInput(msg), json_out, {"fits": None, "error": msg, "gpus": [], "vllm_version": p.vllm_version})
     d = estimate_dict(p)
     d["copies"] = _copies(p)
 

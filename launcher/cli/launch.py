@@ -125,8 +125,7 @@ def _foreground(prep, err, json_out: bool) -> None:
         view.status = status
         sr, final = run_foreground(prep, on_event=view.event)
     st = read_state(prep.spec.name) or {}
-    if json_out:
-        common.emit_json(st)
+    common.output(st, json_out, lambda con: None)  # people saw the live view
     if final == State.FATAL:
         err.print(f"[red]FATAL:[/] {st.get('reason', '')}")
         raise typer.Exit(EXIT_NOT_READY if not st.get("ready_at") else 1)
@@ -223,10 +222,8 @@ def adopt_running(name: str | None, json_out: bool) -> None:
     while ((read_state(name) or {}).get("supervisor") or {}).get("pid") != pid and time.monotonic() < deadline:
         time.sleep(0.1)
     st = wait_until(name, ("READY", "FATAL", "STOPPED", "BACKOFF"), 120)
-    if json_out:
-        common.emit_json(st | {"supervisor_pid": pid})
-    else:
-        common.console(stderr=True).print(f"{name}: {st['state']} under a new supervisor (PID {pid}); "
-                                          f"server PID {(st.get('server') or {}).get('pid')} kept running")
+    common.output(st | {"supervisor_pid": pid}, json_out, lambda con: common.console(stderr=True).print(
+        f"{name}: {st['state']} under a new supervisor (PID {pid}); "
+        f"server PID {(st.get('server') or {}).get('pid')} kept running"))
     if st["state"] != "READY":
         raise typer.Exit(EXIT_NOT_READY)

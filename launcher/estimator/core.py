@@ -169,6 +169,14 @@ def extensible(s: EngineSettings, vllm_version: tuple[int, ...]) -> bool:
     return extensible_kv_cache(vllm_version) and s.extensible_kv_cache is not False and not s.kv_cache_memory_bytes
 
 
+def _utilization(s: EngineSettings, ext: bool, vllm_version: tuple[int, ...]) -> float:
+    """--gpu-memory-utilization, else the release's default: 1.0 with the extensible KV cache
+    (CacheConfig.resolved_gpu_memory_utilization)."""
+    if s.gpu_memory_utilization is not None:
+        return s.gpu_memory_utilization
+    return 1.0 if ext else default_utilization(vllm_version)
+
+
 def profile_counts_consumed(vllm_version: tuple[int, ...]) -> bool:
     from .releases import profile_counts_consumed as of_release
 
@@ -262,8 +270,7 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     _validate(m, s)
     tp, pp = s.tensor_parallel_size, s.pipeline_parallel_size
     ext = extensible(s, vllm_version)
-    util = s.gpu_memory_utilization if s.gpu_memory_utilization is not None else \
-        1.0 if ext else default_utilization(vllm_version)  # CacheConfig.resolved_gpu_memory_utilization
+    util = _utilization(s, ext, vllm_version)
     batched, seqs = _batch_defaults(s, gpu, vllm_version)
     block = s.block_size or 16
     derived = m.derived_max_len
@@ -280,21 +287,16 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     nt = activation.non_torch_bytes(run, tp * pp)
     requested = math.ceil(gpu.cuda_total_bytes * util)
     mode, cg, vllm_util, segment, graphs_outside = _graphs(m, s, run, gpu, util, requested, vllm_version, seqs=seqs,
-                                                           batched=batched, draft_layers=draft_layers, ext=ext)
-    pre = activation.pre_profile_buffers_bytes(
-        m, run, max_num_seqs=seqs, max_num_batched_tokens=batched, block_size=block,
-        max_model_len=want_len if isinstance(want_len, int) and want_len > 0 else derived) \
-        if profile_counts_consumed(vllm_version) else 0
-    if ext:  # sized from what is free after warm-up and capture: the graphs and tables measured, not estimated
-        tables = activation.request_buffers_bytes(m, run, max_num_seqs=seqs, max_model_len=max(1, want_len),
-                                                  block_size=block, sampler_states_inside=True)
+                                                           batched=batched, draft_layers=draft_layers,
+                                                           ext_tables_len=max(1, want_len) if ext else 0)
+    pre = activation.pre_profile_buffers_bytes(m, run, max_num_seqs=seqs, max_num_batched_tokens=batched, block_size=block,
+                                               max_model_len=want_len if want_len > 0 else derived) \
+        if profile_counts_consumed(vllm_version) else 0  # inside the share from 0.27 (total_consumed)
+    if ext:  # sized from what is free after warm-up and capture (the pool and block tables in cg, as measured)
         requested, act = extensible_budget(gpu, requested, extensible_peak(m, act, batched=batched,
                                                                             max_len=max(1, want_len)))
-        cg += tables
-    if s.kv_cache_memory_bytes:
-        avail = int(s.kv_cache_memory_bytes)
-    else:
-        avail = requested - (w + adapters + draft_w + act + nt + pre) - cg
+    avail = int(s.kv_cache_memory_bytes) if s.kv_cache_memory_bytes else \
+        requested - (w + adapters + draft_w + act + nt + pre) - cg
     confidence, why = activation.confidence(m, tp * pp, vllm_version)
     if confidence == "extrapolated" and not s.kv_cache_memory_bytes:
         avail -= activation.extrapolated_margin_bytes(m, vllm_version, requested, avail)  # never guess high where nothing was measured
@@ -458,17 +460,21 @@ def extensible_budget(gpu: GpuBudget, requested: int, peak: int) -> tuple[int, i
 
 
 def _graphs(m: ModelArch, s: EngineSettings, run: str, gpu: GpuBudget, util: float, requested: int, vllm_version,
-            *, seqs: int, batched: int, draft_layers: int, ext: bool = False) -> tuple[str, int, float, int, int | None]:
+            *, seqs: int, batched: int, draft_layers: int, ext_tables_len: int = 0
+            ) -> tuple[str, int, float, int, int | None]:
     """The CUDA graphs' terms: (mode, bytes kept inside the share, the utilization vLLM gets, the fresh segment
     kept for vLLM's own estimate, what the pool takes beyond the share or None for the measured allowance).
-    ext: the extensible KV cache measures the pool after capture ("measured": the pool inside, nothing beyond)."""
+    ext_tables_len (the extensible KV cache, sized after capture: max_model_len of the block tables, 0 without it):
+    "measured", the V2 pool and the block tables vLLM holds by then inside, nothing beyond."""
     tp, pp = s.tensor_parallel_size, s.pipeline_parallel_size
     graph_cases = loramod.GRAPH_CASES if s.lora is not None else 1  # each graph captured with and without adapters
     if draft_layers:  # the proposer's graphs beside the target's, as large per layer
         graph_cases *= 1 + draft_layers / max(1, m.num_layers)
-    if ext:
+    if ext_tables_len:
         pool = 0 if s.enforce_eager else int(activation.v2_graphs_outside_bytes(m, pp) * graph_cases)
-        return "measured", pool, util, 0, 0
+        tables = activation.request_buffers_bytes(m, run, max_num_seqs=seqs, max_model_len=ext_tables_len,
+                                                  block_size=s.block_size or 16, sampler_states_inside=True)
+        return "measured", pool + tables, util, 0, 0
     mode = activation.graph_memory_mode(s.graph_memory, run, enforce_eager=s.enforce_eager, vllm_version=vllm_version,
                                         kv_cache_memory_bytes=s.kv_cache_memory_bytes)
     grid = activation.capture_grid(gpu.capability, vllm_version,
