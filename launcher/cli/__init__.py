@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,6 +16,9 @@ from . import launch as _launch
 from . import manage as _manage
 from . import smoke as _smoke
 from . import tune as _tune
+
+if TYPE_CHECKING:
+    import click
 
 app = typer.Typer(
     name="launcher",
@@ -103,7 +106,7 @@ def run(argv: list[str] | None = None) -> int:
 
 
 @functools.lru_cache(maxsize=1)
-def _command():
+def _command() -> click.Command:
     """The click command typer builds from the app (once per process: building it is most of a short call)."""
     return typer.main.get_command(app)
 

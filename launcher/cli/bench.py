@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from . import common
 from ..errors import ExitCode
 from .launch import spec_from_cli
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..bench import BenchReport, Workload
+    from ..spec import LaunchSpec
 
 
 def bench(
@@ -82,7 +88,8 @@ class _Target:
     alive: object = None
 
 
-def _workload(workload, seed, prompt_len, output_len, concurrency, num_requests, request_rate, warmup, prompts_file):
+def _workload(workload: str | None, seed: int, prompt_len: str, output_len: str, concurrency: int, num_requests: int,
+              request_rate: float | None, warmup: int, prompts_file: str | None) -> Workload:
     """A named workload at this concurrency (the length options override its own, as in `launcher tune`), or the
     one the flags describe."""
     from dataclasses import replace
@@ -131,7 +138,7 @@ def _running_launch(name: str, idle: list[str]) -> _Target:
                    contextlib.nullcontext(None), lambda: effective_state(read_state(name) or {}) == "READY")
 
 
-def _launch_for_bench(spec, *, named: bool, timeout: float) -> _Target:
+def _launch_for_bench(spec: LaunchSpec, *, named: bool, timeout: float) -> _Target:
     """A launch started for the benchmark (served in-process, stopped after it)."""
     from dataclasses import replace
 
@@ -150,7 +157,7 @@ def _launch_for_bench(spec, *, named: bool, timeout: float) -> _Target:
                    served(prep, timeout_s=timeout))
 
 
-def _with_tokenizer(w, ref_path: str | None):
+def _with_tokenizer(w: Workload, ref_path: str | None) -> Workload:
     from dataclasses import replace
     from pathlib import Path
 
@@ -162,7 +169,7 @@ def _with_tokenizer(w, ref_path: str | None):
     return replace(w, tokenizer=str(tok))
 
 
-def _measure(target: _Target, w, timeout: float):
+def _measure(target: _Target, w: Workload, timeout: float) -> BenchReport:
     import os
 
     from ..bench import run_bench
@@ -178,7 +185,7 @@ def _measure(target: _Target, w, timeout: float):
                              api_key=os.environ.get("VLLM_API_KEY"), timeout_s=timeout, alive=alive)
 
 
-def render(rep, con) -> None:
+def render(rep: BenchReport, con: Console) -> None:
     from rich.table import Table
 
     t = Table(title=f"bench: {rep.completed} ok, {rep.failed} failed in {rep.duration_s:.1f} s" + (f" — {rep.aborted}" if rep.aborted else ""))

@@ -1,11 +1,16 @@
 """`launcher cluster up / status / down`: a Ray cluster from an inventory file, or on this host for testing."""
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from . import common
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..cluster.api import NodeView
 
 app = typer.Typer(help="Start, inspect and stop a Ray cluster for launches that span nodes.", no_args_is_help=True,
                   add_completion=False, rich_markup_mode=None)
@@ -81,7 +86,7 @@ def _show(name: str, address: str, dash_url: str, json_out: bool) -> None:
                   json_out, lambda con: _render_nodes(name, address, dash_url, nodes, con))
 
 
-def _render_nodes(name: str, address: str, dash_url: str, nodes, con) -> None:
+def _render_nodes(name: str, address: str, dash_url: str, nodes: list[NodeView], con: Console) -> None:
     from rich.table import Table
 
     from ..units import gib

@@ -10,6 +10,11 @@ import click
 import typer
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from rich.console import Console
+
+    from ..bench import Workload
     from ..errors import LauncherError
 
 
@@ -18,10 +23,10 @@ class Number(click.ParamType):
 
     name = "number"
 
-    def __init__(self, flag: str, above: float | None = None, at_least: float | None = None):
+    def __init__(self, flag: str, above: float | None = None, at_least: float | None = None) -> None:
         self.flag, self.above, self.at_least = flag, above, at_least
 
-    def convert(self, value, param, ctx):
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             v = float(value)
         else:
@@ -95,7 +100,7 @@ def split_model(model: str | None, model_path: str | None) -> tuple[str | None, 
     raise BadInput(f"--model '{model}' is neither a folder here nor a Hub repository id (org/name).")
 
 
-def output(data, json_out: bool, render) -> None:
+def output(data: object, json_out: bool, render: Callable[[Console], None]) -> None:
     """The one way a command prints its result: `data` as JSON on stdout with --json, else render(console) for
     people. Errors go to stderr as one line (cli.run), whatever the format."""
     if json_out:
@@ -113,19 +118,20 @@ def refuse(error: "LauncherError", json_out: bool, data: dict) -> None:
     raise error
 
 
-def emit_json(obj) -> None:
+def emit_json(obj: object) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
     sys.stdout.flush()
 
 
-def console(stderr: bool = False):
+def console(stderr: bool = False) -> Console:
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False)
 
 
 
-def workload(num_requests, concurrency, request_rate, prompt_len, output_len, prompts_file, **kw):
+def workload(num_requests: int, concurrency: int, request_rate: float | None, prompt_len: str, output_len: str,
+             prompts_file: str | None, **kw: object) -> Workload:
     """The bench/tune workload from their shared options."""
     from ..bench import Workload, parse_range
 

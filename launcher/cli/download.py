@@ -8,11 +8,16 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from . import common
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..models.hub import DownloadPlan
 
 PLAIN_EVERY_S = 5.0
 
@@ -24,7 +29,7 @@ def _gib(b: int) -> str:
 class Reporter:
     """Turns (file, done, total) callbacks into rich, plain or JSON progress."""
 
-    def __init__(self, repo: str, mode: str):
+    def __init__(self, repo: str, mode: str) -> None:
         self.repo, self.mode = repo, mode  # mode: rich | plain | json
         self.t0 = time.monotonic()
         self.first_done: int | None = None
@@ -37,7 +42,7 @@ class Reporter:
             sys.stdout.write(json.dumps({"event": kind, "repo": self.repo, **data}) + "\n")
             sys.stdout.flush()
 
-    def start(self, plan) -> None:
+    def start(self, plan: DownloadPlan) -> None:
         cached = plan.total_bytes - plan.to_download_bytes
         self.event("plan", files=len(plan.files), total_bytes=plan.total_bytes, to_download_bytes=plan.to_download_bytes,
                    target=plan.target, commit=plan.commit)
@@ -79,7 +84,7 @@ class Reporter:
         self.event("done", path=path, seconds=round(time.monotonic() - self.t0, 2))
 
 
-def fetch_model(json_events: bool = False):
+def fetch_model(json_events: bool = False) -> Callable[[str, str | None, str | None], str]:
     """The fetch step for launching.prepare: download a Hub model with progress, return its folder."""
     def fetch(repo: str, revision: str | None, download_dir: str | None) -> str:
         from ..models import hub

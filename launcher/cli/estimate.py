@@ -1,11 +1,17 @@
 """`launcher estimate`: the dry run of the VRAM estimator."""
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from . import common
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..matrix import Cell
+    from ..planning import ModelRef, Plan
 
 
 def estimate(
@@ -56,8 +62,10 @@ def estimate(
     _show(p, json_out)
 
 
-def _model_and_args(ctx, model, revision, model_path, model_name, size_in_billions, model_format, quantization,
-                    model_engine, vllm_version, device):
+def _model_and_args(ctx: typer.Context, model: str | None, revision: str | None, model_path: str | None,
+                    model_name: str | None, size_in_billions: str | None, model_format: str | None,
+                    quantization: str | None, model_engine: str | None, vllm_version: str | None,
+                    device: str) -> tuple[ModelRef, dict]:
     """The model (its architecture) and the engine arguments, checked against the release planned for (its
     shipped argument list), else the installed one."""
     from ..engine_args import parse_argv
@@ -78,7 +86,7 @@ def _model_and_args(ctx, model, revision, model_path, model_name, size_in_billio
     return ref, engine_args
 
 
-def _cluster_nodes(ray_address, ray_dashboard, inventory) -> dict:
+def _cluster_nodes(ray_address: str | None, ray_dashboard: str | None, inventory: str | None) -> dict:
     """plan()'s cluster arguments: the nodes of an inventory (no cluster needed) or of a live Ray cluster."""
     if not (ray_address or inventory):
         return {}
@@ -95,7 +103,7 @@ def _cluster_nodes(ray_address, ray_dashboard, inventory) -> dict:
     return {"cluster_nodes": cplan.live_nodes(Dashboard(dash), control.inventory_for(address)), "cluster_source": "ray"}
 
 
-def _show(p, json_out: bool) -> None:
+def _show(p: Plan, json_out: bool) -> None:
     """The plan as a table or JSON; exit 3 when it does not fit, 2 when there was nothing to plan against."""
     from ..errors import EXIT_DOES_NOT_FIT, BadInput, DoesNotFit
     from .render import estimate_dict, render_estimate
@@ -110,7 +118,7 @@ def _show(p, json_out: bool) -> None:
     d = estimate_dict(p)
     d["copies"] = _copies(p)
 
-    def show(con) -> None:
+    def show(con: Console) -> None:
         render_estimate(p, con)
         _render_copies(d["copies"], p, con)
     common.output(d, json_out, show)
@@ -118,7 +126,7 @@ def _show(p, json_out: bool) -> None:
         raise typer.Exit(EXIT_DOES_NOT_FIT)
 
 
-def _render_copies(c: dict | None, p, con) -> None:
+def _render_copies(c: dict | None, p: Plan, con: Console) -> None:
     if c and c["copies"]:
         con.print(
             f"copies: {c['copies']} launch{'es' * (c['copies'] > 1)} like this fit on one GPU at max_model_len "
@@ -127,7 +135,8 @@ def _render_copies(c: dict | None, p, con) -> None:
             f"{c['footprint_bytes'] / 2**30:.2f} GiB with what vLLM takes beside its share).")
 
 
-def _matrix(ref, engine_args: dict, selector: str, vllm_version, plot_file, json_out: bool) -> None:
+def _matrix(ref: ModelRef, engine_args: dict, selector: str, vllm_version: str | None, plot_file: str | None,
+            json_out: bool) -> None:
     """The matrix of GPU kinds x counts (launcher.matrix), as one table or JSON; exit 0 when any cell fits."""
     from .. import matrix
     from ..errors import ExitCode
@@ -143,7 +152,7 @@ def _matrix(ref, engine_args: dict, selector: str, vllm_version, plot_file, json
         raise typer.Exit(ExitCode.DOES_NOT_FIT)
 
 
-def _render_matrix(ref, rows, want: int, con) -> None:
+def _render_matrix(ref: ModelRef, rows: list[Cell], want: int, con: Console) -> None:
     from rich.table import Table
 
     from .. import matrix
@@ -160,7 +169,7 @@ def _render_matrix(ref, rows, want: int, con) -> None:
               "(marked pp). Each cell is `launcher estimate --gpu KIND --num-gpus N` with that layout.")
 
 
-def _cell_text(c) -> str:
+def _cell_text(c: Cell) -> str:
     if c.fits is None:
         return "[dim]-[/]"
     pp = " pp" if c.pipeline_parallel_size > 1 else ""
@@ -172,7 +181,7 @@ def _cell_text(c) -> str:
     return f"[red]✗ {words.get(c.cause, c.cause)}{pp}[/]"
 
 
-def _copies(p) -> dict | None:
+def _copies(p: Plan) -> dict | None:
     """How many launches like this one fit on one GPU at its length (estimator.sharing), single-GPU estimates."""
     e = p.estimate
     if e is None or len(e.gpus) != 1 or p.cluster is not None:

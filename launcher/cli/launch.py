@@ -2,11 +2,17 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from . import common
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..launching import Prepared
+    from ..spec import LaunchSpec
 
 Env = common.Env  # kept for importers
 
@@ -71,7 +77,7 @@ def launch(
     _foreground(prep, err, json_out)
 
 
-def _warn_env(spec) -> None:
+def _warn_env(spec: LaunchSpec) -> None:
     from ..engines import vllm as vllm_engine
 
     for w in vllm_engine.env_warnings(spec.env, vllm_engine.installed()):
@@ -84,20 +90,20 @@ def _waiting(holder: dict) -> None:
                                       f"(PID {holder.get('pid', '?')}): one start at a time reads the free memory")
 
 
-def _print_config(prep, json_out: bool) -> None:
+def _print_config(prep: Prepared, json_out: bool) -> None:
     """--print-config: the resolved launch and the exact command line; nothing started."""
     out = {"launch": prep.spec.to_dict(), "command": prep.argv, "env": prep.launcher_env or {}, "port": prep.port,
            "note": prep.note, "estimate": prep.plan.estimate.to_dict() if prep.plan and prep.plan.estimate else None}
     import shlex
 
-    def show(con) -> None:
+    def show(con: Console) -> None:
         con.print_json(data={k: v for k, v in out.items() if k != "estimate"})
         con.print("command: " + " ".join([f"{k}={shlex.quote(v)}" for k, v in (prep.launcher_env or {}).items()]
                                          + [shlex.join(prep.argv)]))
     common.output(out, json_out, show)
 
 
-def _detached(prep, err, json_out: bool) -> None:
+def _detached(prep: Prepared, err: Console, json_out: bool) -> None:
     """--detach: start the supervisor in the background and wait until the server is READY (exit 4 if it is not)."""
     from ..errors import EXIT_NOT_READY
     from ..launching import start_detached, wait_until
@@ -113,7 +119,7 @@ def _detached(prep, err, json_out: bool) -> None:
         raise typer.Exit(EXIT_NOT_READY)
 
 
-def _foreground(prep, err, json_out: bool) -> None:
+def _foreground(prep: Prepared, err: Console, json_out: bool) -> None:
     """Supervise in this process until stopped; exit 4 when it never became ready, 1 when it failed after."""
     from ..errors import EXIT_NOT_READY
     from ..launching import run_foreground
@@ -131,7 +137,7 @@ def _foreground(prep, err, json_out: bool) -> None:
         raise typer.Exit(EXIT_NOT_READY if not st.get("ready_at") else 1)
 
 
-def spec_from_cli(ctx: typer.Context, config: str | None, flags: dict):
+def spec_from_cli(ctx: typer.Context, config: str | None, flags: dict) -> LaunchSpec:
     """LaunchSpec from a command's flags, its launch file and the engine arguments after the options."""
     from ..engine_args import parse_argv, parse_mapping
     from ..engines import vllm as vllm_engine
@@ -148,7 +154,7 @@ def spec_from_cli(ctx: typer.Context, config: str | None, flags: dict):
 class LiveView:
     """Foreground progress: vLLM's phases while loading, then the summary beside the estimate."""
 
-    def __init__(self, con, prep):
+    def __init__(self, con: Console, prep: Prepared) -> None:
         self.con, self.prep, self.status = con, prep, None
         self.t0 = time.monotonic()
         self.phase = "starting"

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from . import common
 from ..errors import ExitCode
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _row(name: str) -> dict:
@@ -98,7 +101,7 @@ def _cluster_view(name: str) -> dict | None:
     return snap
 
 
-def _render_cluster(cl: dict, con) -> None:
+def _render_cluster(cl: dict, con: Console) -> None:
     from rich.table import Table
 
     from ..units import gib
@@ -170,7 +173,7 @@ def stop(name: Annotated[Optional[str], typer.Argument(help="Launch to stop.")] 
         raise typer.Exit(ExitCode.FAILED)
 
 
-def _render_stopped(out: list[dict], con) -> None:
+def _render_stopped(out: list[dict], con: Console) -> None:
     for r in out:
         con.print(f"{r['name']}: {r['state']}" + (f" (killed leftovers {r['swept']})" if r["swept"] else ""))
         if r.get("ray_leftovers"):
@@ -178,7 +181,7 @@ def _render_stopped(out: list[dict], con) -> None:
             con.print(f"  Ray: {'left behind ' + str(bad) if bad else 'no actor, placement group or worker of the launch is left'}")
 
 
-def _render_status(r: dict, con) -> None:
+def _render_status(r: dict, con: Console) -> None:
     for k, v in r.items():
         if k != "cluster":
             con.print(f"{k:16s} {v if v is not None else '-'}")
@@ -186,7 +189,7 @@ def _render_status(r: dict, con) -> None:
         _render_cluster(r["cluster"], con)
 
 
-def _render_ps(rows: list[dict], con) -> None:
+def _render_ps(rows: list[dict], con: Console) -> None:
     from rich.table import Table
 
     cols = ("name", "state", "pid", "port", "restarts", "uptime_s", "endpoint")

@@ -1,10 +1,20 @@
 """Rich rendering of an estimate, and its JSON form."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..units import gib
 
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
-def estimate_dict(p) -> dict:
+    from ..cluster.plan import ClusterPlan
+    from ..estimator.core import Estimate
+    from ..planning import Plan
+
+
+def estimate_dict(p: Plan) -> dict:
     base = {"model": p.model.label, "load": p.model.load, "vllm_version": p.vllm_version, "gpu_source": p.source}
     if p.estimate is not None:
         d = p.estimate.to_dict()
@@ -35,7 +45,7 @@ def _g(b: int | None) -> str:
     return "-" if b is None else gib(b)
 
 
-def render_estimate(p, con) -> None:
+def render_estimate(p: Plan, con: Console) -> None:
     """A plan for people: the CPU build's KV cache, or the per-GPU table, the verdict and the notes."""
     if p.estimate is None:
         _render_cpu(p, estimate_dict(p), con)
@@ -61,7 +71,7 @@ def render_estimate(p, con) -> None:
         con.print(f"[yellow]note:[/] {n}")
 
 
-def _render_cpu(p, d: dict, con) -> None:
+def _render_cpu(p: Plan, d: dict, con: Console) -> None:
     con.print(f"[bold]{p.model.label}[/] on the CPU build of vLLM")
     for n in d["notes"]:
         con.print(n)
@@ -72,7 +82,7 @@ def _render_cpu(p, d: dict, con) -> None:
                   f"largest max_model_len {d['max_model_len_fit']:,}.")
 
 
-def _gpu_table(p, e):
+def _gpu_table(p: Plan, e: Estimate) -> Table:
     """What vLLM reserves per GPU, row by row, down to the KV cache."""
     from rich.table import Table
 
@@ -101,7 +111,7 @@ def _gpu_table(p, e):
     return t
 
 
-def _graph_row(e) -> tuple[str, str]:
+def _graph_row(e: Estimate) -> tuple[str, str]:
     if e.graph_memory == "launcher":
         return (f"CUDA graph pool (kept by the launcher: vLLM gets {e.vllm_gpu_memory_utilization:.4f})",
                 _g(e.cudagraph_bytes))
@@ -112,7 +122,7 @@ def _graph_row(e) -> tuple[str, str]:
     return "CUDA graphs (estimate vLLM subtracts)", _g(e.cudagraph_bytes)
 
 
-def _render_nodes(cp, con) -> None:
+def _render_nodes(cp: ClusterPlan, con: Console) -> None:
     from rich.table import Table
 
     t = Table(title=f"across nodes: {cp.world_size} ranks; the KV cache is the smallest of them (limiting: {cp.limiting_node})")

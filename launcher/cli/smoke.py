@@ -2,12 +2,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from . import common
 from .launch import spec_from_cli
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..launching import Prepared
+    from ..smoke import SmokeReport
 
 
 def smoke(
@@ -84,14 +90,14 @@ def _check_request_options(expect: str | None, max_tokens: int) -> None:
         raise BadInput("--max-tokens must be at least 1.")
 
 
-def _dry_run(prep, json_out: bool) -> None:
+def _dry_run(prep: Prepared, json_out: bool) -> None:
     """--dry-run: the command line and the estimate; nothing started."""
     import shlex
 
     out = {"command": prep.argv, "port": prep.port, "note": prep.note,
            "estimate": prep.plan.estimate.to_dict() if prep.plan and prep.plan.estimate else None,
            "cpu_kv": prep.plan.cpu_kv if prep.plan else None}
-    def show(con) -> None:
+    def show(con: Console) -> None:
         con.print("command: " + shlex.join(prep.argv))
         if prep.plan and (prep.plan.estimate or prep.plan.cpu_kv):
             from .render import render_estimate
@@ -100,7 +106,8 @@ def _dry_run(prep, json_out: bool) -> None:
     common.output(out, json_out, show)
 
 
-def _run(prep, *, timeout: float, max_tokens: int, stream: bool, expect: str | None, api_key_env: str | None):
+def _run(prep: Prepared, *, timeout: float, max_tokens: int, stream: bool, expect: str | None,
+         api_key_env: str | None) -> SmokeReport:
     """The smoke itself (launching.smoke), with its phases shown; a CI runner's SIGTERM stops it like Ctrl-C."""
     import os
     import signal
@@ -109,19 +116,19 @@ def _run(prep, *, timeout: float, max_tokens: int, stream: bool, expect: str | N
 
     api_key = os.environ.get(api_key_env) if api_key_env else os.environ.get("VLLM_API_KEY")
 
-    def _terminate(*_):
+    def _terminate(*_: object) -> None:
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, _terminate)
     con = common.console(stderr=True)
     with con.status(f"smoke {prep.spec.name}: starting") as status:
-        def ev(kind, data):
+        def ev(kind: str, data: dict) -> None:
             if kind == "phase":
                 status.update(f"smoke {prep.spec.name}: {data['phase']}")
         return run_smoke(prep, timeout_s=timeout, max_tokens=max_tokens, stream=stream, expect=expect,
                          api_key=api_key, on_event=ev)
 
 
-def render_report(rep, con) -> None:
+def render_report(rep: SmokeReport, con: Console) -> None:
     from rich.table import Table
 
     t = Table(title=f"smoke {rep.name}: {'PASSED' if rep.passed else 'FAILED'}")

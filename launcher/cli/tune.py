@@ -2,13 +2,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from . import common
 from ..errors import ExitCode
 from .launch import spec_from_cli
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..spec import LaunchSpec
+    from ..tune import Candidate, TuneResult
+    from ..workloads import Named
 
 
 def _ints(s: str, what: str) -> list[int]:
@@ -108,7 +115,8 @@ def tune(
     _exit(res, wls)
 
 
-def _workloads(spec, workload, num_requests, levels, prompt_len, output_len, prefix_len, slo_ttft_p99):
+def _workloads(spec: LaunchSpec, workload: str, num_requests: int | None, levels: str | None, prompt_len: str | None,
+               output_len: str | None, prefix_len: str | None, slo_ttft_p99: float | None) -> list[Named]:
     """The named workloads with the flags' overrides; each must fit the launch's --max-model-len."""
     from ..bench import parse_range
     from ..errors import BadInput
@@ -129,7 +137,7 @@ def _workloads(spec, workload, num_requests, levels, prompt_len, output_len, pre
     return wls
 
 
-def _grid(max_num_seqs: str, max_num_batched_tokens: str, utilizations: str, kv_dtypes: str):
+def _grid(max_num_seqs: str, max_num_batched_tokens: str, utilizations: str, kv_dtypes: str) -> list[Candidate] | None:
     """The explicit grid the --*-grid flags give, or None (the tuner proposes its own)."""
     from ..errors import BadInput
     from ..tune import explicit_grid
@@ -145,7 +153,7 @@ def _grid(max_num_seqs: str, max_num_batched_tokens: str, utilizations: str, kv_
                          [x.strip() for x in kv_dtypes.split(",") if x.strip()])
 
 
-def _write_results(res, spec, wls, out: Path, plot_file: bool) -> tuple[dict, dict]:
+def _write_results(res: TuneResult, spec: LaunchSpec, wls: list[Named], out: Path, plot_file: bool) -> tuple[dict, dict]:
     """Each workload's winner as a launch file, the plot; the results as a dict and the files by workload."""
     from ..tune import launch_file, plot
 
@@ -164,7 +172,7 @@ def _write_results(res, spec, wls, out: Path, plot_file: bool) -> tuple[dict, di
     return d, files
 
 
-def _exit(res, wls) -> None:
+def _exit(res: TuneResult, wls: list[Named]) -> None:
     """Exit 3 when vLLM's defaults do not fit, 4 when they did not run, 1 when a workload has no winner."""
     dflt = res.defaults
     if dflt is not None and not dflt.ran:
@@ -176,10 +184,10 @@ def _exit(res, wls) -> None:
         raise typer.Exit(ExitCode.FAILED)
 
 
-def render(res, files: dict, con) -> None:
+def render(res: TuneResult, files: dict, con: Console) -> None:
     from rich.table import Table
 
-    def ms(x):
+    def ms(x: float | None) -> str:
         return "-" if x is None else f"{x * 1000:.0f}"
     for wl in res.workloads:
         t = Table(title=f"{wl.name}: output tokens/s" + (f" at p99 TTFT ≤ {wl.slo_ttft_p99_s * 1000:.0f} ms" if wl.slo_ttft_p99_s else ""))
