@@ -8,6 +8,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import psutil
 
@@ -20,6 +21,18 @@ from .runs import ACTIVE, read_json, read_state, run_dir, update_state, write_js
 from .spec import LaunchSpec
 from .supervisor import health, process
 from .supervisor.policy import RestartPolicy
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from .cluster.watch import ClusterWatch
+    from .engines.vllm import Installed
+    from .estimator.core import Estimate
+    from .supervisor.machine import State
+    from .supervisor.run import ServerRun
+
+    Fetch = Callable[[str, str | None, str | None], str]  # (repo, revision, download dir) -> local folder
+    OnEvent = Callable[[str, dict], None]  # (kind, data): the supervisor's events
 
 SUPERVISOR_TAG_ENV = "LAUNCHER_SUPERVISES"  # a detached supervisor's environment names the run it supervises
 
@@ -45,8 +58,8 @@ class Prepared:
                 lock.release()
 
 
-def prepare(spec: LaunchSpec, *, check_port: bool = True, fetch=None, claim: bool = False,
-            on_start_wait=None) -> Prepared:
+def prepare(spec: LaunchSpec, *, check_port: bool = True, fetch: Fetch | None = None, claim: bool = False,
+            on_start_wait: Callable[[dict], None] | None = None) -> Prepared:
     """Validate everything and build the exact command line; start nothing.
 
     fetch(repo, revision, download_dir) -> local folder: called once the launch is known to fit, for a
@@ -78,7 +91,7 @@ def prepare(spec: LaunchSpec, *, check_port: bool = True, fetch=None, claim: boo
     return _prepare(spec, inst, check_port, fetch)
 
 
-def _prepare(spec: LaunchSpec, inst, check_port: bool, fetch) -> Prepared:
+def _prepare(spec: LaunchSpec, inst: Installed | None, check_port: bool, fetch: Fetch | None) -> Prepared:
     """Resolve the model, plan the launch, choose the port and environment, build the command line."""
     ref, engine_args = _resolve(spec)
     cpu_build = bool(inst and inst.cpu_build)
@@ -126,7 +139,8 @@ def _resolve(spec: LaunchSpec) -> tuple[ModelRef, dict]:
     return ref, engine_args
 
 
-def _plan_checked(spec: LaunchSpec, ref: ModelRef, engine_args: dict, env: dict, watch, notes: list[str]) -> Plan:
+def _plan_checked(spec: LaunchSpec, ref: ModelRef, engine_args: dict, env: dict, watch: ClusterWatch | None,
+                  notes: list[str]) -> Plan:
     """The pre-flight: the plan, refused when it does not fit; `engine_args` gets what the plan decides
     (the budget's translation, the length --max-model-len auto resolves to) and `notes` what to tell the user."""
     extra = {}
@@ -179,13 +193,13 @@ def _port(spec: LaunchSpec, check_port: bool) -> int:
     return port
 
 
-def _graph_share_note(e) -> str:
+def _graph_share_note(e: Estimate) -> str:
     return (f"CUDA graphs: {e.cudagraph_bytes / 2**30:.2f} GiB of the {e.gpu_memory_utilization} share kept for them by "
             f"the launcher (vLLM gets --gpu-memory-utilization {e.vllm_gpu_memory_utilization:.4f} and "
             "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=0; set that variable to 1 to keep vLLM's own estimate).")
 
 
-def graph_budget(e, engine_args: dict) -> tuple[dict, dict]:
+def graph_budget(e: Estimate | None, engine_args: dict) -> tuple[dict, dict]:
     """The engine arguments and variables vLLM gets when the launcher keeps its CUDA graph pool inside the
     share asked for (estimate.graph_memory "launcher", docs/estimator.md): vLLM's own estimate off
     (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=0) and --gpu-memory-utilization less the pool."""
@@ -252,7 +266,7 @@ def record_launch(prep: Prepared) -> None:
                  endpoint=f"http://{prep.spec.host}:{prep.port}/v1", restarts=0, run_id=prep.run_id)
 
 
-def server_run(prep: Prepared, policy: RestartPolicy | None = None, on_event=None):
+def server_run(prep: Prepared, policy: RestartPolicy | None = None, on_event: OnEvent | None = None) -> ServerRun:
     """The supervised run of a prepared launch (with its cluster watch when it runs on Ray)."""
     from .cluster.preflight import watch_from_record
     from .supervisor.run import ServerRun
@@ -262,7 +276,7 @@ def server_run(prep: Prepared, policy: RestartPolicy | None = None, on_event=Non
                      run_id=prep.run_id, start_lock=prep.start_lock)
 
 
-def run_foreground(prep: Prepared, on_event=None):
+def run_foreground(prep: Prepared, on_event: OnEvent | None = None) -> tuple[ServerRun, State]:
     """Supervise in this process until stopped (SIGTERM, SIGINT or SIGHUP); the name's lock is held throughout."""
     record_launch(prep)
     try:
@@ -363,7 +377,7 @@ def adopt(name: str) -> int:
         lock.release()  # the new supervisor holds its inherited copy
 
 
-def _without_tags(env) -> dict:
+def _without_tags(env: Mapping[str, str]) -> dict:
     """An environment without the launcher's own process tags (a child gets them only where meant)."""
     return {k: v for k, v in env.items()
             if not k.startswith(process.RUN_ID_ENV) and k not in (SUPERVISOR_TAG_ENV, FD_ENV, START_FD_ENV)}
@@ -387,7 +401,8 @@ def effective_state(st: dict) -> str:
     return state
 
 
-def wait_until(name: str, states: tuple[str, ...], timeout_s: float, poll_s: float = 0.25, on_poll=None) -> dict:
+def wait_until(name: str, states: tuple[str, ...], timeout_s: float, poll_s: float = 0.25,
+               on_poll: Callable[[dict], None] | None = None) -> dict:
     deadline = time.monotonic() + timeout_s
     while True:
         st = read_state(name) or {}

@@ -13,8 +13,12 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..models.config import CONFORMANCE_NOTE_START, GENERIC_NOTE_START, ModelArch
+
+if TYPE_CHECKING:
+    from .speculative import SpecSettings
 
 # vLLM 0.24.0 runs these architectures on its "model runner V2" (config/vllm.py
 # DEFAULT_V2_MODEL_RUNNER_ARCHITECTURES). V2 does not subtract a CUDA graph
@@ -33,7 +37,7 @@ def coefficients() -> dict:
 V2_SPECULATIVE_METHODS = frozenset({"eagle", "eagle3", "mtp", "dflash"})
 
 
-def runner(m: ModelArch, vllm_version: tuple[int, ...], speculative=None) -> str:
+def runner(m: ModelArch, vllm_version: tuple[int, ...], speculative: SpecSettings | None = None) -> str:
     """The model runner vLLM picks: V2 for the architectures its release lists (releases.py; 0.24.0's are
     V2_RUNNER_ARCHS) unless a speculative method it lacks is asked for, V1 otherwise."""
     from .releases import has_v1_runner, uses_v2_runner
@@ -352,7 +356,7 @@ def graph_memory_mode(asked: str | None, runner_kind: str, *, enforce_eager: boo
     return asked or "launcher"
 
 
-def graph_mode_from_env(env) -> str | None:
+def graph_mode_from_env(env: dict | None) -> str | None:
     """The mode VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS asks for, when set ("1" vllm, "0" off)."""
     v = (env or {}).get(ESTIMATE_CUDAGRAPHS_ENV)
     if v is None or str(v).strip() == "":

@@ -109,7 +109,7 @@ class EngineSettings:
         return "all" if self.enable_prefix_caching else "none"
 
 
-def parse_mm_limits(value) -> dict[str, int]:
+def parse_mm_limits(value: dict | str | None) -> dict[str, int]:
     """--limit-mm-per-prompt as vLLM takes it: a JSON object (a modality's value a count or {"count": n, ...})
     or the older image=2,video=1 form."""
     import json
@@ -427,7 +427,7 @@ def _with_launch_notes(m: ModelArch, s: EngineSettings, gpu: GpuBudget, vllm_ver
     return m
 
 
-def _activation(m: ModelArch, s: EngineSettings, run: str, shape, batched: int) -> int:
+def _activation(m: ModelArch, s: EngineSettings, run: str, shape: activation.ProfileShape, batched: int) -> int:
     """The profile run's peak, with the rejection sampler's warm-up (speculative decoding) and LoRA's buffers."""
     act = activation.peak_activation_bytes(shape, run)
     if s.speculative is not None:  # the rejection sampler's warm-up beside the forward's hidden states
@@ -459,7 +459,7 @@ def extensible_budget(gpu: GpuBudget, requested: int, peak: int) -> tuple[int, i
     return min(requested, free), peak + max(0, margin - max(0, free - requested))
 
 
-def _graphs(m: ModelArch, s: EngineSettings, run: str, gpu: GpuBudget, util: float, requested: int, vllm_version,
+def _graphs(m: ModelArch, s: EngineSettings, run: str, gpu: GpuBudget, util: float, requested: int, vllm_version: tuple[int, ...],
             *, seqs: int, batched: int, draft_layers: int, ext_tables_len: int = 0
             ) -> tuple[str, int, float, int, int | None]:
     """The CUDA graphs' terms: (mode, bytes kept inside the share, the utilization vLLM gets, the fresh segment
@@ -498,7 +498,7 @@ def _graphs(m: ModelArch, s: EngineSettings, run: str, gpu: GpuBudget, util: flo
     return mode, cg, vllm_util, segment, graphs_outside
 
 
-def _proposer(m: ModelArch, s: EngineSettings, tp: int, cap, run: str) -> tuple[int, int, ModelArch]:
+def _proposer(m: ModelArch, s: EngineSettings, tp: int, cap: tuple[int, int] | None, run: str) -> tuple[int, int, ModelArch]:
     """The speculative proposer's weights and KV layers (as target layers), and the model with its notes."""
     spec = s.speculative
     if spec is None:
@@ -528,7 +528,8 @@ def _proposer(m: ModelArch, s: EngineSettings, tp: int, cap, run: str) -> tuple[
     return w, specmod.kv_equivalent_layers(m, draft, tp), replace(m, notes=(*m.notes, note))
 
 
-def _shared_gpu_advice(m: ModelArch, s: EngineSettings, gpu: GpuBudget, vv, free: int, outside: int) -> list[str]:
+def _shared_gpu_advice(m: ModelArch, s: EngineSettings, gpu: GpuBudget, vv: tuple[int, ...], free: int,
+                       outside: int) -> list[str]:
     """The largest utilization that starts beside what other processes hold, checked with the same model."""
     u = math.floor((free - outside) / gpu.cuda_total_bytes * 100) / 100
     tip = "or free the memory other processes hold."
@@ -545,7 +546,7 @@ def _shared_gpu_advice(m: ModelArch, s: EngineSettings, gpu: GpuBudget, vv, free
             f"the model does not fit ({e.reason})"]
 
 
-def _fits_with(m, s: EngineSettings, gpu: GpuBudget, vv, **changes) -> bool:
+def _fits_with(m: ModelArch, s: EngineSettings, gpu: GpuBudget, vv: tuple[int, ...], **changes: object) -> bool:
     """Whether the launch fits with these settings changed (an advice is only given once re-checked)."""
     try:
         return estimate(m, replace(s, **changes), gpu, vllm_version=vv, suggest=False).fits
@@ -553,7 +554,7 @@ def _fits_with(m, s: EngineSettings, gpu: GpuBudget, vv, **changes) -> bool:
         return False
 
 
-def _state_block_advice(m, s: EngineSettings, gpu: GpuBudget, vv, blocks: int) -> list[str]:
+def _state_block_advice(m: ModelArch, s: EngineSettings, gpu: GpuBudget, vv: tuple[int, ...], blocks: int) -> list[str]:
     """Settings under which a hybrid's decode graphs find a block per sequence, each re-checked."""
     out = []
     for seqs in (blocks, blocks * 9 // 10, blocks // 2):
@@ -564,7 +565,8 @@ def _state_block_advice(m, s: EngineSettings, gpu: GpuBudget, vv, blocks: int) -
     return out
 
 
-def _suggest(m, s: EngineSettings, gpu: GpuBudget, vv, want_len: int, fit_len: int, num_gpus: int | None) -> list[str]:
+def _suggest(m: ModelArch, s: EngineSettings, gpu: GpuBudget, vv: tuple[int, ...], want_len: int, fit_len: int,
+             num_gpus: int | None) -> list[str]:
     """Other settings that would make want_len fit, each checked with the same model."""
     out: list[str] = []
     if fit_len > 0:

@@ -75,7 +75,7 @@ def kv_dtype_bytes(kv_cache_dtype: str, model_dtype_bytes: int) -> int:
 def _group(counts: dict, page: int, state_blocks: int | None = None, block_size: int | None = None) -> KvLayout:
     """vLLM's _get_kv_cache_groups_uniform_page_size: the smallest layer count is the group size (the
     largest when it is under 1.5x the smallest); each kind splits into groups of that many layers."""
-    def spec(kind) -> LayerSpec:  # kind: a sliding window, None (full attention) or "state"
+    def spec(kind: int | str | None) -> LayerSpec:  # kind: a sliding window, None (full attention) or "state"
         return LayerSpec(page, None, state_blocks) if kind == "state" else LayerSpec(page, kind)
     if len(counts) == 1:
         (w, n), = counts.items()

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .core import EngineSettings, GpuBudget, cuda_reserved_bytes, estimate
+from ..models.config import ModelArch
+from .core import EngineSettings, Estimate, GpuBudget, cuda_reserved_bytes, estimate
 
 
-def smallest_share(m, s: EngineSettings, gpu: GpuBudget, vllm_version, max_model_len: int):
+def smallest_share(m: ModelArch, s: EngineSettings, gpu: GpuBudget, vllm_version: tuple[int, ...],
+                   max_model_len: int) -> Estimate | None:
     """The smallest utilization (two decimals) at which max_model_len fits, with its estimate, or None."""
     idle = GpuBudget(gpu.name, gpu.total_bytes, None)  # the share alone: the free memory is checked by the caller
 
@@ -35,7 +37,7 @@ def smallest_share(m, s: EngineSettings, gpu: GpuBudget, vllm_version, max_model
     return hi / 100, best
 
 
-def copies(m, s: EngineSettings, gpu: GpuBudget, vllm_version, max_model_len: int) -> dict | None:
+def copies(m: ModelArch, s: EngineSettings, gpu: GpuBudget, vllm_version: tuple[int, ...], max_model_len: int) -> dict | None:
     """{"copies", "utilization", "footprint_bytes"} for one GPU (its free memory when known, else its total)."""
     if s.kv_cache_memory_bytes or s.tensor_parallel_size * s.pipeline_parallel_size != 1:
         return None

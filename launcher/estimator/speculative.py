@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from ..errors import BadInput
 from ..models.config import ModelArch
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 NGRAM_METHODS = frozenset({"ngram", "suffix", "ngram_gpu"})
 EAGLE_METHODS = frozenset({"eagle", "eagle3"})
@@ -52,7 +56,7 @@ class SpecSettings:
         return self.method not in NGRAM_METHODS
 
 
-def parse(value) -> SpecSettings | None:
+def parse(value: dict | str | None) -> SpecSettings | None:
     """The JSON object (or its string) vLLM takes; None for nothing."""
     if value in (None, "", {}):
         return None
@@ -84,7 +88,7 @@ def parse(value) -> SpecSettings | None:
                         draft_probabilistic=value.get("draft_sample_method") == "probabilistic")
 
 
-def _method_from_model(model) -> str | None:
+def _method_from_model(model: object) -> str | None:
     """vLLM's guess from the draft's name when no method is given (config/speculative.py)."""
     if not model:
         return None
@@ -136,7 +140,7 @@ def proposer_arch(target: ModelArch, spec: SpecSettings, draft: ModelArch | None
 
 
 def eagle_head_bytes(target: ModelArch, head: ModelArch, method: str, tp: int, pp: int, own_embedding: bool | None,
-                     layer_bytes) -> int:
+                     layer_bytes: Callable[[ModelArch], float]) -> int:
     """An EAGLE head's weights as vLLM 0.24.0 builds them (model_executor/models/llama_eagle.py, llama_eagle3.py)
     and then shares (v1/worker/gpu/spec_decode/eagle/utils.py, v1/spec_decode/llm_base_proposer.py):
     - its decoder layers (`layer_bytes(head)` each), the first without its input norm (EAGLE-1); EAGLE-3's first

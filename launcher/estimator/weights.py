@@ -16,7 +16,7 @@ def _pad(n: int, to: int) -> int:
     return -(-n // to) * to
 
 
-def _attention(m: ModelArch, tp: int, cap=None) -> float:
+def _attention(m: ModelArch, tp: int, cap: tuple[int, int] | None = None) -> float:
     h, d, b = m.hidden_size, m.head_dim, m.dtype_bytes
 
     def lin(k: int, n: int, dtype_bytes: int) -> float:  # with this GPU's kernel choice
@@ -47,7 +47,7 @@ def _attention(m: ModelArch, tp: int, cap=None) -> float:
     return n
 
 
-def _mlp(m: ModelArch, inter: int, tp: int, cap=None) -> float:
+def _mlp(m: ModelArch, inter: int, tp: int, cap: tuple[int, int] | None = None) -> float:
     i = inter // tp
     up = (2 if m.gated_mlp else 1) * i
     bias = (up + m.hidden_size) * m.dtype_bytes if m.linear_bias else 0
@@ -55,7 +55,7 @@ def _mlp(m: ModelArch, inter: int, tp: int, cap=None) -> float:
             + m.quant.linear_bytes(i, m.hidden_size, m.dtype_bytes, cap) + bias)
 
 
-def _moe(m: ModelArch, tp: int, cap=None) -> float:
+def _moe(m: ModelArch, tp: int, cap: tuple[int, int] | None = None) -> float:
     h, b = m.hidden_size, m.dtype_bytes
     # fused-MoE integer weights stay in Marlin's packed layout on every GPU (no Machete for experts)
     if m.quant.method == "mxfp4":
@@ -71,7 +71,7 @@ def _moe(m: ModelArch, tp: int, cap=None) -> float:
     return n
 
 
-def layer_bytes(m: ModelArch, index: int, tp: int, cap=None) -> float:
+def layer_bytes(m: ModelArch, index: int, tp: int, cap: tuple[int, int] | None = None) -> float:
     """Bytes of decoder layer `index` on one GPU."""
     parts = m.layer_plan[index] if m.layer_plan else "AF"
     # one norm before each part (a lone state mixer: one), each a weight and, for LayerNorm, a bias
@@ -121,7 +121,7 @@ def _rope(m: ModelArch) -> int:
     return m.rope_max_pos * rotary * m.dtype_bytes
 
 
-def _kernel_layout_change(m: ModelArch, capability) -> int:
+def _kernel_layout_change(m: ModelArch, capability: tuple[int, int] | None) -> int:
     """Bytes the integer kernel adds to (or drops from) the stored checkpoint."""
     ck, q = m.checkpoint, m.quant
     if not q.is_int:
@@ -134,7 +134,7 @@ def _kernel_layout_change(m: ModelArch, capability) -> int:
     return 0
 
 
-def _formula(m: ModelArch, tp: int, pp: int, cap=None) -> int:
+def _formula(m: ModelArch, tp: int, pp: int, cap: tuple[int, int] | None = None) -> int:
     b = m.dtype_bytes
     vocab = _pad(m.vocab_size, VOCAB_PADDING) // tp
     width = m.embed_dim or m.hidden_size  # OPT's narrower embedding, projected in and out (replicated)
