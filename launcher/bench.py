@@ -13,8 +13,14 @@ import statistics
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from .errors import BadInput
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import aiohttp
 
 
 @dataclass(frozen=True)
@@ -120,10 +126,10 @@ def make_sessions(w: Workload, model: str, vocab_size: int) -> tuple[list[dict],
     if tok is not None:
         hi = min(hi, tok.get_vocab_size() - 1)
 
-    def ids(n):
+    def ids(n: int) -> list[int]:
         return [rng.randint(5, hi) for _ in range(n)]
 
-    def body(prompt_ids, max_tokens):
+    def body(prompt_ids: list[int], max_tokens: int) -> dict:
         return _body({"model": model, "prompt": tok.decode(prompt_ids) if tok is not None else prompt_ids,
                       "max_tokens": max_tokens})
 
@@ -143,7 +149,7 @@ def make_sessions(w: Workload, model: str, vocab_size: int) -> tuple[list[dict],
     return warm, sessions
 
 
-def _from_file(w: Workload, model: str, rng) -> tuple[list[dict], list[list[dict]]]:
+def _from_file(w: Workload, model: str, rng: random.Random) -> tuple[list[dict], list[list[dict]]]:
     rows = []
     with open(w.prompts_file) as fh:
         for i, line in enumerate(fh, 1):
@@ -167,7 +173,8 @@ def _body(d: dict) -> dict:
     return d
 
 
-async def send(session, base_url: str, body: dict, api_key: str | None, t_origin: float) -> RequestResult:
+async def send(session: aiohttp.ClientSession, base_url: str, body: dict, api_key: str | None,
+               t_origin: float) -> RequestResult:
     """One streaming completion; timings taken as the server's chunks arrive (aiohttp, like vLLM's own tool)."""
     import aiohttp
 
@@ -280,7 +287,7 @@ def summarize(results: list[RequestResult], duration_s: float, w: Workload, gpu_
     tpot = [(r.latency_s - r.ttft_s) / (r.output_tokens - 1) for r in ok if r.output_tokens > 1]
     itl = [x for r in ok for x in r.itl_s]
 
-    def dist(xs):
+    def dist(xs: list[float]) -> dict:
         return {"mean": statistics.fmean(xs) if xs else None, "p50": pct(xs, 50), "p90": pct(xs, 90), "p99": pct(xs, 99)}
 
     mem = [sum(g["used_bytes"] for g in s["gpus"]) for s in gpu_samples]
@@ -298,14 +305,15 @@ def summarize(results: list[RequestResult], duration_s: float, w: Workload, gpu_
 
 
 def run_bench(base_url: str, model: str, w: Workload, *, vocab_size: int, api_key: str | None = None,
-              timeout_s: float = 600.0, alive=lambda: True) -> BenchReport:
+              timeout_s: float = 600.0, alive: Callable[[], bool] = lambda: True) -> BenchReport:
     """Warm up, then send the workload; stops early (and says so) when the server dies."""
     import asyncio
 
     return asyncio.run(_run(base_url, model, w.validate(), vocab_size, api_key, timeout_s, alive))
 
 
-async def _run(base_url, model, w: Workload, vocab_size, api_key, timeout_s, alive) -> BenchReport:
+async def _run(base_url: str, model: str, w: Workload, vocab_size: int, api_key: str | None, timeout_s: float,
+               alive: Callable[[], bool]) -> BenchReport:
     import asyncio
 
     import aiohttp
@@ -336,7 +344,7 @@ async def _run(base_url, model, w: Workload, vocab_size, api_key, timeout_s, ali
             except (aiohttp.ClientError, OSError, TimeoutError):
                 return True
 
-        async def one(turns):
+        async def one(turns: list[dict]) -> None:
             try:
                 for body in turns:  # a session's turns go one after another
                     if dead.is_set():
@@ -381,7 +389,7 @@ SERVER_COUNTERS = {"prefix_cache_queries": "vllm:prefix_cache_queries", "prefix_
                    "preemptions": "vllm:num_preemptions", "prompt_tokens": "vllm:prompt_tokens"}
 
 
-async def server_counters(session, base_url: str) -> dict:
+async def server_counters(session: aiohttp.ClientSession, base_url: str) -> dict:
     import aiohttp
 
     try:
@@ -414,7 +422,7 @@ def counter_delta(before: dict, after: dict) -> dict:
     return d
 
 
-def _throttled(check, every_s: float):
+def _throttled(check: Callable[[], bool], every_s: float) -> Callable[[], bool]:
     """check(), re-evaluated at most every every_s seconds; a False answer sticks."""
     state = {"at": -1e9, "value": True}
 

@@ -21,10 +21,22 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .bench import Workload, run_bench
 from .errors import LauncherError
 from .workloads import Named, at_level
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .bench import BenchReport
+    from .estimator.core import Estimate
+    from .launching import Fetch
+    from .spec import LaunchSpec
+    from .supervisor.run import ServerRun
+
+    Say = Callable[[str], None]  # a progress line for people
 
 # A candidate must beat vLLM's defaults by more than this to be chosen: the same settings started twice on an
 # H100 differed by up to 8% in output throughput (docs/bench.md), so smaller gains are not told from noise.
@@ -52,7 +64,7 @@ class Point:
     meets: bool = False
 
     @classmethod
-    def of(cls, concurrency: int, rep, slo_s: float | None) -> Point:
+    def of(cls, concurrency: int, rep: BenchReport, slo_s: float | None) -> Point:
         """One load level's result from a bench report; it meets the target when nothing failed or aborted and
         the p99 time to first token is within slo_s (any, without one)."""
         p = cls(concurrency, rep.output_throughput, rep.request_throughput, rep.ttft_s["p50"], rep.ttft_s["p99"],
@@ -194,7 +206,7 @@ class TuneStore:
     """The results file: what was measured, under a key of the model, base launch and workloads, so that
     --resume reuses a candidate only for the same question."""
 
-    def __init__(self, path: Path | None, key: dict, say):
+    def __init__(self, path: Path | None, key: dict, say: Say) -> None:
         self.path, self.key, self.say = path, key, say
 
     def load(self) -> list[Candidate]:
@@ -226,8 +238,8 @@ class StartMeasurer:
     """One engine start per candidate (through launching.prepare and serving.served, as `launch` starts it) and
     the workloads swept on it."""
 
-    def __init__(self, spec, workloads: list[Named], *, vocab_size: int, timeout_s: float, api_key: str | None,
-                 refine: int, fetch, say):
+    def __init__(self, spec: LaunchSpec, workloads: list[Named], *, vocab_size: int, timeout_s: float,
+                 api_key: str | None, refine: int, fetch: Fetch | None, say: Say) -> None:
         self.spec, self.workloads, self.vocab = spec, workloads, vocab_size
         self.timeout_s, self.api_key, self.refine, self.fetch, self.say = timeout_s, api_key, refine, fetch, say
 
@@ -277,7 +289,7 @@ class StartMeasurer:
         if facts.get("max_num_batched_tokens"):
             c.vllm_resolved = {"max-num-batched-tokens": int(facts["max_num_batched_tokens"])}
 
-    def sweep(self, wl: Named, base: str, model: str, alive, label: str) -> list[Point]:
+    def sweep(self, wl: Named, base: str, model: str, alive: Callable[[], bool], label: str) -> list[Point]:
         """The workload at each load level, up to the first that misses the target; then, on the same start,
         up to `refine` bisections between the last level that met it and the first that did not, so that
         candidates are compared near the load where the target binds, not at the coarse level below it."""
@@ -312,7 +324,7 @@ class StartMeasurer:
         return sorted(pts, key=lambda p: p.concurrency)
 
 
-def _alive(sr):
+def _alive(sr: ServerRun) -> Callable[[], bool]:
     """Whether the served start is still the one measured: READY and never restarted."""
     from .supervisor.machine import State
 
@@ -323,11 +335,11 @@ class Tuner:
     """The decision loop: the defaults, the proposed candidates (each measured by StartMeasurer within the
     budget), the defaults again where a candidate beat them, saving results (TuneStore) as it goes."""
 
-    def __init__(self, base_spec, workloads: list[Named], *, vocab_size: int, timeout_s: float = 900.0,
+    def __init__(self, base_spec: LaunchSpec, workloads: list[Named], *, vocab_size: int, timeout_s: float = 900.0,
                  budget_s: float | None = None, results_path: Path | None = None, resume: bool = False,
-                 grid: list[Candidate] | None = None, on_progress=None, api_key: str | None = None,
-                 min_gain: float = MIN_GAIN, confirm: bool = True, refine: int = 2, fetch=None,
-                 allow_fp8_kv: bool = False):
+                 grid: list[Candidate] | None = None, on_progress: Say | None = None, api_key: str | None = None,
+                 min_gain: float = MIN_GAIN, confirm: bool = True, refine: int = 2, fetch: Fetch | None = None,
+                 allow_fp8_kv: bool = False) -> None:
         self.spec, self.workloads, self.budget_s = base_spec, workloads, budget_s
         self.grid, self.on_progress = grid, on_progress
         self.res = TuneResult(workloads, budget_s=budget_s, min_gain=min_gain)
@@ -455,7 +467,7 @@ def _ms(x: float | None) -> str:
 
 # ---- where candidates come from ------------------------------------------------------------------
 
-def fp8_kv_gain(wl: Named, kv_tokens: int, est) -> float | None:
+def fp8_kv_gain(wl: Named, kv_tokens: int, est: Estimate | None) -> float | None:
     """The most an fp8 KV cache can speed up this workload's decode steps. A decode step reads the weights
     once and every running request's KV cache (memory-bound at these batch sizes): an fp8 cache halves the
     second part. (weights + KV read) / (weights + KV read / 2) - 1, with the KV read capped by the cache vLLM
@@ -466,12 +478,13 @@ def fp8_kv_gain(wl: Named, kv_tokens: int, est) -> float | None:
     return (est.weights_bytes + read) / (est.weights_bytes + read / 2) - 1
 
 
-def kv_read_bytes(wl: Named, kv_tokens: int, est) -> float:
+def kv_read_bytes(wl: Named, kv_tokens: int, est: Estimate | None) -> float:
     """KV cache bytes one decode step reads at the workload's concurrency, capped by the cache vLLM sized."""
     return min(wl.workload.decode_reads(), kv_tokens or float("inf")) * est.kv_bytes_per_token
 
 
-def propose(workloads: list[Named], defaults: Candidate, spec, est=None, allow_fp8_kv: bool = False,
+def propose(workloads: list[Named], defaults: Candidate, spec: LaunchSpec, est: Estimate | None = None,
+            allow_fp8_kv: bool = False,
             min_gain: float = MIN_GAIN) -> list[Candidate]:
     """Candidates from the workloads' shapes, what vLLM resolved for its defaults and the KV cache sized
     (est: the estimator's view of the defaults, for the batch sizes vLLM picks on this GPU). With
@@ -552,7 +565,7 @@ def combine(res: TuneResult, workloads: list[Named], min_gain: float = MIN_GAIN)
     return out
 
 
-def _default_estimate(spec):
+def _default_estimate(spec: LaunchSpec) -> Estimate | None:
     """The estimator's view of the defaults (batch sizes vLLM picks for this GPU); None without a GPU."""
     try:
         from .launching import prepare
@@ -585,7 +598,7 @@ def explicit_grid(max_num_seqs: list[int], max_num_batched_tokens: list[int], ut
     return out
 
 
-def launch_file(base_spec, winner: Candidate, wl: Named, res: TuneResult) -> str:
+def launch_file(base_spec: LaunchSpec, winner: Candidate, wl: Named, res: TuneResult) -> str:
     """A launch file (YAML) for `launcher launch --config` with the winner's settings."""
     import yaml
 
