@@ -14,6 +14,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from .errors import BadInput, did_you_mean
 
@@ -72,11 +73,11 @@ class ArgSpec:
                        f"{removed_note(key, self.version) or did_you_mean(key, self.args)}",
                        hint="See `python -m vllm.entrypoints.openai.api_server --help` for the list.")
 
-    def convert(self, key: str, raw, negated: bool = False):
+    def convert(self, key: str, raw: object, negated: bool = False) -> object:
         """Convert a raw value (string from argv, or a YAML/JSON value) to the argument's type, in vLLM's range."""
         return check_range(key, self._convert(key, raw, negated))
 
-    def _convert(self, key: str, raw, negated: bool):
+    def _convert(self, key: str, raw: object, negated: bool) -> object:
         spec = self.args[key]
         t = spec["type"]
         if t in ("flag", "bool_optional"):
@@ -147,7 +148,7 @@ RANGES = {
 }
 
 
-def check_range(key: str, value):
+def check_range(key: str, value: object) -> object:
     """The converted value, refused when vLLM would refuse it (NaN and infinities for every number)."""
     if isinstance(value, float) and not math.isfinite(value):
         raise BadInput(f"--{key} must be a finite number, got {value}.")
@@ -164,7 +165,7 @@ def check_range(key: str, value):
     return value
 
 
-def _bad(key, raw, what):
+def _bad(key: str, raw: object, what: str) -> NoReturn:
     raise BadInput(f"--{key} expects {what}, got '{raw}'.")
 
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 import difflib
 import enum
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .estimator.core import Estimate
 
 
 class ExitCode(enum.IntEnum):
@@ -54,7 +58,7 @@ class ModelConfigError(BadInput):
 class DoesNotFit(LauncherError):
     exit_code = EXIT_DOES_NOT_FIT
 
-    def __init__(self, message: str, *, hint: str | None = None, estimate=None):
+    def __init__(self, message: str, *, hint: str | None = None, estimate: Estimate | None = None) -> None:
         super().__init__(message, hint=hint)
         self.estimate = estimate
 

@@ -16,9 +16,13 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import BadInput
 from .state import home
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 FD_ENV = "LAUNCHER_LOCK_FD"  # the inherited descriptor of the name's lock, in a detached supervisor
 
@@ -141,7 +145,8 @@ class StartLock(NameLock):
     fd_env = START_FD_ENV
 
     @classmethod
-    def acquire_waiting(cls, name: str, timeout_s: float, on_wait=None, poll_s: float = 0.2) -> "StartLock":
+    def acquire_waiting(cls, name: str, timeout_s: float, on_wait: Callable[[dict], None] | None = None,
+                        poll_s: float = 0.2) -> StartLock:
         fd = _open(lock_path(START_LOCK))
         deadline = time.monotonic() + timeout_s
         told = False

@@ -6,9 +6,13 @@ model has at least N layers, else nothing (the cell says why)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from .errors import BadInput
 from .gpu import PRESETS_MIB
+
+if TYPE_CHECKING:
+    from .planning import ModelRef
 
 # The kinds `--gpu all` covers: one name per card (PRESETS_MIB has aliases), smallest first
 ALL_KINDS = ("L4", "A10G", "RTX4090", "V100-32GB", "A100-40GB", "L40S", "A100-80GB", "H100-80GB", "H100-94GB", "H200",
@@ -62,7 +66,7 @@ def is_matrix(gpu: str | None) -> bool:
     return bool(gpu) and (gpu.strip().lower() == "all" or "," in gpu)
 
 
-def cells(model, engine_args: dict, selector: str, *, vllm_version: str | None = None) -> list[Cell]:
+def cells(model: ModelRef, engine_args: dict, selector: str, *, vllm_version: str | None = None) -> list[Cell]:
     """model: a planning.ModelRef with its architecture. engine_args: the user's; tensor/pipeline sizes are set
     per cell."""
     from .planning import plan

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .engines import vllm as vllm_engine
 from .errors import BadInput
-from .estimator import EngineSettings, Estimate, activation, estimate
+from .estimator import EngineSettings, Estimate, GpuBudget, activation, estimate
 from .estimator import kv as kvmod
 from .gpu import GpuInfo, GpuSource, NvmlSource, planned_gpus
 from .models import catalog
@@ -212,7 +212,8 @@ def draft_has_embedding(ref: str) -> bool | None:
         return None
 
 
-def _plan_across(model: ModelRef, settings: EngineSettings, version: str, cluster_nodes: list, placement,
+def _plan_across(model: ModelRef, settings: EngineSettings, version: str, cluster_nodes: list,
+                 placement: list[str] | None,
                  cluster_source: str) -> Plan:
     from .cluster.plan import plan_across
 
@@ -225,7 +226,8 @@ def _plan_across(model: ModelRef, settings: EngineSettings, version: str, cluste
     return p
 
 
-def _gpus(gpu_memory, gpu_preset, num_gpus, gpu_source) -> tuple[list[GpuInfo], str]:
+def _gpus(gpu_memory: str | None, gpu_preset: str | None, num_gpus: int | None,
+          gpu_source: GpuSource | None) -> tuple[list[GpuInfo], str]:
     """The GPUs planned for: described (--gpu-memory, --gpu) or NVML's, the first --num-gpus of them."""
     if gpu_memory or gpu_preset:
         return planned_gpus(gpu_memory, gpu_preset, num_gpus), "planned"
@@ -290,7 +292,7 @@ def _plan_gpus(p: Plan, gpus_sel: str | None, name: str | None, gpu_memory_budge
                        "with its own graph estimate, set VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1.")
 
 
-def budget_settings(m: ModelArch, s: EngineSettings, budget: str, gpu) -> EngineSettings:
+def budget_settings(m: ModelArch, s: EngineSettings, budget: str, gpu: GpuBudget | None) -> EngineSettings:
     """--gpu-memory-budget as the installed vLLM takes it. A GPU: the utilization whose share (utilization x the
     total CUDA reports, as vLLM computes it) is the budget, rounded down to vLLM's 4 decimals. The CPU build
     (gpu None): --kv-cache-memory-bytes, the budget less the weights (adapters and a draft's included)."""

@@ -4,8 +4,12 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from .errors import NotReady
+
+if TYPE_CHECKING:
+    from .launching import OnEvent, Prepared
 
 
 class served:
@@ -13,7 +17,7 @@ class served:
     NotReady with vLLM's root cause), and always stops it on the way out. `self.run` stays
     available afterwards, so callers can check what is left of the process tree."""
 
-    def __init__(self, prep, *, timeout_s: float, on_event=None):
+    def __init__(self, prep: Prepared, *, timeout_s: float, on_event: OnEvent | None = None) -> None:
         self.prep, self.timeout_s, self.on_event = prep, timeout_s, on_event
         self.run = None
         self._thread: threading.Thread | None = None

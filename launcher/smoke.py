@@ -8,8 +8,14 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from xml.sax.saxutils import escape
+from typing import TYPE_CHECKING
 
 from .errors import EXIT_FAILED, EXIT_NOT_READY, EXIT_OK
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .launching import OnEvent, Prepared
 
 
 @dataclass
@@ -104,7 +110,7 @@ def run_checks(client: Client, model: str, *, max_tokens: int, stream: bool, exp
     pat = re.compile(expect) if expect else None
     texts: list[str] = []
 
-    def timed(name, fn):
+    def timed(name: str, fn: Callable[[], tuple[bool, str]]) -> None:
         if time.monotonic() > deadline:
             checks.append(Check(name, False, 0.0, "smoke deadline reached before this check"))
             return
@@ -159,8 +165,8 @@ def run_checks(client: Client, model: str, *, max_tokens: int, stream: bool, exp
     return checks
 
 
-def smoke(prep, *, timeout_s: float, max_tokens: int = 8, stream: bool = False, expect: str | None = None,
-          api_key: str | None = None, on_event=None) -> SmokeReport:
+def smoke(prep: Prepared, *, timeout_s: float, max_tokens: int = 8, stream: bool = False, expect: str | None = None,
+          api_key: str | None = None, on_event: OnEvent | None = None) -> SmokeReport:
     """Launch `prep` in-process, wait for ready within the deadline, run the checks, always stop."""
     from .engines import vllm as vllm_engine
     from .errors import NotReady

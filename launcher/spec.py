@@ -18,10 +18,13 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from .errors import BadInput, did_you_mean
 from .models.hub import looks_like_repo_id
+
+if TYPE_CHECKING:
+    from .engine_args import ArgSpec
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 
@@ -63,7 +66,7 @@ class LaunchSpec:
 FILE_KEYS = {f for f in LaunchSpec.__dataclass_fields__} - {"engine_args"}
 
 
-def load_file(path: str, engine_spec=None) -> dict:
+def load_file(path: str, engine_spec: ArgSpec | None = None) -> dict:
     """Read a launch file (.yaml/.yml/.json) into a dict of spec keys plus 'engine_args' (a raw mapping).
 
     engine_spec: the installed vLLM's ArgSpec, to take flat engine arguments (vLLM --config YAML,
@@ -138,7 +141,7 @@ def load_file(path: str, engine_spec=None) -> dict:
     return out
 
 
-def _split_foreign(data: dict, engine_spec, path: str) -> tuple[dict, dict]:
+def _split_foreign(data: dict, engine_spec: ArgSpec | None, path: str) -> tuple[dict, dict]:
     """Our keys (dashed spellings accepted) and the flat engine arguments of vLLM/Triton-shaped files."""
     ours, flat = {}, {}
     own = (FILE_KEYS - {"model"}) | {"engine_args"}
@@ -159,7 +162,7 @@ def _split_foreign(data: dict, engine_spec, path: str) -> tuple[dict, dict]:
     return ours, flat
 
 
-def _is_engine_arg(engine_spec, name: str) -> bool:
+def _is_engine_arg(engine_spec: ArgSpec | None, name: str) -> bool:
     try:
         engine_spec.resolve(name)
         return True

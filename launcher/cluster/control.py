@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import BadInput, ClusterError
 from ..runs import read_json, write_json
@@ -23,6 +24,9 @@ from ..state import home
 from ..supervisor import health, process
 from .api import GPU_INDEX_RESOURCE, NODE_RESOURCE, Dashboard
 from .inventory import Inventory, NodeSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def clusters_dir() -> Path:
@@ -125,7 +129,7 @@ def _alive_local(rec_node: dict) -> bool:
     return bool(lead) and process.ProcRef(lead["pid"], lead["create_time"]).alive()
 
 
-def up(inv: Inventory, timeout_s: float = 120.0, on_node=None) -> dict:
+def up(inv: Inventory, timeout_s: float = 120.0, on_node: Callable[[dict], None] | None = None) -> dict:
     """Start every node that is not running yet (head first); returns the cluster record."""
     ray = ray_binary()
     d = clusters_dir() / inv.name

@@ -4,10 +4,16 @@ smallest number of KV blocks over all workers)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from ..estimator import EngineSettings, Estimate, estimate
 from ..gpu import GpuInfo, planned_gpus
 from ..units import gib
+
+if TYPE_CHECKING:
+    from ..models.config import ModelArch
+    from .api import Dashboard, NodeView
+    from .inventory import Inventory
 
 
 @dataclass(frozen=True)
@@ -17,7 +23,7 @@ class ClusterNode:
     gpus: tuple[GpuInfo, ...]  # empty: this node's GPU memory is not known
 
 
-def nodes_from_dashboard(views, inv=None) -> list[ClusterNode]:
+def nodes_from_dashboard(views: list[NodeView], inv: Inventory | None = None) -> list[ClusterNode]:
     """Alive nodes with their GPUs from NVML (through Ray's dashboard agent); where a node has GPU resources
     but no NVML numbers, its inventory entry's gpu:/gpu_memory: when the cluster was started by `cluster up`."""
     specs = dict(inv.nodes()) if inv is not None else {}
@@ -33,7 +39,7 @@ def nodes_from_dashboard(views, inv=None) -> list[ClusterNode]:
     return out
 
 
-def live_nodes(api, inv=None, wait_s: float = 20.0) -> list[ClusterNode]:
+def live_nodes(api: Dashboard, inv: Inventory | None = None, wait_s: float = 20.0) -> list[ClusterNode]:
     """nodes_from_dashboard on the dashboard's nodes now; a node that just joined shows its GPU resources
     before its dashboard agent reports their memory (seen on a 2-GPU host a second after `cluster up`), so
     the nodes are read again for up to wait_s until every alive node with GPUs has its memory."""
@@ -50,7 +56,7 @@ def live_nodes(api, inv=None, wait_s: float = 20.0) -> list[ClusterNode]:
         time.sleep(0.5)
 
 
-def nodes_from_inventory(inv) -> list[ClusterNode]:
+def nodes_from_inventory(inv: Inventory) -> list[ClusterNode]:
     out = []
     for name, spec in inv.nodes():
         gpus: tuple = ()
@@ -84,7 +90,7 @@ def assign_ranks(nodes: list[ClusterNode], world: int, placement: list[str] | No
     return out[:world]
 
 
-def plan_across(arch, s: EngineSettings, nodes: list[ClusterNode], *, vllm_version: tuple[int, ...],
+def plan_across(arch: ModelArch, s: EngineSettings, nodes: list[ClusterNode], *, vllm_version: tuple[int, ...],
                 placement: list[str] | None = None) -> tuple[Estimate | None, ClusterPlan]:
     """(estimate of the limiting node, the plan). The estimate's verdict names the node that is short."""
     tp, pp = s.tensor_parallel_size, s.pipeline_parallel_size

@@ -2,13 +2,18 @@
 really make, and the memory estimate on every node it lands on. Nothing is started when one fails."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..errors import BadInput, ClusterError
 from .watch import ClusterWatch
+
+if TYPE_CHECKING:
+    from ..spec import LaunchSpec
 
 CPU_NO_RAY = "the CPU build of vLLM has no Ray executor (vLLM: 'current platform cpu does not support ray')."
 
 
-def prepare_cluster(spec, engine_args: dict, cpu_build: bool) -> tuple[dict, ClusterWatch]:
+def prepare_cluster(spec: LaunchSpec, engine_args: dict, cpu_build: bool) -> tuple[dict, ClusterWatch]:
     """Check the flags and the cluster; returns the launch's cluster record and a watch for the supervisor.
     Sets --distributed-executor-backend ray in engine_args."""
     from . import control

@@ -14,6 +14,10 @@ import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import ModelArch
 
 FLOAT = {"F64", "F32", "F16", "BF16"}
 SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4,
@@ -99,7 +103,7 @@ GPTQ_WITHOUT_METADATA = ("GPTQ config but no safetensors files: vLLM 0.24 takes 
                          "linear layer unquantized")
 
 
-def as_vllm_quantizes(arch, folder: str | Path):
+def as_vllm_quantizes(arch: ModelArch, folder: str | Path) -> ModelArch:
     """The architecture with the quantization vLLM will really apply to this local folder."""
     from dataclasses import replace
 

@@ -324,7 +324,7 @@ def _layout(cfg: dict, mtype: str, hidden: int, plan: tuple[str, ...]) -> dict:
     return out
 
 
-def _rotary_fraction(cfg: dict, layer_types) -> float:
+def _rotary_fraction(cfg: dict, layer_types: list | None) -> float:
     """The share of head_dim the rotary cache covers: partial_rotary_factor, at the top level or (transformers 5)
     in rope_parameters, which may give one per layer type (the largest of the types present is kept)."""
     if cfg.get("partial_rotary_factor"):
@@ -340,7 +340,8 @@ def _rotary_fraction(cfg: dict, layer_types) -> float:
     return max(per_type) if per_type else 1.0
 
 
-def _layer_windows(cfg: dict, mtype: str, layers: int, plan: tuple[str, ...], layer_types) -> list[int | None]:
+def _layer_windows(cfg: dict, mtype: str, layers: int, plan: tuple[str, ...],
+                   layer_types: list | None) -> list[int | None]:
     """Each attention layer's sliding window (None: full attention), as vLLM's model classes set them."""
     sw = cfg.get("sliding_window")
     if plan:  # a hybrid: the attention layers only (full attention in every hybrid vLLM serves)

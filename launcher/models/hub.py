@@ -63,7 +63,7 @@ def hub_errors(repo_id: str, what: str = "read"):
         raise BadInput(f"the Hub answered {status or 'an error'} for '{repo_id}': {str(x).splitlines()[0]}") from None
 
 
-def _entry(x) -> str:
+def _entry(x: object) -> str:
     m = re.search(r"'([^']+)'", str(x))
     return m.group(1) if m else "such file"
 
@@ -190,7 +190,7 @@ def download(plan: DownloadPlan, on_progress: Progress | None = None) -> str:
             self.seen = 0
             report(current, self.start, plan.total_bytes)
 
-        def update(self, n=1):
+        def update(self, n: int = 1) -> None:
             self.seen += n
             report(current, self.start + self.seen, plan.total_bytes)
             return super().update(n)

@@ -38,7 +38,7 @@ class StateShape:
         return (self.conv // tp) * dtype_bytes + (self.temporal // tp) * t_bytes
 
 
-def _get(cfg: dict, *keys, default=None):
+def _get(cfg: dict, *keys: str, default: object = None) -> object:
     for k in keys:
         if cfg.get(k) is not None:
             return cfg[k]

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..engines import vllm as vllm_engine
 from ..gpu import NvmlSource
@@ -15,6 +16,13 @@ from ..runs import read_json, update_record, update_state
 from . import health, process
 from .machine import Hooks, State, Supervisor
 from .policy import RestartPolicy
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from ..cluster.watch import ClusterWatch
+    from ..gpu import GpuSource
+    from ..locks import StartLock
 
 LOG_TAIL_BYTES = 256 * 1024
 
@@ -33,7 +41,7 @@ def read_tail(path: Path, n: int = LOG_TAIL_BYTES) -> str:
 class GpuReleaseCheck:
     """After a crash: ready to restart once no recorded PID holds GPU memory and usage is back near the baseline."""
 
-    def __init__(self, source=None, slack_bytes: int = 1 << 30):
+    def __init__(self, source: GpuSource | None = None, slack_bytes: int = 1 << 30) -> None:
         self.source = source or NvmlSource()
         self.baseline = {g.index: g.used_bytes for g in self.source.list()}
         self.slack = slack_bytes
@@ -117,7 +125,7 @@ def health_url(host: str, port: int) -> str:
     return f"http://{'[' + ph + ']' if ':' in ph else ph}:{port}/health"
 
 
-def stop_on_signals(handler) -> None:
+def stop_on_signals(handler: Callable[[int, FrameType | None], object]) -> None:
     """SIGTERM, SIGINT and SIGHUP (the terminal of a foreground launch closed: an SSH connection dropped)."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, handler)
@@ -128,8 +136,9 @@ class ServerRun:
 
     def __init__(self, name: str, argv: list[str], env: dict, host: str, port: int, run_dir: Path,
                  policy: RestartPolicy, on_event: Callable[[str, dict], None] | None = None,
-                 gpu_check: GpuReleaseCheck | None = None, probe_host: str | None = None, cluster=None,
-                 run_id: str | None = None, start_lock=None):
+                 gpu_check: GpuReleaseCheck | None = None, probe_host: str | None = None,
+                 cluster: ClusterWatch | None = None,
+                 run_id: str | None = None, start_lock: StartLock | None = None) -> None:
         self.name, self.argv, self.env, self.host, self.port, self.policy = name, argv, env, host, port, policy
         self.dir, self.log, self.records = run_dir, ServerLog(run_dir / "server.log"), StateMirror(name, run_dir)
         self.on_event = on_event or (lambda kind, data: None)
