@@ -16,18 +16,21 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def runs_dir() -> Path:
+    """HOME/runs, where each launch keeps its records and logs (made when missing)."""
     d = home() / "runs"
     d.mkdir(parents=True, exist_ok=True)
     return d
 
 
 def check_name(name: str) -> str:
+    """The name, refused unless it is a safe folder name (letters, digits, '.', '_', '-')."""
     if not NAME_RE.match(name or ""):
         raise BadInput(f"invalid launch name '{name}'.", hint="Use letters, digits, '.', '_' and '-' (at most 64).")
     return name
 
 
 def run_dir(name: str) -> Path:
+    """The folder of one launch's records and logs."""
     return runs_dir() / check_name(name)
 
 
@@ -44,6 +47,7 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def read_json(path: Path) -> dict | None:
+    """A JSON object from a file; None when missing, unreadable or damaged."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -93,6 +97,7 @@ def update_record(name: str, **kw) -> None:
 
 
 def all_names() -> list[str]:
+    """Every launch with a record, by name."""
     return sorted(p.name for p in runs_dir().iterdir() if (p / "state.json").exists() or (p / "launch.json").exists())
 
 

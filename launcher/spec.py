@@ -58,6 +58,7 @@ class LaunchSpec:
     ray_dashboard: str | None = None
 
     def to_dict(self) -> dict:
+        """The launch as launch.json records it (the API key left out)."""
         from dataclasses import asdict
 
         return asdict(self)
@@ -171,6 +172,7 @@ def _is_engine_arg(engine_spec: ArgSpec | None, name: str) -> bool:
 
 
 def is_loopback(host: str) -> bool:
+    """Whether the host only listens on this machine (localhost, 127.0.0.0/8, ::1)."""
     if host in LOOPBACK_NAMES:
         return True
     try:
@@ -191,6 +193,7 @@ def build(flags: dict, file_data: dict | None, passthrough: dict, file_engine_ar
 
 
 def default_name(d: dict) -> str:
+    """A launch's name when none is given: the model folder's or repository's name, safe for a file name."""
     import re
 
     if d.get("model_path"):
@@ -203,6 +206,8 @@ def default_name(d: dict) -> str:
 
 
 def validate(spec: LaunchSpec) -> LaunchSpec:
+    """The spec, refused with one line (exit 2) where a field cannot work: name, port, variable names, the API key's
+    variable, a non-loopback host without a key, the GPU count, the start-up timeout."""
     from .runs import check_name
 
     check_name(spec.name)
@@ -225,6 +230,7 @@ def validate(spec: LaunchSpec) -> LaunchSpec:
 
 
 def parse_env(pairs: list[str]) -> dict:
+    """--env KEY=VALUE pairs as a dict, refused when one has no '='."""
     out = {}
     for p in pairs or []:
         k, eq, v = p.partition("=")

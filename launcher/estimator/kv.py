@@ -20,6 +20,8 @@ class LayerSpec:
     state_blocks: int | None = None  # a recurrent layer's state: this many pages per request (MambaSpec)
 
     def blocks_per_request(self, max_model_len: int, block_size: int, max_num_batched_tokens: int) -> int:
+        """Blocks one request of max_model_len needs in this layer kind (vLLM's max_memory_usage_bytes per page): a
+        state's pages, a sliding window's (window - 1 + one step's tokens, plus one), or the whole length."""
         if self.state_blocks is not None:
             return self.state_blocks
         if self.window is None:
@@ -41,14 +43,17 @@ class KvLayout:
         return self.groups[0][0].page_bytes * self.group_size
 
     def blocks_per_request(self, max_model_len: int, block_size: int, max_num_batched_tokens: int) -> int:
+        """Blocks one request needs over every group."""
         return sum(n * spec.blocks_per_request(max_model_len, block_size, max_num_batched_tokens)
                    for spec, n in self.groups)
 
     def bytes_per_request(self, max_model_len: int, block_size: int, max_num_batched_tokens: int) -> int:
+        """KV cache bytes one request of max_model_len needs."""
         return self.group_size * self.groups[0][0].page_bytes * self.blocks_per_request(
             max_model_len, block_size, max_num_batched_tokens)
 
     def num_blocks(self, available_bytes: int) -> int:
+        """Blocks vLLM allocates from this many bytes (get_num_blocks: whole blocks across the groups' pools)."""
         return max(0, available_bytes // self.bytes_per_block)
 
     def tokens(self, available_bytes: int, max_model_len: int, block_size: int, max_num_batched_tokens: int) -> int:
@@ -69,6 +74,7 @@ class KvLayout:
 
 
 def kv_dtype_bytes(kv_cache_dtype: str, model_dtype_bytes: int) -> int:
+    """Bytes per cached element: 1 for the fp8 KV dtypes, else the model's."""
     return 1 if kv_cache_dtype.startswith("fp8") else model_dtype_bytes
 
 

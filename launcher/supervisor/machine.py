@@ -27,9 +27,16 @@ class State(str, enum.Enum):
 
 
 class Server(Protocol):
-    def exit_code(self) -> int | None: ...
-    def stop(self, grace_s: float) -> list[int]: ...
-    def refresh(self) -> None: ...
+    """What the state machine needs of a running server (supervisor/process.ProcessTree, or a fake in tests)."""
+
+    def exit_code(self) -> int | None:
+        """The server's exit code once it has exited, else None."""
+
+    def stop(self, grace_s: float) -> list[int]:
+        """SIGTERM, SIGKILL after grace_s; the PIDs that had to be killed."""
+
+    def refresh(self) -> None:
+        """Record the server's current descendants (so that a stop reaches the ones that left its group)."""
 
 
 @dataclass
@@ -74,6 +81,7 @@ class Supervisor:
         self.state = new
 
     def start(self, now: float) -> None:
+        """Spawn the server (the first start, or a restart after a back-off): STARTING."""
         # a reason of its own, so the last back-off's ("waiting for ...") is not shown while starting
         self._begin(self.hooks.spawn(), now, f"restart {self.restarts} after: {self._failure}" if self.restarts else "starting")
 
@@ -88,6 +96,7 @@ class Supervisor:
         self._go(State.STARTING, why)
 
     def stop(self) -> list[int]:
+        """STOPPING, the server stopped (a short grace when it never served), then STOPPED; the PIDs killed."""
         if self.state in (State.STOPPED,):
             return []
         # a server that is not serving yet has no request to drain: it gets a short grace before SIGKILL
@@ -125,6 +134,9 @@ class Supervisor:
 
     # -- the clock tick ---------------------------------------------------------------
     def tick(self, now: float) -> State:
+        """One step of the clock, pure but for the hooks: the server's exit, the start-up deadline, the health
+        probe (READY on the first 200, BACKOFF after too many misses), the back-off's end (a restart) and the
+        quick-failure count (FATAL); the state after it."""
         s = self.state
         if s in (State.STOPPED, State.FATAL, State.STOPPING):
             return s

@@ -28,6 +28,7 @@ LOG_TAIL_BYTES = 256 * 1024
 
 
 def read_tail(path: Path, n: int = LOG_TAIL_BYTES) -> str:
+    """The last n bytes of a file as text ('' when it cannot be read)."""
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
@@ -68,10 +69,12 @@ class StateMirror:
         self.copy: dict = {"name": name}  # what this supervisor last wrote to state.json
         self._next_check = 0.0
 
-    def update(self, **kw) -> None:
+    def update(self, **kw: object) -> None:
+        """Merge kw into state.json (and into the copy kept for its repair)."""
         self.copy = update_state(self.name, base=self.copy, **kw)
 
     def note(self, line: str) -> None:
+        """One timestamped line in supervisor.log."""
         with open(self.dir / "supervisor.log", "a") as fh:
             fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
@@ -93,16 +96,19 @@ class ServerLog:
         self.path, self.offset = path, 0
 
     def mark(self, what: str) -> None:
+        """A marker line where a start (or adoption) begins; phases are read from there on."""
         with open(self.path, "ab") as fh:
             fh.write(f"\n===== launcher: {what} {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n".encode())
         self.offset = self.path.stat().st_size
 
-    def root_cause(self):
+    def root_cause(self) -> tuple[str, str, bool] | None:
+        """(kind, line, retryable) of why vLLM failed, from this instance's part of the log, if it says."""
         text = read_tail(self.path)
         marker = text.rfind("===== launcher: start")  # only this instance's part of the log
         return vllm_engine.root_cause(text[marker:] if marker >= 0 else text)
 
     def facts(self) -> dict:
+        """What vLLM's log says of its memory and KV cache (engines.vllm.parse_log_facts)."""
         return vllm_engine.parse_log_facts(read_tail(self.path)[-LOG_TAIL_BYTES:])
 
     def new_phases(self) -> list[tuple[str, str]]:
@@ -223,7 +229,8 @@ class ServerRun:
             self._publish("phase", {"phase": ph, "line": line})
 
     # driver
-    def request_stop(self, *_):
+    def request_stop(self, *_: object) -> None:
+        """Ask the run loop to stop the server and end (a signal handler: safe from any thread)."""
         self._stop.set()
 
     def _adopt_recorded(self) -> process.ProcessTree:
@@ -242,6 +249,8 @@ class ServerRun:
         return tree
 
     def run(self, install_signals: bool = True, tick_s: float = 0.2, adopt: bool = False) -> State:
+        """Supervise until stopped or FATAL: start (or adopt the recorded server), tick every tick_s, mirror
+        each state into state.json and supervisor.log; the final state."""
         if install_signals:
             stop_on_signals(self.request_stop)
         tree = self._adopt_recorded() if adopt else None
