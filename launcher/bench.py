@@ -44,6 +44,7 @@ class Workload:
     turns: int = 1
 
     def validate(self) -> Workload:
+        """The workload, refused (exit 2) where a count, length or rate cannot work."""
         if self.num_requests < 1 or self.concurrency < 1 or self.warmup < 0:
             raise BadInput("--num-requests and --concurrency must be at least 1, --warmup at least 0.")
         for name, (lo, hi) in (("prompt", self.prompt_len), ("output", self.output_len)):
@@ -83,6 +84,8 @@ class Workload:
 
 
 def parse_range(text: str, what: str) -> tuple[int, int]:
+    """'N' or 'LO:HI' as (lo, hi); not integers: refused (exit 2, naming `what`). Workload.validate checks the
+    bounds."""
     try:
         lo, _, hi = str(text).partition(":")
         r = (int(lo), int(hi or lo))
@@ -220,6 +223,7 @@ class GpuSampler(threading.Thread):
         self.interval_s, self.samples, self._halt = interval_s, [], threading.Event()
 
     def run(self) -> None:
+        """Sample each GPU's memory and utilization through NVML until stopped (nothing without NVML)."""
         try:
             import pynvml
 
@@ -243,10 +247,12 @@ class GpuSampler(threading.Thread):
             pynvml.nvmlShutdown()
 
     def stop(self) -> None:
+        """End the sampling."""
         self._halt.set()
 
 
 def pct(xs: list[float], p: float) -> float | None:
+    """The p-th percentile of xs (linear between ranks, as numpy's default); None for no values."""
     if not xs:
         return None
     xs = sorted(xs)
@@ -281,6 +287,8 @@ class BenchReport:
 
 def summarize(results: list[RequestResult], duration_s: float, w: Workload, gpu_samples: list[dict],
               aborted: str = "") -> BenchReport:
+    """The report of one run: throughputs over the measured wall time, TTFT, TPOT, ITL and latency percentiles
+    of the successful requests, the failures, the GPU samples."""
     ok = [r for r in results if r.ok]
     out_tok = sum(r.output_tokens for r in ok)
     in_tok = sum(r.prompt_tokens for r in ok)
@@ -390,6 +398,7 @@ SERVER_COUNTERS = {"prefix_cache_queries": "vllm:prefix_cache_queries", "prefix_
 
 
 async def server_counters(session: aiohttp.ClientSession, base_url: str) -> dict:
+    """vLLM's Prometheus counters (/metrics: prefix-cache queries and hits, preemptions, ...); {} when unavailable."""
     import aiohttp
 
     try:
@@ -416,6 +425,7 @@ def parse_counters(text: str) -> dict:
 
 
 def counter_delta(before: dict, after: dict) -> dict:
+    """What the counters grew by over a run, with the prefix-cache hit rate where there were queries."""
     d = {k: after[k] - before.get(k, 0.0) for k in after}
     if d.get("prefix_cache_queries"):
         d["prefix_cache_hit_rate"] = d.get("prefix_cache_hits", 0.0) / d["prefix_cache_queries"]

@@ -45,6 +45,7 @@ class SmokeReport:
         return asdict(self)
 
     def junit_xml(self) -> str:
+        """The checks as a JUnit XML test suite (for CI systems that read it)."""
         cases = []
         for c in self.checks:
             body = "" if c.passed else f'<failure message="{escape(c.detail[:300], {chr(34): "&quot;"})}">{escape(c.detail)}</failure>'
@@ -72,6 +73,7 @@ class Client:
         return urllib.request.urlopen(req, timeout=self.timeout)
 
     def json(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        """(HTTP status, JSON body) of one request; for an HTTP error its status and {"error": the body's start}."""
         try:
             with self._req(method, path, body) as r:
                 return r.status, json.loads(r.read())
@@ -79,6 +81,7 @@ class Client:
             return e.code, {"error": e.read().decode("utf-8", "replace")[:500]}
 
     def stream(self, path: str, body: dict) -> tuple[int, list[dict]]:
+        """(HTTP status, the server-sent JSON chunks) of one streamed request."""
         chunks = []
         try:
             with self._req("POST", path, body) as r:
@@ -106,6 +109,9 @@ def _usage_ok(u: dict | None, max_tokens: int) -> tuple[bool, str]:
 
 def run_checks(client: Client, model: str, *, max_tokens: int, stream: bool, expect: str | None,
                deadline: float) -> list[Check]:
+    """The smoke's checks against a ready server, each timed and stopped at the deadline: /v1/models lists the
+    model, a completion and a chat completion answer with their token usage, a streamed chat (with --stream), and
+    --expect matched against the answers."""
     checks: list[Check] = []
     pat = re.compile(expect) if expect else None
     texts: list[str] = []

@@ -81,6 +81,7 @@ class Dashboard:
         return d.get("result", {}).get("result", [])
 
     def alive(self) -> bool:
+        """Whether the dashboard answers."""
         try:
             self._get("/api/version")
             return True
@@ -88,6 +89,7 @@ class Dashboard:
             return False
 
     def nodes(self, with_gpus: bool = True) -> list[NodeView]:
+        """The cluster's nodes (head first), each with its GPUs as its dashboard agent reports them (with_gpus)."""
         out = []
         for n in self._list("nodes"):
             out.append(NodeView(node_id=n["node_id"], ip=n.get("node_ip", ""), name=n.get("node_name", ""),
