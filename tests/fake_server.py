@@ -1,7 +1,7 @@
 """A scriptable stand-in for the vLLM server (tests only).
 
 python fake_server.py --port P --mode MODE [--delay S]
-modes: ok, crash_at_start, crash_after_ready, never_healthy, 503_after_ready, hang_health,
+modes: ok, bind_late, crash_at_start, crash_after_ready, never_healthy, 503_after_ready, hang_health,
        ignore_sigterm, grandchild, escape_grandchild,
        ray: a Ray driver like vLLM's Ray executor: joins $RAY_ADDRESS, reserves a placement group of
             --bundles {--device: 1} bundles (PACK), puts one worker actor on each, and dies when a
@@ -127,6 +127,8 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+if a.mode == "bind_late":  # loads for a while before it binds its port, as vLLM does
+    time.sleep(a.delay)
 srv = http.server.ThreadingHTTPServer((a.host, a.port), H)
 srv.daemon_threads = True
 print("Application startup complete.", flush=True)

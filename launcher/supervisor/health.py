@@ -17,6 +17,20 @@ def probe(url: str, timeout_s: float = 5.0) -> int | None:
         return None
 
 
+def listener_pids(port: int) -> set[int] | None:
+    """PIDs of the processes listening on this TCP port on this host; None when that cannot be told (no
+    process's PID readable: another user's, or the platform refuses)."""
+    import psutil
+
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return None
+    mine = [c for c in conns if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port]
+    pids = {c.pid for c in mine if c.pid is not None}
+    return pids if pids or not mine else None
+
+
 def port_free(host: str, port: int) -> bool:
     """True when host:port can be bound now (the server would get it)."""
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -151,6 +151,7 @@ class ServerRun:
         self.gpu_check = gpu_check or GpuReleaseCheck()
         self.run_id = run_id or uuid.uuid4().hex
         self.tree: process.ProcessTree | None = None
+        self._own_listener = self._foreign_noted = False  # whether this start's server was seen on its port
         self._stop = threading.Event()
         self._known: set[int] = set()
         self.health_url = health_url(probe_host or host, port)
@@ -173,13 +174,31 @@ class ServerRun:
         if self.cluster is not None:
             self.cluster.unbind()  # a new instance gets a new placement, bound again once ready
         self.tree = process.spawn(self.argv, self.env, str(self.log.path), self.run_id)
+        self._own_listener = self._foreign_noted = False  # each start binds (or fails to bind) the port anew
         self._known = set()
         self.gpu_check.pids = set()
         self._record_pids()
         return self.tree
 
-    def _probe(self):
-        return health.probe(self.health_url, self.policy.probe_timeout_s)
+    def _probe(self) -> int | None:
+        """/health's status, counted only when this launch's server is the one listening: until it binds the port,
+        another process there (a second launch that chose the same port, anything started since) may answer, and
+        its 200 must not make this launch READY. Checked until the server's own listener is seen once a start."""
+        status = health.probe(self.health_url, self.policy.probe_timeout_s)
+        if status is None or self._own_listener or self.tree is None:
+            return status
+        listeners = health.listener_pids(self.port)
+        if listeners is None:  # cannot tell: trusted, as before
+            return status
+        self.tree.refresh()
+        if listeners & {m.pid for m in self.tree.members()}:
+            self._own_listener = True
+            return status
+        if not self._foreign_noted:
+            self._foreign_noted = True
+            self.records.note(f"port {self.port} answers, but from PID {', '.join(map(str, sorted(listeners)))}, "
+                              "not this launch's server: not ready until its own server listens there")
+        return None
 
     def _changed(self, old: State, new: State, why: str):
         data = {"state": new.value, "reason": self.sup.reason, "restarts": self.sup.restarts}
