@@ -24,9 +24,9 @@ $(VENV)/.setup-done: pyproject.toml
 	touch $@
 
 # Two workers (the reference machine's 2 cores): the real vLLM starts run one after another on one of them
-# (tests/conftest.py groups them), everything else beside them on the other.
+# (tests/conftest.py schedules them), everything else beside them on the other.
 test: setup
-	$(PY) -m pytest -q -ra -n 2 --dist loadgroup
+	$(PY) -m pytest -q -ra -n 2
 
 # The main job: a real smoke launch of the bundled tiny model on the real vLLM engine.
 demo: setup

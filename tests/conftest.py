@@ -27,16 +27,30 @@ def cli(*args, env=None, timeout=600):
                           env=env if env is not None else os.environ.copy(), cwd=str(ROOT))
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
-    """With pytest-xdist (`make test`: -n 2 --dist loadgroup) the real vLLM starts share one worker, one after
-    another (each wants the CPU and the default port 8000), and so do the Ray cluster's tests; the rest runs beside
-    them on the other worker."""
-    for item in items:
-        if item.get_closest_marker("vllm"):
-            item.add_marker(pytest.mark.xdist_group("vllm"))
-        elif item.nodeid.startswith("tests/test_cluster_ray.py"):
-            item.add_marker(pytest.mark.xdist_group("ray"))
+    """A test that starts the real vLLM engine (marked `vllm`) lives in a tests/*_real.py file: `make test` keeps
+    those files on one worker (pytest_xdist_make_scheduler below)."""
+    stray = [i.nodeid for i in items if i.get_closest_marker("vllm") and not i.nodeid.split("::")[0].endswith("_real.py")]
+    if stray:
+        raise pytest.UsageError(f"tests marked vllm outside a *_real.py file (they would run beside another start): {stray}")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`make test` (-n 2): the real vLLM starts (tests/*_real.py) one after another on one worker, each wanting the
+    CPU and, without --port, port 8000; the Ray cluster's tests as one group too; every other test on its own.
+    (pytest-xdist's own --dist loadgroup does not group under pytest 9: it renames the node id it relies on.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class RealStartsTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            if path.endswith("_real.py"):
+                return "real-vllm"
+            if path.endswith("test_cluster_ray.py"):
+                return "ray"
+            return nodeid
+
+    return RealStartsTogether(config, log)
 
 
 @pytest.fixture(scope="session")
