@@ -17,7 +17,8 @@ if shutil.which("nvidia-smi") is None:
 
 # vLLM started without its torch.compile warm-up and with its worker inside the engine-core process: 35 s to READY
 # instead of 65 s for the tiny model on the 2-core reference machine (2026-12-05). vLLM's default start (compiled,
-# a worker process of its own) is what test_smoke_passes_and_writes_reports and `make demo` run.
+# a worker process of its own) is what `make demo` and
+# test_vllm_real.py::test_smoke_from_a_triton_model_json_passes_and_writes_reports run.
 QUICK_VLLM = ("--enforce-eager", "--distributed-executor-backend", "uni")
 
 
@@ -33,6 +34,7 @@ def pytest_collection_modifyitems(config, items):
     stray = [i.nodeid for i in items if i.get_closest_marker("vllm") and not i.nodeid.split("::")[0].endswith("_real.py")]
     if stray:
         raise pytest.UsageError(f"tests marked vllm outside a *_real.py file (they would run beside another start): {stray}")
+    items.sort(key=lambda i: not i.nodeid.split("::")[0].endswith("_real.py"))  # the longest group is handed out first
 
 
 def pytest_xdist_make_scheduler(config, log):

@@ -156,6 +156,7 @@ def test_another_process_answering_on_the_port_does_not_make_the_launch_ready(tm
 
     port = health.find_free_port()
     other = subprocess.Popen(fake_argv(port, "ok"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sr = th = pids = None
     try:
         wait_for(lambda: health.probe(f"http://127.0.0.1:{port}/health", 0.3) == 200, 10, what="the other server")
         sr, th, pids = start("late", "bind_late", delay=3.0, port=port)
@@ -167,8 +168,9 @@ def test_another_process_answering_on_the_port_does_not_make_the_launch_ready(tm
         wait_for(lambda: sr.sup.state == State.FATAL, 15, what="its own server's failed bind")
         text = log.read_text()
         assert "-> READY" not in text and "port_in_use" in text  # vLLM's own failure, named; a setting: not retried
-        finish(sr, th)
-        assert none_alive(all_pids(pids))
     finally:
+        if sr is not None:  # whatever failed above, nothing of this test outlives it
+            finish(sr, th)
+            assert none_alive(all_pids(pids))
         other.terminate()
         other.wait(10)

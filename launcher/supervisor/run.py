@@ -137,23 +137,52 @@ def stop_on_signals(handler: Callable[[int, FrameType | None], object]) -> None:
         signal.signal(sig, handler)
 
 
+class PortGuard:
+    """/health's status counted only once this launch's server is the one listening on its port: until it binds
+    it, another process there (a second launch that chose the same port, anything started since) may answer, and
+    its 200 must not make this launch READY. Checked until the server's own listener is seen, each start."""
+
+    def __init__(self, port: int, note: Callable[[str], None]) -> None:
+        self.port, self.note = port, note
+        self.reset()
+
+    def reset(self) -> None:
+        self.own_seen = self.foreign_noted = False
+
+    def check(self, status: int | None, tree: process.ProcessTree | None) -> int | None:
+        """The status, or None (no answer) while another process answers on the port."""
+        if status is None or self.own_seen or tree is None:
+            return status
+        listeners = health.listener_pids(self.port)
+        if listeners is None:  # cannot tell: trusted
+            return status
+        tree.refresh()
+        if listeners & {m.pid for m in tree.members()}:
+            self.own_seen = True
+            return status
+        if not self.foreign_noted:
+            self.foreign_noted = True
+            self.note(f"port {self.port} answers, but from PID {', '.join(map(str, sorted(listeners)))}, not this "
+                      "launch's server: not ready until its own server listens there")
+        return None
+
+
 class ServerRun:
     """One supervised launch: spawn, probe, restart, stop; mirrors everything into state.json."""
 
     def __init__(self, name: str, argv: list[str], env: dict, host: str, port: int, run_dir: Path,
                  policy: RestartPolicy, on_event: Callable[[str, dict], None] | None = None,
                  gpu_check: GpuReleaseCheck | None = None, probe_host: str | None = None,
-                 cluster: ClusterWatch | None = None,
-                 run_id: str | None = None, start_lock: StartLock | None = None) -> None:
+                 cluster: ClusterWatch | None = None, run_id: str | None = None, start_lock: StartLock | None = None,
+                 ) -> None:
         self.name, self.argv, self.env, self.host, self.port, self.policy = name, argv, env, host, port, policy
         self.dir, self.log, self.records = run_dir, ServerLog(run_dir / "server.log"), StateMirror(name, run_dir)
         self.on_event = on_event or (lambda kind, data: None)
         self.gpu_check = gpu_check or GpuReleaseCheck()
         self.run_id = run_id or uuid.uuid4().hex
         self.tree: process.ProcessTree | None = None
-        self._own_listener = self._foreign_noted = False  # whether this start's server was seen on its port
-        self._stop = threading.Event()
-        self._known: set[int] = set()
+        self.port_guard = PortGuard(port, self.records.note)
+        self._stop, self._known = threading.Event(), set()
         self.health_url = health_url(probe_host or host, port)
         self.cluster = cluster  # a ClusterWatch when the server runs on a Ray cluster
         self.start_lock = start_lock  # the host's start lock (locks.StartLock): released at READY or the end
@@ -174,31 +203,14 @@ class ServerRun:
         if self.cluster is not None:
             self.cluster.unbind()  # a new instance gets a new placement, bound again once ready
         self.tree = process.spawn(self.argv, self.env, str(self.log.path), self.run_id)
-        self._own_listener = self._foreign_noted = False  # each start binds (or fails to bind) the port anew
+        self.port_guard.reset()  # each start binds (or fails to bind) the port anew
         self._known = set()
         self.gpu_check.pids = set()
         self._record_pids()
         return self.tree
 
     def _probe(self) -> int | None:
-        """/health's status, counted only when this launch's server is the one listening: until it binds the port,
-        another process there (a second launch that chose the same port, anything started since) may answer, and
-        its 200 must not make this launch READY. Checked until the server's own listener is seen once a start."""
-        status = health.probe(self.health_url, self.policy.probe_timeout_s)
-        if status is None or self._own_listener or self.tree is None:
-            return status
-        listeners = health.listener_pids(self.port)
-        if listeners is None:  # cannot tell: trusted, as before
-            return status
-        self.tree.refresh()
-        if listeners & {m.pid for m in self.tree.members()}:
-            self._own_listener = True
-            return status
-        if not self._foreign_noted:
-            self._foreign_noted = True
-            self.records.note(f"port {self.port} answers, but from PID {', '.join(map(str, sorted(listeners)))}, "
-                              "not this launch's server: not ready until its own server listens there")
-        return None
+        return self.port_guard.check(health.probe(self.health_url, self.policy.probe_timeout_s), self.tree)
 
     def _changed(self, old: State, new: State, why: str):
         data = {"state": new.value, "reason": self.sup.reason, "restarts": self.sup.restarts}
