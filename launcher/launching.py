@@ -182,10 +182,11 @@ def _check_cpu_kv(cpu_kv: dict | None) -> None:
 
 
 def _port(spec: LaunchSpec, check_port: bool) -> int:
-    """--port, checked free; without it 8000, or a free port where 8000 is taken."""
+    """--port, checked free; without it $LAUNCHER_PORT (default 8000), or a free port where that one is taken."""
     port = spec.port
     if port is None:
-        return 8000 if health.port_free(spec.host, 8000) else health.find_free_port(
+        first = default_port()
+        return first if health.port_free(spec.host, first) else health.find_free_port(
             spec.host if spec.host != "0.0.0.0" else "127.0.0.1")
     if check_port and not health.port_free(spec.host, port):
         raise BadInput(f"port {port} on {spec.host} is already in use{_port_owner(port)}.",
@@ -220,6 +221,16 @@ def _gpu_env(chosen: list[int], spec_env: dict) -> dict:
                                                                   for x in parent.split(",") if x.strip())):
         return {}
     return {"CUDA_VISIBLE_DEVICES": ",".join(map(str, chosen)), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+
+
+def default_port() -> int:
+    """The port tried first without --port: $LAUNCHER_PORT, else vLLM's 8000."""
+    raw = os.environ.get("LAUNCHER_PORT", "").strip()
+    if not raw:
+        return 8000
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise BadInput(f"LAUNCHER_PORT must be a port number (1-65535), got '{raw}'.")
+    return int(raw)
 
 
 def _port_owner(port: int) -> str:

@@ -28,31 +28,49 @@ def cli(*args, env=None, timeout=600):
                           env=env if env is not None else os.environ.copy(), cwd=str(ROOT))
 
 
+# The real vLLM starts (tests/*_real.py) in two groups that may run at the same time, one per worker: the second
+# group's launches try a port of their own first (LAUNCHER_PORT), so that neither takes the other's 8000.
+REAL_GROUP_B = ("tests/test_bench_real.py", "tests/test_what_users_launch_real.py")
+
+
+def _real_group(nodeid: str) -> str | None:
+    path = nodeid.split("::", 1)[0]
+    if not path.endswith("_real.py"):
+        return None
+    return "real-b" if path in REAL_GROUP_B else "real-a"
+
+
 def pytest_collection_modifyitems(config, items):
-    """A test that starts the real vLLM engine (marked `vllm`) lives in a tests/*_real.py file: `make test` keeps
-    those files on one worker (pytest_xdist_make_scheduler below)."""
-    stray = [i.nodeid for i in items if i.get_closest_marker("vllm") and not i.nodeid.split("::")[0].endswith("_real.py")]
+    """A test that starts the real vLLM engine (marked `vllm`) lives in a tests/*_real.py file, so that `make test`
+    runs it in its group (pytest_xdist_make_scheduler below)."""
+    stray = [i.nodeid for i in items if i.get_closest_marker("vllm") and _real_group(i.nodeid) is None]
     if stray:
         raise pytest.UsageError(f"tests marked vllm outside a *_real.py file (they would run beside another start): {stray}")
-    items.sort(key=lambda i: not i.nodeid.split("::")[0].endswith("_real.py"))  # the longest group is handed out first
+    items.sort(key=lambda i: _real_group(i.nodeid) is None)  # the long groups are handed out first
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """`make test` (-n 2): the real vLLM starts (tests/*_real.py) one after another on one worker, each wanting the
-    CPU and, without --port, port 8000; the Ray cluster's tests as one group too; every other test on its own.
-    (pytest-xdist's own --dist loadgroup does not group under pytest 9: it renames the node id it relies on.)"""
+    """`make test` (-n 2): the real vLLM starts in two groups, each one start after another on one worker; the Ray
+    cluster's tests as a group too; every other test on its own, beside them. (pytest-xdist's own --dist loadgroup
+    does not group under pytest 9: it renames the node id it relies on.)"""
     from xdist.scheduler import LoadScopeScheduling
 
-    class RealStartsTogether(LoadScopeScheduling):
+    class RealStartsInGroups(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            if path.endswith("_real.py"):
-                return "real-vllm"
-            if path.endswith("test_cluster_ray.py"):
+            if nodeid.split("::", 1)[0].endswith("test_cluster_ray.py"):
                 return "ray"
-            return nodeid
+            return _real_group(nodeid) or nodeid
 
-    return RealStartsTogether(config, log)
+    return RealStartsInGroups(config, log)
+
+
+@pytest.fixture(autouse=True)
+def _own_default_port(request, monkeypatch):
+    """The second group of real starts tries a port of its own first (launching.default_port)."""
+    if _real_group(request.node.nodeid) == "real-b":
+        from launcher.supervisor import health
+
+        monkeypatch.setenv("LAUNCHER_PORT", str(health.find_free_port()))
 
 
 @pytest.fixture(scope="session")

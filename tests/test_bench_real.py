@@ -26,9 +26,20 @@ def test_bench_starts_measures_plots_and_stops(tmp_path):
     assert d["tpot_s"]["p50"] > 0 and len(d["timeline"]) == 12
     assert all(t["output_tokens"] == 8 for t in d["timeline"])  # ignore_eos + max_tokens: exact output lengths
     assert png.stat().st_size > 10_000
-    left = [p for p in psutil.process_iter(["cmdline"]) if "vllm.entrypoints" in " ".join(p.info["cmdline"] or [])
-            and str(TINY) in " ".join(p.info["cmdline"] or [])]
-    assert not left
+    assert not _servers_of_this_test()
+
+
+def _servers_of_this_test() -> list[int]:
+    """vLLM API servers started under this test's LAUNCHER_HOME (another group's real starts may run beside it)."""
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        if "vllm.entrypoints" in " ".join(p.info["cmdline"] or []):
+            try:
+                if p.environ().get("LAUNCHER_HOME") == os.environ["LAUNCHER_HOME"]:
+                    out.append(p.pid)
+            except psutil.Error:
+                pass
+    return out
 
 
 def test_bench_whose_server_dies_reports_partial_results_and_fails(tmp_path, launcher_home):
@@ -48,7 +59,7 @@ def test_bench_whose_server_dies_reports_partial_results_and_fails(tmp_path, lau
         rc = b.wait(timeout=300)
         d = json.loads(out.read_text())
         assert rc == 1
-        assert d["completed"] >= 10 and d["failed"] >= 1 and "died" in d["aborted"]
+        assert d["completed"] >= 1 and d["failed"] >= 1 and "died" in d["aborted"]  # partial results, and why
         assert d["errors"]
     finally:
         cli("stop", "victim", timeout=120)

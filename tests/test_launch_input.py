@@ -191,3 +191,23 @@ def test_the_launcher_keeps_the_cuda_graph_share_itself(nothing_started):
     r = cli("launch", "--model-name", "llama-3.1-instruct", "--size-in-billions", "8", "--gpu", "H200", "--print-config", "--json")
     d = json.loads(r.stdout)
     assert d["env"] == {} and "--gpu-memory-utilization" not in d["command"]
+
+
+def test_launcher_port_is_the_port_tried_first_without_port(monkeypatch):
+    """$LAUNCHER_PORT replaces 8000 as the port tried first; where it is taken a free one is chosen; a bad value is one
+    line, exit 2."""
+    import socket
+
+    from launcher.supervisor import health
+
+    free = health.find_free_port()
+    env = dict(os.environ, LAUNCHER_PORT=str(free))
+    r = cli("launch", "--model-path", str(TINY), "--print-config", "--json", env=env)
+    assert r.returncode == 0 and json.loads(r.stdout)["port"] == free, r.stderr
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", free))
+        held.listen()
+        r = cli("launch", "--model-path", str(TINY), "--print-config", "--json", env=env)
+        assert r.returncode == 0 and json.loads(r.stdout)["port"] not in (free, 8000), r.stdout
+    r = cli("launch", "--model-path", str(TINY), "--print-config", "--json", env=dict(env, LAUNCHER_PORT="80x"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "LAUNCHER_PORT must be a port number" in r.stderr
