@@ -234,12 +234,11 @@ def default_port() -> int:
 
 
 def _port_owner(port: int) -> str:
-    try:
-        for c in psutil.net_connections("inet"):
-            if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN and c.pid:
-                return f" (by PID {c.pid}, {psutil.Process(c.pid).name()})"
-    except (psutil.Error, OSError):
-        pass
+    for pid in sorted(health.listener_pids(port) or ()):
+        try:
+            return f" (by PID {pid}, {psutil.Process(pid).name()})"
+        except psutil.Error:
+            pass
     return ""
 
 

@@ -102,6 +102,23 @@ def fake_argv(port: int, mode: str, delay: float = 0.5) -> list[str]:
     return [sys.executable, FAKE, "--port", str(port), "--mode", mode, "--delay", str(delay)]
 
 
+def vllm_processes_here() -> list[int]:
+    """vLLM processes (API servers, engine cores) started under this test's LAUNCHER_HOME: a real start of another
+    test may run beside it."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "vllm.entrypoints" in cmd or "VLLM::" in cmd:
+            try:
+                if p.environ().get("LAUNCHER_HOME") == os.environ.get("LAUNCHER_HOME"):
+                    out.append(p.pid)
+            except psutil.Error:
+                pass
+    return out
+
+
 def run_processes(run_id: str) -> list[int]:
     """PIDs of the processes tagged with a launch's run id (LAUNCHER_RUN_ID in their environment)."""
     import psutil

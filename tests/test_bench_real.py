@@ -9,7 +9,7 @@ import time
 import psutil
 import pytest
 
-from conftest import QUICK_VLLM, ROOT, TINY, cli, wait_for
+from conftest import QUICK_VLLM, ROOT, TINY, cli, vllm_processes_here, wait_for
 
 pytestmark = pytest.mark.vllm
 
@@ -26,20 +26,7 @@ def test_bench_starts_measures_plots_and_stops(tmp_path):
     assert d["tpot_s"]["p50"] > 0 and len(d["timeline"]) == 12
     assert all(t["output_tokens"] == 8 for t in d["timeline"])  # ignore_eos + max_tokens: exact output lengths
     assert png.stat().st_size > 10_000
-    assert not _servers_of_this_test()
-
-
-def _servers_of_this_test() -> list[int]:
-    """vLLM API servers started under this test's LAUNCHER_HOME (another group's real starts may run beside it)."""
-    out = []
-    for p in psutil.process_iter(["cmdline"]):
-        if "vllm.entrypoints" in " ".join(p.info["cmdline"] or []):
-            try:
-                if p.environ().get("LAUNCHER_HOME") == os.environ["LAUNCHER_HOME"]:
-                    out.append(p.pid)
-            except psutil.Error:
-                pass
-    return out
+    assert not vllm_processes_here()
 
 
 def test_bench_whose_server_dies_reports_partial_results_and_fails(tmp_path, launcher_home):

@@ -3,31 +3,16 @@ import json
 import math
 import os
 
-import psutil
 import pytest
 
-from conftest import TINY, cli
-
-
-def vllm_processes():
-    """vLLM processes started under this test's LAUNCHER_HOME (a real start of another test may run beside it)."""
-    out = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if "vllm.entrypoints" in cmd or "VLLM::" in cmd:
-            try:
-                if p.environ().get("LAUNCHER_HOME") == os.environ.get("LAUNCHER_HOME"):
-                    out.append(p.pid)
-            except psutil.Error:
-                pass
-    return out
+from conftest import TINY, cli, vllm_processes_here
 
 
 @pytest.fixture
 def nothing_started():
-    before = set(vllm_processes())
+    before = set(vllm_processes_here())
     yield
-    assert set(vllm_processes()) - before == set(), "a server was started"
+    assert set(vllm_processes_here()) - before == set(), "a server was started"
 
 
 @pytest.mark.parametrize("args,msg", [

@@ -228,12 +228,16 @@ class CaptureGrid:
 DEFAULT_GRID = CaptureGrid()
 
 
+def datacentre_blackwell(capability: tuple[int, int] | None) -> bool:
+    """Compute capability 10.x (B200, GB200): where vLLM's releases pick wider CUDA graph grids."""
+    return capability is not None and capability[0] == 10
+
+
 def capture_grid(capability: tuple[int, int] | None, vllm_version: tuple[int, ...], num_speculative_tokens: int = 0
                  ) -> CaptureGrid:
     """The release's capture grid on this GPU (see CaptureGrid)."""
     vv = tuple(vllm_version[:2])
-    blackwell = capability is not None and capability[0] == 10
-    return CaptureGrid(max_capture=1024 if blackwell and vv >= (0, 28) else 512,
+    return CaptureGrid(max_capture=1024 if datacentre_blackwell(capability) and vv >= (0, 28) else 512,
                        decode_query_len=1 + num_speculative_tokens if vv >= (0, 29) else 1,
                        max_seqs_size=vv >= (0, 31))
 

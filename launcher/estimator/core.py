@@ -315,10 +315,10 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     per_token = lay.bytes_per_block // block
     free = gpu.cuda_free_bytes
     # from 0.27 the V2 sampler's states are inside the share (pre): only the block tables stay out
-    buffers = activation.request_buffers_bytes(m, run, max_num_seqs=seqs, max_model_len=max(used_len, 1),
-                                               block_size=block, sampler_states_inside=bool(pre))
-    outside = 0 if ext else activation.outside_budget_bytes(run, enforce_eager=s.enforce_eager, request_buffers=buffers,
-                                                            graphs_outside=graphs_outside)
+    outside = 0 if ext else activation.outside_budget_bytes(
+        run, enforce_eager=s.enforce_eager, graphs_outside=graphs_outside,
+        request_buffers=activation.request_buffers_bytes(m, run, max_num_seqs=seqs, max_model_len=max(used_len, 1),
+                                                         block_size=block, sampler_states_inside=bool(pre)))
     est = Estimate(
         fits=True, max_model_len=used_len, max_model_len_fit=fit_len, derived_max_model_len=derived,
         kv_cache_tokens=tokens, kv_cache_bytes=avail, kv_blocks=lay.num_blocks(avail_pos), weights_bytes=w,
@@ -410,8 +410,7 @@ def _wanted_length(m: ModelArch, s: EngineSettings) -> tuple[int, bool]:
 
 def _with_launch_notes(m: ModelArch, s: EngineSettings, gpu: GpuBudget, vllm_version: tuple[int, ...]) -> ModelArch:
     """The model with what this launch adds that is not measured (its `notes` decide confidence and margin)."""
-    if gpu.capability is not None and gpu.capability[0] == 10 and tuple(vllm_version[:2]) >= (0, 34) \
-            and not s.enforce_eager:
+    if activation.datacentre_blackwell(gpu.capability) and tuple(vllm_version[:2]) >= (0, 34) and not s.enforce_eager:
         m = replace(m, notes=(*m.notes, "vLLM 0.34's wider CUDA graph grids on data-centre Blackwell (prefill graphs up "
                                         "to 8192 tokens, config/vllm.py _split_cudagraph_capture_sizes) are not modelled"))
     if m.vision_layers and s.mm_processor_kwargs not in (None, "", {}, "{}"):

@@ -285,26 +285,23 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
         qk_norm=mtype in ("qwen3", "qwen3_moe", "qwen3_next"),
         extra_norms_per_layer=2 if mtype in ("gemma2", "glm4") else 0,  # post-attention and post-MLP norms
         rotary_fraction=_rotary_fraction(cfg, layer_types),
-        gated_mlp=mtype.replace("-", "_") not in UNGATED_MLP,
         rope_max_pos=_rope_positions(cfg),
         quant=_quant(cfg, quantization, notes),
         mtp_layers=int(cfg.get("num_nextn_predict_layers") or cfg.get("mtp_num_hidden_layers") or 0),
     )
     common.update(_layout(cfg, mtype, h, plan))
-    if mtype == "hrm_text":  # two stacks of layers, each run once per cycle: a cache per layer and step
-        steps = int(cfg.get("H_cycles") or 2) * (int(cfg.get("L_cycles") or 2) + 1)
-        common.update(num_layers=steps * int(cfg.get("num_layers_per_stack") or 1),
-                      layer_windows=(None,) * (steps * int(cfg.get("num_layers_per_stack") or 1)))
     common["notes"] = tuple(notes)  # _quant may have added one
     common.update(layer_plan=plan, state=state, **vision)
     return _with_experts_or_latents(cfg, common, arch, mtype, layers, inter, source)
 
 
 def _layout(cfg: dict, mtype: str, hidden: int, plan: tuple[str, ...]) -> dict:
-    """What vLLM's model class builds beyond a Llama-style decoder: biases, learned positions, no rotary cache,
-    gated queries, a narrower embedding, weightless norms (each by the model type and the switches it reads)."""
+    """What vLLM's model class builds beyond a Llama-style decoder: an ungated MLP, biases, learned positions, no
+    rotary cache, gated queries, a narrower embedding, weightless norms, layers reused per cycle (each by the model
+    type and the switches it reads)."""
     family = mtype.replace("-", "_")
-    out: dict = {"query_gate": bool(cfg.get("attn_output_gate", family in QUERY_GATE))}
+    out: dict = {"query_gate": bool(cfg.get("attn_output_gate", family in QUERY_GATE)),
+                 "gated_mlp": family not in UNGATED_MLP}
     if family in LEARNED_POSITIONS:  # vLLM reads max_position_embeddings (GPT-2's n_positions by its alias)
         rows = int(cfg.get("max_position_embeddings") or cfg.get("n_positions") or 0)
         out["learned_positions"] = rows + LEARNED_POSITIONS[family] if rows else 0
@@ -319,8 +316,11 @@ def _layout(cfg: dict, mtype: str, hidden: int, plan: tuple[str, ...]) -> dict:
     has_attention = not plan or any("A" in p for p in plan)
     out["rotary"] = has_attention and family not in NO_ROTARY and not (family == "falcon" and cfg.get("alibi"))
     if family == "hrm_text":  # vLLM's HrmText: two stacks, parameterless RMSNorms, a learned initial state
-        out.update(norm_weights=False, final_norm=False, extra_params=hidden,
-                   weight_layers=2 * int(cfg.get("num_layers_per_stack") or 1))
+        per_stack = int(cfg.get("num_layers_per_stack") or 1)
+        # each stack runs once per cycle step, with a cache per layer and step
+        cache_layers = int(cfg.get("H_cycles") or 2) * (int(cfg.get("L_cycles") or 2) + 1) * per_stack
+        out.update(norm_weights=False, final_norm=False, extra_params=hidden, weight_layers=2 * per_stack,
+                   num_layers=cache_layers, layer_windows=(None,) * cache_layers)
     return out
 
 
