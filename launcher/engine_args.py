@@ -75,7 +75,14 @@ class ArgSpec:
 
     def convert(self, key: str, raw: object, negated: bool = False) -> object:
         """Convert a raw value (string from argv, or a YAML/JSON value) to the argument's type, in vLLM's range."""
-        return check_range(key, self._convert(key, raw, negated))
+        value = check_range(key, self._convert(key, raw, negated))
+        choices = self.args[key].get("choices")
+        if choices and isinstance(value, int) and not isinstance(value, bool) and str(value) not in choices:
+            # an integer with a fixed list (--max-lora-rank: vLLM's LoRAConfig takes only the ranks it lists)
+            near = min(choices, key=lambda c: abs(int(c) - value) if c.lstrip("-").isdigit() else 1 << 62)
+            raise BadInput(f"--{key} must be one of {', '.join(choices)}; got {value}.",
+                           hint=f"The nearest vLLM {self.version} accepts: --{key} {near}.")
+        return value
 
     def _convert(self, key: str, raw: object, negated: bool) -> object:
         spec = self.args[key]

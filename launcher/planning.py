@@ -6,6 +6,7 @@ from functools import lru_cache
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from . import hostcpu
 from .engines import vllm as vllm_engine
 from .errors import BadInput
 from .estimator import EngineSettings, Estimate, GpuBudget, activation, estimate
@@ -110,12 +111,16 @@ def lora_settings(args: dict):
 def draft_arch(ref: str, dtype: str) -> ModelArch:
     """The speculative proposer's architecture from its config.json: a local folder or a Hub repository id. Read
     once per process (`estimate --gpu all` plans the same launch for every cell)."""
-    if Path(ref).exists():
-        cfg = load_config_dir(ref)
-    else:
-        from .models import hub
+    from .models import hub
 
+    if Path(ref).expanduser().exists():
+        cfg = load_config_dir(str(Path(ref).expanduser()))
+    elif hub.looks_like_repo_id(ref):
         cfg = hub.fetch_metadata(ref, None).config
+    else:
+        raise BadInput(f"--speculative-config: the draft model '{ref}' was not found: no such folder here, and not a "
+                       "Hub repository id (org/name).",
+                       hint="Give the draft's folder (with its config.json) or its Hub id in the \"model\" key.")
     return from_config(cfg, source=f"draft {ref}", dtype=dtype)
 
 
@@ -393,11 +398,24 @@ def host_weights_bytes(m: ModelArch, s: EngineSettings) -> int:
     return held
 
 
-def cpu_kv_cache(m: ModelArch, s: EngineSettings, env: dict | None = None, available_bytes: int | None = None) -> dict:
+def cpu_state_layout(m: ModelArch, avx512_bf16: bool | None = None) -> ModelArch:
+    """The model as vLLM's CPU build lays out its recurrent state on this host: on a CPU with AVX-512 BF16 the CPU
+    platform stores the temporal state in float32 for its accelerated backend (platforms/cpu.py
+    check_and_update_config, --mamba-ssm-cache-dtype left at auto); elsewhere in the model's dtype, as on a GPU."""
+    on = hostcpu.has_avx512_bf16() if avx512_bf16 is None else avx512_bf16
+    if m.state is None or m.state.temporal_fp32 or not on:
+        return m
+    return replace(m, state=replace(m.state, temporal_fp32=True))
+
+
+def cpu_kv_cache(m: ModelArch, s: EngineSettings, env: dict | None = None, available_bytes: int | None = None,
+                 avx512_bf16: bool | None = None) -> dict:
     """The CPU build sizes its KV cache from VLLM_CPU_KVCACHE_SPACE (GiB) or --kv-cache-memory-bytes.
     available_bytes: the host's available memory now; the CPU worker refuses a KV cache larger than what is
-    available when it allocates it, after loading the weights (cpu_worker.determine_available_memory)."""
+    available when it allocates it, after loading the weights (cpu_worker.determine_available_memory).
+    avx512_bf16: whether the host CPU has AVX-512 BF16 (None: read from this host), which sets the state's dtype."""
     env = os.environ if env is None else env
+    m = cpu_state_layout(m, avx512_bf16)
     space = s.kv_cache_memory_bytes
     src = "--kv-cache-memory-bytes"
     if space is None and env.get("VLLM_CPU_KVCACHE_SPACE"):

@@ -69,9 +69,11 @@ class Row:
         return (self.weights_estimate - self.weights_vllm) / self.weights_vllm if self.weights_vllm else 0.0
 
 
-def run_worker(jobs: list[dict], python: str | None = None, timeout_s: float = 600) -> dict[str, dict]:
-    """Results by job id, from one worker process (vLLM imported once)."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_TARGET_DEVICE="cpu")
+def run_worker(jobs: list[dict], python: str | None = None, timeout_s: float = 600,
+               env_extra: dict | None = None) -> dict[str, dict]:
+    """Results by job id, from one worker process (vLLM imported once). env_extra: e.g.
+    {"CONFORMANCE_AVX512_BF16": "1"} to have the worker answer as a CPU with AVX-512 BF16 would."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_TARGET_DEVICE="cpu", **(env_extra or {}))
     out = subprocess.run([python or sys.executable, str(WORKER)], input="".join(json.dumps(j) + "\n" for j in jobs),
                          capture_output=True, text=True, timeout=timeout_s, env=env, cwd=str(ROOT))
     res = {}

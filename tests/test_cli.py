@@ -165,3 +165,21 @@ def test_each_cli_option_is_declared_once():
                 seen[node.args[0].value].append(f.name)
     again = {flag: where for flag, where in seen.items() if len(where) > 1}
     assert set(again) == set(PER_COMMAND_FLAGS), again
+
+
+def test_a_draft_model_that_is_nowhere_is_one_line_exit_2():
+    """Was "internal error: HFValidationError" (exit 1): a path that does not exist went to the Hub as a repo id."""
+    r = cli("estimate", "--model-path", str(TINY), "--gpu", "H100-80GB",
+            "--speculative-config", '{"model": "/nonexistent", "num_speculative_tokens": 4}')
+    assert r.returncode == 2, r.stderr
+    assert "draft model '/nonexistent' was not found" in r.stderr and "internal error" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("rank,ok", [("7", False), ("8", True), ("300", False)])
+def test_max_lora_rank_only_the_ranks_vllm_lists(rank, ok):
+    """vLLM's LoRAConfig takes max_lora_rank from a fixed list (1, 8, 16, ..., 512); 7 passed before."""
+    r = cli("estimate", "--model-path", str(TINY), "--gpu", "H100-80GB", "--enable-lora", "--max-lora-rank", rank)
+    assert (r.returncode == 0) is ok, r.stderr
+    if not ok:
+        assert r.returncode == 2 and "--max-lora-rank must be one of" in r.stderr

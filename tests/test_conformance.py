@@ -110,3 +110,22 @@ def test_an_architecture_counted_low_says_so_and_keeps_the_large_margin(run):
 
     assert extrapolated_margin_bytes(m, (0, 24, 0), e.requested_bytes, e.kv_cache_bytes) == \
         int(EXTRAPOLATED_MARGIN * e.requested_bytes)  # the large margin, not the derived one
+
+
+# Architectures with a recurrent state per layer: the state's dtype is what vLLM's CPU platform rewrites on a CPU
+# with AVX-512 BF16 (platforms/cpu.py sets mamba_ssm_cache_dtype to float32 for its accelerated backend).
+STATE_ARCHS = ("MambaForCausalLM", "Mamba2ForCausalLM", "FalconMambaForCausalLM", "JambaForCausalLM",
+               "FalconH1ForCausalLM", "GraniteMoeHybridForCausalLM", "Qwen3NextForCausalLM")
+
+
+@pytest.mark.parametrize("avx512_bf16", ["0", "1"])
+def test_the_comparison_does_not_depend_on_the_host_cpu(avx512_bf16):
+    """The harness compares with vLLM on a GPU: the same table whether the CPU running it has AVX-512 BF16 or not
+    (forced both ways). Without the harness's GPU cache dtypes, the forced-on run gives a float32 temporal state,
+    about twice the estimator's, and these architectures come out 'differs' (as a clean clone did on an AMD EPYC
+    with AVX-512 BF16)."""
+    jobs = [{"id": a, "generate": a} for a in STATE_ARCHS]
+    res = conformance.run_worker(jobs, env_extra={"CONFORMANCE_AVX512_BF16": avx512_bf16})
+    rows = {a: conformance.compare(a, res[a]) for a in STATE_ARCHS}
+    assert all(r.state_match for r in rows.values()), {a: r.reason for a, r in rows.items() if not r.state_match}
+    assert {a: r.status for a, r in rows.items()} == {a: DATA["architectures"][a]["status"] for a in STATE_ARCHS}

@@ -48,6 +48,8 @@ class Builder:
         # vLLM inspects a model class it has not cached in a fresh interpreter (to keep CUDA out of the parent):
         # 17-20 s each here, and there is no CUDA on the meta device to keep out
         vllm_registry._run_in_subprocess = lambda fn: fn()
+        _host_as_forced(torch)
+        _gpu_cache_dtypes()
         self.torch, self.EngineArgs, self.initialize_model = torch, EngineArgs, initialize_model
         self.set_config = set_current_vllm_config
         self.init_dist, self.init_mp, self.destroy_mp = (init_distributed_environment, initialize_model_parallel,
@@ -151,6 +153,35 @@ class Builder:
                     row["state_dtypes"] = [str(t) for t in getattr(spec, "dtypes", ())]
             out.append(row)
         return out
+
+
+def _host_as_forced(torch) -> None:
+    """CONFORMANCE_AVX512_BF16=0|1 answers torch.cpu._is_avx512_bf16_supported as that host would (the test runs the
+    comparison both ways); unset, the host answers for itself."""
+    forced = os.environ.get("CONFORMANCE_AVX512_BF16")
+    if forced in ("0", "1"):
+        torch.cpu._is_avx512_bf16_supported = lambda: forced == "1"
+
+
+def _gpu_cache_dtypes() -> None:
+    """Compare with vLLM on a GPU, the platform users size memory for, whatever CPU runs this.
+
+    The CPU platform's check_and_update_config rewrites --mamba-ssm-cache-dtype to float32 on a CPU with AVX-512 BF16
+    (platforms/cpu.py: the accelerated GDN backend), so the recurrent state came out twice as large as on a GPU, whose
+    platform leaves the dtype as asked. The harness keeps the cache dtypes as the engine arguments and the model's own
+    config rules set them, and lets the CPU platform change nothing else."""
+    from vllm.platforms import current_platform
+
+    cls = type(current_platform)
+    cpu_rule = cls.check_and_update_config
+
+    def as_on_gpu(_cls, vllm_config) -> None:
+        cache = vllm_config.cache_config
+        asked = (cache.cache_dtype, cache.mamba_cache_dtype, cache.mamba_ssm_cache_dtype)
+        cpu_rule(vllm_config)
+        cache.cache_dtype, cache.mamba_cache_dtype, cache.mamba_ssm_cache_dtype = asked
+
+    cls.check_and_update_config = classmethod(as_on_gpu)
 
 
 def _own_buffers(model) -> list:
