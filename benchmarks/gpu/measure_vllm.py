@@ -76,7 +76,8 @@ def blind(out_dir, case):
     d, args = write_folders(case)
     launched_args, env, extra = launcher_graph_args(d, args)
     os.makedirs(out_dir, exist_ok=True)
-    record = {"case": case["case"], "planned_gpu": os.environ.get("PLAN_GPU"), "user_args": args, **extra}
+    record = {"case": case["case"], "planned_gpu": os.environ.get("PLAN_GPU"), "planned_vllm": os.environ.get("PLAN_VLLM"),
+              "user_args": args, **extra}
     json.dump(record, open(os.path.join(out_dir, case["case"] + ".json"), "w"), indent=1)
     print(case["case"], json.dumps(extra["estimate_at_start"]), flush=True)
 
@@ -146,10 +147,13 @@ def launcher_graph_args(d, args):
     from launcher.launching import graph_budget
     from launcher.planning import plan, resolve_model
 
-    spec = vllm_engine.arg_spec(allow_dump=False)
+    # PLAN_VLLM: the release planned for in a dry run (the GPU host's own vLLM is read there)
+    version = os.environ.get("PLAN_VLLM")
+    spec = vllm_engine.arg_spec_for_version(version) if version else vllm_engine.arg_spec(allow_dump=False)
     engine_args = parse_argv(list(args), spec)
     p = plan(resolve_model(d, None, None, None, engine_args.get("quantization") or "none", dtype=engine_args.get("dtype")),
-             engine_args, env=dict(os.environ), gpu_preset=os.environ.get("PLAN_GPU"))  # PLAN_GPU: a dry run without a GPU
+             engine_args, env=dict(os.environ), gpu_preset=os.environ.get("PLAN_GPU"),  # PLAN_GPU: a dry run without a GPU
+             vllm_version=version)
     e = p.estimate
     server_args, env = graph_budget(e, engine_args)
     keep = ("fits", "graph_memory", "runner", "weights_bytes", "lora_bytes", "draft_weights_bytes", "draft_kv_layers",
