@@ -72,6 +72,40 @@ def load_file(path: str, engine_spec: ArgSpec | None = None) -> dict:
 
     engine_spec: the installed vLLM's ArgSpec, to take flat engine arguments (vLLM --config YAML,
     Triton model.json); without it only our own shape is accepted."""
+    data = read_mapping(path, "launch file")
+    return launch_mapping(data, engine_spec, f"launch file '{path}'")
+
+
+def read_mapping(path: str, what: str) -> dict:
+    """A YAML (safe_load, no tags) or JSON file whose top level is a mapping; BadInput in one line otherwise."""
+    p = Path(path)
+    if not p.is_file():
+        raise BadInput(f"{what} '{path}' not found.")
+    text = p.read_text()
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        elif p.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise BadInput(f"{what} '{path}': use .yaml, .yml or .json.")
+    except BadInput:
+        raise
+    except Exception as e:  # yaml.YAMLError (tags included), JSONDecodeError
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise BadInput(f"{what} '{path}' is malformed: {first}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise BadInput(f"{what} '{path}': expected a mapping at the top level.")
+    return data
+
+
+def launch_mapping(data: dict, engine_spec: ArgSpec | None, where: str) -> dict:
+    """One launch as a mapping (a launch file, or one entry of the gateway's models file), checked: spec keys plus
+    'engine_args' (a raw mapping). `where` names it in errors."""
     from pydantic import BaseModel, ConfigDict, ValidationError
 
     class LaunchFile(BaseModel):
@@ -102,29 +136,7 @@ def load_file(path: str, engine_spec: ArgSpec | None = None) -> dict:
         ray_address: Optional[str] = None
         ray_dashboard: Optional[str] = None
 
-    p = Path(path)
-    if not p.is_file():
-        raise BadInput(f"launch file '{path}' not found.")
-    text = p.read_text()
-    try:
-        if p.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        elif p.suffix == ".json":
-            data = json.loads(text)
-        else:
-            raise BadInput(f"launch file '{path}': use .yaml, .yml or .json.")
-    except BadInput:
-        raise
-    except Exception as e:  # yaml.YAMLError (tags included), JSONDecodeError
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise BadInput(f"launch file '{path}' is malformed: {first}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise BadInput(f"launch file '{path}': expected a mapping at the top level.")
-    data, flat = _split_foreign(data, engine_spec, path)
+    data, flat = _split_foreign(dict(data), engine_spec, where)
     if "size_in_billions" in data and data["size_in_billions"] is not None:
         data["size_in_billions"] = str(data["size_in_billions"])
     try:
@@ -134,27 +146,27 @@ def load_file(path: str, engine_spec: ArgSpec | None = None) -> dict:
         loc = ".".join(str(x) for x in err["loc"])
         if err["type"] == "extra_forbidden":
             known = list(LaunchFile.model_fields) + (list(engine_spec.args) if engine_spec else [])
-            raise BadInput(f"launch file '{path}': unknown key '{loc}'.{did_you_mean(loc, known)}") from None
-        raise BadInput(f"launch file '{path}': {loc}: {err['msg']}.") from None
+            raise BadInput(f"{where}: unknown key '{loc}'.{did_you_mean(loc, known)}") from None
+        raise BadInput(f"{where}: {loc}: {err['msg']}.") from None
     out = lf.model_dump(exclude_none=True)
     if flat:
         out["engine_args"] = {**flat, **out.get("engine_args", {})}
     return out
 
 
-def _split_foreign(data: dict, engine_spec: ArgSpec | None, path: str) -> tuple[dict, dict]:
+def _split_foreign(data: dict, engine_spec: ArgSpec | None, where: str) -> tuple[dict, dict]:
     """Our keys (dashed spellings accepted) and the flat engine arguments of vLLM/Triton-shaped files."""
     ours, flat = {}, {}
     own = (FILE_KEYS - {"model"}) | {"engine_args"}
     if "model" in data and any(str(k).replace("-", "_") == "model_path" for k in data):
-        raise BadInput(f"launch file '{path}': give either model or model_path, not both.")
+        raise BadInput(f"{where}: give either model or model_path, not both.")
     for k, v in data.items():
         key = str(k).replace("-", "_")
         if key in own:
             ours[key] = v
         elif key == "model":  # vLLM's --config YAML and Triton's model.json name the model so
             if not isinstance(v, str) or not v:
-                raise BadInput(f"launch file '{path}': model must be a path or a Hub id, got {v!r}.")
+                raise BadInput(f"{where}: model must be a path or a Hub id, got {v!r}.")
             ours["model" if looks_like_repo_id(v) else "model_path"] = v
         elif engine_spec is not None and _is_engine_arg(engine_spec, str(k)):
             flat[str(k)] = v
