@@ -1,6 +1,7 @@
 """Run records under $LAUNCHER_HOME/runs/NAME: launch.json, state.json (0600), server.log, supervisor.log."""
 from __future__ import annotations
 
+import enum
 import json
 import os
 import re
@@ -80,7 +81,7 @@ def recovered_state(name: str, why: str) -> dict | None:
         if rec.get(k):
             st[k] = rec[k]
     if holder and holder.get("pid") and not st.get("supervisor"):
-        from .supervisor.process import ProcRef
+        from .process import ProcRef
 
         ref = ProcRef.of(int(holder["pid"]))
         if ref is not None:
@@ -111,8 +112,26 @@ def update_state(name: str, base: dict | None = None, **kw) -> dict:
     return st
 
 
-ENDED = ("STOPPED", "FATAL", "DEAD")
-ACTIVE = ("STARTING", "READY", "BACKOFF", "STOPPING", "UNKNOWN")
+class RunState(str, enum.Enum):
+    """A launch's state as its records and commands name it: the supervisor's own states
+    (supervisor/machine.State, the same strings) plus what the records alone can say."""
+
+    STARTING = "STARTING"
+    READY = "READY"
+    BACKOFF = "BACKOFF"
+    STOPPING = "STOPPING"
+    STOPPED = "STOPPED"
+    FATAL = "FATAL"
+    UNKNOWN = "UNKNOWN"  # state.json unreadable: recovered from launch.json and the name's lock
+    DEAD = "DEAD"  # recorded as active, but the supervisor and the server are gone
+    UNSUPERVISED = "UNSUPERVISED"  # the supervisor is gone, the server still runs
+
+    def __str__(self) -> str:
+        return self.value
+
+
+ENDED = (RunState.STOPPED, RunState.FATAL, RunState.DEAD)
+ACTIVE = (RunState.STARTING, RunState.READY, RunState.BACKOFF, RunState.STOPPING, RunState.UNKNOWN)
 
 
 def remove(name: str, keep_logs: bool = True) -> Path | None:

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 from .errors import NotReady
 
 if TYPE_CHECKING:
-    from .launching import OnEvent, Prepared
+    from .launching import Prepared
+    from .launching.start import OnEvent
 
 
 class served:

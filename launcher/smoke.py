@@ -15,7 +15,8 @@ from .errors import EXIT_FAILED, EXIT_NOT_READY, EXIT_OK
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .launching import OnEvent, Prepared
+    from .launching import Prepared
+    from .launching.start import OnEvent
 
 
 @dataclass

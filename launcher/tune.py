@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from .bench import BenchReport
     from .estimator.core import Estimate
-    from .launching import Fetch
+    from .launching.prepare import Fetch
     from .spec import LaunchSpec
     from .supervisor.run import ServerRun
 

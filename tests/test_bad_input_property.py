@@ -67,8 +67,8 @@ def nothing_may_start(monkeypatch):
     def started(*a, **k):
         raise AssertionError("a process was started for bad input")
 
-    monkeypatch.setattr("launcher.supervisor.process.spawn", started)
-    monkeypatch.setattr("launcher.launching._spawn_supervisor", started)
+    monkeypatch.setattr("launcher.process.spawn", started)
+    monkeypatch.setattr("launcher.launching.start._spawn_supervisor", started)
     monkeypatch.delenv("LAUNCHER_DEBUG", raising=False)
 
 

@@ -73,7 +73,7 @@ def test_pinned_gpus_are_used_as_given_and_a_refusal_lists_free_memory_per_gpu()
 
 
 def test_the_server_gets_the_chosen_gpus_unless_the_launch_pins_them(monkeypatch):
-    from launcher.launching import _gpu_env
+    from launcher.launching.prepare import _gpu_env
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert _gpu_env([3, 1], {}) == {"CUDA_VISIBLE_DEVICES": "3,1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}

@@ -17,7 +17,7 @@ from launcher.launching import Prepared, adopt, start_detached, wait_until
 from launcher.runs import read_state, run_dir
 from launcher.spec import LaunchSpec
 from launcher.supervisor import health
-from launcher.supervisor.process import RUN_ID_ENV
+from launcher.process import RUN_ID_ENV
 
 
 def detached_fake(name: str, mode: str = "ok", delay: float = 0.3, extra_env: dict | None = None):

@@ -3,7 +3,7 @@ import subprocess
 import sys
 
 from conftest import wait_for
-from launcher.supervisor.process import ProcRef
+from launcher.process import ProcRef
 
 
 def test_pid_is_checked_against_its_start_time_before_any_signal():

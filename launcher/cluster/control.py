@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 from ..errors import BadInput, ClusterError
 from ..runs import read_json, write_json
 from ..state import home
-from ..supervisor import health, process
+from .. import process
+from ..supervisor import health
 from .api import GPU_INDEX_RESOURCE, NODE_RESOURCE, Dashboard
 from .inventory import Inventory, NodeSpec
 

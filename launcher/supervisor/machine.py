@@ -27,7 +27,7 @@ class State(str, enum.Enum):
 
 
 class Server(Protocol):
-    """What the state machine needs of a running server (supervisor/process.ProcessTree, or a fake in tests)."""
+    """What the state machine needs of a running server (launcher/process.ProcessTree, or a fake in tests)."""
 
     def exit_code(self) -> int | None:
         """The server's exit code once it has exited, else None."""

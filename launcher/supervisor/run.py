@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 from ..engines import vllm as vllm_engine
 from ..gpu import NvmlSource
 from ..runs import read_json, update_record, update_state
-from . import health, process
+from .. import process
+from . import health
 from .machine import Hooks, State, Supervisor
 from .policy import RestartPolicy
 
