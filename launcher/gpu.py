@@ -106,3 +106,31 @@ def planned_gpus(gpu_memory: str | None, preset: str | None, num_gpus: int | Non
     if n < 1:
         raise BadInput("--num-gpus must be at least 1.")
     return [GpuInfo(i, name, total, total, 0) for i in range(n)]
+
+
+def memory_by_pid() -> dict[int, int]:
+    """GPU memory each process holds, summed over the visible GPUs, as NVML reports it; {} without NVML."""
+    try:
+        import pynvml
+    except ImportError:
+        return {}
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - no driver, no GPU
+        return {}
+    out: dict[int, int] = {}
+    try:
+        for i in visible_indices(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            try:
+                procs = pynvml.nvmlDeviceGetComputeRunningProcesses(h)
+            except Exception:  # noqa: BLE001
+                continue
+            for p in procs:
+                out[p.pid] = out.get(p.pid, 0) + int(p.usedGpuMemory or 0)
+        return out
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:  # noqa: BLE001
+            pass

@@ -1,9 +1,6 @@
 """Serve a prepared launch in-process for the duration of a block (smoke, bench, tune)."""
 from __future__ import annotations
 
-import threading
-import time
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from .errors import NotReady
@@ -24,31 +21,24 @@ class served:
         self._thread: threading.Thread | None = None
 
     def __enter__(self):
-        from .launching import policy_for, record_launch, server_run
+        from .launching.inprocess import Launch, short_policy
         from .supervisor.machine import State
 
         prep = self.prep
-        record_launch(prep)
         try:
-            self.policy = replace(policy_for(prep.spec), startup_timeout_s=self.timeout_s, max_quick_failures=1)
-            sr = self.run = server_run(prep, self.policy, on_event=self.on_event)
+            self.policy = short_policy(prep.spec, self.timeout_s, max_quick_failures=1)
         except BaseException:
             prep.release_locks()
             raise
-        self._thread = threading.Thread(target=sr.run, kwargs={"install_signals": False}, daemon=True)
-        self._thread.start()
-        t0 = time.monotonic()
+        self.launch = Launch.start(prep, self.policy, on_event=self.on_event)
+        sr = self.run = self.launch.run
         try:
-            while time.monotonic() - t0 < self.timeout_s and sr.sup.state not in (State.READY, State.FATAL) \
-                    and self._thread.is_alive():
-                time.sleep(0.2)
-            if sr.sup.state != State.READY:
+            if self.launch.wait_ready(self.timeout_s, poll_s=0.2) != State.READY:
+                if sr.sup.state == State.FATAL or not self.launch.alive:
+                    raise NotReady(self.launch.failure())
                 cause = sr.log.root_cause()
-                if sr.sup.state == State.FATAL or not self._thread.is_alive():
-                    why = sr.sup.reason
-                else:
-                    why = f"not ready within the deadline of {self.timeout_s:.0f} s"
-                raise NotReady(why + (f" [{cause[0]}: {cause[1]}]" if cause and cause[1] not in (why or "") else ""))
+                why = f"not ready within the deadline of {self.timeout_s:.0f} s"
+                raise NotReady(why + (f" [{cause[0]}: {cause[1]}]" if cause else ""))
         except BaseException:
             self._stop()
             raise
@@ -59,12 +49,7 @@ class served:
         return False
 
     def _stop(self):
-        try:
-            self.run.request_stop()
-            self._thread.join(timeout=self.policy.stop_grace_s + 30)
-        finally:
-            if self.prep.lock is not None:
-                self.prep.lock.release()
+        self.launch.stop(self.policy.stop_grace_s + 30)
 
     def leftover_pids(self) -> list[int]:
         """Processes of this launch still alive after the block (each is killed as well)."""

@@ -15,6 +15,7 @@ from . import estimate as _estimate
 from . import launch as _launch
 from . import manage as _manage
 from . import smoke as _smoke
+from . import serve as _serve
 from . import tune as _tune
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ app.command("launch", context_settings=PASSTHROUGH)(_launch.launch)
 app.command("smoke", context_settings=PASSTHROUGH)(_smoke.smoke)
 app.command("bench", context_settings=PASSTHROUGH)(_bench.bench)
 app.command("tune", context_settings=PASSTHROUGH)(_tune.tune)
+app.command("serve")(_serve.serve)
 app.command("pull")(_download.pull)
 app.command("ps")(_manage.ps)
 app.command("status")(_manage.status)

@@ -1,0 +1,29 @@
+"""`launcher serve`: one OpenAI-compatible endpoint in front of every model of a models file."""
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from . import common
+
+
+def serve(
+    models: Annotated[str, typer.Option("--models", "-m", help="Models file (YAML or JSON): a `models:` list of launch files plus aliases, ttl, pinned, preload.")],
+    host: common.Host = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="Port of the gateway (default 8080).")] = None,
+    api_key_env: common.ApiKeyEnv = None,
+    allow_unauthenticated: Annotated[bool, typer.Option("--allow-unauthenticated", help="Allow a non-loopback --host without an API key.")] = False,
+    memory_budget: Annotated[Optional[str], typer.Option("--memory-budget", help="Memory the models share (20GiB): on GPUs what the devices have free at the start, on the CPU build the host's available memory, by default.")] = None,
+    queue_size: Annotated[int, typer.Option("--queue-size", min=1, help="Requests that may wait for one model to start; more get 503.")] = 64,
+    queue_timeout: Annotated[float, typer.Option("--queue-timeout", click_type=common.positive("--queue-timeout"), help="Seconds a request waits for its model to start before 503 with Retry-After.")] = 600.0,
+) -> None:
+    """Serve every model of --models behind one endpoint: a request names its model; a model not running is started
+    (or woken), making room from the least recently used idle models by the estimate, never beyond the budget.
+    Exit: 0 stopped (Ctrl-C, SIGTERM: every model is stopped), 2 bad input."""
+    from ..gateway.run import GatewaySettings, run_gateway
+
+    run_gateway(GatewaySettings(models, host or "127.0.0.1", 8080 if port is None else port, api_key_env,
+                                allow_unauthenticated, memory_budget, queue_size, queue_timeout),
+                on_ready=lambda url, n: common.console(stderr=True).print(
+                    f"gateway on {url}/v1 for {n} model(s); status page {url}/ ; Ctrl-C stops it and its models"))

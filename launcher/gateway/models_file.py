@@ -1,0 +1,133 @@
+"""The gateway's models file: a `models:` list whose entries are launch files (read by the same code as
+`launcher launch -f`) plus the gateway's own keys: aliases, ttl, pinned, preload."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..errors import BadInput
+from ..spec import LaunchSpec, build, launch_mapping, read_mapping
+
+if TYPE_CHECKING:
+    from ..engine_args import ArgSpec
+
+GATEWAY_KEYS = ("aliases", "ttl", "pinned", "preload")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model the gateway serves: how to launch it, the names that route to it, and when it may be let go."""
+
+    spec: LaunchSpec
+    aliases: tuple[str, ...] = ()
+    ttl_s: float | None = None  # idle seconds before it is put to sleep or stopped; None: never for idleness
+    pinned: bool = False  # never slept or stopped to make room
+    preload: bool = False  # started when the gateway starts, not at its first request
+    lora_names: tuple[str, ...] = field(default=())  # adapters of --lora-modules: route to this launch
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every model name a request may give for this launch."""
+        return (self.name, *self.aliases, *self.lora_names)
+
+
+def load_models(path: str, engine_spec: ArgSpec) -> list[ModelEntry]:
+    """The models file, checked whole before anything starts: BadInput (one line, exit 2) naming the entry."""
+    data = read_mapping(path, "models file")
+    unknown = sorted(set(data) - {"models"})
+    if unknown:
+        raise BadInput(f"models file '{path}': unknown top-level key '{unknown[0]}' (expected 'models:').")
+    items = data.get("models")
+    if not isinstance(items, list) or not items:
+        raise BadInput(f"models file '{path}': 'models:' must be a non-empty list of launches.")
+    entries = [entry_from_mapping(item, engine_spec, f"models file '{path}': models[{i}]")
+               for i, item in enumerate(items)]
+    check_names(entries, f"models file '{path}'")
+    return entries
+
+
+def entry_from_mapping(item: object, engine_spec: ArgSpec, where: str) -> ModelEntry:
+    """One entry: the launch keys through spec.launch_mapping, the gateway keys checked here."""
+    from ..engine_args import parse_mapping
+
+    if not isinstance(item, dict):
+        raise BadInput(f"{where}: expected a mapping (a launch), got {type(item).__name__}.")
+    own = {k: item[k] for k in GATEWAY_KEYS if k in item}
+    launch = {k: v for k, v in item.items() if k not in GATEWAY_KEYS}
+    if "name" not in launch:
+        raise BadInput(f"{where}: 'name' is required (the model name clients ask for).")
+    data = launch_mapping(launch, engine_spec, where)
+    engine_args = parse_mapping(data.get("engine_args", {}), engine_spec)
+    spec = build({}, data, {}, engine_args)
+    return ModelEntry(spec, aliases=_aliases(own.get("aliases"), where), ttl_s=_ttl(own.get("ttl"), where),
+                      pinned=_flag(own, "pinned", where), preload=_flag(own, "preload", where),
+                      lora_names=lora_names(engine_args.get("lora-modules")))
+
+
+def check_names(entries: list[ModelEntry], where: str) -> None:
+    """Each model name (launch name, alias or adapter) routes to one launch only."""
+    seen: dict[str, str] = {}
+    for e in entries:
+        for n in e.names:
+            if n in seen and seen[n] != e.name:
+                raise BadInput(f"{where}: the name '{n}' is given to both '{seen[n]}' and '{e.name}'.")
+            seen[n] = e.name
+
+
+def lora_names(modules: object) -> tuple[str, ...]:
+    """The adapter names of vLLM's --lora-modules: 'name=path' items or JSON objects with a "name"."""
+    if not modules:
+        return ()
+    items = modules if isinstance(modules, list) else [modules]
+    out = []
+    for it in items:
+        if isinstance(it, dict):
+            out.append(str(it.get("name", "")))
+            continue
+        s = str(it).strip()
+        if s.startswith("{"):
+            try:
+                out.append(str(json.loads(s).get("name", "")))
+            except ValueError:
+                continue
+        elif "=" in s:
+            out.append(s.split("=", 1)[0])
+    return tuple(n for n in out if n)
+
+
+def _aliases(v: object, where: str) -> tuple[str, ...]:
+    if v is None:
+        return ()
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+        raise BadInput(f"{where}: aliases must be a list of model names.")
+    return tuple(v)
+
+
+def _ttl(v: object, where: str) -> float | None:
+    """ttl: seconds (a number) or '90s', '10m', '1h'; 0 or absent: no idle limit."""
+    if v is None:
+        return None
+    s = str(v).strip().lower()
+    mult = {"s": 1, "m": 60, "h": 3600}.get(s[-1:], None)
+    try:
+        secs = float(s[:-1]) * mult if mult else float(s)
+    except ValueError:
+        secs = -1.0
+    if not math.isfinite(secs) or secs < 0:
+        raise BadInput(f"{where}: ttl must be seconds (a number) or like 90s, 10m, 1h; got {v!r}.")
+    return secs or None
+
+
+def _flag(own: dict, key: str, where: str) -> bool:
+    v = own.get(key, False)
+    if not isinstance(v, bool):
+        raise BadInput(f"{where}: {key} must be true or false, got {v!r}.")
+    return v

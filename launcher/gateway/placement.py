@@ -1,0 +1,109 @@
+"""Room for one more model: which idle models to put to sleep or stop so that the next one fits, decided from the
+estimates alone (a pure function, no processes, no clock).
+
+The rules (llama-swap and Ollama let go of the least recently used model too; neither knows whether the next one
+fits): a model with a request in flight, a pinned model, or the model being started is never touched; the least
+recently used idle model goes first; a model that can sleep is put to sleep (vLLM's sleep mode level 1: its KV cache
+freed, its weights moved to host memory; it keeps `sleeping_bytes` on the device), one that cannot is stopped; a
+model already asleep may still be stopped for what it keeps. When even letting go of every idle model would not make
+room, nothing is touched and the refusal says why."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GiB = 1 << 30
+
+
+@dataclass(frozen=True)
+class Resident:
+    """A model the gateway holds now (running or asleep)."""
+
+    name: str
+    held_bytes: int  # what it holds of the budget now (asleep: what sleep leaves on the device)
+    in_flight: int = 0
+    pinned: bool = False
+    last_used: float = 0.0  # a monotonic time; smaller is longer ago
+    sleeping: bool = False
+    can_sleep: bool = False
+    sleeping_bytes: int = 0  # what it would still hold asleep
+
+    @property
+    def idle(self) -> bool:
+        return self.in_flight == 0
+
+
+@dataclass(frozen=True)
+class Step:
+    """One model let go: `action` is 'sleep' or 'stop'; `frees_bytes` what that gives back."""
+
+    name: str
+    action: str
+    frees_bytes: int
+
+
+@dataclass(frozen=True)
+class Room:
+    """The decision: fits (after `steps`, in order), or a refusal whose reason says what holds the memory."""
+
+    fits: bool
+    steps: tuple[Step, ...] = ()
+    reason: str = ""
+
+
+def _step(r: Resident) -> Step | None:
+    if r.sleeping:
+        return Step(r.name, "stop", r.held_bytes) if r.held_bytes > 0 else None
+    if r.can_sleep:
+        return Step(r.name, "sleep", max(0, r.held_bytes - r.sleeping_bytes))
+    return Step(r.name, "stop", r.held_bytes)
+
+
+def make_room(need_bytes: int, capacity_bytes: int, residents: list[Resident], starting: str | None = None) -> Room:
+    """Steps that make `need_bytes` fit in `capacity_bytes` beside the residents, least recently used first."""
+    held = sum(r.held_bytes for r in residents)
+    free = capacity_bytes - held
+    if need_bytes <= free:
+        return Room(True)
+    if need_bytes > capacity_bytes:
+        return Room(False, reason=f"it needs {need_bytes / GiB:.2f} GiB and the whole budget is "
+                                  f"{capacity_bytes / GiB:.2f} GiB: it cannot fit even alone")
+    steps: list[Step] = []
+    for r in sorted(residents, key=lambda r: (r.sleeping is False, r.last_used)):  # asleep ones before awake ones
+        if r.name == starting or r.pinned or not r.idle:
+            continue
+        s = _step(r)
+        if s is None or s.frees_bytes <= 0:
+            continue
+        steps.append(s)
+        free += s.frees_bytes
+        if need_bytes <= free:
+            return Room(True, tuple(_cheapest(steps, need_bytes, capacity_bytes - held)))
+        if s.action == "sleep" and s.name:  # asleep it could still be stopped for what it keeps
+            rest = Step(r.name, "stop", r.sleeping_bytes)
+            if rest.frees_bytes > 0:
+                steps.append(rest)
+                free += rest.frees_bytes
+                if need_bytes <= free:
+                    return Room(True, tuple(_cheapest(steps, need_bytes, capacity_bytes - held)))
+    busy = [r.name for r in residents if not r.idle]
+    pinned = [r.name for r in residents if r.pinned and r.idle]
+    why = [f"it needs {need_bytes / GiB:.2f} GiB; {max(0, capacity_bytes - held) / GiB:.2f} GiB of the "
+           f"{capacity_bytes / GiB:.2f} GiB budget is free and letting go of every idle model frees only "
+           f"{max(0, free - (capacity_bytes - held)) / GiB:.2f} GiB more"]
+    if busy:
+        why.append("serving a request: " + ", ".join(busy))
+    if pinned:
+        why.append("pinned: " + ", ".join(pinned))
+    return Room(False, reason="; ".join(why))
+
+
+def _cheapest(steps: list[Step], need_bytes: int, free_bytes: int) -> list[Step]:
+    """The steps in order, less any later one that turned out unnecessary: a model slept then stopped keeps only
+    the stop; a sleep made redundant by a stop after it stays (least recently used first is the rule)."""
+    out: list[Step] = []
+    for s in steps:
+        if s.action == "stop" and out and out[-1].name == s.name:
+            out[-1] = Step(s.name, "stop", out[-1].frees_bytes + s.frees_bytes)
+        else:
+            out.append(s)
+    return out

@@ -1,0 +1,100 @@
+"""Run a gateway: check the settings and the models file whole (one line, exit 2, before anything starts), size the
+budget, then serve until SIGINT/SIGTERM, stopping every model on the way out."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import BadInput
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    models_file: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_key_env: str | None = None
+    allow_unauthenticated: bool = False
+    memory_budget: str | None = None
+    queue_size: int = 64
+    queue_timeout_s: float = 600.0
+
+
+def build(settings: GatewaySettings):
+    """The Gateway object for these settings (nothing started, no port bound)."""
+    from ..engines import vllm as vllm_engine
+    from ..spec import is_loopback
+    from .app import Gateway
+    from .backends import Options
+    from .models_file import load_models
+
+    if not 0 <= settings.port <= 65535:
+        raise BadInput(f"--port must be in 0..65535, got {settings.port}.")
+    key = None
+    if settings.api_key_env:
+        key = os.environ.get(settings.api_key_env)
+        if not key:
+            raise BadInput(f"--api-key-env {settings.api_key_env}: that variable is not set.")
+    if not is_loopback(settings.host) and not key and not settings.allow_unauthenticated:
+        raise BadInput(f"--host {settings.host} exposes every model beyond this machine without an API key.",
+                       hint="Set --api-key-env VAR, or pass --allow-unauthenticated.")
+    inst = vllm_engine.installed()
+    spec = vllm_engine.arg_spec(inst)
+    entries = load_models(settings.models_file, spec)
+    gpu = not (inst is not None and inst.cpu_build)
+    opts = Options(capacity_bytes=capacity(settings.memory_budget, gpu), gpu=gpu, queue_max=settings.queue_size,
+                   queue_timeout_s=settings.queue_timeout_s)
+    return Gateway(entries, opts, spec, api_key=key)
+
+
+def capacity(budget: str | None, gpu: bool) -> int:
+    """--memory-budget in bytes; else what the GPUs have free now, or the host's available memory (CPU build)."""
+    from ..units import parse_bytes
+
+    if budget:
+        try:
+            n = parse_bytes(budget)
+        except (ValueError, BadInput):
+            raise BadInput(f"--memory-budget expects a size such as 20GiB, got '{budget}'.") from None
+        if n <= 0:
+            raise BadInput(f"--memory-budget must be more than 0, got '{budget}'.")
+        return n
+    if gpu:
+        from ..gpu import NvmlSource
+
+        gpus = NvmlSource().list()
+        if gpus:
+            return sum(g.free_bytes for g in gpus)
+    import psutil
+
+    return psutil.virtual_memory().available
+
+
+def run_gateway(settings: GatewaySettings, on_ready: Callable[[str, int], None] | None = None) -> None:
+    """Serve until SIGINT or SIGTERM."""
+    gw = build(settings)
+
+    async def main() -> None:
+        from .app import serve
+
+        ready = asyncio.Event()
+        task = asyncio.get_running_loop().create_task(serve(gw, settings.host, settings.port, ready))
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
+        waiter = asyncio.get_running_loop().create_task(ready.wait())
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if ready.is_set() and on_ready is not None:
+            on_ready(gw.url, len(gw.backends.by_name))
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    try:
+        asyncio.run(main())
+    except OSError as e:  # the port is taken
+        raise BadInput(f"the gateway cannot listen on {settings.host}:{settings.port}: {e.strerror or e}.",
+                       hint="Pick another --port.") from None
