@@ -30,7 +30,7 @@ def cli(*args, env=None, timeout=600):
 
 # The real vLLM starts (tests/*_real.py) in two groups that may run at the same time, one per worker: the second
 # group's launches try a port of their own first (LAUNCHER_PORT), so that neither takes the other's 8000.
-REAL_GROUP_B = ("tests/test_bench_real.py", "tests/test_what_users_launch_real.py")
+REAL_GROUP_B = ("tests/test_bench_real.py", "tests/test_what_users_launch_real.py", "tests/test_gateway_real.py")
 
 
 def _real_group(nodeid: str) -> str | None:

@@ -177,26 +177,35 @@ class Backends:
 
     # bringing a model up
     async def _bring_up(self, b: Backend) -> None:
+        """Start or wake the model once there is room: at once where letting go of idle models makes it, after the
+        busy ones drain where only they hold it (never under a request), refused where nothing could."""
         if b.state == "failed" and time.monotonic() - b.failed_at < self.opts.failed_retry_s:
             return
-        async with self.placing:
-            if b.state == "running":
-                return
-            try:
-                if b.need_bytes is None:
-                    b.need_bytes = await asyncio.to_thread(self._need_bytes, b)
-                await self._make_room(b)
-                if b.state == "sleeping":
-                    await self._wake(b)
-                else:
-                    await self._start(b)
-            except (LauncherError, GatewayError, OSError) as e:
-                self._failed(b, getattr(e, "message", None) or str(e))
+        while True:
+            async with self.placing:
+                if b.state == "running":
+                    return
+                try:
+                    if b.need_bytes is None:
+                        b.need_bytes = await asyncio.to_thread(self._need_bytes, b)
+                    if await self._make_room(b):
+                        if b.state == "sleeping":
+                            await self._wake(b)
+                        else:
+                            await self._start(b)
+                        return
+                except (LauncherError, GatewayError, OSError) as e:
+                    self._failed(b, getattr(e, "message", None) or str(e))
+                    return
+            await asyncio.sleep(0.1)  # the placement lock is free meanwhile: requests end, others start
 
-    async def _make_room(self, b: Backend) -> None:
+    async def _make_room(self, b: Backend) -> bool:
+        """Let go of what placement says; False when only models serving requests hold the room (wait for them)."""
         residents = [r for o in self.by_name.values() if o is not b and (r := o.resident(self.opts)) is not None]
         own = self.opts.sleeping_bytes if b.state == "sleeping" else 0  # asleep it holds some of it already
         room = make_room(max(0, b.need_bytes - own), self.opts.capacity_bytes - own, residents, starting=b.name)
+        if not room.fits and room.wait:
+            return False
         if not room.fits:
             raise GatewayError(503, f"no room for `{b.name}`: {room.reason}", retry_after_s=30, code="no_room")
         for step in room.steps:
@@ -206,6 +215,7 @@ class Backends:
                 await self._sleep(other)
             else:
                 await self._stop(other)
+        return True
 
     def _need_bytes(self, b: Backend) -> int:
         """What the model will hold, planned as `launcher estimate` plans it (no process started)."""

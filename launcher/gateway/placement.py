@@ -48,6 +48,7 @@ class Room:
     fits: bool
     steps: tuple[Step, ...] = ()
     reason: str = ""
+    wait: bool = False  # no room now, but there would be once the models serving requests drain: try again then
 
 
 def _step(r: Resident) -> Step | None:
@@ -87,6 +88,8 @@ def make_room(need_bytes: int, capacity_bytes: int, residents: list[Resident], s
                     return Room(True, tuple(_cheapest(steps, need_bytes, capacity_bytes - held)))
     busy = [r.name for r in residents if not r.idle]
     pinned = [r.name for r in residents if r.pinned and r.idle]
+    drained = free + sum(s.frees_bytes for r in residents if not r.idle and not r.pinned and r.name != starting
+                         for s in [_step(r)] if s is not None)
     why = [f"it needs {need_bytes / GiB:.2f} GiB; {max(0, capacity_bytes - held) / GiB:.2f} GiB of the "
            f"{capacity_bytes / GiB:.2f} GiB budget is free and letting go of every idle model frees only "
            f"{max(0, free - (capacity_bytes - held)) / GiB:.2f} GiB more"]
@@ -94,7 +97,7 @@ def make_room(need_bytes: int, capacity_bytes: int, residents: list[Resident], s
         why.append("serving a request: " + ", ".join(busy))
     if pinned:
         why.append("pinned: " + ", ".join(pinned))
-    return Room(False, reason="; ".join(why))
+    return Room(False, reason="; ".join(why), wait=bool(busy) and need_bytes <= drained)
 
 
 def _cheapest(steps: list[Step], need_bytes: int, free_bytes: int) -> list[Step]:

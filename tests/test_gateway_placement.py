@@ -1,0 +1,53 @@
+"""Which idle models make room for the next one (gateway/placement.py), worked by hand in GiB."""
+from launcher.gateway.placement import Resident, Step, make_room
+
+G = 1 << 30
+
+
+def r(name, gib, used, **kw):
+    return Resident(name, int(gib * G), last_used=used, **kw)
+
+
+def test_fits_beside_the_running_ones_touches_nothing():
+    # 40 GiB budget, 10 + 12 held: 18 free, 16 needed
+    room = make_room(16 * G, 40 * G, [r("a", 10, 1.0), r("b", 12, 2.0)])
+    assert room.fits and room.steps == ()
+
+
+def test_least_recently_used_idle_model_goes_first_and_only_as_many_as_needed():
+    # 40 budget, a 10 (used at t=3), b 12 (t=1), c 14 (t=2): 4 free; 20 needed -> b (12: 16 free) then c (14: 30)
+    room = make_room(20 * G, 40 * G, [r("a", 10, 3.0), r("b", 12, 1.0), r("c", 14, 2.0)])
+    assert room.fits and [s.name for s in room.steps] == ["b", "c"]
+    assert all(s.action == "stop" for s in room.steps)
+
+
+def test_busy_and_pinned_models_are_never_touched():
+    # b (oldest) serves a request, c is pinned: only a may go; 4 + 10 = 14 free < 20 needed -> refused, nothing done
+    room = make_room(20 * G, 40 * G, [r("a", 10, 3.0), r("b", 12, 1.0, in_flight=1), r("c", 14, 2.0, pinned=True)])
+    assert not room.fits and room.steps == ()
+    assert "serving a request: b" in room.reason and "pinned: c" in room.reason
+    # once b drains there would be room (4 + 10 + 12 = 26): the gateway waits instead of refusing
+    assert room.wait
+
+
+def test_cannot_fit_even_alone_is_refused_without_waiting():
+    room = make_room(50 * G, 40 * G, [r("a", 10, 1.0, in_flight=2)])
+    assert not room.fits and not room.wait and "cannot fit even alone" in room.reason
+
+
+def test_sleep_where_the_model_can_and_count_what_sleep_keeps():
+    # 40 budget, a 30 held (can sleep, keeps 1 asleep): 10 free; 25 needed -> sleeping a frees 29: 39 free
+    room = make_room(25 * G, 40 * G, [r("a", 30, 1.0, can_sleep=True, sleeping_bytes=1 * G)])
+    assert room.fits and room.steps == (Step("a", "sleep", 29 * G),)
+
+
+def test_a_sleeping_model_is_stopped_before_an_awake_one_is_slept():
+    # 40 budget: a asleep keeps 2 (held 2), b awake 30 (keeps 1 asleep): 8 free; 9 needed -> stop a (2): 10 free
+    room = make_room(9 * G, 40 * G, [r("a", 2, 5.0, sleeping=True, can_sleep=True, sleeping_bytes=2 * G),
+                                     r("b", 30, 1.0, can_sleep=True, sleeping_bytes=1 * G)])
+    assert room.fits and room.steps == (Step("a", "stop", 2 * G),)
+
+
+def test_the_model_being_started_is_not_its_own_room():
+    room = make_room(20 * G, 30 * G, [r("x", 20, 0.0)], starting="x")
+    assert not room.fits

@@ -1,0 +1,265 @@
+"""`launcher serve` for real: the gateway in its own process, the real vLLM engine (CPU build) behind it, the real
+`openai` client in front. Two models (the tiny model under two names, its LoRA adapter routed to the first) and a
+budget that holds one of them at a time. The tests run in order on one gateway (each start costs ~40 s here)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from conftest import QUICK_VLLM, ROOT, TINY, wait_for
+
+pytestmark = pytest.mark.vllm
+ADAPTER = ROOT / "examples" / "tiny-llama-lora"
+QUICK = {"enforce-eager": True, "distributed-executor-backend": "uni"}
+assert set(QUICK) == {a.lstrip("-") for a in QUICK_VLLM if a.startswith("--")}
+BUDGET = "1.5GiB"  # each model is planned at 1 GiB of KV cache plus its weights: one at a time
+
+
+class GatewayProc:
+    """`python -m launcher serve` as a user runs it; kill() is kill -9."""
+
+    def __init__(self, home, models_file, port):
+        self.home, self.models_file, self.port = home, models_file, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = None
+
+    def start(self):
+        env = dict(os.environ, LAUNCHER_HOME=str(self.home), PYTHONUNBUFFERED="1")
+        self.log = open(self.home / f"gateway-{time.time():.0f}.log", "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "launcher", "serve", "--models", str(self.models_file),
+                                      "--port", str(self.port), "--memory-budget", BUDGET, "--queue-timeout", "300"],
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
+        wait_for(lambda: self._up(), 60, 0.2, "the gateway to listen")
+        return self
+
+    def _up(self):
+        assert self.proc.poll() is None, open(self.log.name).read()
+        try:
+            return urllib.request.urlopen(self.url + "/health", timeout=1).status == 200
+        except OSError:
+            return False
+
+    def status(self):
+        return {m["name"]: m for m in json.loads(urllib.request.urlopen(self.url + "/gateway/status").read())["models"]}
+
+    def metric(self, name, **labels):
+        text = urllib.request.urlopen(self.url + "/metrics").read().decode()
+        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        for line in text.splitlines():
+            if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0 if want else None
+
+    def client(self, **kw):
+        from openai import OpenAI
+
+        return OpenAI(base_url=self.url + "/v1", api_key="unused", max_retries=0, timeout=600, **kw)
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    import yaml
+
+    from launcher.supervisor import health
+
+    home = tmp_path_factory.mktemp("gateway-home")
+    env = {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    models = {"models": [
+        {"name": "tiny-a", "model_path": str(TINY), "aliases": ["tiny-alias"], "env": env,
+         "engine_args": {"max-model-len": 1024, **QUICK, "enable-lora": True, "max-lora-rank": 8,
+                         "lora-modules": [f"tinylora={ADAPTER}"]}},
+        {"name": "tiny-b", "model_path": str(TINY), "env": env, "engine_args": {"max-model-len": 1024, **QUICK}}]}
+    path = home / "models.yaml"
+    path.write_text(yaml.safe_dump(models))
+    gw = GatewayProc(home, path, health.find_free_port()).start()
+    yield gw
+    if gw.proc.poll() is None:
+        gw.proc.send_signal(signal.SIGINT)  # a clean stop stops every model
+        gw.proc.wait(120)
+    from conftest import vllm_processes_here
+
+    saved = os.environ.get("LAUNCHER_HOME")
+    os.environ["LAUNCHER_HOME"] = str(home)  # the models' processes carry the gateway's home
+    try:
+        left = vllm_processes_here()
+    finally:
+        if saved is None:
+            os.environ.pop("LAUNCHER_HOME", None)
+        else:
+            os.environ["LAUNCHER_HOME"] = saved
+    for p in left:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
+    assert not left, f"vLLM processes left after the gateway stopped: {left}"
+
+
+def _complete(client, model, prompt="Hello", **kw):
+    r = client.completions.create(model=model, prompt=prompt, max_tokens=8, temperature=0, **kw)
+    return r.choices[0].text
+
+
+def test_twenty_concurrent_requests_during_the_first_start_are_all_answered(gateway):
+    client = gateway.client()
+    assert {m.id: m.model_extra["state"] for m in client.models.list().data}["tiny-a"] == "stopped"
+    out, errors = [], []
+
+    def one(i):
+        try:
+            out.append(_complete(client, "tiny-a", f"Hello {i}"))
+        except Exception as e:  # noqa: BLE001 - collected and shown
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: gateway.status()["tiny-a"]["state"] == "starting", 60, 0.1, "tiny-a starting")
+    assert gateway.metric("launcher_gateway_queue_depth", model="tiny-a") > 0  # they wait in the queue
+    for t in threads:
+        t.join(600)
+    assert not errors and len(out) == 20, errors[:3]
+    assert gateway.metric("launcher_gateway_starts_total", model="tiny-a") == 1  # one start for all of them
+
+
+def test_aliases_and_the_lora_adapter_route_to_their_base_launch(gateway):
+    client = gateway.client()
+    base, alias, adapted = (_complete(client, m) for m in ("tiny-a", "tiny-alias", "tinylora"))
+    assert base == alias  # the same server under another name
+    assert adapted != base  # the adapter's weights answer (tests/test_what_users_launch_real.py: it differs)
+    assert gateway.metric("launcher_gateway_starts_total", model="tiny-a") == 1 and gateway.status()["tiny-b"]["state"] == "stopped"
+    models = {m.id: m.model_extra for m in client.models.list().data}
+    assert models["tinylora"]["root"] == "tiny-a" and models["tiny-a"]["state"] == "running"
+
+
+def test_unknown_model_is_a_404_in_openai_format_naming_the_known_ones(gateway):
+    import openai
+
+    with pytest.raises(openai.NotFoundError) as e:
+        _complete(gateway.client(), "no-such-model")
+    body = e.value.body
+    assert body["code"] == "model_not_found" and "tiny-a" in body["message"] and "tinylora" in body["message"]
+
+
+def _direct(gateway, monkeypatch, name):
+    """A client straight to the model's own server, with the key only the gateway holds (read as the gateway reads
+    it, from its secret under LAUNCHER_HOME)."""
+    from openai import OpenAI
+
+    from launcher.gateway.backends import backend_key
+
+    monkeypatch.setenv("LAUNCHER_HOME", str(gateway.home))
+    port = gateway.status()[name]["port"]
+    return OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=backend_key(name), max_retries=0), port
+
+
+def test_streaming_through_the_gateway_equals_streaming_direct(gateway, monkeypatch):
+    direct, port = _direct(gateway, monkeypatch, "tiny-a")
+
+    def chunks(client):
+        s = client.chat.completions.create(model="tiny-a", messages=[{"role": "user", "content": "Tell me"}],
+                                           max_tokens=24, temperature=0, stream=True)
+        return [c.choices[0].delta.content for c in s if c.choices]
+
+    via, straight = chunks(gateway.client()), chunks(direct)
+    assert len(via) > 5 and via == straight
+    # the model's own server refuses a client without the gateway's key for it: no way around the gateway
+    import openai
+    from openai import OpenAI
+
+    with pytest.raises(openai.AuthenticationError):
+        OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="guess", max_retries=0).models.list()
+
+
+def test_a_client_that_disconnects_cancels_the_request_upstream(gateway, monkeypatch):
+    _, port = _direct(gateway, monkeypatch, "tiny-a")
+
+    def running():
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        return sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith("vllm:num_requests_running"))
+
+    def generated():
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        return sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith("vllm:generation_tokens_total"))
+
+    before = generated()
+    stream = gateway.client().completions.create(model="tiny-a", prompt="Once", max_tokens=900, temperature=0,
+                                                 stream=True, extra_body={"ignore_eos": True})
+    it = iter(stream)
+    for _ in range(3):
+        next(it)
+    assert running() == 1
+    stream.close()  # the client goes away after three chunks of 900
+    wait_for(lambda: running() == 0, 10, 0.1, "vLLM to drop the request")
+    time.sleep(1.0)
+    assert generated() - before < 600  # aborted, not run to its 900 tokens
+
+
+def test_a_budget_for_one_model_stops_the_idle_one_and_loses_no_request(gateway):
+    client = gateway.client()
+    pid_a = None
+    results, errors = [], []
+
+    def one(model):
+        try:
+            results.append((model, _complete(client, model)))
+        except Exception as e:  # noqa: BLE001
+            errors.append((model, repr(e)))
+
+    # requests for both at once: tiny-b needs tiny-a's room; tiny-a's requests are served, then tiny-a is stopped
+    # once idle, tiny-b started, its requests served; tiny-a's later requests wait for tiny-b to drain
+    threads = [threading.Thread(target=one, args=(m,)) for m in ["tiny-b"] * 4 + ["tiny-a"] * 4]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)
+    for t in threads:
+        t.join(900)
+    assert not errors and len(results) == 8, errors[:3]
+    assert gateway.metric("launcher_gateway_starts_total", model="tiny-b") == 1
+    assert gateway.metric("launcher_gateway_evictions_total", model="tiny-a", action="stop") >= 1
+    st = gateway.status()
+    assert sum(st[m]["state"] == "running" for m in st) == 1  # never both: the budget holds one
+
+
+def test_a_gateway_killed_and_started_again_adopts_the_running_model(gateway):
+    st = gateway.status()
+    running = [m for m in st if st[m]["state"] == "running"]
+    assert len(running) == 1
+    name = running[0]
+    server_pid = json.loads((gateway.home / "runs" / name / "state.json").read_text())["server"]["pid"]
+    gateway.proc.kill()  # kill -9: no chance to stop its models
+    gateway.proc.wait(10)
+    os.kill(server_pid, 0)  # the model's server outlived it
+    gateway.start()
+    t0 = time.monotonic()
+    assert _complete(gateway.client(), name)
+    assert time.monotonic() - t0 < 10  # served by the adopted server, not a new start
+    assert gateway.metric("launcher_gateway_starts_total", model=name) == 0
+    assert json.loads((gateway.home / "runs" / name / "state.json").read_text())["server"]["pid"] == server_pid
+
+
+def test_the_status_page_as_a_person_sees_it(gateway, tmp_path):
+    """Headless Chromium (Debian's package) renders the page: the running model's green badge is on the screenshot."""
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    shot = tmp_path / "status.png"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,500",
+                    f"--screenshot={shot}", gateway.url + "/"], capture_output=True, timeout=120)
+    import matplotlib.image
+
+    img = (matplotlib.image.imread(str(shot))[:, :, :3] * 255).round()
+    green = ((abs(img[:, :, 0] - 0xB7) <= 2) & (abs(img[:, :, 1] - 0xE4) <= 2) & (abs(img[:, :, 2] - 0xC7) <= 2)).sum()
+    assert green > 50, "no 'running' badge on the rendered status page"
+    html = urllib.request.urlopen(gateway.url + "/").read().decode()
+    assert "tiny-a" in html and "tiny-b" in html and "memory planned" in html
