@@ -263,3 +263,19 @@ def test_the_status_page_as_a_person_sees_it(gateway, tmp_path):
     assert green > 50, "no 'running' badge on the rendered status page"
     html = urllib.request.urlopen(gateway.url + "/").read().decode()
     assert "tiny-a" in html and "tiny-b" in html and "memory planned" in html
+
+
+def test_ps_shows_the_gateways_models_and_launch_via_adds_one(gateway):
+    from conftest import cli
+
+    env = dict(os.environ, LAUNCHER_HOME=str(gateway.home))
+    r = cli("launch", "--via", gateway.url, "--model-path", str(TINY), "--name", "tiny-c", "--max-model-len", "512",
+            "--enforce-eager", "--json", env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["added"] == "tiny-c"
+    wait_for(lambda: gateway.status()["tiny-c"]["state"] == "running", 300, 0.5, "tiny-c started by the gateway")
+    rows = {row["name"]: row for row in json.loads(cli("ps", "--json", env=env, timeout=60).stdout)}
+    assert rows["tiny-c"]["gateway"]["url"] == gateway.url
+    assert {rows[n]["gateway"]["state"] for n in ("tiny-a", "tiny-b")} <= {"running", "stopped", "starting"}
+    r = cli("launch", "--via", gateway.url, "--model-path", str(TINY), "--name", "tiny-c", env=env, timeout=60)
+    assert r.returncode == 2 and "already" in r.stderr  # one name, one model

@@ -47,6 +47,7 @@ def launch(
     ray_dashboard: common.RayDashboard = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved launch and the exact command line; start nothing.")] = False,
     adopt: Annotated[bool, typer.Option("--adopt", help="With --name: supervise again the server of a launch whose supervisor died, without restarting it.")] = False,
+    via: Annotated[Optional[str], typer.Option("--via", help="Add this launch to the running gateway at URL (`launcher serve`) and start it there; its key, if any, from LAUNCHER_GATEWAY_API_KEY.")] = None,
     json_out: common.Json = False,
 ) -> None:
     """Launch a vLLM server and supervise it. Any vLLM engine argument may follow, in either spelling
@@ -64,6 +65,8 @@ def launch(
         api_key_env=api_key_env, allow_unauthenticated=allow_unauthenticated or None, startup_timeout_s=startup_timeout,
         preflight=False if no_preflight else None, gpu_memory=gpu_memory, gpu=gpu, num_gpus=num_gpus, gpus=gpus,
         gpu_memory_budget=gpu_memory_budget, ray_address=ray_address, ray_dashboard=ray_dashboard))
+    if via:
+        return _via_gateway(via, spec, json_out)
     _warn_env(spec)
     prep = prepare(spec, check_port=not print_config, fetch=None if print_config else fetch_model(),
                    claim=not print_config, on_start_wait=_waiting)
@@ -75,6 +78,34 @@ def launch(
     if detach:
         return _detached(prep, err, json_out)
     _foreground(prep, err, json_out)
+
+
+def _via_gateway(url: str, spec: LaunchSpec, json_out: bool) -> None:
+    """--via URL: the launch as one entry of the gateway's models file, POSTed to it; the gateway starts it."""
+    import json
+    import os
+    import urllib.error
+    import urllib.request
+
+    from ..errors import BadInput, LaunchFailed
+
+    skip = ("host", "port", "api_key_env", "allow_unauthenticated")
+    entry = {k: v for k, v in spec.to_dict().items() if k not in skip and v not in (None, {}, [])}
+    entry["preload"] = True
+    headers = {"Content-Type": "application/json"}
+    if os.environ.get("LAUNCHER_GATEWAY_API_KEY"):
+        headers["Authorization"] = f"Bearer {os.environ['LAUNCHER_GATEWAY_API_KEY']}"
+    req = urllib.request.Request(url.rstrip("/") + "/gateway/models", json.dumps(entry, default=str).encode(), headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            out = json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        msg = json.loads(e.read() or b"{}").get("error", {}).get("message", str(e))
+        raise BadInput(f"the gateway at {url} refused the launch: {msg}") from None
+    except OSError as e:
+        raise LaunchFailed(f"no gateway answers at {url}: {e}", hint="Start one with `launcher serve --models FILE`.") from None
+    common.output(out, json_out, lambda con: common.console(stderr=True).print(
+        f"{out['added']} added to the gateway at {url} (names: {', '.join(out['names'])}); starting there"))
 
 
 def _warn_env(spec: LaunchSpec) -> None:

@@ -46,6 +46,7 @@ def ps(json_out: common.Json = False,
                 remove(n, keep_logs=not logs)
                 pruned.append(n)
     rows = [_row(n) for n in all_names()]
+    _gateway_models(rows)
     if pruned and not json_out:
         common.console(stderr=True).print(f"removed {len(pruned)} ended launch(es): {', '.join(pruned)}")
     common.output({"launches": rows, "pruned": pruned} if prune else rows, json_out, lambda con: _render_ps(rows, con))
@@ -189,10 +190,33 @@ def _render_status(r: dict, con: Console) -> None:
         _render_cluster(r["cluster"], con)
 
 
+def _gateway_models(rows: list[dict]) -> None:
+    """The running gateway's models (`launcher serve`): its state of each beside the launch's, and a row for each
+    model it serves that has not been started yet."""
+    from ..gateway.record import live_gateway
+
+    gw = live_gateway()
+    if gw is None:
+        return
+    by_name = {r["name"]: r for r in rows}
+    for name, m in (gw.get("models") or {}).items():
+        row = by_name.get(name)
+        if row is None:
+            row = {"name": name, "state": "-", "pid": None, "supervisor_pid": None, "port": None, "endpoint": None,
+                   "restarts": 0, "uptime_s": None, "reason": "", "kv_cache_tokens": None}
+            rows.append(row)
+        row["gateway"] = {"url": gw.get("url"), "state": m.get("state"), "in_flight": m.get("in_flight"),
+                          "requests": m.get("requests")}
+
+
 def _render_ps(rows: list[dict], con: Console) -> None:
     from rich.table import Table
 
     cols = ("name", "state", "pid", "port", "restarts", "uptime_s", "endpoint")
+    if any(r.get("gateway") for r in rows):
+        cols += ("gateway",)
+        rows = [r | {"gateway": f"{r['gateway']['state']} via {r['gateway']['url']}" if r.get("gateway") else None}
+                for r in rows]
     t = Table()
     for c in cols:
         t.add_column(c)

@@ -106,6 +106,7 @@ class Backends:
         self.by_name: dict[str, Backend] = {}
         self.routes: dict[str, str] = {}
         self.placing = asyncio.Lock()  # one placement decision and start at a time
+        self.closing = False  # the gateway is stopping: no new start
         for e in entries:
             self.add(e)
 
@@ -181,9 +182,9 @@ class Backends:
         busy ones drain where only they hold it (never under a request), refused where nothing could."""
         if b.state == "failed" and time.monotonic() - b.failed_at < self.opts.failed_retry_s:
             return
-        while True:
+        while not self.closing:
             async with self.placing:
-                if b.state == "running":
+                if b.state == "running" or self.closing:
                     return
                 try:
                     if b.need_bytes is None:
@@ -256,6 +257,9 @@ class Backends:
         self._set(b, "starting")
         self.metrics.started(b.name)
         prep = await asyncio.to_thread(self._prepare, b, True)
+        if self.closing:
+            prep.release_locks()
+            raise GatewayError(503, "the gateway is stopping")
         launch = await asyncio.to_thread(Launch.start, prep)
         b.launch, b.port = launch, prep.port
         st = await asyncio.to_thread(launch.wait_ready, self.opts.start_timeout_s + 30)
@@ -331,9 +335,12 @@ class Backends:
         return done
 
     async def stop_all(self) -> None:
-        for b in self.by_name.values():
-            if b.launch is not None:
-                await self._stop(b)
+        """Every model stopped (the gateway ends): no start begins after this, one under way is waited for."""
+        self.closing = True
+        async with self.placing:  # a start in progress finishes (or fails) first, then is stopped with the rest
+            for b in self.by_name.values():
+                if b.launch is not None:
+                    await self._stop(b)
 
     def _failed(self, b: Backend, why: str) -> None:
         b.error, b.failed_at = why, time.monotonic()

@@ -1,0 +1,139 @@
+"""What the gateway (`launcher serve`) adds over talking to the model's server directly, in one run.
+
+A gateway with one model (the bundled tiny model, or --model-path), started by the gateway's first request; then, in
+alternating rounds on the same server, the same `launcher bench` workload sent straight to the model's own server and
+through the gateway, and a run of one-token requests one at a time (where the gateway's share of each request is not
+hidden behind the model's own time).
+
+usage: .venv/bin/python benchmarks/gateway_overhead.py [--rounds 3] [--model-path DIR] [--markdown docs/gateway-overhead-table.md]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def start_gateway(home: str, model_path: str, port: int) -> subprocess.Popen:
+    import yaml
+
+    models = {"models": [{"name": "m", "model_path": model_path, "env": {"VLLM_CPU_KVCACHE_SPACE": "1"},
+                          "engine_args": {"max-model-len": 1024}}]}
+    path = os.path.join(home, "models.yaml")
+    with open(path, "w") as fh:
+        yaml.safe_dump(models, fh)
+    env = dict(os.environ, LAUNCHER_HOME=home)
+    p = subprocess.Popen([sys.executable, "-m", "launcher", "serve", "--models", path, "--port", str(port)],
+                         env=env, cwd=ROOT, stdout=open(os.path.join(home, "gateway.log"), "w"), stderr=subprocess.STDOUT)
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            return p
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("the gateway did not come up")
+
+
+def one_token_latencies(url: str, key: str, n: int) -> list[float]:
+    body = json.dumps({"model": "m", "prompt": "Hello", "max_tokens": 1, "temperature": 0}).encode()
+    out = []
+    for _ in range(n):
+        req = urllib.request.Request(url + "/v1/completions", body, {"Content-Type": "application/json",
+                                                                     "Authorization": f"Bearer {key}"})
+        t = time.perf_counter()
+        urllib.request.urlopen(req, timeout=60).read()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    k = (len(xs) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--model-path", default=os.path.join(ROOT, "examples", "tiny-llama"))
+    ap.add_argument("--one-token", type=int, default=200, help="one-token requests per path and round")
+    ap.add_argument("--markdown")
+    a = ap.parse_args()
+    from launcher.bench import Workload, run_bench
+    from launcher.supervisor import health
+
+    home = tempfile.mkdtemp(prefix="gw-bench-")
+    os.environ["LAUNCHER_HOME"] = home
+    from launcher.gateway.backends import backend_key
+
+    port = health.find_free_port()
+    gw = start_gateway(home, a.model_path, port)
+    gw_url = f"http://127.0.0.1:{port}"
+    try:
+        t = time.perf_counter()
+        one_token_latencies(gw_url, "", 1)  # the first request starts the model
+        cold_s = time.perf_counter() - t
+        st = json.loads(urllib.request.urlopen(gw_url + "/gateway/status").read())["models"][0]
+        direct_url, key = f"http://127.0.0.1:{st['port']}", backend_key("m")
+        vocab = json.load(open(os.path.join(a.model_path, "config.json")))["vocab_size"]
+        w = Workload(num_requests=64, concurrency=8, prompt_len=(128, 128), output_len=(64, 64), warmup=4)
+        rows = {"direct": [], "gateway": []}
+        single = {"direct": [], "gateway": []}
+        for r in range(a.rounds):
+            order = ["direct", "gateway"] if r % 2 == 0 else ["gateway", "direct"]
+            for path in order:
+                url, k = (direct_url, key) if path == "direct" else (gw_url, None)
+                rep = run_bench(url + "/v1", "m", w, vocab_size=vocab, api_key=k)
+                assert rep.failed == 0, rep.errors
+                rows[path].append(rep)
+                single[path] += one_token_latencies(url, k or "", a.one_token)
+                print(path, r, f"p50 {rep.latency_s['p50'] * 1000:.1f} ms p99 {rep.latency_s['p99'] * 1000:.1f} ms "
+                      f"{rep.output_throughput:.1f} tok/s", flush=True)
+    finally:
+        gw.send_signal(signal.SIGINT)
+        gw.wait(120)
+
+    def med(path, f):
+        return statistics.median(f(x) for x in rows[path])
+
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.processor() or platform.machine()} "
+        f"({os.cpu_count()} cores), vLLM CPU build, the bundled tiny model; `benchmarks/gateway_overhead.py "
+        f"--rounds {a.rounds}`. First request through the gateway (model started on demand): {cold_s:.1f} s.",
+        "",
+        "| | direct to the model's server | through the gateway | added / kept |",
+        "|---|---|---|---|",
+    ]
+    for label, f, unit in (("bench latency p50", lambda x: x.latency_s["p50"], "ms"),
+                           ("bench latency p99", lambda x: x.latency_s["p99"], "ms"),
+                           ("bench TTFT p50", lambda x: x.ttft_s["p50"], "ms")):
+        d, g = med("direct", f) * 1000, med("gateway", f) * 1000
+        lines.append(f"| {label} (64 requests, 8 at once, 128 in / 64 out; median of {a.rounds} rounds) | "
+                     f"{d:.1f} {unit} | {g:.1f} {unit} | {g - d:+.2f} {unit} |")
+    d, g = med("direct", lambda x: x.output_throughput), med("gateway", lambda x: x.output_throughput)
+    lines.append(f"| bench output throughput | {d:.1f} tok/s | {g:.1f} tok/s | {g / d * 100:.1f}% kept |")
+    for p in (50, 99):
+        d, g = pct(single["direct"], p) * 1000, pct(single["gateway"], p) * 1000
+        lines.append(f"| one-token request p{p} ({len(single['direct'])} one after another) | {d:.2f} ms | "
+                     f"{g:.2f} ms | {g - d:+.2f} ms |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if a.markdown:
+        with open(a.markdown, "w") as fh:
+            fh.write(text)
+
+
+if __name__ == "__main__":
+    main()
