@@ -52,7 +52,7 @@ def one_round(fast: bool) -> dict:
     from launcher.cluster import control
     from launcher.cluster.watch import ClusterWatch
     from launcher.runs import read_state, run_dir
-    from launcher.supervisor import health
+    from launcher import health
     from launcher.supervisor.machine import State
     from launcher.supervisor.policy import RestartPolicy
     from launcher.supervisor.run import GpuReleaseCheck, ServerRun

@@ -45,14 +45,14 @@ def start_gateway(home: str, model_path: str, port: int) -> subprocess.Popen:
     raise SystemExit("the gateway did not come up")
 
 
-def one_token_latencies(url: str, key: str, n: int) -> list[float]:
+def one_token_latencies(url: str, key: str, n: int, timeout_s: float = 60) -> list[float]:
     body = json.dumps({"model": "m", "prompt": "Hello", "max_tokens": 1, "temperature": 0}).encode()
     out = []
     for _ in range(n):
         req = urllib.request.Request(url + "/v1/completions", body, {"Content-Type": "application/json",
                                                                      "Authorization": f"Bearer {key}"})
         t = time.perf_counter()
-        urllib.request.urlopen(req, timeout=60).read()
+        urllib.request.urlopen(req, timeout=timeout_s).read()
         out.append(time.perf_counter() - t)
     return out
 
@@ -72,7 +72,7 @@ def main() -> None:
     ap.add_argument("--markdown")
     a = ap.parse_args()
     from launcher.bench import Workload, run_bench
-    from launcher.supervisor import health
+    from launcher import health
 
     home = tempfile.mkdtemp(prefix="gw-bench-")
     os.environ["LAUNCHER_HOME"] = home
@@ -83,7 +83,7 @@ def main() -> None:
     gw_url = f"http://127.0.0.1:{port}"
     try:
         t = time.perf_counter()
-        one_token_latencies(gw_url, "", 1)  # the first request starts the model
+        one_token_latencies(gw_url, "", 1, timeout_s=900)  # the first request starts the model
         cold_s = time.perf_counter() - t
         st = json.loads(urllib.request.urlopen(gw_url + "/gateway/status").read())["models"][0]
         direct_url, key = f"http://127.0.0.1:{st['port']}", backend_key("m")
@@ -95,7 +95,7 @@ def main() -> None:
             order = ["direct", "gateway"] if r % 2 == 0 else ["gateway", "direct"]
             for path in order:
                 url, k = (direct_url, key) if path == "direct" else (gw_url, None)
-                rep = run_bench(url + "/v1", "m", w, vocab_size=vocab, api_key=k)
+                rep = run_bench(url, "m", w, vocab_size=vocab, api_key=k)
                 assert rep.failed == 0, rep.errors
                 rows[path].append(rep)
                 single[path] += one_token_latencies(url, k or "", a.one_token)

@@ -4,10 +4,6 @@ from __future__ import annotations
 import difflib
 import enum
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .estimator.core import Estimate
 
 
 class ExitCode(enum.IntEnum):
@@ -58,7 +54,8 @@ class ModelConfigError(BadInput):
 class DoesNotFit(LauncherError):
     exit_code = EXIT_DOES_NOT_FIT
 
-    def __init__(self, message: str, *, hint: str | None = None, estimate: Estimate | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, estimate: object | None = None) -> None:
+        """estimate: the estimator.core.Estimate that refused (errors sit below the estimator: not imported here)."""
         super().__init__(message, hint=hint)
         self.estimate = estimate
 

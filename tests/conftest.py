@@ -68,7 +68,7 @@ def pytest_xdist_make_scheduler(config, log):
 def _own_default_port(request, monkeypatch):
     """The second group of real starts tries a port of its own first (launching.default_port)."""
     if _real_group(request.node.nodeid) == "real-b":
-        from launcher.supervisor import health
+        from launcher import health
 
         monkeypatch.setenv("LAUNCHER_PORT", str(health.find_free_port()))
 

@@ -12,7 +12,7 @@ from conftest import FAKE, cli, wait_for
 from launcher.cluster.placement import try_placement
 from launcher.cluster.watch import ClusterWatch
 from launcher.runs import read_state, run_dir
-from launcher.supervisor import health
+from launcher import health
 from launcher.supervisor.machine import State
 from launcher.supervisor.policy import RestartPolicy
 from launcher.supervisor.run import GpuReleaseCheck, ServerRun

@@ -66,7 +66,7 @@ class GatewayProc:
 def gateway(tmp_path_factory):
     import yaml
 
-    from launcher.supervisor import health
+    from launcher import health
 
     home = tmp_path_factory.mktemp("gateway-home")
     env = {"VLLM_CPU_KVCACHE_SPACE": "1"}

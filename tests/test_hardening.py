@@ -16,7 +16,7 @@ from launcher.errors import BadInput
 from launcher.launching import Prepared, adopt, start_detached, wait_until
 from launcher.runs import read_state, run_dir
 from launcher.spec import LaunchSpec
-from launcher.supervisor import health
+from launcher import health
 from launcher.process import RUN_ID_ENV
 
 

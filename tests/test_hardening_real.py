@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT, TINY, cli, wait_for
 from launcher import locks
 from launcher.runs import read_state
-from launcher.supervisor import health
+from launcher import health
 from test_hardening import alive, tagged
 
 pytestmark = pytest.mark.vllm

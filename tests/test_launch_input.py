@@ -183,7 +183,7 @@ def test_launcher_port_is_the_port_tried_first_without_port(monkeypatch):
     line, exit 2."""
     import socket
 
-    from launcher.supervisor import health
+    from launcher import health
 
     free = health.find_free_port()
     env = dict(os.environ, LAUNCHER_PORT=str(free))

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import fake_argv, wait_for
 from launcher.runs import read_state, run_dir
-from launcher.supervisor import health
+from launcher import health
 from launcher.supervisor.machine import State
 from launcher.supervisor.policy import RestartPolicy
 from launcher.supervisor.run import GpuReleaseCheck, ServerRun

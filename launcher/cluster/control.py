@@ -22,7 +22,7 @@ from ..errors import BadInput, ClusterError
 from ..runs import read_json, write_json
 from ..state import home
 from .. import process
-from ..supervisor import health
+from .. import health
 from .api import GPU_INDEX_RESOURCE, NODE_RESOURCE, Dashboard
 from .inventory import Inventory, NodeSpec
 

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import html
 import time
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .app import Gateway
 
 GiB = 1 << 30
 
 
-def snapshot(gw: Gateway) -> dict:
-    """What the page shows, as data."""
+def snapshot(gw: object) -> dict:
+    """What the page shows, as data; gw: the app.Gateway (its backends, options and address)."""
     from ..gpu import memory_by_pid
 
     seen = memory_by_pid()
@@ -37,7 +33,7 @@ def _gib(n: int | None) -> str:
     return "-" if n is None else f"{n / GiB:.2f} GiB"
 
 
-def render(gw: Gateway) -> str:
+def render(gw: object) -> str:
     s = snapshot(gw)
     rows = []
     for m in s["models"]:

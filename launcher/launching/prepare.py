@@ -15,7 +15,7 @@ from ..locks import FD_ENV, START_FD_ENV, NameLock, StartLock
 from ..planning import ModelRef, Plan, plan, resolve_model
 from .. import process
 from ..spec import LaunchSpec
-from ..supervisor import health
+from .. import health
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping

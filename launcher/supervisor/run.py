@@ -14,7 +14,7 @@ from ..engines import vllm as vllm_engine
 from ..gpu import NvmlSource
 from ..runs import read_json, update_record, update_state
 from .. import process
-from . import health
+from .. import health
 from .machine import Hooks, State, Supervisor
 from .policy import RestartPolicy
 

@@ -1,4 +1,5 @@
-"""HTTP probes of the server (stdlib only: the probe runs every second)."""
+"""HTTP probes and TCP ports (stdlib and psutil only: the probe runs every second): used by the supervisor, the
+pre-flight's port check, the cluster and the gateway."""
 from __future__ import annotations
 
 import socket
