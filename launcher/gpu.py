@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,17 +39,11 @@ class NvmlSource:
     """Reads the visible GPUs from NVML; an empty list when there is no driver or GPU."""
 
     def list(self) -> list[GpuInfo]:
-        try:
-            import pynvml
-        except ImportError:
-            return []
-        try:
-            pynvml.nvmlInit()
-        except Exception:  # noqa: BLE001 - no driver, no GPU
-            return []
-        try:
+        out = []
+        with _nvml() as pynvml:
+            if pynvml is None:
+                return []
             n = pynvml.nvmlDeviceGetCount()
-            out = []
             for i in visible_indices(n):
                 h = pynvml.nvmlDeviceGetHandleByIndex(i)
                 mem = pynvml.nvmlDeviceGetMemoryInfo(h)
@@ -60,12 +55,29 @@ class NvmlSource:
                 except Exception:  # noqa: BLE001
                     pids = ()
                 out.append(GpuInfo(i, name, int(mem.total), int(mem.free), int(mem.used), pids))
-            return out
-        finally:
-            try:
-                pynvml.nvmlShutdown()
-            except Exception:  # noqa: BLE001
-                pass
+        return out
+
+
+@contextmanager
+def _nvml():
+    """pynvml initialised for the block (None without the library, a driver or a GPU), shut down after."""
+    try:
+        import pynvml
+    except ImportError:
+        yield None
+        return
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - no driver, no GPU
+        yield None
+        return
+    try:
+        yield pynvml
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def visible_indices(count: int, env: dict | None = None) -> list[int]:
@@ -110,27 +122,15 @@ def planned_gpus(gpu_memory: str | None, preset: str | None, num_gpus: int | Non
 
 def memory_by_pid() -> dict[int, int]:
     """GPU memory each process holds, summed over the visible GPUs, as NVML reports it; {} without NVML."""
-    try:
-        import pynvml
-    except ImportError:
-        return {}
-    try:
-        pynvml.nvmlInit()
-    except Exception:  # noqa: BLE001 - no driver, no GPU
-        return {}
     out: dict[int, int] = {}
-    try:
+    with _nvml() as pynvml:
+        if pynvml is None:
+            return out
         for i in visible_indices(pynvml.nvmlDeviceGetCount()):
-            h = pynvml.nvmlDeviceGetHandleByIndex(i)
             try:
-                procs = pynvml.nvmlDeviceGetComputeRunningProcesses(h)
+                procs = pynvml.nvmlDeviceGetComputeRunningProcesses(pynvml.nvmlDeviceGetHandleByIndex(i))
             except Exception:  # noqa: BLE001
                 continue
             for p in procs:
                 out[p.pid] = out.get(p.pid, 0) + int(p.usedGpuMemory or 0)
-        return out
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except Exception:  # noqa: BLE001
-            pass
+    return out

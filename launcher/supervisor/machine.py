@@ -9,21 +9,16 @@ log reading and the GPU check are injected, so tests drive it without sleeping.
 """
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..runs import RunState
 from .policy import RestartPolicy
 
-
-class State(str, enum.Enum):
-    STARTING = "STARTING"
-    READY = "READY"
-    BACKOFF = "BACKOFF"
-    STOPPING = "STOPPING"
-    STOPPED = "STOPPED"
-    FATAL = "FATAL"
+# One enum names a launch's states everywhere: the machine moves between STARTING, READY, BACKOFF, STOPPING,
+# STOPPED and FATAL; the records add what only they can say (UNKNOWN, DEAD, UNSUPERVISED).
+State = RunState
 
 
 class Server(Protocol):
