@@ -26,9 +26,10 @@ class GpuInfo:
     free_bytes: int
     used_bytes: int
     pids: tuple[int, ...] = ()
+    planned: bool = False  # described on the command line (--gpu, --gpu-memory): a bare card, no process on it
 
     def budget(self) -> GpuBudget:
-        return GpuBudget(self.name, self.total_bytes, self.free_bytes)
+        return GpuBudget(self.name, self.total_bytes, self.free_bytes, planned=self.planned)
 
 
 class GpuSource(Protocol):
@@ -117,7 +118,7 @@ def planned_gpus(gpu_memory: str | None, preset: str | None, num_gpus: int | Non
     n = 1 if num_gpus is None else num_gpus
     if n < 1:
         raise BadInput("--num-gpus must be at least 1.")
-    return [GpuInfo(i, name, total, total, 0) for i in range(n)]
+    return [GpuInfo(i, name, total, total, 0, planned=True) for i in range(n)]
 
 
 def memory_by_pid() -> dict[int, int]:

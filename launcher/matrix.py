@@ -33,6 +33,7 @@ class Cell:
     kv_cache_tokens: int
     cause: str = ""
     confidence: str = ""
+    fix: str = ""  # the change that makes it fit where the cause is not the length (a utilization, say)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,8 +83,9 @@ def cells(model: ModelRef, engine_args: dict, selector: str, *, vllm_version: st
                 continue
             args = {**engine_args, "tensor-parallel-size": lay[0], "pipeline-parallel-size": lay[1]}
             e = plan(model, args, gpu_preset=kind, num_gpus=n, vllm_version=vllm_version, suggest=False).estimate
+            fix = e.suggestions[0].split(" (")[0] if not e.fits and e.cause != "max_model_len" and e.suggestions else ""
             out.append(Cell(kind, n, lay[0], lay[1], e.fits, e.max_model_len, e.max_model_len_fit, e.max_concurrency,
-                            e.kv_cache_tokens, "" if e.fits else e.cause, e.confidence))
+                            e.kv_cache_tokens, "" if e.fits else e.cause, e.confidence, fix))
     return out
 
 

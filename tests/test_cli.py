@@ -140,7 +140,7 @@ def test_a_launch_file_with_zero_gpus_exits_2(tmp_path):
 # Flags whose meaning differs between the commands that take them (each declared where its meaning is)
 PER_COMMAND_FLAGS = {
     "--name": "a launch (common), a cluster (cluster), the running launch to benchmark (bench)",
-    "--port": "the server's port (common), the Ray head's GCS port (cluster up)",
+    "--port": "the server's port (common), the Ray head's GCS port (cluster up), the gateway's own (serve: 8080)",
     "--timeout": "the smoke's whole deadline, bench's start and request timeout, tune's per candidate, a node's join",
     "--plot": "a different figure per command",
     "--workload": "one named workload (bench), several compared on the same starts (tune)",
@@ -183,3 +183,45 @@ def test_max_lora_rank_only_the_ranks_vllm_lists(rank, ok):
     assert (r.returncode == 0) is ok, r.stderr
     if not ok:
         assert r.returncode == 2 and "--max-lora-rank must be one of" in r.stderr
+
+
+def _json(*args):
+    r = cli("estimate", *args, "--json")
+    return r.returncode, json.loads(r.stdout)
+
+
+def test_a_planned_card_never_blames_other_processes_and_its_advice_fits():
+    """Llama-3.1-8B at 8k on a planned L4: nothing else runs on a card described with --gpu, so the verdict says the
+    bare card lacks vLLM's room beside its share (not 'other processes hold it'), and the utilization it advises
+    is re-estimated here and fits."""
+    base = ["--model-name", "llama-3.1-instruct", "--size-in-billions", "8", "--gpu", "L4", "--max_model_len", "8192"]
+    rc, d = _json(*base)
+    assert rc == 3 and d["cause"] == "free_memory"
+    assert "other processes" not in d["reason"] + " ".join(d["suggestions"]) and "bare card" in d["reason"]
+    flag, value = d["suggestions"][0].split(" (")[0].split()
+    assert flag == "--gpu-memory-utilization"
+    rc, again = _json(*base, flag, value)
+    assert rc == 0 and again["fits"]
+
+
+def test_more_gpus_than_the_launch_uses_advises_tensor_parallel_that_fits():
+    """--gpu L4 --num-gpus 8 without --tensor-parallel-size planned one GPU holding 131 GiB of weights and advised
+    about free memory; now the cause is the weights and the advice splits the model over the 8 GPUs."""
+    base = ["--model-name", "llama-3.1-instruct", "--size-in-billions", "70", "--gpu", "L4", "--num-gpus", "8",
+            "--max_model_len", "32768"]
+    rc, d = _json(*base)
+    assert rc == 3 and d["cause"] == "weights"
+    advice = d["suggestions"][0].split(" on ")[0].split()
+    assert advice[:2] == ["--tensor-parallel-size", "8"], d["suggestions"]
+    rc, again = _json(*base, *advice)
+    assert rc == 0 and again["fits"]
+
+
+def test_a_fit_matrix_cell_says_the_change_that_fits_not_a_length_above_the_one_asked():
+    """L4 x8 for Llama-3.1-70B at 32k read '✗ 75,744': a length above the one asked beside a cross. The cell's cause
+    is the room beside the share: it now names the utilization at which it fits."""
+    r = runner.invoke(app, ["estimate", "--model-name", "llama-3.1-instruct", "--size-in-billions", "70",
+                            "--max_model_len", "32768", "--gpu", "L4,H200", "--json"])
+    rows = json.loads(r.stdout)
+    cell = next(c for c in (rows["cells"] if isinstance(rows, dict) else rows) if c["gpu"] == "L4" and c["num_gpus"] == 8)
+    assert cell["fits"] is False and cell["fix"].startswith("--gpu-memory-utilization")

@@ -57,6 +57,7 @@ LaunchName = Annotated[Optional[str], typer.Option("--name", help="Name of this 
 Host = Annotated[Optional[str], typer.Option("--host", help="Address to bind (default 127.0.0.1).")]
 Port = Annotated[Optional[int], typer.Option("--port", help="Port (default 8000, or a free one if 8000 is taken).")]
 Env = Annotated[Optional[list[str]], typer.Option("--env", help="KEY=VALUE for the server's environment (repeatable).")]
+AllowUnauthenticated = Annotated[bool, typer.Option("--allow-unauthenticated", help="Allow a non-loopback --host without an API key.")]
 ApiKeyEnv = Annotated[Optional[str], typer.Option("--api-key-env", help="Name of the environment variable holding the API key.")]
 NoPreflight = Annotated[bool, typer.Option("--no-preflight", help="Skip the memory estimate before starting.")]
 GpuMemory = Annotated[Optional[str], typer.Option("--gpu-memory", help="Plan for GPUs of this size (80GiB, 81920MiB, 80GB) instead of the visible ones.")]

@@ -175,6 +175,9 @@ def _cell_text(c: Cell) -> str:
     pp = " pp" if c.pipeline_parallel_size > 1 else ""
     if c.fits:
         return f"[green]✓ {c.max_model_len_fit:,}{pp}[/] {c.max_concurrency:.1f}x"
+    if c.fix.startswith("--"):  # not the length: the cell says what makes it fit (a lower utilization, say)
+        short = c.fix.replace("--gpu-memory-utilization ", "util ").replace(" with --max-model-len ", ", len ")
+        return f"[yellow]✗ {short}{pp}[/]"
     if c.max_model_len_fit > 0:
         return f"[yellow]✗ {c.max_model_len_fit:,}{pp}[/]"
     words = {"free_memory": "beyond the GPU", "weights": "weights", "no_kv": "no KV cache"}

@@ -33,7 +33,7 @@ def launch(
     port: common.Port = None,
     env: common.Env = None,
     api_key_env: common.ApiKeyEnv = None,
-    allow_unauthenticated: Annotated[bool, typer.Option("--allow-unauthenticated", help="Allow a non-loopback --host without an API key.")] = False,
+    allow_unauthenticated: common.AllowUnauthenticated = False,
     config: common.Config = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run the supervisor in the background.")] = False,
     startup_timeout: Annotated[Optional[float], typer.Option("--startup-timeout", click_type=common.positive("--startup-timeout"), help="Seconds from start to /health 200 (default 900).")] = None,

@@ -13,7 +13,7 @@ def serve(
     host: common.Host = None,
     port: Annotated[Optional[int], typer.Option("--port", help="Port of the gateway (default 8080).")] = None,
     api_key_env: common.ApiKeyEnv = None,
-    allow_unauthenticated: Annotated[bool, typer.Option("--allow-unauthenticated", help="Allow a non-loopback --host without an API key.")] = False,
+    allow_unauthenticated: common.AllowUnauthenticated = False,
     memory_budget: Annotated[Optional[str], typer.Option("--memory-budget", help="Memory the models share (20GiB): on GPUs what the devices have free at the start, on the CPU build the host's available memory, by default.")] = None,
     queue_size: Annotated[int, typer.Option("--queue-size", min=1, help="Requests that may wait for one model to start; more get 503.")] = 64,
     queue_timeout: Annotated[float, typer.Option("--queue-timeout", click_type=common.positive("--queue-timeout"), help="Seconds a request waits for its model to start before 503 with Retry-After.")] = 600.0,

@@ -35,6 +35,7 @@ class GpuBudget:
     name: str
     total_bytes: int  # NVML total
     free_bytes: int | None = None  # NVML free; None when planning for a GPU not present
+    planned: bool = False  # a card described on the command line: its free memory is a bare card's, no process holds any
 
     @property
     def capability(self) -> tuple[int, int] | None:
@@ -335,7 +336,7 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     # the extensible cache's budget is only a cap: no start-up check of the free memory (worker/utils.py request_memory)
     v = verdict(est, free_bytes=None if s.kv_cache_memory_bytes or ext else free, cuda_total_bytes=gpu.cuda_total_bytes,
                 want_len=want_len, need_bytes=lay.bytes_per_request(want_len, block, batched),
-                decode_graphs_need_blocks=bool(m.state_layers) and not s.enforce_eager)
+                decode_graphs_need_blocks=bool(m.state_layers) and not s.enforce_eager, planned=gpu.planned)
     est = replace(est, fits=v.fits, cause=v.cause, reason=v.reason)
     if v.cause == "free_memory":
         advice = _shared_gpu_advice(m, s, gpu, vllm_version, free, outside)
@@ -356,21 +357,17 @@ class Verdict:
 
 
 def verdict(e: Estimate, *, free_bytes: int | None, cuda_total_bytes: int, want_len: int, need_bytes: int,
-            decode_graphs_need_blocks: bool) -> Verdict:
+            decode_graphs_need_blocks: bool, planned: bool = False) -> Verdict:
     """Whether vLLM starts with this estimate, and if not where it would fail, in the order it would: its start-up
-    check of the free memory (free_bytes None: not checked, as with --kv-cache-memory-bytes), what it takes beyond
-    its share, the weights, the requested length, one block, and a block per decoding sequence for the decode
+    check of the free memory (free_bytes None: not checked, as with --kv-cache-memory-bytes), the weights (loading,
+    then the profile, fail before anything is captured), what it takes beyond its share (graph capture, after the
+    KV cache is sized), the requested length, one block, and a block per decoding sequence for the decode
     CUDA graphs of a model with recurrent state (config/compilation.py; vLLM raises after sizing the KV cache)."""
     requested, outside = e.requested_bytes, e.outside_budget_bytes
     if free_bytes is not None and free_bytes < requested:
         return Verdict(False, "free_memory", (
             f"Free memory on device ({free_bytes / GiB:.2f}/{cuda_total_bytes / GiB:.2f} GiB) on startup is less than "
             f"desired GPU memory utilization ({e.gpu_memory_utilization}, {requested / GiB:.2f} GiB); vLLM would fail at once."))
-    if free_bytes is not None and free_bytes < requested + outside:
-        return Verdict(False, "free_memory", (
-            f"vLLM would pass its start-up check ({free_bytes / GiB:.2f} GiB free, {requested / GiB:.2f} GiB requested) "
-            f"but then needs about {outside / GiB:.2f} GiB more outside that share (CUDA graph capture, per-request "
-            "tables, warm-up), which other processes hold: it would fail with an out-of-memory error after loading."))
     if e.kv_cache_bytes <= 0:
         w, adapters = e.weights_bytes, e.lora_bytes
         return Verdict(False, "weights", (
@@ -378,6 +375,13 @@ def verdict(e: Estimate, *, free_bytes: int | None, cuda_total_bytes: int, want_
             + (f" (LoRA adapters {adapters / GiB:.2f} GiB)" if adapters else "") + " + activations and overhead "
             f"{(e.activation_bytes + e.non_torch_bytes + e.cudagraph_bytes) / GiB:.2f} GiB exceed the "
             f"{requested / GiB:.2f} GiB requested."))
+    if free_bytes is not None and free_bytes < requested + outside:
+        return Verdict(False, "free_memory", (
+            f"vLLM would pass its start-up check ({free_bytes / GiB:.2f} GiB free, {requested / GiB:.2f} GiB requested) "
+            f"but then needs about {outside / GiB:.2f} GiB more outside that share (CUDA graph capture, per-request "
+            "tables, warm-up), " + ("which a bare card of this kind does not have beside that share" if planned
+                                    else "which other processes hold")
+            + ": it would fail with an out-of-memory error after loading."))
     if e.max_model_len_fit < want_len and not e.auto:
         reason = (f"max_model_len {want_len} needs {need_bytes / GiB:.2f} GiB of KV cache; only {e.kv_cache_bytes / GiB:.2f} "
                   f"GiB is available. The largest that fits is {e.max_model_len_fit}.")
@@ -531,6 +535,16 @@ def _shared_gpu_advice(m: ModelArch, s: EngineSettings, gpu: GpuBudget, vv: tupl
                        outside: int) -> list[str]:
     """The largest utilization that starts beside what other processes hold, checked with the same model."""
     u = math.floor((free - outside) / gpu.cuda_total_bytes * 100) / 100
+    if gpu.planned:  # nothing else runs on a planned card: the share itself must leave vLLM its room beside it
+        e = estimate(m, replace(s, gpu_memory_utilization=u), gpu, vllm_version=vv, suggest=False) if u > 0 else None
+        if e is not None and e.fits:
+            return [f"--gpu-memory-utilization {u:.2f} (the largest that leaves the {outside / GiB:.2f} GiB vLLM "
+                    "needs beyond its share on this card)"]
+        if e is not None and e.cause == "max_model_len" and e.max_model_len_fit > 0:
+            return [f"--gpu-memory-utilization {u:.2f} with --max-model-len {e.max_model_len_fit} (the largest "
+                    f"utilization that leaves the {outside / GiB:.2f} GiB vLLM needs beyond its share on this card)"]
+        return [f"a larger GPU or more of them: at --gpu-memory-utilization {u:.2f} the model does not fit"
+                + (f" ({e.reason})" if e is not None else "")]
     tip = "or free the memory other processes hold."
     if u <= 0:
         return [f"free the memory other processes hold: {free / GiB:.2f} GiB free is not enough to start at all."]
@@ -583,8 +597,27 @@ def _suggest(m: ModelArch, s: EngineSettings, gpu: GpuBudget, vv: tuple[int, ...
     if not s.kv_cache_dtype.startswith("fp8") and fits(kv_cache_dtype="fp8"):
         out.append("--kv-cache-dtype fp8")
     for tp in (2, 4, 8):
-        if tp > s.tensor_parallel_size and m.num_heads % tp == 0 and fits(tensor_parallel_size=tp):
-            have = f" (you have {num_gpus})" if num_gpus is not None and num_gpus < tp else ""
+        if tp <= s.tensor_parallel_size or m.num_heads % tp:
+            continue
+        have = f" (you have {num_gpus})" if num_gpus is not None and num_gpus < tp else ""
+        if fits(tensor_parallel_size=tp):
             out.append(f"--tensor-parallel-size {tp} on {tp} GPUs{have}")
             break
+        util = _utilization_fix(m, s, gpu, vv, max_model_len=want_len, tensor_parallel_size=tp)
+        if util:  # it fits split this way once the share leaves vLLM its room beside it
+            out.append(f"--tensor-parallel-size {tp} {util} on {tp} GPUs{have}")
+            break
     return out
+
+
+def _utilization_fix(m: ModelArch, s: EngineSettings, gpu: GpuBudget, vv: tuple[int, ...], **changes: object) -> str:
+    """'--gpu-memory-utilization U' where these settings fail only for the room vLLM needs beside its share and
+    that utilization fits (re-checked by the shared-GPU advice), else ''."""
+    try:
+        e = estimate(m, replace(s, **changes), gpu, vllm_version=vv, suggest=False)
+    except BadInput:
+        return ""
+    first = e.suggestions[0] if e.suggestions else ""
+    if e.fits or e.cause != "free_memory" or not first.startswith("--gpu-memory-utilization"):
+        return ""
+    return first.split(" (")[0]
