@@ -183,6 +183,29 @@ ALIASES = {
 }
 
 
+# Blocks in which a config nests its shapes (DBRX: attn_config with kv_n_heads, ffn_config with the experts; MPT:
+# attn_config). A generic reading that missed them counted DBRX-132B as a 13B dense model (weights about 5x low).
+NESTED_SHAPE_BLOCKS = ("attn_config", "ffn_config")
+# vLLM reads DBRX's and MPT's KV heads from attn_config.kv_n_heads (ModelConfig.get_total_num_kv_heads)
+NESTED_NAMES = {"moe_top_k": "num_experts_per_tok", "moe_num_experts": "num_local_experts",
+                "kv_n_heads": "num_key_value_heads"}
+
+
+def _hoisted(cfg: dict, notes: list[str]) -> dict:
+    """The shapes of the nested blocks taken up to the top level (where it does not already say them)."""
+    blocks = [k for k in NESTED_SHAPE_BLOCKS if isinstance(cfg.get(k), dict)]
+    if not blocks:
+        return cfg
+    out = dict(cfg)
+    for b in blocks:
+        for k, v in cfg[b].items():
+            k = NESTED_NAMES.get(k, k)
+            if k != "model_type" and out.get(k) is None:
+                out[k] = v
+    notes.append("shapes read from the nested " + ", ".join(blocks) + " of config.json")
+    return out
+
+
 def _need(cfg: dict, key: str, source: str):
     if cfg.get(key) is None:
         for alt in ALIASES.get(key, ()):
@@ -247,6 +270,8 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
     layer_types = cfg.get("layer_types") or cfg.get("layers_block_type") or []
     notes: list[str] = []
     hybrid = hybrid_mod.is_hybrid(cfg, arch, mtype)
+    if arch not in SUPPORTED:
+        cfg = _hoisted(cfg, notes)
     if arch not in SUPPORTED and arch not in conformance_matched():
         notes.append(f"{GENERIC_NOTE_START}'{arch or mtype or '(none)'}' has no specific model here: generic decoder "
                      "shapes from config.json (attention, MLP, experts and MLA fields as given)")
