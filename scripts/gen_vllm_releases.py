@@ -99,6 +99,12 @@ def read_release(src: Path) -> dict:
     # and from 0.34.0 the only one (the V1 runner's module is gone)
     v2_all = (bool(chooser) and "_is_default_v2_model_runner_model" not in chooser) \
         or not (v / "v1" / "worker" / "gpu_model_runner.py").is_file()
+    # from 0.26: the list holds the MoE architectures on V2; every dense one is on V2 too
+    # (`return is_default_v2_architecture or not model_config.is_moe`), a hybrid only where listed from 0.27
+    default_fn = ast.get_source_segment(cfg_src, fns["VllmConfig._is_default_v2_model_runner_model"]) \
+        if "VllmConfig._is_default_v2_model_runner_model" in fns else ""
+    v2_dense = "not model_config.is_moe" in default_fn and "or not model_config.is_moe" in default_fn.replace("\n", " ")
+    v2_hybrid_listed = v2_dense and "not is_default_v2_architecture" in default_fn
     mech = {}
     for name, rel, quals in MECHANISMS:
         fns = {}
@@ -112,7 +118,9 @@ def read_release(src: Path) -> dict:
             "v1_runner": (v / "v1" / "worker" / "gpu_model_runner.py").is_file(),
             "default_utilization": float(m.group(1)) if m else None,
             "extensible_kv_cache": extensible, "estimate_cudagraphs_env": g is not None, "estimate_cudagraphs_default": int(g.group(1)) if g else None,
-            "v2_runner_architectures": v2, "v2_runner_default_for_all": v2_all, "mechanisms": mech}
+            "v2_runner_architectures": v2, "v2_runner_default_for_all": v2_all,
+            **({"v2_runner_default_for_dense": True} if v2_dense and not v2_all else {}),
+            **({"v2_runner_hybrid_if_listed": True} if v2_hybrid_listed and not v2_all else {}), "mechanisms": mech}
 
 
 def main() -> None:

@@ -144,7 +144,9 @@ def test_the_0_27_estimate_keeps_those_buffers_off_the_kv_cache(monkeypatch):
     new = estimate(m, s, H100, vllm_version=(0, 27, 0))
     monkeypatch.setattr(releases, "profile_counts_consumed", lambda vv: False)
     without = estimate(m, s, H100, vllm_version=(0, 27, 0))
-    moved = activation.pre_profile_buffers_bytes(m, "v1", max_num_seqs=1024, max_num_batched_tokens=8192,
+    # a dense model is on the V2 runner from 0.26 (releases.uses_v2_runner): its buffers
+    assert new.runner == "v2"
+    moved = activation.pre_profile_buffers_bytes(m, new.runner, max_num_seqs=1024, max_num_batched_tokens=8192,
                                                  max_model_len=32768, block_size=16)  # an H100: the larger defaults
     assert without.kv_cache_bytes - new.kv_cache_bytes == moved
 
@@ -310,3 +312,31 @@ def test_0_34_on_blackwell_is_extrapolated_for_its_wider_graph_grids():
     e = estimate(m, EngineSettings(), b200, vllm_version=(0, 34, 0))
     assert e.confidence == "extrapolated" and "8192 tokens" in e.confidence_reason
     assert estimate(m, EngineSettings(enforce_eager=True), b200, vllm_version=(0, 34, 0)).confidence == "derived"
+
+
+def test_the_runner_each_0_26_start_logged_is_the_one_estimated():
+    """vLLM 0.26.0 on an H100 (benchmarks/results/h100-vllm026, 2026-12-06) logged 'Using V2 Model Runner' for every
+    dense model (Llama, Qwen2, Qwen3, Gemma 2) and for DeepSeek-V2 (a listed MoE), and stayed on V1 for Qwen3-30B-A3B
+    (MoE, not listed), Mamba2 and Qwen3-Next (recurrent state): `_is_default_v2_model_runner_model` ends
+    `is_default_v2_architecture or not model_config.is_moe`. The blind estimates had all but DeepSeek on V1."""
+    import json
+
+    from launcher.estimator.activation import runner
+
+    res = ROOT / "benchmarks" / "results" / "h100-vllm026"
+    checked = 0
+    for line in (res / "results.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        log = (res / "logs" / f"{r['case']}.log").read_text(errors="replace")
+        logged = "v2" if "Using V2 Model Runner" in log else "v1"
+        cfg = r.get("config") or _catalog_config(r["model"], r["size"])
+        assert runner(from_config(cfg), (0, 26, 0)) == logged, r["case"]
+        checked += 1
+    assert checked == 9
+
+
+def _catalog_config(model: str, size: str) -> dict:
+    import json
+
+    cat = json.loads((ROOT / "launcher" / "models" / "catalog.json").read_text())
+    return cat["models"][model]["sizes"][size]["config"]

@@ -38,15 +38,16 @@ V2_SPECULATIVE_METHODS = frozenset({"eagle", "eagle3", "mtp", "dflash"})
 
 
 def runner(m: ModelArch, vllm_version: tuple[int, ...], speculative: SpecSettings | None = None) -> str:
-    """The model runner vLLM picks: V2 for the architectures its release lists (releases.py; 0.24.0's are
-    V2_RUNNER_ARCHS) unless a speculative method it lacks is asked for, V1 otherwise."""
+    """The model runner vLLM picks: V2 where its release defaults to it (releases.uses_v2_runner: the listed
+    architectures, or every dense one from 0.26) unless a speculative method it lacks is asked for, V1 otherwise."""
     from .releases import has_v1_runner, uses_v2_runner
 
     if not has_v1_runner(vllm_version):
         return "v2"
     if speculative is not None and speculative.method not in V2_SPECULATIVE_METHODS:
         return "v1"
-    return "v2" if uses_v2_runner(m.architecture, vllm_version) else "v1"
+    return "v2" if uses_v2_runner(m.architecture, vllm_version, moe=m.num_experts > 0,
+                                  state=bool(m.state_layers)) else "v1"
 
 
 # V1 runner's sampler warm-up (gpu_model_runner._dummy_sampler_run, sample/sampler.py, ops/topk_topp_sampler.py,

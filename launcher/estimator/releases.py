@@ -32,14 +32,24 @@ def nearest(vv: tuple[int, ...]) -> tuple[str, dict] | None:
     return earlier[-1], data()["releases"][earlier[-1]]
 
 
-def uses_v2_runner(architecture: str, vv: tuple[int, ...]) -> bool:
-    """Whether this release runs the architecture on its V2 model runner by default: the listed ones up to 0.28,
-    every one from 0.29 (VllmConfig.use_v2_model_runner)."""
+def uses_v2_runner(architecture: str, vv: tuple[int, ...], *, moe: bool = False, state: bool = False) -> bool:
+    """Whether this release runs the architecture on its V2 model runner by default (VllmConfig.use_v2_model_runner):
+    up to 0.24 the listed ones; from 0.26 every model that is neither MoE nor has recurrent state, and the listed
+    MoE ones (`_is_default_v2_model_runner_model` ends `is_default_v2_architecture or not model_config.is_moe`;
+    a hybrid only where listed, from 0.27; none in 0.26); from 0.29 every one. moe: the model has routed experts;
+    state: recurrent (Mamba-like) layers."""
     found = nearest(vv)
     if found is None:
         return False
     r = found[1]
-    return r.get("v2_runner_default_for_all", False) or architecture in r["v2_runner_architectures"]
+    if r.get("v2_runner_default_for_all", False):
+        return True
+    listed = architecture in r["v2_runner_architectures"]
+    if r.get("v2_runner_default_for_dense", False):
+        if state:
+            return listed and r.get("v2_runner_hybrid_if_listed", False)
+        return listed or not moe
+    return listed
 
 
 def has_v1_runner(vv: tuple[int, ...]) -> bool:
