@@ -176,7 +176,9 @@ def markdown(data: dict) -> str:
     lines.append("| profile counts the memory consumed since start-up (`total_consumed`: buffers made before the profile "
                  "inside the share) | " + " | ".join("yes" if rel[v].get("profile_counts_consumed") else "no" for v in vers) + " |")
     lines.append("| V2 model runner: default for | " + " | ".join(
-        ("all" if rel[v]["v2_runner_default_for_all"] else f"{len(rel[v]['v2_runner_architectures'])} architectures")
+        ("all" if rel[v]["v2_runner_default_for_all"] else
+         f"dense models + {len(rel[v]['v2_runner_architectures'])} MoE" if rel[v].get("v2_runner_default_for_dense")
+         else f"{len(rel[v]['v2_runner_architectures'])} architectures")
         for v in vers) + " |")
     base = rel[data["base"]]["mechanisms"]
     for m in data["mechanisms"]:
