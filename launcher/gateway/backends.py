@@ -247,7 +247,11 @@ class Backends:
         args["served-model-name"] = list(dict.fromkeys([b.name, *b.entry.aliases, *names]))
         if self.opts.gpu:
             args.setdefault("enable-sleep-mode", True)
-        return replace(b.entry.spec, host="127.0.0.1", port=None, api_key_env=None, allow_unauthenticated=False,
+        from .. import health
+
+        # a port the system hands out, not the shared default one (8000): a launch beside the gateway may take that
+        port = b.entry.spec.port or health.find_free_port()
+        return replace(b.entry.spec, host="127.0.0.1", port=port, api_key_env=None, allow_unauthenticated=False,
                        engine_args=args, startup_timeout_s=self.opts.start_timeout_s)
 
     async def _start(self, b: Backend) -> None:
@@ -256,18 +260,22 @@ class Backends:
 
         self._set(b, "starting")
         self.metrics.started(b.name)
-        prep = await asyncio.to_thread(self._prepare, b, True)
-        if self.closing:
-            prep.release_locks()
-            raise GatewayError(503, "the gateway is stopping")
-        launch = await asyncio.to_thread(Launch.start, prep)
-        b.launch, b.port = launch, prep.port
-        st = await asyncio.to_thread(launch.wait_ready, self.opts.start_timeout_s + 30)
-        if st != State.READY:
+        for attempt in (1, 2):
+            prep = await asyncio.to_thread(self._prepare, b, True)
+            if self.closing:
+                prep.release_locks()
+                raise GatewayError(503, "the gateway is stopping")
+            launch = await asyncio.to_thread(Launch.start, prep)
+            b.launch, b.port = launch, prep.port
+            st = await asyncio.to_thread(launch.wait_ready, self.opts.start_timeout_s + 30)
+            if st == State.READY:
+                break
             why = launch.failure()
             await asyncio.to_thread(launch.stop)
             b.launch = None
-            raise GatewayError(503, why)
+            # another process took the port between the check and vLLM's bind: once more, on another port
+            if attempt == 2 or "port_in_use" not in why:
+                raise GatewayError(503, why)
         b.error = None
         b.last_used = time.monotonic()
         self._set(b, "running")
