@@ -340,3 +340,37 @@ def _catalog_config(model: str, size: str) -> dict:
 
     cat = json.loads((ROOT / "launcher" / "models" / "catalog.json").read_text())
     return cat["models"][model]["sizes"][size]["config"]
+
+
+def _version_comparisons(path) -> list[str]:
+    """Comparisons in a module that look at a vLLM version: a literal (0, minor[, patch]), the measured release, or
+    an expression naming a version (vllm_version, vv, inst.version)."""
+    import ast
+
+    src = path.read_text()
+    found = []
+    for node in ast.walk(ast.parse(src)):
+        if not isinstance(node, ast.Compare) or not any(isinstance(op, (ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Eq, ast.NotEq))
+                                                        for op in node.ops):
+            continue
+        ordering = any(isinstance(op, (ast.Lt, ast.LtE, ast.Gt, ast.GtE)) for op in node.ops)
+        for side in (node.left, *node.comparators):
+            text = ast.get_source_segment(src, side) or ""
+            literal = isinstance(side, ast.Tuple) and side.elts and isinstance(side.elts[0], ast.Constant) \
+                and side.elts[0].value == 0 and len(side.elts) >= 2
+            # a version ordered against another (equality of two labels, a list's name, is not a rule)
+            named = ordering and ("vllm_version" in text or text.startswith("vv") or "parse_version(" in text)
+            if literal or text == "MEASURED" or named:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.get_source_segment(src, node)}")
+                break
+    return found
+
+
+def test_no_version_comparison_outside_the_release_table():
+    """Every release-dependent rule is asked of estimator/releases.py (its table, RULES and since()): a version
+    compared anywhere else is a rule in a second place."""
+    found = [c for p in sorted((ROOT / "launcher").rglob("*.py")) if p.name != "releases.py"
+             for c in _version_comparisons(p)]
+    assert not found, found
+    # the reader sees what it should: releases.py itself compares versions
+    assert _version_comparisons(ROOT / "launcher" / "estimator" / "releases.py")

@@ -235,7 +235,9 @@ def phase_of(line: str) -> str | None:
 def env_warnings(env: dict, inst: Installed | None) -> list[str]:
     """Variables the installed vLLM ignores or no longer has, said before the start."""
     out = []
-    if "VLLM_USE_V1" in env and inst is not None and parse_version(inst.version) >= (0, 11):
+    from ..estimator.releases import since
+
+    if "VLLM_USE_V1" in env and inst is not None and since("v1_engine_only", parse_version(inst.version)):
         out.append(f"VLLM_USE_V1 has no effect in vLLM {inst.version}: the V0 engine was removed, V1 is the only engine.")
     return out
 

@@ -237,10 +237,13 @@ def datacentre_blackwell(capability: tuple[int, int] | None) -> bool:
 def capture_grid(capability: tuple[int, int] | None, vllm_version: tuple[int, ...], num_speculative_tokens: int = 0
                  ) -> CaptureGrid:
     """The release's capture grid on this GPU (see CaptureGrid)."""
-    vv = tuple(vllm_version[:2])
-    return CaptureGrid(max_capture=1024 if datacentre_blackwell(capability) and vv >= (0, 28) else 512,
-                       decode_query_len=1 + num_speculative_tokens if vv >= (0, 29) else 1,
-                       max_seqs_size=vv >= (0, 31))
+    from .releases import since
+
+    return CaptureGrid(max_capture=1024 if datacentre_blackwell(capability) and since("blackwell_capture_to_1024",
+                                                                                     vllm_version) else 512,
+                       decode_query_len=1 + num_speculative_tokens if since("graphs_for_speculative_queries",
+                                                                            vllm_version) else 1,
+                       max_seqs_size=since("max_num_seqs_captured", vllm_version))
 
 
 def cudagraph_sizes(max_num_seqs: int, max_num_batched_tokens: int, grid: CaptureGrid = DEFAULT_GRID) -> list[int]:
@@ -535,14 +538,14 @@ def confidence(m: ModelArch, gpus: int, vllm_version: tuple[int, ...]) -> tuple[
     notes = [n for n in m.notes if not (seen and n.startswith((GENERIC_NOTE_START, CONFORMANCE_NOTE_START)))]
     if notes:
         return "extrapolated", "; ".join(notes)
-    from .releases import MEASURED, unmodelled as release_changes
+    from .releases import is_measured, unmodelled as release_changes
 
     version = ".".join(map(str, vllm_version[:3]))
     changes = release_changes(vllm_version, bool(m.state_layers), m.architecture)
     if changes:
         return "extrapolated", (f"vLLM {version}: " + "; ".join(changes) + (" (changed since 0.24.0, which was measured, "
                                 "and not modelled; docs/vllm-releases.md)" if not changes[0].startswith("not in") else ""))
-    if tuple(vllm_version[:3]) != MEASURED:
+    if not is_measured(vllm_version):
         return "derived", (f"vLLM {version}'s memory mechanics read from its sources as 0.24.0's (measured) or "
                            "reviewed (docs/vllm-releases.md); no start of it was measured")
     if not seen:

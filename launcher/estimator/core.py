@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, replace
 from ..errors import BadInput
 from ..models.config import ModelArch
 from ..units import GiB
-from . import activation, kv, weights
+from . import activation, kv, releases, weights
 from . import lora as loramod
 from . import speculative as specmod
 
@@ -141,7 +141,7 @@ def _batch_defaults(s: EngineSettings, gpu: GpuBudget, vllm_version: tuple[int, 
     """max_num_batched_tokens and max_num_seqs: as asked, else vLLM's defaults for the API server on this GPU
     (the larger ones on GPUs of 70 GiB or more but an A100, and from 0.33 but a GB10, DGX Spark)."""
     large = gpu.cuda_total_bytes >= LARGE_GPU_BYTES and "a100" not in gpu.name.lower() \
-        and not (gpu.capability == (12, 1) and tuple(vllm_version[:2]) >= (0, 33))
+        and not (gpu.capability == (12, 1) and releases.since("gb10_keeps_small_batch_defaults", vllm_version))
     return (s.max_num_batched_tokens or _default_batched(gpu, large, vllm_version),
             s.max_num_seqs or (1024 if large else 256))
 
@@ -149,7 +149,7 @@ def _batch_defaults(s: EngineSettings, gpu: GpuBudget, vllm_version: tuple[int, 
 def _default_batched(gpu: GpuBudget, large: bool, vllm_version: tuple[int, ...]) -> int:
     """vLLM's default max_num_batched_tokens for the API server (engine/arg_utils.py get_batch_defaults): 8192 on
     GPUs of 70 GiB or more (not an A100), else 2048; from 0.28, 16384 on GPUs of 160 GiB or more."""
-    if tuple(vllm_version[:2]) >= (0, 28) and gpu.cuda_total_bytes >= 160 * GiB:
+    if releases.since("batched_16k_on_160gib", vllm_version) and gpu.cuda_total_bytes >= 160 * GiB:
         return 16384
     return 8192 if large else 2048
 
@@ -157,7 +157,7 @@ def _default_batched(gpu: GpuBudget, large: bool, vllm_version: tuple[int, ...])
 def _state_cache_mode(s: EngineSettings, vllm_version: tuple[int, ...]) -> str:
     """From 0.28 prefix caching on a hybrid sets 'align' (model_executor/models/config.py MambaModelConfig), where
     earlier releases chose 'all' for the models that support it (s.state_cache_mode assumes 'all')."""
-    if not s.mamba_cache_mode and s.enable_prefix_caching and tuple(vllm_version[:2]) >= (0, 28):
+    if not s.mamba_cache_mode and s.enable_prefix_caching and releases.since("prefix_caching_aligns_state", vllm_version):
         return "align"
     return s.state_cache_mode
 
@@ -304,7 +304,7 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     lay = kv.layout(m, tp=tp, pp=pp, block_size=block, kv_cache_dtype=s.kv_cache_dtype,
                     mamba_cache_mode=_state_cache_mode(s, vllm_version), max_model_len=want_len,
                     extra_full_layers=draft_layers,
-                    mla_hybrid_alignment=tuple(vllm_version[:2]) >= (0, 27))
+                    mla_hybrid_alignment=releases.since("mla_hybrid_block_alignment", vllm_version))
     block = lay.block_size or block  # a hybrid's attention block grows to hold one state page
     avail_pos = max(0, avail)
     # the fit answer keeps the calibrated headroom: better a little short than a failed load
@@ -414,7 +414,8 @@ def _wanted_length(m: ModelArch, s: EngineSettings) -> tuple[int, bool]:
 
 def _with_launch_notes(m: ModelArch, s: EngineSettings, gpu: GpuBudget, vllm_version: tuple[int, ...]) -> ModelArch:
     """The model with what this launch adds that is not measured (its `notes` decide confidence and margin)."""
-    if activation.datacentre_blackwell(gpu.capability) and tuple(vllm_version[:2]) >= (0, 34) and not s.enforce_eager:
+    if activation.datacentre_blackwell(gpu.capability) and releases.since("blackwell_prefill_graphs", vllm_version) \
+            and not s.enforce_eager:
         m = replace(m, notes=(*m.notes, "vLLM 0.34's wider CUDA graph grids on data-centre Blackwell (prefill graphs up "
                                         "to 8192 tokens, config/vllm.py _split_cudagraph_capture_sizes) are not modelled"))
     if m.vision_layers and s.mm_processor_kwargs not in (None, "", {}, "{}"):

@@ -16,6 +16,40 @@ def data() -> dict:
     return json.loads(Path(__file__).with_name("vllm_releases.json").read_text())
 
 
+# Rules that begin at a release, each read from that release's source: (first release, where vLLM says so).
+# Every release-dependent rule of the launcher is asked through since() or the table's queries below; a test holds
+# that no version is compared anywhere else.
+RULES: dict[str, tuple[tuple[int, ...], str]] = {
+    "gb10_keeps_small_batch_defaults": ((0, 33), "engine/arg_utils.py get_batch_defaults: a GB10 (DGX Spark, "
+                                                 "capability 12.1) keeps the small API-server defaults"),
+    "batched_16k_on_160gib": ((0, 28), "engine/arg_utils.py get_batch_defaults: 16384 batched tokens on GPUs of "
+                                       "160 GiB or more"),
+    "prefix_caching_aligns_state": ((0, 28), "model_executor/models/config.py MambaModelConfig: prefix caching on a "
+                                             "hybrid sets mamba_cache_mode 'align'"),
+    "mla_hybrid_block_alignment": ((0, 27), "platforms/interface.py _align_hybrid_block_size: with MLA the attention "
+                                            "block aligns to 128 tokens"),
+    "blackwell_capture_to_1024": ((0, 28), "config/vllm.py: decode CUDA graphs captured up to 1024 on data-centre "
+                                           "Blackwell"),
+    "graphs_for_speculative_queries": ((0, 29), "config/compilation.py: decode graphs sized for 1 + speculative tokens"),
+    "max_num_seqs_captured": ((0, 31), "config/compilation.py: max_num_seqs captured where it is off the grid"),
+    "blackwell_prefill_graphs": ((0, 34), "config/vllm.py _split_cudagraph_capture_sizes: prefill graphs up to 8192 "
+                                          "tokens on data-centre Blackwell (not modelled)"),
+    "graph_estimate_env": ((0, 21), "envs.py VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS appears"),
+    "v1_engine_only": ((0, 11), "the V0 engine removed: VLLM_USE_V1 no longer selects an engine"),
+}
+
+
+def is_measured(vv: tuple[int, ...]) -> bool:
+    """Whether vv is the release the GPU starts were measured on (MEASURED)."""
+    return tuple(vv[:3]) == MEASURED
+
+
+def since(rule: str, vv: tuple[int, ...]) -> bool:
+    """Whether the release vv has this rule (RULES)."""
+    first = RULES[rule][0]
+    return tuple(vv[:len(first)]) >= first
+
+
 def _key(v: str) -> tuple[int, ...]:
     return tuple(int(x) for x in v.split("."))
 
@@ -81,7 +115,7 @@ def has_graph_estimate_env(vv: tuple[int, ...]) -> bool:
     """Whether VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS exists in this release (the launcher's graph-share method
     needs it set to 0); releases before the table: from 0.21, where it appeared."""
     found = nearest(vv)
-    return found[1]["estimate_cudagraphs_env"] if found else tuple(vv[:2]) >= (0, 21)
+    return found[1]["estimate_cudagraphs_env"] if found else since("graph_estimate_env", vv)
 
 
 # A report against vLLM not traced to a tracked mechanism: it keeps hybrid models' estimates extrapolated from 0.26
