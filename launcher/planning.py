@@ -28,6 +28,32 @@ class ModelRef:
     revision: str | None = None
 
 
+@dataclass(frozen=True)
+class ModelOptions:
+    """--model-format and --quantization, read once and the same way by launch, estimate, smoke, bench, tune and
+    planning (they used to normalise them three ways and a launch and its estimate could differ)."""
+
+    model_format: str = "pytorch"
+    quantization: str | None = None  # None: 'none' or not given
+
+    @classmethod
+    def of(cls, model_format: str | None, quantization: str | None) -> ModelOptions:
+        q = None if quantization in (None, "", "none") else str(quantization)
+        return cls((model_format or "pytorch").lower(), q)
+
+    @property
+    def online(self) -> str | None:
+        """The method vLLM applies while loading a full-precision checkpoint (--quantization of a pytorch model);
+        a quantized build (awq, gptq, fp8) says its own in its config."""
+        return self.quantization if self.model_format == "pytorch" else None
+
+    def engine_args(self, engine_args: dict) -> dict:
+        """The engine arguments with --quantization where the launch quantizes online and does not name it."""
+        if self.online and "quantization" not in engine_args:
+            return {**engine_args, "quantization": self.online}
+        return dict(engine_args)
+
+
 def resolve_model(model_path: str | None, model_name: str | None, size: str | None, model_format: str | None,
                   quantization: str | None, dtype: str | None = None, parse_arch: bool = True,
                   model_repo: str | None = None, revision: str | None = None) -> ModelRef:
@@ -38,7 +64,8 @@ def resolve_model(model_path: str | None, model_name: str | None, size: str | No
     catalog's name/size/format (its repository id; the architecture is in the catalog)."""
     if sum(bool(x) for x in (model_path, model_name, model_repo)) > 1:
         raise BadInput("give one of --model (Hub id), --model-path or --model-name, not several.")
-    q = None if quantization in (None, "none", "") else quantization
+    opts = ModelOptions.of(model_format, quantization)
+    q = opts.quantization
     if model_repo:
         if not parse_arch:
             return ModelRef(model_repo, None, model_repo, repo=model_repo, revision=revision)
@@ -66,10 +93,10 @@ def resolve_model(model_path: str | None, model_name: str | None, size: str | No
         return ModelRef(str(model_path), arch, str(model_path))
     if not model_name:
         raise BadInput("no model given.", hint="Use --model-path DIR, or --model-name NAME --size-in-billions N.")
-    entry = catalog.lookup(model_name, size, model_format or "pytorch", quantization)
+    entry = catalog.lookup(model_name, size, opts.model_format, quantization)
     if not parse_arch:
         return ModelRef(entry.repo, None, entry.name, repo=entry.repo)
-    arch = from_config(entry.config, source=f"catalog:{entry.name}", dtype=dtype, quantization=q if q and model_format in (None, "pytorch") else None)
+    arch = from_config(entry.config, source=f"catalog:{entry.name}", dtype=dtype, quantization=opts.online)
     return ModelRef(entry.repo, arch, f"{entry.name} {entry.size.replace('_', '.')}B {entry.model_format}", repo=entry.repo)
 
 

@@ -196,3 +196,22 @@ def test_launcher_port_is_the_port_tried_first_without_port(monkeypatch):
         assert r.returncode == 0 and json.loads(r.stdout)["port"] not in (free, 8000), r.stdout
     r = cli("launch", "--model-path", str(TINY), "--print-config", "--json", env=dict(env, LAUNCHER_PORT="80x"))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "LAUNCHER_PORT must be a port number" in r.stderr
+
+
+@pytest.mark.parametrize("fmt,q,passed", [("pytorch", "fp8", "fp8"), (None, "fp8", "fp8"), ("awq", "awq", None),
+                                          ("pytorch", "none", None), (None, None, None)])
+def test_model_options_read_once_for_launch_and_estimate(fmt, q, passed):
+    """--model-format/--quantization: launch passed --quantization awq for an AWQ build where estimate did not (three
+    normalisations that differed). Now one (planning.ModelOptions): a method is passed to vLLM only where it
+    quantizes a full-precision checkpoint while loading."""
+    from launcher.planning import ModelOptions
+
+    opts = ModelOptions.of(fmt, q)
+    assert opts.engine_args({}).get("quantization") == passed
+    assert opts.engine_args({"quantization": "bitsandbytes"})["quantization"] == "bitsandbytes"  # the user's own wins
+    flags = ["--model-name", "qwen2.5-instruct", "--size-in-billions", "7", "--print-config", "--json", "--max-model-len", "1024",
+             *(["--model-format", fmt] if fmt else []), *(["--quantization", q] if q else [])]
+    r = cli("launch", *flags, timeout=120)
+    assert r.returncode == 0, r.stderr
+    argv = json.loads(r.stdout)["command"]
+    assert (argv[argv.index("--quantization") + 1] if "--quantization" in argv else None) == passed

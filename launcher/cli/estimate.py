@@ -71,15 +71,12 @@ def _model_and_args(ctx: typer.Context, model: str | None, revision: str | None,
     from ..engine_args import parse_argv
     from ..engines import check_engine
     from ..engines import vllm as vllm_engine
-    from ..planning import resolve_model
+    from ..planning import ModelOptions, resolve_model
 
-    model_format, quantization = model_format or "pytorch", quantization or "none"
     check_engine(model_engine or "vllm")
     spec = (vllm_engine.arg_spec_for_version(vllm_version, cpu=device == "cpu") if vllm_version
             else vllm_engine.arg_spec(allow_dump=False))
-    engine_args = parse_argv(list(ctx.args), spec)
-    if quantization not in ("none", "") and "quantization" not in engine_args and model_format == "pytorch":
-        engine_args["quantization"] = quantization
+    engine_args = ModelOptions.of(model_format, quantization).engine_args(parse_argv(list(ctx.args), spec))
     model_path, model_repo = common.split_model(model, model_path)
     ref = resolve_model(model_path, model_name, size_in_billions, model_format, quantization,
                         dtype=engine_args.get("dtype"), model_repo=model_repo, revision=revision)

@@ -12,7 +12,7 @@ from ..engine_args import to_argv
 from ..engines import vllm as vllm_engine
 from ..errors import BadInput, DoesNotFit
 from ..locks import FD_ENV, START_FD_ENV, NameLock, StartLock
-from ..planning import ModelRef, Plan, plan, resolve_model
+from ..planning import ModelOptions, ModelRef, Plan, plan, resolve_model
 from .. import process
 from ..spec import LaunchSpec
 from .. import health
@@ -125,10 +125,7 @@ def _resolve(spec: LaunchSpec) -> tuple[ModelRef, dict]:
     ref = resolve_model(spec.model_path, spec.model_name, spec.size_in_billions, spec.model_format, spec.quantization,
                         dtype=spec.engine_args.get("dtype"), parse_arch=spec.preflight, model_repo=spec.model,
                         revision=spec.revision)
-    engine_args = dict(spec.engine_args)
-    if spec.quantization not in ("none", "", None) and "quantization" not in engine_args:
-        engine_args["quantization"] = spec.quantization
-    return ref, engine_args
+    return ref, ModelOptions.of(spec.model_format, spec.quantization).engine_args(spec.engine_args)
 
 
 def _plan_checked(spec: LaunchSpec, ref: ModelRef, engine_args: dict, env: dict, watch: ClusterWatch | None,
