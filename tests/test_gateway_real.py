@@ -178,27 +178,34 @@ def test_streaming_through_the_gateway_equals_streaming_direct(gateway, monkeypa
 
 
 def test_a_client_that_disconnects_cancels_the_request_upstream(gateway, monkeypatch):
+    """A client asks for 1000 tokens (ignore_eos), reads three chunks and goes away: vLLM's own count of generated
+    tokens stops far short of 1000 (the gateway closed its connection, vLLM aborted the request). vLLM updates its
+    counters with some lag, so the count is read once it has stood still."""
     _, port = _direct(gateway, monkeypatch, "tiny-a")
-
-    def running():
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
-        return sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith("vllm:num_requests_running"))
 
     def generated():
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
         return sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith("vllm:generation_tokens_total"))
 
-    before = generated()
+    def settled(still_s):
+        last, since = generated(), time.monotonic()
+        while time.monotonic() - since < still_s:
+            time.sleep(0.5)
+            now = generated()
+            if now != last:
+                last, since = now, time.monotonic()
+        return last
+
+    before = settled(3.0)
     stream = gateway.client().completions.create(model="tiny-a", prompt="Once", max_tokens=1000, temperature=0,
                                                  stream=True, extra_body={"ignore_eos": True})
     it = iter(stream)
     for _ in range(3):
         next(it)
-    wait_for(lambda: running() == 1, 10, 0.05, "vLLM's gauge to show the request")  # its metrics lag a little
     stream.close()  # the client goes away after three chunks of 1000
-    wait_for(lambda: running() == 0, 10, 0.1, "vLLM to drop the request")
-    time.sleep(1.0)
-    assert generated() - before < 700  # aborted, not run to its 1000 tokens
+    time.sleep(12)  # longer than vLLM's stats interval: a request left running would be counted meanwhile
+    done = settled(11.0) - before  # still for longer than that interval: nothing is running any more
+    assert 3 <= done < 700, done  # counted at all (the check can see tokens), and aborted long before 1000
 
 
 def test_a_budget_for_one_model_stops_the_idle_one_and_loses_no_request(gateway):
@@ -279,3 +286,43 @@ def test_ps_shows_the_gateways_models_and_launch_via_adds_one(gateway):
     assert {rows[n]["gateway"]["state"] for n in ("tiny-a", "tiny-b")} <= {"running", "stopped", "starting"}
     r = cli("launch", "--via", gateway.url, "--model-path", str(TINY), "--name", "tiny-c", env=env, timeout=60)
     assert r.returncode == 2 and "already" in r.stderr  # one name, one model
+
+
+def test_ctrl_c_while_a_model_starts_leaves_no_process(tmp_path):
+    """SIGINT to a gateway whose model is still starting: the gateway stops it too (a start under way once outlived
+    a gateway stopped this way)."""
+    import yaml
+
+    from conftest import vllm_processes_here
+    from launcher import health
+
+    home = tmp_path / "gw"
+    home.mkdir()
+    path = home / "models.yaml"
+    path.write_text(yaml.safe_dump({"models": [{"name": "tiny-s", "model_path": str(TINY),
+                                                "env": {"VLLM_CPU_KVCACHE_SPACE": "1"},
+                                                "engine_args": {"max-model-len": 512, **QUICK}}]}))
+    gw = GatewayProc(home, path, health.find_free_port()).start()
+    threading.Thread(target=lambda: _complete_quietly(gw), daemon=True).start()
+    wait_for(lambda: gw.status()["tiny-s"]["state"] == "starting", 60, 0.1, "the model starting")
+    saved = os.environ.get("LAUNCHER_HOME")
+    os.environ["LAUNCHER_HOME"] = str(home)
+    try:
+        wait_for(lambda: vllm_processes_here(), 60, 0.2, "its server process")
+        gw.proc.send_signal(signal.SIGINT)
+        gw.proc.wait(120)
+        wait_for(lambda: not vllm_processes_here(), 30, 0.2, "no server process left")
+    finally:
+        for p in vllm_processes_here():
+            os.kill(p, signal.SIGKILL)
+        if saved is None:
+            os.environ.pop("LAUNCHER_HOME", None)
+        else:
+            os.environ["LAUNCHER_HOME"] = saved
+
+
+def _complete_quietly(gw):
+    try:
+        _complete(gw.client(), "tiny-s")
+    except Exception:  # noqa: BLE001 - the gateway is stopped under it
+        pass

@@ -8,6 +8,7 @@ import hmac
 import json
 import os
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
@@ -71,12 +72,12 @@ class Gateway:
 
     def write_record(self, stopped: bool = False) -> None:
         """gateway.json: where the gateway listens and each model's state, for `launcher ps` (no key in it)."""
+        from ..process import ProcRef
         from ..runs import write_json
 
-        import psutil
-        me = psutil.Process()
-        write_json(__import__("pathlib").Path(gateway_dir()) / "gateway.json", {
-            "pid": os.getpid(), "create_time": me.create_time(), "url": self.url, "stopped": stopped,
+        me = ProcRef.of(os.getpid())
+        write_json(Path(gateway_dir()) / "gateway.json", {
+            "pid": me.pid, "create_time": me.create_time, "url": self.url, "stopped": stopped,
             "models": {b.name: {"state": b.state, "port": b.port, "in_flight": b.in_flight, "requests": b.requests,
                                 "aliases": list(b.entry.aliases), "lora": list(b.entry.lora_names),
                                 "need_bytes": b.need_bytes, "error": b.error}
@@ -177,11 +178,17 @@ class Gateway:
                     status = up.status
                     resp = web.StreamResponse(status=up.status, reason=up.reason, headers={
                         k: v for k, v in up.headers.items() if k.lower() not in DROP_RESPONSE})
-                    await resp.prepare(request)
-                    # chunk by chunk as they come (SSE included): never buffered whole
-                    async for chunk in up.content.iter_any():
-                        await resp.write(chunk)
-                    await resp.write_eof()
+                    try:
+                        await resp.prepare(request)
+                        # chunk by chunk as they come (SSE included): never buffered whole
+                        async for chunk in up.content.iter_any():
+                            await resp.write(chunk)
+                        await resp.write_eof()
+                    except BaseException:
+                        # the client went away (the handler cancelled, or its socket reset): close the connection to
+                        # the model's server, not hand it back to the pool, so that vLLM aborts the request
+                        up.close()
+                        raise
                     return resp
             except OSError as e:  # the backend went away mid-request (a crash; the supervisor restarts it)
                 if resp is not None and resp.prepared:

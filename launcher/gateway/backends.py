@@ -267,6 +267,9 @@ class Backends:
                 raise GatewayError(503, "the gateway is stopping")
             launch = await asyncio.to_thread(Launch.start, prep)
             b.launch, b.port = launch, prep.port
+            if self.closing:  # the gateway began stopping while this one was spawned: stop_all may have missed it
+                await self._stop(b)
+                raise GatewayError(503, "the gateway is stopping")
             st = await asyncio.to_thread(launch.wait_ready, self.opts.start_timeout_s + 30)
             if st == State.READY:
                 break
@@ -343,12 +346,10 @@ class Backends:
         return done
 
     async def stop_all(self) -> None:
-        """Every model stopped (the gateway ends): no start begins after this, one under way is waited for."""
+        """Every model stopped (the gateway ends), one still starting too: no start begins after this, and a start
+        whose server was spawned meanwhile stops it itself (_start checks `closing`)."""
         self.closing = True
-        async with self.placing:  # a start in progress finishes (or fails) first, then is stopped with the rest
-            for b in self.by_name.values():
-                if b.launch is not None:
-                    await self._stop(b)
+        await asyncio.gather(*(self._stop(b) for b in self.by_name.values() if b.launch is not None))
 
     def _failed(self, b: Backend, why: str) -> None:
         b.error, b.failed_at = why, time.monotonic()
