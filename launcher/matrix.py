@@ -70,6 +70,7 @@ def is_matrix(gpu: str | None) -> bool:
 def cells(model: ModelRef, engine_args: dict, selector: str, *, vllm_version: str | None = None) -> list[Cell]:
     """model: a planning.ModelRef with its architecture. engine_args: the user's; tensor/pipeline sizes are set
     per cell."""
+    from .estimator.core import advice_flags
     from .planning import plan
 
     m = model.arch
@@ -83,7 +84,7 @@ def cells(model: ModelRef, engine_args: dict, selector: str, *, vllm_version: st
                 continue
             args = {**engine_args, "tensor-parallel-size": lay[0], "pipeline-parallel-size": lay[1]}
             e = plan(model, args, gpu_preset=kind, num_gpus=n, vllm_version=vllm_version, suggest=False).estimate
-            fix = e.suggestions[0].split(" (")[0] if not e.fits and e.cause != "max_model_len" and e.suggestions else ""
+            fix = advice_flags(e.suggestions[0]) if not e.fits and e.cause != "max_model_len" and e.suggestions else ""
             out.append(Cell(kind, n, lay[0], lay[1], e.fits, e.max_model_len, e.max_model_len_fit, e.max_concurrency,
                             e.kv_cache_tokens, "" if e.fits else e.cause, e.confidence, fix))
     return out

@@ -618,7 +618,12 @@ def _utilization_fix(m: ModelArch, s: EngineSettings, gpu: GpuBudget, vv: tuple[
         e = estimate(m, replace(s, **changes), gpu, vllm_version=vv, suggest=False)
     except BadInput:
         return ""
-    first = e.suggestions[0] if e.suggestions else ""
+    first = advice_flags(e.suggestions[0]) if e.suggestions else ""
     if e.fits or e.cause != "free_memory" or not first.startswith("--gpu-memory-utilization"):
         return ""
-    return first.split(" (")[0]
+    return first
+
+
+def advice_flags(suggestion: str) -> str:
+    """The flags of one suggestion, without its explanation in parentheses ('--x 1 (why)' -> '--x 1')."""
+    return suggestion.split(" (")[0]

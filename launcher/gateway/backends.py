@@ -227,8 +227,9 @@ class Backends:
         except DoesNotFit as e:  # it does not fit beside what runs now: still its size, to make room for
             if getattr(e, "estimate", None) is None:
                 raise
-            return need_of(e.estimate, None)
-        return need_of(prep.plan.estimate if prep.plan else None, prep.plan.cpu_kv if prep.plan else None)
+            return need_of(e.estimate.to_dict(), None)
+        e = prep.plan.estimate if prep.plan else None
+        return need_of(e.to_dict() if e is not None else None, prep.plan.cpu_kv if prep.plan else None)
 
     def _prepare(self, b: Backend, claim: bool) -> Prepared:
         from ..launching import prepare
@@ -360,26 +361,23 @@ class Backends:
         self.metrics.state(b.name, state)
 
 
-def need_of(estimate: object, cpu_kv: dict | None) -> int:
-    """The bytes a model holds, as planned: on a GPU the share vLLM takes plus what it takes beside it, per GPU,
-    times the GPUs; on the CPU build its weights and KV cache (the Python runtime of each server not counted)."""
-    if estimate is not None:
-        gpus = max(1, len(getattr(estimate, "gpus", None) or [1]))
-        return (int(estimate.requested_bytes) + int(getattr(estimate, "outside_budget_bytes", 0) or 0)) * gpus
+def need_of(estimate: dict | None, cpu_kv: dict | None) -> int:
+    """The bytes a model holds, as planned (an Estimate as launch.json records it, to_dict()): on a GPU the share
+    vLLM takes plus what it takes beside it, per GPU, times the GPUs; on the CPU build its weights and KV cache (the
+    Python runtime of each server not counted)."""
+    if estimate:
+        gpus = max(1, len(estimate.get("gpus") or [1]))
+        return (int(estimate.get("requested_bytes") or 0) + int(estimate.get("outside_budget_bytes") or 0)) * gpus
     if cpu_kv:
         return int(cpu_kv.get("weights_bytes") or 0) + int(cpu_kv.get("kv_cache_bytes") or 0)
     return 0
 
 
 def need_of_record(name: str) -> int | None:
-    """The planned bytes of an adopted model, from its launch.json."""
+    """The planned bytes of an adopted model, from its launch.json (None where it recorded no plan)."""
     from ..runs import read_json, run_dir
 
     rec = read_json(run_dir(name) / "launch.json") or {}
-    e, cpu = rec.get("estimate"), rec.get("cpu_kv")
-    if e:
-        gpus = max(1, len(e.get("gpus") or [1]))
-        return (int(e.get("requested_bytes") or 0) + int(e.get("outside_budget_bytes") or 0)) * gpus
-    if cpu:
-        return int(cpu.get("weights_bytes") or 0) + int(cpu.get("kv_cache_bytes") or 0)
-    return None
+    if not (rec.get("estimate") or rec.get("cpu_kv")):
+        return None
+    return need_of(rec.get("estimate"), rec.get("cpu_kv"))
