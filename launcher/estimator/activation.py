@@ -15,7 +15,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..models.config import CONFORMANCE_NOTE_START, GENERIC_NOTE_START, ModelArch
+from ..models.caveats import Margin
+from ..models.config import ModelArch
 
 if TYPE_CHECKING:
     from .speculative import SpecSettings
@@ -517,14 +518,12 @@ DERIVED_MARGIN, DERIVED_MARGIN_MIN_BYTES = 0.005, 256 << 20
 
 
 def extrapolated_margin_bytes(m: ModelArch, vllm_version: tuple[int, ...], requested: int, kv_bytes: int) -> int:
-    """The margin an extrapolated estimate keeps off the KV cache (see above)."""
-    from .lora import NOTE_START as LORA_NOTE_START
-    from .speculative import HOST_NOTE_START, MEASURED_NOTE_START
-
-    modelled = (GENERIC_NOTE_START, LORA_NOTE_START, HOST_NOTE_START, MEASURED_NOTE_START)
+    """The margin an extrapolated estimate keeps off the KV cache (see above): the large one where a caveat asks
+    for it (models/caveats.py), a change of vLLM is not modelled or an encoder's profile is not."""
     from .releases import unmodelled as release_changes
 
-    unmodelled = ([n for n in m.notes if not n.startswith(modelled)] or release_changes(vllm_version, bool(m.state_layers), m.architecture)
+    unmodelled = (any(c.margin is Margin.UNMODELLED for c in m.caveats)
+                  or release_changes(vllm_version, bool(m.state_layers), m.architecture)
                   or (m.vision_layers and not m.vision_layout))
     if unmodelled:
         return int(EXTRAPOLATED_MARGIN * requested)
@@ -534,17 +533,18 @@ def extrapolated_margin_bytes(m: ModelArch, vllm_version: tuple[int, ...], reque
 def confidence(m: ModelArch, gpus: int, vllm_version: tuple[int, ...]) -> tuple[str, str]:
     """measured | derived | extrapolated, with the reason, from what vLLM's measured starts covered."""
     seen = coefficients().get("measured", {}).get(m.architecture)
-    # generic decoder shapes are no reason for a margin once starts of this architecture were measured
-    notes = [n for n in m.notes if not (seen and n.startswith((GENERIC_NOTE_START, CONFORMANCE_NOTE_START)))]
-    if notes:
-        return "extrapolated", "; ".join(notes)
-    from .releases import is_measured, unmodelled as release_changes
+    # some caveats (generic decoder shapes) are no reason for lower confidence once starts of this architecture
+    # were measured
+    caveats = [c for c in m.caveats if not (seen and c.until_measured)]
+    if caveats:
+        return "extrapolated", "; ".join(map(str, caveats))
+    from .releases import is_listed, is_measured, unmodelled as release_changes
 
     version = ".".join(map(str, vllm_version[:3]))
     changes = release_changes(vllm_version, bool(m.state_layers), m.architecture)
     if changes:
         return "extrapolated", (f"vLLM {version}: " + "; ".join(changes) + (" (changed since 0.24.0, which was measured, "
-                                "and not modelled; docs/vllm-releases.md)" if not changes[0].startswith("not in") else ""))
+                                "and not modelled; docs/vllm-releases.md)" if is_listed(vllm_version) else ""))
     if not is_measured(vllm_version):
         return "derived", (f"vLLM {version}'s memory mechanics read from its sources as 0.24.0's (measured) or "
                            "reviewed (docs/vllm-releases.md); no start of it was measured")

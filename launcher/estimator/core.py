@@ -5,6 +5,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 
 from ..errors import BadInput
+from ..models.caveats import Caveat
 from ..models.config import ModelArch
 from ..units import GiB
 from . import activation, kv, releases, weights
@@ -413,21 +414,20 @@ def _wanted_length(m: ModelArch, s: EngineSettings) -> tuple[int, bool]:
 
 
 def _with_launch_notes(m: ModelArch, s: EngineSettings, gpu: GpuBudget, vllm_version: tuple[int, ...]) -> ModelArch:
-    """The model with what this launch adds that is not measured (its `notes` decide confidence and margin)."""
+    """The model with what this launch adds that is not measured (its `caveats` decide confidence and margin)."""
     if activation.datacentre_blackwell(gpu.capability) and releases.since("blackwell_prefill_graphs", vllm_version) \
             and not s.enforce_eager:
-        m = replace(m, notes=(*m.notes, "vLLM 0.34's wider CUDA graph grids on data-centre Blackwell (prefill graphs up "
-                                        "to 8192 tokens, config/vllm.py _split_cudagraph_capture_sizes) are not modelled"))
+        m = replace(m, caveats=(*m.caveats, Caveat(
+            "vLLM 0.34's wider CUDA graph grids on data-centre Blackwell (prefill graphs up to 8192 tokens, "
+            "config/vllm.py _split_cudagraph_capture_sizes) are not modelled")))
     if m.vision_layers and s.mm_processor_kwargs not in (None, "", {}, "{}"):
         # the processor's options decide the dummy inputs of the encoder's profile (Gemma 3's pan-and-scan crops,
         # Qwen-VL's pixel limits): not read, so the encoder is not modelled for this launch
-        m = replace(m, notes=(*m.notes, "--mm-processor-kwargs changes the encoder's dummy inputs, which are not "
-                                        "modelled with it"))
+        m = replace(m, caveats=(*m.caveats, Caveat("--mm-processor-kwargs changes the encoder's dummy inputs, which "
+                                                   "are not modelled with it")))
     if s.lora is not None:
         loramod.check_supported(m)
-        m = replace(m, notes=(*m.notes, *(loramod.NOTE_START + n for n in (
-            "no LoRA launch was measured on a GPU (the adapters' buffers are vLLM's own count, the second set of "
-            "CUDA graphs is counted as large as the first)", *loramod.notes(m)))))
+        m = replace(m, caveats=(*m.caveats, *loramod.caveats(m)))
     return m
 
 
@@ -508,12 +508,12 @@ def _proposer(m: ModelArch, s: EngineSettings, tp: int, cap: tuple[int, int] | N
     if spec is None:
         return 0, 0, m
     if m.state_layers:  # mamba_utils.py: conv states take num_spec more rows (GDN, Mamba2; KDA from 0.27)
-        m = replace(m, notes=(*m.notes, specmod.NOTE_START + "the recurrent layers' conv states grow by the draft "
-                                        "tokens; not counted"))
+        m = replace(m, caveats=(*m.caveats, specmod.caveat("the recurrent layers' conv states grow by the draft "
+                                                           "tokens; not counted")))
     if not spec.proposer_on_gpu:
-        return 0, 0, replace(m, notes=(*m.notes, specmod.HOST_NOTE_START + f"the {spec.method} proposer runs on the "
-                                       "host; the rejection sampler's warm-up is counted"
-                                       + ("" if run == "v1" else "; not measured on the V2 runner")))
+        return 0, 0, replace(m, caveats=(*m.caveats, specmod.caveat(
+            f"the {spec.method} proposer runs on the host; the rejection sampler's warm-up is counted"
+            + ("" if run == "v1" else "; not measured on the V2 runner"), where="host")))
     draft = specmod.proposer_arch(m, spec, s.draft)
     if draft is None:
         raise BadInput(f"--speculative-config method {spec.method}: the draft model's config.json was not read.")
@@ -525,11 +525,11 @@ def _proposer(m: ModelArch, s: EngineSettings, tp: int, cap: tuple[int, int] | N
     else:
         w = weights.weights_bytes(draft, dtp, 1, capability=cap) + extra
     if (spec.method, run) in specmod.MEASURED_PROPOSERS:
-        note = specmod.MEASURED_NOTE_START + f"the {spec.method} proposer's weights, KV layers and warm-up counted"
+        note = specmod.caveat(f"the {spec.method} proposer's weights, KV layers and warm-up counted", where="measured")
     else:
-        note = (specmod.NOTE_START + f"{spec.method} proposer: its weights and KV layers counted from its config; its "
-                "profile and CUDA graphs were not measured on a GPU")
-    return w, specmod.kv_equivalent_layers(m, draft, tp), replace(m, notes=(*m.notes, note))
+        note = specmod.caveat(f"{spec.method} proposer: its weights and KV layers counted from its config; its "
+                              "profile and CUDA graphs were not measured on a GPU")
+    return w, specmod.kv_equivalent_layers(m, draft, tp), replace(m, caveats=(*m.caveats, note))
 
 
 def _shared_gpu_advice(m: ModelArch, s: EngineSettings, gpu: GpuBudget, vv: tuple[int, ...], free: int,

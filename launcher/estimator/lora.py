@@ -23,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..errors import BadInput
+from ..models.caveats import Caveat, Margin
 from ..models.config import DTYPE_BYTES, ModelArch
 
 
@@ -44,8 +45,6 @@ class LoraSettings:
                            "vLLM refuses it.")
 
 
-# Notes of a LoRA launch start so: modelled terms (the smaller, derived margin), not unknown parts of vLLM.
-NOTE_START = "LoRA: "
 # The extra captures with adapters (see the module's docstring).
 GRAPH_CASES = 2
 
@@ -138,14 +137,16 @@ def activation_bytes(lora: LoraSettings, max_num_batched_tokens: int) -> int:
     return 2 * 4 * 4 * t + 3 * t * lora.max_lora_rank * 4
 
 
-def notes(m: ModelArch) -> list[str]:
-    """Why the adapters' bytes are not exact for this model (empty when they are modelled)."""
-    out = []
+def caveats(m: ModelArch) -> list[Caveat]:
+    """What a LoRA launch of this model does not measure or count: modelled terms all (the smaller margin, derived
+    from shapes), not unknown parts of vLLM."""
+    out = ["no LoRA launch was measured on a GPU (the adapters' buffers are vLLM's own count, the second set of "
+           "CUDA graphs is counted as large as the first)"]
     if m.state_layers:
         out.append("LoRA on the state-mixer layers of a hybrid model is not counted")
     if m.vision_layers:
         out.append("LoRA on the vision tower is not counted (vLLM leaves it off unless --enable-tower-connector-lora)")
-    return out
+    return [Caveat(w, topic="LoRA", margin=Margin.SHAPES) for w in out]
 
 
 def check_supported(m: ModelArch) -> None:

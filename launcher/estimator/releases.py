@@ -131,6 +131,11 @@ UNMODELLED_LAYOUTS = {
 }
 
 
+def is_listed(vv: tuple[int, ...]) -> bool:
+    """Whether the release table has this release."""
+    return ".".join(map(str, vv[:3])) in data()["releases"]
+
+
 def unmodelled(vv: tuple[int, ...], hybrid: bool = False, architecture: str | None = None) -> list[str]:
     """Why this release's estimate is not derived from the measured one: its mechanisms that changed since 0.24.0
     without a review saying the estimator covers the change, or the release is not in the table at all."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from ..errors import BadInput
+from ..models.caveats import Caveat, Margin
 from ..models.config import ModelArch
 
 if TYPE_CHECKING:
@@ -31,13 +32,12 @@ EAGLE_METHODS = frozenset({"eagle", "eagle3"})
 HEAD_METHODS = frozenset({"eagle", "eagle3", "medusa", "mlp_speculator", "draft_model", "dflash"})
 MTP_METHODS = frozenset({"mtp", "deepseek_mtp", "qwen3_next_mtp", "glm4_moe_mtp", "ernie_mtp", "longcat_flash_mtp",
                          "mimo_mtp", "qwen3_5_mtp"})
-# Notes start so: the parts of vLLM they name are not modelled (the full margin applies) ...
-NOTE_START = "speculative decoding: "
-# ... or modelled (the smaller margin): a proposer on the host, or one measured on a GPU on that runner
-HOST_NOTE_START = "speculative decoding on the host: "
-MEASURED_NOTE_START = "speculative decoding as measured: "
+# Where a caveat of speculative decoding stands: the parts of vLLM it names are not modelled (None: the full margin
+# applies), or modelled (the smaller margin): a proposer on the host, or one measured on a GPU on that runner
+CAVEAT_TOPICS = {None: "speculative decoding", "host": "speculative decoding on the host",
+                 "measured": "speculative decoding as measured"}
 # Proposers whose starts were measured on a GPU (H200, vLLM 0.24.0, 2026-12-05; docs/gpu.md): an EAGLE-1 head on the
-# V2 runner and a draft model on the V1 runner (n-gram on V1 too: HOST_NOTE_START)
+# V2 runner and a draft model on the V1 runner (n-gram on V1 too: a proposer on the host)
 MEASURED_PROPOSERS = frozenset({("eagle", "v2"), ("draft_model", "v1")})
 
 
@@ -191,3 +191,8 @@ def sampler_bytes(spec: SpecSettings, rows: int, vocab: int, logit_bytes: int) -
     if spec.draft_probabilistic:
         n += 2 * rows * vocab * 4
     return n
+
+
+def caveat(what: str, where: str | None = None) -> Caveat:
+    """A caveat of speculative decoding (CAVEAT_TOPICS)."""
+    return Caveat(what, topic=CAVEAT_TOPICS[where], margin=Margin.UNMODELLED if where is None else Margin.SHAPES)

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..errors import ModelConfigError
 from . import hybrid as hybrid_mod
 from . import quant as quant_mod
+from .caveats import Caveat, Margin, texts
 from .defaults import with_defaults
 from .hybrid import StateShape
 from .quant import Quant
@@ -52,11 +53,6 @@ QUERY_GATE = {"qwen3_next", "hrm_text"}
 # Models whose every layer keeps vLLM's sliding window (no per-layer list in their config)
 ALL_LAYERS_SLIDING = ("mistral", "mixtral", "phi3", "starcoder2")
 
-# How the note on an architecture without a specific model starts (activation.confidence drops it once
-# starts of that architecture were measured).
-GENERIC_NOTE_START = "architecture "
-# How the note on an architecture the conformance run found counted low starts (dropped the same way)
-CONFORMANCE_NOTE_START = "conformance: "
 
 # Multimodal architectures whose encoder profile (vLLM's dummy inputs for it) is modelled: activation.encoder_patches
 VISION_LAYOUTS = {"Qwen2VLForConditionalGeneration": "video", "Qwen2_5_VLForConditionalGeneration": "video",
@@ -123,8 +119,8 @@ class ModelArch:
     rope_max_pos: int = 0
     rotary_fraction: float = 1.0  # partial_rotary_factor: the share of head_dim the rotary caches cover
     quant: Quant = field(default_factory=lambda: Quant("none"))
-    # why this estimate is extrapolated (generic shapes, an unmodelled quantization): empty when modelled
-    notes: tuple[str, ...] = ()
+    # what this estimate does not model (generic shapes, an unmodelled quantization): empty when modelled
+    caveats: tuple[Caveat, ...] = ()
     # what the checkpoint's safetensors headers say it holds (models.checkpoint.CheckpointWeights), if read
     checkpoint: object | None = None
     # how vLLM's loading changes what the config says about the weights (said in weights_source)
@@ -150,6 +146,11 @@ class ModelArch:
     # next-token-prediction layers the checkpoint carries for speculative decoding (method mtp); vLLM builds them
     # only when asked to
     mtp_layers: int = 0
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """The caveats as users read them."""
+        return texts(self.caveats)
 
     @property
     def state_layers(self) -> int:
@@ -191,7 +192,7 @@ NESTED_NAMES = {"moe_top_k": "num_experts_per_tok", "moe_num_experts": "num_loca
                 "kv_n_heads": "num_key_value_heads"}
 
 
-def _hoisted(cfg: dict, notes: list[str]) -> dict:
+def _hoisted(cfg: dict, notes: list[Caveat]) -> dict:
     """The shapes of the nested blocks taken up to the top level (where it does not already say them)."""
     blocks = [k for k in NESTED_SHAPE_BLOCKS if isinstance(cfg.get(k), dict)]
     if not blocks:
@@ -202,7 +203,7 @@ def _hoisted(cfg: dict, notes: list[str]) -> dict:
             k = NESTED_NAMES.get(k, k)
             if k != "model_type" and out.get(k) is None:
                 out[k] = v
-    notes.append("shapes read from the nested " + ", ".join(blocks) + " of config.json")
+    notes.append(Caveat("shapes read from the nested " + ", ".join(blocks) + " of config.json"))
     return out
 
 
@@ -242,10 +243,10 @@ def _opt(cfg: dict, key: str):
     return None
 
 
-def _quant(cfg: dict, override: str | None, notes: list[str]) -> Quant:
+def _quant(cfg: dict, override: str | None, notes: list[Caveat]) -> Quant:
     q, note = quant_mod.from_config(cfg.get("quantization_config") or {}, override)
     if note:
-        notes.append(note)
+        notes.append(Caveat(note))
     return q
 
 
@@ -268,19 +269,21 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
     mtype = str(cfg.get("model_type", ""))
     key = (arch + mtype).lower().replace("_", "")
     layer_types = cfg.get("layer_types") or cfg.get("layers_block_type") or []
-    notes: list[str] = []
+    notes: list[Caveat] = []
     hybrid = hybrid_mod.is_hybrid(cfg, arch, mtype)
     if arch not in SUPPORTED:
         cfg = _hoisted(cfg, notes)
     if arch not in SUPPORTED and arch not in conformance_matched():
-        notes.append(f"{GENERIC_NOTE_START}'{arch or mtype or '(none)'}' has no specific model here: generic decoder "
-                     "shapes from config.json (attention, MLP, experts and MLA fields as given)")
+        # every term still derived from the shapes given; lifted once starts of the architecture were measured
+        notes.append(Caveat(f"architecture '{arch or mtype or '(none)'}' has no specific model here: generic decoder "
+                            "shapes from config.json (attention, MLP, experts and MLA fields as given)",
+                            margin=Margin.SHAPES, until_measured=True))
     low = _conformance_note(arch)
     if low:
         notes.append(low)
     if vision and not vision.get("vision_layout"):
-        notes.append(f"multimodal '{arch or mtype}': the dummy inputs of its encoder's profile run are not modelled "
-                     "here; the tower is assumed to run max_model_len tokens' worth of patches")
+        notes.append(Caveat(f"multimodal '{arch or mtype}': the dummy inputs of its encoder's profile run are not "
+                            "modelled here; the tower is assumed to run max_model_len tokens' worth of patches"))
     h = _need(cfg, "hidden_size", source)
     plan: tuple[str, ...] = ()
     state = None
@@ -288,8 +291,8 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
         plan = hybrid_mod.layer_plan(cfg, mtype, int(_opt(cfg, "num_hidden_layers") or 0))
         state = hybrid_mod.state_shape(cfg, mtype, h)
         if state.kind == "unknown" or not any("S" in p for p in plan):
-            notes.append(f"hybrid '{arch or mtype}': its recurrent state is not one vLLM's shapes here describe; "
-                         "a large state per layer is assumed")
+            notes.append(Caveat(f"hybrid '{arch or mtype}': its recurrent state is not one vLLM's shapes here "
+                                "describe; a large state per layer is assumed"))
     layers = len(plan) if plan else _need(cfg, "num_hidden_layers", source)
     heads = int(_opt(cfg, "num_attention_heads") or 1) if hybrid else _need(cfg, "num_attention_heads", source)
     kv = _kv_heads(cfg, heads)
@@ -315,7 +318,7 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
         mtp_layers=int(cfg.get("num_nextn_predict_layers") or cfg.get("mtp_num_hidden_layers") or 0),
     )
     common.update(_layout(cfg, mtype, h, plan))
-    common["notes"] = tuple(notes)  # _quant may have added one
+    common["caveats"] = tuple(notes)  # _quant may have added one
     common.update(layer_plan=plan, state=state, **vision)
     return _with_experts_or_latents(cfg, common, arch, mtype, layers, inter, source)
 
@@ -432,7 +435,7 @@ def conformance_matched() -> frozenset[str]:
     return frozenset(a for a, row in conformance_rows().items() if row["status"] == "matched")
 
 
-def _conformance_note(arch: str) -> str | None:
+def _conformance_note(arch: str) -> Caveat | None:
     """Where the conformance run found this architecture counted below what vLLM allocates: said, and the
     estimate keeps the large margin of what is not modelled."""
     row = conformance_rows().get(arch)
@@ -445,8 +448,10 @@ def _conformance_note(arch: str) -> str | None:
         low.append(f"weights {row['weights_error']:+.2%}")
     if not low:
         return None
-    return (f"{CONFORMANCE_NOTE_START}'{arch}' counted below what vLLM's own model construction allocates at transformers' default config ("
-            + ", ".join(low) + "; docs/architectures.md): the estimate may be optimistic")
+    # the full margin always; no longer lowers confidence once starts of the architecture were measured
+    return Caveat(f"'{arch}' counted below what vLLM's own model construction allocates at transformers' default "
+                  "config (" + ", ".join(low) + "; docs/architectures.md): the estimate may be optimistic",
+                  topic="conformance", until_measured=True)
 
 
 def _num_experts(cfg: dict) -> int:
