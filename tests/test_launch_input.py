@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import TINY, cli, vllm_processes_here
+from conftest import ROOT, TINY, cli, vllm_processes_here
 
 
 @pytest.fixture
@@ -215,3 +215,28 @@ def test_model_options_read_once_for_launch_and_estimate(fmt, q, passed):
     assert r.returncode == 0, r.stderr
     argv = json.loads(r.stdout)["command"]
     assert (argv[argv.index("--quantization") + 1] if "--quantization" in argv else None) == passed
+
+
+def test_one_builder_reads_the_flags_and_leaves_unsaid_switches_to_the_file(tmp_path, nothing_started):
+    """cli/common.spec_from_cli builds every command's LaunchSpec: a switch left off (--no-preflight not given) is
+    not said, so the launch file's `preflight: false` stands; --startup-timeout is the field startup_timeout_s and
+    wins over the file's; --env is parsed into the mapping."""
+    f = tmp_path / "launch.yaml"
+    f.write_text(f"model_path: {TINY}\npreflight: false\nstartup_timeout_s: 77\n")
+    d = json.loads(cli("launch", "--config", str(f), "--print-config", "--json").stdout)["launch"]
+    assert (d["preflight"], d["startup_timeout_s"]) == (False, 77)
+    r = cli("launch", "--config", str(f), "--startup-timeout", "12", "--env", "A=1", "--print-config", "--json")
+    d = json.loads(r.stdout)["launch"]
+    assert (d["preflight"], d["startup_timeout_s"], d["env"]) == (False, 12, {"A": "1"})
+
+
+def test_no_command_spells_the_launch_flags_by_hand():
+    """One builder: launch, smoke, bench and tune hand their flags to common.spec_from_cli, none calls
+    spec.build or LaunchSpec itself."""
+    import ast
+
+    for name in ("launch", "smoke", "bench", "tune"):
+        tree = ast.parse((ROOT / "launcher" / "cli" / f"{name}.py").read_text())
+        calls = {ast.unparse(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+        assert "common.spec_from_cli" in calls, name
+        assert not calls & {"build", "LaunchSpec", "spec.build"}, name

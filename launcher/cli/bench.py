@@ -8,7 +8,6 @@ import typer
 
 from . import common
 from ..errors import ExitCode
-from .launch import spec_from_cli
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -60,9 +59,7 @@ def bench(
                 if v] + [a for a in ctx.args if a.startswith("-")]
         target = _running_launch(name, idle)
     else:
-        spec = spec_from_cli(ctx, config, dict(model=model_repo, revision=revision, download_dir=download_dir,
-                                               model_path=model_path, model_name=model_name, size_in_billions=size_in_billions,
-                                               model_format=model_format, name=name or None, env=env, startup_timeout_s=timeout))
+        spec = common.spec_from_cli(ctx)
         target = _launch_for_bench(spec, named=bool(name), timeout=timeout)
     if prompt_format == "text":
         w = _with_tokenizer(w, target.ref_path)

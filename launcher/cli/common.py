@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from ..bench import Workload
     from ..errors import LauncherError
+    from ..spec import LaunchSpec
 
 
 class Number(click.ParamType):
@@ -139,3 +140,30 @@ def workload(num_requests: int, concurrency: int, request_rate: float | None, pr
     return Workload(num_requests=num_requests, concurrency=concurrency, request_rate=request_rate,
                     prompt_len=parse_range(prompt_len, "--prompt-len"), output_len=parse_range(output_len, "--output-len"),
                     prompts_file=prompts_file, **kw).validate()
+
+
+# The commands' parameters whose LaunchSpec field has another name (launch's --startup-timeout; smoke's, bench's
+# and tune's --timeout, which is their start-up deadline too); every other parameter named like a field is that field.
+SPEC_FIELD_OF_PARAM = {"startup_timeout": "startup_timeout_s", "timeout": "startup_timeout_s"}
+
+
+def spec_from_cli(ctx: typer.Context) -> LaunchSpec:
+    """The one builder of a LaunchSpec from a command's flags (ctx.params, as declared once in this module), its
+    launch file (--config) and the engine arguments after the options (launch, smoke, bench, tune)."""
+    from ..engine_args import parse_argv, parse_mapping
+    from ..engines import vllm as vllm_engine
+    from ..spec import LaunchSpec, build, load_file, parse_env
+
+    p = ctx.params
+    fields = LaunchSpec.__dataclass_fields__
+    flags = {SPEC_FIELD_OF_PARAM.get(k, k): v for k, v in p.items() if SPEC_FIELD_OF_PARAM.get(k, k) in fields}
+    flags["model_path"], flags["model"] = split_model(p.get("model"), p.get("model_path"))
+    # switches that are off unless given: off is "not said", so a launch file may still say it
+    flags["preflight"] = False if p.get("no_preflight") else None
+    flags["allow_unauthenticated"] = p.get("allow_unauthenticated") or None
+    flags["env"] = parse_env(p["env"]) if p.get("env") else None
+    spec_args = vllm_engine.arg_spec()
+    config = p.get("config")
+    file_data = load_file(config, spec_args) if config else {}
+    return build(flags, file_data, parse_argv(list(ctx.args), spec_args),
+                 parse_mapping(file_data.get("engine_args", {}), spec_args))

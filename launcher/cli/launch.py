@@ -58,13 +58,7 @@ def launch(
 
     if adopt:
         return adopt_running(name, json_out)
-    model_path, model_repo = common.split_model(model, model_path)
-    spec = spec_from_cli(ctx, config, dict(
-        model=model_repo, revision=revision, download_dir=download_dir, model_path=model_path, model_name=model_name, size_in_billions=size_in_billions, model_format=model_format,
-        quantization=quantization, model_engine=model_engine, name=name, host=host, port=port, env=env,
-        api_key_env=api_key_env, allow_unauthenticated=allow_unauthenticated or None, startup_timeout_s=startup_timeout,
-        preflight=False if no_preflight else None, gpu_memory=gpu_memory, gpu=gpu, num_gpus=num_gpus, gpus=gpus,
-        gpu_memory_budget=gpu_memory_budget, ray_address=ray_address, ray_dashboard=ray_dashboard))
+    spec = common.spec_from_cli(ctx)
     if via:
         return _via_gateway(via, spec, json_out)
     _warn_env(spec)
@@ -166,20 +160,6 @@ def _foreground(prep: Prepared, err: Console, json_out: bool) -> None:
     if final == State.FATAL:
         err.print(f"[red]FATAL:[/] {st.get('reason', '')}")
         raise typer.Exit(EXIT_NOT_READY if not st.get("ready_at") else 1)
-
-
-def spec_from_cli(ctx: typer.Context, config: str | None, flags: dict) -> LaunchSpec:
-    """LaunchSpec from a command's flags, its launch file and the engine arguments after the options."""
-    from ..engine_args import parse_argv, parse_mapping
-    from ..engines import vllm as vllm_engine
-    from ..spec import build, load_file, parse_env
-
-    spec_args = vllm_engine.arg_spec()
-    passthrough = parse_argv(list(ctx.args), spec_args)
-    file_data = load_file(config, spec_args) if config else {}
-    file_engine = parse_mapping(file_data.get("engine_args", {}), spec_args)
-    flags = dict(flags, env=parse_env(flags["env"]) if flags.get("env") else None)
-    return build(flags, file_data, passthrough, file_engine)
 
 
 class LiveView:

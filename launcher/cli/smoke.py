@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from . import common
-from .launch import spec_from_cli
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -54,13 +53,7 @@ def smoke(
     from .download import fetch_model
 
     _check_request_options(expect, max_tokens)
-    model_path, model_repo = common.split_model(model, model_path)
-    spec = spec_from_cli(ctx, config, dict(
-        model=model_repo, revision=revision, download_dir=download_dir, model_path=model_path, model_name=model_name, size_in_billions=size_in_billions, model_format=model_format,
-        quantization=quantization, model_engine=model_engine, name=name, host=host, port=port, env=env,
-        api_key_env=api_key_env, startup_timeout_s=timeout, preflight=False if no_preflight else None,
-        gpu_memory=gpu_memory, gpu=gpu, num_gpus=num_gpus,
-        ray_address=ray_address, ray_dashboard=ray_dashboard))
+    spec = common.spec_from_cli(ctx)
     if not name:
         from dataclasses import replace
         spec = replace(spec, name=f"smoke-{spec.name}"[:64])

@@ -8,7 +8,6 @@ import typer
 
 from . import common
 from ..errors import ExitCode
-from .launch import spec_from_cli
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -92,11 +91,7 @@ def tune(
     from ..tune import Tuner
     from .download import fetch_model
 
-    model_path, model_repo = common.split_model(model, model_path)
-    spec = spec_from_cli(ctx, config, dict(model=model_repo, revision=revision, download_dir=download_dir,
-                                           model_path=model_path, model_name=model_name, size_in_billions=size_in_billions,
-                                           model_format=model_format, env=env, gpu_memory=gpu_memory, gpu=gpu,
-                                           num_gpus=num_gpus, startup_timeout_s=timeout))
+    spec = common.spec_from_cli(ctx)
     spec = replace(spec, name=f"tune-{spec.name}"[:60])
     wls = _workloads(spec, workload, num_requests, levels, prompt_len, output_len, prefix_len, slo_ttft_p99)
     grid = _grid(max_num_seqs, max_num_batched_tokens, utilizations, kv_dtypes)
