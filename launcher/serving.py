@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 from .errors import NotReady
 
 if TYPE_CHECKING:
+    import threading
+
     from .launching import Prepared
     from .launching.start import OnEvent
 

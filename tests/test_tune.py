@@ -148,7 +148,7 @@ def test_fp8_kv_cache_is_proposed_only_when_allowed_and_where_decode_reads_much_
 
 
 def test_the_defaults_start_again_as_soon_as_a_candidate_beats_them(tmp_path, monkeypatch):
-    from launcher import tune as tune_mod
+    from launcher.tune import tuner as tune_mod
 
     started = []
     speed = {(): 1000, (("kv-cache-dtype", "fp8"),): 1300, (("max-num-batched-tokens", 16384),): 990}
@@ -158,7 +158,7 @@ def test_the_defaults_start_again_as_soon_as_a_candidate_beats_them(tmp_path, mo
         c.start_s, c.sweep_s = 60.0, 30.0
         c.points["chat"] = [_pt(32, speed[tuple(c.engine_args.items())])]
     monkeypatch.setattr(Tuner, "_run_one", run_one)
-    monkeypatch.setattr(tune_mod, "_default_estimate", lambda spec: None)
+    monkeypatch.setattr(tune_mod, "default_estimate", lambda spec: None)
     monkeypatch.setattr(tune_mod, "propose", lambda *a, **k: [Candidate.of({"kv-cache-dtype": "fp8"}, "x"),
                                                              Candidate.of({"max-num-batched-tokens": 16384}, "y")])
     res = _tuner(tmp_path).run()
@@ -218,7 +218,7 @@ def test_resume_reuses_measurements_only_for_the_same_launch_and_workloads(tmp_p
 
 
 def test_the_sweep_stops_at_the_first_miss_and_bisects_towards_where_the_target_binds(tmp_path, monkeypatch):
-    from launcher import tune as tune_mod
+    from launcher.tune import measure as tune_mod
 
     sent = []
 

@@ -267,7 +267,6 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
     archs = cfg.get("architectures") or []
     arch = archs[0] if archs else ""
     mtype = str(cfg.get("model_type", ""))
-    key = (arch + mtype).lower().replace("_", "")
     layer_types = cfg.get("layer_types") or cfg.get("layers_block_type") or []
     notes: list[Caveat] = []
     hybrid = hybrid_mod.is_hybrid(cfg, arch, mtype)
