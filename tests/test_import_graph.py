@@ -91,3 +91,22 @@ def test_general_helpers_sit_below_the_supervisor():
     g = graph()
     for low in ("launcher.runs", "launcher.cluster.control", "launcher.errors"):
         assert not {m for m in g[low] if m.startswith(("launcher.supervisor.", "launcher.estimator."))}, low
+
+
+def test_run_states_are_named_by_the_enum():
+    """A launch's state is named through runs.RunState wherever the package compares or prints one: no string
+    literal of a state outside runs.py. Ray's own words are not ours: a node shown "ALIVE" or "DEAD", an actor's
+    state read from Ray's API (cluster/api.py)."""
+    from launcher.runs import RunState
+
+    states = {s.value for s in RunState}
+    found = []
+    for path in sorted(PKG.rglob("*.py")):
+        if path.name == "runs.py" or path.relative_to(PKG).as_posix() == "cluster/api.py":
+            continue
+        tree = ast.parse(path.read_text())
+        ray_words = {id(n.orelse) for n in ast.walk(tree) if isinstance(n, ast.IfExp)
+                     and isinstance(n.body, ast.Constant) and n.body.value == "ALIVE"}
+        found += [f"{path.relative_to(PKG)}:{n.lineno} {n.value!r}" for n in ast.walk(tree)
+                  if isinstance(n, ast.Constant) and n.value in states and id(n) not in ray_words]
+    assert not found, found

@@ -8,6 +8,7 @@ import typer
 
 from . import common
 from ..errors import ExitCode
+from ..runs import RunState
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -122,7 +123,7 @@ def _running_launch(name: str, idle: list[str]) -> _Target:
         raise BadInput(f"with --name (a running launch) {', '.join(idle)} would do nothing.",
                        hint="Drop them, or give model flags instead of --name to start a launch for the benchmark.")
     st = read_state(name)
-    if st is None or effective_state(st) != "READY":
+    if st is None or effective_state(st) != RunState.READY:
         raise BadInput(f"launch '{name}' is not running.", hint="See `launcher ps`, or give model flags to start one.")
     rec = read_json(run_dir(name) / "launch.json") or {}
     spec, argv = rec.get("spec", {}), rec.get("argv", [])
@@ -132,7 +133,7 @@ def _running_launch(name: str, idle: list[str]) -> _Target:
     host = "127.0.0.1" if st.get("host") in ("0.0.0.0", None) else st["host"]
     return _Target(served_model_name(argv), f"http://{host}:{st['port']}", ref.arch.vocab_size,
                    argv[argv.index("--model") + 1],  # the local folder vLLM loaded (a Hub model's snapshot)
-                   contextlib.nullcontext(None), lambda: effective_state(read_state(name) or {}) == "READY")
+                   contextlib.nullcontext(None), lambda: effective_state(read_state(name) or {}) == RunState.READY)
 
 
 def _launch_for_bench(spec: LaunchSpec, *, named: bool, timeout: float) -> _Target:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from . import common
+from ..runs import RunState
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -137,10 +138,10 @@ def _detached(prep: Prepared, err: Console, json_out: bool) -> None:
     t0 = time.monotonic()
     view = LiveView(err, prep)
     with err.status(f"starting {prep.spec.name} (supervisor PID {pid})") as status:
-        st = wait_until(prep.spec.name, ("READY", "FATAL", "STOPPED"), prep.spec.startup_timeout_s + 30,
+        st = wait_until(prep.spec.name, (RunState.READY, RunState.FATAL, RunState.STOPPED), prep.spec.startup_timeout_s + 30,
                         on_poll=lambda s: status.update(view.poll_text(s, time.monotonic() - t0)))
     common.output(st, json_out, lambda con: view.summary(st))
-    if st["state"] != "READY":
+    if st["state"] != RunState.READY:
         raise typer.Exit(EXIT_NOT_READY)
 
 
@@ -180,7 +181,7 @@ class LiveView:
             if ph:
                 self.phase = ph
                 break
-        return f"{self.prep.spec.name}: {st.get('state', 'STARTING')} · {self.phase} · {elapsed:.0f}s"
+        return f"{self.prep.spec.name}: {st.get('state', RunState.STARTING)} · {self.phase} · {elapsed:.0f}s"
 
     def event(self, kind: str, data: dict) -> None:
         el = time.monotonic() - self.t0
@@ -190,7 +191,7 @@ class LiveView:
                 self.status.update(f"{self.prep.spec.name}: {self.phase} · {el:.0f}s")
         elif kind == "state":
             self.con.print(f"[{el:6.1f}s] {data['old']} → {data['state']} {data.get('reason') or ''}".rstrip())
-            if data["state"] == "READY":
+            if data["state"] == RunState.READY:
                 from ..runs import read_state
                 self.summary(read_state(self.prep.spec.name) or {})
 
@@ -213,7 +214,7 @@ class LiveView:
         t.add_row("KV cache GiB", f.get("kv_avail_gib", "-"), f"{e.kv_cache_bytes / 2**30:.2f}" if e else "-")
         t.add_row("weights GiB", f.get("weights_gib", "-"), f"{e.weights_bytes / 2**30:.2f}" if e else "-")
         t.add_row("restarts", str(st.get("restarts", 0)), "")
-        if st.get("state") != "READY":
+        if st.get("state") != RunState.READY:
             t.add_row("reason", st.get("reason", ""), "")
         self.con.print(t)
 
@@ -238,9 +239,9 @@ def adopt_running(name: str | None, json_out: bool) -> None:
     deadline = time.monotonic() + 30  # until the new supervisor has recorded itself
     while ((read_state(name) or {}).get("supervisor") or {}).get("pid") != pid and time.monotonic() < deadline:
         time.sleep(0.1)
-    st = wait_until(name, ("READY", "FATAL", "STOPPED", "BACKOFF"), 120)
+    st = wait_until(name, (RunState.READY, RunState.FATAL, RunState.STOPPED, RunState.BACKOFF), 120)
     common.output(st | {"supervisor_pid": pid}, json_out, lambda con: common.console(stderr=True).print(
         f"{name}: {st['state']} under a new supervisor (PID {pid}); "
         f"server PID {(st.get('server') or {}).get('pid')} kept running"))
-    if st["state"] != "READY":
+    if st["state"] != RunState.READY:
         raise typer.Exit(EXIT_NOT_READY)

@@ -8,6 +8,7 @@ import typer
 
 from . import common
 from ..errors import ExitCode
+from ..runs import RunState
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -19,10 +20,10 @@ def _row(name: str) -> dict:
 
     st = read_state(name) or {"name": name}
     eff = effective_state(st)
-    if eff == "UNSUPERVISED":
+    if eff == RunState.UNSUPERVISED:
         st = st | {"reason": unsupervised_note(name, st)}
     up = None
-    if eff == "READY" and st.get("ready_at"):
+    if eff == RunState.READY and st.get("ready_at"):
         up = round(time.time() - float(st["ready_at"]), 1)
     srv = st.get("server") or {}
     return {"name": name, "state": eff, "pid": srv.get("pid"), "supervisor_pid": (st.get("supervisor") or {}).get("pid"),
@@ -80,7 +81,7 @@ def status(name: str, json_out: common.Json = False) -> None:
     if cl is not None:
         r["cluster"] = cl
     common.output(r, json_out, lambda con: _render_status(r, con))
-    if r["state"] != "READY":
+    if r["state"] != RunState.READY:
         raise typer.Exit(ExitCode.FAILED)
 
 
@@ -142,7 +143,7 @@ def logs(name: str, follow: Annotated[bool, typer.Option("--follow", "-f", help=
                 sys.stdout.flush()
             else:
                 st = read_state(name) or {}
-                if effective_state(st) in ("STOPPED", "FATAL", "DEAD"):
+                if effective_state(st) in (RunState.STOPPED, RunState.FATAL, RunState.DEAD):
                     break
                 time.sleep(0.3)
 
@@ -161,7 +162,7 @@ def stop(name: Annotated[Optional[str], typer.Argument(help="Launch to stop.")] 
     out = []
     for n in names:
         st = read_state(n) or {}
-        if all_ and effective_state(st) in ("STOPPED",) and not st.get("server"):
+        if all_ and effective_state(st) in (RunState.STOPPED,) and not st.get("server"):
             continue
         res = do_stop(n)
         row = {"name": n, "state": res.get("state"), "swept": res.get("swept", [])}
@@ -224,5 +225,5 @@ def _render_ps(rows: list[dict], con: Console) -> None:
         t.add_row(*(str(r[c]) if r[c] is not None else "-" for c in cols))
     con.print(t)
     for r in rows:
-        if r["state"] == "UNSUPERVISED":
+        if r["state"] == RunState.UNSUPERVISED:
             con.print(f"{r['name']}: {r['reason']}")
