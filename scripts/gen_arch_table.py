@@ -1,6 +1,7 @@
 """docs/architectures.md and launcher/models/conformance.json from one conformance run: every architecture the
 installed vLLM registers, each text-generation one built by vLLM itself on the meta device and compared with the
-estimator (tests/conformance.py), and how `estimate` handles it.
+estimator (tests/conformance.py), and how `estimate` handles it; then the published config.json files of
+tests/published_configs/ (shrunk in layer count only), built and compared the same way.
 
 usage: .venv/bin/python scripts/gen_arch_table.py          (about a minute on the 2-core reference machine)
 """
@@ -85,9 +86,39 @@ def main() -> None:
     for a in reg["multimodal"]:
         how = ("encoder profile modelled" if a in VISION_LAYOUTS else "encoder profile not modelled (3% margin)")
         out.append(f"| `{a}` | multimodal | not compared | - | - | {'yes' if a in measured else ''} | {how} |")
+    out += published_section()
     with open(DOC, "w") as fh:
         fh.write("\n".join(out) + "\n")
     print(f"wrote {DOC} and {DATA}: {len(matched)}/{len(built)} built text architectures match")
+
+
+def published_section() -> list[str]:
+    """The published configs: each fixture's source, and how vLLM's build of it compares."""
+    fixtures = conformance.published()
+    rows = conformance.run_published()
+    built = [r for r in rows if r.status not in ("not built", "no config")]
+    matched = [r for r in built if r.status == "matched"]
+    low = [r for r in built if r.weights_error < -conformance.WEIGHT_TOLERANCE or r.kv_estimate < r.kv_vllm]
+    out = ["\n## Published configs\n",
+           f"{len(rows)} config.json files as their publishers wrote them (`tests/published_configs/`, each naming "
+           "where it was copied from), every key kept, shrunk to their first "
+           f"{conformance.SHRUNK_LAYERS} layers (per-layer lists cut to match; `conformance.shrink`), so that "
+           "switches a config leaves to transformers' defaults are read as vLLM reads them. Built by vLLM on the "
+           f"meta device and compared as above: {len(matched)} of {len(built)} built match "
+           f"({len(matched) / max(1, len(built)):.0%}), {len(low)} counted low; {len(rows) - len(built)} not built "
+           "(vLLM needs the model's own remote code, dropped the architecture, or has no CPU kernel for its "
+           "quantization: the reason is listed). `tests/test_published_configs.py` repeats the run in `make test`.\n",
+           "| fixture | architecture | vs vLLM | weights (estimate vs vLLM) | KV bytes/token (estimate / vLLM) | source | why |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        f = fixtures[r.id]
+        kv = f"{r.kv_estimate} / {r.kv_vllm}" if r.weights_vllm else "-"
+        arch = (f["config"].get("architectures") or ["?"])[0]
+        src = f["source"] + (f" (via {f['copied_from']})" if f.get("copied_from") else "")
+        why = r.reason.replace("|", "/")[:160] + ("; " + f["edited"] if f.get("edited") else "")
+        out.append(f"| `{r.id}` | `{arch}` | {r.status} | {_pct(r.__dict__ | {'weights_error': r.weights_error})} "
+                   f"| {kv} | {src} | {why} |")
+    return out
 
 
 if __name__ == "__main__":

@@ -181,3 +181,49 @@ def run_all(python: str | None = None, raw: dict | None = None) -> tuple[dict, l
 
 def to_json(rows: list[Row]) -> list[dict]:
     return [asdict(r) | {"weights_error": r.weights_error} for r in rows]
+
+
+# ---- published configs ------------------------------------------------------------------------------------------
+# config.json files as their publishers wrote them (tests/published_configs/*.json, each naming its source), shrunk in
+# layer count only: both vLLM and the estimator read the same shrunk config.
+PUBLISHED = ROOT / "tests" / "published_configs"
+LAYER_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers")
+SHRUNK_LAYERS = 8  # keeps a full period of every layer pattern here (Gemma 3's 6, Jamba's 8, Qwen3-Next's 4)
+
+
+def published() -> dict[str, dict]:
+    """Every fixture by id (its file name): {"source", "config", ...}."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(PUBLISHED.glob("*.json"))}
+
+
+def shrink(cfg: dict, layers: int = SHRUNK_LAYERS) -> dict:
+    """The config with its first `layers` layers: the layer count lowered, every per-layer list or pattern string
+    (a value as long as the layer count: layer_types, a hybrid pattern) cut to the same length, lists of layer
+    indices kept below it; every other key as published. Nested text_config too."""
+    out = dict(cfg)
+    if isinstance(out.get("text_config"), dict):
+        out["text_config"] = shrink(out["text_config"], layers)
+    key = next((k for k in LAYER_KEYS if isinstance(out.get(k), int) and not isinstance(out.get(k), bool)), None)
+    if key is None or out[key] <= layers:
+        return out
+    n = out[key]
+    out[key] = layers
+    for k, v in cfg.items():
+        if k == key or k == "text_config":
+            continue
+        if isinstance(v, (list, str)) and len(v) == n and not isinstance(v, str) or (isinstance(v, str) and len(v) == n
+                                                                                   and k.endswith("pattern")):
+            out[k] = v[:layers]
+        elif isinstance(v, list) and "layer" in k and v and all(isinstance(i, int) and not isinstance(i, bool)
+                                                                and 0 <= i < n for i in v):
+            out[k] = [i for i in v if i < layers]
+    return out
+
+
+def run_published(python: str | None = None, ids: list[str] | None = None) -> list[Row]:
+    """Each published fixture, shrunk, built by vLLM on the meta device and compared (one worker run)."""
+    fixtures = published()
+    jobs = [{"id": k, "config": shrink(v["config"])} for k, v in fixtures.items() if ids is None or k in ids]
+    res = run_worker(jobs, python, timeout_s=1200)
+    return [compare(j["id"], res.get(j["id"], {"ok": False, "stage": "build", "error": "no result"})
+                    | ({"config": j["config"]} if res.get(j["id"], {}).get("ok") else {})) for j in jobs]

@@ -1,23 +1,17 @@
-"""Configs as their publishers wrote them (nested blocks, other names), counted as vLLM's model classes lay them out,
-worked by hand from those classes."""
+"""Configs as their publishers wrote them (tests/published_configs/: nested blocks, other names, switches left to
+transformers' defaults), counted as vLLM's model classes lay them out: worked by hand from those classes, and the whole
+set built by vLLM itself on the meta device (tests/conformance.py run_published; docs/architectures.md lists it)."""
+import re
+
+import pytest
+
+from conformance import SHRUNK_LAYERS, WEIGHT_TOLERANCE, published, run_published, shrink
+from conftest import ROOT
 from launcher.estimator.weights import weights_bytes
 from launcher.models.config import from_config
 
-# databricks/dbrx-instruct config.json (every key kept)
-DBRX = {"architectures": ["DbrxForCausalLM"], "attn_config": {"clip_qkv": 8, "kv_n_heads": 8, "model_type": "",
-        "rope_theta": 500000}, "d_model": 6144, "emb_pdrop": 0.0, "ffn_config": {"ffn_hidden_size": 10752,
-        "model_type": "", "moe_jitter_eps": 0, "moe_loss_weight": 0.05, "moe_num_experts": 16, "moe_top_k": 4},
-        "initializer_range": 0.02, "max_seq_len": 32768, "model_type": "dbrx", "n_heads": 48, "n_layers": 40,
-        "output_router_logits": False, "resid_pdrop": 0.0, "router_aux_loss_coef": 0.05, "tie_word_embeddings": False,
-        "torch_dtype": "bfloat16", "transformers_version": "4.38.2", "use_cache": True, "vocab_size": 100352}
-# mosaicml/mpt-7b config.json
-MPT = {"architectures": ["MPTForCausalLM"], "attn_config": {"alibi": True, "alibi_bias_max": 8, "attn_impl": "torch",
-       "attn_pdrop": 0, "attn_type": "multihead_attention", "attn_uses_sequence_id": False, "clip_qkv": None,
-       "prefix_lm": False, "qk_ln": False, "softmax_scale": None}, "d_model": 4096, "emb_pdrop": 0,
-       "embedding_fraction": 1.0, "expansion_ratio": 4, "init_device": "cpu", "learned_pos_emb": True,
-       "logit_scale": None, "max_seq_len": 2048, "model_type": "mpt", "n_heads": 32, "n_layers": 32, "no_bias": True,
-       "norm_type": "low_precision_layernorm", "resid_pdrop": 0, "torch_dtype": "bfloat16", "use_cache": False,
-       "verbose": 0, "vocab_size": 50432}
+DBRX = published()["dbrx-instruct"]["config"]  # databricks/dbrx-instruct config.json (every key kept)
+MPT = published()["mpt-7b"]["config"]  # mosaicml/mpt-7b config.json
 
 
 def test_dbrx_nested_attention_and_experts_are_read():
@@ -43,3 +37,71 @@ def test_mpt_reads_its_widths_as_published():
     by_hand = 50432 * d + layers * (d * 3 * d + d * d + 2 * d * 4 * d + 2 * d) + d
     assert by_hand == 6_649_286_656
     assert weights_bytes(m) == 2 * by_hand
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return {r.id: r for r in run_published()}
+
+
+def test_published_configs_build_as_the_estimate_counts_them(rows):
+    """The issue's bar: at least 60 published configs vLLM builds, at least 95% of them matched (weights within 0.1%,
+    every layer's KV cache exact), none counted low, weights or KV."""
+    built = {k: r for k, r in rows.items() if r.status not in ("not built", "no config")}
+    matched = [k for k, r in built.items() if r.status == "matched"]
+    low = {k: r.reason for k, r in built.items() if r.weights_error < -WEIGHT_TOLERANCE or r.kv_estimate < r.kv_vllm}
+    assert len(built) >= 60, sorted(set(rows) - set(built))
+    assert len(matched) >= 0.95 * len(built), {k: r.reason for k, r in built.items() if r.status != "matched"}
+    assert not low, low
+
+
+def test_the_table_lists_each_fixture_as_it_compares(rows):
+    """docs/architectures.md (scripts/gen_arch_table.py) says what this run finds, fixture by fixture."""
+    doc = (ROOT / "docs" / "architectures.md").read_text()
+    listed = dict(re.findall(r"^\| `([^`]+)` \| `[^`]*` \| (matched|differs|not built|no config) \|", doc, re.M))
+    assert {k: r.status for k, r in rows.items()} == {k: listed.get(k) for k in rows}
+
+
+def test_each_fixture_names_its_source():
+    for name, f in published().items():
+        assert f["source"].startswith("https://huggingface.co/") or "mlc-ai/mlc-llm" in f["source"], name
+        assert isinstance(f["config"].get("architectures"), list), name
+
+
+def test_shrink_keeps_every_key_and_cuts_the_per_layer_lists():
+    """gpt-oss-20b's 24 layer_types are cut to the first 8 (4 sliding, 4 full, as published); a list of layer
+    indices keeps those below 8; every other key is the publisher's."""
+    cfg = published()["gpt-oss-20b"]["config"]
+    small = shrink(cfg)
+    assert set(small) == set(cfg) and small["num_hidden_layers"] == SHRUNK_LAYERS
+    assert small["layer_types"] == cfg["layer_types"][:8] and small["layer_types"].count("full_attention") == 4
+    assert {k: v for k, v in small.items() if k not in ("num_hidden_layers", "layer_types")} == \
+        {k: v for k, v in cfg.items() if k not in ("num_hidden_layers", "layer_types")}
+    assert shrink({"num_hidden_layers": 48, "mlp_only_layers": [3, 20], "hidden_size": 8})["mlp_only_layers"] == [3]
+    assert shrink({"n_layer": 4, "x": [1, 2, 3, 4]}) == {"n_layer": 4, "x": [1, 2, 3, 4]}  # already small
+
+
+def test_a_switch_left_out_is_read_as_transformers_fills_it():
+    """DeepSeek-V2-Lite publishes q_lora_rank null (no query compression); a copy that leaves the key out gets
+    DeepseekV2Config's 1536, as vLLM builds it (its fused_qkv_a_proj is 1536 + 512 + 64 = 2112 wide). Read as None
+    it was 0.27% low at 8 layers."""
+    cfg = published()["mlc-deepseek_v2_lite"]["config"]
+    assert "q_lora_rank" not in cfg
+    assert from_config(cfg).q_lora_rank == 1536
+    assert from_config({**cfg, "q_lora_rank": None}).q_lora_rank is None
+
+
+def test_gpt_bigcode_counts_the_causal_mask_of_vllms_transformers_backend():
+    """vLLM builds GPT-BigCode through its Transformers backend, whose model keeps a causal mask of n_positions²
+    booleans: SantaCoder's 2048 positions, 4,194,304 bytes (vLLM's buffers at 8 layers: 4,194,432, the rest its 32
+    four-byte attention scales)."""
+    m = from_config(shrink(published()["mlc-gpt_bigcode"]["config"]))
+    assert m.mask_buffer_bytes == 2048 * 2048 == 4_194_304
+
+
+def test_an_activation_not_read_here_keeps_the_larger_reading_and_says_so():
+    cfg = {**published()["qwen3-8b"]["config"], "hidden_act": "xielu"}
+    m = from_config(cfg)
+    assert m.gated_mlp and any("activation 'xielu'" in n for n in m.notes)
+    assert weights_bytes(m) == weights_bytes(from_config(published()["qwen3-8b"]["config"]))
+    assert not from_config(published()["qwen3-8b"]["config"]).caveats

@@ -109,7 +109,8 @@ def weights_bytes(m: ModelArch, tp: int = 1, pp: int = 1, capability: tuple[int,
     if m.checkpoint is None:
         return f
     whole = _formula(m, 1, 1, capability)
-    total = m.checkpoint.bytes(m.dtype_bytes) - tower + _rope(m) + _kernel_layout_change(m, capability)
+    total = (m.checkpoint.bytes(m.dtype_bytes) - tower + _rope(m) + m.mask_buffer_bytes
+             + _kernel_layout_change(m, capability))
     return int(f * total / whole) if whole else total
 
 
@@ -143,7 +144,7 @@ def _formula(m: ModelArch, tp: int, pp: int, cap: tuple[int, int] | None = None)
         embed += 2 * m.embed_dim * m.hidden_size * b
     head = 0 if m.tie_word_embeddings and pp == 1 else vocab * width * b
     layers_per_stage = -(-(m.weight_layers or m.num_layers) // pp)
-    rope = _rope(m)
+    rope = _rope(m) + m.mask_buffer_bytes  # buffers every stage keeps whole
     body = sum(layer_bytes(m, i, tp, cap) for i in range(layers_per_stage)) + rope
     # the vision tower sits with the first stage, whole on every TP rank
     vision = m.vision_params * b + (VISION_LOAD_EXTRA if m.vision_layers else 0)

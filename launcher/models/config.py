@@ -31,6 +31,12 @@ SUPPORTED = DENSE | MOE | MLA
 # activation (Nemotron's relu2 included)
 UNGATED_MLP = {"starcoder2", "gpt2", "gpt_sw3", "gpt_bigcode", "gpt_neox", "gptj", "falcon", "mpt", "bloom", "opt", "phi",
                "codegen", "persimmon", "gpt_neo", "nemotron"}
+# Activations whose MLP shapes are read here (a gated MLP: gate, up, down; the model types above: up, down). Another
+# one, where the model type's class is not known to be ungated, may come with a different MLP (Arcee's non-gated
+# relu2 once did): the gated reading, the larger, is kept and the estimate marked extrapolated.
+KNOWN_ACTIVATIONS = {"silu", "swish", "gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "gelu_python", "gelu_10",
+                     "gelu_accurate", "quick_gelu", "relu", "relu2", "relu6", "leaky_relu", "tanh", "sigmoid", "mish",
+                     "swiglu", "geglu"}
 # Model types vLLM runs with multi-head latent attention when the config has kv_lora_rank (its
 # ModelArchConfigConvertor.is_deepseek_mla, transformers_utils/model_arch_config_convertor.py). Others with
 # MLA-like fields (MiniCPM3) cache full K and V of qk_nope + qk_rope per head.
@@ -43,6 +49,10 @@ MLA_MODEL_TYPES = {"axk1", "deepseek_v2", "deepseek_v3", "deepseek_v32", "deepse
 KV_HEAD_KEYS = ("n_head_kv", "num_kv_heads", "num_key_value_heads", "multi_query_group_num", "num_attention_groups")
 # Learned position tables, as vLLM's model classes size them: rows = max positions + offset (OPT's 2)
 LEARNED_POSITIONS = {"gpt2": 0, "gpt_sw3": 0, "gpt_bigcode": 0, "opt": 2}
+# Model types vLLM builds through its Transformers backend whose transformers model registers a causal mask of
+# max_positions x max_positions booleans as a buffer (GPTBigCodeModel's `bias`; vLLM's registry maps
+# GPTBigCodeForCausalLM to TransformersForCausalLM in 0.26.0 and 0.32.0)
+CAUSAL_MASK_BUFFER = {"gpt_bigcode"}
 # Model types whose attention has no rotary embedding in vLLM (learned positions, ALiBi, Jamba)
 NO_ROTARY = {*LEARNED_POSITIONS, "jamba", "bloom", "mpt"}
 # Model types whose every linear layer has a bias and whose LayerNorms have one (OPT: enable_bias,
@@ -97,6 +107,9 @@ class ModelArch:
     norm_weights: bool = True  # False: vLLM's norms have no weight (HRM)
     final_norm: bool = True  # False: no norm after the last layer (OPT with do_layer_norm_before false)
     learned_positions: int = 0  # rows of a learned position-embedding table (GPT-2, OPT: max positions + 2)
+    # bytes of buffers the model keeps besides the rotary cache: the causal mask of transformers' GPT-BigCode
+    # (max_positions² booleans), which vLLM builds through its Transformers backend (registry: 0.26, 0.32)
+    mask_buffer_bytes: int = 0
     rotary: bool = True  # False: vLLM builds no rotary cache (learned positions, ALiBi, Jamba's attention)
     embed_dim: int = 0  # the token embedding's width where it differs from hidden_size (OPT's word_embed_proj_dim)
     weight_layers: int = 0  # decoder layers with their own weights, where fewer than the cache's layers (HRM)
@@ -283,6 +296,10 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
     if vision and not vision.get("vision_layout"):
         notes.append(Caveat(f"multimodal '{arch or mtype}': the dummy inputs of its encoder's profile run are not "
                             "modelled here; the tower is assumed to run max_model_len tokens' worth of patches"))
+    act = next((cfg[k] for k in ("hidden_act", "activation_function", "hidden_activation") if cfg.get(k)), None)
+    if isinstance(act, str) and act.lower() not in KNOWN_ACTIVATIONS and mtype.replace("-", "_") not in UNGATED_MLP:
+        notes.append(Caveat(f"activation '{act}' is not one read here: its MLP is counted with a gate, the larger "
+                            "reading"))
     h = _need(cfg, "hidden_size", source)
     plan: tuple[str, ...] = ()
     state = None
@@ -332,6 +349,8 @@ def _layout(cfg: dict, mtype: str, hidden: int, plan: tuple[str, ...]) -> dict:
     if family in LEARNED_POSITIONS:  # vLLM reads max_position_embeddings (GPT-2's n_positions by its alias)
         rows = int(cfg.get("max_position_embeddings") or cfg.get("n_positions") or 0)
         out["learned_positions"] = rows + LEARNED_POSITIONS[family] if rows else 0
+        if family in CAUSAL_MASK_BUFFER:
+            out["mask_buffer_bytes"] = rows * rows
     if family in BIASED:
         out["linear_bias"] = bool(cfg.get("enable_bias", True))
         out["norm_bias"] = bool(cfg.get("layer_norm_elementwise_affine", True))

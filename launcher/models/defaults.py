@@ -6,7 +6,8 @@ to read it) takes the rest from the config class's defaults. Reading without tra
 path imports none of it), the defaults of those classes are copied here, per model_type, from
 transformers' configuration_*.py (Gemma3TextConfig, Gemma3Config, SiglipVisionConfig,
 CLIPVisionConfig). A key the file gives always wins. Below those, for every model_type transformers knows,
-the flags its config class defaults to (tie_word_embeddings, biases, multi_query, ...), generated into
+the flags its config class defaults to (tie_word_embeddings, biases, multi_query, ...) and the sizes that switch a
+part of the layout on (q_lora_rank), generated into
 transformers_defaults.json by scripts/gen_transformers_defaults.py.
 """
 from __future__ import annotations
@@ -45,7 +46,10 @@ def with_defaults(cfg: dict) -> dict:
     base = {**_flags().get(mtype, {}), **DEFAULTS.get(mtype, {})}
     if not base:
         return cfg
-    out = {**base, **{k: v for k, v in cfg.items() if v is not None}}
+    # a null is "not given" except for a switch size, where it switches the part off (DeepSeek-V2-Lite's
+    # q_lora_rank: null, no query compression; left out, transformers' 1536 applies)
+    switches = set(_flags().get("_switch_sizes", ()))
+    out = {**base, **{k: v for k, v in cfg.items() if v is not None or k in switches}}
     if out.get("model_type") == "gemma3_text" and not out.get("layer_types"):
         # Gemma3TextConfig: every sliding_window_pattern-th layer attends to the full sequence
         n, pattern = int(out["num_hidden_layers"]), int(out.get("sliding_window_pattern") or 6)
