@@ -6,6 +6,8 @@ through the gateway, and a run of one-token requests one at a time (where the ga
 hidden behind the model's own time).
 
 usage: .venv/bin/python benchmarks/gateway_overhead.py [--rounds 3] [--model-path DIR] [--markdown docs/gateway-overhead-table.md]
+       on a GPU host (8B model, dummy weights): python3 benchmarks/gateway_overhead.py --model-path DIR \
+           --engine-args '{"max-model-len": 8192, "load-format": "dummy"}' --env '{}' --label "..." --markdown FILE
 """
 from __future__ import annotations
 
@@ -25,16 +27,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def start_gateway(home: str, model_path: str, port: int) -> subprocess.Popen:
-    import yaml
-
-    models = {"models": [{"name": "m", "model_path": model_path, "env": {"VLLM_CPU_KVCACHE_SPACE": "1"},
-                          "engine_args": {"max-model-len": 1024}}]}
-    path = os.path.join(home, "models.yaml")
+def start_gateway(home: str, model_path: str, port: int, engine_args: dict, env_vars: dict) -> subprocess.Popen:
+    """The gateway through its library entry (run_gateway), as `launcher serve` runs it, in a process of its own."""
+    models = {"models": [{"name": "m", "model_path": model_path, "env": env_vars, "engine_args": engine_args}]}
+    path = os.path.join(home, "models.json")
     with open(path, "w") as fh:
-        yaml.safe_dump(models, fh)
+        json.dump(models, fh)
     env = dict(os.environ, LAUNCHER_HOME=home)
-    p = subprocess.Popen([sys.executable, "-m", "launcher", "serve", "--models", path, "--port", str(port)],
+    code = ("from launcher.gateway.run import GatewaySettings, run_gateway; "
+            f"run_gateway(GatewaySettings(models_file={path!r}, port={port}))")
+    p = subprocess.Popen([sys.executable, "-c", code],
                          env=env, cwd=ROOT, stdout=open(os.path.join(home, "gateway.log"), "w"), stderr=subprocess.STDOUT)
     for _ in range(300):
         try:
@@ -69,6 +71,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--model-path", default=os.path.join(ROOT, "examples", "tiny-llama"))
     ap.add_argument("--one-token", type=int, default=200, help="one-token requests per path and round")
+    ap.add_argument("--engine-args", default='{"max-model-len": 1024}', help="the model's engine_args (JSON)")
+    ap.add_argument("--env", default='{"VLLM_CPU_KVCACHE_SPACE": "1"}', help="the model's env (JSON)")
+    ap.add_argument("--label", default="", help="what ran (GPU, model), for the table's first line")
     ap.add_argument("--markdown")
     a = ap.parse_args()
     from launcher.bench import Workload, run_bench
@@ -79,7 +84,7 @@ def main() -> None:
     from launcher.gateway.backends import backend_key
 
     port = health.find_free_port()
-    gw = start_gateway(home, a.model_path, port)
+    gw = start_gateway(home, a.model_path, port, json.loads(a.engine_args), json.loads(a.env))
     gw_url = f"http://127.0.0.1:{port}"
     try:
         t = time.perf_counter()
@@ -109,9 +114,10 @@ def main() -> None:
         return statistics.median(f(x) for x in rows[path])
 
     lines = [
-        f"Measured {time.strftime('%Y-%m-%d')} on {platform.processor() or platform.machine()} "
-        f"({os.cpu_count()} cores), vLLM CPU build, the bundled tiny model; `benchmarks/gateway_overhead.py "
-        f"--rounds {a.rounds}`. First request through the gateway (model started on demand): {cold_s:.1f} s.",
+        f"Measured {time.strftime('%Y-%m-%d')} on "
+        + (a.label or f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores), vLLM CPU build, the "
+           "bundled tiny model") + f"; `benchmarks/gateway_overhead.py --rounds {a.rounds}`. First request through "
+        f"the gateway (model started on demand): {cold_s:.1f} s.",
         "",
         "| | direct to the model's server | through the gateway | added / kept |",
         "|---|---|---|---|",
