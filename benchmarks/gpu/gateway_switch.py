@@ -109,6 +109,7 @@ def main() -> None:
     ap.add_argument("--cpu", action="store_true", help="rehearse on the CPU build with the tiny model")
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a deadline (timeout) still saves and stops the gateway
     os.makedirs(a.out, exist_ok=True)
     home = tempfile.mkdtemp(prefix="gw-switch-")
     os.environ["LAUNCHER_HOME"] = home
@@ -154,7 +155,7 @@ def main() -> None:
         step("A again: B let go, A woken", "a")
         step("B again: C let go, B woken", "b")
         step("C again: A let go, C woken", "c")
-        long_words = 300 if a.cpu else 24000  # the CPU rehearsal's model takes 1024 tokens
+        long_words = 100 if a.cpu else 24000  # the CPU rehearsal's model takes 1024 tokens
         for m in ("a", "b", "c"):
             step(f"{m.upper()}: one long prompt ({long_words} words)", m, words=long_words, max_tokens=32)
         for r in range(a.rounds):
