@@ -6,6 +6,8 @@
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT/gw"
 export PYTHONPATH=/root/site:$PWD VLLM_USE_FLASHINFER_SAMPLER=0 PYTHONUNBUFFERED=1 MODELS_DIR=/root/models
+# vLLM 0.26.0's structured-output import reaches pycountry, which the bundle lacks (as in h200_check.sh)
+python3 -c "import pycountry" 2>/dev/null || export PYTHONPATH=$PYTHONPATH:$PWD/benchmarks/gpu/stubs
 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv,noheader | tee "$OUT/gw/gpu.txt"
 python3 -c "import vllm, aiohttp, prometheus_client, yaml, psutil; print('vllm', vllm.__version__)" | tee "$OUT/gw/versions.txt"
 case "$1" in
