@@ -51,3 +51,23 @@ def test_a_sleeping_model_is_stopped_before_an_awake_one_is_slept():
 def test_the_model_being_started_is_not_its_own_room():
     room = make_room(20 * G, 30 * G, [r("x", 20, 0.0)], starting="x")
     assert not room.fits
+
+
+def test_what_a_model_keeps_asleep_is_planned_from_its_estimate():
+    """Measured on an H100 (vLLM 0.26.0, docs/gateway-gpu-table.md): an 8B model asleep kept 1.91 GiB, its CUDA
+    context, graph pool and non-torch memory; the plan is what vLLM takes beside its share plus its non-torch memory,
+    per GPU (the estimate of that launch: 2.303 + 0.230 GiB). The gateway had assumed 1 GiB for every model: low."""
+    from launcher.gateway.backends import Backend, Options, asleep_of
+    from launcher.gateway.models_file import ModelEntry
+
+    est = {"requested_bytes": int(29.993 * G), "outside_budget_bytes": int(2.303 * G),
+           "non_torch_bytes": int(0.230 * G), "gpus": [{"index": 0}]}
+    assert asleep_of(est) == int(2.303 * G) + int(0.230 * G) > int(1.91 * G)
+    assert asleep_of({**est, "gpus": [{"index": 0}, {"index": 1}]}) == 2 * asleep_of(est)
+    assert asleep_of(None) is None
+    opts = Options(capacity_bytes=80 * G, gpu=True)
+    entry = ModelEntry.__new__(ModelEntry)
+    b = Backend(entry=entry, key="k", state="sleeping", need_bytes=int(32.3 * G), asleep_bytes=asleep_of(est))
+    assert b.kept_asleep(opts) == asleep_of(est)
+    b.asleep_bytes = None  # nothing planned (an adopted launch without an estimate): the measured default
+    assert b.kept_asleep(opts) == opts.sleeping_bytes == 2 * G > int(1.91 * G)

@@ -13,6 +13,7 @@ status and each model's server log.
 
 usage (GPU host, vLLM staged under /root/site): python3 benchmarks/gpu/gateway_switch.py OUT_DIR
 rehearsal on the CPU build (tiny model, stopped instead of put to sleep): .venv/bin/python benchmarks/gpu/gateway_switch.py OUT_DIR --cpu
+the table of a run: python3 benchmarks/gpu/gateway_switch.py --report OUT_DIR/switch.json [SERVER_LOG_DIR]
 """
 from __future__ import annotations
 
@@ -103,7 +104,38 @@ def states(url: str) -> dict:
                         "nvml_gib": gib(m.get("nvml_bytes"))} for m in d.get("models", [])}
 
 
+def report(path: str) -> str:
+    """A markdown table of one run's steps (switch.json), with what vLLM logged of each sleep and wake."""
+    import re
+
+    d = json.load(open(path))
+    logs = os.path.dirname(path)
+    vllm_times: dict = {}
+    for name in ("a", "b", "c"):
+        f = os.path.join(logs, f"server-{name}.log")
+        if os.path.exists(f):
+            text = open(f, errors="replace").read()
+            vllm_times[name] = ([float(x) for x in re.findall(r"It took ([0-9.]+) seconds to fall asleep", text)],
+                                [float(x) for x in re.findall(r"It took ([0-9.]+) seconds to wake up", text)])
+    lines = ["| step | model | status | first token (s) | models after (state, NVML GiB) | GPU used (GiB) |",
+             "|---|---|---|---|---|---|"]
+    for s in d["steps"]:
+        after = ", ".join(f"{k}: {v['state']} {v['nvml_gib']}" for k, v in s["states_after"].items())
+        lines.append(f"| {s['step']} | {s['model']} | {s['status']} | {s['ttft_s']} | {after} | "
+                     f"{s['nvml_after'].get('used_gib')} |")
+    lines.append("")
+    for name, (sleeps, wakes) in vllm_times.items():
+        lines.append(f"- `{name}`: vLLM's own times to fall asleep {sleeps} s, to wake up {wakes} s")
+    lines.append(f"- answered {d.get('answered')} of {len(d['steps'])}; lines of the servers' logs saying out of "
+                 f"memory: {len(d.get('out_of_memory_lines') or [])}; processes left after the gateway stopped: "
+                 f"{d.get('left_over') or 'none'}")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--report"]:
+        print(report(sys.argv[2]), end="")
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
     ap.add_argument("--cpu", action="store_true", help="rehearse on the CPU build with the tiny model")
