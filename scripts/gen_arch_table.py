@@ -8,6 +8,7 @@ usage: .venv/bin/python scripts/gen_arch_table.py          (about a minute on th
 import datetime
 import json
 import os
+import re
 import sys
 from importlib import metadata
 
@@ -115,7 +116,8 @@ def published_section() -> list[str]:
         kv = f"{r.kv_estimate} / {r.kv_vllm}" if r.weights_vllm else "-"
         arch = (f["config"].get("architectures") or ["?"])[0]
         src = f["source"] + (f" (via {f['copied_from']})" if f.get("copied_from") else "")
-        why = r.reason.replace("|", "/")[:160] + ("; " + f["edited"] if f.get("edited") else "")
+        why = re.sub(r"/tmp/tmp\w+", "CONFIG_DIR", r.reason).replace("|", "/")[:160]  # vLLM names its temp folder
+        why += "; " + f["edited"] if f.get("edited") else ""
         out.append(f"| `{r.id}` | `{arch}` | {r.status} | {_pct(r.__dict__ | {'weights_error': r.weights_error})} "
                    f"| {kv} | {src} | {why} |")
     return out

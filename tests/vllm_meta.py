@@ -161,6 +161,10 @@ def _host_as_forced(torch) -> None:
     forced = os.environ.get("CONFORMANCE_AVX512_BF16")
     if forced in ("0", "1"):
         torch.cpu._is_avx512_bf16_supported = lambda: forced == "1"
+    # Without AMX tiles (before Sapphire Rapids) vLLM's CPU build has no kernel for MXFP4 experts or FP8 block-scaled
+    # layers, so a published gpt-oss or DeepSeek-R1 config is built on one host and not on another: always answer as
+    # a host without AMX, so that the table does not depend on the CPU running it.
+    torch.cpu._is_amx_tile_supported = lambda: False
 
 
 def _gpu_cache_dtypes() -> None:
