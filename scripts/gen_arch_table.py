@@ -96,10 +96,10 @@ def main() -> None:
 def published_section() -> list[str]:
     """The published configs: each fixture's source, and how vLLM's build of it compares."""
     fixtures = conformance.published()
-    rows = conformance.run_published()
-    built = [r for r in rows if r.status not in ("not built", "no config")]
-    matched = [r for r in built if r.status == "matched"]
-    low = [r for r in built if r.weights_error < -conformance.WEIGHT_TOLERANCE or r.kv_estimate < r.kv_vllm]
+    rows = conformance.to_json(conformance.run_published())
+    built = [r for r in rows if r["status"] not in ("not built", "no config")]
+    matched = [r for r in built if r["status"] == "matched"]
+    low = [r for r in built if r["weights_error"] < -conformance.WEIGHT_TOLERANCE or r["kv_estimate"] < r["kv_vllm"]]
     out = ["\n## Published configs\n",
            f"{len(rows)} config.json files as their publishers wrote them (`tests/published_configs/`, each naming "
            "where it was copied from), every key kept, shrunk to their first "
@@ -112,14 +112,13 @@ def published_section() -> list[str]:
            "| fixture | architecture | vs vLLM | weights (estimate vs vLLM) | KV bytes/token (estimate / vLLM) | source | why |",
            "|---|---|---|---|---|---|---|"]
     for r in rows:
-        f = fixtures[r.id]
-        kv = f"{r.kv_estimate} / {r.kv_vllm}" if r.weights_vllm else "-"
+        f = fixtures[r["id"]]
+        kv = f"{r['kv_estimate']} / {r['kv_vllm']}" if r["weights_vllm"] else "-"
         arch = (f["config"].get("architectures") or ["?"])[0]
         src = f["source"] + (f" (via {f['copied_from']})" if f.get("copied_from") else "")
-        why = re.sub(r"/tmp/tmp\w+", "CONFIG_DIR", r.reason).replace("|", "/")[:160]  # vLLM names its temp folder
+        why = re.sub(r"/tmp/tmp\w+", "CONFIG_DIR", r["reason"]).replace("|", "/")[:160]  # vLLM names its temp folder
         why += "; " + f["edited"] if f.get("edited") else ""
-        out.append(f"| `{r.id}` | `{arch}` | {r.status} | {_pct(r.__dict__ | {'weights_error': r.weights_error})} "
-                   f"| {kv} | {src} | {why} |")
+        out.append(f"| `{r['id']}` | `{arch}` | {r['status']} | {_pct(r)} | {kv} | {src} | {why} |")
     return out
 
 

@@ -211,8 +211,8 @@ def shrink(cfg: dict, layers: int = SHRUNK_LAYERS) -> dict:
     for k, v in cfg.items():
         if k == key or k == "text_config":
             continue
-        if isinstance(v, (list, str)) and len(v) == n and not isinstance(v, str) or (isinstance(v, str) and len(v) == n
-                                                                                   and k.endswith("pattern")):
+        per_layer = isinstance(v, list) or (isinstance(v, str) and k.endswith("pattern"))  # a hybrid's "M-M*..."
+        if per_layer and len(v) == n:
             out[k] = v[:layers]
         elif isinstance(v, list) and "layer" in k and v and all(isinstance(i, int) and not isinstance(i, bool)
                                                                 and 0 <= i < n for i in v):

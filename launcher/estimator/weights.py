@@ -144,8 +144,8 @@ def _formula(m: ModelArch, tp: int, pp: int, cap: tuple[int, int] | None = None)
         embed += 2 * m.embed_dim * m.hidden_size * b
     head = 0 if m.tie_word_embeddings and pp == 1 else vocab * width * b
     layers_per_stage = -(-(m.weight_layers or m.num_layers) // pp)
-    rope = _rope(m) + m.mask_buffer_bytes  # buffers every stage keeps whole
-    body = sum(layer_bytes(m, i, tp, cap) for i in range(layers_per_stage)) + rope
+    buffers = _rope(m) + m.mask_buffer_bytes  # buffers every stage keeps whole
+    body = sum(layer_bytes(m, i, tp, cap) for i in range(layers_per_stage)) + buffers
     # the vision tower sits with the first stage, whole on every TP rank
     vision = m.vision_params * b + (VISION_LOAD_EXTRA if m.vision_layers else 0)
     final = _norm(m) if m.final_norm else 0

@@ -375,8 +375,8 @@ def need_of(estimate: dict | None, cpu_kv: dict | None) -> int:
     vLLM takes plus what it takes beside it, per GPU, times the GPUs; on the CPU build its weights and KV cache (the
     Python runtime of each server not counted)."""
     if estimate:
-        gpus = max(1, len(estimate.get("gpus") or [1]))
-        return (int(estimate.get("requested_bytes") or 0) + int(estimate.get("outside_budget_bytes") or 0)) * gpus
+        return (int(estimate.get("requested_bytes") or 0) + int(estimate.get("outside_budget_bytes") or 0)) \
+            * _gpu_count(estimate)
     if cpu_kv:
         return int(cpu_kv.get("weights_bytes") or 0) + int(cpu_kv.get("kv_cache_bytes") or 0)
     return 0
@@ -389,8 +389,13 @@ def asleep_of(estimate: dict | None) -> int | None:
     asleep against 2.53 planned for Llama-3.1-8B shapes at 32k (docs/gateway.md). None without an estimate."""
     if not estimate:
         return None
-    gpus = max(1, len(estimate.get("gpus") or [1]))
-    return (int(estimate.get("outside_budget_bytes") or 0) + int(estimate.get("non_torch_bytes") or 0)) * gpus
+    return (int(estimate.get("outside_budget_bytes") or 0) + int(estimate.get("non_torch_bytes") or 0)) \
+        * _gpu_count(estimate)
+
+
+def _gpu_count(estimate: dict) -> int:
+    """The GPUs an estimate (to_dict()) plans for: its per-GPU terms count once on each."""
+    return max(1, len(estimate.get("gpus") or [1]))
 
 
 def need_of_record(name: str) -> tuple[int | None, int | None]:
