@@ -34,6 +34,8 @@ class ProcRef:
 
     def process(self) -> psutil.Process | None:
         """The live process, only if it is still the same one (PID reuse check)."""
+        if self.pid <= 0:  # no process recorded (a launch stopped before its server was spawned)
+            return None
         try:
             p = psutil.Process(self.pid)
             if abs(p.create_time() - self.create_time) > 0.01:

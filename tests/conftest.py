@@ -40,6 +40,14 @@ def _real_group(nodeid: str) -> str | None:
     return "real-b" if path in REAL_GROUP_B else "real-a"
 
 
+def pytest_report_header(config):
+    """First in every run's log: the host CPU and the flags that decide which of vLLM's CPU kernels ran (AMX tiles,
+    AVX-512 BF16), so that a CI log shows which paths the real-engine tests took."""
+    from launcher import hostcpu
+
+    return f"host CPU: {hostcpu.summary()}"
+
+
 def pytest_collection_modifyitems(config, items):
     """A test that starts the real vLLM engine (marked `vllm`) lives in a tests/*_real.py file, so that `make test`
     runs it in its group (pytest_xdist_make_scheduler below)."""

@@ -3,6 +3,8 @@ real supervisor processes over the fake server (tests/fake_server.py), and real 
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -164,3 +166,35 @@ def test_an_unusable_launcher_home_is_one_line_exit_2(tmp_path, home_kind, comma
     r = cli(*command, env=dict(os.environ, LAUNCHER_HOME=str(home)))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "LAUNCHER_HOME" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def _deaf_supervisor(name: str, state: str):
+    """A process that ignores SIGTERM, recorded as the supervisor of a launch in `state`."""
+    from launcher.process import ProcRef
+    from launcher.runs import run_dir, update_state
+
+    p = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                          "print('up', flush=True); time.sleep(600)"], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "up"  # its handler is in place
+    ref = ProcRef.of(p.pid)
+    run_dir(name).mkdir(parents=True, exist_ok=True)
+    update_state(name, state=state, supervisor={"pid": ref.pid, "create_time": ref.create_time}, run_id="deaf-" + name)
+    return p
+
+
+def test_stop_of_a_launch_still_starting_does_not_wait_for_a_supervisor_that_ignores_sigterm(launcher_home):
+    """Nothing to drain before READY: stop gives the supervisor UNREADY_WAIT_S, then kills it; a READY launch's
+    supervisor gets the whole timeout (its server drains its requests)."""
+    from launcher.launching.stop import UNREADY_WAIT_S, stop as stop_launch
+
+    p = _deaf_supervisor("starting", "STARTING")
+    t0 = time.monotonic()
+    assert stop_launch("starting", timeout_s=60)["state"] == "STOPPED"
+    took = time.monotonic() - t0
+    assert UNREADY_WAIT_S - 0.5 < took < UNREADY_WAIT_S + 5, took
+    assert p.wait(timeout=10) == -signal.SIGKILL
+    p = _deaf_supervisor("ready", "READY")
+    t0 = time.monotonic()
+    stop_launch("ready", timeout_s=UNREADY_WAIT_S + 4)
+    assert time.monotonic() - t0 >= UNREADY_WAIT_S + 4 - 0.5  # waited its whole timeout, not the short one
+    assert p.wait(timeout=10) == -signal.SIGKILL

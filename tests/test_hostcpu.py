@@ -18,12 +18,20 @@ def test_the_flag_read_is_the_one_torch_and_so_vllm_read():
 
 
 def test_flags_line_parsed(tmp_path):
-    f = tmp_path / "cpuinfo"
-    f.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile\n")
-    assert hostcpu.has_avx512_bf16.__wrapped__(str(f)) is True
-    f.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_vnni\n")
-    assert hostcpu.has_avx512_bf16.__wrapped__(str(f)) is False
-    assert hostcpu.has_avx512_bf16.__wrapped__(str(tmp_path / "none")) is False
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_text("processor\t: 0\nmodel name\t: Some Xeon\nflags\t\t: fpu avx512f avx512_bf16 amx_tile amx_bf16\n")
+    b.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_vnni amx_tile\n")
+    assert hostcpu.has_avx512_bf16(str(a)) is True and hostcpu.has_amx_tiles(str(a)) is True
+    assert hostcpu.has_avx512_bf16(str(b)) is False and hostcpu.has_amx_tiles(str(b)) is False
+    assert hostcpu.missing_amx_flags(str(b)) == ["amx_bf16"]
+    assert hostcpu.summary(str(a)) == "Some Xeon; avx512f avx512_bf16 amx_tile amx_bf16"
+    assert hostcpu.has_avx512_bf16(str(tmp_path / "none")) is False
+
+
+def test_the_amx_answer_is_the_one_torch_and_so_vllm_read():
+    import torch
+
+    assert hostcpu.has_amx_tiles() == torch.cpu._is_amx_tile_supported()
 
 
 def test_cpu_build_state_in_float32_on_avx512_bf16_as_its_platform_sets_it():

