@@ -225,3 +225,24 @@ def test_a_fit_matrix_cell_says_the_change_that_fits_not_a_length_above_the_one_
     rows = json.loads(r.stdout)
     cell = next(c for c in (rows["cells"] if isinstance(rows, dict) else rows) if c["gpu"] == "L4" and c["num_gpus"] == 8)
     assert cell["fits"] is False and cell["fix"].startswith("--gpu-memory-utilization")
+
+
+def test_every_option_of_every_command_shows_a_readable_metavar():
+    """No `<function>` or `object at 0x...` in any command's --help (a click_type typer wraps as a function)."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from launcher.cli import _command, app
+
+    def commands(cmd, path=()):
+        yield path
+        for name, sub in getattr(cmd, "commands", {}).items():
+            if not sub.hidden:
+                yield from commands(sub, path + (name,))
+
+    bad = []
+    for path in commands(_command()):
+        out = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "200"}).output
+        bad += [f"{' '.join(path)}: {m}" for m in re.findall(r"<function>|object at 0x\w+|<\w+\.\w+[^>]*>", out)]
+    assert not bad, bad

@@ -57,8 +57,10 @@ def test_what_a_model_keeps_asleep_is_planned_from_its_estimate():
     """Measured on an H100 (vLLM 0.26.0, docs/gateway-gpu-table.md): an 8B model asleep kept 1.91 GiB, its CUDA
     context, graph pool and non-torch memory; the plan is what vLLM takes beside its share plus its non-torch memory,
     per GPU (the estimate of that launch: 2.303 + 0.230 GiB). The gateway had assumed 1 GiB for every model: low."""
-    from launcher.gateway.backends import Backend, Options, asleep_of
+    from launcher.gateway.lifecycle import Lifecycle, Phase
+    from launcher.gateway.model import Backend, Options
     from launcher.gateway.models_file import ModelEntry
+    from launcher.gateway.sizing import asleep_of
 
     est = {"requested_bytes": int(29.993 * G), "outside_budget_bytes": int(2.303 * G),
            "non_torch_bytes": int(0.230 * G), "gpus": [{"index": 0}]}
@@ -67,7 +69,7 @@ def test_what_a_model_keeps_asleep_is_planned_from_its_estimate():
     assert asleep_of(None) is None
     opts = Options(capacity_bytes=80 * G, gpu=True)
     entry = ModelEntry.__new__(ModelEntry)
-    b = Backend(entry=entry, key="k", state="sleeping", need_bytes=int(32.3 * G), asleep_bytes=asleep_of(est))
+    b = Backend(entry=entry, key="k", life=Lifecycle("m", phase=Phase.SLEEPING), need_bytes=int(32.3 * G), asleep_bytes=asleep_of(est))
     assert b.kept_asleep(opts) == asleep_of(est)
     b.asleep_bytes = None  # nothing planned (an adopted launch without an estimate): the measured default
     assert b.kept_asleep(opts) == opts.sleeping_bytes == 2 * G > int(1.91 * G)

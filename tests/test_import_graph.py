@@ -83,7 +83,7 @@ def test_the_graph_is_read_right():
     g = graph()
     assert "launcher.launching.prepare" in g["launcher.launching.inprocess"]  # from .prepare import Prepared
     assert "launcher.health" in g["launcher.supervisor.run"]  # from .. import health
-    assert "launcher.launching.inprocess" in g["launcher.gateway.backends"]  # imported inside a method
+    assert "launcher.launching.inprocess" in g["launcher.gateway.model"]  # imported inside a method
     assert not cycles({"a": {"b"}, "b": {"a"}}) == []
 
 

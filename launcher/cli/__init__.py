@@ -10,6 +10,7 @@ import typer
 
 from . import bench as _bench
 from . import cluster as _cluster
+from . import gateway as _gateway
 from . import download as _download
 from . import estimate as _estimate
 from . import launch as _launch
@@ -63,6 +64,7 @@ app.command("logs")(_manage.logs)
 app.command("stop")(_manage.stop)
 app.command("rm")(_manage.rm)
 app.add_typer(_cluster.app, name="cluster")
+app.add_typer(_gateway.app, name="gateway")
 app.command("_supervise", hidden=True)(_launch.supervise_detached)
 
 

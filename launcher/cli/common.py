@@ -26,6 +26,7 @@ class Number(click.ParamType):
 
     def __init__(self, flag: str, above: float | None = None, at_least: float | None = None) -> None:
         self.flag, self.above, self.at_least = flag, above, at_least
+        self.__name__ = "number"  # typer wraps a click_type as a function: its name is what --help shows (<number>)
 
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):

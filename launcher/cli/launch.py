@@ -77,28 +77,12 @@ def launch(
 
 def _via_gateway(url: str, spec: LaunchSpec, json_out: bool) -> None:
     """--via URL: the launch as one entry of the gateway's models file, POSTed to it; the gateway starts it."""
-    import json
-    import os
-    import urllib.error
-    import urllib.request
-
-    from ..errors import BadInput, LaunchFailed
+    from ..gateway import client
 
     skip = ("host", "port", "api_key_env", "allow_unauthenticated")
     entry = {k: v for k, v in spec.to_dict().items() if k not in skip and v not in (None, {}, [])}
     entry["preload"] = True
-    headers = {"Content-Type": "application/json"}
-    if os.environ.get("LAUNCHER_GATEWAY_API_KEY"):
-        headers["Authorization"] = f"Bearer {os.environ['LAUNCHER_GATEWAY_API_KEY']}"
-    req = urllib.request.Request(url.rstrip("/") + "/gateway/models", json.dumps(entry, default=str).encode(), headers)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            out = json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        msg = json.loads(e.read() or b"{}").get("error", {}).get("message", str(e))
-        raise BadInput(f"the gateway at {url} refused the launch: {msg}") from None
-    except OSError as e:
-        raise LaunchFailed(f"no gateway answers at {url}: {e}", hint="Start one with `launcher serve --models FILE`.") from None
+    out = client.add(entry, url)
     common.output(out, json_out, lambda con: common.console(stderr=True).print(
         f"{out['added']} added to the gateway at {url} (names: {', '.join(out['names'])}); starting there"))
 

@@ -160,8 +160,14 @@ def stop(name: Annotated[Optional[str], typer.Argument(help="Launch to stop.")] 
         raise BadInput("give a launch name or --all.")
     names = all_names() if all_ else [name]
     out = []
+    from ..gateway import client
+
     for n in names:
         st = read_state(n) or {}
+        if client.serves(n):  # a model of the running gateway: stopped there alone, never the gateway that hosts it
+            res = client.act(n, "stop")
+            out.append({"name": n, "state": res.get("state"), "swept": [], "gateway": client.local_url()})
+            continue
         if all_ and effective_state(st) in (RunState.STOPPED,) and not st.get("server"):
             continue
         res = do_stop(n)
@@ -177,7 +183,8 @@ def stop(name: Annotated[Optional[str], typer.Argument(help="Launch to stop.")] 
 
 def _render_stopped(out: list[dict], con: Console) -> None:
     for r in out:
-        con.print(f"{r['name']}: {r['state']}" + (f" (killed leftovers {r['swept']})" if r["swept"] else ""))
+        con.print(f"{r['name']}: {r['state']}" + (f" (killed leftovers {r['swept']})" if r["swept"] else "")
+                  + (f" (in the gateway at {r['gateway']}, which keeps serving its other models)" if r.get("gateway") else ""))
         if r.get("ray_leftovers"):
             bad = r["ray_left_behind"]
             con.print(f"  Ray: {'left behind ' + str(bad) if bad else 'no actor, placement group or worker of the launch is left'}")

@@ -2,7 +2,9 @@
 wakes, evictions, state."""
 from __future__ import annotations
 
-STATES = ("stopped", "starting", "running", "sleeping", "stopping", "failed")
+from .lifecycle import Phase
+
+STATES = tuple(p.value for p in Phase)
 
 
 class GatewayMetrics:
@@ -24,6 +26,9 @@ class GatewayMetrics:
         self.wakes = Counter("launcher_gateway_wakes", "Models woken", ["model"], registry=r)
         self.evictions = Counter("launcher_gateway_evictions", "Models let go to make room or when idle",
                                  ["model", "action"], registry=r)
+        self.housekeeping_errors = Counter("launcher_gateway_housekeeping_errors",
+                                           "Failures of the gateway's own jobs (ttl expiry, the record, following a "
+                                           "supervisor), logged and survived", ["job"], registry=r)
         self.model_state = Gauge("launcher_gateway_model_state", "1 for the state a model is in", ["model", "state"],
                                  registry=r)
 
@@ -45,6 +50,9 @@ class GatewayMetrics:
 
     def evicted(self, model: str, action: str) -> None:
         self.evictions.labels(model, action).inc()
+
+    def housekeeping_error(self, job: str) -> None:
+        self.housekeeping_errors.labels(job).inc()
 
     def state(self, model: str, state: str) -> None:
         for s in STATES:

@@ -131,3 +131,33 @@ def _flag(own: dict, key: str, where: str) -> bool:
     if not isinstance(v, bool):
         raise BadInput(f"{where}: {key} must be true or false, got {v!r}.")
     return v
+
+
+def check_entry(entry: ModelEntry, where: str, capacity_bytes: int | None = None) -> None:
+    """Before anything starts: the entry names a model that is there, and its launch plans as `launcher estimate`
+    plans it. BadInput (exit 2) with the reason; a launch that does not fit beside what runs now is accepted when it
+    fits the gateway's budget alone (room is made for it at its first request)."""
+    from pathlib import Path
+
+    from ..errors import DoesNotFit
+    from ..launching import prepare
+
+    s = entry.spec
+    if not (s.model_path or s.model or s.model_name):
+        raise BadInput(f"{where} ('{entry.name}'): names no model.",
+                       hint="Give model_path (a folder), model (a Hub repository id) or model_name with size_in_billions.")
+    if s.model_path and not Path(s.model_path).expanduser().is_dir():
+        raise BadInput(f"{where} ('{entry.name}'): model_path '{s.model_path}' is not a folder here.")
+    try:
+        prepare(s, claim=False, check_port=False)
+    except DoesNotFit as e:
+        est = getattr(e, "estimate", None)
+        if est is None or capacity_bytes is None:
+            raise BadInput(f"{where} ('{entry.name}'): {e}", hint=getattr(e, "hint", None)) from None
+        from .sizing import need_of
+
+        need = need_of(est.to_dict(), None)
+        if need > capacity_bytes:
+            raise BadInput(f"{where} ('{entry.name}'): {e}", hint=getattr(e, "hint", None)) from None
+    except BadInput as e:
+        raise BadInput(f"{where} ('{entry.name}'): {e}", hint=e.hint) from None

@@ -21,6 +21,7 @@ class GatewaySettings:
     memory_budget: str | None = None
     queue_size: int = 64
     queue_timeout_s: float = 600.0
+    failed_retry_s: float = 30.0
 
 
 def build(settings: GatewaySettings):
@@ -28,8 +29,8 @@ def build(settings: GatewaySettings):
     from ..engines import vllm as vllm_engine
     from ..spec import is_loopback
     from .app import Gateway
-    from .backends import Options
-    from .models_file import load_models
+    from .model import Options
+    from .models_file import check_entry, load_models
 
     if not 0 <= settings.port <= 65535:
         raise BadInput(f"--port must be in 0..65535, got {settings.port}.")
@@ -46,7 +47,9 @@ def build(settings: GatewaySettings):
     entries = load_models(settings.models_file, spec)
     gpu = not (inst is not None and inst.cpu_build)
     opts = Options(capacity_bytes=capacity(settings.memory_budget, gpu), gpu=gpu, queue_max=settings.queue_size,
-                   queue_timeout_s=settings.queue_timeout_s)
+                   queue_timeout_s=settings.queue_timeout_s, failed_retry_s=settings.failed_retry_s)
+    for i, e in enumerate(entries):  # the whole file checked before anything starts
+        check_entry(e, f"models file '{settings.models_file}': models[{i}]", opts.capacity_bytes)
     return Gateway(entries, opts, spec, api_key=key)
 
 

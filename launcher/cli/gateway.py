@@ -1,0 +1,69 @@
+"""`launcher gateway ...`: steer the running gateway (`launcher serve`) without restarting it: one model slept,
+woken, started, stopped or removed, requests in flight finishing first; a launch file added; the models file
+reloaded. Each talks to the gateway's control API (gateway/client.py)."""
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from . import common
+
+app = typer.Typer(help="Steer the running gateway (launcher serve): one model at a time, no restart.",
+                  no_args_is_help=True, add_completion=False, rich_markup_mode=None)
+
+Name = Annotated[str, typer.Argument(help="A model the gateway serves (its name or an alias).")]
+Url = Annotated[Optional[str], typer.Option("--url", metavar="URL", help="The gateway's address (default: the one running here, from its record).")]
+
+
+def _act(name: str, action: str, url: str | None, json_out: bool) -> None:
+    from ..gateway import client
+
+    out = client.act(name, action, url)
+    common.output(out, json_out, lambda con: con.print(f"{out['name']}: {out['state']}"
+                                                       + (f" ({out['error']})" if out.get("error") else "")))
+
+
+@app.command("stop")
+def stop(name: Name, url: Url = None, json_out: common.Json = False) -> None:
+    """Stop one model (its requests in flight finish first); the next request for it starts it again."""
+    _act(name, "stop", url, json_out)
+
+
+@app.command("sleep")
+def sleep(name: Name, url: Url = None, json_out: common.Json = False) -> None:
+    """Put one model to sleep (vLLM's sleep mode, GPU only): its KV cache freed, its weights to host memory."""
+    _act(name, "sleep", url, json_out)
+
+
+@app.command("wake")
+def wake(name: Name, url: Url = None, json_out: common.Json = False) -> None:
+    """Wake or start one model now (room made for it as for a request), without waiting for a request."""
+    _act(name, "wake", url, json_out)
+
+
+@app.command("start")
+def start(name: Name, url: Url = None, json_out: common.Json = False) -> None:
+    """The same as wake: start one model now."""
+    _act(name, "start", url, json_out)
+
+
+@app.command("remove")
+def remove(name: Name, url: Url = None, json_out: common.Json = False) -> None:
+    """Stop one model (requests in flight finish) and forget it: its names route nowhere until added again."""
+    from ..gateway import client
+
+    out = client.remove(name, url)
+    common.output(out, json_out, lambda con: con.print(f"{out['removed']}: removed"))
+
+
+@app.command("add")
+def add(file: Annotated[str, typer.Argument(help="A launch file (YAML or JSON): one entry of a models file.")],
+        url: Url = None, json_out: common.Json = False) -> None:
+    """Add a model from a launch file, checked as the models file is (the model exists, the launch plans)."""
+    from ..gateway import client
+    from ..spec import read_mapping
+
+    entry = read_mapping(file, "launch file")
+    out = client.add(entry, url)
+    common.output(out, json_out, lambda con: con.print(f"{out['added']}: {out['state']} (names: {', '.join(out['names'])})"))

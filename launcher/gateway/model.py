@@ -1,0 +1,221 @@
+"""One model behind the gateway: its lifecycle (lifecycle.Lifecycle), its launch when started (a supervisor in a
+thread of the gateway: launching.inprocess.Launch), the requests it serves, and what it alone does: start, wake,
+sleep, stop, adopt, follow its supervisor. Where it goes and what makes room for it is the pool's (backends.py)."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..state import home
+from .lifecycle import HOLDING, Lifecycle, Phase
+from .placement import Resident
+from .sizing import need_of_record
+
+if TYPE_CHECKING:
+    from ..launching import Prepared
+    from ..launching.inprocess import Launch
+    from .metrics import GatewayMetrics
+    from .models_file import ModelEntry
+
+
+class GatewayError(Exception):
+    """A request the gateway cannot serve now: the HTTP status, OpenAI's error type, and Retry-After if any."""
+
+    def __init__(self, status: int, message: str, kind: str = "server_error", retry_after_s: int | None = None,
+                 code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind, self.retry_after_s, self.code = status, message, kind, retry_after_s, code
+
+
+@dataclass
+class Options:
+    """How the gateway waits and makes room."""
+
+    capacity_bytes: int  # the memory budget the models share (GPU: the devices'; CPU: host memory)
+    gpu: bool = False  # models run on GPUs (sleep mode available) or on the CPU build (stopped to make room)
+    queue_max: int = 64  # requests waiting for one model to start; more get 503 at once
+    queue_timeout_s: float = 600.0  # how long a request waits for its model to start before 503 + Retry-After
+    start_timeout_s: float = 900.0  # a start's own deadline (the supervisor's)
+    failed_retry_s: float = 30.0  # after a failed start or FATAL, requests get its cause this long, then a new try
+    # what a model asleep keeps on the device where its plan does not say (asleep_of): its CUDA context, graph pool
+    # and non-torch memory stay; measured 1.81-1.91 GiB per 8B model (H100 80GB, vLLM 0.26.0, 2026-12-06;
+    # docs/gateway.md)
+    sleeping_bytes: int = 2 << 30
+
+
+def gateway_dir() -> str:
+    d = home() / "gateway"
+    d.mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o700)
+    return str(d)
+
+
+def _secret() -> bytes:
+    path = os.path.join(gateway_dir(), "secret")
+    if not os.path.exists(path):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+    return open(path).read().strip().encode()
+
+
+def backend_key(name: str) -> str:
+    """The key of one model's server: derived from the gateway's secret (a 0600 file of its own, never logged), so a
+    restarted gateway talks to the servers it adopts and no key is written beside the launch records."""
+    return hmac.new(_secret(), name.encode(), hashlib.sha256).hexdigest()
+
+
+def control_key() -> str:
+    """The key of the gateway's control API (/gateway/models/...) for the local CLI: from the same secret, so that
+    whoever can read LAUNCHER_HOME can steer the gateway, and nobody else."""
+    return hmac.new(_secret(), b"\0control", hashlib.sha256).hexdigest()
+
+
+@dataclass
+class Backend:
+    """One model: its lifecycle, its launch when started, the requests it serves, when it was last used."""
+
+    entry: ModelEntry
+    key: str
+    life: Lifecycle = None  # type: ignore[assignment]  (set in __post_init__)
+    launch: Launch | None = None
+    port: int | None = None
+    need_bytes: int | None = None  # planned: weights and KV cache and what vLLM takes beside (the estimate)
+    asleep_bytes: int | None = None  # planned: what it keeps on the device asleep (asleep_of; None: not planned)
+    in_flight: int = 0
+    waiting: int = 0
+    last_used: float = 0.0
+    up: asyncio.Task | None = None
+    draining: bool = False  # a stop or removal asked for: no new request admitted, those in flight finish
+    requests: int = 0
+    recent: list = field(default_factory=list)  # the last requests: (time, path, status, seconds)
+
+    def __post_init__(self) -> None:
+        if self.life is None:
+            self.life = Lifecycle(self.entry.name)
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def state(self) -> str:
+        return self.life.phase.value
+
+    @property
+    def error(self) -> str | None:
+        return self.life.cause
+
+    def move(self, to: Phase, why: str) -> None:
+        self.life.move(to, why, time.monotonic())
+
+    def resident(self, opts: Options) -> Resident | None:
+        """This model as placement sees it (None when it holds nothing). Starting, restarting or stopping, it
+        holds its room and is not to be let go (counted busy)."""
+        if self.life.phase not in HOLDING:
+            return None
+        need = self.need_bytes or 0
+        asleep = self.life.phase == Phase.SLEEPING
+        settled = self.life.phase in (Phase.RUNNING, Phase.SLEEPING)
+        kept = self.kept_asleep(opts)
+        return Resident(self.name, kept if asleep else need, self.in_flight + self.waiting + (0 if settled else 1),
+                        self.entry.pinned, self.last_used, asleep, opts.gpu, min(need, kept))
+
+    def kept_asleep(self, opts: Options) -> int:
+        """What this model keeps on the device asleep: as planned, else the measured default."""
+        return self.asleep_bytes if self.asleep_bytes is not None else opts.sleeping_bytes
+
+    def sync(self) -> None:
+        """Follow the supervisor of its launch (READY, BACKOFF, FATAL, its end): `launcher ps` and the gateway agree."""
+        launch = self.launch
+        if launch is None:
+            return
+        from ..runs import RunState
+
+        state = RunState(launch.state.value)
+        self.life.follow(state, launch.failure() if state != RunState.READY else "", launch.alive, time.monotonic())
+        if self.life.phase == Phase.FAILED and not launch.alive:
+            self.launch, self.port = None, None  # its supervisor ended (FATAL): the server is stopped with it
+
+    # what one model does
+    async def start(self, prep_for: callable, opts: Options, closing: callable) -> None:
+        """Start its server (the phase is starting already): ready, or GatewayError with vLLM's root cause."""
+        from ..launching.inprocess import Launch
+        from ..supervisor.machine import State
+
+        for attempt in (1, 2):
+            prep: Prepared = await asyncio.to_thread(prep_for, self, True)
+            if closing():
+                prep.release_locks()
+                raise GatewayError(503, "the gateway is stopping")
+            launch = await asyncio.to_thread(Launch.start, prep)
+            self.launch, self.port = launch, prep.port
+            if closing():  # the gateway began stopping while this one was spawned: stop_all may have missed it
+                await self.stop("the gateway is stopping")
+                raise GatewayError(503, "the gateway is stopping")
+            st = await asyncio.to_thread(launch.wait_ready, opts.start_timeout_s + 30)
+            if st == State.READY:
+                break
+            why = launch.failure()
+            await asyncio.to_thread(launch.stop)
+            self.launch = None
+            # another process took the port between the check and vLLM's bind: once more, on another port
+            if attempt == 2 or "port_in_use" not in why:
+                raise GatewayError(503, why)
+        self.last_used = time.monotonic()
+        self.move(Phase.RUNNING, "ready")
+
+    async def stop(self, why: str) -> None:
+        if self.life.phase in (Phase.STOPPED,):
+            return
+        self.move(Phase.STOPPING, why)
+        try:
+            if self.launch is not None:
+                await asyncio.to_thread(self.launch.stop)
+        finally:
+            self.launch, self.port = None, None
+            self.move(Phase.STOPPED, "stopped")
+
+    async def sleep(self, why: str) -> None:
+        await self.call("/sleep?level=1")
+        self.move(Phase.SLEEPING, why)
+
+    async def wake(self) -> None:
+        await self.call("/wake_up")
+        self.last_used = time.monotonic()
+        self.move(Phase.RUNNING, "woken")
+
+    async def call(self, path: str) -> None:
+        """POST to the model's own server (its /sleep and /wake_up): GatewayError when it does not answer 200."""
+        import aiohttp
+
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as s, \
+                    s.post(f"http://127.0.0.1:{self.port}{path}", headers={"Authorization": f"Bearer {self.key}"}) as r:
+                if r.status != 200:
+                    raise GatewayError(503, f"`{self.name}`: {path} answered {r.status}")
+        except aiohttp.ClientError as e:
+            raise GatewayError(503, f"`{self.name}`: {path} failed: {e}") from None
+
+    def adopt(self, gpu: bool) -> bool:
+        """Supervise again a model server an earlier gateway started (its supervisor died with that gateway)."""
+        from ..launching.inprocess import Launch
+        from ..launching.status import effective_state
+        from ..runs import RunState, read_state
+
+        st = read_state(self.name)
+        if not st or effective_state(st) != RunState.UNSUPERVISED:
+            return False
+        self.launch = Launch.adopt(self.name, env={"VLLM_API_KEY": self.key,
+                                                   **({"VLLM_SERVER_DEV_MODE": "1"} if gpu else {})})
+        self.port = st.get("port")
+        self.need_bytes, self.asleep_bytes = need_of_record(self.name)
+        self.last_used = time.monotonic()
+        self.move(Phase.RUNNING, "adopted from an earlier gateway")
+        return True
