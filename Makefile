@@ -38,6 +38,8 @@ lock: setup
 # Two workers (the reference machine's 2 cores): the real vLLM starts run one after another on one of them
 # (tests/conftest.py schedules them), everything else beside them on the other.
 test: setup
+	@# first in the log: which of vLLM's CPU kernels the real-engine tests take here (AMX tiles, AVX-512 BF16)
+	@$(PY) -c "from launcher import hostcpu; print('host CPU:', hostcpu.summary())"
 	$(PY) -m pytest -q -ra -n 2
 
 # The main job: a real smoke launch of the bundled tiny model on the real vLLM engine.
