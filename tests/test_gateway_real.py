@@ -170,7 +170,9 @@ def test_streaming_through_the_gateway_equals_streaming_direct(gateway, monkeypa
         return [c.choices[0].delta.content for c in s if c.choices]
 
     via, straight = chunks(gateway.client()), chunks(direct)
-    assert len(via) > 5 and via == straight
+    # streamed, not buffered whole, and the same answer; where one delta ends is vLLM's timing, not the gateway's
+    # (under load its API server sends several tokens in one delta, direct or not: seen in a full `make test`)
+    assert len(via) > 5 and "".join(filter(None, via)) == "".join(filter(None, straight))
     # the model's own server refuses a client without the gateway's key for it: no way around the gateway
     import openai
     from openai import OpenAI
