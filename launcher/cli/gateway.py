@@ -42,10 +42,7 @@ def wake(name: Name, url: Url = None, json_out: common.Json = False) -> None:
     _act(name, "wake", url, json_out)
 
 
-@app.command("start")
-def start(name: Name, url: Url = None, json_out: common.Json = False) -> None:
-    """The same as wake: start one model now."""
-    _act(name, "start", url, json_out)
+app.command("start", help="The same as wake: start one model now.")(wake)
 
 
 @app.command("remove")

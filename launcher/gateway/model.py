@@ -138,8 +138,10 @@ class Backend:
             return
         from ..runs import RunState
 
-        state = RunState(launch.state.value)
-        self.life.follow(state, launch.failure() if state != RunState.READY else "", launch.alive, time.monotonic())
+        state, alive = RunState(launch.state.value), launch.alive
+        # the reason (read from the server's log) only where a move needs one, not every second of a start
+        needs_reason = state in (RunState.FATAL, RunState.BACKOFF) or not alive
+        self.life.follow(state, launch.failure() if needs_reason else "", alive, time.monotonic())
         if self.life.phase == Phase.FAILED and not launch.alive:
             self.launch, self.port = None, None  # its supervisor ended (FATAL): the server is stopped with it
 
