@@ -81,7 +81,7 @@ def main() -> None:
 
     home = tempfile.mkdtemp(prefix="gw-bench-")
     os.environ["LAUNCHER_HOME"] = home
-    from launcher.gateway.backends import backend_key
+    from launcher.gateway.model import backend_key
 
     port = health.find_free_port()
     gw = start_gateway(home, a.model_path, port, json.loads(a.engine_args), json.loads(a.env))

@@ -58,7 +58,8 @@ def test_what_a_model_keeps_asleep_is_planned_from_its_estimate():
     context, graph pool and non-torch memory; the plan is what vLLM takes beside its share plus its non-torch memory,
     per GPU (the estimate of that launch: 2.303 + 0.230 GiB). The gateway had assumed 1 GiB for every model: low."""
     from launcher.gateway.lifecycle import Lifecycle, Phase
-    from launcher.gateway.model import Backend, Options
+    from launcher.gateway.model import Backend
+    from launcher.gateway.options import Options
     from launcher.gateway.models_file import ModelEntry
     from launcher.gateway.sizing import asleep_of
 

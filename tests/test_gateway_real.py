@@ -154,7 +154,7 @@ def _direct(gateway, monkeypatch, name):
     it, from its secret under LAUNCHER_HOME)."""
     from openai import OpenAI
 
-    from launcher.gateway.backends import backend_key
+    from launcher.gateway.model import backend_key
 
     monkeypatch.setenv("LAUNCHER_HOME", str(gateway.home))
     port = gateway.status()[name]["port"]
@@ -373,6 +373,39 @@ def test_a_model_killed_until_its_supervisor_gives_up_is_failed_then_served_agai
     r = cli("gateway", "stop", "tiny-b", "--json", env=env, timeout=120)
     assert r.returncode == 0 and json.loads(r.stdout)["state"] == "stopped", r.stderr
     assert gateway.proc.poll() is None
+
+
+
+def test_the_models_file_read_again_on_sighup_adds_and_removes_models_without_a_restart(gateway):
+    """SIGHUP: a bad new models file is refused with one line in the gateway's log and the old one kept; a good one
+    adds tiny-d (served at its first request) and removes tiny-b and the model added through the API (absent from
+    the file; 404 after), tiny-a untouched, same gateway process.
+    `launcher status tiny-d` shows its state in the gateway; `launcher gateway reload` with nothing changed says so."""
+    import yaml
+
+    from conftest import cli
+
+    env = dict(os.environ, LAUNCHER_HOME=str(gateway.home))
+    path, gw_pid = gateway.models_file, gateway.proc.pid
+    old = yaml.safe_load(path.read_text())
+    before = set(gateway.status())  # tiny-a, tiny-b and the model `launch --via` added
+    path.write_text(yaml.safe_dump({"models": old["models"] + [{"name": "tiny-d", "model_path": "/no/such/model"}]}))
+    gateway.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "the old one kept" in open(gateway.log.name).read(), 60, 0.2, "the bad file refused")
+    assert "/no/such/model" in open(gateway.log.name).read() and set(gateway.status()) == before
+
+    tiny_c = dict(old["models"][1], name="tiny-d")
+    path.write_text(yaml.safe_dump({"models": [old["models"][0], tiny_c]}))
+    gateway.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: set(gateway.status()) == {"tiny-a", "tiny-d"}, 120, 0.2, "the new file applied")
+    assert _complete(gateway.client(), "tiny-d")
+    code, body = _post(gateway.url + "/v1/completions", json.dumps({"model": "tiny-b", "prompt": "x"}).encode())
+    assert code == 404 and body["error"]["code"] == "model_not_found"
+    r = cli("status", "tiny-d", "--json", env=env, timeout=60)
+    assert json.loads(r.stdout)["gateway"]["state"] == "running", (r.stdout, r.stderr)
+    r = cli("gateway", "reload", env=env, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "kept: tiny-a, tiny-d", (r.stdout, r.stderr)
+    assert gateway.proc.pid == gw_pid and gateway.proc.poll() is None
 
 
 

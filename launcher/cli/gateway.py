@@ -64,3 +64,14 @@ def add(file: Annotated[str, typer.Argument(help="A launch file (YAML or JSON): 
     entry = read_mapping(file, "launch file")
     out = client.add(entry, url)
     common.output(out, json_out, lambda con: con.print(f"{out['added']}: {out['state']} (names: {', '.join(out['names'])})"))
+
+
+@app.command("reload")
+def reload(url: Url = None, json_out: common.Json = False) -> None:
+    """Read the models file again (as SIGHUP does): added models served, removed ones drained and stopped, changed
+    ones drained and started again as written; a bad file refused with its reason (exit 2), the old one kept."""
+    from ..gateway import client
+
+    out = client.call(url, "POST", "/gateway/reload")
+    common.output(out, json_out, lambda con: con.print("; ".join(
+        f"{k}: {', '.join(v)}" for k, v in out.items() if v) or "no change"))

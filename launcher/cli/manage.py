@@ -77,6 +77,7 @@ def status(name: str, json_out: common.Json = False) -> None:
     if read_state(name) is None:
         raise BadInput(f"no launch named '{name}'.", hint="See `launcher ps`.")
     r = _row(name)
+    _gateway_models([r], add_missing=False)  # a model of the running gateway: its state there too
     cl = _cluster_view(name)
     if cl is not None:
         r["cluster"] = cl
@@ -192,15 +193,17 @@ def _render_stopped(out: list[dict], con: Console) -> None:
 
 def _render_status(r: dict, con: Console) -> None:
     for k, v in r.items():
+        if k == "gateway" and isinstance(v, dict):
+            v = f"{v.get('state')} via {v.get('url')} ({v.get('requests') or 0} requests)"
         if k != "cluster":
             con.print(f"{k:16s} {v if v is not None else '-'}")
     if r.get("cluster") is not None:
         _render_cluster(r["cluster"], con)
 
 
-def _gateway_models(rows: list[dict]) -> None:
-    """The running gateway's models (`launcher serve`): its state of each beside the launch's, and a row for each
-    model it serves that has not been started yet."""
+def _gateway_models(rows: list[dict], add_missing: bool = True) -> None:
+    """The running gateway's models (`launcher serve`): its state of each beside the launch's, and (add_missing) a
+    row for each model it serves that has not been started yet."""
     from ..gateway.record import live_gateway
 
     gw = live_gateway()
@@ -209,6 +212,8 @@ def _gateway_models(rows: list[dict]) -> None:
     by_name = {r["name"]: r for r in rows}
     for name, m in (gw.get("models") or {}).items():
         row = by_name.get(name)
+        if row is None and not add_missing:
+            continue
         if row is None:
             row = {"name": name, "state": "-", "pid": None, "supervisor_pid": None, "port": None, "endpoint": None,
                    "restarts": 0, "uptime_s": None, "reason": "", "kv_cache_tokens": None}

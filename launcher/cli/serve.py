@@ -17,14 +17,17 @@ def serve(
     memory_budget: Annotated[Optional[str], typer.Option("--memory-budget", help="Memory the models share (20GiB): on GPUs what the devices have free at the start, on the CPU build the host's available memory, by default.")] = None,
     queue_size: Annotated[int, typer.Option("--queue-size", min=1, help="Requests that may wait for one model to start; more get 503.")] = 64,
     queue_timeout: Annotated[float, typer.Option("--queue-timeout", click_type=common.positive("--queue-timeout"), help="Seconds a request waits for its model to start before 503 with Retry-After.")] = 600.0,
+    watch: Annotated[bool, typer.Option("--watch", help="Read the models file again whenever it changes (as SIGHUP and `launcher gateway reload` do); a bad file is refused with one line and the old one kept.")] = False,
     retry_failed_after: Annotated[float, typer.Option("--retry-failed-after", click_type=common.positive("--retry-failed-after"), help="Seconds a model that failed (its start, or its supervisor gave up) answers 503 with the cause before the next request tries a fresh start.")] = 30.0,
 ) -> None:
     """Serve every model of --models behind one endpoint: a request names its model; a model not running is started
     (or woken), making room from the least recently used idle models by the estimate, never beyond the budget.
+    SIGHUP (or --watch, or `launcher gateway reload`) reads the models file again without a restart.
     Exit: 0 stopped (Ctrl-C, SIGTERM: every model is stopped), 2 bad input."""
     from ..gateway.run import GatewaySettings, run_gateway
 
     run_gateway(GatewaySettings(models, host or "127.0.0.1", 8080 if port is None else port, api_key_env,
-                                allow_unauthenticated, memory_budget, queue_size, queue_timeout, retry_failed_after),
+                                allow_unauthenticated, memory_budget, queue_size, queue_timeout, retry_failed_after,
+                                watch),
                 on_ready=lambda url, n: common.console(stderr=True).print(
                     f"gateway on {url}/v1 for {n} model(s); status page {url}/ ; Ctrl-C stops it and its models"))

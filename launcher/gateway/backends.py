@@ -6,17 +6,17 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ..errors import LauncherError
 from .lifecycle import Phase
-from .model import Backend, GatewayError, Options, backend_key, gateway_dir  # noqa: F401 (app, tools import them here)
-from .sizing import asleep_of, need_of
+from .model import Backend, GatewayError, backend_key
+from .options import Options
+from .names import Registry
 from .placement import make_room
+from .starting import Starter
 
 if TYPE_CHECKING:
-    from ..launching import Prepared
     from .metrics import GatewayMetrics
     from .models_file import ModelEntry
 
@@ -25,10 +25,12 @@ class Backends:
     """Every model the gateway knows. All methods run on the gateway's event loop; the blocking launching calls go
     to threads. `placing` is held only while room is decided and made (never across a start)."""
 
-    def __init__(self, entries: list[ModelEntry], opts: Options, metrics: GatewayMetrics) -> None:
+    def __init__(self, entries: list[ModelEntry], opts: Options, metrics: GatewayMetrics,
+                 starter: Starter | None = None) -> None:
         self.opts, self.metrics = opts, metrics
-        self.by_name: dict[str, Backend] = {}
-        self.routes: dict[str, str] = {}
+        self.starter = starter or Starter(opts)
+        self.names = Registry()
+        self.by_name, self.route = self.names.by_name, self.names.route
         self.placing = asyncio.Lock()
         self.closing = False  # the gateway is stopping: no new start
         for e in entries:
@@ -36,18 +38,10 @@ class Backends:
 
     # names
     def add(self, entry: ModelEntry) -> Backend:
-        """A model more (from the models file or added to a running gateway); its names must be new."""
-        from ..errors import BadInput
-
-        for n in entry.names:
-            if n in self.routes and self.routes[n] != entry.name:
-                raise BadInput(f"the model name '{n}' already routes to '{self.routes[n]}'.")
-        if entry.name in self.by_name:
-            raise BadInput(f"a model named '{entry.name}' is served already.")
-        b = self.by_name[entry.name] = Backend(entry, backend_key(entry.name))
+        """A model more (from the models file or added to a running gateway); BadInput where a name is taken."""
+        b = Backend(entry, backend_key(entry.name))
+        self.names.add(b)
         b.life.on_move = lambda old, new, why, b=b: self._moved(b, old, new, why)
-        for n in entry.names:
-            self.routes[n] = entry.name
         self.metrics.state(b.name, b.state)
         return b
 
@@ -58,16 +52,8 @@ class Backends:
 
     def forget(self, b: Backend) -> None:
         """A model removed from the pool (stopped first): its names route nowhere."""
-        for n in b.entry.names:
-            self.routes.pop(n, None)
-        self.by_name.pop(b.name, None)
-
-    def route(self, model: object) -> Backend:
-        if not isinstance(model, str) or model not in self.routes:
-            known = ", ".join(sorted(self.routes)) or "none"
-            raise GatewayError(404, f"The model `{model}` does not exist. Models served here: {known}.",
-                               "invalid_request_error", code="model_not_found")
-        return self.by_name[self.routes[model]]
+        if self.names.forget(b):
+            self.metrics.state(b.name, "")
 
     # requests
     async def acquire(self, model: object) -> Backend:
@@ -78,7 +64,7 @@ class Backends:
             raise GatewayError(503, f"`{b.name}` is being stopped.", retry_after_s=5, code="model_stopping")
         if b.life.phase == Phase.RUNNING:
             return self._take(b)
-        self._refuse_while_down(b)
+        b.refuse_while_down(self.opts.failed_retry_s, time.monotonic())
         if b.waiting >= self.opts.queue_max:
             raise GatewayError(503, f"{b.waiting} requests already wait for `{b.name}` to start.",
                                retry_after_s=10, code="queue_full")
@@ -96,21 +82,10 @@ class Backends:
             b.waiting -= 1
             self.metrics.queue(b.name, b.waiting)
         if b.life.phase != Phase.RUNNING:
-            self._refuse_while_down(b)
+            b.refuse_while_down(self.opts.failed_retry_s, time.monotonic())
             raise GatewayError(503, f"`{b.name}` could not start: {b.error or b.state}",
                                retry_after_s=int(self.opts.failed_retry_s), code="model_unavailable")
         return self._take(b)
-
-    def _refuse_while_down(self, b: Backend) -> None:
-        """503 for a model its supervisor restarts, or one that failed, until its retry window is over."""
-        life, now = b.life, time.monotonic()
-        if life.phase == Phase.RESTARTING:
-            raise GatewayError(503, f"`{b.name}` is restarting ({life.cause or (b.launch.failure() if b.launch else '')}).",
-                               retry_after_s=15, code="model_restarting")
-        if life.phase == Phase.FAILED and not life.retry_due(now, self.opts.failed_retry_s):
-            left = max(1, int(self.opts.failed_retry_s - (now - life.failed_at)))
-            raise GatewayError(503, f"`{b.name}` failed: {life.cause}. A new start is tried at the first request "
-                               f"after {left} s.", retry_after_s=left, code="model_failed")
 
     def _take(self, b: Backend) -> Backend:
         b.in_flight += 1
@@ -130,7 +105,7 @@ class Backends:
         decided and made under `placing`; the start itself runs without it (its model counted as holding its room)."""
         try:
             if b.need_bytes is None:
-                b.need_bytes, b.asleep_bytes = await asyncio.to_thread(self._need_bytes, b)
+                b.need_bytes, b.asleep_bytes = await asyncio.to_thread(self.starter.need, b.entry, b.key)
             waking = await self._place(b)
             if waking is None:
                 return
@@ -139,9 +114,10 @@ class Backends:
                 self.metrics.woke(b.name)
             else:
                 self.metrics.started(b.name)
-                await b.start(self._prepare, self.opts, lambda: self.closing)
+                await b.start(self.starter, self.opts, lambda: self.closing)
         except (LauncherError, GatewayError, OSError) as e:
-            self._failed(b, getattr(e, "message", None) or str(e))
+            if getattr(e, "code", None) != "model_stopping":  # a stop asked for during the start is no failure
+                self._failed(b, getattr(e, "message", None) or str(e))
 
     async def _place(self, b: Backend) -> bool | None:
         """Room made for b and b marked as holding it: True to wake it, False to start it, None: nothing to do."""
@@ -176,46 +152,6 @@ class Backends:
                 await other.stop(f"room for {b.name}")
         return True
 
-    def _need_bytes(self, b: Backend) -> tuple[int, int | None]:
-        """What the model will hold awake and asleep, planned as `launcher estimate` plans it (no process started)."""
-        from ..errors import DoesNotFit
-
-        try:
-            prep = self._prepare(b, claim=False)
-        except DoesNotFit as e:  # it does not fit beside what runs now: still its size, to make room for
-            if getattr(e, "estimate", None) is None:
-                raise
-            return need_of(e.estimate.to_dict(), None), asleep_of(e.estimate.to_dict())
-        e = prep.plan.estimate.to_dict() if prep.plan and prep.plan.estimate else None
-        return need_of(e, prep.plan.cpu_kv if prep.plan else None), asleep_of(e)
-
-    def _prepare(self, b: Backend, claim: bool) -> Prepared:
-        from ..launching import prepare
-
-        prep = prepare(self.launch_spec(b), claim=claim, check_port=claim)
-        prep.env["VLLM_API_KEY"] = b.key  # the environment only: never argv, never the records
-        if self.opts.gpu:
-            prep.env["VLLM_SERVER_DEV_MODE"] = "1"  # vLLM's /sleep and /wake_up endpoints
-        return prep
-
-    def launch_spec(self, b: Backend):
-        """The entry's launch as the gateway starts it: loopback only, its own port, every name it answers to."""
-        args = dict(b.entry.spec.engine_args)
-        names = args.get("served-model-name") or []
-        names = names if isinstance(names, list) else [names]
-        args["served-model-name"] = list(dict.fromkeys([b.name, *b.entry.aliases, *names]))
-        if self.opts.gpu:
-            args.setdefault("enable-sleep-mode", True)
-        from .. import health
-
-        # a port the system hands out, not the shared default one (8000): a launch beside the gateway may take that
-        port = b.entry.spec.port or health.find_free_port()
-        return replace(b.entry.spec, host="127.0.0.1", port=port, api_key_env=None, allow_unauthenticated=False,
-                       engine_args=args, startup_timeout_s=self.opts.start_timeout_s)
-
-    def adopt(self, b: Backend) -> bool:
-        return b.adopt(self.opts.gpu)
-
     # letting go
     async def let_go(self, b: Backend, why: str) -> str:
         """Sleep (GPU) or stop the model; what was done."""
@@ -225,26 +161,6 @@ class Backends:
             return "sleep"
         await b.stop(why)
         return "stop"
-
-    async def expire_idle(self, now: float) -> list[str]:
-        """Models idle past their ttl put to sleep (GPU) or stopped; the names let go. One model's failure is
-        counted and logged and never stops the others' expiry."""
-        done = []
-        for b in list(self.by_name.values()):
-            ttl = b.entry.ttl_s
-            if not (ttl and b.life.phase == Phase.RUNNING and not b.entry.pinned and b.in_flight + b.waiting == 0
-                    and now - b.last_used > ttl):
-                continue
-            try:
-                async with self.placing:
-                    if b.life.phase != Phase.RUNNING or b.in_flight + b.waiting:
-                        continue
-                    await self.let_go(b, f"idle for {ttl:.0f} s (ttl)")
-                self.metrics.evicted(b.name, "ttl")
-                done.append(b.name)
-            except Exception as e:  # noqa: BLE001 - the gateway keeps serving; the error is counted and said
-                self.housekeeping_error(b, "ttl", e)
-        return done
 
     def housekeeping_error(self, b: Backend | None, job: str, e: BaseException) -> None:
         self.metrics.housekeeping_error(job)

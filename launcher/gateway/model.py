@@ -14,14 +14,16 @@ from typing import TYPE_CHECKING
 
 from ..state import home
 from .lifecycle import HOLDING, Lifecycle, Phase
+from .options import Options
 from .placement import Resident
-from .sizing import need_of_record
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..launching import Prepared
     from ..launching.inprocess import Launch
-    from .metrics import GatewayMetrics
     from .models_file import ModelEntry
+    from .starting import Starter
 
 
 class GatewayError(Exception):
@@ -31,22 +33,6 @@ class GatewayError(Exception):
                  code: str | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.kind, self.retry_after_s, self.code = status, message, kind, retry_after_s, code
-
-
-@dataclass
-class Options:
-    """How the gateway waits and makes room."""
-
-    capacity_bytes: int  # the memory budget the models share (GPU: the devices'; CPU: host memory)
-    gpu: bool = False  # models run on GPUs (sleep mode available) or on the CPU build (stopped to make room)
-    queue_max: int = 64  # requests waiting for one model to start; more get 503 at once
-    queue_timeout_s: float = 600.0  # how long a request waits for its model to start before 503 + Retry-After
-    start_timeout_s: float = 900.0  # a start's own deadline (the supervisor's)
-    failed_retry_s: float = 30.0  # after a failed start or FATAL, requests get its cause this long, then a new try
-    # what a model asleep keeps on the device where its plan does not say (asleep_of): its CUDA context, graph pool
-    # and non-torch memory stay; measured 1.81-1.91 GiB per 8B model (H100 80GB, vLLM 0.26.0, 2026-12-06;
-    # docs/gateway.md)
-    sleeping_bytes: int = 2 << 30
 
 
 def gateway_dir() -> str:
@@ -127,6 +113,17 @@ class Backend:
         return Resident(self.name, kept if asleep else need, self.in_flight + self.waiting + (0 if settled else 1),
                         self.entry.pinned, self.last_used, asleep, opts.gpu, min(need, kept))
 
+    def refuse_while_down(self, retry_s: float, now: float) -> None:
+        """GatewayError 503 while its supervisor restarts it, or while it is failed and its retry window not over."""
+        life = self.life
+        if life.phase == Phase.RESTARTING:
+            why = life.cause or (self.launch.failure() if self.launch else "")
+            raise GatewayError(503, f"`{self.name}` is restarting ({why}).", retry_after_s=15, code="model_restarting")
+        if life.phase == Phase.FAILED and not life.retry_due(now, retry_s):
+            left = max(1, int(retry_s - (now - life.failed_at)))
+            raise GatewayError(503, f"`{self.name}` failed: {life.cause}. A new start is tried at the first request "
+                               f"after {left} s.", retry_after_s=left, code="model_failed")
+
     def kept_asleep(self, opts: Options) -> int:
         """What this model keeps on the device asleep: as planned, else the measured default."""
         return self.asleep_bytes if self.asleep_bytes is not None else opts.sleeping_bytes
@@ -146,22 +143,24 @@ class Backend:
             self.launch, self.port = None, None  # its supervisor ended (FATAL): the server is stopped with it
 
     # what one model does
-    async def start(self, prep_for: callable, opts: Options, closing: callable) -> None:
+    async def start(self, starter: Starter, opts: Options, closing: Callable[[], bool]) -> None:
         """Start its server (the phase is starting already): ready, or GatewayError with vLLM's root cause."""
-        from ..launching.inprocess import Launch
         from ..supervisor.machine import State
 
         for attempt in (1, 2):
-            prep: Prepared = await asyncio.to_thread(prep_for, self, True)
+            prep: Prepared = await asyncio.to_thread(starter.prepare, self.entry, self.key, True)
             if closing():
                 prep.release_locks()
-                raise GatewayError(503, "the gateway is stopping")
-            launch = await asyncio.to_thread(Launch.start, prep)
+                raise GatewayError(503, "the gateway is stopping", code="model_stopping")
+            launch = await asyncio.to_thread(starter.launch, prep)
             self.launch, self.port = launch, prep.port
             if closing():  # the gateway began stopping while this one was spawned: stop_all may have missed it
                 await self.stop("the gateway is stopping")
-                raise GatewayError(503, "the gateway is stopping")
+                raise GatewayError(503, "the gateway is stopping", code="model_stopping")
             st = await asyncio.to_thread(launch.wait_ready, opts.start_timeout_s + 30)
+            if self.life.phase != Phase.STARTING:  # stopped meanwhile (the gateway stops, a control API stop)
+                raise GatewayError(503, f"`{self.name}` was stopped while it started ({self.life.phase.value}).",
+                                   retry_after_s=5, code="model_stopping")
             if st == State.READY:
                 break
             why = launch.failure()
@@ -194,30 +193,33 @@ class Backend:
         self.move(Phase.RUNNING, "woken")
 
     async def call(self, path: str) -> None:
-        """POST to the model's own server (its /sleep and /wake_up): GatewayError when it does not answer 200."""
-        import aiohttp
+        await post(self.port, self.key, path, self.name)
 
-        try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as s, \
-                    s.post(f"http://127.0.0.1:{self.port}{path}", headers={"Authorization": f"Bearer {self.key}"}) as r:
-                if r.status != 200:
-                    raise GatewayError(503, f"`{self.name}`: {path} answered {r.status}")
-        except aiohttp.ClientError as e:
-            raise GatewayError(503, f"`{self.name}`: {path} failed: {e}") from None
-
-    def adopt(self, gpu: bool) -> bool:
+    def adopt(self, starter: Starter) -> bool:
         """Supervise again a model server an earlier gateway started (its supervisor died with that gateway)."""
-        from ..launching.inprocess import Launch
-        from ..launching.status import effective_state
-        from ..runs import RunState, read_state
-
-        st = read_state(self.name)
-        if not st or effective_state(st) != RunState.UNSUPERVISED:
+        found = starter.adopt(self.name, self.key)
+        if found is None:
             return False
-        self.launch = Launch.adopt(self.name, env={"VLLM_API_KEY": self.key,
-                                                   **({"VLLM_SERVER_DEV_MODE": "1"} if gpu else {})})
-        self.port = st.get("port")
-        self.need_bytes, self.asleep_bytes = need_of_record(self.name)
+        self.launch, self.port, (self.need_bytes, self.asleep_bytes) = found
         self.last_used = time.monotonic()
         self.move(Phase.RUNNING, "adopted from an earlier gateway")
         return True
+
+    def idle_past_ttl(self, now: float) -> bool:
+        """Its own ttl timer: running, not pinned, nothing in flight or waiting, idle longer than its ttl."""
+        ttl = self.entry.ttl_s
+        return bool(ttl and self.life.phase == Phase.RUNNING and not self.entry.pinned
+                    and self.in_flight + self.waiting == 0 and now - self.last_used > ttl)
+
+
+async def post(port: int | None, key: str, path: str, name: str) -> None:
+    """POST to a model's own server (its /sleep and /wake_up): GatewayError when it does not answer 200."""
+    import aiohttp
+
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as s, \
+                s.post(f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {key}"}) as r:
+            if r.status != 200:
+                raise GatewayError(503, f"`{name}`: {path} answered {r.status}")
+    except aiohttp.ClientError as e:
+        raise GatewayError(503, f"`{name}`: {path} failed: {e}") from None

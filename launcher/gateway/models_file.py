@@ -52,6 +52,14 @@ def load_models(path: str, engine_spec: ArgSpec) -> list[ModelEntry]:
     return entries
 
 
+def load_checked(path: str, engine_spec: ArgSpec, capacity_bytes: int | None) -> list[ModelEntry]:
+    """The models file read and every entry checked (check_entry) before anything starts or changes."""
+    entries = load_models(path, engine_spec)
+    for i, e in enumerate(entries):
+        check_entry(e, f"models file '{path}': models[{i}]", capacity_bytes)
+    return entries
+
+
 def entry_from_mapping(item: object, engine_spec: ArgSpec, where: str) -> ModelEntry:
     """One entry: the launch keys through spec.launch_mapping, the gateway keys checked here."""
     from ..engine_args import parse_mapping

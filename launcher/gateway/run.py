@@ -1,5 +1,5 @@
 """Run a gateway: check the settings and the models file whole (one line, exit 2, before anything starts), size the
-budget, then serve until SIGINT/SIGTERM, stopping every model on the way out."""
+budget, then serve until SIGINT/SIGTERM, stopping every model on the way out; SIGHUP reads the models file again."""
 from __future__ import annotations
 
 import asyncio
@@ -22,6 +22,7 @@ class GatewaySettings:
     queue_size: int = 64
     queue_timeout_s: float = 600.0
     failed_retry_s: float = 30.0
+    watch: bool = False  # read the models file again whenever it changes on disk (as SIGHUP does)
 
 
 def build(settings: GatewaySettings):
@@ -29,8 +30,8 @@ def build(settings: GatewaySettings):
     from ..engines import vllm as vllm_engine
     from ..spec import is_loopback
     from .app import Gateway
-    from .model import Options
-    from .models_file import check_entry, load_models
+    from .options import Options
+    from .models_file import load_checked
 
     if not 0 <= settings.port <= 65535:
         raise BadInput(f"--port must be in 0..65535, got {settings.port}.")
@@ -44,13 +45,11 @@ def build(settings: GatewaySettings):
                        hint="Set --api-key-env VAR, or pass --allow-unauthenticated.")
     inst = vllm_engine.installed()
     spec = vllm_engine.arg_spec(inst)
-    entries = load_models(settings.models_file, spec)
     gpu = not (inst is not None and inst.cpu_build)
     opts = Options(capacity_bytes=capacity(settings.memory_budget, gpu), gpu=gpu, queue_max=settings.queue_size,
                    queue_timeout_s=settings.queue_timeout_s, failed_retry_s=settings.failed_retry_s)
-    for i, e in enumerate(entries):  # the whole file checked before anything starts
-        check_entry(e, f"models file '{settings.models_file}': models[{i}]", opts.capacity_bytes)
-    return Gateway(entries, opts, spec, api_key=key)
+    entries = load_checked(settings.models_file, spec, opts.capacity_bytes)  # whole, before anything starts
+    return Gateway(entries, opts, spec, api_key=key, models_file=settings.models_file, watch=settings.watch)
 
 
 def capacity(budget: str | None, gpu: bool) -> int:
@@ -85,8 +84,11 @@ def run_gateway(settings: GatewaySettings, on_ready: Callable[[str, int], None] 
 
         ready = asyncio.Event()
         task = asyncio.get_running_loop().create_task(serve(gw, settings.host, settings.port, ready))
+        loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
+            loop.add_signal_handler(sig, task.cancel)
+        # SIGHUP: the models file read again (a bad one refused with one line, the old one kept)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(gw.control.reload_quietly("SIGHUP")))
         waiter = asyncio.get_running_loop().create_task(ready.wait())
         await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
         if ready.is_set() and on_ready is not None:

@@ -1,0 +1,20 @@
+"""How the gateway waits, retries and makes room: one Options per gateway, from `launcher serve`'s flags."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Options:
+    """How the gateway waits and makes room."""
+
+    capacity_bytes: int  # the memory budget the models share (GPU: the devices'; CPU: host memory)
+    gpu: bool = False  # models run on GPUs (sleep mode available) or on the CPU build (stopped to make room)
+    queue_max: int = 64  # requests waiting for one model to start; more get 503 at once
+    queue_timeout_s: float = 600.0  # how long a request waits for its model to start before 503 + Retry-After
+    start_timeout_s: float = 900.0  # a start's own deadline (the supervisor's)
+    failed_retry_s: float = 30.0  # after a failed start or FATAL, requests get its cause this long, then a new try
+    # what a model asleep keeps on the device where its plan does not say (asleep_of): its CUDA context, graph pool
+    # and non-torch memory stay; measured 1.81-1.91 GiB per 8B model (H100 80GB, vLLM 0.26.0, 2026-12-06;
+    # docs/gateway.md)
+    sleeping_bytes: int = 2 << 30

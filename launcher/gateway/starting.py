@@ -1,0 +1,82 @@
+"""How the gateway starts a model: its launch as the gateway runs it (loopback only, a port of its own, every name
+it answers to), what it will hold awake and asleep as `launcher estimate` plans it, and the launch itself (a
+supervisor in a thread of the gateway). The pool and each model reach processes only through a Starter, so the pool's
+tests hand it a fake one (tests/test_gateway_pool.py) and the real engine's tests this one."""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from .sizing import asleep_of, need_of, need_of_record
+
+if TYPE_CHECKING:
+    from ..launching import Prepared
+    from ..launching.inprocess import Launch
+    from ..spec import LaunchSpec
+    from .models_file import ModelEntry
+    from .options import Options
+
+
+class Starter:
+    """The real launching API (prepare, Launch.start, Launch.adopt) for the gateway's models."""
+
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+
+    def need(self, entry: ModelEntry, key: str) -> tuple[int, int | None]:
+        """What the model will hold awake and asleep, planned as `launcher estimate` plans it (no process started)."""
+        from ..errors import DoesNotFit
+
+        try:
+            prep = self.prepare(entry, key, claim=False)
+        except DoesNotFit as e:  # it does not fit beside what runs now: still its size, to make room for
+            if getattr(e, "estimate", None) is None:
+                raise
+            return need_of(e.estimate.to_dict(), None), asleep_of(e.estimate.to_dict())
+        e = prep.plan.estimate.to_dict() if prep.plan and prep.plan.estimate else None
+        return need_of(e, prep.plan.cpu_kv if prep.plan else None), asleep_of(e)
+
+    def prepare(self, entry: ModelEntry, key: str, claim: bool) -> Prepared:
+        """The launch planned (and, with claim, its name and port taken), its key in the environment only."""
+        from ..launching import prepare
+
+        prep = prepare(launch_spec(entry, self.opts), claim=claim, check_port=claim)
+        prep.env["VLLM_API_KEY"] = key  # the environment only: never argv, never the records
+        if self.opts.gpu:
+            prep.env["VLLM_SERVER_DEV_MODE"] = "1"  # vLLM's /sleep and /wake_up endpoints
+        return prep
+
+    def launch(self, prep: Prepared) -> Launch:
+        """Its server started under a supervisor in a thread here; returns at once (Launch.wait_ready)."""
+        from ..launching.inprocess import Launch
+
+        return Launch.start(prep)
+
+    def adopt(self, name: str, key: str) -> tuple[Launch, int | None, tuple[int | None, int | None]] | None:
+        """A server of this model an earlier gateway started and left running (its supervisor died with that gateway):
+        supervised again from here; its launch, port and planned bytes. None when there is none."""
+        from ..launching.inprocess import Launch
+        from ..launching.status import effective_state
+        from ..runs import RunState, read_state
+
+        st = read_state(name)
+        if not st or effective_state(st) != RunState.UNSUPERVISED:
+            return None
+        launch = Launch.adopt(name, env={"VLLM_API_KEY": key, **({"VLLM_SERVER_DEV_MODE": "1"} if self.opts.gpu else {})})
+        return launch, st.get("port"), need_of_record(name)
+
+
+def launch_spec(entry: ModelEntry, opts: Options) -> LaunchSpec:
+    """The entry's launch as the gateway starts it: loopback only, its own port, every name it answers to."""
+    from .. import health
+
+    args = dict(entry.spec.engine_args)
+    names = args.get("served-model-name") or []
+    names = names if isinstance(names, list) else [names]
+    args["served-model-name"] = list(dict.fromkeys([entry.name, *entry.aliases, *names]))
+    if opts.gpu:
+        args.setdefault("enable-sleep-mode", True)
+    # a port the system hands out, not the shared default one (8000): a launch beside the gateway may take that
+    port = entry.spec.port or health.find_free_port()
+    return replace(entry.spec, host="127.0.0.1", port=port, api_key_env=None, allow_unauthenticated=False,
+                   engine_args=args, startup_timeout_s=opts.start_timeout_s)

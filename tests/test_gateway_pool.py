@@ -1,0 +1,278 @@
+"""The gateway's pool and each model's lifecycle against a fake launch (as tests/test_machine.py does for the
+supervisor): starts, room made, the supervisor's READY/BACKOFF/FATAL followed, failed starts, the retry window,
+ttl expiry and its faults, no lock across a start, and a models file applied while models serve. The fake launch
+stands where launching.inprocess.Launch stands; the real engine's side is in tests/test_gateway_real.py."""
+import asyncio
+import threading
+import time
+
+import pytest
+
+from launcher.gateway import housekeeping
+from launcher.gateway.backends import Backends
+from launcher.gateway.lifecycle import Phase
+from launcher.gateway.metrics import GatewayMetrics
+from launcher.gateway.model import GatewayError
+from launcher.gateway.models_file import ModelEntry
+from launcher.gateway.options import Options
+from launcher.gateway.reload import FileWatch, apply, diff
+from launcher.spec import LaunchSpec
+from launcher.supervisor.machine import State
+
+G = 1 << 30
+
+
+class FakeLaunch:
+    """A launch whose supervisor the test drives: `state`, `alive`, wait_ready, failure, stop."""
+
+    def __init__(self, name, starter):
+        self.name, self.starter = name, starter
+        self.state, self.alive, self.stopped_at = State.STARTING, True, None
+        self.why = ""
+
+    def wait_ready(self, timeout_s, poll_s=0.01):
+        gate = self.starter.gates.get(self.name)
+        if gate is not None:
+            gate.wait(timeout_s)
+        if self.name in self.starter.fail:
+            self.state, self.why = State.FATAL, self.starter.fail[self.name]
+        else:
+            self.state = State.READY
+        return self.state
+
+    def failure(self):
+        return self.why or self.state.value
+
+    def stop(self, timeout_s=None):
+        if self.name in self.starter.stop_raises:
+            raise RuntimeError(self.starter.stop_raises[self.name])
+        self.state, self.alive, self.stopped_at = State.STOPPED, False, time.monotonic()
+        return self.state
+
+    # what the test does to it, as a real supervisor would
+    def crash_for_good(self, why):
+        self.state, self.alive, self.why = State.FATAL, False, why
+
+
+class FakePrep:
+    def __init__(self, port):
+        self.port, self.released = port, False
+
+    def release_locks(self):
+        self.released = True
+
+
+class FakeStarter:
+    def __init__(self, need):
+        self.need_by_name, self.launches, self.gates, self.fail, self.stop_raises = need, [], {}, {}, {}
+
+    def need(self, entry, key):
+        return self.need_by_name[entry.name], None
+
+    def prepare(self, entry, key, claim):
+        return FakePrep(9000 + len(self.launches))
+
+    def adopt(self, name, key):
+        return None
+
+
+def entry(name, **kw):
+    return ModelEntry(LaunchSpec(name=name, model_path="/models/" + name), **kw)
+
+
+def pool_of(entries, capacity_gib, need_gib=1.0, **opts):
+    starter = FakeStarter({e.name: int(need_gib * G) for e in entries})
+    pool = Backends(entries, Options(capacity_bytes=int(capacity_gib * G), gpu=False, **opts), GatewayMetrics(), starter)
+
+    # the model a prepared launch is for: the one the pool is starting (its phase is starting)
+    def launch(prep):
+        name = next(b.name for b in pool.by_name.values() if b.life.phase == Phase.STARTING and b.launch is None)
+        la = FakeLaunch(name, starter)
+        starter.launches.append(la)
+        return la
+
+    starter.launch = launch
+    return pool, starter
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 20))
+
+
+def metric(pool, name, **labels):
+    return pool.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def test_a_request_starts_its_model_and_another_model_lets_the_idle_one_go():
+    async def go():
+        pool, starter = pool_of([entry("a"), entry("b")], capacity_gib=1.5)
+        a = await pool.acquire("a")
+        assert a.life.phase == Phase.RUNNING and a.in_flight == 1 and a.port == 9000
+        pool.release(a, "/v1/completions", 200, 0.1)
+        b = await pool.acquire("b")
+        assert b.life.phase == Phase.RUNNING and a.life.phase == Phase.STOPPED
+        assert starter.launches[0].stopped_at is not None and a.launch is None
+        assert metric(pool, "launcher_gateway_evictions_total", model="a", action="stop") == 1
+        assert metric(pool, "launcher_gateway_model_state", model="a", state="stopped") == 1
+    run(go())
+
+
+def test_a_model_serving_a_request_is_not_let_go_the_other_start_waits_for_it_to_finish():
+    async def go():
+        pool, starter = pool_of([entry("a"), entry("b")], capacity_gib=1.5)
+        a = await pool.acquire("a")
+        want_b = asyncio.get_running_loop().create_task(pool.acquire("b"))
+        await asyncio.sleep(0.3)
+        assert not want_b.done() and a.life.phase == Phase.RUNNING and len(starter.launches) == 1
+        pool.release(a, "/v1/completions", 200, 0.3)
+        b = await want_b
+        assert b.life.phase == Phase.RUNNING and a.life.phase == Phase.STOPPED
+    run(go())
+
+
+def test_a_fatal_supervisor_makes_the_model_failed_with_503_and_its_cause_then_a_fresh_start_after_the_window():
+    async def go():
+        pool, starter = pool_of([entry("a")], capacity_gib=4, failed_retry_s=0.3)
+        a = await pool.acquire("a")
+        pool.release(a, "/v1/completions", 200, 0.1)
+        starter.launches[0].crash_for_good("server killed by SIGKILL (3 failures in a row, giving up)")
+        a.sync()  # what housekeeping does every second
+        assert a.life.phase == Phase.FAILED and "giving up" in a.error and a.launch is None
+        with pytest.raises(GatewayError) as e:
+            await pool.acquire("a")
+        assert e.value.status == 503 and e.value.code == "model_failed" and "SIGKILL" in e.value.message
+        assert 1 <= e.value.retry_after_s <= 1
+        await asyncio.sleep(0.35)
+        a2 = await pool.acquire("a")  # the window is over: this request starts it afresh
+        assert a2 is a and a.life.phase == Phase.RUNNING and len(starter.launches) == 2 and a.error is None
+    run(go())
+
+
+def test_a_start_that_fails_is_failed_with_vllms_cause_and_the_waiting_requests_get_503():
+    async def go():
+        pool, starter = pool_of([entry("a")], capacity_gib=4)
+        starter.fail["a"] = "FATAL [oom: CUDA out of memory. Tried to allocate 2.00 GiB]"
+        with pytest.raises(GatewayError) as e:
+            await pool.acquire("a")
+        assert e.value.status == 503 and "CUDA out of memory" in e.value.message
+        assert pool.by_name["a"].life.phase == Phase.FAILED and not starter.launches[0].alive
+    run(go())
+
+
+def test_a_server_restarted_by_its_supervisor_is_restarting_with_503_then_running():
+    async def go():
+        pool, starter = pool_of([entry("a")], capacity_gib=4)
+        a = await pool.acquire("a")
+        pool.release(a, "/v1/completions", 200, 0.1)
+        la = starter.launches[0]
+        la.state, la.why = State.BACKOFF, "server killed by SIGKILL after ready"
+        with pytest.raises(GatewayError) as e:
+            await pool.acquire("a")  # acquire follows the supervisor first
+        assert e.value.code == "model_restarting" and "SIGKILL" in e.value.message
+        la.state = State.READY
+        assert (await pool.acquire("a")).life.phase == Phase.RUNNING and len(starter.launches) == 1
+    run(go())
+
+
+def test_a_start_under_way_holds_no_lock_that_ttl_expiry_of_another_model_waits_on():
+    async def go():
+        pool, starter = pool_of([entry("a"), entry("b", ttl_s=0.05)], capacity_gib=4)
+        b = await pool.acquire("b")
+        pool.release(b, "/v1/completions", 200, 0.1)
+        starter.gates["a"] = gate = threading.Event()
+        want_a = asyncio.get_running_loop().create_task(pool.acquire("a"))
+        await asyncio.sleep(0.2)
+        assert pool.by_name["a"].life.phase == Phase.STARTING
+        t0 = time.monotonic()
+        assert await housekeeping.expire_idle(pool, time.monotonic()) == ["b"]
+        assert time.monotonic() - t0 < 1 and b.life.phase == Phase.STOPPED and not want_a.done()
+        gate.set()
+        assert (await want_a).life.phase == Phase.RUNNING
+    run(go())
+
+
+def test_a_ttl_expiry_that_fails_is_counted_and_the_other_models_still_expire():
+    async def go():
+        pool, starter = pool_of([entry("a", ttl_s=0.01), entry("b", ttl_s=0.01)], capacity_gib=4)
+        for n in ("a", "b"):
+            pool.release(await pool.acquire(n), "/v1/completions", 200, 0.1)
+        starter.stop_raises["a"] = "the server did not answer"
+        await asyncio.sleep(0.05)
+        assert await housekeeping.expire_idle(pool, time.monotonic()) == ["b"]
+        assert metric(pool, "launcher_gateway_housekeeping_errors_total", job="ttl") == 1
+        assert pool.by_name["b"].life.phase == Phase.STOPPED
+    run(go())
+
+
+def test_a_pinned_model_and_one_with_requests_in_flight_are_never_expired():
+    async def go():
+        pool, _ = pool_of([entry("a", ttl_s=0.01, pinned=True), entry("b", ttl_s=0.01)], capacity_gib=4)
+        pool.release(await pool.acquire("a"), "/v1/completions", 200, 0.1)
+        b = await pool.acquire("b")  # in flight
+        await asyncio.sleep(0.05)
+        assert await housekeeping.expire_idle(pool, time.monotonic()) == []
+        pool.release(b, "/v1/completions", 200, 0.1)
+        assert await housekeeping.expire_idle(pool, time.monotonic() + 1) == ["b"]
+    run(go())
+
+
+def test_the_gateway_stopping_during_a_start_stops_that_start_too():
+    async def go():
+        pool, starter = pool_of([entry("a")], capacity_gib=4)
+        starter.gates["a"] = gate = threading.Event()
+        want = asyncio.get_running_loop().create_task(pool.acquire("a"))
+        await asyncio.sleep(0.2)
+        stopping = asyncio.get_running_loop().create_task(pool.stop_all())
+        gate.set()
+        await stopping
+        with pytest.raises(GatewayError):
+            await want
+        assert not any(la.alive for la in starter.launches)
+        assert pool.by_name["a"].life.phase == Phase.STOPPED  # stopped as asked, not failed
+    run(go())
+
+
+def test_a_models_file_changed_while_serving_adds_drains_and_stops_and_leaves_the_rest_alone():
+    async def go():
+        pool, starter = pool_of([entry("keep"), entry("edit"), entry("gone")], capacity_gib=8)
+        starter.need_by_name["new"] = G
+        keep = await pool.acquire("keep")
+        pool.release(keep, "/v1/completions", 200, 0.1)
+        gone = await pool.acquire("gone")  # one request still in flight when the file changes
+        new = [entry("keep"), entry("edit", ttl_s=60.0), entry("new", aliases=("fresh",))]
+        changes = diff({n: b.entry for n, b in pool.by_name.items()}, new)
+        assert ([e.name for e in changes.added], changes.removed, [e.name for e in changes.changed], changes.kept) \
+            == (["new"], ("gone",), ["edit"], ("keep",))
+        released_at = []
+
+        async def finish_later():
+            await asyncio.sleep(0.2)
+            released_at.append(time.monotonic())
+            pool.release(gone, "/v1/completions", 200, 0.2)
+
+        async def drain(b, act):
+            b.draining = True
+            while b.in_flight:
+                await asyncio.sleep(0.01)
+            await act()
+
+        await asyncio.gather(finish_later(), apply(pool, changes, drain, lambda b: None))
+        gone_launch = next(la for la in starter.launches if la.name == "gone")
+        assert gone_launch.stopped_at >= released_at[0]  # its request finished first
+        assert "gone" not in pool.by_name and keep.life.phase == Phase.RUNNING and keep.launch.alive
+        assert pool.by_name["edit"].entry.ttl_s == 60.0 and pool.route("fresh").name == "new"
+        with pytest.raises(GatewayError) as e:
+            pool.route("gone")
+        assert e.value.status == 404
+    run(go())
+
+
+def test_the_file_watch_sees_each_edit_once(tmp_path):
+    f = tmp_path / "models.yaml"
+    f.write_text("models: []\n")
+    w = FileWatch(str(f))
+    assert not w.changed()
+    f.write_text("models: [1]\n")
+    assert w.changed() and not w.changed()
+    f.unlink()
+    assert not w.changed()  # gone for a moment (an editor's save): nothing read
