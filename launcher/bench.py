@@ -312,6 +312,23 @@ def summarize(results: list[RequestResult], duration_s: float, w: Workload, gpu_
         errors=sorted({r.error for r in results if r.error})[:10], timeline=timeline, aborted=aborted)
 
 
+def served_max_len(base_url: str, model: str, api_key: str | None = None) -> int | None:
+    """The max_model_len the server reports for this model (vLLM's /v1/models); None where it says none."""
+    import urllib.request
+
+    req = urllib.request.Request(base_url.rstrip("/") + "/v1/models",
+                                 headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            data = json.loads(r.read()).get("data") or []
+    except (OSError, ValueError):
+        return None
+    for m in data:
+        if m.get("id") == model and isinstance(m.get("max_model_len"), int):
+            return m["max_model_len"]
+    return None
+
+
 def run_bench(base_url: str, model: str, w: Workload, *, vocab_size: int, api_key: str | None = None,
               timeout_s: float = 600.0, alive: Callable[[], bool] = lambda: True) -> BenchReport:
     """Warm up, then send the workload; stops early (and says so) when the server dies."""

@@ -200,6 +200,8 @@ def build(flags: dict, file_data: dict | None, passthrough: dict, file_engine_ar
     engine_args = {**(file_engine_args or {}), **passthrough}
     if merged.get("name") is None:
         merged["name"] = default_name(merged)
+    if merged.get("model_path"):  # recorded absolute: ps, bench, logs and restarts run from any folder
+        merged["model_path"] = os.path.abspath(os.path.expanduser(str(merged["model_path"])))
     spec = LaunchSpec(**{k: v for k, v in merged.items() if k in LaunchSpec.__dataclass_fields__}, engine_args=engine_args)
     return validate(spec)
 

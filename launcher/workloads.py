@@ -98,3 +98,20 @@ def at_level(n: Named, concurrency: int, index: int) -> Workload:
     w = n.workload
     reqs = max(w.num_requests, 2 * concurrency * w.turns) if n.name != "batch" else w.num_requests
     return replace(w, concurrency=concurrency, num_requests=reqs, seed=w.seed + 1000 * (index + 1))
+
+
+def check_fits(w: Workload, max_model_len: int | None) -> None:
+    """Refused (exit 2) before any request is sent where the workload's longest sequence (shared prefix, prompts
+    and answers over its turns) is past the server's max_model_len: vLLM would answer each such request 400. Names
+    the named workloads that fit. Prompts from a file are not checked here (their lengths are the file's)."""
+    if not max_model_len or w.prompts_file:
+        return
+    need = w.max_seq_len()
+    if need <= max_model_len:
+        return
+    fits = [n for n, p in PRESETS.items() if p.workload.max_seq_len() <= max_model_len]
+    raise BadInput(f"this workload reaches {need} tokens in one request (prefix + prompt + answer"
+                   f"{' over ' + str(w.turns) + ' turns' if w.turns > 1 else ''}); the server takes at most "
+                   f"{max_model_len} (its max_model_len).",
+                   hint=(f"Named workloads that fit: {', '.join(fits)}. Or lower" if fits else "Lower")
+                   + " --prompt-len/--output-len, or launch with a larger --max-model-len.")

@@ -30,15 +30,26 @@ def test_bench_starts_measures_plots_and_stops(tmp_path):
 
 
 def test_bench_whose_server_dies_reports_partial_results_and_fails(tmp_path, launcher_home):
-    r = cli("launch", "--model-path", str(TINY), *QUICK_VLLM, "--detach", "--name", "victim", "--max-model-len", "1024")
+    # the README's way: a model path relative to the project folder
+    r = cli("launch", "--model-path", "examples/tiny-llama", *QUICK_VLLM, "--detach", "--name", "victim",
+            "--max-model-len", "1024")
     assert r.returncode == 0, r.stderr[-2000:]
     try:
+        # from another folder, a workload longer than the launch's 1024 tokens: refused before any request (it sent
+        # 13 requests that all failed 400, and from another folder the relative path was not found)
+        log = launcher_home / "runs" / "victim" / "server.log"
+        sent = log.read_text(errors="replace").count("POST /v1/completions")
+        t = subprocess.run([sys.executable, "-m", "launcher", "bench", "--name", "victim", "--workload", "agent",
+                            "-c", "8"], capture_output=True, text=True, cwd=str(tmp_path), env=os.environ.copy(),
+                           timeout=300)
+        assert t.returncode == 2 and "the server takes at most 1024" in t.stderr, t.stderr
+        assert "Named workloads that fit: chat." in t.stderr and "does not exist" not in t.stderr, t.stderr
+        assert log.read_text(errors="replace").count("POST /v1/completions") == sent
         out = tmp_path / "bench.json"
         with open(out, "w") as fh:
             b = subprocess.Popen([sys.executable, "-m", "launcher", "bench", "--name", "victim", "-n", "3000", "-c", "2",
                                   "--prompt-len", "16", "--output-len", "32", "--json"], stdout=fh, stderr=subprocess.PIPE,
                                  cwd=str(ROOT), env=os.environ.copy())
-        log = launcher_home / "runs" / "victim" / "server.log"
         wait_for(lambda: log.read_text(errors="replace").count("POST /v1/completions") >= 20, 120, poll_s=0.2,
                  what="the benchmark to be under way")
         st = json.loads((launcher_home / "runs" / "victim" / "state.json").read_text())

@@ -198,3 +198,25 @@ def test_stop_of_a_launch_still_starting_does_not_wait_for_a_supervisor_that_ign
     stop_launch("ready", timeout_s=UNREADY_WAIT_S + 4)
     assert time.monotonic() - t0 >= UNREADY_WAIT_S + 4 - 0.5  # waited its whole timeout, not the short one
     assert p.wait(timeout=10) == -signal.SIGKILL
+
+
+def test_a_crash_whose_last_line_points_above_is_reported_by_the_error_above_it():
+    """vLLM's last word on an engine crash is "EngineCore encountered an issue. See stack trace (above) for the root
+    cause.": in a FATAL reason or a 503 nobody can see "above". The error it points to is named, the wrapper after."""
+    from launcher.engines import vllm as vllm_engine
+
+    log = ("(EngineCore_DP0 pid=812) ERROR 12-06 17:40:02 [core.py:932] EngineCore encountered a fatal error.\n"
+           "(EngineCore_DP0 pid=812) ERROR 12-06 17:40:02 [core.py:932] Traceback (most recent call last):\n"
+           "(EngineCore_DP0 pid=812) ERROR 12-06 17:40:02 [core.py:932]   File \"vllm/v1/engine/core.py\", line 923\n"
+           "(EngineCore_DP0 pid=812) ERROR 12-06 17:40:02 [core.py:932] NotImplementedError: Could not run "
+           "'_C::paged_attention_v1' with arguments from the 'CPU' backend.\n"
+           "(APIServer pid=800) ERROR 12-06 17:40:02 [async_llm.py:480] AsyncLLM output_handler failed.\n"
+           "(APIServer pid=800) ERROR 12-06 17:40:02 [async_llm.py:480] vllm.v1.engine.exceptions.EngineDeadError: "
+           "EngineCore encountered an issue. See stack trace (above) for the root cause.\n")
+    kind, line, _ = vllm_engine.root_cause(log)
+    assert kind == "engine_died"
+    assert line.startswith("NotImplementedError: Could not run '_C::paged_attention_v1'"), line
+    assert "See stack trace (above)" in line  # the wrapper kept after it, for the record
+    # nothing above it: the wrapper alone, as before
+    kind, line, _ = vllm_engine.root_cause(log.split("\n", 4)[-1].replace("NotImplementedError", "x"))
+    assert line.startswith("vllm.v1.engine.exceptions.EngineDeadError") or "EngineDeadError" in line

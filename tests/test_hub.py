@@ -44,6 +44,29 @@ def test_offline_without_cache_is_one_line_exit_2(hub_env):
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
 
+def test_no_network_is_one_line_exit_2_at_once_for_every_command_that_reaches_the_hub(tmp_path):
+    """A Hub that cannot be reached (HF_ENDPOINT on a port nothing listens on; no HF_HUB_OFFLINE): pull was an
+    'internal error: ConnectError' (exit 1), and estimate, launch and smoke retried five times for 23.5 s; with
+    HF_HUB_OFFLINE pull was 'internal error: DryRunError'. Each is one line, exit 2, in seconds."""
+    import time
+
+    from launcher import health
+
+    env = dict(os.environ, HF_ENDPOINT=f"http://127.0.0.1:{health.find_free_port()}", HF_HOME=str(tmp_path / "hf"))
+    env.pop("HF_HUB_OFFLINE", None)
+    runs = [("pull", "acme/tiny"), ("estimate", "--model", "acme/tiny", *CPU),
+            ("launch", "--model", "acme/tiny", "--max-model-len", "1024"),
+            ("smoke", "--model", "acme/tiny", "--dry-run")]
+    for args in runs:
+        t0 = time.monotonic()
+        r = cli(*args, env=env)
+        took = time.monotonic() - t0
+        assert r.returncode == 2 and "cannot be reached" in r.stderr and "internal error" not in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and took < 10, (args, took, r.stderr)
+    r = cli("pull", "acme/tiny", env=dict(env, HF_HUB_OFFLINE="1"))
+    assert r.returncode == 2 and "HF_HUB_OFFLINE is set" in r.stderr and "internal error" not in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("repo,msg", [("acme/locked", "gated repository"), ("acme/nope", "not found on the Hub")])
 def test_gated_and_missing_repositories_are_one_line_exit_2(hub_env, repo, msg):
     for args in (["estimate", "--model", repo, *CPU], ["pull", repo]):

@@ -41,10 +41,11 @@ def test_injection_attempts_stay_literal_argv_elements(nothing_started):
     assert cmd[i + 1] == "x; rm -rf /"  # one argv element, never given to a shell
 
 
-def test_launch_file_merges_and_flags_win(tmp_path, nothing_started):
+@pytest.mark.parametrize("spelling", ["--config", "-f"])  # README and docs/gateway.md say `launch -f`
+def test_launch_file_merges_and_flags_win(tmp_path, nothing_started, spelling):
     f = tmp_path / "launch.yaml"
     f.write_text(f"model_path: {TINY}\nname: from-file\nport: 18555\nengine_args:\n  max_model_len: 512\n  enforce-eager: true\n")
-    r = cli("launch", "--config", str(f), "--port", "18556", "--max-model-len", "256", "--print-config", "--json")
+    r = cli("launch", spelling, str(f), "--port", "18556", "--max-model-len", "256", "--print-config", "--json")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     cmd = d["command"]
@@ -240,3 +241,16 @@ def test_no_command_spells_the_launch_flags_by_hand():
         calls = {ast.unparse(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
         assert "common.spec_from_cli" in calls, name
         assert not calls & {"build", "LaunchSpec", "spec.build"}, name
+
+
+def test_a_relative_model_path_is_recorded_absolute_so_commands_from_other_folders_find_it(tmp_path, monkeypatch):
+    """README's `launch --model-path examples/tiny-llama`: bench from another folder read 'examples/tiny-llama'
+    relative to its own folder and said the path does not exist while the server was READY."""
+    from launcher.spec import build
+
+    monkeypatch.chdir(ROOT)
+    spec = build({"model_path": "examples/tiny-llama"}, None, {})
+    assert spec.model_path == str(ROOT / "examples" / "tiny-llama")
+    monkeypatch.chdir(tmp_path)
+    assert os.path.isdir(spec.model_path)
+    assert build({"model_path": "~/m"}, None, {}).model_path == os.path.expanduser("~/m")

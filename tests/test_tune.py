@@ -238,3 +238,18 @@ def test_the_sweep_stops_at_the_first_miss_and_bisects_towards_where_the_target_
     assert c.score(wl) == 30.0 * 80
     sent.clear()
     assert [p.concurrency for p in _tuner(tmp_path, refine=0).starts.sweep(wl, "u", "m", lambda: True, "c")] == [32, 128]
+
+
+def test_a_workload_longer_than_the_servers_max_model_len_is_refused_naming_those_that_fit():
+    """Worked by hand from the presets: agent reaches 2048 + 5 x (384 + 256) = 5248 tokens; at 1024 only chat
+    (512 + 384 = 896) fits (rag 7680 + 256 + 128, batch 1024 + 512 do not)."""
+    from launcher.errors import BadInput
+    from launcher.workloads import PRESETS, check_fits
+
+    assert PRESETS["agent"].workload.max_seq_len() == 5248
+    with pytest.raises(BadInput) as e:
+        check_fits(PRESETS["agent"].workload, 1024)
+    assert "reaches 5248 tokens" in e.value.message and "at most 1024" in e.value.message
+    assert e.value.hint.startswith("Named workloads that fit: chat.")
+    check_fits(PRESETS["chat"].workload, 896)  # exactly at the limit: fits
+    check_fits(PRESETS["agent"].workload, None)  # the server said nothing: not checked

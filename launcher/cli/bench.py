@@ -178,7 +178,11 @@ def _measure(target: _Target, w: Workload, timeout: float) -> BenchReport:
         alive = target.alive
         if sr is not None:  # the in-process supervisor: the same server, never restarted
             alive = (lambda: sr.sup.state == State.READY and sr.sup.restarts == 0)  # noqa: E731
-        with con.status(f"benchmarking {target.model}: {w.num_requests} requests, concurrency {w.concurrency}"):
+        from ..bench import served_max_len
+        from ..workloads import check_fits
+
+        check_fits(w, served_max_len(target.base, target.model, os.environ.get("VLLM_API_KEY")))
+        with common.status(con, f"benchmarking {target.model}: {w.num_requests} requests, concurrency {w.concurrency}"):
             return run_bench(target.base, target.model, w, vocab_size=target.vocab,
                              api_key=os.environ.get("VLLM_API_KEY"), timeout_s=timeout, alive=alive)
 

@@ -82,7 +82,7 @@ RequestRate = Annotated[Optional[float], typer.Option("--request-rate", click_ty
 PromptLen = Annotated[str, typer.Option("--prompt-len", help="Prompt tokens: N or LO:HI (uniform).")]
 OutputLen = Annotated[str, typer.Option("--output-len", help="Output tokens: N or LO:HI (uniform).")]
 PromptsFile = Annotated[Optional[str], typer.Option("--prompts-file", help="JSONL of {\"prompt\": ...} instead of random token ids.")]
-Config = Annotated[Optional[str], typer.Option("--config", help="Launch file (.yaml/.json) with the same keys as the flags; flags win.")]
+Config = Annotated[Optional[str], typer.Option("--config", "-f", help="Launch file (.yaml/.json) with the same keys as the flags; flags win.")]
 
 
 def split_model(model: str | None, model_path: str | None) -> tuple[str | None, str | None]:
@@ -131,6 +131,48 @@ def console(stderr: bool = False) -> Console:
 
     return Console(stderr=stderr, highlight=False)
 
+
+PLAIN_STATUS_EVERY_S = 10.0
+
+
+class Status:
+    """Progress of a wait: rich's spinner on a terminal; elsewhere (CI logs, pipes, `launch --detach` in a script) a
+    plain line at once, then whenever what it says changes (the numbers in it aside) and at least every
+    PLAIN_STATUS_EVERY_S, so that no wait is silent."""
+
+    def __init__(self, con: Console, text: str) -> None:
+        self.con, self.text = con, text
+        self._spinner = None
+        self._said, self._said_at = "", 0.0
+
+    def __enter__(self) -> Status:
+        if self.con.is_terminal:
+            self._spinner = self.con.status(self.text)
+            self._spinner.__enter__()
+        else:
+            self.update(self.text)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._spinner is not None:
+            self._spinner.__exit__(*exc)
+
+    def update(self, text: str) -> None:
+        import re
+        import time
+
+        self.text = text
+        if self._spinner is not None:
+            self._spinner.update(text)
+            return
+        gist, now = re.sub(r"\d+(?:\.\d+)?", "#", text), time.monotonic()
+        if gist != self._said or now - self._said_at >= PLAIN_STATUS_EVERY_S:
+            self.con.print(text, soft_wrap=True)
+            self._said, self._said_at = gist, now
+
+
+def status(con: Console, text: str) -> Status:
+    return Status(con, text)
 
 
 def workload(num_requests: int, concurrency: int, request_rate: float | None, prompt_len: str, output_len: str,

@@ -121,7 +121,7 @@ def _detached(prep: Prepared, err: Console, json_out: bool) -> None:
     pid = start_detached(prep)
     t0 = time.monotonic()
     view = LiveView(err, prep)
-    with err.status(f"starting {prep.spec.name} (supervisor PID {pid})") as status:
+    with common.status(err, f"starting {prep.spec.name} (supervisor PID {pid})") as status:
         st = wait_until(prep.spec.name, (RunState.READY, RunState.FATAL, RunState.STOPPED), prep.spec.startup_timeout_s + 30,
                         on_poll=lambda s: status.update(view.poll_text(s, time.monotonic() - t0)))
     common.output(st, json_out, lambda con: view.summary(st))
@@ -137,7 +137,7 @@ def _foreground(prep: Prepared, err: Console, json_out: bool) -> None:
     from ..supervisor.machine import State
 
     view = LiveView(err, prep)
-    with err.status(f"starting {prep.spec.name}") as status:
+    with common.status(err, f"starting {prep.spec.name}") as status:
         view.status = status
         sr, final = run_foreground(prep, on_event=view.event)
     st = read_state(prep.spec.name) or {}

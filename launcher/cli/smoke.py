@@ -113,7 +113,7 @@ def _run(prep: Prepared, *, timeout: float, max_tokens: int, stream: bool, expec
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, _terminate)
     con = common.console(stderr=True)
-    with con.status(f"smoke {prep.spec.name}: starting") as status:
+    with common.status(con, f"smoke {prep.spec.name}: starting") as status:
         def ev(kind: str, data: dict) -> None:
             if kind == "phase":
                 status.update(f"smoke {prep.spec.name}: {data['phase']}")

@@ -210,6 +210,10 @@ def root_cause(log_text: str) -> tuple[str, str, bool] | None:
         m = pat.search(text)
         if m:
             line = m.group(1) if m.groups() else m.group(0)
+            if _POINTS_ABOVE.search(line):  # "See stack trace (above)": nobody reading the reason can; name it
+                cause = _cause_above(text[:m.start()])
+                if cause:
+                    line = f"{cause} (then: {line.strip()})"
             return kind, exit_status.explain_line(line.strip())[:400], retry
     last = None
     for m in _ANY_ERROR.finditer(text):
@@ -220,6 +224,17 @@ def root_cause(log_text: str) -> tuple[str, str, bool] | None:
 
 
 _ANY_ERROR = re.compile(r"(\b\w*(?:Error|Exception): [^\n]*)")
+_POINTS_ABOVE = re.compile(r"stack trace \(above\)|root cause above|see (?:the )?(?:error|traceback) above", re.I)
+_WRAPPERS = re.compile(r"EngineDeadError|Engine core initialization failed|EngineCore encountered an issue")
+
+
+def _cause_above(text: str) -> str | None:
+    """The error a wrapper line points up to: the last error line before it that is not itself a wrapper."""
+    found = None
+    for m in _ANY_ERROR.finditer(text):
+        if not _WRAPPERS.search(m.group(1)) and not _POINTS_ABOVE.search(m.group(1)):
+            found = m.group(1).strip()
+    return found
 
 
 def parse_log_facts(text: str) -> dict:

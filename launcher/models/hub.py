@@ -48,11 +48,8 @@ def hub_errors(repo_id: str, what: str = "read"):
         token = " (the token in HF_TOKEN was refused, or cannot see it)" if os.environ.get("HF_TOKEN") else ""
         raise BadInput(f"repository '{repo_id}' not found on the Hub{token}.",
                        hint="Check the repository id; for a private repository set HF_TOKEN.") from None
-    except (e.LocalEntryNotFoundError, e.OfflineModeIsEnabled):
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-        raise BadInput(f"cannot {what} '{repo_id}': " + ("HF_HUB_OFFLINE is set and " if offline else "the Hub cannot be "
-                       "reached and ") + f"the local cache ({cache_dir()}) does not hold it.",
-                       hint="Connect once (or copy the model into that cache), or give --model-path DIR.") from None
+    except (e.LocalEntryNotFoundError, e.OfflineModeIsEnabled, e.DryRunError):
+        raise _not_here(repo_id, what) from None
     except e.EntryNotFoundError as x:  # after LocalEntryNotFoundError, its subclass
         raise BadInput(f"'{repo_id}' has no {_entry(x)}: not a model repository vLLM can load.") from None
     except e.HfHubHTTPError as x:
@@ -61,6 +58,58 @@ def hub_errors(repo_id: str, what: str = "read"):
             raise BadInput(f"the Hub refused the token for '{repo_id}' (401).",
                            hint="Set HF_TOKEN to a valid token, or unset it for public repositories.") from None
         raise BadInput(f"the Hub answered {status or 'an error'} for '{repo_id}': {str(x).splitlines()[0]}") from None
+    except Exception as x:  # the network itself (httpx's ConnectError, a timeout, a reset): one line, not a traceback
+        if not _is_network_error(x):
+            raise
+        raise _not_here(repo_id, what, f" ({type(x).__name__}: {x})") from None
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _not_here(repo_id: str, what: str, detail: str = "") -> BadInput:
+    return BadInput(f"cannot {what} '{repo_id}': " + ("HF_HUB_OFFLINE is set and " if _offline() else
+                    f"the Hub ({_endpoint()}) cannot be reached{detail} and ") +
+                    f"the local cache ({cache_dir()}) does not hold it.",
+                    hint="Connect once (or copy the model into that cache), or give --model-path DIR.")
+
+
+def _is_network_error(x: BaseException) -> bool:
+    import socket
+
+    try:
+        import httpx
+    except ImportError:  # pragma: no cover - huggingface_hub brings it
+        httpx = None
+    return isinstance(x, (ConnectionError, TimeoutError, socket.gaierror)) or (
+        httpx is not None and isinstance(x, httpx.TransportError))
+
+
+def _endpoint() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.ENDPOINT)
+
+
+_REACHABLE: dict[str, bool] = {}
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """One TCP connection to the Hub's endpoint (HF_ENDPOINT), no retries, remembered for this process: without a
+    network huggingface_hub retries each request five times (about 23 s) before its error; this says so at once."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(_endpoint())
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    if host not in _REACHABLE:
+        try:
+            socket.create_connection((host, port), timeout=timeout_s).close()
+            _REACHABLE[host] = True
+        except OSError:
+            _REACHABLE[host] = False
+    return _REACHABLE[host]
 
 
 def _entry(x: object) -> str:
@@ -93,11 +142,12 @@ def fetch_metadata(repo_id: str, revision: str | None = None) -> HubMetadata:
     from huggingface_hub import hf_hub_download
 
     t0 = time.monotonic()
+    local = not _offline() and not hub_reachable()  # no network: the cache alone, at once (no retries)
     with hub_errors(repo_id, "read the configuration of"):
-        cfg_path = hf_hub_download(repo_id, "config.json", revision=revision)
+        cfg_path = hf_hub_download(repo_id, "config.json", revision=revision, local_files_only=local)
         total = None
         try:
-            idx = hf_hub_download(repo_id, "model.safetensors.index.json", revision=revision)
+            idx = hf_hub_download(repo_id, "model.safetensors.index.json", revision=revision, local_files_only=local)
             total = json.loads(Path(idx).read_text()).get("metadata", {}).get("total_size")
         except (e.EntryNotFoundError, e.LocalEntryNotFoundError):
             pass
@@ -139,6 +189,8 @@ def plan_download(repo_id: str, revision: str | None = None, local_dir: str | No
     disable_progress_bars()  # the dry run's own "Fetching N files" bar
     try:
         with hub_errors(repo_id, "list the files of"):
+            if not constants.HF_HUB_OFFLINE and not hub_reachable():
+                raise _not_here(repo_id, "list the files of")
             if not constants.HF_HUB_OFFLINE:  # the dry run hides the Hub's reason (gated, missing) behind its own error
                 HfApi().repo_info(repo_id, revision=revision)
             infos = snapshot_download(repo_id, revision=revision, local_dir=local_dir, dry_run=True)
