@@ -64,6 +64,7 @@ estimate-bench: setup
 docs: setup
 	$(PY) scripts/gen_cli_docs.py
 	$(PY) scripts/gen_arch_table.py
+	$(PY) scripts/doc_examples.py
 
 # Mutation testing of the estimator, launching and the supervisor (not part of `make test`; about 70 min on 2 cores)
 mutation: setup

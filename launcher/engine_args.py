@@ -205,6 +205,14 @@ def parse_argv(tokens: list[str], spec: ArgSpec) -> dict:
         elif eq:
             raw = val
             i += 1
+        elif spec.args[key].get("nargs") in ("+", "*"):  # vLLM's several values: --served-model-name a b
+            j = i + 1
+            while j < len(tokens) and not (tokens[j].startswith("--") and not _is_number(tokens[j])):
+                j += 1
+            if j == i + 1 and spec.args[key]["nargs"] == "+":
+                raise BadInput(f"--{key} needs a value.")
+            raw = [*(out.get(key) or [] if isinstance(out.get(key), list) else []), *tokens[i + 1:j]]
+            i = j
         else:
             if i + 1 >= len(tokens) or (tokens[i + 1].startswith("--") and not _is_number(tokens[i + 1])):
                 raise BadInput(f"--{key} needs a value.")

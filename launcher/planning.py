@@ -279,6 +279,14 @@ def _plan_cpu(p: Plan, env: dict | None, name: str | None, gpu_memory_budget: st
 
     if gpu_memory_budget:
         p.settings = budget_settings(p.model.arch, p.settings, gpu_memory_budget, None)
+    from .engines.vllm import CPU_KVCACHE_DEFAULT_GIB
+
+    env = dict(os.environ if env is None else env)
+    if not env.get("VLLM_CPU_KVCACHE_SPACE") and p.settings.kv_cache_memory_bytes is None:
+        # what launch and smoke start the server with (engines/vllm.server_env): the plan is of that launch
+        env["VLLM_CPU_KVCACHE_SPACE"] = CPU_KVCACHE_DEFAULT_GIB
+        p.notes.append(f"VLLM_CPU_KVCACHE_SPACE is not set: the launcher starts the CPU build with "
+                       f"{CPU_KVCACHE_DEFAULT_GIB} GiB of KV cache (set it, or --kv-cache-memory-bytes, for another size).")
     p.cpu_kv = cpu_kv_cache(p.model.arch, p.settings, env, available_bytes=psutil.virtual_memory().available)
     _note_beside(p, [n for n in running(exclude=name) if not n.gpus],
                  f"; host memory available now {p.cpu_kv['host_available_bytes'] / GiB:.2f} GiB (what is left beside them).")

@@ -35,7 +35,7 @@ class SmokeReport:
     passed: bool = False
     exit_code: int = EXIT_FAILED
     time_to_ready_s: float | None = None
-    kv_cache_tokens_vllm: str | None = None
+    kv_cache_tokens_vllm: int | None = None
     kv_cache_tokens_estimate: int | None = None
     reason: str = ""
     checks: list[Check] = field(default_factory=list)
@@ -195,7 +195,7 @@ def smoke(prep: Prepared, *, timeout_s: float, max_tokens: int = 8, stream: bool
         with server:
             rep.time_to_ready_s = round(time.monotonic() - t0, 2)
             rep.checks.append(Check("ready", True, rep.time_to_ready_s, "GET /health answered 200"))
-            rep.kv_cache_tokens_vllm = vllm_engine.parse_log_facts(read_tail(run_dir(name) / "server.log")).get("kv_tokens")
+            rep.kv_cache_tokens_vllm = vllm_engine.kv_tokens(vllm_engine.parse_log_facts(read_tail(run_dir(name) / "server.log")))
             host = "127.0.0.1" if prep.spec.host in ("0.0.0.0", "") else prep.spec.host
             client = Client(f"http://{host}:{prep.port}", api_key, timeout_s=max(5.0, deadline - time.monotonic()))
             rep.checks += run_checks(client, rep.model, max_tokens=max_tokens, stream=stream, expect=expect,

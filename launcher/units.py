@@ -31,3 +31,28 @@ def parse_bytes(text: str | int | float, *, what: str = "size") -> int:
 
 def gib(n: float) -> str:
     return f"{n / GiB:.2f}"
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|m|s)")
+
+
+def parse_duration(text: str | int | float, *, what: str = "duration") -> float:
+    """Seconds from a number of seconds ('900', 90.5) or a duration ('90s', '15m', '1h', '1h30m'): the one spelling
+    of a time span everywhere (flags, models file ttl, tune --budget). BadInput naming `what` otherwise."""
+    import math
+
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        v = float(text)
+    else:
+        t = str(text).strip().lower()
+        try:
+            v = float(t)
+        except ValueError:
+            parts = _DURATION_PART.findall(t)
+            if not parts or "".join(a + b for a, b in parts) != t:
+                raise BadInput(f"{what}: cannot read '{text}' as a time.",
+                               hint="Give seconds (90) or a duration such as 90s, 15m, 1h30m.") from None
+            v = sum(float(a) * {"h": 3600, "m": 60, "s": 1}[b] for a, b in parts)
+    if not math.isfinite(v) or v < 0:
+        raise BadInput(f"{what}: cannot read '{text}' as a time.", hint="Give seconds (90) or a duration such as 90s, 15m, 1h30m.")
+    return v

@@ -207,6 +207,8 @@ def test_cluster_down_leaves_no_ray_process(cluster):
     assert len(before) >= 8  # ray start, gcs_server, raylets, dashboard, agents, idle workers
     r = cli("cluster", "down", "--name", "local", env=cluster["env"], timeout=120)
     assert r.returncode == 0 and "no Ray process left" in r.stdout, r.stdout + r.stderr
+    r = cli("cluster", "down", "--name", "local", env=cluster["env"], timeout=60)  # twice: nothing to stop, no error
+    assert r.returncode == 0 and "nothing to stop" in r.stdout, r.stdout + r.stderr
     def survivors():
         return [f"{p} {' '.join(psutil.Process(p).cmdline())[:120]}" for p in before
                 if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
@@ -246,3 +248,27 @@ def test_remote_nodes_go_through_the_inventory_ssh_command(tmp_path, monkeypatch
     assert r.returncode == 0, r.stderr
     assert calls.read_text().splitlines()[-1].endswith(" stop")
     wait_for(lambda: not set(ray_pids()) - others, 30, what="ray stop over ssh to end the node")
+
+
+def test_the_cluster_examples_of_docs_cluster_md_run_as_written(tmp_path):
+    """docs/cluster.md's commands as a reader pastes them (scripts/doc_examples.py): a local cluster up with Ray's
+    default ports, its status, down with no Ray process left, and the inventory plan; after the module's own
+    cluster is down (the last test here)."""
+    import sys
+
+    from conftest import ROOT
+    from test_docs_examples_real import example_env, workdir_for
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import doc_examples
+
+    work, env = workdir_for(tmp_path), example_env()
+    runs = [e for e in doc_examples.examples("docs/cluster.md") if e.runs_here]
+    assert [e.command.split()[1] for e in runs] == ["cluster", "cluster", "cluster", "estimate"]
+    try:
+        for ex in runs:
+            code, printed = doc_examples.run(ex, work, env, timeout_s=240)
+            why = doc_examples.mismatch(ex, code, printed)
+            assert why is None, why
+    finally:
+        cli("cluster", "down", env=env, timeout=120)

@@ -254,3 +254,64 @@ def test_a_relative_model_path_is_recorded_absolute_so_commands_from_other_folde
     monkeypatch.chdir(tmp_path)
     assert os.path.isdir(spec.model_path)
     assert build({"model_path": "~/m"}, None, {}).model_path == os.path.expanduser("~/m")
+
+
+@pytest.mark.parametrize("given,seconds", [("5m", 300.0), ("90s", 90.0), ("1h30m", 5400.0), ("120", 120.0)])
+def test_every_time_flag_takes_seconds_or_a_duration(given, seconds, nothing_started):
+    """`--startup-timeout 5m` was refused while the models file's `ttl: 10m` and `tune --budget 15m` took it."""
+    r = cli("launch", "--model-path", str(TINY), "--startup-timeout", given, "--print-config", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["launch"]["startup_timeout_s"] == seconds
+    r = cli("serve", "--models", "/no/such.yaml", "--queue-timeout", given, "--retry-failed-after", given)
+    assert r.returncode == 2 and "/no/such.yaml" in r.stderr, r.stderr  # the durations passed, the file did not
+
+
+def test_a_time_that_is_not_one_is_refused_saying_how_to_write_it(nothing_started):
+    r = cli("launch", "--model-path", str(TINY), "--startup-timeout", "5 minutes", "--print-config")
+    assert r.returncode == 2 and "90s, 15m, 1h30m" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_kv_cache_tokens_are_numbers_as_vllm_logs_them():
+    """vLLM logs "GPU KV cache size: 1,048,576 tokens"; ps --json, status --json and the smoke report said the
+    string "1,048,576" where estimate --json says 1048576."""
+    from launcher.engines import vllm as vllm_engine
+
+    facts = vllm_engine.parse_log_facts("(EngineCore pid=1) INFO 12-06 [kv_cache_utils.py:1087] GPU KV cache size: "
+                                        "1,048,576 tokens\n")
+    assert vllm_engine.kv_tokens(facts) == 1048576 and vllm_engine.kv_tokens({}) is None
+
+
+def test_an_engine_argument_of_several_values_takes_them_all_as_vllm_does(nothing_started):
+    """vLLM's --served-model-name takes several names (nargs='+'); `--served-model-name a b` was refused."""
+    r = cli("launch", "--model-path", str(TINY), "--served-model-name", "a", "b", "--max-model-len", "512",
+            "--print-config", "--json")
+    assert r.returncode == 0, r.stderr
+    cmd = json.loads(r.stdout)["command"]
+    i = cmd.index("--served-model-name")
+    assert cmd[i + 1:i + 3] == ["a", "b"] and cmd[cmd.index("--max-model-len") + 1] == "512"
+    r = cli("launch", "--model-path", str(TINY), "--served-model-name", "--max-model-len", "512", "--print-config")
+    assert r.returncode == 2 and "--served-model-name needs a value" in r.stderr, r.stderr
+
+
+def test_smoke_dry_run_of_a_launch_the_pre_flight_refuses_still_shows_its_command_line(nothing_started):
+    """`smoke --model-name qwen2.5 --size-in-billions 7 --dry-run` on the CPU build: exit 3 and no command line, while
+    the docs say "command line + estimate, starts nothing". The 7B's full 32768 tokens do not fit the CPU build's
+    1 GiB KV cache (18688 tokens; or, on a small host, its 15 GiB of weights beside it): refused, command shown."""
+    r = cli("smoke", "--model-name", "qwen2.5", "--size-in-billions", "7", "--dry-run", "--json")
+    assert r.returncode == 3, r.stderr
+    d = json.loads(r.stdout)
+    assert d["fits"] is False and "Qwen/Qwen2.5-7B-Instruct" in d["command"] and "does not fit" in d["reason"]
+    r = cli("smoke", "--model-path", str(TINY), "--max-model-len", "512", "--dry-run", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["fits"] is True, r.stderr
+
+
+def test_estimate_on_the_cpu_build_plans_with_the_kv_cache_launch_gives_it(nothing_started):
+    """estimate said "Set VLLM_CPU_KVCACHE_SPACE" while launch and smoke start the server with 1 GiB of it: the plan
+    now is of that launch: the tiny model holds 2 (K and V) x 2 layers x 2 KV heads x 64 x 2 bytes = 1024 bytes a
+    token, so 1 GiB is 1,048,576 tokens, what vLLM logs for it (tests/test_cli.py)."""
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_CPU_KVCACHE_SPACE"}
+    r = cli("estimate", "--model-path", str(TINY), "--max-model-len", "512", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["kv_cache_bytes"] == 1 << 30 and d["kv_cache_tokens"] == 1048576
+    assert any("starts the CPU build with 1 GiB" in n for n in d["notes"])

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 
 from launcher.bench import Workload, make_sessions, parse_counters
-from launcher.cli.tune import parse_duration
+from launcher.units import parse_duration
 from launcher.errors import BadInput
 from launcher.tune import Candidate, Point, Tuner, TuneResult, combine, propose
 from launcher.workloads import PRESETS, at_level, named

@@ -103,7 +103,7 @@ def test_smoke_from_a_triton_model_json_passes_and_writes_reports(tmp_path):
     assert rep["passed"] and rep["leftover_pids"] == []
     names = [c["name"] for c in rep["checks"]]
     assert names == ["ready", "list_models", "completion", "chat_completion", "chat_completion_stream"]
-    assert rep["kv_cache_tokens_vllm"] and rep["time_to_ready_s"] > 0
+    assert isinstance(rep["kv_cache_tokens_vllm"], int) and rep["kv_cache_tokens_vllm"] > 0 and rep["time_to_ready_s"] > 0
     xml = jx.read_text()
     assert xml.count("<testcase") == 5 and 'failures="0"' in xml
 

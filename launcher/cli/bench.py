@@ -38,8 +38,8 @@ def bench(
     workload: Annotated[Optional[str], typer.Option("--workload", "-w", help="A named workload (chat, rag, batch, agent; as in `launcher tune`) at --concurrency; --prompt-len/--output-len override its lengths.")] = None,
     warmup: Annotated[int, typer.Option("--warmup", help="Requests sent first and not measured.")] = 2,
     prompt_format: Annotated[str, typer.Option("--prompt-format", help="ids (token ids, exact lengths) or text (random ids decoded with the model's tokenizer.json, like vLLM's random dataset).")] = "ids",
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    timeout: Annotated[float, typer.Option("--timeout", click_type=common.positive("--timeout"), help="Start-up deadline and per-request timeout, seconds.")] = 600.0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random prompts and lengths: the same seed sends the same requests.")] = 0,
+    timeout: Annotated[float, typer.Option("--timeout", click_type=common.duration("--timeout"), help="Start-up deadline and per-request timeout, seconds.")] = 600.0,
     plot_file: Annotated[Optional[str], typer.Option("--plot", help="Write latency percentiles and throughput over time to this PNG.")] = None,
     json_out: common.Json = False,
 ) -> None:
@@ -49,6 +49,7 @@ def bench(
     from ..bench import plot
     from ..errors import BadInput
 
+    plot_file = common.plot_path("--plot", plot_file)
     w = _workload(workload, seed, prompt_len, output_len, concurrency, num_requests, request_rate, warmup,
                   prompts_file)
     if prompt_format not in ("ids", "text"):
@@ -67,6 +68,7 @@ def bench(
     rep = _measure(target, w, timeout)
     if plot_file:
         plot(rep, plot_file)
+        common.said_plot(plot_file)
     common.output(rep.to_dict(), json_out, lambda con: render(rep, con))
     if rep.failed or rep.aborted:
         raise typer.Exit(ExitCode.FAILED)

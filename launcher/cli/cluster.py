@@ -29,7 +29,7 @@ def up(inventory: InventoryOpt = None,
        port: Annotated[int, typer.Option("--port", help="Local head: GCS port.")] = 6379,
        dashboard_port: Annotated[int, typer.Option("--dashboard-port", help="Local head: dashboard port.")] = 8265,
        name: NameOpt = None,
-       timeout: Annotated[float, typer.Option("--timeout", click_type=common.positive("--timeout"), help="Seconds for each node to join.")] = 120.0,
+       timeout: Annotated[float, typer.Option("--timeout", click_type=common.duration("--timeout"), help="Seconds for each node to join.")] = 120.0,
        json_out: common.Json = False) -> None:
     """Start the Ray head and workers (nodes already running are kept: `up` also repairs a cluster)."""
     from ..cluster import control, inventory as invmod
@@ -47,7 +47,7 @@ def up(inventory: InventoryOpt = None,
 
 
 @app.command("status")
-def status(name: NameOpt = None,
+def status(name: Annotated[Optional[str], typer.Option("--name", help="Cluster name, as `launcher cluster up` recorded it (default: the one recorded here, or RAY_ADDRESS).")] = None,
            ray_address: common.RayAddress = None,
            ray_dashboard: common.RayDashboard = None,
            json_out: common.Json = False) -> None:
@@ -64,12 +64,20 @@ def down(name: NameOpt = None, json_out: common.Json = False) -> None:
     from ..cluster import control
     from ..errors import LaunchFailed
 
+    from ..errors import BadInput
+
+    recs = [r["name"] for r in control.records()]
+    if not recs:
+        # nothing recorded (a second `down`, say): nothing to stop is no failure
+        out = {"name": name, "stopped": [], "left": [], "running": False}
+        common.output(out, json_out, lambda con: con.print(f"no cluster{' ' + name if name else ''} is running: nothing to stop"))
+        return
     if name is None:
-        recs = [r["name"] for r in control.records()]
         if len(recs) != 1:
-            from ..errors import BadInput
-            raise BadInput("say which cluster: --name " + (" | ".join(recs) if recs else "(none is recorded)"))
+            raise BadInput("say which cluster: --name " + " | ".join(recs))
         name = recs[0]
+    if name not in recs:
+        raise BadInput(f"no cluster named '{name}'.", hint="Clusters started here: " + ", ".join(recs) + ".")
     out = control.down(name)
     common.output(out, json_out, lambda con: con.print(
         f"cluster {name}: stopped {', '.join(out['stopped']) or 'nothing'}"

@@ -45,6 +45,32 @@ class Number(click.ParamType):
         return v
 
 
+class Duration(click.ParamType):
+    """Seconds (900) or a duration (90s, 15m, 1h30m): units.parse_duration, more than 0."""
+
+    name = "duration"
+
+    def __init__(self, flag: str) -> None:
+        self.flag = flag
+        self.__name__ = "duration"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        from ..errors import BadInput
+        from ..units import parse_duration
+
+        try:
+            v = parse_duration(value, what=self.flag)
+        except BadInput as e:
+            self.fail(f"{e.message} {e.hint}", param, ctx)
+        if v <= 0:
+            self.fail(f"{self.flag} must be more than 0, got {value}.", param, ctx)
+        return v
+
+
+def duration(flag: str) -> Duration:
+    return Duration(flag)
+
+
 def positive(flag: str) -> Number:
     return Number(flag, above=0)
 
@@ -169,6 +195,30 @@ class Status:
         if gist != self._said or now - self._said_at >= PLAIN_STATUS_EVERY_S:
             self.con.print(text, soft_wrap=True)
             self._said, self._said_at = gist, now
+
+
+def plot_path(flag: str, path: str | None) -> str | None:
+    """A picture's path checked before any work: its folder exists and can be written, its suffix is one matplotlib
+    writes. BadInput (exit 2) otherwise; the path made absolute, so the command can say where the picture went."""
+    import os
+
+    from ..errors import BadInput
+
+    if not path:
+        return None
+    full = os.path.abspath(os.path.expanduser(path))
+    folder = os.path.dirname(full)
+    if not os.path.isdir(folder):
+        raise BadInput(f"{flag} {path}: the folder {folder} does not exist.", hint="Create it, or give another path.")
+    if not os.access(folder, os.W_OK):
+        raise BadInput(f"{flag} {path}: the folder {folder} cannot be written.", hint="Give a path in a folder you can write.")
+    if os.path.splitext(full)[1].lower() not in (".png", ".svg", ".pdf"):
+        raise BadInput(f"{flag} {path}: give a .png, .svg or .pdf file.")
+    return full
+
+
+def said_plot(path: str) -> None:
+    console(stderr=True).print(f"picture written to {path}")
 
 
 def status(con: Console, text: str) -> Status:

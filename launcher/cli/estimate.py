@@ -50,7 +50,7 @@ def estimate(
         if gpu_memory or num_gpus or gpus or ray_address or inventory or gpu_memory_budget:
             raise BadInput("--gpu all (or a list) plans every count itself: drop --gpu-memory, --num-gpus, --gpus, "
                            "--gpu-memory-budget and cluster options.")
-        _matrix(ref, engine_args, gpu, vllm_version, plot_file, json_out)
+        _matrix(ref, engine_args, gpu, vllm_version, common.plot_path("--plot", plot_file), json_out)
         return
     if plot_file:
         raise BadInput("--plot draws the matrix of --gpu all (or a list of GPU kinds).")
@@ -142,6 +142,7 @@ def _matrix(ref: ModelRef, engine_args: dict, selector: str, vllm_version: str |
     want = next((c.max_model_len for c in rows if c.fits is not None), 0)
     if plot_file:
         matrix.plot(rows, plot_file, f"{ref.label}: largest max_model_len that fits")
+        common.said_plot(plot_file)
     common.output({"model": ref.label, "max_model_len": want, "counts": list(matrix.COUNTS),
                    "cells": [c.to_dict() for c in rows], "plot": plot_file}, json_out,
                   lambda con: _render_matrix(ref, rows, want, con))
@@ -164,6 +165,10 @@ def _render_matrix(ref: ModelRef, rows: list[Cell], want: int, con: Console) -> 
     con.print(t)
     con.print("x N: tensor parallel over N GPUs where N divides the attention heads, else pipeline parallel "
               "(marked pp). Each cell is `launcher estimate --gpu KIND --num-gpus N` with that layout.")
+    con.print("✓ LEN Cx: fits; the largest max_model_len that fits, and how many requests of the asked length fit at "
+              "once. ✗ LEN: fits only up to that length. ✗ util U: vLLM's default share of the GPU leaves too little "
+              "beside it; it starts with --gpu-memory-utilization U (✗ util U, len L: and up to length L). "
+              "✗ weights: the weights alone do not fit.")
 
 
 def _cell_text(c: Cell) -> str:

@@ -28,7 +28,13 @@ def _row(name: str) -> dict:
     srv = st.get("server") or {}
     return {"name": name, "state": eff, "pid": srv.get("pid"), "supervisor_pid": (st.get("supervisor") or {}).get("pid"),
             "port": st.get("port"), "endpoint": st.get("endpoint"), "restarts": st.get("restarts", 0),
-            "uptime_s": up, "reason": st.get("reason", ""), "kv_cache_tokens": (st.get("facts") or {}).get("kv_tokens")}
+            "uptime_s": up, "reason": st.get("reason", ""), "kv_cache_tokens": _kv_tokens(st)}
+
+
+def _kv_tokens(st: dict) -> int | None:
+    from ..engines.vllm import kv_tokens
+
+    return kv_tokens(st.get("facts") or {})
 
 
 Logs = Annotated[bool, typer.Option("--logs", help="Delete the logs too (kept under $LAUNCHER_HOME/logs/ otherwise).")]

@@ -36,8 +36,7 @@ def estimate_dict(p: Plan) -> dict:
         "host_available_bytes": kv.get("host_available_bytes"), "reason": kv.get("reason", ""),
         "beside": [n.to_dict() for n in p.beside],
         "cudagraph_bytes": None, "non_torch_bytes": None, "requested_bytes": None, "gpus": [],
-        "notes": p.notes + ["No GPU: the CPU build of vLLM sizes its KV cache from VLLM_CPU_KVCACHE_SPACE (GiB), not by profiling."
-                  + ("" if kv.get("kv_cache_bytes") else " Set VLLM_CPU_KVCACHE_SPACE to see how many tokens it holds.")],
+        "notes": p.notes + ["No GPU: the CPU build of vLLM sizes its KV cache from VLLM_CPU_KVCACHE_SPACE (GiB), not by profiling."],
     }
 
 

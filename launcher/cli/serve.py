@@ -16,9 +16,9 @@ def serve(
     allow_unauthenticated: common.AllowUnauthenticated = False,
     memory_budget: Annotated[Optional[str], typer.Option("--memory-budget", help="Memory the models share (20GiB): on GPUs what the devices have free at the start, on the CPU build the host's available memory, by default.")] = None,
     queue_size: Annotated[int, typer.Option("--queue-size", min=1, help="Requests that may wait for one model to start; more get 503.")] = 64,
-    queue_timeout: Annotated[float, typer.Option("--queue-timeout", click_type=common.positive("--queue-timeout"), help="Seconds a request waits for its model to start before 503 with Retry-After.")] = 600.0,
+    queue_timeout: Annotated[float, typer.Option("--queue-timeout", click_type=common.duration("--queue-timeout"), help="Seconds a request waits for its model to start before 503 with Retry-After.")] = 600.0,
     watch: Annotated[bool, typer.Option("--watch", help="Read the models file again whenever it changes (as SIGHUP and `launcher gateway reload` do); a bad file is refused with one line and the old one kept.")] = False,
-    retry_failed_after: Annotated[float, typer.Option("--retry-failed-after", click_type=common.positive("--retry-failed-after"), help="Seconds a model that failed (its start, or its supervisor gave up) answers 503 with the cause before the next request tries a fresh start.")] = 30.0,
+    retry_failed_after: Annotated[float, typer.Option("--retry-failed-after", click_type=common.duration("--retry-failed-after"), help="Seconds a model that failed (its start, or its supervisor gave up) answers 503 with the cause before the next request tries a fresh start.")] = 30.0,
 ) -> None:
     """Serve every model of --models behind one endpoint: a request names its model; a model not running is started
     (or woken), making room from the least recently used idle models by the estimate, never beyond the budget.

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from ..launching import Prepared
+    from ..spec import LaunchSpec
     from ..smoke import SmokeReport
 
 
@@ -32,7 +33,7 @@ def smoke(
     env: common.Env = None,
     api_key_env: common.ApiKeyEnv = None,
     config: common.Config = None,
-    timeout: Annotated[float, typer.Option("--timeout", click_type=common.positive("--timeout"), help="Deadline in seconds for the whole smoke.")] = 600.0,
+    timeout: Annotated[float, typer.Option("--timeout", click_type=common.duration("--timeout"), help="Deadline in seconds for the whole smoke.")] = 600.0,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="max_tokens of each request.")] = 8,
     stream: Annotated[bool, typer.Option("--stream", help="Also check a streaming chat completion.")] = False,
     expect: Annotated[Optional[str], typer.Option("--expect", help="Regex that some output must match.")] = None,
@@ -57,9 +58,9 @@ def smoke(
     if not name:
         from dataclasses import replace
         spec = replace(spec, name=f"smoke-{spec.name}"[:64])
-    prep = prepare(spec, check_port=not dry_run, fetch=None if dry_run else fetch_model(), claim=not dry_run)
     if dry_run:
-        return _dry_run(prep, json_out)
+        return _dry_run_of(spec, json_out)
+    prep = prepare(spec, check_port=True, fetch=fetch_model(), claim=True)
     rep = _run(prep, timeout=timeout, max_tokens=max_tokens, stream=stream, expect=expect, api_key_env=api_key_env)
     if report_json:
         report_json.write_text(__import__("json").dumps(rep.to_dict(), indent=2))
@@ -83,19 +84,40 @@ def _check_request_options(expect: str | None, max_tokens: int) -> None:
         raise BadInput("--max-tokens must be at least 1.")
 
 
-def _dry_run(prep: Prepared, json_out: bool) -> None:
-    """--dry-run: the command line and the estimate; nothing started."""
+def _dry_run_of(spec: LaunchSpec, json_out: bool) -> None:
+    """--dry-run: the command line and the estimate, nothing started. A launch the pre-flight refuses still shows
+    the command line it would run, with the refusal as the verdict (exit 3)."""
+    from dataclasses import replace
+
+    from ..errors import DoesNotFit, ExitCode
+    from ..launching import prepare
+
+    try:
+        prep = prepare(spec, check_port=False, fetch=None, claim=False)
+    except DoesNotFit as e:
+        prep = prepare(replace(spec, preflight=False), check_port=False, fetch=None, claim=False)
+        _dry_run(prep, json_out, refused=e)
+        raise typer.Exit(ExitCode.DOES_NOT_FIT) from None
+    _dry_run(prep, json_out)
+
+
+def _dry_run(prep: Prepared, json_out: bool, refused: Exception | None = None) -> None:
     import shlex
 
-    out = {"command": prep.argv, "port": prep.port, "note": prep.note,
+    out = {"command": prep.argv, "port": prep.port, "note": prep.note, "fits": refused is None,
            "estimate": prep.plan.estimate.to_dict() if prep.plan and prep.plan.estimate else None,
            "cpu_kv": prep.plan.cpu_kv if prep.plan else None}
+    if refused is not None:
+        out |= {"reason": getattr(refused, "message", str(refused)), "hint": getattr(refused, "hint", None)}
+
     def show(con: Console) -> None:
         con.print("command: " + shlex.join(prep.argv))
         if prep.plan and (prep.plan.estimate or prep.plan.cpu_kv):
             from .render import render_estimate
 
             render_estimate(prep.plan, con)
+        if refused is not None:
+            con.print(f"verdict: refused, nothing would start: {out['reason']}" + (f" {out['hint']}" if out["hint"] else ""))
     common.output(out, json_out, show)
 
 

@@ -25,21 +25,6 @@ def _ints(s: str, what: str) -> list[int]:
         raise BadInput(f"{what}: expected a comma-separated list of integers, got '{s}'.") from None
 
 
-def parse_duration(text: str) -> float:
-    """'900', '90s', '15m', '1h30m' -> seconds."""
-    import re
-
-    from ..errors import BadInput
-
-    t = text.strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", t):
-        return float(t)
-    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", t)
-    if not parts or "".join(a + b for a, b in parts) != t:
-        raise BadInput(f"--budget: cannot read '{text}'.", hint="Use seconds or a duration such as 90s, 15m, 1h30m.")
-    return sum(float(a) * {"h": 3600, "m": 60, "s": 1}[b] for a, b in parts)
-
-
 def tune(
     ctx: typer.Context,
     model: common.Model = None,
@@ -69,7 +54,7 @@ def tune(
     allow_fp8_kv: Annotated[bool, typer.Option("--allow-fp8-kv-cache", help="Also propose an fp8 KV cache where decode reads much KV or the workload needs more KV than vLLM sized. It changes the numerics slightly: check accuracy before serving the winner.")] = False,
     refine: Annotated[int, typer.Option("--refine", min=0, help="Bisections, on the same start, between the last load level that met the target and the first that missed it.")] = 2,
     min_gain: Annotated[float, typer.Option("--min-gain", click_type=common.Number("--min-gain", at_least=0), help="A candidate must beat vLLM's defaults by more than this fraction to be chosen; the defaults are then started once more and must be beaten in both starts.")] = 0.05,
-    timeout: Annotated[float, typer.Option("--timeout", click_type=common.positive("--timeout"), help="Start-up deadline per candidate and per-request timeout, seconds.")] = 900.0,
+    timeout: Annotated[float, typer.Option("--timeout", click_type=common.duration("--timeout"), help="Start-up deadline per candidate and per-request timeout, seconds.")] = 900.0,
     out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Where results.json, one launch file per workload and the plot go (default: ./tune-NAME).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Reuse the candidates already measured in OUT_DIR/results.json for the same model, launch and workloads.")] = False,
     plot_file: Annotated[bool, typer.Option("--plot", help="Also write OUT_DIR/tradeoff.png: p99 TTFT against output throughput, per candidate and load level.")] = False,
@@ -97,10 +82,12 @@ def tune(
     grid = _grid(max_num_seqs, max_num_batched_tokens, utilizations, kv_dtypes)
     ref = resolve_model(spec.model_path, spec.model_name, spec.size_in_billions, spec.model_format, spec.quantization,
                         model_repo=spec.model, revision=spec.revision)
+    from ..units import parse_duration
+
     out = out_dir or Path(f"tune-{spec.name.removeprefix('tune-')}")
     con = common.console(stderr=True)
     tuner = Tuner(spec, wls, vocab_size=ref.arch.vocab_size, timeout_s=timeout,
-                  budget_s=parse_duration(budget) if budget else None,
+                  budget_s=parse_duration(budget, what="--budget") if budget else None,
                   results_path=out / "results.json", resume=resume, grid=grid, on_progress=con.print,
                   api_key=os.environ.get("VLLM_API_KEY"), min_gain=min_gain, refine=refine, fetch=fetch_model(),
                   allow_fp8_kv=allow_fp8_kv)

@@ -143,13 +143,18 @@ def served_model_name(argv: list[str]) -> str:
     return argv[argv.index(flag) + 1]
 
 
+# the CPU build's KV cache where VLLM_CPU_KVCACHE_SPACE is not set (GiB): what every launch starts it with, and so what
+# estimate plans with (vLLM's own default is a share of the host's memory; a small one suits the tiny model and CI)
+CPU_KVCACHE_DEFAULT_GIB = "1"
+
+
 def server_env(base: dict, extra: dict, cpu_build: bool) -> dict:
     """The server's environment: base with the launch's variables, unbuffered output, and the CPU build's defaults."""
     env = dict(base)
     env.update(extra)
     env.setdefault("PYTHONUNBUFFERED", "1")
     if cpu_build:
-        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_DEFAULT_GIB)
         env.setdefault("VLLM_TARGET_DEVICE", "cpu")
         # AMX tile data requested in each vLLM process by the launcher's vLLM plugin (engines/cpu_tiles.py: without
         # it an eager or LoRA start dies with SIGILL at its first short prompt on a host with AMX tiles)
@@ -235,6 +240,15 @@ def _cause_above(text: str) -> str | None:
         if not _WRAPPERS.search(m.group(1)) and not _POINTS_ABOVE.search(m.group(1)):
             found = m.group(1).strip()
     return found
+
+
+def kv_tokens(facts: dict) -> int | None:
+    """vLLM's KV cache size in tokens from its log facts ("1,048,576" as logged) as a number."""
+    v = (facts or {}).get("kv_tokens")
+    try:
+        return int(str(v).replace(",", "")) if v is not None else None
+    except ValueError:
+        return None
 
 
 def parse_log_facts(text: str) -> dict:

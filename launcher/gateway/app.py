@@ -39,6 +39,7 @@ class Gateway:
         self.backends = Backends(entries, opts, self.metrics, starter)
         self.opts, self.engine_spec, self.api_key, self.watch = opts, engine_spec, api_key, watch
         self.control = Control(self.backends, engine_spec, api_key, models_file)
+        self.backends.after_move = lambda: self.url and self.write_record()
         self.session: ClientSession | None = None
         self.url = ""
         self.started_at = time.time()

@@ -33,6 +33,7 @@ class Backends:
         self.by_name, self.route = self.names.by_name, self.names.route
         self.placing = asyncio.Lock()
         self.closing = False  # the gateway is stopping: no new start
+        self.after_move = lambda: None  # the gateway writes its record here: `launcher ps` follows each move at once
         for e in entries:
             self.add(e)
 
@@ -47,6 +48,10 @@ class Backends:
 
     def _moved(self, b: Backend, old: Phase, new: Phase, why: str) -> None:
         self.metrics.state(b.name, new.value)
+        try:
+            self.after_move()
+        except Exception as e:  # noqa: BLE001 - a record not written is counted; the move stands
+            self.housekeeping_error(None, "record", e)
         if new in (Phase.STARTING, Phase.FAILED, Phase.RESTARTING) or old == Phase.STARTING:
             print(f"gateway: {b.name}: {old.value} -> {new.value} ({why})", file=sys.stderr, flush=True)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -120,18 +119,17 @@ def _aliases(v: object, where: str) -> tuple[str, ...]:
 
 
 def _ttl(v: object, where: str) -> float | None:
-    """ttl: seconds (a number) or '90s', '10m', '1h'; 0 or absent: no idle limit."""
+    """ttl: seconds (a number) or a duration (90s, 10m, 1h30m); 0 or absent: no idle limit."""
+    from ..units import parse_duration
+
     if v is None:
         return None
-    s = str(v).strip().lower()
-    mult = {"s": 1, "m": 60, "h": 3600}.get(s[-1:], None)
-    try:
-        secs = float(s[:-1]) * mult if mult else float(s)
-    except ValueError:
-        secs = -1.0
-    if not math.isfinite(secs) or secs < 0:
+    if isinstance(v, bool):
         raise BadInput(f"{where}: ttl must be seconds (a number) or like 90s, 10m, 1h; got {v!r}.")
-    return secs or None
+    try:
+        return parse_duration(v, what=f"{where}: ttl") or None
+    except BadInput:
+        raise BadInput(f"{where}: ttl must be seconds (a number) or like 90s, 10m, 1h; got {v!r}.") from None
 
 
 def _flag(own: dict, key: str, where: str) -> bool:

@@ -165,8 +165,11 @@ def _plan_checked(spec: LaunchSpec, ref: ModelRef, engine_args: dict, env: dict,
 def _check_cpu_kv(cpu_kv: dict | None) -> None:
     """The CPU build's KV cache: refused where the host cannot hold it or the length does not fit it."""
     if cpu_kv and cpu_kv.get("reason"):
-        raise DoesNotFit(f"pre-flight: does not fit: {cpu_kv['reason']}",
-                         hint="Lower VLLM_CPU_KVCACHE_SPACE (or --kv-cache-memory-bytes), or stop another launch.")
+        weights, avail = cpu_kv.get("weights_bytes") or 0, cpu_kv.get("host_available_bytes") or 0
+        hint = ("The weights alone need more than this host has available: a quantized variant (--model-format awq "
+                "or gptq), a smaller model, a host with more memory, or a GPU." if weights >= avail else
+                "Lower VLLM_CPU_KVCACHE_SPACE (or --kv-cache-memory-bytes), or stop another launch.")
+        raise DoesNotFit(f"pre-flight: does not fit: {cpu_kv['reason']}", hint=hint)
     if cpu_kv and cpu_kv.get("fits") is False:
         raise DoesNotFit(f"pre-flight: max_model_len {cpu_kv['max_model_len']} does not fit the CPU KV cache "
                          f"({cpu_kv['kv_cache_tokens']} tokens).",
