@@ -225,6 +225,9 @@ def validate(spec: LaunchSpec) -> LaunchSpec:
     from .runs import check_name
 
     check_name(spec.name)
+    if spec.download_dir and spec.model_path and not spec.model:
+        raise BadInput(f"--download-dir {spec.download_dir} would do nothing: --model-path {spec.model_path} is a folder "
+                       "here, nothing is downloaded.", hint="Drop --download-dir, or name a Hub model with --model ORG/NAME.")
     if spec.port is not None and not (1 <= spec.port <= 65535):
         raise BadInput(f"--port must be in 1..65535, got {spec.port}.")
     for k in spec.env:

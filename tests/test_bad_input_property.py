@@ -18,6 +18,8 @@ T = str(TINY)
 # bad values by kind
 nonfinite = st.sampled_from(["nan", "inf", "-inf", "NaN", "1e999", "-1e999"])
 not_a_number = st.text(min_size=1, max_size=12).filter(lambda s: not _is_number(s) and not s.startswith("-"))
+# not a time: neither seconds nor a duration such as 90s, 15m, 1h30m (units.parse_duration)
+not_a_time = not_a_number.filter(lambda s: not re.fullmatch(r"(\d+(\.\d+)?[hms])+", s.strip().lower()))
 non_positive = st.one_of(st.integers(max_value=0).map(str), st.floats(max_value=0, allow_nan=False).map(repr))
 negative_int = st.integers(max_value=-2).map(str)
 above_one = st.floats(min_value=1.0001, allow_nan=False, allow_infinity=False).map(repr)
@@ -49,10 +51,10 @@ CASES = [
     (("estimate",), "--gpu-memory", bad_size),
     (("estimate", "launch"), "--num-gpus", st.one_of(non_positive, not_a_number)),
     (("estimate", "launch"), "--gpus", bad_selector),
-    (("launch",), "--startup-timeout", st.one_of(non_positive, nonfinite, not_a_number)),
+    (("launch",), "--startup-timeout", st.one_of(non_positive, nonfinite, not_a_time)),
     (("launch",), "--port", st.one_of(non_positive, st.integers(min_value=65536).map(str))),
     (("launch",), "--name", bad_name),
-    (("smoke", "bench", "tune"), "--timeout", st.one_of(non_positive, nonfinite, not_a_number)),
+    (("smoke", "bench", "tune"), "--timeout", st.one_of(non_positive, nonfinite, not_a_time)),
     (("bench",), "--num-requests", non_positive),
     (("bench",), "--concurrency", non_positive),
     (("bench",), "--request-rate", st.one_of(non_positive, nonfinite)),

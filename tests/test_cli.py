@@ -246,3 +246,22 @@ def test_every_option_of_every_command_shows_a_readable_metavar():
         out = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "200"}).output
         bad += [f"{' '.join(path)}: {m}" for m in re.findall(r"<function>|object at 0x\w+|<\w+\.\w+[^>]*>", out)]
     assert not bad, bad
+
+
+def test_ps_at_80_columns_folds_a_long_endpoint_instead_of_cutting_it():
+    """At 80 columns `ps` showed `http://127.0.0.1:…`: the endpoint a user copies was cut."""
+    import io
+
+    from rich.console import Console
+
+    from launcher.cli.manage import _render_ps
+
+    buf = io.StringIO()
+    row = {"name": "qwen-7b-instruct", "state": "READY", "pid": 123456, "port": 18001, "restarts": 0,
+           "uptime_s": 12345.6, "endpoint": "http://127.0.0.1:18001/v1", "reason": "",
+           "gateway": {"state": "running", "url": "http://127.0.0.1:8080"}}
+    _render_ps([row], Console(file=buf, width=80, color_system=None))
+    text = buf.getvalue()
+    assert "…" not in text and max(len(ln) for ln in text.splitlines()) <= 80
+    cells = "".join(ln.split("│")[7].strip() for ln in text.splitlines() if ln.count("│") > 7)
+    assert cells == "http://127.0.0.1:18001/v1", text

@@ -253,3 +253,13 @@ def test_a_workload_longer_than_the_servers_max_model_len_is_refused_naming_thos
     assert e.value.hint.startswith("Named workloads that fit: chat.")
     check_fits(PRESETS["chat"].workload, 896)  # exactly at the limit: fits
     check_fits(PRESETS["agent"].workload, None)  # the server said nothing: not checked
+
+
+def test_bench_with_a_named_workload_keeps_its_lengths_unless_given():
+    """`bench --workload agent` sent bench's own default lengths (128/64) in place of the workload's: 3008 tokens a
+    session, not agent's 2048 + 5 x (384 + 256) = 5248."""
+    from launcher.cli.bench import _workload
+
+    assert _workload("agent", 0, None, None, 8, 64, None, 0, None).max_seq_len() == 5248
+    assert _workload("agent", 0, "100", "50", 8, 64, None, 0, None).max_seq_len() == 2048 + 5 * 150
+    assert _workload(None, 0, None, None, 8, 64, None, 0, None).max_seq_len() == 128 + 64

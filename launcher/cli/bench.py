@@ -32,8 +32,8 @@ def bench(
     num_requests: common.NumRequests = 64,
     concurrency: common.Concurrency = 8,
     request_rate: common.RequestRate = None,
-    prompt_len: common.PromptLen = "128",
-    output_len: common.OutputLen = "64",
+    prompt_len: common.PromptLen = None,
+    output_len: common.OutputLen = None,
     prompts_file: common.PromptsFile = None,
     workload: Annotated[Optional[str], typer.Option("--workload", "-w", help="A named workload (chat, rag, batch, agent; as in `launcher tune`) at --concurrency; --prompt-len/--output-len override its lengths.")] = None,
     warmup: Annotated[int, typer.Option("--warmup", help="Requests sent first and not measured.")] = 2,
@@ -88,7 +88,7 @@ class _Target:
     alive: object = None
 
 
-def _workload(workload: str | None, seed: int, prompt_len: str, output_len: str, concurrency: int, num_requests: int,
+def _workload(workload: str | None, seed: int, prompt_len: str | None, output_len: str | None, concurrency: int, num_requests: int,
               request_rate: float | None, warmup: int, prompts_file: str | None) -> Workload:
     """A named workload at this concurrency (the length options override its own, as in `launcher tune`), or the
     one the flags describe."""
@@ -97,7 +97,7 @@ def _workload(workload: str | None, seed: int, prompt_len: str, output_len: str,
     from ..errors import BadInput
 
     if not workload:
-        return common.workload(num_requests, concurrency, request_rate, prompt_len, output_len, prompts_file,
+        return common.workload(num_requests, concurrency, request_rate, prompt_len or "128", output_len or "64", prompts_file,
                                warmup=warmup, seed=seed)
     from ..bench import parse_range
     from ..workloads import at_level, named

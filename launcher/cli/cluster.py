@@ -16,7 +16,7 @@ app = typer.Typer(help="Start, inspect and stop a Ray cluster for launches that 
                   add_completion=False, rich_markup_mode=None)
 
 InventoryOpt = common.Inventory
-NameOpt = Annotated[Optional[str], typer.Option("--name", help="Cluster name (default: the inventory's, or 'local').")]
+NameOpt = Annotated[Optional[str], typer.Option("--name", show_default="the inventory's, or 'local'", help="Cluster name.")]
 
 
 @app.command("up")
@@ -47,7 +47,7 @@ def up(inventory: InventoryOpt = None,
 
 
 @app.command("status")
-def status(name: Annotated[Optional[str], typer.Option("--name", help="Cluster name, as `launcher cluster up` recorded it (default: the one recorded here, or RAY_ADDRESS).")] = None,
+def status(name: Annotated[Optional[str], typer.Option("--name", show_default="the one recorded here, or RAY_ADDRESS", help="Cluster name, as `launcher cluster up` recorded it.")] = None,
            ray_address: common.RayAddress = None,
            ray_dashboard: common.RayDashboard = None,
            json_out: common.Json = False) -> None:

@@ -82,8 +82,8 @@ Quantization = Annotated[Optional[str], typer.Option("--quantization", "-q", hel
 Engine = Annotated[Optional[str], typer.Option("--model-engine", help="Inference engine; only 'vllm' (the default) for now.")]
 # a launch: what launch, smoke, bench and tune share
 LaunchName = Annotated[Optional[str], typer.Option("--name", help="Name of this launch (for ps/status/logs/stop).")]
-Host = Annotated[Optional[str], typer.Option("--host", help="Address to bind (default 127.0.0.1).")]
-Port = Annotated[Optional[int], typer.Option("--port", help="Port (default 8000, or a free one if 8000 is taken).")]
+Host = Annotated[Optional[str], typer.Option("--host", show_default="127.0.0.1", help="Address to bind.")]
+Port = Annotated[Optional[int], typer.Option("--port", show_default="8000, or a free one if 8000 is taken", help="Port of the server.")]
 Env = Annotated[Optional[list[str]], typer.Option("--env", help="KEY=VALUE for the server's environment (repeatable).")]
 AllowUnauthenticated = Annotated[bool, typer.Option("--allow-unauthenticated", help="Allow a non-loopback --host without an API key.")]
 ApiKeyEnv = Annotated[Optional[str], typer.Option("--api-key-env", help="Name of the environment variable holding the API key.")]
@@ -91,22 +91,22 @@ NoPreflight = Annotated[bool, typer.Option("--no-preflight", help="Skip the memo
 GpuMemory = Annotated[Optional[str], typer.Option("--gpu-memory", help="Plan for GPUs of this size (80GiB, 81920MiB, 80GB) instead of the visible ones.")]
 GpuMemoryBudget = Annotated[Optional[str], typer.Option("--gpu-memory-budget", help="Memory this launch may use per GPU (20GiB, 20000MiB): the share vLLM sizes itself to, given to it as the utilization it takes (the CPU build: the KV cache what is left beside the weights). Instead of --gpu-memory-utilization; for several models on one GPU.")]
 GpuPreset = Annotated[Optional[str], typer.Option("--gpu", help="Plan for a known GPU: H100-80GB, H200, A100-40GB, L40S, L4, ...")]
-Gpus = Annotated[Optional[str], typer.Option("--gpus", help="Which GPUs: auto (default: those with the most free memory, among CUDA_VISIBLE_DEVICES) or NVML indices such as 0,3. The server gets them as CUDA_VISIBLE_DEVICES.")]
+Gpus = Annotated[Optional[str], typer.Option("--gpus", show_default="auto: those with the most free memory, among CUDA_VISIBLE_DEVICES", help="Which GPUs: auto or NVML indices such as 0,3. The server gets them as CUDA_VISIBLE_DEVICES.")]
 NumGpus = Annotated[Optional[int], typer.Option("--num-gpus", min=1, help="How many GPUs to plan for (or to use of the visible ones).")]
-VllmVersion = Annotated[Optional[str], typer.Option("--vllm-version", help="vLLM version whose defaults to follow (default: the installed one).")]
+VllmVersion = Annotated[Optional[str], typer.Option("--vllm-version", show_default="the installed one", help="vLLM version whose defaults to follow.")]
 RayAddress = Annotated[Optional[str], typer.Option("--ray-address", help="Run on a Ray cluster: HOST:PORT of its head, or 'auto' (RAY_ADDRESS, or the cluster from `launcher cluster up`).")]
 RayDashboard = Annotated[Optional[str], typer.Option("--ray-dashboard", help="The Ray dashboard URL, when not on port 8265 of the head.")]
 Inventory = Annotated[Optional[str], typer.Option("--inventory", "-i", help="Cluster inventory file (.yaml/.json): head, workers, ssh, each node's gpu: preset.")]
 Model = Annotated[Optional[str], typer.Option("--model", help="Hugging Face Hub repository id (org/name), or a local folder.")]
-Revision = Annotated[Optional[str], typer.Option("--revision", help="Hub branch, tag or commit (default: main).")]
+Revision = Annotated[Optional[str], typer.Option("--revision", show_default="main", help="Hub branch, tag or commit.")]
 DownloadDir = Annotated[Optional[str], typer.Option("--download-dir", help="Download Hub models into this folder instead of the Hugging Face cache.")]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 # the workload of bench and tune
 NumRequests = Annotated[int, typer.Option("--num-requests", "--num-prompts", "-n", min=1, help="Requests to measure (--num-prompts: the name `vllm bench serve` uses).")]
 Concurrency = Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Requests in flight at most.")]
-RequestRate = Annotated[Optional[float], typer.Option("--request-rate", click_type=positive("--request-rate"), help="Poisson arrivals per second (default: closed loop).")]
-PromptLen = Annotated[str, typer.Option("--prompt-len", help="Prompt tokens: N or LO:HI (uniform).")]
-OutputLen = Annotated[str, typer.Option("--output-len", help="Output tokens: N or LO:HI (uniform).")]
+RequestRate = Annotated[Optional[float], typer.Option("--request-rate", click_type=positive("--request-rate"), show_default="closed loop", help="Poisson arrivals per second.")]
+PromptLen = Annotated[Optional[str], typer.Option("--prompt-len", show_default="128; a named workload's own", help="Prompt tokens: N or LO:HI (uniform).")]
+OutputLen = Annotated[Optional[str], typer.Option("--output-len", show_default="64; a named workload's own", help="Output tokens: N or LO:HI (uniform).")]
 PromptsFile = Annotated[Optional[str], typer.Option("--prompts-file", help="JSONL of {\"prompt\": ...} instead of random token ids.")]
 Config = Annotated[Optional[str], typer.Option("--config", "-f", help="Launch file (.yaml/.json) with the same keys as the flags; flags win.")]
 
@@ -217,6 +217,22 @@ def plot_path(flag: str, path: str | None) -> str | None:
     return full
 
 
+def output_path(flag: str, path: object) -> None:
+    """A file a command writes when it ends (a report), checked before it starts anything: its folder exists and can
+    be written. BadInput (exit 2) otherwise."""
+    import os
+
+    from ..errors import BadInput
+
+    if not path:
+        return
+    folder = os.path.dirname(os.path.abspath(os.path.expanduser(str(path))))
+    if not os.path.isdir(folder):
+        raise BadInput(f"{flag} {path}: the folder {folder} does not exist.", hint="Create it, or give another path.")
+    if not os.access(folder, os.W_OK):
+        raise BadInput(f"{flag} {path}: the folder {folder} cannot be written.", hint="Give a path in a folder you can write.")
+
+
 def said_plot(path: str) -> None:
     console(stderr=True).print(f"picture written to {path}")
 
@@ -229,7 +245,12 @@ def workload(num_requests: int, concurrency: int, request_rate: float | None, pr
              prompts_file: str | None, **kw: object) -> Workload:
     """The bench/tune workload from their shared options."""
     from ..bench import Workload, parse_range
+    from ..errors import BadInput
 
+    import os
+
+    if prompts_file and not os.path.isfile(os.path.expanduser(prompts_file)):
+        raise BadInput(f"--prompts-file {prompts_file}: no such file.", hint='A JSONL file of {"prompt": "..."} lines.')
     return Workload(num_requests=num_requests, concurrency=concurrency, request_rate=request_rate,
                     prompt_len=parse_range(prompt_len, "--prompt-len"), output_len=parse_range(output_len, "--output-len"),
                     prompts_file=prompts_file, **kw).validate()

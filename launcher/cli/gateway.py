@@ -13,7 +13,7 @@ app = typer.Typer(help="Steer the running gateway (launcher serve): one model at
                   no_args_is_help=True, add_completion=False, rich_markup_mode=None)
 
 Name = Annotated[str, typer.Argument(help="A model the gateway serves (its name or an alias).")]
-Url = Annotated[Optional[str], typer.Option("--url", metavar="URL", help="The gateway's address (default: the one running here, from its record).")]
+Url = Annotated[Optional[str], typer.Option("--url", metavar="URL", show_default="the one running here, from its record", help="The gateway's address.")]
 
 
 def _act(name: str, action: str, url: str | None, json_out: bool) -> None:

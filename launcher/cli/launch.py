@@ -37,7 +37,7 @@ def launch(
     allow_unauthenticated: common.AllowUnauthenticated = False,
     config: common.Config = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run the supervisor in the background.")] = False,
-    startup_timeout: Annotated[Optional[float], typer.Option("--startup-timeout", click_type=common.duration("--startup-timeout"), help="Seconds from start to /health 200 (default 900).")] = None,
+    startup_timeout: Annotated[Optional[float], typer.Option("--startup-timeout", click_type=common.duration("--startup-timeout"), show_default="900", help="Seconds from start to /health 200.")] = None,
     no_preflight: common.NoPreflight = False,
     gpu_memory: common.GpuMemory = None,
     gpu: common.GpuPreset = None,

@@ -237,8 +237,8 @@ def _render_ps(rows: list[dict], con: Console) -> None:
         rows = [r | {"gateway": f"{r['gateway']['state']} via {r['gateway']['url']}" if r.get("gateway") else None}
                 for r in rows]
     t = Table()
-    for c in cols:
-        t.add_column(c)
+    for c in cols:  # a narrow terminal folds a long endpoint onto two lines rather than cutting it
+        t.add_column(c, overflow="fold", no_wrap=c in ("name", "state", "pid", "port"))
     for r in rows:
         t.add_row(*(str(r[c]) if r[c] is not None else "-" for c in cols))
     con.print(t)

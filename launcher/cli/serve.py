@@ -11,7 +11,7 @@ from . import common
 def serve(
     models: Annotated[str, typer.Option("--models", "-m", help="Models file (YAML or JSON): a `models:` list of launch files plus aliases, ttl, pinned, preload.")],
     host: common.Host = None,
-    port: Annotated[Optional[int], typer.Option("--port", help="Port of the gateway (default 8080).")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", show_default="8080", help="Port of the gateway.")] = None,
     api_key_env: common.ApiKeyEnv = None,
     allow_unauthenticated: common.AllowUnauthenticated = False,
     memory_budget: Annotated[Optional[str], typer.Option("--memory-budget", help="Memory the models share (20GiB): on GPUs what the devices have free at the start, on the CPU build the host's available memory, by default.")] = None,

@@ -54,6 +54,8 @@ def smoke(
     from .download import fetch_model
 
     _check_request_options(expect, max_tokens)
+    common.output_path("--report-json", report_json)
+    common.output_path("--junit-xml", junit_xml)
     spec = common.spec_from_cli(ctx)
     if not name:
         from dataclasses import replace

@@ -42,8 +42,8 @@ def tune(
     workload: Annotated[str, typer.Option("--workload", "-w", help="chat, rag, batch, agent, or several (comma-separated) measured on the same engine starts.")] = "chat",
     slo_ttft_p99: Annotated[Optional[float], typer.Option("--slo-ttft-p99", click_type=common.positive("--slo-ttft-p99"), help="Latency target, seconds: p99 time to first token (chat 0.5, rag 2, agent 1 by default; batch has none).")] = None,
     budget: Annotated[Optional[str], typer.Option("--budget", help="Time for the whole tune, e.g. 15m: candidates that would not finish in it are not started.")] = None,
-    levels: Annotated[Optional[str], typer.Option("--concurrency-levels", help="Load levels swept on each start (default: the workload's).")] = None,
-    num_requests: Annotated[Optional[int], typer.Option("--num-requests", "-n", min=1, help="Requests per load level (default: the workload's).")] = None,
+    levels: Annotated[Optional[str], typer.Option("--concurrency-levels", show_default="the workload's", help="Load levels swept on each start.")] = None,
+    num_requests: Annotated[Optional[int], typer.Option("--num-requests", "-n", min=1, show_default="the workload's", help="Requests per load level.")] = None,
     prompt_len: Annotated[Optional[str], typer.Option("--prompt-len", help="Override the workloads' prompt tokens (after any shared prefix): N or LO:HI.")] = None,
     output_len: Annotated[Optional[str], typer.Option("--output-len", help="Override the workloads' answer tokens: N or LO:HI.")] = None,
     prefix_len: Annotated[Optional[str], typer.Option("--prefix-len", help="Override the shared prefix tokens (rag documents, agent system prompt): N or LO:HI.")] = None,
@@ -55,7 +55,7 @@ def tune(
     refine: Annotated[int, typer.Option("--refine", min=0, help="Bisections, on the same start, between the last load level that met the target and the first that missed it.")] = 2,
     min_gain: Annotated[float, typer.Option("--min-gain", click_type=common.Number("--min-gain", at_least=0), help="A candidate must beat vLLM's defaults by more than this fraction to be chosen; the defaults are then started once more and must be beaten in both starts.")] = 0.05,
     timeout: Annotated[float, typer.Option("--timeout", click_type=common.duration("--timeout"), help="Start-up deadline per candidate and per-request timeout, seconds.")] = 900.0,
-    out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Where results.json, one launch file per workload and the plot go (default: ./tune-NAME).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out-dir", show_default="./tune-NAME", help="Where results.json, one launch file per workload and the plot go.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Reuse the candidates already measured in OUT_DIR/results.json for the same model, launch and workloads.")] = False,
     plot_file: Annotated[bool, typer.Option("--plot", help="Also write OUT_DIR/tradeoff.png: p99 TTFT against output throughput, per candidate and load level.")] = False,
     json_out: common.Json = False,
@@ -78,6 +78,8 @@ def tune(
 
     spec = common.spec_from_cli(ctx)
     spec = replace(spec, name=f"tune-{spec.name}"[:60])
+    if out_dir is not None:
+        _make_out_dir(out_dir)
     wls = _workloads(spec, workload, num_requests, levels, prompt_len, output_len, prefix_len, slo_ttft_p99)
     grid = _grid(max_num_seqs, max_num_batched_tokens, utilizations, kv_dtypes)
     ref = resolve_model(spec.model_path, spec.model_name, spec.size_in_billions, spec.model_format, spec.quantization,
@@ -95,6 +97,16 @@ def tune(
     d, files = _write_results(res, spec, wls, out, plot_file)
     common.output(d, json_out, lambda con: render(res, files, con))
     _exit(res, wls)
+
+
+def _make_out_dir(path: Path) -> None:
+    """--out-dir made (or found) before anything starts: BadInput where it cannot be."""
+    from ..errors import BadInput
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BadInput(f"--out-dir {path}: cannot be made ({e.strerror or e}).", hint="Give a folder you can write.") from None
 
 
 def _workloads(spec: LaunchSpec, workload: str, num_requests: int | None, levels: str | None, prompt_len: str | None,
