@@ -33,6 +33,44 @@ DIALECTS = {
                        "head_dim": 128, "num_hidden_layers": 4, "hidden_act": "relu2", "vocab_size": 256000,
                        "max_position_embeddings": 4096, "partial_rotary_factor": 0.5, "tie_word_embeddings": False,
                        "dtype": "bfloat16", "norm_eps": 1e-5, "rope_theta": 10000},
+    # MiniMax-M2 (shapes of its published config): full attention in every layer; a name with "minimax" in it was
+    # taken for MiniMax-Text-01's linear-attention hybrid (KV 62% low)
+    "minimax-m2-full-attention": {"architectures": ["MiniMaxM2ForCausalLM"], "model_type": "minimax_m2",
+                                  "vocab_size": 200064, "hidden_size": 3072, "intermediate_size": 1536,
+                                  "num_hidden_layers": 4, "num_attention_heads": 48, "num_key_value_heads": 8,
+                                  "head_dim": 128, "rotary_dim": 64, "num_local_experts": 256, "num_experts_per_tok": 8,
+                                  "max_position_embeddings": 196608, "shared_intermediate_size": 0,
+                                  "hidden_act": "silu", "qk_norm_type": "per_layer", "use_qk_norm": True,
+                                  "scoring_func": "sigmoid", "use_routing_bias": True, "rope_theta": 5000000,
+                                  "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "dtype": "bfloat16"},
+    # Arcee AFM-4.5B's shapes: up and down projections with relu2, no gate (weights were +18%); vLLM 0.32 builds it
+    # through its Transformers backend (no rotary cos/sin cache)
+    "arcee-relu2": {"architectures": ["ArceeForCausalLM"], "model_type": "arcee", "hidden_size": 2560,
+                    "intermediate_size": 18432, "num_attention_heads": 20, "num_key_value_heads": 4, "head_dim": 128,
+                    "num_hidden_layers": 4, "hidden_act": "relu2", "vocab_size": 128004,
+                    "max_position_embeddings": 65536, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+                    "tie_word_embeddings": False, "dtype": "bfloat16", "attention_bias": False, "mlp_bias": False},
+    # Qwen3-Next's shapes with full_attention_interval and no layer_types: one full-attention layer in four (every
+    # layer was taken for linear attention: weights 0.22% low, no KV cache)
+    "qwen3-next-interval": {"architectures": ["Qwen3NextForCausalLM"], "model_type": "qwen3_next", "hidden_size": 2048,
+                            "intermediate_size": 5120, "num_hidden_layers": 8, "num_attention_heads": 16,
+                            "num_key_value_heads": 2, "head_dim": 256, "full_attention_interval": 4,
+                            "linear_num_value_heads": 32, "linear_num_key_heads": 16, "linear_key_head_dim": 128,
+                            "linear_value_head_dim": 128, "linear_conv_kernel_dim": 4, "num_experts": 32,
+                            "num_experts_per_tok": 10, "moe_intermediate_size": 512,
+                            "shared_expert_intermediate_size": 512, "decoder_sparse_step": 1, "norm_topk_prob": True,
+                            "partial_rotary_factor": 0.25, "vocab_size": 151936, "max_position_embeddings": 262144,
+                            "rope_theta": 10000000, "rms_norm_eps": 1e-6, "tie_word_embeddings": False,
+                            "dtype": "bfloat16", "mlp_only_layers": [], "hidden_act": "silu"},
+    # Nemotron-H 8B's shapes: its MLP layers ('-') are up and down with relu2 (counted with a gate: +7%)
+    "nemotron-h-relu2-mlp": {"architectures": ["NemotronHForCausalLM"], "model_type": "nemotron_h", "hidden_size": 4096,
+                             "intermediate_size": 21504, "num_hidden_layers": 8, "hybrid_override_pattern": "M-M-M*-M",
+                             "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+                             "mamba_num_heads": 128, "mamba_head_dim": 64, "ssm_state_size": 128, "n_groups": 8,
+                             "conv_kernel": 4, "chunk_size": 128, "mamba_hidden_act": "silu", "mlp_hidden_act": "relu2",
+                             "vocab_size": 131072, "max_position_embeddings": 8192, "layer_norm_epsilon": 1e-5,
+                             "tie_word_embeddings": False, "dtype": "bfloat16", "attention_bias": False,
+                             "mlp_bias": False, "use_bias": False, "use_conv_bias": True},
     # GPT-2's published config (model_type gpt2, n_* names): learned positions, biases everywhere, LayerNorm biases
     "gpt2-learned-positions": {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_embd": 768,
                                "n_head": 12, "n_layer": 4, "n_positions": 1024, "n_ctx": 1024, "n_inner": None,
@@ -115,9 +153,18 @@ def _state_bytes(layer: dict) -> int:
     return total
 
 
+def _installed_version() -> tuple[int, ...]:
+    """The release the worker builds with: the installed vLLM (its version read without importing it)."""
+    from launcher.engines import vllm as vllm_engine
+
+    inst = vllm_engine.installed()
+    return vllm_engine.parse_version(inst.version) if inst else (0, 32, 0)
+
+
 def compare(job_id: str, r: dict) -> Row:
     """The comparison for one worker result (the estimator imported here, never vLLM)."""
     from launcher.errors import LauncherError
+    from launcher.estimator.core import as_built
     from launcher.estimator.weights import weights_bytes
     from launcher.models.config import from_config
 
@@ -141,7 +188,7 @@ def compare(job_id: str, r: dict) -> Row:
     except Exception as e:  # noqa: BLE001 - a crash of the estimator on a valid config is a finding
         row.reason = f"the estimator fails on its config: {type(e).__name__}: {e}"
         return row
-    row.weights_estimate = weights_bytes(m)
+    row.weights_estimate = weights_bytes(as_built(m, _installed_version()))  # as the release that built it
     mine = estimator_layers(m)
     row.kv_estimate = sum(b for b, _ in mine)
     row.layers_match = mine == vllm_layers

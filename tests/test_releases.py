@@ -374,3 +374,23 @@ def test_no_version_comparison_outside_the_release_table():
     assert not found, found
     # the reader sees what it should: releases.py itself compares versions
     assert _version_comparisons(ROOT / "launcher" / "estimator" / "releases.py")
+
+
+def test_the_release_facts_read_from_vllms_sources_are_the_installed_releases():
+    """STATE_ARCHS (which classes keep a recurrent state: IsHybrid or IsAttentionFree) and the architectures the
+    installed release builds through its Transformers backend, as scripts/scan_vllm_facts.py reads them from the
+    installed vLLM's own sources: the shipped data must say the same, so that an upgrade that moves one fails here."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from launcher.estimator.releases import TRANSFORMERS_BACKEND
+    from launcher.models.hybrid import STATE_ARCHS
+
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "scan_vllm_facts.py")], capture_output=True, text=True,
+                         timeout=600, cwd=str(ROOT))
+    facts = json.loads(out.stdout.strip().splitlines()[-1])
+    vv = tuple(int(x) for x in facts["vllm"].split(".")[:2])
+    assert set(facts["state_archs"]) == STATE_ARCHS
+    assert set(facts["transformers_backend"]) == TRANSFORMERS_BACKEND[vv][1]

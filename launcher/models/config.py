@@ -30,7 +30,9 @@ SUPPORTED = DENSE | MOE | MLA
 # Model types whose MLP is up + down projections only (vLLM's model code for them has no gate), whatever the
 # activation (Nemotron's relu2 included)
 UNGATED_MLP = {"starcoder2", "gpt2", "gpt_sw3", "gpt_bigcode", "gpt_neox", "gptj", "falcon", "mpt", "bloom", "opt", "phi",
-               "codegen", "persimmon", "gpt_neo", "nemotron"}
+               "codegen", "persimmon", "gpt_neo", "nemotron",
+               # vLLM's ArceeMLP (arcee.py) and NemotronHMLP (nemotron_h.py): up_proj and down_proj, relu2 between
+               "arcee", "nemotron_h"}
 # Activations whose MLP shapes are read here (a gated MLP: gate, up, down; the model types above: up, down). Another
 # one, where the model type's class is not known to be ungated, may come with a different MLP (Arcee's non-gated
 # relu2 once did): the gated reading, the larger, is kept and the estimate marked extrapolated.

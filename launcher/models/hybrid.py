@@ -19,8 +19,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 STATE_TYPES = {"mamba", "mamba2", "linear_attention", "conv", "short_conv", "linear"}
-HYBRID_HINTS = ("mamba", "jamba", "falconh1", "nemotronh", "qwen3next", "qwen35", "zamba", "bamba",
-                "granitemoehybrid", "lfm2", "minimax", "plamo2", "olmohybrid", "kimilinear")
+# vLLM's model classes that keep a per-request recurrent state: those implementing IsHybrid, and the attention-free
+# Mamba ones (IsAttentionFree). What a model is comes from its class, never from a part of its name (a name with
+# "minimax" in it took MiniMax-M2, full attention in every layer, for a linear-attention hybrid). Read from vLLM
+# 0.32.0's model_executor/models and vllm/models by scripts/scan_vllm_state_archs.py (tests/test_hybrid_archs.py holds
+# it equal to the installed vLLM), plus EARLIER_STATE_ARCHS.
+STATE_ARCHS = frozenset({
+    "BailingMoeV2_5ForCausalLM", "BailingMoeV3ForCausalLM", "BailingMoeV3VLForConditionalGeneration", "ColBERTLfm2Model",
+    "ColQwen3_5", "FalconH1ForCausalLM", "Glm5NextForCausalLM", "Glm5NextForConditionalGeneration",
+    "GraniteMoeHybridForCausalLM", "InternS2MobiusForConditionalGeneration", "InternS2PreviewForConditionalGeneration",
+    "JambaForCausalLM", "JambaForSequenceClassification", "KimiK3ForConditionalGeneration", "KimiLinearForCausalLM",
+    "Lfm2ForCausalLM", "Lfm2MoeForCausalLM", "Lfm2VlForConditionalGeneration", "MiniCPMV4_6ForConditionalGeneration",
+    "MiniCPMV4_7ForConditionalGeneration", "NemotronHForCausalLM", "NemotronHPuzzleForCausalLM",
+    "NemotronH_Nano_Omni_Reasoning_V3", "NemotronH_Nano_VL_V2", "NemotronH_Omni_Reasoning_V3",
+    "NemotronH_Super_Omni_Reasoning_V3", "OlmoHybridForCausalLM", "Qwen3NextForCausalLM", "Qwen3_5ForCausalLM",
+    "Qwen3_5ForConditionalGeneration", "Qwen3_5MoeForCausalLM", "Qwen3_5MoeForConditionalGeneration",
+    "Qwen4ExpForCausalLM", "Qwen4ExpForConditionalGeneration", "Zamba2ForCausalLM",
+    # IsAttentionFree
+    "FalconMambaForCausalLM", "Mamba2ForCausalLM", "MambaForCausalLM",
+})
+# Hybrid classes of earlier releases the estimator plans for, gone from vLLM 0.32.0 (each `class X(..., IsHybrid...)`
+# in that release's model_executor/models): bamba.py, minimax_text_01.py (MiniMax-Text-01 and -M1), plamo2.py
+EARLIER_STATE_ARCHS = frozenset({"BambaForCausalLM", "MiniMaxText01ForCausalLM", "MiniMaxM1ForCausalLM",
+                                 "Plamo2ForCausalLM"})
 
 
 @dataclass(frozen=True)
@@ -46,9 +67,9 @@ def _get(cfg: dict, *keys: str, default: object = None) -> object:
 
 
 def is_hybrid(cfg: dict, arch: str, mtype: str) -> bool:
-    key = (arch + mtype).lower().replace("_", "").replace("-", "")
+    """Whether the model keeps a recurrent state: its vLLM class says so, or its config's layer types name one."""
     types = cfg.get("layer_types") or cfg.get("layers_block_type") or []
-    return any(h in key for h in HYBRID_HINTS) or any(str(t).lower() in STATE_TYPES for t in types)
+    return arch in STATE_ARCHS or arch in EARLIER_STATE_ARCHS or any(str(t).lower() in STATE_TYPES for t in types)
 
 
 def layer_plan(cfg: dict, mtype: str, layers: int) -> tuple[str, ...]:
@@ -59,6 +80,10 @@ def layer_plan(cfg: dict, mtype: str, layers: int) -> tuple[str, ...]:
     types = cfg.get("layer_types") or cfg.get("layers_block_type")
     if isinstance(types, list) and types:
         return tuple(("S" if str(t).lower() in STATE_TYPES else "A") + "F" for t in types[:layers])
+    interval = cfg.get("full_attention_interval")
+    if isinstance(interval, int) and interval > 0:  # Qwen3-Next: full attention in every interval-th layer
+        # (its config's layer_types: "full_attention" where (i + 1) % interval == 0, else "linear_attention")
+        return tuple(("A" if (i + 1) % interval == 0 else "S") + "F" for i in range(layers))
     if "attn_layer_indices" in cfg:  # Bamba
         idx = set(cfg.get("attn_layer_indices") or [])
         return tuple(("A" if i in idx else "S") + "F" for i in range(layers))
