@@ -54,6 +54,13 @@ class ModelOptions:
         return dict(engine_args)
 
 
+def planned_version(vllm_version: str | None, gpu_target: bool) -> str:
+    """The vLLM release a plan is for: as asked, else the installed one; the CPU build's version says nothing of the
+    GPU build that will run on described GPUs, so those plan for the calibrated default."""
+    inst = vllm_engine.installed()
+    return vllm_version or (inst.version if inst and not (inst.cpu_build and gpu_target) else vllm_engine.DEFAULT_VERSION)
+
+
 def resolve_model(model_path: str | None, model_name: str | None, size: str | None, model_format: str | None,
                   quantization: str | None, dtype: str | None = None, parse_arch: bool = True,
                   model_repo: str | None = None, revision: str | None = None) -> ModelRef:
@@ -190,9 +197,7 @@ def plan(model: ModelRef, engine_args: dict, *, gpu_memory: str | None = None, g
     (left out of the launches already running beside it). gpu_memory_budget: bytes per GPU (budget_settings)."""
     parse_gpus_selector(gpus_sel)  # refused on any host, not only where NVML lists GPUs
     inst = vllm_engine.installed()
-    # the CPU build's version says nothing of the GPU build that will run there: use the calibrated default
-    gpu_target = bool(gpu_memory or gpu_preset or cluster_nodes is not None)
-    version = vllm_version or (inst.version if inst and not (inst.cpu_build and gpu_target) else vllm_engine.DEFAULT_VERSION)
+    version = planned_version(vllm_version, gpu_target=bool(gpu_memory or gpu_preset or cluster_nodes is not None))
     model, settings = _settings(model, engine_args, env, across_nodes=cluster_nodes is not None)
     if cluster_nodes is not None:  # the cluster's GPUs, not this host's
         return _plan_across(model, settings, version, cluster_nodes, placement, cluster_source)

@@ -15,6 +15,7 @@ from . import download as _download
 from . import estimate as _estimate
 from . import launch as _launch
 from . import manage as _manage
+from . import plan as _plan
 from . import smoke as _smoke
 from . import serve as _serve
 from . import tune as _tune
@@ -56,6 +57,7 @@ app.command("launch", context_settings=PASSTHROUGH)(_launch.launch)
 app.command("smoke", context_settings=PASSTHROUGH)(_smoke.smoke)
 app.command("bench", context_settings=PASSTHROUGH)(_bench.bench)
 app.command("tune", context_settings=PASSTHROUGH)(_tune.tune)
+app.command("plan")(_plan.plan)
 app.command("serve")(_serve.serve)
 app.command("pull")(_download.pull)
 app.command("ps")(_manage.ps)

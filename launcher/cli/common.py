@@ -108,6 +108,7 @@ RequestRate = Annotated[Optional[float], typer.Option("--request-rate", click_ty
 PromptLen = Annotated[Optional[str], typer.Option("--prompt-len", show_default="128; a named workload's own", help="Prompt tokens: N or LO:HI (uniform).")]
 OutputLen = Annotated[Optional[str], typer.Option("--output-len", show_default="64; a named workload's own", help="Output tokens: N or LO:HI (uniform).")]
 PromptsFile = Annotated[Optional[str], typer.Option("--prompts-file", help="JSONL of {\"prompt\": ...} instead of random token ids.")]
+ModelsFile = Annotated[str, typer.Option("--models", "-m", help="Models file (YAML or JSON): a `models:` list of launch files plus aliases, ttl, pinned, preload.")]
 Config = Annotated[Optional[str], typer.Option("--config", "-f", help="Launch file (.yaml/.json) with the same keys as the flags; flags win.")]
 
 

@@ -9,7 +9,7 @@ from . import common
 
 
 def serve(
-    models: Annotated[str, typer.Option("--models", "-m", help="Models file (YAML or JSON): a `models:` list of launch files plus aliases, ttl, pinned, preload.")],
+    models: common.ModelsFile,
     host: common.Host = None,
     port: Annotated[Optional[int], typer.Option("--port", show_default="8080", help="Port of the gateway.")] = None,
     api_key_env: common.ApiKeyEnv = None,

@@ -76,14 +76,14 @@ def _not_here(repo_id: str, what: str, detail: str = "") -> BadInput:
 
 
 def _is_network_error(x: BaseException) -> bool:
+    """A failure of the network itself: the OS's, or the HTTP client huggingface_hub uses (httpx's TransportError
+    family: connect, read, timeout), recognised by where its class comes from, not by importing that client."""
     import socket
 
-    try:
-        import httpx
-    except ImportError:  # pragma: no cover - huggingface_hub brings it
-        httpx = None
-    return isinstance(x, (ConnectionError, TimeoutError, socket.gaierror)) or (
-        httpx is not None and isinstance(x, httpx.TransportError))
+    if isinstance(x, (ConnectionError, TimeoutError, socket.gaierror)):
+        return True
+    return any(c.__module__.split(".")[0] in ("httpx", "httpcore") and c.__name__ == "TransportError"
+               for c in type(x).__mro__)
 
 
 def _endpoint() -> str:

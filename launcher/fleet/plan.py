@@ -1,0 +1,55 @@
+"""`launcher plan`: a models file against GPUs (NVML's, or described: --gpu KIND --num-gpus N), each model's footprint
+from its estimate (needs.py), placed per GPU (pack.py). Nothing is loaded and no GPU is needed for described ones."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+from .pack import Gpu, Placement, pack
+
+
+@dataclass
+class FleetPlan:
+    models_file: str
+    gpus: list[Gpu]
+    placements: list[Placement]
+    vllm_version: str
+    seconds: float
+
+    def to_dict(self) -> dict:
+        used = {(g.node, g.index): 0 for g in self.gpus}
+        on = {(g.node, g.index): [] for g in self.gpus}
+        for p in self.placements:
+            if p.awake:
+                for i in p.gpus:
+                    used[(p.node, i)] += p.bytes_per_gpu
+                    on[(p.node, i)].append(p.name)
+        return {"models_file": self.models_file, "vllm_version": self.vllm_version, "seconds": round(self.seconds, 3),
+                "models": [asdict(p) for p in self.placements],
+                "gpus": [{"node": g.node, "index": g.index, "name": g.name, "total_bytes": g.total_bytes,
+                          "awake_bytes": used[(g.node, g.index)], "awake": on[(g.node, g.index)]} for g in self.gpus]}
+
+
+def plan_fleet(models_file: str, gpu: str | None = None, num_gpus: int | None = None, gpu_memory: str | None = None,
+               vllm_version: str | None = None) -> FleetPlan:
+    """The plan of every model of the models file on these GPUs. GPUs of different sizes (NVML): each model's
+    footprint is taken on the smallest, which holds it on any."""
+    from ..engines import vllm as vllm_engine
+    from ..errors import BadInput
+    from ..gateway.models_file import load_models
+    from ..gpu import NvmlSource, planned_gpus
+    from ..planning import planned_version
+    from .needs import need_of
+
+    t0 = time.perf_counter()
+    entries = load_models(models_file, vllm_engine.arg_spec(vllm_engine.installed()))
+    infos = planned_gpus(gpu_memory, gpu, num_gpus) if (gpu or gpu_memory) else NvmlSource().list()
+    if not infos:
+        raise BadInput("no GPU to plan for: NVML sees none here.",
+                       hint="Describe them: --gpu H100-80GB --num-gpus 8 (or --gpu-memory 80GiB).")
+    gpus = [Gpu("local", g.index, g.name, g.total_bytes) for g in infos]
+    smallest = min(infos, key=lambda g: g.total_bytes)
+    needs = [need_of(e, smallest.name, smallest.total_bytes, i, vllm_version) for i, e in enumerate(entries)]
+    version = planned_version(vllm_version, gpu_target=True)
+    return FleetPlan(models_file, gpus, pack(needs, gpus), version, time.perf_counter() - t0)
+
