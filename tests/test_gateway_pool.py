@@ -276,3 +276,19 @@ def test_the_file_watch_sees_each_edit_once(tmp_path):
     assert w.changed() and not w.changed()
     f.unlink()
     assert not w.changed()  # gone for a moment (an editor's save): nothing read
+
+
+def test_a_500_that_points_above_is_completed_with_the_models_log_and_any_other_body_passes_as_it_came():
+    """vLLM answers a request whose engine died with "EngineCore encountered an issue. See stack trace (above) for the
+    root cause." (its ErrorResponse shape); the gateway adds what the model's server log says."""
+    import json as _json
+
+    from launcher.gateway.proxy import explained
+
+    body = _json.dumps({"error": {"message": "EngineCore encountered an issue. See stack trace (above) for the root "
+                                             "cause.", "type": "InternalServerError", "param": None, "code": 500}})
+    out = _json.loads(explained(body.encode(), lambda: "server killed by SIGILL (illegal instruction)"))
+    assert out["error"]["message"].endswith("The model's server log says: server killed by SIGILL (illegal instruction)")
+    assert out["error"]["type"] == "InternalServerError"
+    plain = _json.dumps({"error": {"message": "out of tokens", "code": 500}}).encode()
+    assert explained(plain, lambda: "x") == plain and explained(b"not json", lambda: "x") == b"not json"

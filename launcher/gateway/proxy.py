@@ -12,6 +12,8 @@ from aiohttp import web
 from .model import GatewayError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from aiohttp import ClientSession
 
     from .backends import Backends
@@ -40,6 +42,9 @@ async def forward(pool: Backends, session: ClientSession, request: web.Request) 
         try:
             async with session.request(request.method, url, data=body, headers=headers) as up:
                 status = up.status
+                if status >= 500 and up.content_type == "application/json":  # small, never a stream: read whole
+                    text = explained(await up.read(), lambda: b.launch.failure() if b.launch else "")
+                    return web.Response(body=text, status=status, content_type="application/json")
                 resp = web.StreamResponse(status=up.status, reason=up.reason, headers={
                     k: v for k, v in up.headers.items() if k.lower() not in DROP_RESPONSE})
                 try:
@@ -81,3 +86,26 @@ def _model_of(request: web.Request, body: bytes) -> object:
         return request.query["model"]
     raise GatewayError(400, "The request names no `model`; the gateway routes by it.", "invalid_request_error",
                        code="model_required")
+
+
+def explained(body: bytes, cause: Callable[[], str]) -> bytes:
+    """vLLM's error body with a message that points "above" (EngineCore's "See stack trace (above) for the root
+    cause.", which no client can see) completed with what the model's server log says happened (the supervisor's
+    reason and vLLM's root cause); any other body as it came."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    err = data.get("error") if isinstance(data, dict) else None
+    msg = err.get("message") if isinstance(err, dict) else data.get("message") if isinstance(data, dict) else None
+    if not isinstance(msg, str) or "(above)" not in msg and "root cause above" not in msg:
+        return body
+    why = cause() or ""
+    if not why:
+        return body
+    fixed = f"{msg} The model's server log says: {why}"
+    if isinstance(err, dict):
+        err["message"] = fixed
+    else:
+        data["message"] = fixed
+    return json.dumps(data).encode()
