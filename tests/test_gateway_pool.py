@@ -82,6 +82,7 @@ def entry(name, **kw):
 
 def pool_of(entries, capacity_gib, need_gib=1.0, **opts):
     starter = FakeStarter({e.name: int(need_gib * G) for e in entries})
+    opts.setdefault("min_stay_s", 0.0)  # the fairness tests below set their own
     pool = Backends(entries, Options(capacity_bytes=int(capacity_gib * G), gpu=False, **opts), GatewayMetrics(), starter)
 
     # the model a prepared launch is for: the one the pool is starting (its phase is starting)
@@ -292,3 +293,55 @@ def test_a_500_that_points_above_is_completed_with_the_models_log_and_any_other_
     assert out["error"]["type"] == "InternalServerError"
     plain = _json.dumps({"error": {"message": "out of tokens", "code": 500}}).encode()
     assert explained(plain, lambda: "x") == plain and explained(b"not json", lambda: "x") == b"not json"
+
+
+def test_steady_traffic_to_one_model_does_not_starve_another_and_its_own_requests_wait_for_their_turn():
+    """Room for one model; two clients keep a request to `a` in flight at every moment. `b` asks once: before, it
+    waited as long as `a` stayed busy (its requests never all ended). Now after max_wait_s (0.3 s here) `a` yields:
+    no new request of `a` is admitted (they wait, none refused), its in-flight ones finish, it is let go, `b` runs
+    and answers; then `a` comes back for its held requests."""
+    async def go():
+        pool, starter = pool_of([entry("a"), entry("b")], capacity_gib=1.5, max_wait_s=0.3)
+        stop, served, refused = asyncio.Event(), {"a": 0}, []
+
+        async def client():
+            while not stop.is_set():
+                try:
+                    x = await pool.acquire("a")
+                except GatewayError as e:
+                    refused.append(e.code)
+                    continue
+                await asyncio.sleep(0.05)
+                pool.release(x, "/v1/completions", 200, 0.05)
+                served["a"] += 1
+
+        clients = [asyncio.get_running_loop().create_task(client()) for _ in range(2)]
+        await asyncio.sleep(0.3)
+        t0 = time.monotonic()
+        b = await pool.acquire("b")
+        waited = time.monotonic() - t0
+        assert b.life.phase == Phase.RUNNING and 0.3 <= waited < 1.5, waited
+        assert pool.by_name["a"].life.phase == Phase.STOPPED and pool.by_name["a"].waiting > 0  # held, not refused
+        before = served["a"]
+        pool.release(b, "/v1/completions", 200, 0.01)
+        await asyncio.sleep(0.5)  # b idle: a's held requests bring it back
+        assert pool.by_name["a"].life.phase == Phase.RUNNING and served["a"] > before
+        stop.set()
+        await asyncio.gather(*clients)
+        assert not refused, refused
+        assert metric(pool, "launcher_gateway_evictions_total", model="a", action="yield") == 1
+    run(go())
+
+
+def test_a_model_up_for_less_than_min_stay_is_not_let_go_for_another():
+    """min_stay_s 0.5: `a` just came up and is idle; `b`'s request waits until `a` has been up 0.5 s (it was let go
+    at once before, and two models taking turns request by request restarted each other endlessly)."""
+    async def go():
+        pool, _ = pool_of([entry("a"), entry("b")], capacity_gib=1.5, min_stay_s=0.5)
+        a = await pool.acquire("a")
+        pool.release(a, "/v1/completions", 200, 0.01)
+        up = a.life.since
+        b = await pool.acquire("b")
+        assert b.life.phase == Phase.RUNNING and a.life.phase == Phase.STOPPED
+        assert a.life.history[-1][0] - up >= 0.5  # stopped no sooner than its minimum stay
+    run(go())

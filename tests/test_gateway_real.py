@@ -308,6 +308,45 @@ def _post(url, body: bytes, ctype="application/json"):
         return e.code, json.loads(e.read())
 
 
+
+def test_a_lora_adapter_loaded_at_run_time_is_routed_listed_refused_with_reasons_and_loaded_again_after_a_restart(
+        gateway, tmp_path):
+    """`launcher gateway load-adapter tiny-a tinylora2 examples/tiny-llama-lora` (the bundled adapter under a second
+    name): a request for it starts tiny-a if needed and is answered by the adapter; /v1/models lists it with its
+    parent. Refused with the reason: on tiny-b (no --enable-lora), a folder with no adapter, a rank above tiny-a's
+    --max-lora-rank 8. tiny-a's server killed once: its supervisor starts a new one, and the adapter answers again
+    (loaded again). Unloaded: 404."""
+    from conftest import cli
+
+    env = dict(os.environ, LAUNCHER_HOME=str(gateway.home))
+    r = cli("gateway", "load-adapter", "tiny-a", "tinylora2", str(ADAPTER), "--json", env=env, timeout=300)
+    assert r.returncode == 0 and json.loads(r.stdout)["adapter"] == "tinylora2", (r.stdout, r.stderr)
+    client = gateway.client()
+    assert _complete(client, "tinylora2")
+    models = {m["id"]: m for m in json.loads(urllib.request.urlopen(gateway.url + "/v1/models").read())["data"]}
+    assert models["tinylora2"]["parent"] == "tiny-a"
+
+    big = tmp_path / "rank16"
+    big.mkdir()
+    cfg = json.loads((ADAPTER / "adapter_config.json").read_text())
+    (big / "adapter_config.json").write_text(json.dumps(dict(cfg, r=16)))
+    for base, name, path, words in (("tiny-b", "x1", ADAPTER, "without --enable-lora"),
+                                    ("tiny-a", "x2", TINY, "holds no LoRA adapter"),
+                                    ("tiny-a", "x3", big, "rank 16, above `tiny-a`'s --max-lora-rank 8")):
+        r = cli("gateway", "load-adapter", base, name, str(path), env=env, timeout=120)
+        assert r.returncode == 2 and words in r.stderr, (base, r.stderr)
+
+    st = json.loads((gateway.home / "runs" / "tiny-a" / "state.json").read_text())
+    os.kill(st["server"]["pid"], signal.SIGKILL)
+    wait_for(lambda: gateway.status()["tiny-a"]["state"] == "restarting", 60, 0.1, "tiny-a restarting")
+    wait_for(lambda: gateway.status()["tiny-a"]["state"] == "running", 300, 0.5, "tiny-a running again")
+    assert _complete(client, "tinylora2")  # the new server has the adapter again
+
+    r = cli("gateway", "unload-adapter", "tiny-a", "tinylora2", env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    code, body = _post(gateway.url + "/v1/completions", json.dumps({"model": "tinylora2", "prompt": "x"}).encode())
+    assert code == 404 and body["error"]["code"] == "model_not_found"
+
 def test_a_request_is_parsed_and_routed_before_any_start_and_every_error_is_openai_shaped(gateway):
     """A body that is not JSON by its Content-Type starts nothing (it cold-started its model once); 404 of an unknown
     route and 413 of a body past 64 MiB come in OpenAI's error shape; each status a client got is counted."""

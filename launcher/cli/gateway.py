@@ -75,3 +75,29 @@ def reload(url: Url = None, json_out: common.Json = False) -> None:
     out = client.call(url, "POST", "/gateway/reload")
     common.output(out, json_out, lambda con: con.print("; ".join(
         f"{k}: {', '.join(v)}" for k, v in out.items() if v) or "no change"))
+
+
+@app.command("load-adapter")
+def load_adapter(base: Name, adapter: Annotated[str, typer.Argument(help="The adapter's name, as requests will give it in `model`.")],
+                 path: Annotated[str, typer.Argument(help="Its folder (a PEFT adapter: adapter_config.json and weights).")],
+                 url: Url = None, json_out: common.Json = False) -> None:
+    """Load a LoRA adapter on a base model the gateway serves (launched with enable-lora), without a restart: routed
+    to its base, listed in /v1/models, loaded again whenever the base starts. Refused with the reason where the base
+    runs without --enable-lora, the rank is above its --max-lora-rank, or the folder holds no adapter."""
+    import os
+
+    from ..gateway import client
+
+    out = client.load_adapter(base, adapter, os.path.abspath(os.path.expanduser(path)), url)
+    common.output(out, json_out, lambda con: con.print(
+        f"{out['adapter']}: on {out['base']}" + ("" if out["loaded"] else " (loaded when it starts)")))
+
+
+@app.command("unload-adapter")
+def unload_adapter(base: Name, adapter: Annotated[str, typer.Argument(help="The adapter's name.")],
+                   url: Url = None, json_out: common.Json = False) -> None:
+    """Unload a LoRA adapter loaded at run time: no longer routed, listed or loaded again."""
+    from ..gateway import client
+
+    out = client.unload_adapter(base, adapter, url)
+    common.output(out, json_out, lambda con: con.print(f"{out['removed']}: unloaded from {out['base']}"))

@@ -52,7 +52,8 @@ class Gateway:
         self.session = ClientSession(connector=TCPConnector(limit=0, force_close=False),
                                      timeout=ClientTimeout(total=None, sock_connect=10), auto_decompress=False)
         for b in self.backends.by_name.values():
-            b.adopt(self.backends.starter)
+            if b.adopt(self.backends.starter) and b.adapters:
+                asyncio.get_running_loop().create_task(b.load_adapters())  # loaded already unless it was restarted
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(housekeeping.run(
             self.backends, self.write_record, self.control.watch_tick if self.watch else None))]
@@ -78,7 +79,7 @@ class Gateway:
         write_json(Path(gateway_dir()) / "gateway.json", {
             "pid": me.pid, "create_time": me.create_time, "url": self.url, "stopped": stopped,
             "models": {b.name: {"state": b.state, "port": b.port, "in_flight": b.in_flight, "requests": b.requests,
-                                "aliases": list(b.entry.aliases), "lora": list(b.entry.lora_names),
+                                "aliases": list(b.entry.aliases), "lora": [*b.entry.lora_names, *b.adapters],
                                 "need_bytes": b.need_bytes, "error": b.error}
                        for b in self.backends.by_name.values()}})
 
@@ -139,7 +140,7 @@ class Gateway:
         for b in self.backends.by_name.values():
             data.append({"id": b.name, "object": "model", "created": int(self.started_at), "owned_by": "launcher",
                          "state": b.state, "aliases": list(b.entry.aliases)})
-            for n in (*b.entry.aliases, *b.entry.lora_names):
+            for n in (*b.entry.aliases, *b.entry.lora_names, *b.adapters):
                 data.append({"id": n, "object": "model", "created": int(self.started_at), "owned_by": "launcher",
                              "state": b.state, "root": b.name, "parent": b.name})
         return web.json_response({"object": "list", "data": data})

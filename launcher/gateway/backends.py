@@ -40,14 +40,22 @@ class Backends:
     # names
     def add(self, entry: ModelEntry) -> Backend:
         """A model more (from the models file or added to a running gateway); BadInput where a name is taken."""
+        from . import adapters
+
         b = Backend(entry, backend_key(entry.name))
         self.names.add(b)
+        for name, folder in adapters.recorded().get(b.name, {}).items():  # loaded again at its next start
+            if name not in self.names.routes:
+                b.adapters[name] = folder
+                self.names.add_name(b, name)
         b.life.on_move = lambda old, new, why, b=b: self._moved(b, old, new, why)
         self.metrics.state(b.name, b.state)
         return b
 
     def _moved(self, b: Backend, old: Phase, new: Phase, why: str) -> None:
         self.metrics.state(b.name, new.value)
+        if new == Phase.RUNNING and old == Phase.RESTARTING and b.adapters:  # its supervisor started a new server
+            asyncio.get_running_loop().create_task(b.load_adapters())
         try:
             self.after_move()
         except Exception as e:  # noqa: BLE001 - a record not written is counted; the move stands
@@ -67,6 +75,8 @@ class Backends:
         b.sync()
         if b.draining:
             raise GatewayError(503, f"`{b.name}` is being stopped.", retry_after_s=5, code="model_stopping")
+        if b.yielding:  # it makes room for a model that waited long enough: this request waits for its next turn
+            await self._hold(b)
         if b.life.phase == Phase.RUNNING:
             return self._take(b)
         b.refuse_while_down(self.opts.failed_retry_s, time.monotonic())
@@ -91,6 +101,16 @@ class Backends:
             raise GatewayError(503, f"`{b.name}` could not start: {b.error or b.state}",
                                retry_after_s=int(self.opts.failed_retry_s), code="model_unavailable")
         return self._take(b)
+
+    async def _hold(self, b: Backend) -> None:
+        b.held += 1
+        try:
+            await asyncio.wait_for(b.turn.wait(), self.opts.queue_timeout_s)
+        except asyncio.TimeoutError:
+            raise GatewayError(503, f"`{b.name}` is making room for another model.", retry_after_s=30,
+                               code="model_yielding") from None
+        finally:
+            b.held -= 1
 
     def _take(self, b: Backend) -> Backend:
         b.in_flight += 1
@@ -125,18 +145,45 @@ class Backends:
                 self._failed(b, getattr(e, "message", None) or str(e))
 
     async def _place(self, b: Backend) -> bool | None:
-        """Room made for b and b marked as holding it: True to wake it, False to start it, None: nothing to do."""
-        while not self.closing:
-            async with self.placing:
-                if b.life.phase in (Phase.RUNNING, Phase.STARTING, Phase.RESTARTING) or self.closing:
-                    return None
-                if await self._make_room(b):
-                    if b.life.phase == Phase.SLEEPING:
-                        return True
-                    b.move(Phase.STARTING, "a request" if b.waiting else "preload")
-                    return False
-            await asyncio.sleep(0.1)  # the placement lock is free meanwhile: requests end, others start
-        return None
+        """Room made for b and b marked as holding it: True to wake it, False to start it, None: nothing to do.
+        Waiting for room held by busy models longer than max_wait_s, it asks the one up longest to yield."""
+        t0, asked = time.monotonic(), []
+        try:
+            while not self.closing:
+                async with self.placing:
+                    if b.life.phase in (Phase.RUNNING, Phase.STARTING, Phase.RESTARTING) or self.closing:
+                        return None
+                    if await self._make_room(b):
+                        if b.life.phase == Phase.SLEEPING:
+                            return True
+                        b.move(Phase.STARTING, "a request" if b.waiting else "preload")
+                        return False
+                    if not asked and time.monotonic() - t0 >= self.opts.max_wait_s:
+                        asked = self._ask_to_yield(b, time.monotonic() - t0)
+                await asyncio.sleep(0.1)  # the placement lock is free meanwhile: requests end, others start
+            return None
+        finally:
+            for o in asked:  # let go by now, or b gave up waiting: their held requests go on
+                o.end_yield()
+
+    def _ask_to_yield(self, b: Backend, waited_s: float) -> list[Backend]:
+        """The busy models, up longest first, that make room for b once drained (none pinned): asked to yield."""
+        now = time.monotonic()
+        held = sum(r.held_bytes for o in self.by_name.values() if o is not b
+                   and (r := o.resident(self.opts, now)) is not None)
+        free = self.opts.capacity_bytes - held
+        asked = []
+        running = [o for o in self.by_name.values() if o is not b and o.life.phase == Phase.RUNNING
+                   and not o.entry.pinned and not o.yielding]
+        for o in sorted(running, key=lambda o: o.life.since):
+            if free >= (b.need_bytes or 0):
+                break
+            o.yielding = True
+            asked.append(o)
+            free += o.need_bytes or 0
+            print(f"gateway: {o.name} yields to {b.name} (waited {waited_s:.0f} s for room)", flush=True)
+            self.metrics.evicted(o.name, "yield")
+        return asked
 
     async def _make_room(self, b: Backend) -> bool:
         """Let go of what placement says; False when only models serving requests hold the room (wait for them)."""
@@ -155,6 +202,7 @@ class Backends:
                 self.metrics.slept(other.name)
             else:
                 await other.stop(f"room for {b.name}")
+            other.end_yield()
         return True
 
     # letting go

@@ -70,3 +70,12 @@ def remove(name: str, url: str | None = None) -> dict:
 
 def add(entry: dict, url: str | None = None) -> dict:
     return call(url, "POST", "/gateway/models", entry, timeout=60)
+
+
+def load_adapter(base: str, name: str, path: str, url: str | None = None) -> dict:
+    """A LoRA adapter loaded on the running base model (gateway/adapters.py)."""
+    return call(url, "POST", f"/gateway/models/{base}/adapters", {"name": name, "path": path})
+
+
+def unload_adapter(base: str, name: str, url: str | None = None) -> dict:
+    return call(url, "DELETE", f"/gateway/models/{base}/adapters/{name}")

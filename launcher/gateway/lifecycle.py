@@ -50,6 +50,7 @@ class Lifecycle:
     phase: Phase = Phase.STOPPED
     cause: str | None = None  # why it failed (FATAL's reason, a start's root cause)
     failed_at: float = 0.0
+    since: float = 0.0  # when it entered its phase (a monotonic time): how long it has been running, say
     history: list[tuple[float, str, str, str]] = field(default_factory=list)  # (now, old, new, why), the last 20
     on_move: Callable[[Phase, Phase, str], None] = lambda old, new, why: None
 
@@ -59,7 +60,7 @@ class Lifecycle:
             return
         if to not in MOVES[self.phase]:
             raise IllegalMove(f"{self.name}: {self.phase.value} -> {to.value} is not a move ({why})")
-        old, self.phase = self.phase, to
+        old, self.phase, self.since = self.phase, to, now
         if to == Phase.FAILED:
             self.cause, self.failed_at = why, now
         elif to in (Phase.RUNNING, Phase.STARTING):

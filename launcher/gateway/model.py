@@ -81,6 +81,10 @@ class Backend:
     draining: bool = False  # a stop or removal asked for: no new request admitted, those in flight finish
     requests: int = 0
     recent: list = field(default_factory=list)  # the last requests: (time, path, status, seconds)
+    adapters: dict = field(default_factory=dict)  # LoRA adapters loaded at run time: name -> folder (adapters.py)
+    yielding: bool = False  # asked to make room for a model that waited max_wait_s: no new request admitted
+    held: int = 0  # requests held back while it yields (not counted busy: they wait for its next turn)
+    turn: asyncio.Event = field(default_factory=asyncio.Event)  # set when a yield is over (it was let go)
 
     def __post_init__(self) -> None:
         if self.life is None:
@@ -101,17 +105,28 @@ class Backend:
     def move(self, to: Phase, why: str) -> None:
         self.life.move(to, why, time.monotonic())
 
-    def resident(self, opts: Options) -> Resident | None:
+    def resident(self, opts: Options, now: float | None = None) -> Resident | None:
         """This model as placement sees it (None when it holds nothing). Starting, restarting or stopping, it
-        holds its room and is not to be let go (counted busy)."""
+        holds its room and is not to be let go (counted busy); running for less than min_stay_s too, unless it
+        was asked to yield."""
         if self.life.phase not in HOLDING:
             return None
+        now = time.monotonic() if now is None else now
         need = self.need_bytes or 0
         asleep = self.life.phase == Phase.SLEEPING
         settled = self.life.phase in (Phase.RUNNING, Phase.SLEEPING)
+        staying = self.life.phase == Phase.RUNNING and not self.yielding and now - self.life.since < opts.min_stay_s
         kept = self.kept_asleep(opts)
-        return Resident(self.name, kept if asleep else need, self.in_flight + self.waiting + (0 if settled else 1),
-                        self.entry.pinned, self.last_used, asleep, opts.gpu, min(need, kept))
+        busy = self.in_flight + self.waiting + (0 if settled else 1) + int(staying)
+        return Resident(self.name, kept if asleep else need, busy, self.entry.pinned, self.last_used, asleep, opts.gpu,
+                        min(need, kept))
+
+    def end_yield(self) -> None:
+        """Its yield is over (it was let go, or the model it yielded for gave up): held requests go on."""
+        if self.yielding:
+            self.yielding = False
+            self.turn.set()
+            self.turn = asyncio.Event()
 
     def refuse_while_down(self, retry_s: float, now: float) -> None:
         """GatewayError 503 while its supervisor restarts it, or while it is failed and its retry window not over."""
@@ -169,8 +184,29 @@ class Backend:
             # another process took the port between the check and vLLM's bind: once more, on another port
             if attempt == 2 or "port_in_use" not in why:
                 raise GatewayError(503, why)
+        await self.load_adapters()  # before it takes requests: its adapters answer from its first one
         self.last_used = time.monotonic()
         self.move(Phase.RUNNING, "ready")
+
+    async def load_adapters(self, names: list[str] | None = None) -> dict[str, str]:
+        """The recorded LoRA adapters (or `names` of them) loaded into its server; {name: error} of those vLLM
+        refused (one already loaded counts as loaded)."""
+        failed = {}
+        for name in names if names is not None else list(self.adapters):
+            status, text = await post(self.port, self.key, "/v1/load_lora_adapter", self.name,
+                                      {"lora_name": name, "lora_path": self.adapters[name]}, check=False)
+            if status != 200 and "already" not in text.lower():
+                failed[name] = f"vLLM answered {status}: {_message(text)}"
+        for name, why in failed.items():
+            print(f"gateway: {self.name}: adapter {name} not loaded: {why}", flush=True)
+        return failed
+
+    async def unload_adapter(self, name: str) -> None:
+        if self.launch is not None and self.life.phase == Phase.RUNNING:
+            status, text = await post(self.port, self.key, "/v1/unload_lora_adapter", self.name, {"lora_name": name},
+                                      check=False)
+            if status != 200 and "not found" not in text.lower() and "does not exist" not in text.lower():
+                raise GatewayError(502, f"`{self.name}` did not unload '{name}': vLLM answered {status}: {_message(text)}")
 
     async def stop(self, why: str) -> None:
         if self.life.phase in (Phase.STOPPED,):
@@ -212,14 +248,30 @@ class Backend:
                     and self.in_flight + self.waiting == 0 and now - self.last_used > ttl)
 
 
-async def post(port: int | None, key: str, path: str, name: str) -> None:
-    """POST to a model's own server (its /sleep and /wake_up): GatewayError when it does not answer 200."""
+async def post(port: int | None, key: str, path: str, name: str, body: dict | None = None,
+               check: bool = True) -> tuple[int, str]:
+    """POST to a model's own server (its /sleep, /wake_up, LoRA endpoints): its status and text; with check,
+    GatewayError when it does not answer 200."""
     import aiohttp
 
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as s, \
-                s.post(f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {key}"}) as r:
-            if r.status != 200:
+                s.post(f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {key}"}, json=body) as r:
+            text = await r.text()
+            if check and r.status != 200:
                 raise GatewayError(503, f"`{name}`: {path} answered {r.status}")
+            return r.status, text
     except aiohttp.ClientError as e:
         raise GatewayError(503, f"`{name}`: {path} failed: {e}") from None
+
+
+def _message(text: str) -> str:
+    """vLLM's error message out of its JSON body (ErrorResponse), else the text."""
+    import json
+
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text.strip()[:300]
+    err = data.get("error") if isinstance(data, dict) else None
+    return str((err or {}).get("message") if isinstance(err, dict) else data.get("message", text))[:300]

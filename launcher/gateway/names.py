@@ -29,9 +29,20 @@ class Registry:
         for n in b.entry.names:
             self.routes[n] = b.name
 
+    def add_name(self, b: Backend, name: str) -> None:
+        """One name more for b (an adapter loaded at run time); GatewayError 409 where another model has it."""
+        if self.routes.get(name, b.name) != b.name:
+            raise GatewayError(409, f"the name '{name}' already routes to '{self.routes[name]}'.",
+                               "invalid_request_error", code="name_taken")
+        self.routes[name] = b.name
+
+    def drop_name(self, b: Backend, name: str) -> None:
+        if self.routes.get(name) == b.name:
+            del self.routes[name]
+
     def forget(self, b: Backend) -> bool:
         """b's names route nowhere; False where b was not registered (forgotten already)."""
-        for n in b.entry.names:
+        for n in (*b.entry.names, *b.adapters):
             if self.routes.get(n) == b.name:
                 self.routes.pop(n)
         if self.by_name.get(b.name) is not b:

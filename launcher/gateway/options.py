@@ -18,3 +18,9 @@ class Options:
     # and non-torch memory stay; measured 1.81-1.91 GiB per 8B model (H100 80GB, vLLM 0.26.0, 2026-12-06;
     # docs/gateway.md)
     sleeping_bytes: int = 2 << 30
+    # fair switching between models that do not fit together (docs/gateway.md): a model up for less than min_stay_s
+    # is not let go for another (against thrashing); a model that has waited max_wait_s for room held by busy models
+    # makes the one up longest yield: no new request admitted to it (they wait for its next turn), those in flight
+    # finish, then it is let go
+    min_stay_s: float = 10.0
+    max_wait_s: float = 30.0

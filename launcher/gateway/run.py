@@ -23,6 +23,8 @@ class GatewaySettings:
     queue_timeout_s: float = 600.0
     failed_retry_s: float = 30.0
     watch: bool = False  # read the models file again whenever it changes on disk (as SIGHUP does)
+    min_stay_s: float = 10.0
+    max_wait_s: float = 30.0
 
 
 def build(settings: GatewaySettings):
@@ -47,7 +49,8 @@ def build(settings: GatewaySettings):
     spec = vllm_engine.arg_spec(inst)
     gpu = not (inst is not None and inst.cpu_build)
     opts = Options(capacity_bytes=capacity(settings.memory_budget, gpu), gpu=gpu, queue_max=settings.queue_size,
-                   queue_timeout_s=settings.queue_timeout_s, failed_retry_s=settings.failed_retry_s)
+                   queue_timeout_s=settings.queue_timeout_s, failed_retry_s=settings.failed_retry_s,
+                   min_stay_s=settings.min_stay_s, max_wait_s=settings.max_wait_s)
     entries = load_checked(settings.models_file, spec, opts.capacity_bytes)  # whole, before anything starts
     return Gateway(entries, opts, spec, api_key=key, models_file=settings.models_file, watch=settings.watch)
 

@@ -9,6 +9,14 @@ from typing import TYPE_CHECKING
 
 from .sizing import asleep_of, need_of, need_of_record
 
+# vLLM's API server has /v1/load_lora_adapter and /v1/unload_lora_adapter where this is set (gateway/adapters.py): set
+# for every model launched with --enable-lora; its server listens on loopback with a key only the gateway holds
+LORA_RUNTIME_ENV = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
+
+
+def lora_enabled(engine_args: dict) -> bool:
+    return bool(engine_args.get("enable-lora"))
+
 if TYPE_CHECKING:
     from ..launching import Prepared
     from ..launching.inprocess import Launch
@@ -42,6 +50,8 @@ class Starter:
 
         prep = prepare(launch_spec(entry, self.opts), claim=claim, check_port=claim)
         prep.env["VLLM_API_KEY"] = key  # the environment only: never argv, never the records
+        if lora_enabled(entry.spec.engine_args):
+            prep.env[LORA_RUNTIME_ENV] = "True"  # LoRA adapters loaded at run time (gateway/adapters.py)
         if self.opts.gpu:
             prep.env["VLLM_SERVER_DEV_MODE"] = "1"  # vLLM's /sleep and /wake_up endpoints
         return prep
@@ -62,7 +72,8 @@ class Starter:
         st = read_state(name)
         if not st or effective_state(st) != RunState.UNSUPERVISED:
             return None
-        launch = Launch.adopt(name, env={"VLLM_API_KEY": key, **({"VLLM_SERVER_DEV_MODE": "1"} if self.opts.gpu else {})})
+        env = {"VLLM_API_KEY": key, LORA_RUNTIME_ENV: "True", **({"VLLM_SERVER_DEV_MODE": "1"} if self.opts.gpu else {})}
+        launch = Launch.adopt(name, env=env)  # restarts get what the gateway's first start gave
         return launch, st.get("port"), need_of_record(name)
 
 
