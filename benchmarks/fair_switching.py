@@ -53,7 +53,7 @@ class Starter:
         self.start_s = start_s
 
     def need(self, entry, key):
-        return 1 << 30, None
+        return 1 << 30, None, None
 
     def prepare(self, entry, key, claim):
         return Prep()

@@ -65,9 +65,10 @@ class FakePrep:
 class FakeStarter:
     def __init__(self, need):
         self.need_by_name, self.launches, self.gates, self.fail, self.stop_raises = need, [], {}, {}, {}
+        self.host_by_name = {}
 
     def need(self, entry, key):
-        return self.need_by_name[entry.name], None
+        return self.need_by_name[entry.name], None, self.host_by_name.get(entry.name)
 
     def prepare(self, entry, key, claim):
         return FakePrep(9000 + len(self.launches))
@@ -80,10 +81,12 @@ def entry(name, **kw):
     return ModelEntry(LaunchSpec(name=name, model_path="/models/" + name), **kw)
 
 
-def pool_of(entries, capacity_gib, need_gib=1.0, **opts):
+def pool_of(entries, capacity_gib, need_gib=1.0, gpu_opts=False, **opts):
     starter = FakeStarter({e.name: int(need_gib * G) for e in entries})
     opts.setdefault("min_stay_s", 0.0)  # the fairness tests below set their own
-    pool = Backends(entries, Options(capacity_bytes=int(capacity_gib * G), gpu=False, **opts), GatewayMetrics(), starter)
+    opts.setdefault("sleeping_bytes", 0)  # asleep it keeps nothing on the device here
+    pool = Backends(entries, Options(capacity_bytes=int(capacity_gib * G), gpu=gpu_opts, **opts), GatewayMetrics(),
+                    starter)
 
     # the model a prepared launch is for: the one the pool is starting (its phase is starting)
     def launch(prep):
@@ -344,4 +347,49 @@ def test_a_model_up_for_less_than_min_stay_is_not_let_go_for_another():
         b = await pool.acquire("b")
         assert b.life.phase == Phase.RUNNING and a.life.phase == Phase.STOPPED
         assert a.life.history[-1][0] - up >= 0.5  # stopped no sooner than its minimum stay
+    run(go())
+
+
+def _no_http(monkeypatch):
+    """Sleep and wake without a server: the fake launches have none (Backend.call posts to /sleep, /wake_up)."""
+    async def call(self, path):
+        return None
+
+    monkeypatch.setattr("launcher.gateway.model.Backend.call", call)
+
+
+def test_sleeping_models_weights_are_counted_against_host_memory_and_the_oldest_sleeper_is_stopped(monkeypatch):
+    """GPU, room for one model on the device; each keeps 12 GiB of weights in host memory asleep, and sleepers may
+    keep 20: a sleeps for b (12 of 20); for c, b cannot sleep beside a (24 > 20): a, the least recently used sleeper,
+    is stopped, then b sleeps. With 10 (less than one model's weights) b is stopped instead of put to sleep."""
+    _no_http(monkeypatch)
+
+    async def go(host_gib):
+        pool, starter = pool_of([entry("a"), entry("b"), entry("c")], capacity_gib=1.5, gpu_opts=True,
+                                host_budget_bytes=host_gib * G)
+        starter.host_by_name.update(a=12 * G, b=12 * G, c=12 * G)
+        for name in ("a", "b", "c"):
+            pool.release(await pool.acquire(name), "/v1/completions", 200, 0.01)
+            await asyncio.sleep(0.01)
+        return {n: b.life.phase for n, b in pool.by_name.items()}, pool
+
+    phases, pool = run(go(20))
+    assert phases == {"a": Phase.STOPPED, "b": Phase.SLEEPING, "c": Phase.RUNNING}
+    assert metric(pool, "launcher_gateway_evictions_total", model="a", action="host") == 1
+    assert pool.host_asleep_bytes() == 12 * G
+    phases, _ = run(go(10))
+    assert phases == {"a": Phase.STOPPED, "b": Phase.STOPPED, "c": Phase.RUNNING}
+
+
+def test_a_model_asleep_past_its_sleep_ttl_is_stopped(monkeypatch):
+    _no_http(monkeypatch)
+
+    async def go():
+        pool, _ = pool_of([entry("a", sleep_ttl_s=0.05), entry("b")], capacity_gib=1.5, gpu_opts=True)
+        pool.release(await pool.acquire("a"), "/v1/completions", 200, 0.01)
+        pool.release(await pool.acquire("b"), "/v1/completions", 200, 0.01)
+        assert pool.by_name["a"].life.phase == Phase.SLEEPING
+        await asyncio.sleep(0.1)
+        assert await housekeeping.expire_idle(pool, time.monotonic()) == ["a"]
+        assert pool.by_name["a"].life.phase == Phase.STOPPED
     run(go())

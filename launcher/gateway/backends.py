@@ -130,7 +130,7 @@ class Backends:
         decided and made under `placing`; the start itself runs without it (its model counted as holding its room)."""
         try:
             if b.need_bytes is None:
-                b.need_bytes, b.asleep_bytes = await asyncio.to_thread(self.starter.need, b.entry, b.key)
+                b.need_bytes, b.asleep_bytes, b.host_bytes = await asyncio.to_thread(self.starter.need, b.entry, b.key)
             waking = await self._place(b)
             if waking is None:
                 return
@@ -198,8 +198,7 @@ class Backends:
             other = self.by_name[step.name]
             self.metrics.evicted(other.name, step.action)
             if step.action == "sleep":
-                await other.sleep(f"room for {b.name}")
-                self.metrics.slept(other.name)
+                await self._sleep_or_stop(other, f"room for {b.name}")
             else:
                 await other.stop(f"room for {b.name}")
             other.end_yield()
@@ -209,11 +208,31 @@ class Backends:
     async def let_go(self, b: Backend, why: str) -> str:
         """Sleep (GPU) or stop the model; what was done."""
         if self.opts.gpu and b.life.phase == Phase.RUNNING:
-            await b.sleep(why)
-            self.metrics.slept(b.name)
-            return "sleep"
+            return await self._sleep_or_stop(b, why)
         await b.stop(why)
         return "stop"
+
+    async def _sleep_or_stop(self, b: Backend, why: str) -> str:
+        """Put b to sleep where its weights fit in the host memory sleepers may keep (--host-memory-budget), after
+        stopping the least recently used sleepers if they must; stop it where they do not fit even then."""
+        budget, weights = self.opts.host_budget_bytes, b.host_bytes or 0
+        if budget is not None and weights:
+            sleepers = sorted((o for o in self.by_name.values() if o is not b and o.life.phase == Phase.SLEEPING
+                               and not o.entry.pinned and o.waiting == 0), key=lambda o: o.last_used)
+            while sleepers and self.host_asleep_bytes() + weights > budget:
+                o = sleepers.pop(0)
+                await o.stop(f"host memory for {b.name} asleep")
+                self.metrics.evicted(o.name, "host")
+            if self.host_asleep_bytes() + weights > budget:
+                await b.stop(f"{why}; asleep its weights ({weights / 2**30:.1f} GiB) would not fit in host memory")
+                return "stop"
+        await b.sleep(why)
+        self.metrics.slept(b.name)
+        return "sleep"
+
+    def host_asleep_bytes(self) -> int:
+        """What the sleeping models keep in the host's memory now (their weights, as planned)."""
+        return sum(o.host_bytes or 0 for o in self.by_name.values() if o.life.phase == Phase.SLEEPING)
 
     def housekeeping_error(self, b: Backend | None, job: str, e: BaseException) -> None:
         self.metrics.housekeeping_error(job)

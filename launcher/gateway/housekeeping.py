@@ -39,6 +39,16 @@ async def expire_idle(pool: Backends, now: float) -> list[str]:
     held across a start)."""
     done = []
     for b in list(pool.by_name.values()):
+        if b.asleep_past_ttl(now):
+            try:
+                async with pool.placing:
+                    if b.asleep_past_ttl(now):
+                        await b.stop(f"asleep for {b.entry.sleep_ttl_s:.0f} s (sleep_ttl)")
+                        pool.metrics.evicted(b.name, "sleep_ttl")
+                        done.append(b.name)
+            except Exception as e:  # noqa: BLE001
+                pool.housekeeping_error(b, "sleep_ttl", e)
+            continue
         if not b.idle_past_ttl(now):
             continue
         try:

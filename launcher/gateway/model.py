@@ -74,6 +74,7 @@ class Backend:
     port: int | None = None
     need_bytes: int | None = None  # planned: weights and KV cache and what vLLM takes beside (the estimate)
     asleep_bytes: int | None = None  # planned: what it keeps on the device asleep (asleep_of; None: not planned)
+    host_bytes: int | None = None  # planned: what it keeps in the host's memory asleep (its weights; None: not planned)
     in_flight: int = 0
     waiting: int = 0
     last_used: float = 0.0
@@ -236,10 +237,15 @@ class Backend:
         found = starter.adopt(self.name, self.key)
         if found is None:
             return False
-        self.launch, self.port, (self.need_bytes, self.asleep_bytes) = found
+        self.launch, self.port, (self.need_bytes, self.asleep_bytes, self.host_bytes) = found
         self.last_used = time.monotonic()
         self.move(Phase.RUNNING, "adopted from an earlier gateway")
         return True
+
+    def asleep_past_ttl(self, now: float) -> bool:
+        """Asleep longer than its sleep_ttl: stopped, so that what it keeps on the device and in host memory is freed."""
+        ttl = self.entry.sleep_ttl_s
+        return bool(ttl and self.life.phase == Phase.SLEEPING and self.waiting == 0 and now - self.life.since > ttl)
 
     def idle_past_ttl(self, now: float) -> bool:
         """Its own ttl timer: running, not pinned, nothing in flight or waiting, idle longer than its ttl."""

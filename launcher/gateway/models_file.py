@@ -12,7 +12,7 @@ from ..spec import LaunchSpec, build, launch_mapping, read_mapping
 if TYPE_CHECKING:
     from ..engine_args import ArgSpec
 
-GATEWAY_KEYS = ("aliases", "ttl", "pinned", "preload")
+GATEWAY_KEYS = ("aliases", "ttl", "sleep_ttl", "pinned", "preload")
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class ModelEntry:
     spec: LaunchSpec
     aliases: tuple[str, ...] = ()
     ttl_s: float | None = None  # idle seconds before it is put to sleep or stopped; None: never for idleness
+    sleep_ttl_s: float | None = None  # seconds asleep before it is stopped (what it keeps freed); None: never
     pinned: bool = False  # never slept or stopped to make room
     preload: bool = False  # started when the gateway starts, not at its first request
     lora_names: tuple[str, ...] = field(default=())  # adapters of --lora-modules: route to this launch
@@ -73,6 +74,7 @@ def entry_from_mapping(item: object, engine_spec: ArgSpec, where: str) -> ModelE
     engine_args = parse_mapping(data.get("engine_args", {}), engine_spec)
     spec = build({}, data, {}, engine_args)
     return ModelEntry(spec, aliases=_aliases(own.get("aliases"), where), ttl_s=_ttl(own.get("ttl"), where),
+                      sleep_ttl_s=_ttl(own.get("sleep_ttl"), where),
                       pinned=_flag(own, "pinned", where), preload=_flag(own, "preload", where),
                       lora_names=lora_names(engine_args.get("lora-modules")))
 

@@ -22,5 +22,8 @@ class Options:
     # is not let go for another (against thrashing); a model that has waited max_wait_s for room held by busy models
     # makes the one up longest yield: no new request admitted to it (they wait for its next turn), those in flight
     # finish, then it is let go
+    # what sleeping models may keep in the host's memory (their weights): the least recently used sleeper is stopped
+    # rather than the host running out; None: not limited (the CPU build, which has no sleep)
+    host_budget_bytes: int | None = None
     min_stay_s: float = 10.0
     max_wait_s: float = 30.0

@@ -25,6 +25,7 @@ class GatewaySettings:
     watch: bool = False  # read the models file again whenever it changes on disk (as SIGHUP does)
     min_stay_s: float = 10.0
     max_wait_s: float = 30.0
+    host_memory_budget: str | None = None
 
 
 def build(settings: GatewaySettings):
@@ -50,7 +51,8 @@ def build(settings: GatewaySettings):
     gpu = not (inst is not None and inst.cpu_build)
     opts = Options(capacity_bytes=capacity(settings.memory_budget, gpu), gpu=gpu, queue_max=settings.queue_size,
                    queue_timeout_s=settings.queue_timeout_s, failed_retry_s=settings.failed_retry_s,
-                   min_stay_s=settings.min_stay_s, max_wait_s=settings.max_wait_s)
+                   min_stay_s=settings.min_stay_s, max_wait_s=settings.max_wait_s,
+                   host_budget_bytes=host_budget(settings.host_memory_budget, gpu))
     entries = load_checked(settings.models_file, spec, opts.capacity_bytes)  # whole, before anything starts
     return Gateway(entries, opts, spec, api_key=key, models_file=settings.models_file, watch=settings.watch)
 
@@ -76,6 +78,24 @@ def capacity(budget: str | None, gpu: bool) -> int:
     import psutil
 
     return psutil.virtual_memory().available
+
+
+def host_budget(budget: str | None, gpu: bool) -> int | None:
+    """--host-memory-budget in bytes; else, on GPUs, 80% of the host's available memory now (what sleeping models'
+    weights may take there, the servers' own processes and the rest of the host beside them); the CPU build has no
+    sleep: None."""
+    from ..units import parse_bytes
+
+    if budget:
+        try:
+            return parse_bytes(budget, what="--host-memory-budget")
+        except BadInput:
+            raise BadInput(f"--host-memory-budget expects a size such as 64GiB, got '{budget}'.") from None
+    if not gpu:
+        return None
+    import psutil
+
+    return int(psutil.virtual_memory().available * 0.8)
 
 
 def run_gateway(settings: GatewaySettings, on_ready: Callable[[str, int], None] | None = None) -> None:

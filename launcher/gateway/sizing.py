@@ -26,16 +26,26 @@ def asleep_of(estimate: dict | None) -> int | None:
         * _gpu_count(estimate)
 
 
+def host_asleep_of(estimate: dict | None) -> int | None:
+    """What a model asleep (sleep mode level 1) keeps in the host's memory: its weights, moved there (vLLM's cumem
+    allocator backs them up to pinned host memory), on every GPU it spans. None without an estimate."""
+    if not estimate:
+        return None
+    return int(estimate.get("weights_bytes") or 0) * _gpu_count(estimate)
+
+
 def _gpu_count(estimate: dict) -> int:
     """The GPUs an estimate (to_dict()) plans for: its per-GPU terms count once on each."""
     return max(1, len(estimate.get("gpus") or [1]))
 
 
-def need_of_record(name: str) -> tuple[int | None, int | None]:
-    """The planned bytes of an adopted model awake and asleep, from its launch.json (None where it recorded none)."""
+def need_of_record(name: str) -> tuple[int | None, int | None, int | None]:
+    """The planned bytes of an adopted model awake, asleep on the device and asleep in host memory, from its
+    launch.json (None where it recorded none)."""
     from ..runs import read_json, run_dir
 
     rec = read_json(run_dir(name) / "launch.json") or {}
     if not (rec.get("estimate") or rec.get("cpu_kv")):
-        return None, None
-    return need_of(rec.get("estimate"), rec.get("cpu_kv")), asleep_of(rec.get("estimate"))
+        return None, None, None
+    e = rec.get("estimate")
+    return need_of(e, rec.get("cpu_kv")), asleep_of(e), host_asleep_of(e)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from .sizing import asleep_of, need_of, need_of_record
+from .sizing import asleep_of, host_asleep_of, need_of, need_of_record
 
 # vLLM's API server has /v1/load_lora_adapter and /v1/unload_lora_adapter where this is set (gateway/adapters.py): set
 # for every model launched with --enable-lora; its server listens on loopback with a key only the gateway holds
@@ -31,8 +31,9 @@ class Starter:
     def __init__(self, opts: Options) -> None:
         self.opts = opts
 
-    def need(self, entry: ModelEntry, key: str) -> tuple[int, int | None]:
-        """What the model will hold awake and asleep, planned as `launcher estimate` plans it (no process started)."""
+    def need(self, entry: ModelEntry, key: str) -> tuple[int, int | None, int | None]:
+        """What the model will hold awake, asleep on the device and asleep in host memory, planned as `launcher
+        estimate` plans it (no process started)."""
         from ..errors import DoesNotFit
 
         try:
@@ -40,9 +41,10 @@ class Starter:
         except DoesNotFit as e:  # it does not fit beside what runs now: still its size, to make room for
             if getattr(e, "estimate", None) is None:
                 raise
-            return need_of(e.estimate.to_dict(), None), asleep_of(e.estimate.to_dict())
+            d = e.estimate.to_dict()
+            return need_of(d, None), asleep_of(d), host_asleep_of(d)
         e = prep.plan.estimate.to_dict() if prep.plan and prep.plan.estimate else None
-        return need_of(e, prep.plan.cpu_kv if prep.plan else None), asleep_of(e)
+        return need_of(e, prep.plan.cpu_kv if prep.plan else None), asleep_of(e), host_asleep_of(e)
 
     def prepare(self, entry: ModelEntry, key: str, claim: bool) -> Prepared:
         """The launch planned (and, with claim, its name and port taken), its key in the environment only."""
