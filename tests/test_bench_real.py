@@ -68,7 +68,7 @@ def test_tune_sweeps_named_workloads_on_one_start_per_candidate_and_resumes(tmp_
     args = ["tune", "--model-path", str(TINY), *QUICK_VLLM, "--max-model-len", "1024", "--workload", "rag,agent",
             "--prefix-len", "64:128", "--prompt-len", "16:32", "--output-len", "8", "-n", "12",
             "--concurrency-levels", "2,4", "--max-num-batched-tokens-grid", "1024", "--min-gain", "100",
-            "--out-dir", str(out), "--plot", "--json"]
+            "--out-dir", str(out), "--plot", str(out / "tradeoff.png"), "--json"]
     r = cli(*args, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     d = json.loads(r.stdout)

@@ -57,7 +57,7 @@ def tune(
     timeout: Annotated[float, typer.Option("--timeout", click_type=common.duration("--timeout"), help="Start-up deadline per candidate and per-request timeout, seconds.")] = 900.0,
     out_dir: Annotated[Optional[Path], typer.Option("--out-dir", show_default="./tune-NAME", help="Where results.json, one launch file per workload and the plot go.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Reuse the candidates already measured in OUT_DIR/results.json for the same model, launch and workloads.")] = False,
-    plot_file: Annotated[bool, typer.Option("--plot", help="Also write OUT_DIR/tradeoff.png: p99 TTFT against output throughput, per candidate and load level.")] = False,
+    plot_file: Annotated[Optional[str], typer.Option("--plot", help="Also draw p99 TTFT against output throughput, per candidate and load level, into this PNG (as --plot of estimate, bench and plan).")] = None,
     json_out: common.Json = False,
 ) -> None:
     """Find engine settings that beat vLLM's defaults for a named workload, measured for real.
@@ -80,6 +80,7 @@ def tune(
     spec = replace(spec, name=f"tune-{spec.name}"[:60])
     if out_dir is not None:
         _make_out_dir(out_dir)
+    plot_file = common.plot_path("--plot", plot_file)  # after --out-dir is made: the picture may go there
     wls = _workloads(spec, workload, num_requests, levels, prompt_len, output_len, prefix_len, slo_ttft_p99)
     grid = _grid(max_num_seqs, max_num_batched_tokens, utilizations, kv_dtypes)
     ref = resolve_model(spec.model_path, spec.model_name, spec.size_in_billions, spec.model_format, spec.quantization,
@@ -147,7 +148,7 @@ def _grid(max_num_seqs: str, max_num_batched_tokens: str, utilizations: str, kv_
                          [x.strip() for x in kv_dtypes.split(",") if x.strip()])
 
 
-def _write_results(res: TuneResult, spec: LaunchSpec, wls: list[Named], out: Path, plot_file: bool) -> tuple[dict, dict]:
+def _write_results(res: TuneResult, spec: LaunchSpec, wls: list[Named], out: Path, plot_file: str | None) -> tuple[dict, dict]:
     """Each workload's winner as a launch file, the plot; the results as a dict and the files by workload."""
     from ..tune import launch_file, plot
 
@@ -160,8 +161,9 @@ def _write_results(res: TuneResult, spec: LaunchSpec, wls: list[Named], out: Pat
             f.write_text(launch_file(spec, w, wl, res))
             files[wl.name] = wd["launch_file"] = str(f)
     if plot_file and any(c.points for c in res.candidates):
-        plot(res, str(out / "tradeoff.png"))
-        d["plot"] = str(out / "tradeoff.png")
+        plot(res, plot_file)
+        d["plot"] = plot_file
+        common.said_plot(plot_file)
     d["results"] = str(out / "results.json")
     return d, files
 
