@@ -124,7 +124,8 @@ SETTINGS_KEYS = {
     "enforce-eager": "enforce_eager", "kv-cache-memory-bytes": "kv_cache_memory_bytes", "quantization": "quantization",
     "enable-prefix-caching": "enable_prefix_caching", "mamba-cache-mode": "mamba_cache_mode",
     "limit-mm-per-prompt": "limit_mm_per_prompt", "mm-processor-kwargs": "mm_processor_kwargs",
-    "enable-extensible-kv-cache": "extensible_kv_cache",
+    "enable-extensible-kv-cache": "extensible_kv_cache", "async-scheduling": "async_scheduling",
+    "distributed-executor-backend": "executor",
 }
 
 

@@ -394,3 +394,33 @@ def test_the_release_facts_read_from_vllms_sources_are_the_installed_releases():
     vv = tuple(int(x) for x in facts["vllm"].split(".")[:2])
     assert set(facts["state_archs"]) == STATE_ARCHS
     assert set(facts["transformers_backend"]) == TRANSFORMERS_BACKEND[vv][1]
+
+
+def test_a_sliding_window_reserves_the_tokens_in_flight_from_0_25_as_vllm_0_26_logged_exaone_4():
+    """EXAONE-4.0-32B at 64k on an H100 with vLLM 0.26.0 (its public config: 64 layers, 3 of 4 with a 4096-token
+    window, 8 KV heads of 128): vLLM logged "Available KV cache memory: 11.3 GiB" and "GPU KV cache size: 95,534
+    tokens". Worked from vLLM's source: a block of 16 tokens is 16 x 2 x 8 x 128 x 2 bytes = 64 KiB a layer, 16 layers
+    to a group (16 full, 48 sliding: 4 groups), so 11.3 GiB holds 11,571 blocks; a request of 65,536 tokens needs 4096
+    blocks in the full group and, with async scheduling's two batches of 8192 in flight, cdiv(4095 + 16384, 16) + 1 =
+    1281 in each sliding group: 11,571 / 7,939 x 65,536 = 95,518 tokens (vLLM: 95,534). The estimate said 119,751
+    (+25%, optimistic) reserving one batch; 0.24, which reserved one, keeps it."""
+    from launcher.estimator import kv
+    from launcher.estimator.core import EngineSettings, in_flight_tokens
+
+    cfg = {"architectures": ["Exaone4ForCausalLM"], "model_type": "exaone4", "hidden_size": 5120,
+           "intermediate_size": 27392, "num_hidden_layers": 64, "num_attention_heads": 40, "num_key_value_heads": 8,
+           "head_dim": 128, "vocab_size": 102400, "max_position_embeddings": 131072, "sliding_window": 4096,
+           "sliding_window_pattern": "LLLG", "rms_norm_eps": 1e-5, "rope_theta": 1000000, "torch_dtype": "bfloat16",
+           "tie_word_embeddings": False}
+    m = from_config(cfg)
+    lay = kv.layout(m, tp=1, pp=1, block_size=16, kv_cache_dtype="auto", max_model_len=65536)
+    assert lay.bytes_per_block == 16 * 65536  # 16 layers a group, 64 KiB a page
+    avail = int(11.3 * (1 << 30))
+    for vv, run, want in (((0, 26, 0), "v2", 95534), ((0, 26, 0), "v1", 95534)):
+        in_flight = in_flight_tokens(EngineSettings(), run, 8192, vv)
+        assert in_flight == 16384
+        tokens = lay.tokens(avail, 65536, 16, in_flight)
+        assert abs(tokens - want) / want < 0.001 and tokens <= want, tokens
+    assert in_flight_tokens(EngineSettings(), "v1", 8192, (0, 24, 0)) == 8192  # as 0.24 was measured
+    assert in_flight_tokens(EngineSettings(pipeline_parallel_size=2), "v1", 8192, (0, 26, 0)) == 16384  # pp batches
+    assert in_flight_tokens(EngineSettings(async_scheduling=False), "v2", 8192, (0, 26, 0)) == 8192

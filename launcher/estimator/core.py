@@ -87,6 +87,9 @@ class EngineSettings:
     draft_own_embedding: bool | None = None
     # --enable-extensible-kv-cache / --no-enable-extensible-kv-cache (None: the release's default)
     extensible_kv_cache: bool | None = None
+    # --async-scheduling / --no-async-scheduling (None: vLLM's default, on where nothing rules it out)
+    async_scheduling: bool | None = None
+    executor: str | None = None  # --distributed-executor-backend (ray rules async scheduling out)
 
     def mm_items_per_prompt(self, layout: str) -> int | None:
         """Items per prompt the encoder's profile may use, from --limit-mm-per-prompt: 0 when every
@@ -266,6 +269,29 @@ def _validate(m: ModelArch, s: EngineSettings) -> None:
         raise BadInput(f"--max-model-len must be positive or 'auto', got {s.max_model_len}.")
 
 
+def in_flight_tokens(s: EngineSettings, run: str, batched: int, vllm_version: tuple[int, ...]) -> int:
+    """Tokens scheduled but not yet settled, which sliding-window and chunked-local layers reserve beyond their window
+    (releases RULES "sliding_reserves_in_flight": VllmConfig.max_in_flight_tokens = max_concurrent_batches x
+    max_num_batched_tokens): two batches with async scheduling (its default, but with pipeline parallel on the V1 runner,
+    a speculative method it lacks or the Ray executor), pipeline-size batches with pipeline parallel."""
+    if not releases.since("sliding_reserves_in_flight", vllm_version):
+        return batched
+    pp = s.pipeline_parallel_size
+    on = s.async_scheduling
+    if on is None:
+        lacks = s.speculative is not None and s.speculative.method not in ASYNC_SPECULATIVE_METHODS
+        on = not (lacks or s.executor == "ray" or (pp > 1 and run != "v2"))
+    if on:
+        batches = pp + 1 if run == "v2" else (2 if pp <= 1 else pp)
+    else:
+        batches = pp
+    return batches * batched
+
+
+# speculative methods async scheduling runs with (config/vllm.py: EAGLE/MTP kinds, draft models, n-gram on the GPU)
+ASYNC_SPECULATIVE_METHODS = {"eagle", "eagle3", "mtp", "deepseek_mtp", "draft_model", "ngram_gpu", "dspark", "dflash"}
+
+
 def as_built(m: ModelArch, vllm_version: tuple[int, ...]) -> ModelArch:
     """The model as this release builds it: through its Transformers backend (releases.TRANSFORMERS_BACKEND) no rotary
     cos/sin cache is registered."""
@@ -321,10 +347,11 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     avail_pos = max(0, avail)
     # the fit answer keeps the calibrated headroom: better a little short than a failed load
     margin = 0 if s.kv_cache_memory_bytes else activation.fit_margin_bytes()
-    fit_len = lay.max_len_that_fits(max(0, avail - margin), derived, block, batched)
+    in_flight = in_flight_tokens(s, run, batched, vllm_version)  # what a sliding window reserves beyond itself
+    fit_len = lay.max_len_that_fits(max(0, avail - margin), derived, block, in_flight)
     used_len = fit_len if auto else want_len
-    tokens = lay.tokens(avail_pos, max(used_len, 1), block, batched)
-    per_req = lay.blocks_per_request(max(used_len, 1), block, batched)
+    tokens = lay.tokens(avail_pos, max(used_len, 1), block, in_flight)
+    per_req = lay.blocks_per_request(max(used_len, 1), block, in_flight)
     per_token = lay.bytes_per_block // block
     free = gpu.cuda_free_bytes
     # from 0.27 the V2 sampler's states are inside the share (pre): only the block tables stay out
@@ -347,7 +374,7 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     )
     # the extensible cache's budget is only a cap: no start-up check of the free memory (worker/utils.py request_memory)
     v = verdict(est, free_bytes=None if s.kv_cache_memory_bytes or ext else free, cuda_total_bytes=gpu.cuda_total_bytes,
-                want_len=want_len, need_bytes=lay.bytes_per_request(want_len, block, batched),
+                want_len=want_len, need_bytes=lay.bytes_per_request(want_len, block, in_flight),
                 decode_graphs_need_blocks=bool(m.state_layers) and not s.enforce_eager, planned=gpu.planned)
     est = replace(est, fits=v.fits, cause=v.cause, reason=v.reason)
     if v.cause == "free_memory":

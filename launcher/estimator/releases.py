@@ -34,6 +34,11 @@ RULES: dict[str, tuple[tuple[int, ...], str]] = {
     "max_num_seqs_captured": ((0, 31), "config/compilation.py: max_num_seqs captured where it is off the grid"),
     "blackwell_prefill_graphs": ((0, 34), "config/vllm.py _split_cudagraph_capture_sizes: prefill graphs up to 8192 "
                                           "tokens on data-centre Blackwell (not modelled)"),
+    "sliding_reserves_in_flight": ((0, 25), "config/vllm.py max_in_flight_tokens (max_concurrent_batches x "
+                                            "max_num_batched_tokens) and kv_cache_interface.py SlidingWindowSpec."
+                                            "max_admission_blocks_per_request: a sliding window reserves window - 1 + "
+                                            "the tokens in flight; seen in 0.26's log (EXAONE-4.0-32B at 64k), 0.25 "
+                                            "not read: assumed, the smaller estimate"),
     "graph_estimate_env": ((0, 21), "envs.py VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS appears"),
     "v1_engine_only": ((0, 11), "the V0 engine removed: VLLM_USE_V1 no longer selects an engine"),
 }

@@ -400,6 +400,12 @@ def _layer_windows(cfg: dict, mtype: str, layers: int, plan: tuple[str, ...],
         return [int(sw_vllm) if str(t) == "sliding_attention" and sw else None for t in layer_types][:layers]
     if mtype == "gemma2" and sw:
         return [int(sw) if i % 2 == 0 else None for i in range(layers)]
+    pattern = cfg.get("sliding_window_pattern", 4 if mtype == "exaone4" else None)
+    if mtype == "exaone4" and sw and pattern:
+        # transformers' Exaone4Config: every pattern-th layer full ("LLLG" is 4: L local, G global), the rest sliding
+        if isinstance(pattern, str):
+            return [None if pattern[i % len(pattern)].upper() == "G" else int(sw) for i in range(layers)]
+        return [None if (i + 1) % int(pattern) == 0 else int(sw) for i in range(layers)]
     if mtype in ("qwen2", "qwen3", "qwen2_moe", "qwen3_moe"):
         use = cfg.get("use_sliding_window", False) and sw
         mwl = int(cfg.get("max_window_layers") or layers)
