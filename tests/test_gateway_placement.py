@@ -71,6 +71,8 @@ def test_what_a_model_keeps_asleep_is_planned_from_its_estimate():
     opts = Options(capacity_bytes=80 * G, gpu=True)
     entry = ModelEntry.__new__(ModelEntry)
     b = Backend(entry=entry, key="k", life=Lifecycle("m", phase=Phase.SLEEPING), need_bytes=int(32.3 * G), asleep_bytes=asleep_of(est))
-    assert b.kept_asleep(opts) == asleep_of(est)
+    from launcher.gateway.room import kept_asleep
+
+    assert kept_asleep(b, opts) == asleep_of(est)
     b.asleep_bytes = None  # nothing planned (an adopted launch without an estimate): the measured default
-    assert b.kept_asleep(opts) == opts.sleeping_bytes == 2 * G > int(1.91 * G)
+    assert kept_asleep(b, opts) == opts.sleeping_bytes == 2 * G > int(1.91 * G)

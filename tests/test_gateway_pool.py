@@ -376,7 +376,9 @@ def test_sleeping_models_weights_are_counted_against_host_memory_and_the_oldest_
     phases, pool = run(go(20))
     assert phases == {"a": Phase.STOPPED, "b": Phase.SLEEPING, "c": Phase.RUNNING}
     assert metric(pool, "launcher_gateway_evictions_total", model="a", action="host") == 1
-    assert pool.host_asleep_bytes() == 12 * G
+    from launcher.gateway.room import host_asleep_bytes
+
+    assert host_asleep_bytes(pool) == 12 * G
     phases, _ = run(go(10))
     assert phases == {"a": Phase.STOPPED, "b": Phase.STOPPED, "c": Phase.RUNNING}
 

@@ -11,9 +11,25 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
-from .model import GatewayError, gateway_dir
+from aiohttp import web
+
+from .lifecycle import Phase
+from .model import GatewayError, gateway_dir, post
 from .starting import lora_enabled
+
+if TYPE_CHECKING:
+    from .model import Backend
+    from .names import Registry
+
+
+class Backends(Protocol):
+    """What the adapter routes use of the pool (backends.Backends)."""
+
+    names: Registry
+
+    def route(self, model: object) -> Backend: ...
 
 VLLM_DEFAULT_MAX_LORA_RANK = 16  # vLLM's LoRAConfig.max_lora_rank default
 
@@ -65,3 +81,55 @@ def record(base: str, adapters: dict[str, str]) -> None:
     else:
         data.pop(base, None)
     write_json(_file(), data)
+
+
+async def add_route(pool: Backends, request: web.Request) -> web.Response:
+    """POST /gateway/models/BASE/adapters {"name", "path"}: a LoRA adapter loaded on BASE now (or at its next
+    start), routed to it, listed in /v1/models, recorded for its restarts; 400 with the reason where it cannot."""
+    b = pool.route(request.match_info["name"])
+    try:
+        item = await request.json()
+    except ValueError:
+        item = None
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"] \
+            or not isinstance(item.get("path"), str):
+        raise GatewayError(400, 'give {"name": ADAPTER, "path": FOLDER}.', "invalid_request_error")
+    name = item["name"]
+    if name in b.adapters or name in b.entry.names:
+        raise GatewayError(409, f"'{name}' is {b.name}'s already.", "invalid_request_error", code="name_taken")
+    folder = check(b.name, b.entry.spec.engine_args, name, item["path"])
+    pool.names.add_name(b, name)
+    b.adapters[name] = folder
+    loaded = b.life.phase == Phase.RUNNING
+    if loaded:
+        failed = await b.load_adapters([name])
+        if failed:
+            del b.adapters[name]
+            pool.names.drop_name(b, name)
+            raise GatewayError(400, f"vLLM refused adapter '{name}': {failed[name]}", "invalid_request_error",
+                               code="adapter_refused")
+    record(b.name, b.adapters)
+    return web.json_response({"base": b.name, "adapter": name, "path": folder, "loaded": loaded}, status=201)
+
+
+async def remove_route(pool: Backends, request: web.Request) -> web.Response:
+    """DELETE /gateway/models/BASE/adapters/ADAPTER: unloaded, no longer routed or recorded."""
+    b = pool.route(request.match_info["name"])
+    name = request.match_info["adapter"]
+    if name not in b.adapters:
+        where = " (it is in the models file: remove it there)" if name in b.entry.lora_names else ""
+        raise GatewayError(404, f"`{b.name}` has no adapter '{name}' loaded at run time{where}.",
+                           "invalid_request_error", code="adapter_not_found")
+    await unload(b, name)
+    del b.adapters[name]
+    pool.names.drop_name(b, name)
+    record(b.name, b.adapters)
+    return web.json_response({"base": b.name, "removed": name})
+
+
+async def unload(b: Backend, name: str) -> None:
+    """The adapter unloaded from b's server where it runs (one vLLM no longer has counts as unloaded)."""
+    if b.launch is not None and b.life.phase == Phase.RUNNING:
+        status, text = await post(b.port, b.key, "/v1/unload_lora_adapter", b.name, {"lora_name": name}, check=False)
+        if status != 200 and "not found" not in text.lower() and "does not exist" not in text.lower():
+            raise GatewayError(502, f"`{b.name}` did not unload '{name}': vLLM answered {status}: {text[:300]}")

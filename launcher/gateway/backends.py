@@ -12,8 +12,8 @@ from ..errors import LauncherError
 from .lifecycle import Phase
 from .model import Backend, GatewayError, backend_key
 from .options import Options
+from . import room
 from .names import Registry
-from .placement import make_room
 from .starting import Starter
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class Backends:
         if b.draining:
             raise GatewayError(503, f"`{b.name}` is being stopped.", retry_after_s=5, code="model_stopping")
         if b.yielding:  # it makes room for a model that waited long enough: this request waits for its next turn
-            await self._hold(b)
+            await room.hold(self, b)
         if b.life.phase == Phase.RUNNING:
             return self._take(b)
         b.refuse_while_down(self.opts.failed_retry_s, time.monotonic())
@@ -101,16 +101,6 @@ class Backends:
             raise GatewayError(503, f"`{b.name}` could not start: {b.error or b.state}",
                                retry_after_s=int(self.opts.failed_retry_s), code="model_unavailable")
         return self._take(b)
-
-    async def _hold(self, b: Backend) -> None:
-        b.held += 1
-        try:
-            await asyncio.wait_for(b.turn.wait(), self.opts.queue_timeout_s)
-        except asyncio.TimeoutError:
-            raise GatewayError(503, f"`{b.name}` is making room for another model.", retry_after_s=30,
-                               code="model_yielding") from None
-        finally:
-            b.held -= 1
 
     def _take(self, b: Backend) -> Backend:
         b.in_flight += 1
@@ -153,86 +143,26 @@ class Backends:
                 async with self.placing:
                     if b.life.phase in (Phase.RUNNING, Phase.STARTING, Phase.RESTARTING) or self.closing:
                         return None
-                    if await self._make_room(b):
+                    if await room.make_room_for(self, b):
                         if b.life.phase == Phase.SLEEPING:
                             return True
                         b.move(Phase.STARTING, "a request" if b.waiting else "preload")
                         return False
                     if not asked and time.monotonic() - t0 >= self.opts.max_wait_s:
-                        asked = self._ask_to_yield(b, time.monotonic() - t0)
+                        asked = room.ask_to_yield(self, b, time.monotonic() - t0)
                 await asyncio.sleep(0.1)  # the placement lock is free meanwhile: requests end, others start
             return None
         finally:
             for o in asked:  # let go by now, or b gave up waiting: their held requests go on
-                o.end_yield()
-
-    def _ask_to_yield(self, b: Backend, waited_s: float) -> list[Backend]:
-        """The busy models, up longest first, that make room for b once drained (none pinned): asked to yield."""
-        now = time.monotonic()
-        held = sum(r.held_bytes for o in self.by_name.values() if o is not b
-                   and (r := o.resident(self.opts, now)) is not None)
-        free = self.opts.capacity_bytes - held
-        asked = []
-        running = [o for o in self.by_name.values() if o is not b and o.life.phase == Phase.RUNNING
-                   and not o.entry.pinned and not o.yielding]
-        for o in sorted(running, key=lambda o: o.life.since):
-            if free >= (b.need_bytes or 0):
-                break
-            o.yielding = True
-            asked.append(o)
-            free += o.need_bytes or 0
-            print(f"gateway: {o.name} yields to {b.name} (waited {waited_s:.0f} s for room)", flush=True)
-            self.metrics.evicted(o.name, "yield")
-        return asked
-
-    async def _make_room(self, b: Backend) -> bool:
-        """Let go of what placement says; False when only models serving requests hold the room (wait for them)."""
-        residents = [r for o in self.by_name.values() if o is not b and (r := o.resident(self.opts)) is not None]
-        own = b.kept_asleep(self.opts) if b.life.phase == Phase.SLEEPING else 0  # asleep it holds some of it already
-        room = make_room(max(0, b.need_bytes - own), self.opts.capacity_bytes - own, residents, starting=b.name)
-        if not room.fits and room.wait:
-            return False
-        if not room.fits:
-            raise GatewayError(503, f"no room for `{b.name}`: {room.reason}", retry_after_s=30, code="no_room")
-        for step in room.steps:
-            other = self.by_name[step.name]
-            self.metrics.evicted(other.name, step.action)
-            if step.action == "sleep":
-                await self._sleep_or_stop(other, f"room for {b.name}")
-            else:
-                await other.stop(f"room for {b.name}")
-            other.end_yield()
-        return True
+                room.end_yield(o)
 
     # letting go
     async def let_go(self, b: Backend, why: str) -> str:
         """Sleep (GPU) or stop the model; what was done."""
         if self.opts.gpu and b.life.phase == Phase.RUNNING:
-            return await self._sleep_or_stop(b, why)
+            return await room.sleep_or_stop(self, b, why)
         await b.stop(why)
         return "stop"
-
-    async def _sleep_or_stop(self, b: Backend, why: str) -> str:
-        """Put b to sleep where its weights fit in the host memory sleepers may keep (--host-memory-budget), after
-        stopping the least recently used sleepers if they must; stop it where they do not fit even then."""
-        budget, weights = self.opts.host_budget_bytes, b.host_bytes or 0
-        if budget is not None and weights:
-            sleepers = sorted((o for o in self.by_name.values() if o is not b and o.life.phase == Phase.SLEEPING
-                               and not o.entry.pinned and o.waiting == 0), key=lambda o: o.last_used)
-            while sleepers and self.host_asleep_bytes() + weights > budget:
-                o = sleepers.pop(0)
-                await o.stop(f"host memory for {b.name} asleep")
-                self.metrics.evicted(o.name, "host")
-            if self.host_asleep_bytes() + weights > budget:
-                await b.stop(f"{why}; asleep its weights ({weights / 2**30:.1f} GiB) would not fit in host memory")
-                return "stop"
-        await b.sleep(why)
-        self.metrics.slept(b.name)
-        return "sleep"
-
-    def host_asleep_bytes(self) -> int:
-        """What the sleeping models keep in the host's memory now (their weights, as planned)."""
-        return sum(o.host_bytes or 0 for o in self.by_name.values() if o.life.phase == Phase.SLEEPING)
 
     def housekeeping_error(self, b: Backend | None, job: str, e: BaseException) -> None:
         self.metrics.housekeeping_error(job)

@@ -110,52 +110,16 @@ class Control:
         return web.json_response({"removed": b.name})
 
     async def add_adapter(self, request: web.Request) -> web.Response:
-        """POST /gateway/models/BASE/adapters {"name", "path"}: a LoRA adapter loaded on BASE now (or at its next
-        start), routed to it, listed in /v1/models, recorded for its restarts; 400 with the reason where it cannot."""
         from . import adapters
 
         self._allowed(request)
-        b = self.pool.route(request.match_info["name"])
-        try:
-            item = await request.json()
-        except ValueError:
-            item = None
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"] \
-                or not isinstance(item.get("path"), str):
-            raise GatewayError(400, 'give {"name": ADAPTER, "path": FOLDER}.', "invalid_request_error")
-        name = item["name"]
-        if name in b.adapters or name in b.entry.names:
-            raise GatewayError(409, f"'{name}' is {b.name}'s already.", "invalid_request_error", code="name_taken")
-        folder = adapters.check(b.name, b.entry.spec.engine_args, name, item["path"])
-        self.pool.names.add_name(b, name)
-        b.adapters[name] = folder
-        loaded = b.life.phase == Phase.RUNNING
-        if loaded:
-            failed = await b.load_adapters([name])
-            if failed:
-                del b.adapters[name]
-                self.pool.names.drop_name(b, name)
-                raise GatewayError(400, f"vLLM refused adapter '{name}': {failed[name]}", "invalid_request_error",
-                                   code="adapter_refused")
-        adapters.record(b.name, b.adapters)
-        return web.json_response({"base": b.name, "adapter": name, "path": folder, "loaded": loaded}, status=201)
+        return await adapters.add_route(self.pool, request)
 
     async def remove_adapter(self, request: web.Request) -> web.Response:
-        """DELETE /gateway/models/BASE/adapters/ADAPTER: unloaded, no longer routed or recorded."""
         from . import adapters
 
         self._allowed(request)
-        b = self.pool.route(request.match_info["name"])
-        name = request.match_info["adapter"]
-        if name not in b.adapters:
-            where = " (it is in the models file: remove it there)" if name in b.entry.lora_names else ""
-            raise GatewayError(404, f"`{b.name}` has no adapter '{name}' loaded at run time{where}.",
-                               "invalid_request_error", code="adapter_not_found")
-        await b.unload_adapter(name)
-        del b.adapters[name]
-        self.pool.names.drop_name(b, name)
-        adapters.record(b.name, b.adapters)
-        return web.json_response({"base": b.name, "removed": name})
+        return await adapters.remove_route(self.pool, request)
 
     async def drain_and(self, b: Backend, act: Callable[[], Awaitable]) -> None:
         """No new request admitted to b; those in flight finish (up to the queue timeout); then act."""

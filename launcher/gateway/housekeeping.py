@@ -8,10 +8,13 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+from .lifecycle import Phase
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from .backends import Backends
+    from .model import Backend
 
 
 async def run(pool: Backends, write_record: Callable[[], None], watch_tick: Callable[[], Awaitable] | None = None,
@@ -39,21 +42,21 @@ async def expire_idle(pool: Backends, now: float) -> list[str]:
     held across a start)."""
     done = []
     for b in list(pool.by_name.values()):
-        if b.asleep_past_ttl(now):
+        if asleep_past_ttl(b, now):
             try:
                 async with pool.placing:
-                    if b.asleep_past_ttl(now):
+                    if asleep_past_ttl(b, now):
                         await b.stop(f"asleep for {b.entry.sleep_ttl_s:.0f} s (sleep_ttl)")
                         pool.metrics.evicted(b.name, "sleep_ttl")
                         done.append(b.name)
             except Exception as e:  # noqa: BLE001
                 pool.housekeeping_error(b, "sleep_ttl", e)
             continue
-        if not b.idle_past_ttl(now):
+        if not idle_past_ttl(b, now):
             continue
         try:
             async with pool.placing:
-                if not b.idle_past_ttl(now):
+                if not idle_past_ttl(b, now):
                     continue
                 await pool.let_go(b, f"idle for {b.entry.ttl_s:.0f} s (ttl)")
             pool.metrics.evicted(b.name, "ttl")
@@ -61,3 +64,16 @@ async def expire_idle(pool: Backends, now: float) -> list[str]:
         except Exception as e:  # noqa: BLE001 - the gateway keeps serving; the error is counted and said
             pool.housekeeping_error(b, "ttl", e)
     return done
+
+
+def idle_past_ttl(b: Backend, now: float) -> bool:
+    """A model's own ttl: running, not pinned, nothing in flight or waiting, idle longer than its ttl."""
+    ttl = b.entry.ttl_s
+    return bool(ttl and b.life.phase == Phase.RUNNING and not b.entry.pinned
+                and b.in_flight + b.waiting == 0 and now - b.last_used > ttl)
+
+
+def asleep_past_ttl(b: Backend, now: float) -> bool:
+    """Asleep longer than its sleep_ttl: stopped, so that what it keeps on the device and in host memory is freed."""
+    ttl = b.entry.sleep_ttl_s
+    return bool(ttl and b.life.phase == Phase.SLEEPING and b.waiting == 0 and now - b.life.since > ttl)

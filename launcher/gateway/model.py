@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..state import home
-from .lifecycle import HOLDING, Lifecycle, Phase
+from .lifecycle import Lifecycle, Phase
 from .options import Options
-from .placement import Resident
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -106,29 +105,6 @@ class Backend:
     def move(self, to: Phase, why: str) -> None:
         self.life.move(to, why, time.monotonic())
 
-    def resident(self, opts: Options, now: float | None = None) -> Resident | None:
-        """This model as placement sees it (None when it holds nothing). Starting, restarting or stopping, it
-        holds its room and is not to be let go (counted busy); running for less than min_stay_s too, unless it
-        was asked to yield."""
-        if self.life.phase not in HOLDING:
-            return None
-        now = time.monotonic() if now is None else now
-        need = self.need_bytes or 0
-        asleep = self.life.phase == Phase.SLEEPING
-        settled = self.life.phase in (Phase.RUNNING, Phase.SLEEPING)
-        staying = self.life.phase == Phase.RUNNING and not self.yielding and now - self.life.since < opts.min_stay_s
-        kept = self.kept_asleep(opts)
-        busy = self.in_flight + self.waiting + (0 if settled else 1) + int(staying)
-        return Resident(self.name, kept if asleep else need, busy, self.entry.pinned, self.last_used, asleep, opts.gpu,
-                        min(need, kept))
-
-    def end_yield(self) -> None:
-        """Its yield is over (it was let go, or the model it yielded for gave up): held requests go on."""
-        if self.yielding:
-            self.yielding = False
-            self.turn.set()
-            self.turn = asyncio.Event()
-
     def refuse_while_down(self, retry_s: float, now: float) -> None:
         """GatewayError 503 while its supervisor restarts it, or while it is failed and its retry window not over."""
         life = self.life
@@ -139,10 +115,6 @@ class Backend:
             left = max(1, int(retry_s - (now - life.failed_at)))
             raise GatewayError(503, f"`{self.name}` failed: {life.cause}. A new start is tried at the first request "
                                f"after {left} s.", retry_after_s=left, code="model_failed")
-
-    def kept_asleep(self, opts: Options) -> int:
-        """What this model keeps on the device asleep: as planned, else the measured default."""
-        return self.asleep_bytes if self.asleep_bytes is not None else opts.sleeping_bytes
 
     def sync(self) -> None:
         """Follow the supervisor of its launch (READY, BACKOFF, FATAL, its end): `launcher ps` and the gateway agree."""
@@ -202,13 +174,6 @@ class Backend:
             print(f"gateway: {self.name}: adapter {name} not loaded: {why}", flush=True)
         return failed
 
-    async def unload_adapter(self, name: str) -> None:
-        if self.launch is not None and self.life.phase == Phase.RUNNING:
-            status, text = await post(self.port, self.key, "/v1/unload_lora_adapter", self.name, {"lora_name": name},
-                                      check=False)
-            if status != 200 and "not found" not in text.lower() and "does not exist" not in text.lower():
-                raise GatewayError(502, f"`{self.name}` did not unload '{name}': vLLM answered {status}: {_message(text)}")
-
     async def stop(self, why: str) -> None:
         if self.life.phase in (Phase.STOPPED,):
             return
@@ -242,16 +207,6 @@ class Backend:
         self.move(Phase.RUNNING, "adopted from an earlier gateway")
         return True
 
-    def asleep_past_ttl(self, now: float) -> bool:
-        """Asleep longer than its sleep_ttl: stopped, so that what it keeps on the device and in host memory is freed."""
-        ttl = self.entry.sleep_ttl_s
-        return bool(ttl and self.life.phase == Phase.SLEEPING and self.waiting == 0 and now - self.life.since > ttl)
-
-    def idle_past_ttl(self, now: float) -> bool:
-        """Its own ttl timer: running, not pinned, nothing in flight or waiting, idle longer than its ttl."""
-        ttl = self.entry.ttl_s
-        return bool(ttl and self.life.phase == Phase.RUNNING and not self.entry.pinned
-                    and self.in_flight + self.waiting == 0 and now - self.last_used > ttl)
 
 
 async def post(port: int | None, key: str, path: str, name: str, body: dict | None = None,
