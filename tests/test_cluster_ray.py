@@ -84,6 +84,21 @@ def test_estimate_across_the_cluster_reads_its_nodes(cluster):
     assert r.returncode == 3 and "needs 4 GPUs; the cluster has 2" in json.loads(r.stdout)["error"]
 
 
+def test_plan_places_a_models_file_on_the_live_clusters_nodes(cluster, tmp_path):
+    """`launcher plan --ray-address`: the nodes and GPUs the cluster reports (one H100-80GB each here); two 32B
+    models at 16k (about 71 GiB each: one per GPU) go to different nodes, a third waits for one of them."""
+    f = tmp_path / "models.yaml"
+    f.write_text("models:\n" + "".join(
+        f"  - {{name: q{i}, model_name: qwen2.5-instruct, size_in_billions: 32, engine_args: {{max-model-len: 16384}}}}\n"
+        for i in range(3)))
+    r = cli("plan", "--models", str(f), "--ray-address", cluster["address"], "--json", env=cluster["env"])
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    m = {x["name"]: x for x in d["models"]}
+    assert sorted(g["node"] for g in d["gpus"]) == ["head", "worker1"]
+    assert m["q0"]["awake"] and m["q1"]["awake"] and {m["q0"]["node"], m["q1"]["node"]} == {"head", "worker1"}
+    assert not m["q2"]["awake"] and m["q2"]["gpus"] == [0] and len(m["q2"]["shares_with"]) == 1
+
 def test_launch_preflight_reserves_on_the_cluster_and_plans_per_node(cluster, monkeypatch):
     """launch's pre-flight as on a GPU host (the CPU build is refused before this point)."""
     from dataclasses import replace

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import cli
+from conftest import ROOT, cli
 from launcher.fleet.pack import Gpu, Need, pack
 
 G = 1 << 30
@@ -94,3 +94,26 @@ def test_twenty_models_on_eight_gpus_are_planned_without_loading_anything(tmp_pa
     d = json.loads(r.stdout)
     assert len(d["models"]) == 20 and all(m["gpus"] for m in d["models"])
     assert d["seconds"] < 5 and time.monotonic() - t0 < 60  # generous here; benchmarks/plan_time.py measures it
+
+
+def test_a_cluster_inventory_is_planned_per_node_and_a_tensor_parallel_model_stays_within_one(tmp_path):
+    """examples/cluster.yaml: two nodes of 8 H100 80GB, no cluster reached. Two Llama-3.1-70B at tensor parallel 8,
+    each on 8 GPUs of one node, never beyond a GPU; one at tensor parallel 16 needs more GPUs than a node has."""
+    f = tmp_path / "models.yaml"
+    f.write_text(
+        "models:\n"
+        "  - {name: a, model_name: llama-3.1-instruct, size_in_billions: 70,\n"
+        "     engine_args: {max-model-len: 32768, tensor-parallel-size: 8}}\n"
+        "  - {name: b, model_name: llama-3.1-instruct, size_in_billions: 70,\n"
+        "     engine_args: {max-model-len: 32768, tensor-parallel-size: 8}}\n"
+        "  - {name: c, model_name: llama-3.1-instruct, size_in_billions: 70,\n"
+        "     engine_args: {max-model-len: 32768, tensor-parallel-size: 16}}\n")
+    r = cli("plan", "--models", str(f), "--inventory", str(ROOT / "examples" / "cluster.yaml"), "--json")
+    assert r.returncode == 3, r.stderr  # c fits nowhere
+    d = json.loads(r.stdout)
+    m = {x["name"]: x for x in d["models"]}
+    assert {g["node"] for g in d["gpus"]} == {"head", "worker1"} and len(d["gpus"]) == 16
+    assert len(m["a"]["gpus"]) == len(m["b"]["gpus"]) == 8 and m["a"]["awake"] and m["b"]["awake"]
+    per = {(g["node"], g["index"]): g["awake_bytes"] for g in d["gpus"]}
+    assert all(v <= g["total_bytes"] for g in d["gpus"] for k, v in per.items() if k == (g["node"], g["index"]))
+    assert m["c"]["gpus"] == [] and m["c"]["reason"] == "needs 16 GPUs of one node; the largest node has 8"

@@ -17,6 +17,9 @@ def plan(
     num_gpus: common.NumGpus = None,
     gpu_memory: common.GpuMemory = None,
     vllm_version: common.VllmVersion = None,
+    inventory: common.Inventory = None,
+    ray_address: common.RayAddress = None,
+    ray_dashboard: common.RayDashboard = None,
     plot_file: Annotated[Optional[str], typer.Option("--plot", help="Also draw the plan into this PNG (GPUs as columns, models as blocks; needs matplotlib).")] = None,
     json_out: common.Json = False,
 ) -> None:
@@ -27,7 +30,7 @@ def plan(
     from ..fleet.plan import plan_fleet
 
     plot_file = common.plot_path("--plot", plot_file)
-    p = plan_fleet(models, gpu, num_gpus, gpu_memory, vllm_version)
+    p = plan_fleet(models, gpu, num_gpus, gpu_memory, vllm_version, inventory, ray_address, ray_dashboard)
     d = p.to_dict()
     if plot_file:
         from ..fleet.picture import draw
@@ -44,17 +47,20 @@ def render(d: dict, con: Console) -> None:
 
     from ..units import gib
 
+    nodes = sorted({g["node"] for g in d["gpus"]})
     t = Table(title=f"{d['models_file']}: {len(d['models'])} models on {len(d['gpus'])} GPU(s) "
+                    + (f"of {len(nodes)} nodes " if len(nodes) > 1 else "")
+                    + 
                     f"({d['gpus'][0]['name'] if d['gpus'] else '-'}), vLLM {d['vllm_version']}")
     for c in ("model", "GPU(s)", "GiB per GPU", "at start", "why"):
         t.add_column(c, overflow="fold")
     for m in d["models"]:
-        where = ",".join(map(str, m["gpus"])) or "-"
+        where = (f"{m['node']}:" if len(nodes) > 1 and m["gpus"] else "") + (",".join(map(str, m["gpus"])) or "-")
         state = "[green]awake[/]" if m["awake"] else ("[yellow]waits[/]" if m["gpus"] else "[red]nowhere[/]")
         t.add_row(m["name"], where, gib(m["bytes_per_gpu"]) if m["bytes_per_gpu"] else "-", state, m["reason"])
     con.print(t)
     for g in d["gpus"]:
-        con.print(f"GPU {g['index']}: {gib(g['awake_bytes'])} of {gib(g['total_bytes'])} GiB awake at start"
+        con.print(f"{g['node'] + ' ' if len(nodes) > 1 else ''}GPU {g['index']}: {gib(g['awake_bytes'])} of {gib(g['total_bytes'])} GiB awake at start"
                   + (f" ({', '.join(g['awake'])})" if g["awake"] else ""))
     con.print(f"planned in {d['seconds']:.2f} s; each footprint is the model's share (its gpu_memory_budget, or the "
               "smallest at which its max_model_len fits), what vLLM takes beside it and its CUDA context")

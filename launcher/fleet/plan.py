@@ -31,9 +31,11 @@ class FleetPlan:
 
 
 def plan_fleet(models_file: str, gpu: str | None = None, num_gpus: int | None = None, gpu_memory: str | None = None,
-               vllm_version: str | None = None) -> FleetPlan:
-    """The plan of every model of the models file on these GPUs. GPUs of different sizes (NVML): each model's
-    footprint is taken on the smallest, which holds it on any."""
+               vllm_version: str | None = None, inventory: str | None = None, ray_address: str | None = None,
+               ray_dashboard: str | None = None) -> FleetPlan:
+    """The plan of every model of the models file on these GPUs: described, NVML's, a cluster inventory's nodes (no
+    cluster needed) or a live Ray cluster's (each node's GPUs as its dashboard agent reports them). GPUs of different
+    sizes: each model's footprint is taken on the smallest, which holds it on any."""
     from ..engines import vllm as vllm_engine
     from ..errors import BadInput
     from ..gateway.models_file import load_models
@@ -43,13 +45,37 @@ def plan_fleet(models_file: str, gpu: str | None = None, num_gpus: int | None = 
 
     t0 = time.perf_counter()
     entries = load_models(models_file, vllm_engine.arg_spec(vllm_engine.installed()))
-    infos = planned_gpus(gpu_memory, gpu, num_gpus) if (gpu or gpu_memory) else NvmlSource().list()
+    if inventory or ray_address:
+        nodes = cluster_gpus(inventory, ray_address, ray_dashboard)
+        gpus = [Gpu(label, g.index, g.name, g.total_bytes) for label, g in nodes]
+        infos = [g for _, g in nodes]
+    else:
+        infos = planned_gpus(gpu_memory, gpu, num_gpus) if (gpu or gpu_memory) else NvmlSource().list()
+        gpus = [Gpu("local", g.index, g.name, g.total_bytes) for g in infos]
     if not infos:
-        raise BadInput("no GPU to plan for: NVML sees none here.",
-                       hint="Describe them: --gpu H100-80GB --num-gpus 8 (or --gpu-memory 80GiB).")
-    gpus = [Gpu("local", g.index, g.name, g.total_bytes) for g in infos]
+        raise BadInput("no GPU to plan for: NVML sees none here." if not (inventory or ray_address) else
+                       "no GPU to plan for: the cluster's nodes report none.",
+                       hint="Describe them: --gpu H100-80GB --num-gpus 8 (or --gpu-memory 80GiB), or give each node "
+                            "of the inventory its `gpu:`.")
     smallest = min(infos, key=lambda g: g.total_bytes)
     needs = [need_of(e, smallest.name, smallest.total_bytes, i, vllm_version) for i, e in enumerate(entries)]
     version = planned_version(vllm_version, gpu_target=True)
     return FleetPlan(models_file, gpus, pack(needs, gpus), version, time.perf_counter() - t0)
 
+
+
+def cluster_gpus(inventory: str | None, ray_address: str | None, ray_dashboard: str | None) -> list:
+    """(node label, GpuInfo) of every GPU of the cluster: an inventory's (no cluster needed), or a live Ray cluster's."""
+    from ..cluster import plan as cplan
+
+    if inventory:
+        from ..cluster.inventory import load
+
+        nodes = cplan.nodes_from_inventory(load(inventory))
+    else:
+        from ..cluster import control
+        from ..cluster.api import Dashboard
+
+        address, dash = control.resolve(ray_address, ray_dashboard)
+        nodes = cplan.live_nodes(Dashboard(dash), control.inventory_for(address))
+    return [(n.label, g) for n in nodes for g in n.gpus]
