@@ -52,6 +52,7 @@ def nothing_may_start(monkeypatch, tmp_path):
     monkeypatch.setattr("launcher.process.spawn", started)
     monkeypatch.setattr("launcher.launching.start._spawn_supervisor", started)
     monkeypatch.delenv("LAUNCHER_DEBUG", raising=False)
+    monkeypatch.chdir(tmp_path)  # a command that gets as far as writing its default output (tune's ./tune-NAME) writes here
     from launcher import health
 
     # no network: the Hub on a port nothing listens on

@@ -207,12 +207,8 @@ def plot_path(flag: str, path: str | None) -> str | None:
 
     if not path:
         return None
+    output_path(flag, path)
     full = os.path.abspath(os.path.expanduser(path))
-    folder = os.path.dirname(full)
-    if not os.path.isdir(folder):
-        raise BadInput(f"{flag} {path}: the folder {folder} does not exist.", hint="Create it, or give another path.")
-    if not os.access(folder, os.W_OK):
-        raise BadInput(f"{flag} {path}: the folder {folder} cannot be written.", hint="Give a path in a folder you can write.")
     if os.path.splitext(full)[1].lower() not in (".png", ".svg", ".pdf"):
         raise BadInput(f"{flag} {path}: give a .png, .svg or .pdf file.")
     return full
