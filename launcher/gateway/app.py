@@ -52,8 +52,8 @@ class Gateway:
         self.session = ClientSession(connector=TCPConnector(limit=0, force_close=False),
                                      timeout=ClientTimeout(total=None, sock_connect=10), auto_decompress=False)
         for b in self.backends.by_name.values():
-            if b.adopt(self.backends.starter) and b.adapters:
-                asyncio.get_running_loop().create_task(b.load_adapters())  # loaded already unless it was restarted
+            if b.adopt(self.backends.starter):
+                b.reload_adapters_soon()  # loaded already unless it was restarted
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(housekeeping.run(
             self.backends, self.write_record, self.control.watch_tick if self.watch else None))]

@@ -54,8 +54,8 @@ class Backends:
 
     def _moved(self, b: Backend, old: Phase, new: Phase, why: str) -> None:
         self.metrics.state(b.name, new.value)
-        if new == Phase.RUNNING and old == Phase.RESTARTING and b.adapters:  # its supervisor started a new server
-            asyncio.get_running_loop().create_task(b.load_adapters())
+        if new == Phase.RUNNING and old == Phase.RESTARTING:  # its supervisor started a new server
+            b.reload_adapters_soon()
         try:
             self.after_move()
         except Exception as e:  # noqa: BLE001 - a record not written is counted; the move stands

@@ -82,6 +82,7 @@ class Backend:
     requests: int = 0
     recent: list = field(default_factory=list)  # the last requests: (time, path, status, seconds)
     adapters: dict = field(default_factory=dict)  # LoRA adapters loaded at run time: name -> folder (adapters.py)
+    reloading: asyncio.Task | None = None  # its adapters being loaded into a new server (a restart, an adoption)
     yielding: bool = False  # asked to make room for a model that waited max_wait_s: no new request admitted
     held: int = 0  # requests held back while it yields (not counted busy: they wait for its next turn)
     turn: asyncio.Event = field(default_factory=asyncio.Event)  # set when a yield is over (it was let go)
@@ -160,6 +161,12 @@ class Backend:
         await self.load_adapters()  # before it takes requests: its adapters answer from its first one
         self.last_used = time.monotonic()
         self.move(Phase.RUNNING, "ready")
+
+    def reload_adapters_soon(self) -> None:
+        """Its adapters loaded again into a server it did not start (a supervisor's restart, an adoption), in the
+        background; a request for one of them waits for that (proxy.py)."""
+        if self.adapters:
+            self.reloading = asyncio.get_running_loop().create_task(self.load_adapters())
 
     async def load_adapters(self, names: list[str] | None = None) -> dict[str, str]:
         """The recorded LoRA adapters (or `names` of them) loaded into its server; {name: error} of those vLLM

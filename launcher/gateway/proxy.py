@@ -3,6 +3,7 @@ woken, room made), the request sent to that model's own server with the model's 
 chunk by chunk (SSE included, never buffered whole); a client that goes away aborts the request upstream."""
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import TYPE_CHECKING
@@ -40,8 +41,8 @@ async def forward(pool: Backends, session: ClientSession, request: web.Request) 
         url = f"http://127.0.0.1:{b.port}{request.rel_url}"
         resp = None
         try:
-            if isinstance(model, str) and model in b.adapters:
-                await _adapter_there(session, b, model, url, headers)
+            if isinstance(model, str) and model in b.adapters and b.reloading is not None and not b.reloading.done():
+                await asyncio.shield(b.reloading)  # a new server of its base gets its adapters first
             async with session.request(request.method, url, data=body, headers=headers) as up:
                 status = up.status
                 if status >= 500 and up.content_type == "application/json":  # small, never a stream: read whole
@@ -68,18 +69,6 @@ async def forward(pool: Backends, session: ClientSession, request: web.Request) 
                                code="model_unavailable") from None
     finally:
         pool.release(b, request.path, status, time.perf_counter() - t0)
-
-
-async def _adapter_there(session: ClientSession, b, model: str, url: str, headers: dict) -> None:
-    """A LoRA adapter loaded at run time is in its base's server: after a restart by the supervisor (a new server)
-    the gateway loads its adapters again in the background; a request that comes first loads its own one now."""
-    base = url.split("/v1/", 1)[0]
-    async with session.get(f"{base}/v1/models", headers={"Authorization": headers["Authorization"]}) as r:
-        if r.status != 200:
-            return
-        served = {m.get("id") for m in (await r.json()).get("data", [])}
-    if model not in served:
-        await b.load_adapters([model])
 
 
 def _model_of(request: web.Request, body: bytes) -> object:
