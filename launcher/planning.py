@@ -146,6 +146,11 @@ def lora_settings(args: dict):
 def draft_arch(ref: str, dtype: str) -> ModelArch:
     """The speculative proposer's architecture from its config.json: a local folder or a Hub repository id. Read
     once per process (`estimate --gpu all` plans the same launch for every cell)."""
+    return from_config(_draft_config(ref), source=f"draft {ref}", dtype=dtype)
+
+
+@lru_cache(maxsize=8)
+def _draft_config(ref: str) -> dict:
     from .models import hub
 
     if Path(ref).expanduser().exists():
@@ -156,7 +161,7 @@ def draft_arch(ref: str, dtype: str) -> ModelArch:
         raise BadInput(f"--speculative-config: the draft model '{ref}' was not found: no such folder here, and not a "
                        "Hub repository id (org/name).",
                        hint="Give the draft's folder (with its config.json) or its Hub id in the \"model\" key.")
-    return from_config(cfg, source=f"draft {ref}", dtype=dtype)
+    return cfg
 
 
 def settings_from_engine_args(args: dict) -> EngineSettings:
@@ -227,15 +232,25 @@ def _settings(model: ModelRef, engine_args: dict, env: dict | None, *, across_no
         settings = replace(settings, graph_memory=asked or "vllm")
     if settings.dtype not in ("auto", None) and settings.dtype != model.arch.dtype:
         model = ModelRef(model.load, replace(model.arch, dtype=settings.dtype), model.label)
-    if settings.speculative is not None and settings.speculative.model and settings.speculative.proposer_on_gpu:
-        settings = replace(settings, draft=draft_arch(settings.speculative.model, model.arch.dtype),
-                           draft_own_embedding=draft_has_embedding(settings.speculative.model))
-    return model, settings
+    return model, with_draft(settings, model.arch.dtype)
 
 
-def draft_has_embedding(ref: str) -> bool | None:
-    """Whether a draft folder's checkpoint carries an embedding (its safetensors headers name one; a folder with no
-    weight files has none: vLLM's dummy load); None where that is not known (a Hub id, .bin files)."""
+def with_draft(settings: EngineSettings, dtype: str) -> EngineSettings:
+    """The settings with the speculative proposer's model read (its config.json and which weights its checkpoint
+    carries), where it runs on the GPU."""
+    spec = settings.speculative
+    if spec is None or not spec.model or not spec.proposer_on_gpu:
+        return settings
+    names = draft_weight_names(spec.model)
+    return replace(settings, draft=draft_arch(spec.model, dtype), draft_vocab_size=draft_vocab_size(spec.model),
+                   draft_own_embedding=None if names is None else any("embed_tokens" in n for n in names),
+                   draft_own_lm_head=None if names is None else any("lm_head" in n for n in names))
+
+
+def draft_weight_names(ref: str) -> frozenset[str] | None:
+    """The tensors a draft folder's checkpoint carries (its safetensors headers; a folder with no weight files
+    carries none: vLLM's dummy load, where an EAGLE head keeps neither embedding nor lm_head of its own);
+    None where that is not known (a Hub id, .bin files)."""
     from .models.checkpoint import read_header, weight_files
 
     folder = Path(ref)
@@ -243,11 +258,24 @@ def draft_has_embedding(ref: str) -> bool | None:
         return None
     files = weight_files(folder)
     if files is None:
-        return None if any(folder.glob("*.bin")) or any(folder.glob("*.pt")) else False
+        return None if any(folder.glob("*.bin")) or any(folder.glob("*.pt")) else frozenset()
     try:
-        return any("embed_tokens" in name for f in files for name in read_header(f))
+        return frozenset(name for f in files for name in read_header(f))
     except (OSError, ValueError):
         return None
+
+
+def draft_has_embedding(ref: str) -> bool | None:
+    """Whether a draft folder's checkpoint carries an embedding (see draft_weight_names)."""
+    names = draft_weight_names(ref)
+    return None if names is None else any("embed_tokens" in n for n in names)
+
+
+def draft_vocab_size(ref: str) -> int | None:
+    """An EAGLE-3 head's draft vocabulary (config.json draft_vocab_size: its lm_head's rows and the draft-to-target
+    id map, model_executor/models/llama_eagle3.py), None where the config has none (the whole vocabulary)."""
+    v = _draft_config(ref).get("draft_vocab_size")
+    return int(v) if isinstance(v, int) and v > 0 else None
 
 
 def _plan_across(model: ModelRef, settings: EngineSettings, version: str, cluster_nodes: list,

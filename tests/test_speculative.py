@@ -149,3 +149,56 @@ def test_without_a_v1_runner_every_proposer_runs_on_v2():
     s = settings_from_engine_args({"speculative-config": json.dumps({"method": "ngram", "num_speculative_tokens": 2})})
     assert activation.runner(from_config(LLAMA8B), (0, 34, 0), s.speculative) == "v2"
     assert activation.runner(from_config(LLAMA8B), (0, 33, 0), s.speculative) == "v1"
+
+
+EAGLE3 = {**LLAMA8B, "architectures": ["LlamaForCausalLMEagle3"], "num_hidden_layers": 1, "draft_vocab_size": 32000,
+          "max_position_embeddings": 2048}
+
+
+def _eagle3_settings(tmp_path, names, extra=None):
+    """An EAGLE-3 head's folder as planning reads it: config.json and safetensors headers naming `names`."""
+    import struct
+
+    from launcher.planning import with_draft
+
+    head = tmp_path / "head"
+    head.mkdir(parents=True)
+    (head / "config.json").write_text(json.dumps(EAGLE3))
+    if names:
+        header = json.dumps({n: {"dtype": "BF16", "shape": [2, 2], "data_offsets": [0, 8]} for n in names}).encode()
+        (head / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + bytes(8))
+    args = {"max-model-len": 32768, "speculative-config": json.dumps(
+        {"method": "eagle3", "model": str(head), "num_speculative_tokens": 3}), **(extra or {})}
+    return with_draft(settings_from_engine_args(args), "bfloat16")
+
+
+def test_eagle3_head_weights_as_vllm_builds_them(tmp_path):
+    """vLLM 0.26.0 llama_eagle3.py and spec_decode/eagle/utils.load_eagle_model, worked by hand for a one-layer head
+    of Llama-3.1-8B's width with a 32,000-token draft vocabulary: the decoder layer (attention 4096 x (4096 + 2 x
+    1024) + 4096 x 4096, MLP 3 x 4096 x 14336, two norms), its QKV's second hidden width 4096 x 6144 and hidden norm,
+    fc 3 x 4096 -> 4096, the final norm and the draft-to-target map (32,000 int64). The embedding and lm_head are
+    the target's unless the checkpoint loads its own (has_own_*: dummy weights never do); an own lm_head has the
+    draft vocabulary's 32,000 rows, not 128,256."""
+    layer = 4096 * (4096 + 2 * 1024) + 4096 * 4096 + 3 * 4096 * 14336 + 2 * 4096
+    eagle3 = 4096 * 6144 + 4096 + 3 * 4096 * 4096 + 4096
+    built = (layer + eagle3) * 2 + 32000 * 8
+    m = from_config(LLAMA8B)
+    dummy = estimate(m, _eagle3_settings(tmp_path / "a", []), H100)
+    assert dummy.draft_weights_bytes == built
+    own_head = estimate(m, _eagle3_settings(tmp_path / "b", ["lm_head.weight", "d2t", "fc.weight"]), H100)
+    assert own_head.draft_weights_bytes == built + 32000 * 4096 * 2
+    both = estimate(m, _eagle3_settings(tmp_path / "c", ["lm_head.weight", "embed_tokens.weight"]), H100)
+    assert both.draft_weights_bytes == built + 32000 * 4096 * 2 + 128256 * 4096 * 2
+
+
+def test_eagle3_on_vllm_026_within_one_percent_and_never_above(tmp_path):
+    """H100 80GB, vLLM 0.26.0, 2026-12-06 (the launch of docs/gpu.md's EAGLE-3 row): Llama-3.1-8B at 32k with a
+    one-layer EAGLE-3 head (draft vocabulary 32,000), 3 speculative tokens, dummy weights: vLLM logged a KV cache of
+    439,952 tokens. The estimate counted the head's embedding and a 128,256-row lm_head, and kept the 3% margin of an
+    unmeasured proposer: 415,408 (-5.58%)."""
+    from launcher.estimator.core import GpuBudget
+
+    m = from_config(LLAMA8B)
+    gpu = GpuBudget("NVIDIA H100 80GB HBM3", 81559 * 2**20, None, planned=True)
+    e = estimate(m, _eagle3_settings(tmp_path, []), gpu, vllm_version=(0, 26, 0))
+    assert e.fits and -0.01 <= (e.kv_cache_tokens - 439_952) / 439_952 <= 0

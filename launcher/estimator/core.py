@@ -83,8 +83,10 @@ class EngineSettings:
     lora: loramod.LoraSettings | None = None  # --enable-lora with its sizes
     speculative: specmod.SpecSettings | None = None  # --speculative-config
     draft: ModelArch | None = None  # the draft model or EAGLE head's architecture (read by planning)
-    # whether an EAGLE head's checkpoint carries its own embedding (None: not known, counted)
+    # whether an EAGLE head's checkpoint carries its own embedding / lm_head (None: not known, counted)
     draft_own_embedding: bool | None = None
+    draft_own_lm_head: bool | None = None
+    draft_vocab_size: int | None = None  # an EAGLE-3 head's draft vocabulary (config.json; None: the whole one)
     # --enable-extensible-kv-cache / --no-enable-extensible-kv-cache (None: the release's default)
     extensible_kv_cache: bool | None = None
     # --async-scheduling / --no-async-scheduling (None: vLLM's default, on where nothing rules it out)
@@ -476,6 +478,8 @@ def _activation(m: ModelArch, s: EngineSettings, run: str, shape: activation.Pro
         warmup = specmod.v1_rejection_bytes if run == "v1" else specmod.sampler_bytes
         act = max(act, warmup(s.speculative, shape.rows, m.vocab_size, m.dtype_bytes) + 2 * shape.hidden
                   + activation.coefficients()["activation"][run]["const"])
+        if s.speculative.method == "eagle3" and s.speculative.proposer_on_gpu:
+            act += specmod.eagle3_aux_bytes(m, batched)
     if s.lora is not None:
         act += loramod.activation_bytes(s.lora, batched)
     return act
@@ -559,6 +563,7 @@ def _proposer(m: ModelArch, s: EngineSettings, tp: int, cap: tuple[int, int] | N
     dtp = spec.draft_tensor_parallel_size or tp
     if spec.method in specmod.EAGLE_METHODS:
         w = specmod.eagle_head_bytes(m, draft, spec.method, dtp, s.pipeline_parallel_size, s.draft_own_embedding,
+                                     s.draft_own_lm_head, s.draft_vocab_size,
                                      lambda a: weights.layer_bytes(a, 0, dtp, cap))
     else:
         w = weights.weights_bytes(draft, dtp, 1, capability=cap) + extra

@@ -37,8 +37,9 @@ MTP_METHODS = frozenset({"mtp", "deepseek_mtp", "qwen3_next_mtp", "glm4_moe_mtp"
 CAVEAT_TOPICS = {None: "speculative decoding", "host": "speculative decoding on the host",
                  "measured": "speculative decoding as measured"}
 # Proposers whose starts were measured on a GPU (H200, vLLM 0.24.0, 2026-12-05; docs/gpu.md): an EAGLE-1 head on the
-# V2 runner and a draft model on the V1 runner (n-gram on V1 too: a proposer on the host)
-MEASURED_PROPOSERS = frozenset({("eagle", "v2"), ("draft_model", "v1")})
+# V2 runner and a draft model on the V1 runner (n-gram on V1 too: a proposer on the host); an EAGLE-3 head on the V2
+# runner (H100, vLLM 0.26.0, 2026-12-06: the same speculator as EAGLE-1, with the head and aux states of eagle3_aux_bytes)
+MEASURED_PROPOSERS = frozenset({("eagle", "v2"), ("eagle3", "v2"), ("draft_model", "v1")})
 
 
 @dataclass(frozen=True)
@@ -140,30 +141,48 @@ def proposer_arch(target: ModelArch, spec: SpecSettings, draft: ModelArch | None
 
 
 def eagle_head_bytes(target: ModelArch, head: ModelArch, method: str, tp: int, pp: int, own_embedding: bool | None,
+                     own_lm_head: bool | None, draft_vocab: int | None,
                      layer_bytes: Callable[[ModelArch], float]) -> int:
-    """An EAGLE head's weights as vLLM 0.24.0 builds them (model_executor/models/llama_eagle.py, llama_eagle3.py)
-    and then shares (v1/worker/gpu/spec_decode/eagle/utils.py, v1/spec_decode/llm_base_proposer.py):
+    """An EAGLE head's weights as vLLM builds them (model_executor/models/llama_eagle.py, llama_eagle3.py)
+    and then shares (0.26.0 v1/worker/gpu/spec_decode/eagle/utils.py load_eagle_model, 0.24.0
+    v1/spec_decode/llm_base_proposer.py): the head's embedding and lm_head are built, then deleted and replaced by
+    the target's unless the head's checkpoint loaded one of its own (has_own_embed_tokens / has_own_lm_head, set
+    only by load_weights: never with --load-format dummy or a folder without weights) that differs from the target's:
     - its decoder layers (`layer_bytes(head)` each), the first without its input norm (EAGLE-1); EAGLE-3's first
       layer takes 2 hidden widths into its QKV projection and has a hidden norm;
     - fc: 2 (EAGLE-1) or 3 (EAGLE-3, the target's auxiliary hidden states) hidden widths -> hidden, no bias;
-    - the embedding: deleted and replaced by the target's where the head has none of its own (or an identical
-      one; without pipeline parallelism), so counted only where its checkpoint has one (`own_embedding` True) or
-      that is not known (None, never lower);
-    - EAGLE-1 has no head of its own (the target's); EAGLE-3 has a final norm, its lm_head over the draft
-      vocabulary (counted over the whole vocabulary: a published head keeps its own) and the draft-to-target id map (int64).
+    - the embedding where the checkpoint has one (`own_embedding` True) or that is not known (None, never lower),
+      always under pipeline parallelism (each rank keeps its own);
+    - EAGLE-1 has no head of its own (the target's); EAGLE-3 has a final norm, the draft-to-target id map (int64
+      per draft vocabulary entry, always built) and its lm_head over the draft vocabulary (config.json
+      draft_vocab_size, else the whole one) where the checkpoint has one (`own_lm_head` True) or that is not known.
     """
     h, b = head.hidden_size, head.dtype_bytes
     n = sum(layer_bytes(head) for _ in range(head.num_layers))
     if method == "eagle3":
         q, kv = head.num_heads * head.head_dim, head.num_kv_heads * head.head_dim
-        draft_vocab = head.vocab_size  # config's draft_vocab_size (often 32,000) not read: the larger head
+        dv = draft_vocab or head.vocab_size
         n += (h * (q + 2 * kv) // tp + h) * b  # the first layer's wider QKV input and its hidden norm
-        n += 3 * target.hidden_size * h * b + h * b + draft_vocab * h * b // tp + draft_vocab * 8
+        n += 3 * target.hidden_size * h * b + h * b + dv * 8
+        if own_lm_head is not False:
+            n += dv * h * b // tp
     else:
         n += 2 * h * h * b - h * b  # fc, and the first layer's input norm removed
     if own_embedding is not False or pp > 1:
         n += head.vocab_size * h * b // tp
     return int(n)
+
+
+def eagle3_aux_bytes(target: ModelArch, tokens: int) -> int:
+    """EAGLE-3's auxiliary hidden states in the profile run (0.26.0 v1/worker/gpu/spec_decode/autoregressive/
+    speculator.py propose; the target's forward with aux_hidden_state_layers): three layers' hidden states (hidden +
+    residual) kept for every token while the rest of the target's forward runs, so held at its peak (the MLP of a
+    later layer). Their concatenation for the head's fc comes after the forward, when its intermediates are freed, and
+    is smaller than them (3 hidden widths against 2 x intermediate): it adds nothing to the peak.
+    Measured (H100, vLLM 0.26.0, 2026-12-06, Llama-3.1-8B at 32k with a one-layer EAGLE-3 head, dummy weights): vLLM's
+    KV cache (439,952 tokens) left 1.95 GiB beside the weights (the head 0.55 GiB as built) for the profile's peak and
+    non-torch memory, 0.10 GiB more than an EAGLE-1 head's model counts; this term is 0.19 GiB there."""
+    return 3 * tokens * target.hidden_size * target.dtype_bytes
 
 
 # V1 runner's rejection-sampler warm-up (gpu_model_runner._dummy_sampler_run with speculative decoding, vLLM 0.24
