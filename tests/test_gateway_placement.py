@@ -76,3 +76,42 @@ def test_what_a_model_keeps_asleep_is_planned_from_its_estimate():
     assert kept_asleep(b, opts) == asleep_of(est)
     b.asleep_bytes = None  # nothing planned (an adopted launch without an estimate): the measured default
     assert kept_asleep(b, opts) == opts.sleeping_bytes == 2 * G > int(1.91 * G)
+
+
+# per GPU (make_room_on): the case, two 80 GiB GPUs each 60 GiB full, a 30 GiB model to start
+def test_two_gpus_each_three_quarters_full_hold_no_room_for_one_more_on_either():
+    from launcher.gateway.placement import make_room_on
+
+    cap = {0: 80 * G, 1: 80 * G}
+    res = [r("a", 60, 1.0, devices=(0,)), r("b", 60, 2.0, devices=(1,))]
+    # pooled, 40 GiB are free in all and nothing would be let go; per GPU, 20 on each: its home GPU 0 must lose a
+    room = make_room_on({0: 30 * G}, cap, res)
+    assert room.fits and [s.name for s in room.steps] == ["a"]  # only the model on GPU 0 is let go, not b (older)
+    assert make_room(30 * G, 160 * G, [r("a", 60, 1.0), r("b", 60, 2.0)]).steps == ()  # the pooled budget sees room
+
+
+def test_a_model_on_another_gpu_is_never_let_go_for_this_one():
+    from launcher.gateway.placement import make_room_on
+
+    # GPU 0: a (40, busy) + b (30, idle, used last); GPU 1: c (70, idle, least recently used of all)
+    res = [r("a", 40, 1.0, devices=(0,), in_flight=1), r("b", 30, 5.0, devices=(0,)), r("c", 70, 0.0, devices=(1,))]
+    room = make_room_on({0: 35 * G}, {0: 80 * G, 1: 80 * G}, res)
+    assert room.fits and [s.name for s in room.steps] == ["b"]  # 10 free + 30 = 40 >= 35; c untouched
+
+
+def test_a_tensor_parallel_model_needs_room_on_each_of_its_gpus():
+    from launcher.gateway.placement import make_room_on
+
+    # needs 50 on GPUs 0 and 1; GPU 0 holds x (40), GPU 1 holds y (20, least recent) and z (20);
+    # w spans both (10 on each, used last): free 40 / 40; letting go y: GPU 1 60; x: GPU 0 80 -> fits
+    res = [r("x", 40, 2.0, devices=(0,)), r("y", 20, 1.0, devices=(1,)), r("z", 20, 3.0, devices=(1,)),
+           r("w", 10, 9.0, devices=(0, 1))]
+    room = make_room_on({0: 50 * G, 1: 50 * G}, {0: 90 * G, 1: 90 * G}, res)
+    assert room.fits and [s.name for s in room.steps] == ["y", "x"]
+    # a model busy on GPU 1 and the rest not enough: wait only where draining it would make room on both GPUs
+    busy = [r("x", 40, 2.0, devices=(0,)), r("y", 60, 1.0, devices=(1,), in_flight=1)]
+    wait = make_room_on({0: 50 * G, 1: 50 * G}, {0: 90 * G, 1: 90 * G}, busy)
+    assert not wait.fits and wait.wait and "on GPU 1: it needs 50.00 GiB" in wait.reason
+    pinned = [r("x", 40, 2.0, devices=(0,)), r("y", 60, 1.0, devices=(1,), pinned=True)]
+    no = make_room_on({0: 50 * G, 1: 50 * G}, {0: 90 * G, 1: 90 * G}, pinned)
+    assert not no.fits and not no.wait and "pinned: y" in no.reason

@@ -65,12 +65,13 @@ class FakePrep:
 class FakeStarter:
     def __init__(self, need):
         self.need_by_name, self.launches, self.gates, self.fail, self.stop_raises = need, [], {}, {}, {}
-        self.host_by_name = {}
+        self.host_by_name, self.placed = {}, {}
 
     def need(self, entry, key):
         return self.need_by_name[entry.name], None, self.host_by_name.get(entry.name)
 
-    def prepare(self, entry, key, claim):
+    def prepare(self, entry, key, claim, placed=None):
+        self.placed[entry.name] = placed  # (GPU indices, share) where GPUs are planned one by one
         return FakePrep(9000 + len(self.launches))
 
     def adopt(self, name, key):
@@ -395,3 +396,71 @@ def test_a_model_asleep_past_its_sleep_ttl_is_stopped(monkeypatch):
         assert await housekeeping.expire_idle(pool, time.monotonic()) == ["a"]
         assert pool.by_name["a"].life.phase == Phase.STOPPED
     run(go())
+
+
+def homes_pool(gpus, plan, pinned=()):
+    """A pool on GPUs planned one by one: gpus {index: GiB}, plan {name: (home GPUs, GiB per GPU, share GiB)}."""
+    from launcher.gateway.gpus import Homes
+
+    homes = Homes({i: int(g * G) for i, g in gpus.items()}, home={n: h for n, (h, _, _) in plan.items()},
+                  share={n: int(s * G) for n, (_, _, s) in plan.items()},
+                  per_gpu={n: int(p * G) for n, (_, p, _) in plan.items()})
+    entries = [entry(n, pinned=n in pinned) for n in plan]
+    return pool_of(entries, capacity_gib=sum(gpus.values()), need_gib=1.0, homes=homes)
+
+
+def test_per_gpu_room_two_gpus_three_quarters_full_let_go_only_the_model_on_the_home_gpu():
+    """The issue's case: GPUs 0 and 1 (80 GiB) each hold a 60 GiB model; c (30 GiB, its home GPU 0) is asked for.
+    Pooled, 40 GiB are free and nothing would be let go (then the start fails); per GPU, a (GPU 0) is let go and
+    b (GPU 1), although used longer ago, is not. Each starts on its planned GPU with its planned share."""
+    async def go():
+        pool, starter = homes_pool({0: 80, 1: 80}, {"b": ((1,), 60, 58), "a": ((0,), 60, 58), "c": ((0,), 30, 28)})
+        for n in ("b", "a"):
+            m = await pool.acquire(n)
+            pool.release(m, "/v1/completions", 200, 0.1)
+        assert starter.placed["a"] == ((0,), 58 * G) and starter.placed["b"] == ((1,), 58 * G)
+        c = await pool.acquire("c")
+        assert c.life.phase == Phase.RUNNING and starter.placed["c"] == ((0,), 28 * G)
+        assert pool.by_name["a"].life.phase == Phase.STOPPED and pool.by_name["b"].life.phase == Phase.RUNNING
+    run(go())
+
+
+def test_a_model_moves_to_another_gpu_only_when_its_own_has_no_room_and_goes_where_the_fewest_are_let_go():
+    """a is pinned on GPU 0 (60 of 80): c (30, home GPU 0) cannot have room there. GPU 1 holds b (idle, 60), GPU 2
+    nothing: c starts on GPU 2, b untouched. d (home GPU 1, 15) fits beside b: it stays home."""
+    async def go():
+        pool, starter = homes_pool({0: 80, 1: 80, 2: 80},
+                                   {"a": ((0,), 60, 58), "b": ((1,), 60, 58), "c": ((0,), 30, 28), "d": ((1,), 15, 13)},
+                                   pinned=("a",))
+        for n in ("a", "b"):
+            m = await pool.acquire(n)
+            pool.release(m, "/v1/completions", 200, 0.1)
+        c = await pool.acquire("c")
+        assert starter.placed["c"] == ((2,), 28 * G) and c.gpus == (2,)
+        assert pool.by_name["b"].life.phase == Phase.RUNNING
+        await pool.acquire("d")
+        assert starter.placed["d"] == ((1,), 13 * G) and pool.by_name["b"].life.phase == Phase.RUNNING
+    run(go())
+
+
+def test_a_model_the_plan_placed_nowhere_is_refused_with_the_plans_reason():
+    from launcher.gateway.gpus import Homes
+    from launcher.gateway.model import GatewayError
+
+    async def go():
+        homes = Homes({0: 80 * G}, why_not={"big": "fits on no GPU of this kind alone: weights 140 GiB"})
+        pool, _ = pool_of([entry("big")], capacity_gib=80, homes=homes)
+        with pytest.raises(GatewayError, match="the plan placed it on no GPU: fits on no GPU of this kind alone"):
+            await pool.acquire("big")
+    run(go())
+
+
+def test_a_planned_launch_runs_on_its_gpus_with_its_share_unless_the_entry_gives_its_own():
+    from launcher.gateway.starting import launch_spec
+
+    opts = Options(capacity_bytes=160 * G, gpu=True)
+    spec = launch_spec(entry("a"), opts, ((0, 1), 20 * G))
+    assert spec.gpus == "0,1" and spec.gpu_memory_budget == "20480MiB" and spec.host == "127.0.0.1"
+    own = ModelEntry(LaunchSpec(name="b", model_path="/models/b", gpu_memory_budget="30GiB"))
+    assert launch_spec(own, opts, ((1,), 20 * G)).gpu_memory_budget == "30GiB"
+    assert launch_spec(entry("c"), opts).gpus is None  # pooled: the launch picks its GPUs itself

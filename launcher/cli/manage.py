@@ -226,12 +226,17 @@ def _gateway_models(rows: list[dict], add_missing: bool = True) -> None:
             rows.append(row)
         row["gateway"] = {"url": gw.get("url"), "state": m.get("state"), "in_flight": m.get("in_flight"),
                           "requests": m.get("requests")}
+        if m.get("gpus"):  # the GPUs the gateway placed it on (planned one by one)
+            row["gpus"] = ",".join(map(str, m["gpus"]))
 
 
 def _render_ps(rows: list[dict], con: Console) -> None:
     from rich.table import Table
 
     cols = ("name", "state", "pid", "port", "restarts", "uptime_s", "endpoint")
+    if any(r.get("gpus") for r in rows):
+        cols = cols[:4] + ("gpus",) + cols[4:]
+        rows = [{"gpus": None} | r for r in rows]
     if any(r.get("gateway") for r in rows):
         cols += ("gateway",)
         rows = [r | {"gateway": f"{r['gateway']['state']} via {r['gateway']['url']}" if r.get("gateway") else None}

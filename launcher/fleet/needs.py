@@ -1,5 +1,5 @@
 """What each model of a models file holds on one GPU of a given kind, from the estimate (no load, no GPU): its share
-(`gpu_memory_budget` where the entry gives one, else the smallest share at which its max_model_len fits, as
+(`gpu_memory_budget` or `--gpu-memory-utilization` where the entry gives one, else the smallest share at which its max_model_len fits, as
 `launcher estimate` finds it for copies on one GPU), what vLLM takes beside that share, and its CUDA context."""
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def need_of(entry: ModelEntry, gpu_name: str, total_bytes: int, order: int, vllm
         return _with(base, reason=str(e))
     e = p.estimate
     ctx = cuda_reserved_bytes(total_bytes)
-    if s.gpu_memory_budget:  # its share as written
+    if s.gpu_memory_budget or args.get("gpu-memory-utilization") is not None:  # its share as written
         if not e.fits:
             return _with(base, reason=_why(e))
         return _with(base, bytes_per_gpu=e.requested_bytes + e.outside_budget_bytes + ctx, share_bytes=e.requested_bytes)

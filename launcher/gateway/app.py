@@ -80,7 +80,8 @@ class Gateway:
             "pid": me.pid, "create_time": me.create_time, "url": self.url, "stopped": stopped,
             "models": {b.name: {"state": b.state, "port": b.port, "in_flight": b.in_flight, "requests": b.requests,
                                 "aliases": list(b.entry.aliases), "lora": [*b.entry.lora_names, *b.adapters],
-                                "need_bytes": b.need_bytes, "error": b.error}
+                                "need_bytes": b.need_bytes, "error": b.error,
+                                "gpus": list(b.gpus) if b.gpus else None}
                        for b in self.backends.by_name.values()}})
 
     # HTTP

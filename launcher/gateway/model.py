@@ -74,6 +74,9 @@ class Backend:
     need_bytes: int | None = None  # planned: weights and KV cache and what vLLM takes beside (the estimate)
     asleep_bytes: int | None = None  # planned: what it keeps on the device asleep (asleep_of; None: not planned)
     host_bytes: int | None = None  # planned: what it keeps in the host's memory asleep (its weights; None: not planned)
+    # GPUs planned one by one (gateway/gpus.py): the GPUs it runs, sleeps or is to start on, and its share of each
+    gpus: tuple[int, ...] | None = None
+    share_bytes: int | None = None
     in_flight: int = 0
     waiting: int = 0
     last_used: float = 0.0
@@ -137,7 +140,8 @@ class Backend:
         from ..supervisor.machine import State
 
         for attempt in (1, 2):
-            prep: Prepared = await asyncio.to_thread(starter.prepare, self.entry, self.key, True)
+            placed = (self.gpus, self.share_bytes) if self.gpus else None
+            prep: Prepared = await asyncio.to_thread(starter.prepare, self.entry, self.key, True, placed)
             if closing():
                 prep.release_locks()
                 raise GatewayError(503, "the gateway is stopping", code="model_stopping")

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .gpus import Homes
 
 
 @dataclass
@@ -27,3 +31,6 @@ class Options:
     host_budget_bytes: int | None = None
     min_stay_s: float = 10.0
     max_wait_s: float = 30.0
+    # GPUs planned one by one (gateway/gpus.py): each model's home and share, room made per GPU; None: one pooled
+    # budget (capacity_bytes: the CPU build, --memory-budget)
+    homes: Homes | None = None

@@ -8,9 +8,10 @@ import sys
 import time
 from typing import TYPE_CHECKING, Protocol
 
+from .gpus import plan_one, room_on_gpus
 from .lifecycle import HOLDING, Phase
 from .model import GatewayError
-from .placement import Resident, make_room
+from .placement import POOL, Resident, make_room
 
 if TYPE_CHECKING:
     from .metrics import GatewayMetrics
@@ -39,19 +40,32 @@ def resident_of(b: Backend, opts: Options, now: float | None = None) -> Resident
     kept = kept_asleep(b, opts)
     busy = b.in_flight + b.waiting + (0 if settled else 1) + int(staying)
     return Resident(b.name, kept if asleep else need, busy, b.entry.pinned, b.last_used, asleep, opts.gpu,
-                    min(need, kept))
+                    min(need, kept), devices=b.gpus if opts.homes is not None and b.gpus else (POOL,))
 
 
 def kept_asleep(b: Backend, opts: Options) -> int:
-    """What b keeps on the device asleep: as planned, else the measured default."""
-    return b.asleep_bytes if b.asleep_bytes is not None else opts.sleeping_bytes
+    """What b keeps on the device asleep (on each of its GPUs where they are planned one by one): as planned, else
+    the measured default."""
+    if b.asleep_bytes is None:
+        return opts.sleeping_bytes
+    return b.asleep_bytes // len(b.gpus) if opts.homes is not None and b.gpus else b.asleep_bytes
 
 
 async def make_room_for(pool: Backends, b: Backend) -> bool:
     """Let go of what placement says; False when only models serving requests hold the room (wait for them)."""
     residents = [r for o in pool.by_name.values() if o is not b and (r := resident_of(o, pool.opts)) is not None]
     own = kept_asleep(b, pool.opts) if b.life.phase == Phase.SLEEPING else 0  # asleep it holds some of it already
-    room = make_room(max(0, b.need_bytes - own), pool.opts.capacity_bytes - own, residents, starting=b.name)
+    homes = pool.opts.homes
+    if homes is None:
+        room = make_room(max(0, b.need_bytes - own), pool.opts.capacity_bytes - own, residents, starting=b.name)
+    elif b.name not in homes.home and not b.gpus and (b.name in homes.why_not or plan_one(homes, b.entry)
+                                                       or b.name not in homes.home):
+        raise GatewayError(503, f"no room for `{b.name}`: the plan placed it on no GPU: {homes.why_not.get(b.name)}",
+                           retry_after_s=30, code="no_room")
+    else:
+        b.need_bytes = homes.per_gpu.get(b.name, b.need_bytes)  # per GPU, as planned
+        room, b.gpus = room_on_gpus(homes, b, b.need_bytes, own, residents)
+        b.share_bytes = homes.share.get(b.name)
     if not room.fits and room.wait:
         return False
     if not room.fits:
@@ -105,20 +119,25 @@ async def hold(pool: Backends, b: Backend) -> None:
 
 
 def ask_to_yield(pool: Backends, b: Backend, waited_s: float) -> list[Backend]:
-    """The busy models, up longest first, that make room for b once drained (none pinned): asked to yield."""
-    now = time.monotonic()
-    held = sum(r.held_bytes for o in pool.by_name.values() if o is not b
-               and (r := resident_of(o, pool.opts, now)) is not None)
-    free = pool.opts.capacity_bytes - held
+    """The busy models, up longest first, that make room for b once drained (none pinned; with GPUs planned one by
+    one, those on b's GPUs): asked to yield."""
+    now, homes = time.monotonic(), pool.opts.homes
+    where = (b.gpus or homes.home.get(b.name) or ()) if homes is not None else (POOL,)
+    cap = homes.capacity if homes is not None else {POOL: pool.opts.capacity_bytes}
+    residents = [r for o in pool.by_name.values() if o is not b and (r := resident_of(o, pool.opts, now)) is not None]
+    free = {d: cap[d] - sum(r.held_bytes for r in residents if d in r.devices) for d in where}
     asked = []
-    running = [o for o in pool.by_name.values() if o is not b and o.life.phase == Phase.RUNNING
-               and not o.entry.pinned and not o.yielding]
-    for o in sorted(running, key=lambda o: o.life.since):
-        if free >= (b.need_bytes or 0):
+    running = [(o, r.devices) for o in pool.by_name.values() for r in [resident_of(o, pool.opts, now)]
+               if r is not None and o is not b and o.life.phase == Phase.RUNNING and not o.entry.pinned
+               and not o.yielding and any(d in where for d in r.devices)]
+    for o, devices in sorted(running, key=lambda x: x[0].life.since):
+        if all(f >= (b.need_bytes or 0) for f in free.values()):
             break
         o.yielding = True
         asked.append(o)
-        free += o.need_bytes or 0
+        for d in devices:
+            if d in free:
+                free[d] += o.need_bytes or 0
         print(f"gateway: {o.name} yields to {b.name} (waited {waited_s:.0f} s for room)", file=sys.stderr, flush=True)
         pool.metrics.evicted(o.name, "yield")
     return asked

@@ -54,7 +54,19 @@ def build(settings: GatewaySettings):
                    min_stay_s=settings.min_stay_s, max_wait_s=settings.max_wait_s,
                    host_budget_bytes=host_budget(settings.host_memory_budget, gpu))
     entries = load_checked(settings.models_file, spec, opts.capacity_bytes)  # whole, before anything starts
+    if gpu and not settings.memory_budget:
+        opts.homes = homes(entries)
     return Gateway(entries, opts, spec, api_key=key, models_file=settings.models_file, watch=settings.watch)
+
+
+def homes(entries: list) -> object | None:
+    """Each model's home on the GPUs NVML sees (gateway/gpus.py: planned one by one as `launcher plan` plans them);
+    None where NVML sees none."""
+    from ..gpu import NvmlSource
+    from .gpus import plan_homes
+
+    gpus = NvmlSource().list()
+    return plan_homes(entries, gpus) if gpus else None
 
 
 def capacity(budget: str | None, gpu: bool) -> int:

@@ -46,11 +46,12 @@ class Starter:
         e = prep.plan.estimate.to_dict() if prep.plan and prep.plan.estimate else None
         return need_of(e, prep.plan.cpu_kv if prep.plan else None), asleep_of(e), host_asleep_of(e)
 
-    def prepare(self, entry: ModelEntry, key: str, claim: bool) -> Prepared:
-        """The launch planned (and, with claim, its name and port taken), its key in the environment only."""
+    def prepare(self, entry: ModelEntry, key: str, claim: bool, placed: tuple | None = None) -> Prepared:
+        """The launch planned (and, with claim, its name and port taken), its key in the environment only; placed:
+        (GPU indices, share bytes) of a gateway whose GPUs are planned one by one."""
         from ..launching import prepare
 
-        prep = prepare(launch_spec(entry, self.opts), claim=claim, check_port=claim)
+        prep = prepare(launch_spec(entry, self.opts, placed), claim=claim, check_port=claim)
         prep.env["VLLM_API_KEY"] = key  # the environment only: never argv, never the records
         if lora_enabled(entry.spec.engine_args):
             prep.env[LORA_RUNTIME_ENV] = "True"  # LoRA adapters loaded at run time (gateway/adapters.py)
@@ -79,8 +80,10 @@ class Starter:
         return launch, st.get("port"), need_of_record(name)
 
 
-def launch_spec(entry: ModelEntry, opts: Options) -> LaunchSpec:
-    """The entry's launch as the gateway starts it: loopback only, its own port, every name it answers to."""
+def launch_spec(entry: ModelEntry, opts: Options, placed: tuple | None = None) -> LaunchSpec:
+    """The entry's launch as the gateway starts it: loopback only, its own port, every name it answers to; placed
+    (GPU indices, share bytes): on those GPUs (CUDA_VISIBLE_DEVICES), with the plan's share unless the entry gives its
+    own --gpu-memory-budget."""
     from .. import health
 
     args = dict(entry.spec.engine_args)
@@ -91,5 +94,10 @@ def launch_spec(entry: ModelEntry, opts: Options) -> LaunchSpec:
         args.setdefault("enable-sleep-mode", True)
     # a port the system hands out, not the shared default one (8000): a launch beside the gateway may take that
     port = entry.spec.port or health.find_free_port()
-    return replace(entry.spec, host="127.0.0.1", port=port, api_key_env=None, allow_unauthenticated=False,
+    spec = replace(entry.spec, host="127.0.0.1", port=port, api_key_env=None, allow_unauthenticated=False,
                    engine_args=args, startup_timeout_s=opts.start_timeout_s)
+    if placed:
+        gpus, share = placed
+        spec = replace(spec, gpus=",".join(map(str, gpus)), gpu_memory_budget=spec.gpu_memory_budget or
+                       (f"{share >> 20}MiB" if share and "gpu-memory-utilization" not in args else None))
+    return spec

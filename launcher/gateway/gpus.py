@@ -1,0 +1,85 @@
+"""The gateway on GPUs planned one by one (docs/placement.md): each model's home from the plan of the models file on
+the GPUs NVML sees when the gateway starts (fleet/pack.py: the GPUs it goes on, its share of each and what it holds
+there awake), room made on those GPUs only (placement.make_room_on), and a model moved to other GPUs only when its
+own have no room even after letting go of what may be let go there, and others have."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import TYPE_CHECKING
+
+from .placement import Room, make_room_on
+
+if TYPE_CHECKING:
+    from ..gpu import GpuInfo
+    from .model import Backend
+    from .models_file import ModelEntry
+    from .placement import Resident
+
+
+@dataclass
+class Homes:
+    """The plan the gateway follows: per GPU index what its models may hold (its free memory when the gateway
+    started), per model its planned GPUs, its share of each (--gpu-memory-budget) and what it holds on each awake."""
+
+    capacity: dict[int, int]
+    home: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    share: dict[str, int] = field(default_factory=dict)
+    per_gpu: dict[str, int] = field(default_factory=dict)
+    why_not: dict[str, str] = field(default_factory=dict)  # a model placed on no GPU: the plan's reason
+    kind: tuple[str, int] = ("", 0)  # the smallest GPU's name and total: what a model added later is planned for
+
+    def others(self, home: tuple[int, ...]) -> list[tuple[int, ...]]:
+        """Every other set of as many GPUs, lowest indices first."""
+        return [c for c in combinations(sorted(self.capacity), len(home)) if c != tuple(home)]
+
+
+def plan_homes(entries: list[ModelEntry], gpus: list[GpuInfo], vllm_version: str | None = None) -> Homes:
+    """Each model's home as `launcher plan` places it on these GPUs (their free memory now as what they offer)."""
+    from ..fleet.needs import need_of
+    from ..fleet.pack import Gpu, pack
+
+    smallest = min(gpus, key=lambda g: g.total_bytes)
+    needs = [need_of(e, smallest.name, smallest.total_bytes, i, vllm_version) for i, e in enumerate(entries)]
+    h = Homes({g.index: g.free_bytes for g in gpus}, kind=(smallest.name, smallest.total_bytes))
+    for p in pack(needs, [Gpu("local", g.index, g.name, g.free_bytes) for g in gpus]):
+        if p.gpus:
+            h.home[p.name], h.share[p.name], h.per_gpu[p.name] = tuple(p.gpus), p.share_bytes, p.bytes_per_gpu
+        else:
+            h.why_not[p.name] = p.reason
+    return h
+
+
+def plan_one(homes: Homes, entry: ModelEntry) -> None:
+    """A model added while the gateway runs (the models file read again, `launcher gateway add`): its footprint
+    planned as the others were; its home the lowest GPUs, which room_on_gpus leaves for others with room."""
+    from ..fleet.needs import need_of
+
+    n = need_of(entry, homes.kind[0], homes.kind[1], 0)
+    if not n.fits_alone:
+        homes.why_not[entry.name] = n.reason
+        return
+    homes.home[entry.name] = tuple(sorted(homes.capacity)[:n.gpus])
+    homes.share[entry.name], homes.per_gpu[entry.name] = n.share_bytes, n.bytes_per_gpu
+
+
+def room_on_gpus(homes: Homes, b: Backend, need: int, own: int, residents: list[Resident]) -> tuple[Room, tuple]:
+    """Room for b on its GPUs (where it runs or sleeps, else its home), else, for a model not asleep there, on the
+    other GPUs that need the fewest models let go; the room and the GPUs it is for."""
+    where = b.gpus or homes.home[b.name]
+
+    def on(gpus: tuple[int, ...], held: int) -> Room:
+        return make_room_on({g: max(0, need - held) for g in gpus}, {g: homes.capacity[g] - held for g in gpus},
+                            residents, starting=b.name)
+
+    room = on(where, own)
+    if room.fits or room.wait or own:
+        return room, where
+    moves = [(len(r.steps), g, r) for g in homes.others(where) if (r := on(g, 0)).fits]
+    if not moves:
+        return room, where
+    _, gpus, best = min(moves, key=lambda m: m[0])
+    print(f"gateway: {b.name}: no room on GPU {','.join(map(str, where))} ({room.reason}); "
+          f"started on GPU {','.join(map(str, gpus))} instead", file=sys.stderr, flush=True)
+    return best, gpus
