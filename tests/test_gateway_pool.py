@@ -464,3 +464,18 @@ def test_a_planned_launch_runs_on_its_gpus_with_its_share_unless_the_entry_gives
     own = ModelEntry(LaunchSpec(name="b", model_path="/models/b", gpu_memory_budget="30GiB"))
     assert launch_spec(own, opts, ((1,), 20 * G)).gpu_memory_budget == "30GiB"
     assert launch_spec(entry("c"), opts).gpus is None  # pooled: the launch picks its GPUs itself
+
+
+def test_a_model_moved_away_goes_home_again_at_its_next_start():
+    async def go():
+        pool, starter = homes_pool({0: 80, 1: 80}, {"a": ((0,), 60, 58), "c": ((0,), 30, 28)}, pinned=("a",))
+        m = await pool.acquire("a")
+        pool.release(m, "/v1/completions", 200, 0.1)
+        c = await pool.acquire("c")
+        pool.release(c, "/v1/completions", 200, 0.1)
+        assert starter.placed["c"] == ((1,), 28 * G)
+        await pool.by_name["a"].stop("test")  # its home has room again
+        await c.stop("test")
+        await pool.acquire("c")
+        assert starter.placed["c"] == ((0,), 28 * G)
+    run(go())

@@ -194,6 +194,7 @@ class Backend:
                 await asyncio.to_thread(self.launch.stop)
         finally:
             self.launch, self.port = None, None
+            self.gpus = None  # its next start tries its home again
             self.move(Phase.STOPPED, "stopped")
 
     async def sleep(self, why: str) -> None:
