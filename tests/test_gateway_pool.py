@@ -86,6 +86,7 @@ def pool_of(entries, capacity_gib, need_gib=1.0, gpu_opts=False, **opts):
     starter = FakeStarter({e.name: int(need_gib * G) for e in entries})
     opts.setdefault("min_stay_s", 0.0)  # the fairness tests below set their own
     opts.setdefault("sleeping_bytes", 0)  # asleep it keeps nothing on the device here
+    opts.setdefault("first_sleep_after_s", None)  # the first sleep paid early: its own tests below
     pool = Backends(entries, Options(capacity_bytes=int(capacity_gib * G), gpu=gpu_opts, **opts), GatewayMetrics(),
                     starter)
 
@@ -479,3 +480,72 @@ def test_a_model_moved_away_goes_home_again_at_its_next_start():
         await pool.acquire("c")
         assert starter.placed["c"] == ((0,), 28 * G)
     run(go())
+
+
+def _recording_http(monkeypatch, slow_sleep_s=0.0):
+    calls = []
+
+    async def call(self, path):
+        calls.append((self.name, path))
+        if path.startswith("/sleep"):
+            await asyncio.sleep(slow_sleep_s)
+
+    monkeypatch.setattr("launcher.gateway.model.Backend.call", call)
+    return calls
+
+
+def test_the_first_sleep_is_paid_once_the_model_is_idle_and_a_request_meanwhile_waits_for_the_wake(monkeypatch):
+    """GPU, host room for a's weights: idle 0.05 s after its start, a is put to sleep and woken (one sleep, one wake,
+    never again); a request that comes during that sleep (0.3 s here) is answered once a is awake."""
+    calls = _recording_http(monkeypatch, slow_sleep_s=0.3)
+
+    async def go():
+        pool, starter = pool_of([entry("a")], capacity_gib=4, gpu_opts=True, host_budget_bytes=40 * G,
+                                first_sleep_after_s=0.05)
+        starter.host_by_name["a"] = 12 * G
+        a = await pool.acquire("a")
+        pool.release(a, "/v1/completions", 200, 0.01)
+        await asyncio.sleep(0.15)  # idle long enough: the sleep is under way
+        assert a.paying is not None and a.in_flight == 1  # busy: nothing lets it go meanwhile
+        t0 = time.monotonic()
+        again = await pool.acquire("a")
+        assert again is a and calls == [("a", "/sleep?level=1"), ("a", "/wake_up")] and time.monotonic() - t0 > 0.1
+        pool.release(a, "/v1/completions", 200, 0.01)
+        await asyncio.sleep(0.2)
+        assert a.slept and a.paying is None and len(calls) == 2 and a.life.phase == Phase.RUNNING
+        assert metric(pool, "launcher_gateway_first_sleep_seconds", model="a") >= 0.3
+    run(go())
+
+
+def test_no_first_sleep_paid_where_the_host_may_not_keep_the_weights(monkeypatch):
+    calls = _recording_http(monkeypatch)
+
+    async def go():
+        pool, starter = pool_of([entry("a")], capacity_gib=4, gpu_opts=True, host_budget_bytes=10 * G,
+                                first_sleep_after_s=0.02)
+        starter.host_by_name["a"] = 12 * G
+        pool.release(await pool.acquire("a"), "/v1/completions", 200, 0.01)
+        await asyncio.sleep(0.2)
+        return calls
+    assert run(go()) == []
+
+
+def test_a_model_that_slept_keeps_its_pinned_host_memory_awake_and_it_is_counted(monkeypatch):
+    """a paid its first sleep (12 GiB pinned, kept after the wake); the host may keep 20 GiB: b (12 more) cannot go
+    to sleep beside it for c (24 > 20) and a, awake, is no sleeper to stop: b is stopped instead."""
+    _recording_http(monkeypatch)
+
+    async def go():
+        pool, starter = pool_of([entry("a"), entry("b"), entry("c")], capacity_gib=2.5, gpu_opts=True,
+                                host_budget_bytes=20 * G, first_sleep_after_s=0.02)
+        starter.host_by_name.update(a=12 * G, b=12 * G, c=12 * G)
+        pool.release(await pool.acquire("a"), "/v1/completions", 200, 0.01)
+        await asyncio.sleep(0.2)
+        from launcher.gateway.room import host_asleep_bytes
+        assert pool.by_name["a"].slept and host_asleep_bytes(pool) == 12 * G
+        pool.release(await pool.acquire("b"), "/v1/completions", 200, 0.01)
+        pool.opts.first_sleep_after_s = None
+        pool.by_name["a"].last_used = time.monotonic()  # a used last: b is the one let go for c
+        pool.release(await pool.acquire("c"), "/v1/completions", 200, 0.01)
+        return {n: m.life.phase for n, m in pool.by_name.items()}
+    assert run(go()) == {"a": Phase.RUNNING, "b": Phase.STOPPED, "c": Phase.RUNNING}

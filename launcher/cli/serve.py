@@ -21,6 +21,7 @@ def serve(
     host_memory_budget: Annotated[Optional[str], typer.Option("--host-memory-budget", show_default="80% of the host's available memory at the start (GPUs)", help="Host memory sleeping models may keep (their weights): the least recently used sleeper is stopped rather than the host running out.")] = None,
     min_stay: Annotated[float, typer.Option("--min-stay", click_type=common.duration("--min-stay"), help="A model up for less than this is not let go for another (against thrashing between models that do not fit together).")] = 10.0,
     max_wait: Annotated[float, typer.Option("--max-wait", click_type=common.duration("--max-wait"), help="A model that waits this long for room held by busy models makes the one up longest yield: its new requests wait for its next turn, those in flight finish, then it is let go.")] = 30.0,
+    early_first_sleep: Annotated[bool, typer.Option("--early-first-sleep/--no-early-first-sleep", help="GPUs: pay each model's first sleep (vLLM pins host memory for its weights: 13-18 s for 8B) once it has been idle 5 s after its start, where the host may keep its weights, rather than in the request that makes room.")] = True,
     retry_failed_after: Annotated[float, typer.Option("--retry-failed-after", click_type=common.duration("--retry-failed-after"), help="Seconds a model that failed (its start, or its supervisor gave up) answers 503 with the cause before the next request tries a fresh start.")] = 30.0,
 ) -> None:
     """Serve every model of --models behind one endpoint: a request names its model; a model not running is started
@@ -31,6 +32,6 @@ def serve(
 
     run_gateway(GatewaySettings(models, host or "127.0.0.1", 8080 if port is None else port, api_key_env,
                                 allow_unauthenticated, memory_budget, queue_size, queue_timeout, retry_failed_after,
-                                watch, min_stay, max_wait, host_memory_budget),
+                                watch, min_stay, max_wait, host_memory_budget, early_first_sleep),
                 on_ready=lambda url, n: common.console(stderr=True).print(
                     f"gateway on {url}/v1 for {n} model(s); status page {url}/ ; Ctrl-C stops it and its models"))

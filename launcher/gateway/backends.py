@@ -13,6 +13,7 @@ from .lifecycle import Phase
 from .model import Backend, GatewayError, backend_key
 from .options import Options
 from . import room
+from .first_sleep import pay_when_idle
 from .names import Registry
 from .starting import Starter
 
@@ -55,6 +56,7 @@ class Backends:
     def _moved(self, b: Backend, old: Phase, new: Phase, why: str) -> None:
         self.metrics.state(b.name, new.value)
         if new == Phase.RUNNING and old == Phase.RESTARTING:  # its supervisor started a new server
+            b.slept = False  # a new process: no pinned memory of the old one
             b.reload_adapters_soon()
         try:
             self.after_move()
@@ -77,6 +79,8 @@ class Backends:
             raise GatewayError(503, f"`{b.name}` is being stopped.", retry_after_s=5, code="model_stopping")
         if b.yielding:  # it makes room for a model that waited long enough: this request waits for its next turn
             await room.hold(self, b)
+        if b.paying is not None:  # its first sleep is being paid while it was idle: on again once woken
+            await b.paying.wait()
         if b.life.phase == Phase.RUNNING:
             return self._take(b)
         b.refuse_while_down(self.opts.failed_retry_s, time.monotonic())
@@ -130,6 +134,8 @@ class Backends:
             else:
                 self.metrics.started(b.name)
                 await b.start(self.starter, self.opts, lambda: self.closing)
+                if self.opts.gpu and self.opts.first_sleep_after_s is not None:  # off the request path (first_sleep.py)
+                    asyncio.get_running_loop().create_task(pay_when_idle(self, b, self.opts.first_sleep_after_s))
         except (LauncherError, GatewayError, OSError) as e:
             if getattr(e, "code", None) != "model_stopping":  # a stop asked for during the start is no failure
                 self._failed(b, getattr(e, "message", None) or str(e))

@@ -24,6 +24,8 @@ class GatewayMetrics:
         self.starts = Counter("launcher_gateway_starts", "Model starts", ["model"], registry=r)
         self.sleeps = Counter("launcher_gateway_sleeps", "Models put to sleep", ["model"], registry=r)
         self.wakes = Counter("launcher_gateway_wakes", "Models woken", ["model"], registry=r)
+        self.first_sleeps = Gauge("launcher_gateway_first_sleep_seconds",
+                                  "Seconds a model's first sleep took, paid while it was idle", ["model"], registry=r)
         self.evictions = Counter("launcher_gateway_evictions", "Models let go to make room or when idle",
                                  ["model", "action"], registry=r)
         self.housekeeping_errors = Counter("launcher_gateway_housekeeping_errors",
@@ -44,6 +46,9 @@ class GatewayMetrics:
 
     def slept(self, model: str) -> None:
         self.sleeps.labels(model).inc()
+
+    def first_sleep(self, model: str, seconds: float) -> None:
+        self.first_sleeps.labels(model).set(seconds)
 
     def woke(self, model: str) -> None:
         self.wakes.labels(model).inc()

@@ -89,6 +89,10 @@ class Backend:
     yielding: bool = False  # asked to make room for a model that waited max_wait_s: no new request admitted
     held: int = 0  # requests held back while it yields (not counted busy: they wait for its next turn)
     turn: asyncio.Event = field(default_factory=asyncio.Event)  # set when a yield is over (it was let go)
+    # its server has slept since it started: the pinned host memory its weights went to stays in torch's pinned-memory
+    # cache after the wake (vLLM's cumem allocator frees it there, nothing empties that cache) until the server ends
+    slept: bool = False
+    paying: asyncio.Event | None = None  # its first sleep being paid while idle (first_sleep.py): set when over
 
     def __post_init__(self) -> None:
         if self.life is None:
@@ -163,7 +167,7 @@ class Backend:
             if attempt == 2 or "port_in_use" not in why:
                 raise GatewayError(503, why)
         await self.load_adapters()  # before it takes requests: its adapters answer from its first one
-        self.last_used = time.monotonic()
+        self.last_used, self.slept = time.monotonic(), False
         self.move(Phase.RUNNING, "ready")
 
     def reload_adapters_soon(self) -> None:
@@ -199,6 +203,7 @@ class Backend:
 
     async def sleep(self, why: str) -> None:
         await self.call("/sleep?level=1")
+        self.slept = True
         self.move(Phase.SLEEPING, why)
 
     async def wake(self) -> None:

@@ -34,3 +34,5 @@ class Options:
     # GPUs planned one by one (gateway/gpus.py): each model's home and share, room made per GPU; None: one pooled
     # budget (capacity_bytes: the CPU build, --memory-budget)
     homes: Homes | None = None
+    # a model's first sleep paid once it has been idle this long after its start (first_sleep.py); None: not paid early
+    first_sleep_after_s: float | None = 5.0

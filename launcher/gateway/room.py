@@ -84,7 +84,8 @@ async def make_room_for(pool: Backends, b: Backend) -> bool:
 async def sleep_or_stop(pool: Backends, b: Backend, why: str) -> str:
     """Put b to sleep where its weights fit in the host memory sleepers may keep (--host-memory-budget), after
     stopping the least recently used sleepers if they must; stop it where they do not fit even then."""
-    budget, weights = pool.opts.host_budget_bytes, b.host_bytes or 0
+    budget = pool.opts.host_budget_bytes
+    weights = 0 if b.slept else b.host_bytes or 0  # once slept, its pinned memory is held (and counted) already
     if budget is not None and weights:
         sleepers = sorted((o for o in pool.by_name.values() if o is not b and o.life.phase == Phase.SLEEPING
                            and not o.entry.pinned and o.waiting == 0), key=lambda o: o.last_used)
@@ -101,8 +102,12 @@ async def sleep_or_stop(pool: Backends, b: Backend, why: str) -> str:
 
 
 def host_asleep_bytes(pool: Backends) -> int:
-    """What the sleeping models keep in the host's memory now (their weights, as planned)."""
-    return sum(o.host_bytes or 0 for o in pool.by_name.values() if o.life.phase == Phase.SLEEPING)
+    """The pinned host memory the models' servers hold now (their weights, as planned): asleep, and awake after a
+    sleep (Backend.slept: vLLM's cumem allocator backs the weights up in pinned memory, torch keeps it cached after the
+    wake until the process ends; read from vLLM 0.26 device_allocator/cumem.py, benchmarks/gpu/first_sleep.py
+    measures it)."""
+    return sum(o.host_bytes or 0 for o in pool.by_name.values()
+               if o.life.phase == Phase.SLEEPING or o.slept and o.life.phase in HOLDING)
 
 
 # fair switching

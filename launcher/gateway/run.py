@@ -26,6 +26,10 @@ class GatewaySettings:
     min_stay_s: float = 10.0
     max_wait_s: float = 30.0
     host_memory_budget: str | None = None
+    early_first_sleep: bool = True  # GPUs: a model's first sleep paid once it is idle after its start (first_sleep.py)
+
+
+FIRST_SLEEP_AFTER_S = 5.0  # idle this long after its start, a model's first sleep is paid (gateway/first_sleep.py)
 
 
 def build(settings: GatewaySettings):
@@ -52,6 +56,7 @@ def build(settings: GatewaySettings):
     opts = Options(capacity_bytes=capacity(settings.memory_budget, gpu), gpu=gpu, queue_max=settings.queue_size,
                    queue_timeout_s=settings.queue_timeout_s, failed_retry_s=settings.failed_retry_s,
                    min_stay_s=settings.min_stay_s, max_wait_s=settings.max_wait_s,
+                   first_sleep_after_s=FIRST_SLEEP_AFTER_S if settings.early_first_sleep else None,
                    host_budget_bytes=host_budget(settings.host_memory_budget, gpu))
     entries = load_checked(settings.models_file, spec, opts.capacity_bytes)  # whole, before anything starts
     if gpu and not settings.memory_budget:
