@@ -44,12 +44,16 @@ class Gateway:
         self.url = ""
         self.started_at = time.time()
         self._tasks: list[asyncio.Task] = []
-        self._log = open(os.path.join(gateway_dir(), "access.log"), "a", buffering=1)
+        # the access log, one line a request (LAUNCHER_GATEWAY_ACCESS_LOG=0: none; its cost: docs/gateway.md)
+        self._log = open(os.path.join(gateway_dir(), "access.log"), "a", buffering=1) \
+            if os.environ.get("LAUNCHER_GATEWAY_ACCESS_LOG", "1") != "0" else None
 
     # lifecycle
     async def on_startup(self, app: web.Application) -> None:
         # no total timeout: a streamed answer may run for minutes; a backend that does not connect fails fast
-        self.session = ClientSession(connector=TCPConnector(limit=0, force_close=False),
+        # connections to the models' servers kept alive (LAUNCHER_GATEWAY_KEEP_ALIVE=0: one a request, to measure it)
+        keep = os.environ.get("LAUNCHER_GATEWAY_KEEP_ALIVE", "1") != "0"
+        self.session = ClientSession(connector=TCPConnector(limit=0, force_close=not keep),
                                      timeout=ClientTimeout(total=None, sock_connect=10), auto_decompress=False)
         for b in self.backends.by_name.values():
             if b.adopt(self.backends.starter):
@@ -68,7 +72,8 @@ class Gateway:
         if self.session is not None:
             await self.session.close()
         self.write_record(stopped=True)
-        self._log.close()
+        if self._log is not None:
+            self._log.close()
 
     def write_record(self, stopped: bool = False) -> None:
         """gateway.json: where the gateway listens and each model's state, for `launcher ps` (no key in it)."""
@@ -124,8 +129,9 @@ class Gateway:
         if request.path.startswith("/v1/") and request.path != "/v1/models":
             self.metrics.request(model if isinstance(model, str) else "-", resp.status, seconds)
         peer = request.remote or "-"
-        self._log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {peer} {request.method} {request.path} "
-                        f"{request.get('model', '-')} {resp.status} {seconds:.4f}\n")
+        if self._log is not None:
+            self._log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {peer} {request.method} {request.path} "
+                            f"{request.get('model', '-')} {resp.status} {seconds:.4f}\n")
         return resp
 
     def _authorized(self, request: web.Request) -> bool:
