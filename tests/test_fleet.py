@@ -117,3 +117,24 @@ def test_a_cluster_inventory_is_planned_per_node_and_a_tensor_parallel_model_sta
     per = {(g["node"], g["index"]): g["awake_bytes"] for g in d["gpus"]}
     assert all(v <= g["total_bytes"] for g in d["gpus"] for k, v in per.items() if k == (g["node"], g["index"]))
     assert m["c"]["gpus"] == [] and m["c"]["reason"] == "needs 16 GPUs of one node; the largest node has 8"
+
+
+def test_a_pipeline_parallel_model_no_node_holds_goes_stage_by_stage_over_nodes():
+    """pp 2 x tp 2 at 30 GiB a GPU: no node has four GPUs with room (n1: three free 80s and a full one; n2 two free);
+    stage one takes two GPUs of the node they fill best, stage two two more, on n1 or n2. A tensor-parallel model
+    (one stage) never spans nodes; neither does a pipeline one that a single node holds."""
+    nodes = [Gpu("n1", i, "X", 80 * G) for i in range(3)] + [Gpu("n2", i, "X", 40 * G) for i in range(2)]
+    p = pack([Need("pp", 4, 30 * G, stages=2)], nodes)[0]
+    assert p.awake and len(p.stages) == 2 and sum(len(s["gpus"]) for s in p.stages) == 4
+    # best fit: the 40 GiB GPUs of n2 first (10 left each), then two of n1
+    assert p.stages[0] == {"node": "n2", "gpus": [0, 1]} and p.stages[1]["node"] == "n1"
+    assert (p.node, p.gpus) == ("n2", [0, 1])
+    from launcher.fleet.plan import FleetPlan
+
+    held = {(g["node"], g["index"]): g["awake"] for g in FleetPlan("f", nodes, [p], "0.24.0", 0).to_dict()["gpus"]}
+    assert sum(v == ["pp"] for v in held.values()) == 4 and held[("n2", 0)] == ["pp"]  # every stage's GPUs count it
+    assert not pack([Need("tp4", 4, 30 * G)], nodes)[0].awake  # one stage: within one node or not at all
+    one = pack([Need("pp2", 2, 30 * G, stages=2)], nodes)[0]
+    assert one.awake and one.stages == [] and one.node == "n2"  # a node holds it whole: no stages across
+    short = pack([Need("pp3", 6, 30 * G, stages=3)], nodes)[0]
+    assert not short.awake and short.stages == []  # 3 stages of 2: n1 holds one, n2 one: no third

@@ -55,7 +55,8 @@ def render(d: dict, con: Console) -> None:
     for c in ("model", "GPU(s)", "GiB per GPU", "at start", "why"):
         t.add_column(c, overflow="fold")
     for m in d["models"]:
-        where = (f"{m['node']}:" if len(nodes) > 1 and m["gpus"] else "") + (",".join(map(str, m["gpus"])) or "-")
+        where = " + ".join(f"{st['node']}:{','.join(map(str, st['gpus']))}" for st in m.get("stages") or []) or (
+            (f"{m['node']}:" if len(nodes) > 1 and m["gpus"] else "") + (",".join(map(str, m["gpus"])) or "-"))
         state = "[green]awake[/]" if m["awake"] else ("[yellow]waits[/]" if m["gpus"] else "[red]nowhere[/]")
         t.add_row(m["name"], where, gib(m["bytes_per_gpu"]) if m["bytes_per_gpu"] else "-", state, m["reason"])
     con.print(t)

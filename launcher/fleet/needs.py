@@ -23,8 +23,9 @@ def need_of(entry: ModelEntry, gpu_name: str, total_bytes: int, order: int, vllm
 
     s = entry.spec
     args = dict(s.engine_args)
-    n = int(args.get("tensor-parallel-size") or 1) * int(args.get("pipeline-parallel-size") or 1)
-    base = Need(entry.name, n, pinned=entry.pinned, preload=entry.preload, order=order)
+    pp = int(args.get("pipeline-parallel-size") or 1)
+    n = int(args.get("tensor-parallel-size") or 1) * pp
+    base = Need(entry.name, n, pinned=entry.pinned, preload=entry.preload, order=order, stages=pp)
     try:
         ref = resolve_model(s.model_path, s.model_name, s.size_in_billions, s.model_format, s.quantization,
                             model_repo=s.model, revision=s.revision)

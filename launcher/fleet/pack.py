@@ -2,7 +2,8 @@
 processes, no NVML, no estimator; tested by hand in tests/test_fleet.py).
 
 The rules: a model spans `gpus` GPUs of one node (tensor x pipeline parallel) and holds `bytes_per_gpu` on each (its
-share, what vLLM takes beside it, its CUDA context), never more than a GPU has left. Pinned models are placed first,
+share, what vLLM takes beside it, its CUDA context), never more than a GPU has left; a pipeline-parallel model that
+no node holds whole goes stage by stage over several nodes (each stage's tensor-parallel GPUs within one node). Pinned models are placed first,
 then preloaded ones, then the rest largest first (first-fit decreasing, each on the GPUs it fills best: the tightest
 that hold it, so that large gaps stay free for large models). A model that finds no room awake is not started with
 the others: it gets a home, the GPUs where it fits once models there that are not pinned are let go (asleep or
@@ -33,6 +34,7 @@ class Need:
     preload: bool = False
     reason: str = ""  # set when it fits on no GPU of this kind at all (the estimate's reason and advice)
     order: int = 0  # its place in the models file (ties keep the file's order)
+    stages: int = 1  # pipeline-parallel stages: each `gpus // stages` GPUs of one node, the stages on any nodes
 
     @property
     def fits_alone(self) -> bool:
@@ -49,6 +51,14 @@ class Placement:
     awake: bool = False
     reason: str = ""
     shares_with: list[str] = field(default_factory=list)  # awake models on its GPUs that waking it lets go
+    # a pipeline-parallel model over several nodes: each stage's node and GPUs (`node` and `gpus` are the first's)
+    stages: list[dict] = field(default_factory=list)
+
+    def where(self) -> list[tuple[str, int]]:
+        """Every (node, GPU index) it is placed on."""
+        if self.stages:
+            return [(s["node"], i) for s in self.stages for i in s["gpus"]]
+        return [(self.node, i) for i in self.gpus]
 
 
 def pack(needs: list[Need], gpus: list[Gpu]) -> list[Placement]:
@@ -63,14 +73,20 @@ def pack(needs: list[Need], gpus: list[Gpu]) -> list[Placement]:
         if not n.fits_alone:
             out[n.name] = Placement(n.name, reason=n.reason)
             continue
-        chosen = _tightest(free, n)
+        chosen = _tightest(free, n) or _across_nodes(free, n)
         if chosen is not None:
             for k in chosen:
                 free[k] -= n.bytes_per_gpu
                 holders[k].append(n)
                 if n.pinned:
                     pinned_on[k] += n.bytes_per_gpu
-            out[n.name] = Placement(n.name, chosen[0][0], [k[1] for k in chosen], n.bytes_per_gpu, n.share_bytes, True)
+            p = Placement(n.name, chosen[0][0], [k[1] for k in chosen if k[0] == chosen[0][0]], n.bytes_per_gpu,
+                          n.share_bytes, True)
+            if len({k[0] for k in chosen}) > 1:
+                per = n.gpus // n.stages
+                p.stages = [{"node": chosen[i][0], "gpus": [k[1] for k in chosen[i:i + per]]}
+                            for i in range(0, len(chosen), per)]
+            out[n.name] = p
             continue
         # no room awake: a home where it fits once the models there that are not pinned are let go
         room = {k: total[k] - pinned_on[k] for k in total}
@@ -105,6 +121,24 @@ def _tightest(free: dict[tuple[str, int], int], n: Need) -> list[tuple[str, int]
         if best_left is None or left < best_left:
             best, best_left = sorted(pick), left
     return best
+
+
+def _across_nodes(free: dict[tuple[str, int], int], n: Need) -> list[tuple[str, int]] | None:
+    """A pipeline-parallel model that no single node holds: its stages one by one, each on the `gpus // stages`
+    GPUs of one node that it fills best (vLLM's Ray executor runs the stages on any nodes); None where they do not
+    all find room, or the model has one stage."""
+    if n.stages <= 1 or len({k[0] for k in free}) < 2:
+        return None
+    left, out = dict(free), []
+    per = n.gpus // n.stages
+    for _ in range(n.stages):
+        stage = _tightest(left, Need(n.name, per, n.bytes_per_gpu))
+        if stage is None:
+            return None
+        for k in stage:
+            left[k] -= n.bytes_per_gpu + (1 << 62)  # taken: a GPU holds one rank of a model
+        out += stage
+    return out
 
 
 def _home(free: dict[tuple[str, int], int], room: dict[tuple[str, int], int], n: Need) -> list[tuple[str, int]] | None:

@@ -18,8 +18,9 @@ def draw(d: dict, path: str) -> None:
     fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(cols) + 2), 5))
     base = [0.0] * len(cols)
     for m in d["models"]:
-        for i in m["gpus"]:
-            c = cols[(m["node"], i)]
+        spots = [(st["node"], i) for st in m.get("stages") or [] for i in st["gpus"]] or [(m["node"], i) for i in m["gpus"]]
+        for spot in spots:
+            c = cols[spot]
             h = m["bytes_per_gpu"] / gib
             ax.bar(c, h, bottom=base[c], edgecolor="black", hatch=None if m["awake"] else "//",
                    alpha=1.0 if m["awake"] else 0.35)

@@ -21,9 +21,9 @@ class FleetPlan:
         on = {(g.node, g.index): [] for g in self.gpus}
         for p in self.placements:
             if p.awake:
-                for i in p.gpus:
-                    used[(p.node, i)] += p.bytes_per_gpu
-                    on[(p.node, i)].append(p.name)
+                for node, i in p.where():
+                    used[(node, i)] += p.bytes_per_gpu
+                    on[(node, i)].append(p.name)
         return {"models_file": self.models_file, "vllm_version": self.vllm_version, "seconds": round(self.seconds, 3),
                 "models": [asdict(p) for p in self.placements],
                 "gpus": [{"node": g.node, "index": g.index, "name": g.name, "total_bytes": g.total_bytes,

@@ -45,8 +45,10 @@ class Gateway:
         self.started_at = time.time()
         self._tasks: list[asyncio.Task] = []
         # the access log, one line a request (LAUNCHER_GATEWAY_ACCESS_LOG=0: none; its cost: docs/gateway.md)
-        self._log = open(os.path.join(gateway_dir(), "access.log"), "a", buffering=1) \
+        # buffered, flushed every second with the record (housekeeping) and at the end: no write call per request
+        self._log = open(os.path.join(gateway_dir(), "access.log"), "a", buffering=1 << 16) \
             if os.environ.get("LAUNCHER_GATEWAY_ACCESS_LOG", "1") != "0" else None
+        self._stamp = (0, "")  # the access log's time of day, formatted once a second
 
     # lifecycle
     async def on_startup(self, app: web.Application) -> None:
@@ -80,6 +82,8 @@ class Gateway:
         from ..process import ProcRef
         from ..runs import write_json
 
+        if self._log is not None and not self._log.closed:
+            self._log.flush()
         me = ProcRef.of(os.getpid())
         write_json(Path(gateway_dir()) / "gateway.json", {
             "pid": me.pid, "create_time": me.create_time, "url": self.url, "stopped": stopped,
@@ -130,7 +134,10 @@ class Gateway:
             self.metrics.request(model if isinstance(model, str) else "-", resp.status, seconds)
         peer = request.remote or "-"
         if self._log is not None:
-            self._log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {peer} {request.method} {request.path} "
+            now = int(time.time())
+            if now != self._stamp[0]:
+                self._stamp = (now, time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)))
+            self._log.write(f"{self._stamp[1]} {peer} {request.method} {request.path} "
                             f"{request.get('model', '-')} {resp.status} {seconds:.4f}\n")
         return resp
 
