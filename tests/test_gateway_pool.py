@@ -549,3 +549,26 @@ def test_a_model_that_slept_keeps_its_pinned_host_memory_awake_and_it_is_counted
         pool.release(await pool.acquire("c"), "/v1/completions", 200, 0.01)
         return {n: m.life.phase for n, m in pool.by_name.items()}
     assert run(go()) == {"a": Phase.RUNNING, "b": Phase.STOPPED, "c": Phase.RUNNING}
+
+
+def test_a_model_added_while_serving_on_planned_gpus_is_planned_then_placed_where_there_is_room(monkeypatch):
+    """A model the plan did not have (added by a reload or `launcher gateway add`): its footprint planned as the
+    others' were (fleet/needs.py, stubbed here to 50 GiB a GPU), its home the lowest GPU; GPU 0 is held by a pinned
+    model, so it starts on GPU 1. One that fits on no GPU is refused with the plan's reason."""
+    from launcher.fleet.pack import Need
+    from launcher.gateway.model import GatewayError
+
+    sizes = {"late": Need("late", 1, 50 * G, share_bytes=48 * G), "huge": Need("huge", 1, 0, reason="weights 140 GiB")}
+    monkeypatch.setattr("launcher.fleet.needs.need_of", lambda e, name, total, order, v=None: sizes[e.name])
+
+    async def go():
+        pool, starter = homes_pool({0: 80, 1: 80}, {"a": ((0,), 60, 58)}, pinned=("a",))
+        pool.release(await pool.acquire("a"), "/v1/completions", 200, 0.01)
+        starter.need_by_name.update(late=G, huge=G)
+        pool.add(entry("late"))
+        pool.add(entry("huge"))
+        await pool.acquire("late")
+        assert starter.placed["late"] == ((1,), 48 * G) and pool.opts.homes.home["late"] == (0,)
+        with pytest.raises(GatewayError, match="placed it on no GPU: weights 140 GiB"):
+            await pool.acquire("huge")
+    run(go())
