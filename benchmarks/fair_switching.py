@@ -73,7 +73,7 @@ def pct(xs, p):
 async def run(seconds, start_s, min_stay_s, max_wait_s):
     from launcher.gateway.backends import Backends
     from launcher.gateway.metrics import GatewayMetrics
-    from launcher.gateway.models_file import ModelEntry
+    from launcher.models_file import ModelEntry
     from launcher.gateway.options import Options
     from launcher.spec import LaunchSpec
 

@@ -28,6 +28,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from launcher.bench import pct  # noqa: E402
 
 UPSTREAM = r'''
 import asyncio, json, sys
@@ -58,7 +59,7 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print
 GATEWAY = r'''
 import asyncio, sys
 from launcher.gateway.app import Gateway, serve
-from launcher.gateway.models_file import ModelEntry
+from launcher.models_file import ModelEntry
 from launcher.gateway.options import Options
 from launcher.spec import LaunchSpec
 from launcher.supervisor.machine import State
@@ -130,9 +131,6 @@ async def streams(port: int, n: int = 64, chunks: int = 64, gap_s: float = 0.0) 
         return got / (time.perf_counter() - t)
 
 
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from launcher.bench import pct  # noqa: E402
 
 
 def start_gateway(home: str, model_path: str, port: int, engine_args: dict, env_vars: dict) -> subprocess.Popen:
@@ -59,11 +60,6 @@ def one_token_latencies(url: str, key: str, n: int, timeout_s: float = 60) -> li
     return out
 
 
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    k = (len(xs) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ import pytest
 from conftest import ROOT, TINY, cli
 from launcher.engines import vllm as vllm_engine
 from launcher.errors import BadInput
-from launcher.gateway.models_file import load_models
+from launcher.models_file import load_models
 
 ADAPTER = ROOT / "examples" / "tiny-llama-lora"
 

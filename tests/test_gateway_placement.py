@@ -60,7 +60,7 @@ def test_what_a_model_keeps_asleep_is_planned_from_its_estimate():
     from launcher.gateway.lifecycle import Lifecycle, Phase
     from launcher.gateway.model import Backend
     from launcher.gateway.options import Options
-    from launcher.gateway.models_file import ModelEntry
+    from launcher.models_file import ModelEntry
     from launcher.gateway.sizing import asleep_of
 
     est = {"requested_bytes": int(29.993 * G), "outside_budget_bytes": int(2.303 * G),

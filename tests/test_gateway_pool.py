@@ -13,7 +13,7 @@ from launcher.gateway.backends import Backends
 from launcher.gateway.lifecycle import Phase
 from launcher.gateway.metrics import GatewayMetrics
 from launcher.gateway.model import GatewayError
-from launcher.gateway.models_file import ModelEntry
+from launcher.models_file import ModelEntry
 from launcher.gateway.options import Options
 from launcher.gateway.reload import FileWatch, apply, diff
 from launcher.spec import LaunchSpec

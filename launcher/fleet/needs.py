@@ -1,6 +1,7 @@
 """What each model of a models file holds on one GPU of a given kind, from the estimate (no load, no GPU): its share
-(`gpu_memory_budget` or `--gpu-memory-utilization` where the entry gives one, else the smallest share at which its max_model_len fits, as
-`launcher estimate` finds it for copies on one GPU), what vLLM takes beside that share, and its CUDA context."""
+(`gpu_memory_budget` or `--gpu-memory-utilization` where the entry gives one, else the smallest share at which its
+max_model_len fits, as `launcher estimate` finds it for copies on one GPU), what vLLM takes beside that share, and its
+CUDA context."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -8,7 +9,7 @@ from typing import TYPE_CHECKING
 from .pack import Need
 
 if TYPE_CHECKING:
-    from ..gateway.models_file import ModelEntry
+    from ..models_file import ModelEntry
 
 
 def need_of(entry: ModelEntry, gpu_name: str, total_bytes: int, order: int, vllm_version: str | None = None) -> Need:

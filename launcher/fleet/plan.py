@@ -38,7 +38,7 @@ def plan_fleet(models_file: str, gpu: str | None = None, num_gpus: int | None = 
     sizes: each model's footprint is taken on the smallest, which holds it on any."""
     from ..engines import vllm as vllm_engine
     from ..errors import BadInput
-    from ..gateway.models_file import load_models
+    from ..models_file import load_models
     from ..gpu import NvmlSource, planned_gpus
     from ..planning import planned_version
     from .needs import need_of

@@ -23,7 +23,7 @@ from .proxy import forward
 
 if TYPE_CHECKING:
     from ..engine_args import ArgSpec
-    from .models_file import ModelEntry
+    from ..models_file import ModelEntry
     from .starting import Starter
 
 GATEWAY_KEY = web.AppKey("gateway", object)

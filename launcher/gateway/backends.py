@@ -19,7 +19,7 @@ from .starting import Starter
 
 if TYPE_CHECKING:
     from .metrics import GatewayMetrics
-    from .models_file import ModelEntry
+    from ..models_file import ModelEntry
 
 
 class Backends:

@@ -59,7 +59,7 @@ class Control:
     async def add_model(self, request: web.Request) -> web.Response:
         """POST /gateway/models: a model more, given as one entry of the models file (JSON), checked as the file is."""
         from ..errors import LauncherError
-        from .models_file import check_entry, entry_from_mapping
+        from ..models_file import check_entry, entry_from_mapping
 
         self._allowed(request)
         try:
@@ -148,7 +148,7 @@ class Control:
         """Read the models file again and apply it (reload.py): what was added, removed, changed and kept.
         LauncherError (the old file kept, nothing touched) where the new one is refused."""
         from ..errors import BadInput
-        from .models_file import load_checked
+        from ..models_file import load_checked
         from .reload import apply, diff
 
         if not self.models_file:

@@ -18,8 +18,8 @@ from .lifecycle import Phase
 from .room import host_asleep_bytes
 
 if TYPE_CHECKING:
-    from .backends import Backends
     from .model import Backend
+    from .room import Backends
 
 
 def may_pay(pool: Backends, b: Backend) -> bool:

@@ -13,8 +13,7 @@ from .placement import Room, make_room_on
 
 if TYPE_CHECKING:
     from ..gpu import GpuInfo
-    from .model import Backend
-    from .models_file import ModelEntry
+    from ..models_file import ModelEntry
     from .placement import Resident
 
 
@@ -64,9 +63,9 @@ def plan_one(homes: Homes, entry: ModelEntry) -> None:
     homes.share[entry.name], homes.per_gpu[entry.name] = n.share_bytes, n.bytes_per_gpu
 
 
-def room_on_gpus(homes: Homes, b: Backend, need: int, own: int, residents: list[Resident]) -> tuple[Room, tuple]:
-    """Room for b on its GPUs (where it runs or sleeps, else its home), else, for a model not asleep there, on the
-    other GPUs that need the fewest models let go; the room and the GPUs it is for."""
+def room_on_gpus(homes: Homes, b, need: int, own: int, residents: list[Resident]) -> tuple[Room, tuple]:
+    """Room for b (a model.Backend) on its GPUs (where it runs or sleeps, else its home), else, for a model not
+    asleep there, on the other GPUs that need the fewest models let go; the room and the GPUs it is for."""
     where = b.gpus or homes.home[b.name]
 
     def on(gpus: tuple[int, ...], held: int) -> Room:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from ..launching import Prepared
     from ..launching.inprocess import Launch
-    from .models_file import ModelEntry
+    from ..models_file import ModelEntry
     from .starting import Starter
 
 

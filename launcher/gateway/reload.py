@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from .backends import Backends
     from .model import Backend
-    from .models_file import ModelEntry
+    from ..models_file import ModelEntry
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,9 @@ class Backends(Protocol):
     opts: Options
     metrics: GatewayMetrics
     by_name: dict[str, Backend]
+    closing: bool
+
+    def housekeeping_error(self, b: Backend | None, job: str, e: BaseException) -> None: ...
 
 
 def resident_of(b: Backend, opts: Options, now: float | None = None) -> Resident | None:

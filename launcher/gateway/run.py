@@ -38,7 +38,7 @@ def build(settings: GatewaySettings):
     from ..spec import is_loopback
     from .app import Gateway
     from .options import Options
-    from .models_file import load_checked
+    from ..models_file import load_checked
 
     if not 0 <= settings.port <= 65535:
         raise BadInput(f"--port must be in 0..65535, got {settings.port}.")

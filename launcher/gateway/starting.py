@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from ..launching import Prepared
     from ..launching.inprocess import Launch
     from ..spec import LaunchSpec
-    from .models_file import ModelEntry
+    from ..models_file import ModelEntry
     from .options import Options
 
 

@@ -1,16 +1,16 @@
-"""The gateway's models file: a `models:` list whose entries are launch files (read by the same code as
-`launcher launch -f`) plus the gateway's own keys: aliases, ttl, pinned, preload."""
+"""The models file `launcher plan` plans and `launcher serve` serves: a `models:` list whose entries are launch files
+(read by the same code as `launcher launch -f`) plus the gateway's own keys: aliases, ttl, pinned, preload."""
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..errors import BadInput
-from ..spec import LaunchSpec, build, launch_mapping, read_mapping
+from .errors import BadInput
+from .spec import LaunchSpec, build, launch_mapping, read_mapping
 
 if TYPE_CHECKING:
-    from ..engine_args import ArgSpec
+    from .engine_args import ArgSpec
 
 GATEWAY_KEYS = ("aliases", "ttl", "sleep_ttl", "pinned", "preload")
 
@@ -62,7 +62,7 @@ def load_checked(path: str, engine_spec: ArgSpec, capacity_bytes: int | None) ->
 
 def entry_from_mapping(item: object, engine_spec: ArgSpec, where: str) -> ModelEntry:
     """One entry: the launch keys through spec.launch_mapping, the gateway keys checked here."""
-    from ..engine_args import parse_mapping
+    from .engine_args import parse_mapping
 
     if not isinstance(item, dict):
         raise BadInput(f"{where}: expected a mapping (a launch), got {type(item).__name__}.")
@@ -122,7 +122,7 @@ def _aliases(v: object, where: str) -> tuple[str, ...]:
 
 def _ttl(v: object, where: str) -> float | None:
     """ttl: seconds (a number) or a duration (90s, 10m, 1h30m); 0 or absent: no idle limit."""
-    from ..units import parse_duration
+    from .units import parse_duration
 
     if v is None:
         return None
@@ -147,8 +147,8 @@ def check_entry(entry: ModelEntry, where: str, capacity_bytes: int | None = None
     fits the gateway's budget alone (room is made for it at its first request)."""
     from pathlib import Path
 
-    from ..errors import DoesNotFit
-    from ..launching import prepare
+    from .errors import DoesNotFit
+    from .launching import prepare
 
     s = entry.spec
     if not (s.model_path or s.model or s.model_name):
