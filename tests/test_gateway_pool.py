@@ -495,12 +495,13 @@ def _recording_http(monkeypatch, slow_sleep_s=0.0):
 
 
 def test_the_first_sleep_is_paid_once_the_model_is_idle_and_a_request_meanwhile_waits_for_the_wake(monkeypatch):
-    """GPU, host room for a's weights: idle 0.05 s after its start, a is put to sleep and woken (one sleep, one wake,
-    never again); a request that comes during that sleep (0.3 s here) is answered once a is awake."""
+    """GPU, room for one of a and b, host room for a's weights: idle 0.05 s after its start, a is put to sleep and
+    woken (one sleep, one wake, never again); a request that comes during that sleep (0.3 s here) is answered once a
+    is awake."""
     calls = _recording_http(monkeypatch, slow_sleep_s=0.3)
 
     async def go():
-        pool, starter = pool_of([entry("a")], capacity_gib=4, gpu_opts=True, host_budget_bytes=40 * G,
+        pool, starter = pool_of([entry("a"), entry("b")], capacity_gib=1.5, gpu_opts=True, host_budget_bytes=40 * G,
                                 first_sleep_after_s=0.05)
         starter.host_by_name["a"] = 12 * G
         a = await pool.acquire("a")
@@ -517,17 +518,24 @@ def test_the_first_sleep_is_paid_once_the_model_is_idle_and_a_request_meanwhile_
     run(go())
 
 
-def test_no_first_sleep_paid_where_the_host_may_not_keep_the_weights(monkeypatch):
+def test_no_first_sleep_paid_where_the_host_may_not_keep_the_weights_or_no_switch_can_come(monkeypatch):
+    """Host room for 10 GiB, a's weights 12: not paid. Host room enough, but a and b fit awake together (or a is
+    alone): no switch will ever put a to sleep, so no host memory is pinned for it."""
     calls = _recording_http(monkeypatch)
 
-    async def go():
-        pool, starter = pool_of([entry("a")], capacity_gib=4, gpu_opts=True, host_budget_bytes=10 * G,
-                                first_sleep_after_s=0.02)
+    async def go(names, capacity_gib, host_gib):
+        pool, starter = pool_of([entry(n) for n in names], capacity_gib=capacity_gib, gpu_opts=True,
+                                host_budget_bytes=host_gib * G, first_sleep_after_s=0.02)
         starter.host_by_name["a"] = 12 * G
+        if "b" in names:  # b sized (as its first request would have it) without starting it
+            pool.by_name["b"].need_bytes = G
         pool.release(await pool.acquire("a"), "/v1/completions", 200, 0.01)
         await asyncio.sleep(0.2)
-        return calls
-    assert run(go()) == []
+        return list(calls)
+    assert run(go(("a", "b"), 1.5, 10)) == []
+    assert run(go(("a", "b"), 4, 40)) == []
+    assert run(go(("a",), 4, 40)) == []
+    assert run(go(("a", "b"), 1.5, 40)) == [("a", "/sleep?level=1"), ("a", "/wake_up")]  # the control: paid
 
 
 def test_a_model_that_slept_keeps_its_pinned_host_memory_awake_and_it_is_counted(monkeypatch):
