@@ -176,6 +176,68 @@ def test_launch_on_the_cluster_spans_both_nodes_and_stops_without_leftovers(clus
     _stop(sr, th)
 
 
+def next_state(p):
+    """The next JSON line of cluster/host.py (Ray's driver may print lines of its own; they are skipped)."""
+    for line in p.stdout:
+        if line.startswith("{"):
+            return json.loads(line)
+    return {"state": "ended", "why": f"exit {p.wait()}"}
+
+
+def test_a_server_runs_supervised_on_a_chosen_node_and_its_loss_is_reported(cluster, tmp_path):
+    """cluster/host.py: a detached actor pinned to worker1 runs the supervisor beside the (fake) server it spawns
+    there; the process here reports ready with the node's address, the server answers there, and when worker1 is
+    killed it reports the node lost (the building block of `serve --ray-address`)."""
+    import subprocess
+    import urllib.request
+
+    from launcher.cluster import control
+
+    nodes = json.loads(cli("cluster", "status", "--json", env=cluster["env"]).stdout)["nodes"]
+    worker = next(n for n in nodes if n["label"] == "worker1")
+    port = health.find_free_port()
+    job = {"argv": [os.sys.executable, FAKE, "--port", str(port)], "env": {}, "host": "127.0.0.1", "port": port,
+           "home": str(tmp_path / "node-home"), "policy": {"startup_timeout_s": 60, "backoff_initial_s": 0.2}}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    p = subprocess.Popen([os.sys.executable, "-m", "launcher.cluster.host", "--address", cluster["address"], "--node",
+                          worker["node_id"], "--name", "on-worker1", "--job", str(tmp_path / "job.json")],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                         env=cluster["env"])
+    lines = []
+    try:
+        while not lines or lines[-1]["state"] not in ("ready", "fatal"):
+            lines.append(next_state(p))
+        assert lines[-1]["state"] == "ready" and lines[-1]["port"] == port and lines[-1]["node_ip"] == worker["ip"]
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).status == 200
+        server = next(q for q in psutil.process_iter(["cmdline"]) if FAKE in " ".join(q.info["cmdline"] or [])
+                      and str(port) in q.info["cmdline"])
+        rec = json.loads((cluster["home"] / "clusters" / "local" / "cluster.json").read_text())
+        run_ids = {n["name"]: n["run_id"] for n in rec["nodes"] if n.get("run_id")}
+
+        def node_tag(q):
+            try:
+                return q.environ().get("LAUNCHER_RUN_ID")
+            except psutil.Error:
+                return None
+        # the server descends from worker1's node processes (its raylet's worker runs the actor), not the head's
+        assert run_ids["worker1"] in {node_tag(a) for a in server.parents()}
+        os.environ["LAUNCHER_HOME"], old = str(cluster["home"]), os.environ["LAUNCHER_HOME"]
+        try:
+            control.kill_node("local", "worker1")
+        finally:
+            os.environ["LAUNCHER_HOME"] = old
+        last = next_state(p)
+        assert last["state"] == "fatal" and "node lost" in last["why"]
+        assert p.wait(30) == 1
+    finally:
+        if p.poll() is None:
+            p.kill()
+    r = cli("cluster", "up", "--local-nodes", "2", "--cpus-per-node", "1", "--gpus-per-node", "1", "--gpu", "H100-80GB",
+            "--port", cluster["address"].rsplit(":", 1)[1], "--dashboard-port", cluster["dashboard"].rsplit(":", 1)[1],
+            env=cluster["env"], timeout=240)
+    assert r.returncode == 0, r.stderr  # worker1 back for the tests after this one
+
+
 def test_node_loss_stops_the_server_waits_for_the_node_and_restarts(cluster):
     from launcher.cluster import control
 

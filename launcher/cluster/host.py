@@ -1,0 +1,105 @@
+"""A model's server on a chosen node of a Ray cluster, supervised there: a detached Ray actor pinned to the node
+(NodeAffinitySchedulingStrategy, not soft) runs the launcher's supervisor (supervisor/run.ServerRun) beside the
+server it spawns on that node; a process here follows the actor and answers for it. The building block of
+`launcher serve --ray-address` (docs/placement.md: not wired into the gateway yet). Ray is imported only in that
+process, as in cluster/placement.py:
+
+    python -m launcher.cluster.host --address HOST:PORT --node NODE_ID --name NAME --job JOB.json
+
+JOB.json: {"argv": [...], "env": {...}, "host": "127.0.0.1", "port": N, "home": DIR} (the server's command line, its
+environment and address, the LAUNCHER_HOME its supervisor records into on the node). It prints one JSON line per
+change: {"state": "starting|ready|backoff|restarting|fatal|stopped", "node_ip": ..., "port": N, "why": ...};
+"node lost" when the actor dies with its node. A line "stop" on its stdin stops the server and the actor, and ends it.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+
+ACTOR_PREFIX = "launcher-model-"
+NAMESPACE = "launcher"
+
+
+def _actor_class():
+    import ray
+
+    @ray.remote(num_cpus=0, max_restarts=0)
+    class ModelHost:
+        """The supervisor of one model's server, on the node it was placed on."""
+
+        def __init__(self, name: str, job: dict) -> None:
+            import os
+            from pathlib import Path
+
+            os.environ["LAUNCHER_HOME"] = job["home"]
+            from launcher.runs import run_dir  # absolute: this class runs in a Ray worker on the node
+            from launcher.supervisor.policy import RestartPolicy
+            from launcher.supervisor.run import GpuReleaseCheck, ServerRun
+
+            d = run_dir(name)
+            Path(d).mkdir(parents=True, exist_ok=True)
+            self.run = ServerRun(name, job["argv"], {**os.environ, **job.get("env", {})}, job["host"], job["port"], d,
+                                 RestartPolicy(**job.get("policy", {})), gpu_check=GpuReleaseCheck())
+            self.thread = threading.Thread(target=self.run.run, kwargs={"install_signals": False}, daemon=True)
+            self.thread.start()
+            self.node_ip = ray.util.get_node_ip_address()
+            deadline = time.monotonic() + 10
+            while self.run.sup.state.value == "STOPPED" and self.thread.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.01)  # answered from the first state of the run on
+
+        def state(self) -> dict:
+            sup = self.run.sup
+            return {"state": sup.state.value.lower(), "node_ip": self.node_ip, "port": self.run.port, "why": sup.reason}
+
+        def stop(self) -> dict:
+            self.run.request_stop()
+            self.thread.join(120)
+            return self.state()
+
+    return ModelHost
+
+
+def _main(argv: list[str]) -> int:
+    import argparse
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--address", required=True)
+    ap.add_argument("--node", required=True, help="the Ray node id to run on")
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--job", required=True)
+    ap.add_argument("--poll", type=float, default=0.5)
+    a = ap.parse_args(argv)
+    job = json.load(open(a.job))
+    ray.init(address=a.address, namespace=NAMESPACE, logging_level="ERROR", log_to_driver=False)
+    actor = _actor_class().options(
+        name=ACTOR_PREFIX + a.name, lifetime="detached", get_if_exists=True,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(a.node, soft=False)).remote(a.name, job)
+    stop = threading.Event()
+    threading.Thread(target=lambda: [stop.set() for line in sys.stdin if line.strip() == "stop"], daemon=True).start()
+    last = None
+    while True:
+        try:
+            st = ray.get(actor.state.remote(), timeout=30)
+        except Exception as e:  # noqa: BLE001 - the actor died (its node was lost) or cannot be reached
+            print(json.dumps({"state": "fatal", "why": f"node lost: {type(e).__name__}"}), flush=True)
+            return 1
+        if st != last:
+            print(json.dumps(st), flush=True)
+            last = st
+        if st["state"] in ("fatal", "stopped"):
+            ray.kill(actor)
+            return 0 if st["state"] == "stopped" else 1
+        if stop.wait(a.poll):
+            print(json.dumps(ray.get(actor.stop.remote(), timeout=180)), flush=True)
+            ray.kill(actor)
+            return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
