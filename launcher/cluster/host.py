@@ -35,6 +35,7 @@ def _actor_class():
 
             os.environ["LAUNCHER_HOME"] = job["home"]
             from launcher.runs import run_dir  # absolute: this class runs in a Ray worker on the node
+            from launcher.supervisor.machine import State
             from launcher.supervisor.policy import RestartPolicy
             from launcher.supervisor.run import GpuReleaseCheck, ServerRun
 
@@ -46,7 +47,7 @@ def _actor_class():
             self.thread.start()
             self.node_ip = ray.util.get_node_ip_address()
             deadline = time.monotonic() + 10
-            while self.run.sup.state.value == "STOPPED" and self.thread.is_alive() and time.monotonic() < deadline:
+            while self.run.sup.state == State.STOPPED and self.thread.is_alive() and time.monotonic() < deadline:
                 time.sleep(0.01)  # answered from the first state of the run on
 
         def state(self) -> dict:
