@@ -177,7 +177,7 @@ def test_launch_on_the_cluster_spans_both_nodes_and_stops_without_leftovers(clus
 
 
 def next_state(p):
-    """The next JSON line of cluster/host.py (Ray's driver may print lines of its own; they are skipped)."""
+    """The next JSON line of launching/on_node.py (Ray's driver may print lines of its own; they are skipped)."""
     for line in p.stdout:
         if line.startswith("{"):
             return json.loads(line)
@@ -185,7 +185,7 @@ def next_state(p):
 
 
 def test_a_server_runs_supervised_on_a_chosen_node_and_its_loss_is_reported(cluster, tmp_path):
-    """cluster/host.py: a detached actor pinned to worker1 runs the supervisor beside the (fake) server it spawns
+    """launching/on_node.py: a detached actor pinned to worker1 runs the supervisor beside the (fake) server it spawns
     there; the process here reports ready with the node's address, the server answers there, and when worker1 is
     killed it reports the node lost (the building block of `serve --ray-address`)."""
     import subprocess
@@ -199,7 +199,7 @@ def test_a_server_runs_supervised_on_a_chosen_node_and_its_loss_is_reported(clus
     job = {"argv": [os.sys.executable, FAKE, "--port", str(port)], "env": {}, "host": "127.0.0.1", "port": port,
            "home": str(tmp_path / "node-home"), "policy": {"startup_timeout_s": 60, "backoff_initial_s": 0.2}}
     (tmp_path / "job.json").write_text(json.dumps(job))
-    p = subprocess.Popen([os.sys.executable, "-m", "launcher.cluster.host", "--address", cluster["address"], "--node",
+    p = subprocess.Popen([os.sys.executable, "-m", "launcher.launching.on_node", "--address", cluster["address"], "--node",
                           worker["node_id"], "--name", "on-worker1", "--job", str(tmp_path / "job.json")],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                          env=cluster["env"])

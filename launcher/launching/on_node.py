@@ -4,7 +4,7 @@ server it spawns on that node; a process here follows the actor and answers for 
 `launcher serve --ray-address` (docs/placement.md: not wired into the gateway yet). Ray is imported only in that
 process, as in cluster/placement.py:
 
-    python -m launcher.cluster.host --address HOST:PORT --node NODE_ID --name NAME --job JOB.json
+    python -m launcher.launching.on_node --address HOST:PORT --node NODE_ID --name NAME --job JOB.json
 
 JOB.json: {"argv": [...], "env": {...}, "host": "127.0.0.1", "port": N, "home": DIR} (the server's command line, its
 environment and address, the LAUNCHER_HOME its supervisor records into on the node). It prints one JSON line per
