@@ -228,6 +228,8 @@ def test_a_server_runs_supervised_on_a_chosen_node_and_its_loss_is_reported(clus
             os.environ["LAUNCHER_HOME"] = old
         last = next_state(p)
         assert last["state"] == "fatal" and "node lost" in last["why"]
+        wait_for(lambda: not server.is_running() or server.status() == psutil.STATUS_ZOMBIE, 10,
+                 what="the server gone with its node")  # no orphan left behind by the node's loss
         assert p.wait(30) == 1
     finally:
         if p.poll() is None:

@@ -18,6 +18,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psutil
+
 from ..errors import BadInput, ClusterError
 from ..runs import read_json, write_json
 from ..state import home
@@ -227,6 +229,14 @@ def kill_node(name: str, node_name: str) -> None:
             tree = node_tree(n)
             for ref in tree.members():
                 ref.signal(signal.SIGKILL)
+            # and what was started on the node in a session of its own (a server supervised there,
+            # launching/on_node.py): it carries the node's tag as LAUNCHER_NODE_RUN_ID
+            for p in psutil.process_iter():
+                try:
+                    if n.get("run_id") and p.environ().get("LAUNCHER_NODE_RUN_ID") == n["run_id"]:
+                        p.kill()
+                except psutil.Error:
+                    pass
             return
     raise BadInput(f"no local node '{node_name}' in cluster '{name}'.")
 

@@ -41,7 +41,10 @@ def _actor_class():
 
             d = run_dir(name)
             Path(d).mkdir(parents=True, exist_ok=True)
-            self.run = ServerRun(name, job["argv"], {**os.environ, **job.get("env", {})}, job["host"], job["port"], d,
+            # the node's tag (its processes carry LAUNCHER_RUN_ID) kept for the server, which gets a tag of its own:
+            # a node's loss drill (cluster/control.kill_node) takes it down with the node
+            env = {**os.environ, **job.get("env", {}), "LAUNCHER_NODE_RUN_ID": os.environ.get("LAUNCHER_RUN_ID", "")}
+            self.run = ServerRun(name, job["argv"], env, job["host"], job["port"], d,
                                  RestartPolicy(**job.get("policy", {})), gpu_check=GpuReleaseCheck())
             self.thread = threading.Thread(target=self.run.run, kwargs={"install_signals": False}, daemon=True)
             self.thread.start()
