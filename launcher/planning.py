@@ -243,8 +243,7 @@ def with_draft(settings: EngineSettings, dtype: str) -> EngineSettings:
         return settings
     names = draft_weight_names(spec.model)
     return replace(settings, draft=draft_arch(spec.model, dtype), draft_vocab_size=draft_vocab_size(spec.model),
-                   draft_own_embedding=None if names is None else any("embed_tokens" in n for n in names),
-                   draft_own_lm_head=None if names is None else any("lm_head" in n for n in names))
+                   draft_own_embedding=_carries(names, "embed_tokens"), draft_own_lm_head=_carries(names, "lm_head"))
 
 
 def draft_weight_names(ref: str) -> frozenset[str] | None:
@@ -267,8 +266,12 @@ def draft_weight_names(ref: str) -> frozenset[str] | None:
 
 def draft_has_embedding(ref: str) -> bool | None:
     """Whether a draft folder's checkpoint carries an embedding (see draft_weight_names)."""
-    names = draft_weight_names(ref)
-    return None if names is None else any("embed_tokens" in n for n in names)
+    return _carries(draft_weight_names(ref), "embed_tokens")
+
+
+def _carries(names: frozenset[str] | None, part: str) -> bool | None:
+    """Whether a checkpoint's tensors name `part` (None: not known)."""
+    return None if names is None else any(part in n for n in names)
 
 
 def draft_vocab_size(ref: str) -> int | None:

@@ -48,7 +48,6 @@ class Gateway:
         # buffered, flushed every second with the record (housekeeping) and at the end: no write call per request
         self._log = open(os.path.join(gateway_dir(), "access.log"), "a", buffering=1 << 16) \
             if os.environ.get("LAUNCHER_GATEWAY_ACCESS_LOG", "1") != "0" else None
-        self._stamp = (0, "")  # the access log's time of day, formatted once a second
 
     # lifecycle
     async def on_startup(self, app: web.Application) -> None:
@@ -134,10 +133,7 @@ class Gateway:
             self.metrics.request(model if isinstance(model, str) else "-", resp.status, seconds)
         peer = request.remote or "-"
         if self._log is not None:
-            now = int(time.time())
-            if now != self._stamp[0]:
-                self._stamp = (now, time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)))
-            self._log.write(f"{self._stamp[1]} {peer} {request.method} {request.path} "
+            self._log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {peer} {request.method} {request.path} "
                             f"{request.get('model', '-')} {resp.status} {seconds:.4f}\n")
         return resp
 

@@ -6,8 +6,8 @@ torch.empty(pin_memory=True)), and page-locking 16 GB takes that long. The wake 
 pinned-memory cache, which keeps it, so later sleeps take it from there. Paying the first sleep (a sleep and a wake)
 once the model has been idle for `after_s` moves that cost off the request path. Only where a switch may come (the
 models do not all fit awake together), where the host may keep its weights (--host-memory-budget, counting what
-other servers keep pinned), and never under a request: one that comes
-meanwhile waits for the wake (Backend.paying), and the model counts as busy (nothing lets it go, no ttl)."""
+other servers keep pinned), and never under a request: one that comes meanwhile waits for the wake (Backend.paying),
+and the model counts as busy (nothing lets it go, no ttl)."""
 from __future__ import annotations
 
 import asyncio

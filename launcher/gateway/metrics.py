@@ -13,8 +13,6 @@ class GatewayMetrics:
     def __init__(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-        self._children: dict = {}
-
         r = self.registry = CollectorRegistry()
         self.requests = Counter("launcher_gateway_requests", "Requests answered, by model and HTTP status",
                                 ["model", "status"], registry=r)
@@ -37,12 +35,8 @@ class GatewayMetrics:
                                  registry=r)
 
     def request(self, model: str, status: int, seconds: float) -> None:
-        key = (model, status)
-        pair = self._children.get(key)
-        if pair is None:  # the labelled children looked up once per model and status, not at every request
-            pair = self._children[key] = (self.requests.labels(model, str(status)), self.latency.labels(model))
-        pair[0].inc()
-        pair[1].observe(seconds)
+        self.requests.labels(model, str(status)).inc()
+        self.latency.labels(model).observe(seconds)
 
     def queue(self, model: str, depth: int) -> None:
         self.queue_depth.labels(model).set(depth)

@@ -132,11 +132,10 @@ def ask_to_yield(pool: Backends, b: Backend, waited_s: float) -> list[Backend]:
     now, homes = time.monotonic(), pool.opts.homes
     where = (b.gpus or homes.home.get(b.name) or ()) if homes is not None else (POOL,)
     cap = homes.capacity if homes is not None else {POOL: pool.opts.capacity_bytes}
-    residents = [r for o in pool.by_name.values() if o is not b and (r := resident_of(o, pool.opts, now)) is not None]
-    free = {d: cap[d] - sum(r.held_bytes for r in residents if d in r.devices) for d in where}
+    held = [(o, r) for o in pool.by_name.values() if o is not b and (r := resident_of(o, pool.opts, now)) is not None]
+    free = {d: cap[d] - sum(r.held_bytes for _, r in held if d in r.devices) for d in where}
     asked = []
-    running = [(o, r.devices) for o in pool.by_name.values() for r in [resident_of(o, pool.opts, now)]
-               if r is not None and o is not b and o.life.phase == Phase.RUNNING and not o.entry.pinned
+    running = [(o, r.devices) for o, r in held if o.life.phase == Phase.RUNNING and not o.entry.pinned
                and not o.yielding and any(d in where for d in r.devices)]
     for o, devices in sorted(running, key=lambda x: x[0].life.since):
         if all(f >= (b.need_bytes or 0) for f in free.values()):

@@ -53,29 +53,30 @@ def build(settings: GatewaySettings):
     inst = vllm_engine.installed()
     spec = vllm_engine.arg_spec(inst)
     gpu = not (inst is not None and inst.cpu_build)
-    opts = Options(capacity_bytes=capacity(settings.memory_budget, gpu), gpu=gpu, queue_max=settings.queue_size,
+    gpus = visible_gpus() if gpu and not settings.memory_budget else []  # read once: the budget and the plan
+    opts = Options(capacity_bytes=capacity(settings.memory_budget, gpus), gpu=gpu, queue_max=settings.queue_size,
                    queue_timeout_s=settings.queue_timeout_s, failed_retry_s=settings.failed_retry_s,
                    min_stay_s=settings.min_stay_s, max_wait_s=settings.max_wait_s,
                    first_sleep_after_s=FIRST_SLEEP_AFTER_S if settings.early_first_sleep else None,
                    host_budget_bytes=host_budget(settings.host_memory_budget, gpu))
     entries = load_checked(settings.models_file, spec, opts.capacity_bytes)  # whole, before anything starts
-    if gpu and not settings.memory_budget:
-        opts.homes = homes(entries)
+    if gpus:  # each model's home on them (gateway/gpus.py: planned one by one as `launcher plan` plans them)
+        from .gpus import plan_homes
+
+        opts.homes = plan_homes(entries, gpus)
     return Gateway(entries, opts, spec, api_key=key, models_file=settings.models_file, watch=settings.watch)
 
 
-def homes(entries: list) -> object | None:
-    """Each model's home on the GPUs NVML sees (gateway/gpus.py: planned one by one as `launcher plan` plans them);
-    None where NVML sees none."""
+def visible_gpus() -> list:
+    """The GPUs NVML sees now (none without NVML)."""
     from ..gpu import NvmlSource
-    from .gpus import plan_homes
 
-    gpus = NvmlSource().list()
-    return plan_homes(entries, gpus) if gpus else None
+    return NvmlSource().list()
 
 
-def capacity(budget: str | None, gpu: bool) -> int:
-    """--memory-budget in bytes; else what the GPUs have free now, or the host's available memory (CPU build)."""
+def capacity(budget: str | None, gpus: list) -> int:
+    """--memory-budget in bytes; else what these GPUs have free now, or without any the host's available memory
+    (the CPU build)."""
     from ..units import parse_bytes
 
     if budget:
@@ -86,12 +87,8 @@ def capacity(budget: str | None, gpu: bool) -> int:
         if n <= 0:
             raise BadInput(f"--memory-budget must be more than 0, got '{budget}'.")
         return n
-    if gpu:
-        from ..gpu import NvmlSource
-
-        gpus = NvmlSource().list()
-        if gpus:
-            return sum(g.free_bytes for g in gpus)
+    if gpus:
+        return sum(g.free_bytes for g in gpus)
     import psutil
 
     return psutil.virtual_memory().available
