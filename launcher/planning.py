@@ -56,9 +56,10 @@ class ModelOptions:
 
 def planned_version(vllm_version: str | None, gpu_target: bool) -> str:
     """The vLLM release a plan is for: as asked, else the installed one; the CPU build's version says nothing of the
-    GPU build that will run on described GPUs, so those plan for the calibrated default."""
+    GPU build that will run on described GPUs, so those (and a machine with no vLLM) plan for the newest release the
+    estimator tracks, the one a user installs today (its confidence says whether it was measured or derived)."""
     inst = vllm_engine.installed()
-    return vllm_version or (inst.version if inst and not (inst.cpu_build and gpu_target) else vllm_engine.DEFAULT_VERSION)
+    return vllm_version or (inst.version if inst and not (inst.cpu_build and gpu_target) else vllm_engine.newest_known())
 
 
 def resolve_model(model_path: str | None, model_name: str | None, size: str | None, model_format: str | None,

