@@ -3,7 +3,7 @@ tests/test_cluster_ray.py) and as docs/examples-not-run.md lists those it cannot
 
 An example is a command line in a ```bash block (continuation lines joined). Its trailing comment may hold:
   [needs gpu] [needs network] [needs hosts] [runs until stopped] [template] [needs a running gateway]
-  [the suite itself]
+  [the suite itself] [a Ray cluster of its own]
     why the suite cannot run it: each such example is listed in docs/examples-not-run.md (generated; a test holds it
     current), every other example is run;
 and lines right after it may say what it prints:
@@ -30,6 +30,7 @@ REASONS = {
     "runs until stopped": "runs until Ctrl-C (a foreground server, a followed log)",
     "template": "a form with placeholders (NAME, ...), not a command",
     "the suite itself": "is the test suite itself",
+    "a Ray cluster of its own": "starts a Ray cluster that stays up (tests/test_gateway_ray_real.py starts one so)",
 }
 BLOCK = re.compile(r"^```(?:bash|sh|shell)\n(.*?)^```", re.S | re.M)
 TAG = re.compile(r"\[(" + "|".join(map(re.escape, REASONS)) + r")\]")

@@ -74,6 +74,9 @@ class FakeStarter:
         self.placed[entry.name] = placed  # (GPU indices, share) where GPUs are planned one by one
         return FakePrep(9000 + len(self.launches))
 
+    def refresh(self, homes):  # the GPUs of one host stay what the gateway started with
+        pass
+
     def adopt(self, name, key):
         return None
 

@@ -24,6 +24,7 @@ def up(inventory: InventoryOpt = None,
        local_nodes: Annotated[int, typer.Option("--local-nodes", help="Without --inventory: this many nodes on this host (a head and workers).")] = 2,
        gpus_per_node: Annotated[Optional[int], typer.Option("--gpus-per-node", help="Local nodes: GPUs each (split by CUDA_VISIBLE_DEVICES).")] = None,
        cpus_per_node: Annotated[Optional[int], typer.Option("--cpus-per-node", help="Local nodes: CPUs each Ray may schedule on.")] = None,
+       memory_per_node: Annotated[Optional[str], typer.Option("--memory-per-node", help="Local nodes: memory each offers (6GiB; Ray's memory resource: what `serve --ray-address` places models by).")] = None,
        gpu: common.GpuPreset = None,  # local nodes: planned with it where NVML gives no numbers
        gpu_memory: common.GpuMemory = None,
        port: Annotated[int, typer.Option("--port", help="Local head: GCS port.")] = 6379,
@@ -40,7 +41,8 @@ def up(inventory: InventoryOpt = None,
             inv.name = name
     else:
         inv = invmod.local(local_nodes, name=name or "local", gpus_per_node=gpus_per_node, port=port,
-                           dashboard_port=dashboard_port, cpus_per_node=cpus_per_node, gpu=gpu, gpu_memory=gpu_memory)
+                           dashboard_port=dashboard_port, cpus_per_node=cpus_per_node, gpu=gpu, gpu_memory=gpu_memory,
+                           memory_per_node=memory_per_node)
     con = common.console(stderr=True)
     rec = control.up(inv, timeout_s=timeout, on_node=lambda e: con.print(f"node {e['name']} ({e['host']}) joined"))
     _show(rec["name"], rec["address"], rec["dashboard"], json_out)

@@ -22,6 +22,8 @@ def serve(
     min_stay: Annotated[float, typer.Option("--min-stay", click_type=common.duration("--min-stay"), help="A model up for less than this is not let go for another (against thrashing between models that do not fit together).")] = 10.0,
     max_wait: Annotated[float, typer.Option("--max-wait", click_type=common.duration("--max-wait"), help="A model that waits this long for room held by busy models makes the one up longest yield: its new requests wait for its next turn, those in flight finish, then it is let go.")] = 30.0,
     early_first_sleep: Annotated[bool, typer.Option("--early-first-sleep/--no-early-first-sleep", help="GPUs: pay each model's first sleep (vLLM pins host memory for its weights: 13-18 s for 8B) once it has been idle 5 s after its start, where the host may keep its weights, rather than in the request that makes room.")] = True,
+    ray_address: common.RayAddress = None,  # each model on a node by its memory (docs/placement.md)
+    ray_dashboard: common.RayDashboard = None,
     retry_failed_after: Annotated[float, typer.Option("--retry-failed-after", click_type=common.duration("--retry-failed-after"), help="Seconds a model that failed (its start, or its supervisor gave up) answers 503 with the cause before the next request tries a fresh start.")] = 30.0,
 ) -> None:
     """Serve every model of --models behind one endpoint: a request names its model; a model not running is started
@@ -32,6 +34,7 @@ def serve(
 
     run_gateway(GatewaySettings(models, host or "127.0.0.1", 8080 if port is None else port, api_key_env,
                                 allow_unauthenticated, memory_budget, queue_size, queue_timeout, retry_failed_after,
-                                watch, min_stay, max_wait, host_memory_budget, early_first_sleep),
+                                watch, min_stay, max_wait, host_memory_budget, early_first_sleep, ray_address,
+                                ray_dashboard),
                 on_ready=lambda url, n: common.console(stderr=True).print(
                     f"gateway on {url}/v1 for {n} model(s); status page {url}/ ; Ctrl-C stops it and its models"))

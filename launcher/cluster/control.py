@@ -84,6 +84,10 @@ def _node_argv(ray: str, inv: Inventory, name: str, spec: NodeSpec, head: bool, 
         a += ["--num-gpus", str(spec.num_gpus)]
     if spec.num_cpus is not None:
         a += ["--num-cpus", str(spec.num_cpus)]
+    if spec.memory is not None:
+        from ..units import parse_bytes
+
+        a += ["--memory", str(parse_bytes(spec.memory, what=f"node {name}: memory"))]
     res = {NODE_RESOURCE + name: 1, **spec.resources}
     if spec.cuda_visible_devices:
         # Ray's dashboard agent reports every GPU of the host; these say which ones are this node's

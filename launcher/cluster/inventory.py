@@ -31,6 +31,7 @@ class NodeSpec(BaseModel):
     name: Optional[str] = None
     num_gpus: Optional[int] = Field(default=None, ge=0)
     num_cpus: Optional[int] = Field(default=None, ge=0)
+    memory: Optional[str] = None  # what Ray may hand out on this node (6GiB): `ray start --memory`, what serve places by
     gpu: Optional[str] = None  # a preset (H100-80GB) for planning without asking NVML
     gpu_memory: Optional[str] = None  # or a size per GPU (80GiB)
     cuda_visible_devices: Optional[str] = None
@@ -79,11 +80,12 @@ class Inventory(BaseModel):
 
 def local(nodes: int = 2, name: str = "local", gpus_per_node: int | None = None, port: int = 6379,
           dashboard_port: int = 8265, cpus_per_node: int | None = None, gpu: str | None = None,
-          gpu_memory: str | None = None) -> Inventory:
+          gpu_memory: str | None = None, memory_per_node: str | None = None) -> Inventory:
     """A single-host cluster: a head and nodes-1 worker processes on this machine."""
     if nodes < 1:
         raise BadInput("--nodes must be at least 1.")
-    kw = {"num_gpus": gpus_per_node, "num_cpus": cpus_per_node, "gpu": gpu, "gpu_memory": gpu_memory}
+    kw = {"num_gpus": gpus_per_node, "num_cpus": cpus_per_node, "gpu": gpu, "gpu_memory": gpu_memory,
+          "memory": memory_per_node}
     head = HeadSpec(host="localhost", port=port, dashboard_port=dashboard_port, **kw)
     if gpus_per_node:
         # one node per GPU slice, as on a multi-GPU host split into nodes

@@ -130,6 +130,7 @@ async def remove_route(pool: Backends, request: web.Request) -> web.Response:
 async def unload(b: Backend, name: str) -> None:
     """The adapter unloaded from b's server where it runs (one vLLM no longer has counts as unloaded)."""
     if b.launch is not None and b.life.phase == Phase.RUNNING:
-        status, text = await post(b.port, b.key, "/v1/unload_lora_adapter", b.name, {"lora_name": name}, check=False)
+        status, text = await post(b.port, b.key, "/v1/unload_lora_adapter", b.name, {"lora_name": name}, check=False,
+                                  host=b.host)
         if status != 200 and "not found" not in text.lower() and "does not exist" not in text.lower():
             raise GatewayError(502, f"`{b.name}` did not unload '{name}': vLLM answered {status}: {text[:300]}")

@@ -86,7 +86,7 @@ class Gateway:
         me = ProcRef.of(os.getpid())
         write_json(Path(gateway_dir()) / "gateway.json", {
             "pid": me.pid, "create_time": me.create_time, "url": self.url, "stopped": stopped,
-            "models": {b.name: {"state": b.state, "port": b.port, "in_flight": b.in_flight, "requests": b.requests,
+            "models": {b.name: {"state": b.state, "host": b.host, "port": b.port, "in_flight": b.in_flight, "requests": b.requests,
                                 "aliases": list(b.entry.aliases), "lora": [*b.entry.lora_names, *b.adapters],
                                 "need_bytes": b.need_bytes, "error": b.error,
                                 "gpus": list(b.gpus) if b.gpus else None}

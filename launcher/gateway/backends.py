@@ -125,6 +125,7 @@ class Backends:
         try:
             if b.need_bytes is None:
                 b.need_bytes, b.asleep_bytes, b.host_bytes = await asyncio.to_thread(self.starter.need, b.entry, b.key)
+            await asyncio.to_thread(self.starter.refresh, self.opts.homes)
             waking = await self._place(b)
             if waking is None:
                 return

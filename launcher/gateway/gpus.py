@@ -28,6 +28,16 @@ class Homes:
     per_gpu: dict[str, int] = field(default_factory=dict)
     why_not: dict[str, str] = field(default_factory=dict)  # a model placed on no GPU: the plan's reason
     kind: tuple[str, int] = ("", 0)  # the smallest GPU's name and total: what a model added later is planned for
+    by_memory: bool = False  # the devices are a Ray cluster's nodes, each holding models by memory (nodes.py)
+
+    def home_alone(self, name: str, need: int) -> bool:
+        """Its home on the largest device that holds it alone (it waits there for room); False where none does."""
+        alone = [d for d in self.capacity if self.capacity[d] >= need]
+        if not alone:
+            return False
+        self.home[name] = (max(alone, key=lambda d: (self.capacity[d], d)),)
+        self.why_not.pop(name, None)
+        return True
 
     def others(self, home: tuple[int, ...]) -> list[tuple[int, ...]]:
         """Every other set of as many GPUs, lowest indices first."""
@@ -50,10 +60,17 @@ def plan_homes(entries: list[ModelEntry], gpus: list[GpuInfo], vllm_version: str
     return h
 
 
-def plan_one(homes: Homes, entry: ModelEntry) -> None:
+def plan_one(homes: Homes, entry: ModelEntry, need: int | None = None) -> None:
     """A model added while the gateway runs (the models file read again, `launcher gateway add`): its footprint
-    planned as the others were; its home the lowest GPUs, which room_on_gpus leaves for others with room."""
+    planned as the others were; its home the lowest GPUs, which room_on_gpus leaves for others with room. On a Ray
+    cluster's nodes (by_memory): what it needs (need), on the largest node that holds it."""
     from ..fleet.needs import need_of
+
+    if homes.by_memory:
+        homes.per_gpu[entry.name] = need or 0
+        if not homes.home_alone(entry.name, need or 0):
+            homes.why_not[entry.name] = f"needs {(need or 0) / 2**30:.2f} GiB: more than any node offers"
+        return
 
     n = need_of(entry, homes.kind[0], homes.kind[1], 0)
     if not n.fits_alone:
@@ -66,7 +83,7 @@ def plan_one(homes: Homes, entry: ModelEntry) -> None:
 def room_on_gpus(homes: Homes, b, need: int, own: int, residents: list[Resident]) -> tuple[Room, tuple]:
     """Room for b (a model.Backend) on its GPUs (where it runs or sleeps, else its home), else, for a model not
     asleep there, on the other GPUs that need the fewest models let go; the room and the GPUs it is for."""
-    where = b.gpus or homes.home[b.name]
+    where = b.gpus if b.gpus and set(b.gpus) <= set(homes.capacity) else homes.home[b.name]
 
     def on(gpus: tuple[int, ...], held: int) -> Room:
         return make_room_on({g: max(0, need - held) for g in gpus}, {g: homes.capacity[g] - held for g in gpus},

@@ -71,10 +71,12 @@ class Backend:
     life: Lifecycle = None  # type: ignore[assignment]  (set in __post_init__)
     launch: Launch | None = None
     port: int | None = None
+    host: str = "127.0.0.1"  # where its server answers: this host, or its node's address on a Ray cluster (nodes.py)
     need_bytes: int | None = None  # planned: weights and KV cache and what vLLM takes beside (the estimate)
     asleep_bytes: int | None = None  # planned: what it keeps on the device asleep (asleep_of; None: not planned)
     host_bytes: int | None = None  # planned: what it keeps in the host's memory asleep (its weights; None: not planned)
-    # GPUs planned one by one (gateway/gpus.py): the GPUs it runs, sleeps or is to start on, and its share of each
+    # GPUs planned one by one (gateway/gpus.py): the GPUs it runs, sleeps or is to start on, and its share of each;
+    # on a Ray cluster (gateway/nodes.py) its node, as a 1-tuple of the node's id
     gpus: tuple[int, ...] | None = None
     share_bytes: int | None = None
     in_flight: int = 0
@@ -137,6 +139,7 @@ class Backend:
         self.life.follow(state, launch.failure() if needs_reason else "", alive, time.monotonic())
         if self.life.phase == Phase.FAILED and not launch.alive:
             self.launch, self.port = None, None  # its supervisor ended (FATAL): the server is stopped with it
+            self.gpus = None  # its next start tries its home again (a lost node's models: a new one)
 
     # what one model does
     async def start(self, starter: Starter, opts: Options, closing: Callable[[], bool]) -> None:
@@ -159,6 +162,8 @@ class Backend:
                 raise GatewayError(503, f"`{self.name}` was stopped while it started ({self.life.phase.value}).",
                                    retry_after_s=5, code="model_stopping")
             if st == State.READY:
+                # on a node of a Ray cluster: the node's address and the port chosen there
+                self.host, self.port = getattr(launch, "host", "127.0.0.1"), getattr(launch, "port", None) or prep.port
                 break
             why = launch.failure()
             await asyncio.to_thread(launch.stop)
@@ -182,7 +187,8 @@ class Backend:
         failed = {}
         for name in names if names is not None else list(self.adapters):
             status, text = await post(self.port, self.key, "/v1/load_lora_adapter", self.name,
-                                      {"lora_name": name, "lora_path": self.adapters[name]}, check=False)
+                                      {"lora_name": name, "lora_path": self.adapters[name]}, check=False,
+                                      host=self.host)
             if status != 200 and "already" not in text.lower():
                 failed[name] = f"vLLM answered {status}: {_message(text)}"
         for name, why in failed.items():
@@ -212,7 +218,7 @@ class Backend:
         self.move(Phase.RUNNING, "woken")
 
     async def call(self, path: str) -> None:
-        await post(self.port, self.key, path, self.name)
+        await post(self.port, self.key, path, self.name, host=self.host)
 
     def adopt(self, starter: Starter) -> bool:
         """Supervise again a model server an earlier gateway started (its supervisor died with that gateway)."""
@@ -220,6 +226,10 @@ class Backend:
         if found is None:
             return False
         self.launch, self.port, (self.need_bytes, self.asleep_bytes, self.host_bytes) = found
+        if getattr(self.launch, "node_id", None):  # on a node of a Ray cluster: its address, its node, its size
+            self.host, self.gpus = self.launch.host, (self.launch.node_id,)
+            if self.need_bytes is None:
+                self.need_bytes, self.asleep_bytes, self.host_bytes = starter.need(self.entry, self.key)
         self.last_used = time.monotonic()
         self.move(Phase.RUNNING, "adopted from an earlier gateway")
         return True
@@ -227,14 +237,14 @@ class Backend:
 
 
 async def post(port: int | None, key: str, path: str, name: str, body: dict | None = None,
-               check: bool = True) -> tuple[int, str]:
+               check: bool = True, host: str = "127.0.0.1") -> tuple[int, str]:
     """POST to a model's own server (its /sleep, /wake_up, LoRA endpoints): its status and text; with check,
     GatewayError when it does not answer 200."""
     import aiohttp
 
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as s, \
-                s.post(f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {key}"}, json=body) as r:
+                s.post(f"http://{host}:{port}{path}", headers={"Authorization": f"Bearer {key}"}, json=body) as r:
             text = await r.text()
             if check and r.status != 200:
                 raise GatewayError(503, f"`{name}`: {path} answered {r.status}")

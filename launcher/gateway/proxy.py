@@ -38,7 +38,7 @@ async def forward(pool: Backends, session: ClientSession, request: web.Request) 
     try:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in DROP_REQUEST}
         headers["Authorization"] = f"Bearer {b.key}"
-        url = f"http://127.0.0.1:{b.port}{request.rel_url}"
+        url = f"http://{b.host}:{b.port}{request.rel_url}"
         resp = None
         try:
             if isinstance(model, str) and model in b.adapters and b.reloading is not None and not b.reloading.done():

@@ -61,7 +61,7 @@ async def make_room_for(pool: Backends, b: Backend) -> bool:
     homes = pool.opts.homes
     if homes is None:
         room = make_room(max(0, b.need_bytes - own), pool.opts.capacity_bytes - own, residents, starting=b.name)
-    elif b.name not in homes.home and not b.gpus and (b.name in homes.why_not or plan_one(homes, b.entry)
+    elif b.name not in homes.home and not b.gpus and (b.name in homes.why_not or plan_one(homes, b.entry, b.need_bytes)
                                                        or b.name not in homes.home):
         raise GatewayError(503, f"no room for `{b.name}`: the plan placed it on no GPU: {homes.why_not.get(b.name)}",
                            retry_after_s=30, code="no_room")

@@ -27,6 +27,8 @@ class GatewaySettings:
     max_wait_s: float = 30.0
     host_memory_budget: str | None = None
     early_first_sleep: bool = True  # GPUs: a model's first sleep paid once it is idle after its start (first_sleep.py)
+    ray_address: str | None = None  # serve across a Ray cluster's nodes (gateway/nodes.py)
+    ray_dashboard: str | None = None
 
 
 FIRST_SLEEP_AFTER_S = 5.0  # idle this long after its start, a model's first sleep is paid (gateway/first_sleep.py)
@@ -53,18 +55,34 @@ def build(settings: GatewaySettings):
     inst = vllm_engine.installed()
     spec = vllm_engine.arg_spec(inst)
     gpu = not (inst is not None and inst.cpu_build)
+    if settings.ray_address is not None and gpu:
+        raise BadInput("serving across a Ray cluster (--ray-address) places models by each node's memory: the CPU "
+                       "build of vLLM only, so far; GPU nodes are not placed per GPU yet.",
+                       hint="Plan GPU nodes with `launcher plan --ray-address`, and launch each model there with "
+                            "`launcher launch --ray-address`.")
     gpus = visible_gpus() if gpu and not settings.memory_budget else []  # read once: the budget and the plan
     opts = Options(capacity_bytes=capacity(settings.memory_budget, gpus), gpu=gpu, queue_max=settings.queue_size,
                    queue_timeout_s=settings.queue_timeout_s, failed_retry_s=settings.failed_retry_s,
                    min_stay_s=settings.min_stay_s, max_wait_s=settings.max_wait_s,
                    first_sleep_after_s=FIRST_SLEEP_AFTER_S if settings.early_first_sleep else None,
                    host_budget_bytes=host_budget(settings.host_memory_budget, gpu))
+    starter = None
+    if settings.ray_address is not None:  # each node's memory as Ray reports it (gateway/nodes.py)
+        from .nodes import RayStarter, cluster_for, node_memory
+
+        starter = RayStarter(opts, cluster_for(settings.ray_address, settings.ray_dashboard))
+        opts.capacity_bytes = max(node_memory(starter.cluster).values(), default=0)
     entries = load_checked(settings.models_file, spec, opts.capacity_bytes)  # whole, before anything starts
     if gpus:  # each model's home on them (gateway/gpus.py: planned one by one as `launcher plan` plans them)
         from .gpus import plan_homes
 
         opts.homes = plan_homes(entries, gpus)
-    return Gateway(entries, opts, spec, api_key=key, models_file=settings.models_file, watch=settings.watch)
+    if starter is not None:
+        from .nodes import plan_cluster
+
+        opts.homes = plan_cluster(entries, opts, starter)
+    return Gateway(entries, opts, spec, api_key=key, models_file=settings.models_file, watch=settings.watch,
+                   starter=starter)
 
 
 def visible_gpus() -> list:

@@ -65,6 +65,10 @@ class Starter:
 
         return Launch.start(prep)
 
+    def refresh(self, homes: object) -> None:
+        """The devices as they are now, before a model is placed (a Ray cluster's nodes come and go: nodes.py);
+        the GPUs of one host stay those the gateway started with."""
+
     def adopt(self, name: str, key: str) -> tuple[Launch, int | None, tuple[int | None, int | None]] | None:
         """A server of this model an earlier gateway started and left running (its supervisor died with that gateway):
         supervised again from here; its launch, port and planned bytes. None when there is none."""

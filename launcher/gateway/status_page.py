@@ -16,11 +16,11 @@ def snapshot(gw: object) -> dict:
     models = []
     for b in gw.backends.by_name.values():
         pids = []
-        if b.launch is not None and b.launch.run.tree is not None:
-            t = b.launch.run.tree
-            pids = [t.leader.pid, *t.seen]
+        run = getattr(b.launch, "run", None)  # a server on a Ray node has its supervisor there, not here
+        if run is not None and run.tree is not None:
+            pids = [run.tree.leader.pid, *run.tree.seen]
         models.append({
-            "name": b.name, "state": b.state, "names": list(b.entry.names[1:]), "port": b.port,
+            "name": b.name, "state": b.state, "names": list(b.entry.names[1:]), "host": b.host, "port": b.port,
             "in_flight": b.in_flight, "waiting": b.waiting, "requests": b.requests, "pinned": b.entry.pinned,
             "ttl_s": b.entry.ttl_s, "planned_bytes": b.need_bytes, "gpus": list(b.gpus) if b.gpus else None,
             "nvml_bytes": sum(seen.get(p, 0) for p in pids) if seen else None, "error": b.error,

@@ -7,9 +7,13 @@ process, as in cluster/placement.py:
     python -m launcher.launching.on_node --address HOST:PORT --node NODE_ID --name NAME --job JOB.json
 
 JOB.json: {"argv": [...], "env": {...}, "host": "127.0.0.1", "port": N, "home": DIR} (the server's command line, its
-environment and address, the LAUNCHER_HOME its supervisor records into on the node). It prints one JSON line per
-change: {"state": "starting|ready|backoff|restarting|fatal|stopped", "node_ip": ..., "port": N, "why": ...};
+environment and address, the LAUNCHER_HOME its supervisor records into on the node). "host": "node" makes the server
+listen on the node's address (a gateway on another host reaches it there); "port": 0 has a free port of the node
+chosen there (the argv's --host and --port are set to them). It prints one JSON line per change:
+{"state": "starting|ready|backoff|restarting|fatal|stopped", "node_id": ..., "node_ip": ..., "port": N, "why": ...};
 "node lost" when the actor dies with its node. A line "stop" on its stdin stops the server and the actor, and ends it.
+With --adopt (and no --job) it follows the actor an earlier process started under that name, or says
+{"state": "none"} and ends: a gateway started again takes over what runs on every node.
 """
 from __future__ import annotations
 
@@ -34,11 +38,14 @@ def _actor_class():
             from pathlib import Path
 
             os.environ["LAUNCHER_HOME"] = job["home"]
-            from launcher.runs import run_dir  # absolute: this class runs in a Ray worker on the node
+            from launcher import health  # absolute: this class runs in a Ray worker on the node
+            from launcher.runs import run_dir
             from launcher.supervisor.machine import State
             from launcher.supervisor.policy import RestartPolicy
             from launcher.supervisor.run import GpuReleaseCheck, ServerRun
 
+            self.node_ip, self.node_id = ray.util.get_node_ip_address(), ray.get_runtime_context().get_node_id()
+            job = _on_this_node(job, self.node_ip, health.find_free_port)
             d = run_dir(name)
             Path(d).mkdir(parents=True, exist_ok=True)
             # the node's tag (its processes carry LAUNCHER_RUN_ID) kept for the server, which gets a tag of its own:
@@ -48,14 +55,14 @@ def _actor_class():
                                  RestartPolicy(**job.get("policy", {})), gpu_check=GpuReleaseCheck())
             self.thread = threading.Thread(target=self.run.run, kwargs={"install_signals": False}, daemon=True)
             self.thread.start()
-            self.node_ip = ray.util.get_node_ip_address()
             deadline = time.monotonic() + 10
             while self.run.sup.state == State.STOPPED and self.thread.is_alive() and time.monotonic() < deadline:
                 time.sleep(0.01)  # answered from the first state of the run on
 
         def state(self) -> dict:
             sup = self.run.sup
-            return {"state": sup.state.value.lower(), "node_ip": self.node_ip, "port": self.run.port, "why": sup.reason}
+            return {"state": sup.state.value.lower(), "node_id": self.node_id, "node_ip": self.node_ip,
+                    "port": self.run.port, "why": sup.reason}
 
         def stop(self) -> dict:
             self.run.request_stop()
@@ -63,6 +70,22 @@ def _actor_class():
             return self.state()
 
     return ModelHost
+
+
+def _on_this_node(job: dict, node_ip: str, free_port) -> dict:
+    """The job with its address made on the node: "host": "node" -> the node's address, "port": 0 -> a free port
+    there, each written into the server's argv (--host, --port) as well."""
+    job = dict(job)
+    if job.get("host") == "node":
+        job["host"] = node_ip
+    if not job.get("port"):
+        job["port"] = free_port()
+    argv = list(job["argv"])
+    for flag, value in (("--host", job["host"]), ("--port", str(job["port"]))):
+        if flag in argv:
+            argv[argv.index(flag) + 1] = value
+    job["argv"] = argv
+    return job
 
 
 def _main(argv: list[str]) -> int:
@@ -73,18 +96,33 @@ def _main(argv: list[str]) -> int:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--address", required=True)
-    ap.add_argument("--node", required=True, help="the Ray node id to run on")
+    ap.add_argument("--node", help="the Ray node id to run on (not with --adopt)")
     ap.add_argument("--name", required=True)
-    ap.add_argument("--job", required=True)
+    ap.add_argument("--job")
+    ap.add_argument("--adopt", action="store_true", help="follow the running actor of this name, if any")
     ap.add_argument("--poll", type=float, default=0.5)
     a = ap.parse_args(argv)
-    job = json.load(open(a.job))
     ray.init(address=a.address, namespace=NAMESPACE, logging_level="ERROR", log_to_driver=False)
-    actor = _actor_class().options(
-        name=ACTOR_PREFIX + a.name, lifetime="detached", get_if_exists=True,
-        scheduling_strategy=NodeAffinitySchedulingStrategy(a.node, soft=False)).remote(a.name, job)
-    stop = threading.Event()
-    threading.Thread(target=lambda: [stop.set() for line in sys.stdin if line.strip() == "stop"], daemon=True).start()
+    if a.adopt:
+        try:
+            actor = ray.get_actor(ACTOR_PREFIX + a.name, namespace=NAMESPACE)
+        except ValueError:  # none of that name: nothing to adopt
+            print(json.dumps({"state": "none"}), flush=True)
+            return 0
+    else:
+        actor = _actor_class().options(
+            name=ACTOR_PREFIX + a.name, lifetime="detached", get_if_exists=True,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(a.node, soft=False)).remote(a.name, json.load(open(a.job)))
+    stop, gone = threading.Event(), threading.Event()
+
+    def read() -> None:
+        for line in sys.stdin:
+            if line.strip() == "stop":
+                stop.set()
+                return
+        gone.set()  # stdin closed: whoever followed it went away; the actor runs on, for the next one to adopt
+
+    threading.Thread(target=read, daemon=True).start()
     last = None
     while True:
         try:
@@ -102,7 +140,8 @@ def _main(argv: list[str]) -> int:
             print(json.dumps(ray.get(actor.stop.remote(), timeout=180)), flush=True)
             ray.kill(actor)
             return 0
-    return 0
+        if gone.is_set():
+            return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,122 @@
+"""The gateway across a Ray cluster (`launcher serve --ray-address`, docs/placement.md): each model's server placed on
+a node by what the model needs (its estimate) and what each node offers (the `memory` Ray reports for it: `cluster up
+--memory-per-node`, or `ray start --memory`), started and supervised there (launching/on_node.py: a detached actor
+pinned to the node runs the supervisor beside the server), and proxied to at the node's address. The nodes take the
+place of GPUs in gpus.Homes: room is made per node (placement.make_room_on), a model moves to another node only
+where its own has no room. A node lost: its models fail (503 with Retry-After) and start on a node with room at their
+next request after that; a node that joins is used from the next start; a gateway started again adopts what runs on
+every node (the actors outlive it)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..runs import RunState
+from .gpus import Homes
+from .starting import Starter
+
+if TYPE_CHECKING:
+    from ..launching import Prepared
+    from ..launching.node_launch import NodeLaunch
+    from ..models_file import ModelEntry
+    from .options import Options
+
+
+@dataclass(frozen=True)
+class Cluster:
+    address: str  # Ray's GCS, HOST:PORT
+    dashboard: str  # its dashboard's URL (the nodes and their memory, without importing ray)
+    home: str  # the LAUNCHER_HOME the nodes' supervisors record into, and where the followers' jobs are kept
+
+
+def node_memory(cluster: Cluster) -> dict[str, int]:
+    """Each alive node's memory as Ray reports it (its `memory` resource, bytes), by node id."""
+    from ..cluster.api import Dashboard
+
+    return {v.node_id: int(v.resources.get("memory", 0)) for v in Dashboard(cluster.dashboard).nodes() if v.alive}
+
+
+def plan_nodes(needs: list[tuple[str, int, bool, bool]], capacity: dict[str, int]) -> Homes:
+    """Each model's node (name, bytes it needs, pinned, preload), as fleet/pack.py places models on GPUs: pinned first,
+    then preloaded, then the largest, each on the node it fills best among those with room beside the models placed
+    before it; a model with no such room gets, as its home, the largest node that holds it alone (it waits there
+    for room, made at its first request); one no node holds alone is placed nowhere, with the reason."""
+    h = Homes(dict(capacity), by_memory=True)
+    free = dict(capacity)
+    for name, need, _pinned, _preload in sorted(needs, key=lambda n: (not n[2], not n[3], -n[1])):
+        h.per_gpu[name] = need
+        room = [n for n in free if free[n] >= need]
+        if room:
+            node = min(room, key=lambda n: (free[n] - need, n))
+            free[node] -= need
+            h.home[name] = (node,)
+        elif not h.home_alone(name, need):
+            big = max(capacity.values(), default=0)
+            h.why_not[name] = (f"needs {need / 2**30:.2f} GiB and the largest node offers {big / 2**30:.2f} GiB "
+                               "(Ray's memory resource of each node: `ray start --memory`)")
+    return h
+
+
+class RayStarter(Starter):
+    """Starter whose launches run on the nodes of a Ray cluster (launching/node_launch.NodeLaunch)."""
+
+    def __init__(self, opts: Options, cluster: Cluster) -> None:
+        super().__init__(opts)
+        self.cluster = cluster
+        self.node_of: dict[str, str] = {}
+        self.started: dict[str, NodeLaunch] = {}
+        self.lost: set[str] = set()  # nodes a launch was lost with: a node that comes back does so under a new id
+
+    def prepare(self, entry: ModelEntry, key: str, claim: bool, placed: tuple | None = None) -> Prepared:
+        prep = super().prepare(entry, key, claim, None)  # nothing pinned on this host: the node is placed
+        if placed:
+            self.node_of[entry.name] = placed[0][0]
+        return prep
+
+    def launch(self, prep: Prepared) -> NodeLaunch:
+        from ..launching.node_launch import NodeLaunch
+
+        launch = NodeLaunch.start(prep, self.cluster.address, self.node_of[prep.spec.name], self.cluster.home)
+        self.started[prep.spec.name] = launch
+        return launch
+
+    def adopt(self, name: str, key: str) -> tuple[NodeLaunch, int | None, tuple[None, None, None]] | None:
+        """The server an earlier gateway started on a node (its actor runs on): followed from here."""
+        from ..launching.node_launch import NodeLaunch
+
+        launch = NodeLaunch.adopt(name, self.cluster.address, self.cluster.home)
+        return None if launch is None else (launch, launch.port, (None, None, None))
+
+    def refresh(self, homes: Homes | None) -> None:
+        """The nodes as Ray reports them now: a lost one's models get a new home among those left, a joined one is
+        offered to the next start."""
+        if homes is None:
+            return
+        for name, launch in self.started.items():  # Ray's dashboard says a node is dead some seconds after it is
+            if launch.state == RunState.FATAL and "node lost" in launch.failure():
+                self.lost.add(launch.node_id or self.node_of.get(name, ""))
+        now = {n: b for n, b in node_memory(self.cluster).items() if n not in self.lost}
+        homes.capacity.clear()
+        homes.capacity.update(now)
+        for name, need in homes.per_gpu.items():
+            if not set(homes.home.get(name, ())) <= set(now) or name in homes.why_not:
+                homes.home.pop(name, None)
+                homes.home_alone(name, need)
+
+
+def cluster_for(address: str | None, dashboard: str | None) -> Cluster:
+    """The Ray cluster of `serve --ray-address` (resolved as `launcher launch --ray-address` resolves it)."""
+    from ..cluster import control
+    from ..state import home
+
+    gcs, dash = control.resolve(address, dashboard)
+    return Cluster(gcs, dash, str(home() / "ray-nodes"))
+
+
+def plan_cluster(entries: list[ModelEntry], opts: Options, starter: RayStarter) -> Homes:
+    """The models file planned on the cluster's nodes as they are now."""
+    from .model import backend_key
+
+    capacity = node_memory(starter.cluster)
+    needs = [(e.name, starter.need(e, backend_key(e.name))[0] or 0, e.pinned, e.preload) for e in entries]
+    return plan_nodes(needs, capacity)
