@@ -58,7 +58,7 @@ class Serve:
         return {m["name"]: m for m in json.loads(urllib.request.urlopen(self.url + "/gateway/status").read())["models"]}
 
     def node_of(self, name):
-        return (self.status()[name]["gpus"] or [None])[0]
+        return self.status()[name]["node"]
 
     def client(self):
         from openai import OpenAI
@@ -119,6 +119,8 @@ def test_a_models_file_served_across_two_nodes_by_the_plan(setup):
         assert gw.ask("tiny-a") and gw.ask("tiny-b")
         where = {n: nodes[gw.node_of(n)] for n in ("tiny-a", "tiny-b")}
         assert sorted(where.values()) == ["head", "worker1"], where
+        ps = {r["name"]: r for r in json.loads(cli("ps", "--json", env=env).stdout)}
+        assert ps["tiny-a"]["node"].endswith(f"({gw.node_of('tiny-a')[:8]})"), ps["tiny-a"]  # `launcher ps` says where
         # a third fits on no node beside them: the least recently used idle one on its node is stopped for it
         assert gw.ask("tiny-c")
         st = gw.status()

@@ -228,6 +228,8 @@ def _gateway_models(rows: list[dict], add_missing: bool = True) -> None:
                           "requests": m.get("requests")}
         if m.get("gpus"):  # the GPUs the gateway placed it on (planned one by one)
             row["gpus"] = ",".join(map(str, m["gpus"]))
+        if m.get("node"):  # the Ray node it runs on (serve --ray-address): its address and the start of its id
+            row["node"] = f"{m.get('host')} ({m['node'][:8]})"
 
 
 def _render_ps(rows: list[dict], con: Console) -> None:
@@ -237,6 +239,9 @@ def _render_ps(rows: list[dict], con: Console) -> None:
     if any(r.get("gpus") for r in rows):
         cols = cols[:4] + ("gpus",) + cols[4:]
         rows = [{"gpus": None} | r for r in rows]
+    if any(r.get("node") for r in rows):
+        cols = cols[:4] + ("node",) + cols[4:]
+        rows = [{"node": None} | r for r in rows]
     if any(r.get("gateway") for r in rows):
         cols += ("gateway",)
         rows = [r | {"gateway": f"{r['gateway']['state']} via {r['gateway']['url']}" if r.get("gateway") else None}

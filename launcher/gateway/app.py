@@ -89,8 +89,14 @@ class Gateway:
             "models": {b.name: {"state": b.state, "host": b.host, "port": b.port, "in_flight": b.in_flight, "requests": b.requests,
                                 "aliases": list(b.entry.aliases), "lora": [*b.entry.lora_names, *b.adapters],
                                 "need_bytes": b.need_bytes, "error": b.error,
-                                "gpus": list(b.gpus) if b.gpus else None}
+                                **self.where_of(b)}
                        for b in self.backends.by_name.values()}})
+
+    def where_of(self, b) -> dict:
+        """Its GPUs on this host, or its node on a Ray cluster (gateway/nodes.py: the node's id and address)."""
+        if self.opts.homes is not None and self.opts.homes.by_memory:
+            return {"gpus": None, "node": b.gpus[0] if b.gpus else None}
+        return {"gpus": list(b.gpus) if b.gpus else None}
 
     # HTTP
     async def proxy(self, request: web.Request) -> web.StreamResponse:

@@ -22,7 +22,7 @@ def snapshot(gw: object) -> dict:
         models.append({
             "name": b.name, "state": b.state, "names": list(b.entry.names[1:]), "host": b.host, "port": b.port,
             "in_flight": b.in_flight, "waiting": b.waiting, "requests": b.requests, "pinned": b.entry.pinned,
-            "ttl_s": b.entry.ttl_s, "planned_bytes": b.need_bytes, "gpus": list(b.gpus) if b.gpus else None,
+            "ttl_s": b.entry.ttl_s, "planned_bytes": b.need_bytes, **gw.where_of(b),
             "nvml_bytes": sum(seen.get(p, 0) for p in pids) if seen else None, "error": b.error,
             "last_requests": [{"at": t, "path": p, "status": s, "seconds": d} for t, p, s, d in b.recent]})
     return {"url": gw.url, "gpu": gw.opts.gpu, "budget_bytes": gw.opts.capacity_bytes, "models": models,
@@ -46,7 +46,7 @@ def render(gw: object) -> str:
             f"<td><span class='state'>{m['state']}</span>{' 📌' if m['pinned'] else ''}"
             f"{'<div class=err>' + html.escape(m['error']) + '</div>' if m['error'] else ''}</td>"
             f"<td>{m['in_flight']} / {m['waiting']}</td><td>{m['requests']}</td>"
-            f"<td>{','.join(map(str, m['gpus'])) if m['gpus'] else '-'}</td>"
+            f"<td>{','.join(map(str, m['gpus'])) if m['gpus'] else html.escape(m['node'][:8]) if m.get('node') else '-'}</td>"
             f"<td>{_gib(m['planned_bytes'])}</td><td>{nvml}</td><td class='last'>{last}</td></tr>")
     held = sum(m["planned_bytes"] or 0 for m in s["models"] if m["state"] in ("running", "starting"))
     return f"""<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
