@@ -281,7 +281,27 @@ def cluster_pids(home):
     return out
 
 
-def test_cluster_down_leaves_no_ray_process(cluster):
+def test_cluster_down_leaves_no_ray_process(cluster, tmp_path):
+    """... nor a server supervised on a node whose follower went away (a gateway killed with -9 leaves its models'
+    actors running for the next one to adopt): `down` stops it after its node, so that nothing restarts it."""
+    import subprocess
+
+    nodes = json.loads(cli("cluster", "status", "--json", env=cluster["env"]).stdout)["nodes"]
+    worker = next(n for n in nodes if n["label"] == "worker1")
+    port = health.find_free_port()
+    job = {"argv": [os.sys.executable, FAKE, "--port", str(port)], "env": {}, "host": "127.0.0.1", "port": port,
+           "home": str(tmp_path / "node-home"), "policy": {"startup_timeout_s": 60}}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    p = subprocess.Popen([os.sys.executable, "-m", "launcher.launching.on_node", "--address", cluster["address"], "--node",
+                          worker["node_id"], "--name", "left-running", "--job", str(tmp_path / "job.json")],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                         env=cluster["env"])
+    while next_state(p)["state"] not in ("ready", "fatal", "ended"):
+        pass
+    p.stdin.close()  # its follower goes away: the actor and the server run on
+    assert p.wait(30) == 0
+    server = next(q for q in psutil.process_iter(["cmdline"]) if FAKE in " ".join(q.info["cmdline"] or [])
+                  and str(port) in q.info["cmdline"])
     before = cluster_pids(cluster["home"])
     assert len(before) >= 8  # ray start, gcs_server, raylets, dashboard, agents, idle workers
     r = cli("cluster", "down", "--name", "local", env=cluster["env"], timeout=120)
@@ -295,6 +315,8 @@ def test_cluster_down_leaves_no_ray_process(cluster):
         wait_for(lambda: not survivors(), 20, what="no ray process")
     except AssertionError:
         raise AssertionError(f"still alive: {survivors()}") from None
+    wait_for(lambda: not server.is_running() or server.status() == psutil.STATUS_ZOMBIE, 10,
+             what="the server supervised on worker1 stopped with the cluster")
 
 
 def test_remote_nodes_go_through_the_inventory_ssh_command(tmp_path, monkeypatch):

@@ -206,7 +206,15 @@ def down(name: str, grace_s: float = 5.0) -> dict:
             tree = node_tree(node)
             # ray start --block stops its node's processes on SIGTERM; the sweep catches the rest
             tree.stop(grace_s=grace_s)
-            return [r.pid for r in tree.members()]
+            # then what was started on the node in a session of its own (a server its supervisor there no longer
+            # restarts, launching/on_node.py): SIGTERM, then SIGKILL after the grace
+            servers = _started_on(node)
+            for p in servers:
+                _signal(p, signal.SIGTERM)
+            _, alive = psutil.wait_procs(servers, timeout=grace_s)
+            for p in alive:
+                _signal(p, signal.SIGKILL)
+            return [r.pid for r in tree.members()] + [p.pid for p in alive if p.is_running()]
         subprocess.run([*inv.ssh, node["host"], f"{shlex.quote(inv.ray)} stop"], capture_output=True,
                        text=True, timeout=120)
         return []
@@ -225,6 +233,26 @@ def node_tree(node: dict) -> process.ProcessTree:
     return process.ProcessTree(leader=lead, pgid=node["pgid"], run_id=node["run_id"])
 
 
+def _started_on(node: dict) -> list[psutil.Process]:
+    """What was started on a local node in a session of its own (a server supervised there, launching/on_node.py):
+    it carries the node's tag as LAUNCHER_NODE_RUN_ID."""
+    out = []
+    for p in psutil.process_iter():
+        try:
+            if node.get("run_id") and p.environ().get("LAUNCHER_NODE_RUN_ID") == node["run_id"]:
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+def _signal(p: psutil.Process, sig: int) -> None:
+    try:
+        p.send_signal(sig)
+    except psutil.Error:
+        pass
+
+
 def kill_node(name: str, node_name: str) -> None:
     """SIGKILL one local node's processes at once (a node loss, for tests and drills)."""
     rec = read_record(name) or {}
@@ -233,14 +261,8 @@ def kill_node(name: str, node_name: str) -> None:
             tree = node_tree(n)
             for ref in tree.members():
                 ref.signal(signal.SIGKILL)
-            # and what was started on the node in a session of its own (a server supervised there,
-            # launching/on_node.py): it carries the node's tag as LAUNCHER_NODE_RUN_ID
-            for p in psutil.process_iter():
-                try:
-                    if n.get("run_id") and p.environ().get("LAUNCHER_NODE_RUN_ID") == n["run_id"]:
-                        p.kill()
-                except psutil.Error:
-                    pass
+            for p in _started_on(n):  # and what was started on the node in a session of its own
+                _signal(p, signal.SIGKILL)
             return
     raise BadInput(f"no local node '{node_name}' in cluster '{name}'.")
 

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..launching.on_node import NODE_LOST
 from ..state import home
 from .lifecycle import Lifecycle, Phase
 from .options import Options
@@ -121,7 +122,8 @@ class Backend:
         if life.phase == Phase.RESTARTING:
             why = life.cause or (self.launch.failure() if self.launch else "")
             raise GatewayError(503, f"`{self.name}` is restarting ({why}).", retry_after_s=15, code="model_restarting")
-        if life.phase == Phase.FAILED and not life.retry_due(now, retry_s):
+        lost = (life.cause or "").startswith(NODE_LOST)  # its Ray node was lost: on another node at once, no window
+        if life.phase == Phase.FAILED and not lost and not life.retry_due(now, retry_s):
             left = max(1, int(retry_s - (now - life.failed_at)))
             raise GatewayError(503, f"`{self.name}` failed: {life.cause}. A new start is tried at the first request "
                                f"after {left} s.", retry_after_s=left, code="model_failed")

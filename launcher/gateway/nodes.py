@@ -3,14 +3,15 @@ a node by what the model needs (its estimate) and what each node offers (the `me
 --memory-per-node`, or `ray start --memory`), started and supervised there (launching/on_node.py: a detached actor
 pinned to the node runs the supervisor beside the server), and proxied to at the node's address. The nodes take the
 place of GPUs in gpus.Homes: room is made per node (placement.make_room_on), a model moves to another node only
-where its own has no room. A node lost: its models fail (503 with Retry-After) and start on a node with room at their
-next request after that; a node that joins is used from the next start; a gateway started again adopts what runs on
+where its own has no room. A node lost: its models fail (503 with Retry-After for the requests it had) and start on a
+node with room at their next request (no retry window: the cause is the node, not the model); a node that joins is used from the next start; a gateway started again adopts what runs on
 every node (the actors outlive it)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..launching.on_node import NODE_LOST
 from ..runs import RunState
 from .gpus import Homes
 from .starting import Starter
@@ -93,7 +94,7 @@ class RayStarter(Starter):
         if homes is None:
             return
         for name, launch in self.started.items():  # Ray's dashboard says a node is dead some seconds after it is
-            if launch.state == RunState.FATAL and "node lost" in launch.failure():
+            if launch.state == RunState.FATAL and NODE_LOST in launch.failure():
                 self.lost.add(launch.node_id or self.node_of.get(name, ""))
         now = {n: b for n, b in node_memory(self.cluster).items() if n not in self.lost}
         homes.capacity.clear()

@@ -23,6 +23,7 @@ import threading
 import time
 
 ACTOR_PREFIX = "launcher-model-"
+NODE_LOST = "node lost"  # how a follower says the actor died with its node (the gateway starts the model elsewhere)
 NAMESPACE = "launcher"
 
 
@@ -128,7 +129,7 @@ def _main(argv: list[str]) -> int:
         try:
             st = ray.get(actor.state.remote(), timeout=30)
         except Exception as e:  # noqa: BLE001 - the actor died (its node was lost) or cannot be reached
-            print(json.dumps({"state": "fatal", "why": f"node lost: {type(e).__name__}"}), flush=True)
+            print(json.dumps({"state": "fatal", "why": f"{NODE_LOST}: {type(e).__name__}"}), flush=True)
             return 1
         if st != last:
             print(json.dumps(st), flush=True)
