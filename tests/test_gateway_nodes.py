@@ -20,9 +20,9 @@ def test_models_go_where_they_fit_best_pinned_first_and_one_no_node_holds_says_w
     assert h.by_memory and h.per_gpu["z"] == int(1.5 * GiB)
 
 
-def test_a_model_with_no_room_beside_the_others_waits_on_the_largest_node_that_holds_it():
+def test_a_model_with_no_room_beside_the_others_waits_where_the_least_must_be_freed():
     h = nodes.plan_nodes([(n, 2 * GiB, False, False) for n in ("a", "b", "c")], {"n1": 3 * GiB, "n2": 4 * GiB})
-    # a: n1 would keep 1, n2 2: n1; b: n2; c: room on neither (1 and 2 left): home on n2, the largest
+    # a: n1 would keep 1, n2 2: n1; b: n2; c: room on neither (1 and 2 left): home on n2, where the least is missing
     assert h.home == {"a": ("n1",), "b": ("n2",), "c": ("n2",)} and not h.why_not
 
 
@@ -46,6 +46,6 @@ def test_a_node_a_launch_was_lost_with_is_not_offered_while_ray_still_reports_it
     h = nodes.plan_nodes([("a", 2 * GiB, False, False)], {"n1": 3 * GiB, "n2": 3 * GiB})
     s = _starter(monkeypatch, {"n1": 3 * GiB, "n2": 3 * GiB})
     s.started["a"] = SimpleNamespace(state=RunState.FATAL, failure=lambda: "node lost: ActorUnavailableError",
-                                     node_id=h.home["a"][0])
+                                     device=h.home["a"][0])
     s.refresh(h)
     assert h.capacity == {"n2": 3 * GiB} and h.home == {"a": ("n2",)}

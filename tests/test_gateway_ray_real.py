@@ -58,7 +58,7 @@ class Serve:
         return {m["name"]: m for m in json.loads(urllib.request.urlopen(self.url + "/gateway/status").read())["models"]}
 
     def node_of(self, name):
-        return self.status()[name]["node"]
+        return self.status()[name]["node_id"]
 
     def client(self):
         from openai import OpenAI
@@ -113,19 +113,27 @@ def setup(tmp_path_factory):
 def test_a_models_file_served_across_two_nodes_by_the_plan(setup):
     env, home, models, cluster = setup
     nodes = {n["node_id"]: n["label"] for n in json.loads(cli("cluster", "status", "--json", env=env).stdout)["nodes"]}
+    # the plan, as `launcher plan` shows it before anything starts: one model on each node, the third waits
+    r = cli("plan", "--models", str(models), "--ray-address", cluster["address"], "--ray-dashboard",
+            cluster["dashboard"], "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    plan = {m["name"]: m for m in json.loads(r.stdout)["models"]}
+    assert [(plan[n]["node"], plan[n]["awake"]) for n in ("tiny-a", "tiny-b")] == [("head", True), ("worker1", True)]
+    assert not plan["tiny-c"]["awake"] and plan["tiny-c"]["shares_with"], plan["tiny-c"]
     gw = Serve(env, models, cluster).start()
     try:
         # two models placed on different nodes by the plan, each answering through the gateway
         assert gw.ask("tiny-a") and gw.ask("tiny-b")
         where = {n: nodes[gw.node_of(n)] for n in ("tiny-a", "tiny-b")}
-        assert sorted(where.values()) == ["head", "worker1"], where
+        assert where == {n: plan[n]["node"] for n in where}, where  # where the plan put them
         ps = {r["name"]: r for r in json.loads(cli("ps", "--json", env=env).stdout)}
-        assert ps["tiny-a"]["node"].endswith(f"({gw.node_of('tiny-a')[:8]})"), ps["tiny-a"]  # `launcher ps` says where
+        assert ps["tiny-a"]["node"].startswith(where["tiny-a"] + " ("), ps["tiny-a"]  # `launcher ps` says where
         # a third fits on no node beside them: the least recently used idle one on its node is stopped for it
         assert gw.ask("tiny-c")
         st = gw.status()
         assert sorted(st[n]["state"] for n in ("tiny-a", "tiny-b")) == ["running", "stopped"], st
         assert sorted(nodes[gw.node_of(n)] for n in st if st[n]["state"] == "running") == ["head", "worker1"]
+        assert nodes[gw.node_of("tiny-c")] == plan["tiny-c"]["node"]  # where the plan said it would wait
         # a gateway killed with -9 and started again adopts both servers where they run (the same ports)
         ports = {n: st[n]["port"] for n in st if st[n]["state"] == "running"}
         gw.proc.kill()

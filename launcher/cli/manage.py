@@ -229,7 +229,7 @@ def _gateway_models(rows: list[dict], add_missing: bool = True) -> None:
         if m.get("gpus"):  # the GPUs the gateway placed it on (planned one by one)
             row["gpus"] = ",".join(map(str, m["gpus"]))
         if m.get("node"):  # the Ray node it runs on (serve --ray-address): its address and the start of its id
-            row["node"] = f"{m.get('host')} ({m['node'][:8]})"
+            row["node"] = f"{m['node']} ({m.get('host')})"
 
 
 def _render_ps(rows: list[dict], con: Console) -> None:

@@ -47,6 +47,8 @@ def render(d: dict, con: Console) -> None:
 
     from ..units import gib
 
+    if d["gpus"] and all(g["name"] == "memory" for g in d["gpus"]):
+        return _render_nodes(d, con)
     nodes = sorted({g["node"] for g in d["gpus"]})
     t = Table(title=f"{d['models_file']}: {len(d['models'])} models on {len(d['gpus'])} GPU(s) "
                     + (f"of {len(nodes)} nodes " if len(nodes) > 1 else "")
@@ -65,3 +67,26 @@ def render(d: dict, con: Console) -> None:
                   + (f" ({', '.join(g['awake'])})" if g["awake"] else ""))
     con.print(f"planned in {d['seconds']:.2f} s; each footprint is the model's share (its gpu_memory_budget, or the "
               "smallest at which its max_model_len fits), what vLLM takes beside it and its CUDA context")
+
+
+def _render_nodes(d: dict, con: Console) -> None:
+    """A plan on a Ray cluster's CPU nodes (`serve --ray-address` places by each node's memory)."""
+    from rich.table import Table
+
+    from ..units import gib
+
+    t = Table(title=f"{d['models_file']}: {len(d['models'])} models on {len(d['gpus'])} node(s) by memory, "
+                    f"vLLM {d['vllm_version']}")
+    for c in ("model", "node", "GiB", "at start", "why"):
+        t.add_column(c, overflow="fold")
+    for m in d["models"]:
+        state = "[green]awake[/]" if m["awake"] else ("[yellow]waits[/]" if m["node"] else "[red]nowhere[/]")
+        t.add_row(m["name"], m["node"] or "-", gib(m["bytes_per_gpu"]) if m["bytes_per_gpu"] else "-", state,
+                  m["reason"])
+    con.print(t)
+    for g in d["gpus"]:
+        con.print(f"node {g['node']}: {gib(g['awake_bytes'])} of {gib(g['total_bytes'])} GiB awake at start"
+                  + (f" ({', '.join(g['awake'])})" if g["awake"] else ""))
+    con.print(f"planned in {d['seconds']:.2f} s; each footprint is the model's weights and KV cache on vLLM's CPU "
+              "build, each node's memory as Ray reports it")
+

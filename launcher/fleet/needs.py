@@ -59,3 +59,24 @@ def _with(n: Need, **kw) -> Need:
     from dataclasses import replace
 
     return replace(n, **kw)
+
+
+def memory_need_of(entry: ModelEntry, order: int) -> Need:
+    """The entry as vLLM's CPU build runs it (a node of a Ray cluster offering memory, not GPUs): its weights and its
+    KV cache (VLLM_CPU_KVCACHE_SPACE, as the launch sets it), as one device's worth."""
+    import os
+
+    from ..errors import BadInput
+    from ..planning import plan, resolve_model
+
+    s = entry.spec
+    base = Need(entry.name, 1, pinned=entry.pinned, preload=entry.preload, order=order)
+    try:
+        ref = resolve_model(s.model_path, s.model_name, s.size_in_billions, s.model_format, s.quantization,
+                            model_repo=s.model, revision=s.revision)
+        kv = plan(ref, dict(s.engine_args), device="cpu", env={**os.environ, **s.env}, suggest=False).cpu_kv or {}
+    except BadInput as e:
+        return _with(base, reason=str(e))
+    need = int(kv.get("weights_bytes") or 0) + int(kv.get("kv_cache_bytes") or 0)
+    return _with(base, bytes_per_gpu=need, share_bytes=need)
+

@@ -45,6 +45,18 @@ def plan_fleet(models_file: str, gpu: str | None = None, num_gpus: int | None = 
 
     t0 = time.perf_counter()
     entries = load_models(models_file, vllm_engine.arg_spec(vllm_engine.installed()))
+    inst = vllm_engine.installed()
+    if ray_address and inst is not None and inst.cpu_build and not cluster_gpus(None, ray_address, ray_dashboard):
+        # CPU nodes: each node one device of the memory Ray reports for it, as `serve --ray-address` places them
+        from .needs import memory_need_of
+
+        nodes = memory_nodes(ray_address, ray_dashboard)
+        if not nodes:
+            raise BadInput("no node to plan for: the cluster reports none alive.")
+        placed = pack([memory_need_of(e, i) for i, e in enumerate(entries)], nodes)
+        for p in placed:  # each node is one device: its GPU index says nothing
+            p.reason = p.reason.replace("on GPU 0,", f"on node {p.node},").replace("on GPU 0", "on a node")
+        return FleetPlan(models_file, nodes, placed, inst.version, time.perf_counter() - t0)
     if inventory or ray_address:
         nodes = cluster_gpus(inventory, ray_address, ray_dashboard)
         gpus = [Gpu(label, g.index, g.name, g.total_bytes) for label, g in nodes]
@@ -79,3 +91,13 @@ def cluster_gpus(inventory: str | None, ray_address: str | None, ray_dashboard: 
         address, dash = control.resolve(ray_address, ray_dashboard)
         nodes = cplan.live_nodes(Dashboard(dash), control.inventory_for(address))
     return [(n.label, g) for n in nodes for g in n.gpus]
+
+
+def memory_nodes(ray_address: str, ray_dashboard: str | None) -> list[Gpu]:
+    """A live Ray cluster's alive nodes as one device each: the memory Ray reports for it (`ray start --memory`)."""
+    from ..cluster import control
+    from ..cluster.api import Dashboard
+
+    _, dash = control.resolve(ray_address, ray_dashboard)
+    return [Gpu(v.label, 0, "memory", int(v.resources.get("memory", 0))) for v in Dashboard(dash).nodes() if v.alive]
+

@@ -95,7 +95,8 @@ class Gateway:
     def where_of(self, b) -> dict:
         """Its GPUs on this host, or its node on a Ray cluster (gateway/nodes.py: the node's id and address)."""
         if self.opts.homes is not None and self.opts.homes.by_memory:
-            return {"gpus": None, "node": b.gpus[0] if b.gpus else None}
+            label, _, nid = (b.gpus[0] if b.gpus else "").rpartition("|")
+            return {"gpus": None, "node": label or None, "node_id": nid or None}
         return {"gpus": list(b.gpus) if b.gpus else None}
 
     # HTTP

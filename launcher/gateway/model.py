@@ -228,8 +228,8 @@ class Backend:
         if found is None:
             return False
         self.launch, self.port, (self.need_bytes, self.asleep_bytes, self.host_bytes) = found
-        if getattr(self.launch, "node_id", None):  # on a node of a Ray cluster: its address, its node, its size
-            self.host, self.gpus = self.launch.host, (self.launch.node_id,)
+        if getattr(self.launch, "device", None):  # on a node of a Ray cluster: its address, its node, its size
+            self.host, self.gpus = self.launch.host, (self.launch.device,)
             if self.need_bytes is None:
                 self.need_bytes, self.asleep_bytes, self.host_bytes = starter.need(self.entry, self.key)
         self.last_used = time.monotonic()

@@ -31,31 +31,48 @@ class Cluster:
 
 
 def node_memory(cluster: Cluster) -> dict[str, int]:
-    """Each alive node's memory as Ray reports it (its `memory` resource, bytes), by node id."""
+    """Each alive node's memory as Ray reports it (its `memory` resource, bytes), by node key ("LABEL|ID": ordered
+    by label as `launcher plan` orders nodes, so that both break ties alike; a node started again has a new id)."""
     from ..cluster.api import Dashboard
 
-    return {v.node_id: int(v.resources.get("memory", 0)) for v in Dashboard(cluster.dashboard).nodes() if v.alive}
+    return {f"{v.label}|{v.node_id}": int(v.resources.get("memory", 0))
+            for v in Dashboard(cluster.dashboard).nodes() if v.alive}
+
+
+def node_id(key: str) -> str:
+    return key.rsplit("|", 1)[-1]
+
+
+def node_label(key: str) -> str:
+    return key.rsplit("|", 1)[0]
 
 
 def plan_nodes(needs: list[tuple[str, int, bool, bool]], capacity: dict[str, int]) -> Homes:
-    """Each model's node (name, bytes it needs, pinned, preload), as fleet/pack.py places models on GPUs: pinned first,
-    then preloaded, then the largest, each on the node it fills best among those with room beside the models placed
-    before it; a model with no such room gets, as its home, the largest node that holds it alone (it waits there
-    for room, made at its first request); one no node holds alone is placed nowhere, with the reason."""
+    """Each model's node (name, bytes it needs, pinned, preload) as `launcher plan` places models on GPUs (fleet/pack.py,
+    each node one device of its memory): pinned first, then preloaded, then the largest, each on the node it fills
+    best; a model with no room beside the others gets a home where the least must be let go (it waits there for
+    room, made at its first request); one no node holds alone is placed nowhere, with the reason."""
+    from ..fleet.pack import Need, pack
+
     h = Homes(dict(capacity), by_memory=True)
-    free = dict(capacity)
-    for name, need, _pinned, _preload in sorted(needs, key=lambda n: (not n[2], not n[3], -n[1])):
+    found = pack([Need(name, 1, need, pinned=pinned, preload=preload, order=i)
+                  for i, (name, need, pinned, preload) in enumerate(needs)], memory_devices(capacity))
+    for (name, need, _, _), p in zip(needs, found):
         h.per_gpu[name] = need
-        room = [n for n in free if free[n] >= need]
-        if room:
-            node = min(room, key=lambda n: (free[n] - need, n))
-            free[node] -= need
-            h.home[name] = (node,)
-        elif not h.home_alone(name, need):
+        if p.node is not None:
+            h.home[name] = (p.node,)
+        else:
             big = max(capacity.values(), default=0)
             h.why_not[name] = (f"needs {need / 2**30:.2f} GiB and the largest node offers {big / 2**30:.2f} GiB "
                                "(Ray's memory resource of each node: `ray start --memory`)")
     return h
+
+
+def memory_devices(capacity: dict[str, int]) -> list:
+    """Each node as one device of its memory, for fleet/pack.py (node: its id here, index 0)."""
+    from ..fleet.pack import Gpu
+
+    return [Gpu(node, 0, "memory", total) for node, total in sorted(capacity.items())]
 
 
 class RayStarter(Starter):
@@ -77,7 +94,9 @@ class RayStarter(Starter):
     def launch(self, prep: Prepared) -> NodeLaunch:
         from ..launching.node_launch import NodeLaunch
 
-        launch = NodeLaunch.start(prep, self.cluster.address, self.node_of[prep.spec.name], self.cluster.home)
+        key = self.node_of[prep.spec.name]
+        launch = NodeLaunch.start(prep, self.cluster.address, node_id(key), self.cluster.home)
+        launch.device = key
         self.started[prep.spec.name] = launch
         return launch
 
@@ -86,7 +105,11 @@ class RayStarter(Starter):
         from ..launching.node_launch import NodeLaunch
 
         launch = NodeLaunch.adopt(name, self.cluster.address, self.cluster.home)
-        return None if launch is None else (launch, launch.port, (None, None, None))
+        if launch is None:
+            return None
+        launch.device = next((k for k in node_memory(self.cluster) if node_id(k) == launch.node_id), launch.node_id)
+        self.started[name] = launch
+        return launch, launch.port, (None, None, None)
 
     def refresh(self, homes: Homes | None) -> None:
         """The nodes as Ray reports them now: a lost one's models get a new home among those left, a joined one is
@@ -95,7 +118,7 @@ class RayStarter(Starter):
             return
         for name, launch in self.started.items():  # Ray's dashboard says a node is dead some seconds after it is
             if launch.state == RunState.FATAL and NODE_LOST in launch.failure():
-                self.lost.add(launch.node_id or self.node_of.get(name, ""))
+                self.lost.add(launch.device)
         now = {n: b for n, b in node_memory(self.cluster).items() if n not in self.lost}
         homes.capacity.clear()
         homes.capacity.update(now)

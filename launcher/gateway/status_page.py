@@ -46,7 +46,7 @@ def render(gw: object) -> str:
             f"<td><span class='state'>{m['state']}</span>{' 📌' if m['pinned'] else ''}"
             f"{'<div class=err>' + html.escape(m['error']) + '</div>' if m['error'] else ''}</td>"
             f"<td>{m['in_flight']} / {m['waiting']}</td><td>{m['requests']}</td>"
-            f"<td>{','.join(map(str, m['gpus'])) if m['gpus'] else html.escape(m['node'][:8]) if m.get('node') else '-'}</td>"
+            f"<td>{','.join(map(str, m['gpus'])) if m['gpus'] else html.escape(m['node']) if m.get('node') else '-'}</td>"
             f"<td>{_gib(m['planned_bytes'])}</td><td>{nvml}</td><td class='last'>{last}</td></tr>")
     held = sum(m["planned_bytes"] or 0 for m in s["models"] if m["state"] in ("running", "starting"))
     return f"""<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">

@@ -27,6 +27,7 @@ class NodeLaunch:
     def __init__(self, name: str, proc: subprocess.Popen, prep: Prepared | None = None) -> None:
         self._name, self.proc, self.prep = name, proc, prep
         self.last: dict = {"state": "starting"}
+        self.device: str | None = None  # the node as whoever placed it names it (gateway/nodes.py: "LABEL|ID")
         self.seen = threading.Condition()
         self._reader = threading.Thread(target=self._read, name=f"follow-{name}", daemon=True)
         self._reader.start()
