@@ -56,8 +56,12 @@ class Gateway:
         keep = os.environ.get("LAUNCHER_GATEWAY_KEEP_ALIVE", "1") != "0"
         self.session = ClientSession(connector=TCPConnector(limit=0, force_close=not keep),
                                      timeout=ClientTimeout(total=None, sock_connect=10), auto_decompress=False)
-        for b in self.backends.by_name.values():
-            if b.adopt(self.backends.starter):
+        # every model's server an earlier gateway left running, taken over at once (on a Ray cluster each
+        # adoption starts a follower of its own: side by side, not one after another)
+        models = list(self.backends.by_name.values())
+        adopted = await asyncio.gather(*(b.adopt(self.backends.starter) for b in models))
+        for b, ok in zip(models, adopted):
+            if ok:
                 b.reload_adapters_soon()  # loaded already unless it was restarted
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(housekeeping.run(

@@ -222,16 +222,17 @@ class Backend:
     async def call(self, path: str) -> None:
         await post(self.port, self.key, path, self.name, host=self.host)
 
-    def adopt(self, starter: Starter) -> bool:
+    async def adopt(self, starter: Starter) -> bool:
         """Supervise again a model server an earlier gateway started (its supervisor died with that gateway)."""
-        found = starter.adopt(self.name, self.key)
+        found = await asyncio.to_thread(starter.adopt, self.name, self.key)
         if found is None:
             return False
-        self.launch, self.port, (self.need_bytes, self.asleep_bytes, self.host_bytes) = found
-        if getattr(self.launch, "device", None):  # on a node of a Ray cluster: its address, its node, its size
-            self.host, self.gpus = self.launch.host, (self.launch.device,)
-            if self.need_bytes is None:
-                self.need_bytes, self.asleep_bytes, self.host_bytes = starter.need(self.entry, self.key)
+        launch, port, need = found
+        if getattr(launch, "device", None):  # on a node of a Ray cluster: its address, its node, its size
+            self.host, self.gpus = launch.host, (launch.device,)
+            if need[0] is None:
+                need = await asyncio.to_thread(starter.need, self.entry, self.key)
+        self.launch, self.port, (self.need_bytes, self.asleep_bytes, self.host_bytes) = launch, port, need
         self.last_used = time.monotonic()
         self.move(Phase.RUNNING, "adopted from an earlier gateway")
         return True

@@ -84,6 +84,7 @@ class RayStarter(Starter):
         self.node_of: dict[str, str] = {}
         self.started: dict[str, NodeLaunch] = {}
         self.lost: set[str] = set()  # nodes a launch was lost with: a node that comes back does so under a new id
+        self._actors: set[str] | None = None
 
     def prepare(self, entry: ModelEntry, key: str, claim: bool, placed: tuple | None = None) -> Prepared:
         prep = super().prepare(entry, key, claim, None)  # nothing pinned on this host: the node is placed
@@ -104,12 +105,25 @@ class RayStarter(Starter):
         """The server an earlier gateway started on a node (its actor runs on): followed from here."""
         from ..launching.node_launch import NodeLaunch
 
+        if name not in self.alive_actors():  # none runs: nothing to follow (no Ray driver started for it)
+            return None
         launch = NodeLaunch.adopt(name, self.cluster.address, self.cluster.home)
         if launch is None:
             return None
         launch.device = next((k for k in node_memory(self.cluster) if node_id(k) == launch.node_id), launch.node_id)
         self.started[name] = launch
         return launch, launch.port, (None, None, None)
+
+    def alive_actors(self) -> set[str]:
+        """The models whose actor runs on a node now (named ACTOR_PREFIX + name), from Ray's dashboard; read once
+        for a gateway's start, however many models it adopts."""
+        if self._actors is None:
+            from ..cluster.api import Dashboard
+            from ..launching.on_node import ACTOR_PREFIX
+
+            self._actors = {a["name"][len(ACTOR_PREFIX):] for a in Dashboard(self.cluster.dashboard).actors()
+                            if (a.get("name") or "").startswith(ACTOR_PREFIX) and a.get("state") == "ALIVE"}
+        return self._actors
 
     def refresh(self, homes: Homes | None) -> None:
         """The nodes as Ray reports them now: a lost one's models get a new home among those left, a joined one is
