@@ -49,3 +49,13 @@ def test_a_node_a_launch_was_lost_with_is_not_offered_while_ray_still_reports_it
                                      device=h.home["a"][0])
     s.refresh(h)
     assert h.capacity == {"n2": 3 * GiB} and h.home == {"a": ("n2",)}
+
+
+def test_a_model_added_while_serving_gets_the_largest_node_that_holds_it_or_the_reason():
+    from launcher.gateway.gpus import plan_one
+
+    h = nodes.plan_nodes([("a", 2 * GiB, False, False)], {"n1": 3 * GiB, "n2": 4 * GiB})
+    plan_one(h, SimpleNamespace(name="late"), 3 * GiB)  # room is made there at its first request
+    assert h.home["late"] == ("n2",) and h.per_gpu["late"] == 3 * GiB
+    plan_one(h, SimpleNamespace(name="huge"), 5 * GiB)
+    assert "huge" not in h.home and h.why_not["huge"] == "needs 5.00 GiB: more than any node offers"
