@@ -61,15 +61,16 @@ def plan_nodes(needs: list[tuple[str, int, bool, bool]], capacity: dict[str, int
         h.per_gpu[name] = need
         if p.node is not None:
             h.home[name] = (p.node,)
-        else:
+        else:  # larger than any node, or than what any node's pinned models leave (the plan's own reason)
             big = max(capacity.values(), default=0)
-            h.why_not[name] = (f"needs {need / 2**30:.2f} GiB and the largest node offers {big / 2**30:.2f} GiB "
-                               "(Ray's memory resource of each node: `ray start --memory`)")
+            h.why_not[name] = p.reason if need <= big and p.reason else (
+                f"needs {need / 2**30:.2f} GiB and the largest node offers {big / 2**30:.2f} GiB "
+                "(Ray's memory resource of each node: `ray start --memory`)")
     return h
 
 
 def memory_devices(capacity: dict[str, int]) -> list:
-    """Each node as one device of its memory, for fleet/pack.py (node: its id here, index 0)."""
+    """Each node as one device of its memory, for fleet/pack.py (node: its key, "LABEL|ID"; index 0)."""
     from ..fleet.pack import Gpu
 
     return [Gpu(node, 0, "memory", total) for node, total in sorted(capacity.items())]
