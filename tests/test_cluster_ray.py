@@ -194,7 +194,7 @@ def test_a_server_runs_supervised_on_a_chosen_node_and_its_loss_is_reported(clus
     from launcher.cluster import control
 
     nodes = json.loads(cli("cluster", "status", "--json", env=cluster["env"]).stdout)["nodes"]
-    worker = next(n for n in nodes if n["label"] == "worker1")
+    worker = next(n for n in nodes if n["label"] == "worker1" and n["alive"])
     port = health.find_free_port()
     job = {"argv": [os.sys.executable, FAKE, "--port", str(port)], "env": {}, "host": "127.0.0.1", "port": port,
            "home": str(tmp_path / "node-home"), "policy": {"startup_timeout_s": 60, "backoff_initial_s": 0.2}}
@@ -287,7 +287,7 @@ def test_cluster_down_leaves_no_ray_process(cluster, tmp_path):
     import subprocess
 
     nodes = json.loads(cli("cluster", "status", "--json", env=cluster["env"]).stdout)["nodes"]
-    worker = next(n for n in nodes if n["label"] == "worker1")
+    worker = next(n for n in nodes if n["label"] == "worker1" and n["alive"])  # a lost one stays listed, dead
     port = health.find_free_port()
     job = {"argv": [os.sys.executable, FAKE, "--port", str(port)], "env": {}, "host": "127.0.0.1", "port": port,
            "home": str(tmp_path / "node-home"), "policy": {"startup_timeout_s": 60}}

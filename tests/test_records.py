@@ -64,7 +64,8 @@ def test_a_restart_gets_the_variables_the_launcher_set(launcher_home):
 
     spec = LaunchSpec(model_name="qwen2.5-instruct", size_in_billions="7", name="graphs", gpu="H200",
                       env={"MY_VAR": "1"})
-    p = plan(resolve_model(None, "qwen2.5-instruct", "7", "pytorch", "none"), {}, gpu_preset="H200", env={})
+    p = plan(resolve_model(None, "qwen2.5-instruct", "7", "pytorch", "none"), {}, gpu_preset="H200", env={},
+             vllm_version="0.24.0")  # a release whose graph share the launcher keeps (to 0.33)
     args, launcher_env = graph_budget(p.estimate, {})
     assert launcher_env == {"VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS": "0"}
     assert args["gpu-memory-utilization"] == f"{p.estimate.vllm_gpu_memory_utilization:.4f}"
