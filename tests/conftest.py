@@ -139,3 +139,53 @@ def run_processes(run_id: str) -> list[int]:
         except psutil.Error:
             pass
     return out
+
+
+class GatewayProc:
+    """`python -m launcher serve --models FILE` as a user runs it, with its own port and LAUNCHER_HOME, and the
+    further flags (serve_args) and environment (env) a test gives it; kill() of its proc is kill -9."""
+
+    def __init__(self, home, models_file, port, *serve_args, env=None, up_s=60):
+        self.home, self.models_file, self.port = home, models_file, port
+        self.serve_args, self.env, self.up_s = serve_args, env or {}, up_s
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = None
+
+    def start(self):
+        env = {**os.environ, "LAUNCHER_HOME": str(self.home), "PYTHONUNBUFFERED": "1", **self.env}
+        self.log = open(self.home / f"gateway-{time.time():.0f}.log", "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "launcher", "serve", "--models", str(self.models_file),
+                                      "--port", str(self.port), *self.serve_args],
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
+        wait_for(self._up, self.up_s, 0.2, "the gateway to listen")
+        return self
+
+    def _up(self):
+        import urllib.request
+
+        assert self.proc.poll() is None, open(self.log.name).read()
+        try:
+            return urllib.request.urlopen(self.url + "/health", timeout=1).status == 200
+        except OSError:
+            return False
+
+    def status(self):
+        import json
+        import urllib.request
+
+        return {m["name"]: m for m in json.loads(urllib.request.urlopen(self.url + "/gateway/status").read())["models"]}
+
+    def metric(self, name, **labels):
+        import urllib.request
+
+        text = urllib.request.urlopen(self.url + "/metrics").read().decode()
+        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        for line in text.splitlines():
+            if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0 if want else None
+
+    def client(self, timeout=600, **kw):
+        from openai import OpenAI
+
+        return OpenAI(base_url=self.url + "/v1", api_key="unused", max_retries=0, timeout=timeout, **kw)

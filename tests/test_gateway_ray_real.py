@@ -6,8 +6,6 @@ killed with -9 and started again adopting what runs; Ctrl-C leaves nothing on an
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -16,7 +14,7 @@ import urllib.request
 import psutil
 import pytest
 
-from conftest import QUICK_VLLM, ROOT, TINY, cli, wait_for
+from conftest import QUICK_VLLM, TINY, GatewayProc, cli, wait_for
 
 pytest.importorskip("ray", reason="the cluster extra (ray) is not installed")
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
@@ -28,45 +26,20 @@ FAST_HEALTH = {"RAY_health_check_period_ms": "500", "RAY_health_check_failure_th
                "RAY_health_check_initial_delay_ms": "0", "RAY_health_check_timeout_ms": "500"}
 
 
-class Serve:
+class Serve(GatewayProc):
     """`python -m launcher serve --ray-address` as a user runs it."""
 
     def __init__(self, env, models, cluster):
         from launcher import health
 
-        self.env, self.models, self.cluster = env, models, cluster
-        self.port = health.find_free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def start(self):
-        self.log = open(self.models.parent / f"serve-{time.time():.0f}.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "launcher", "serve", "--models", str(self.models),
-                                      "--port", str(self.port), "--ray-address", self.cluster["address"],
-                                      "--ray-dashboard", self.cluster["dashboard"]],
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=self.env, cwd=str(ROOT))
-        wait_for(self._up, 120, 0.2, "the gateway to listen")
-        return self
-
-    def _up(self):
-        assert self.proc.poll() is None, open(self.log.name).read()
-        try:
-            return urllib.request.urlopen(self.url + "/health", timeout=1).status == 200
-        except OSError:
-            return False
-
-    def status(self):
-        return {m["name"]: m for m in json.loads(urllib.request.urlopen(self.url + "/gateway/status").read())["models"]}
+        super().__init__(models.parent, models, health.find_free_port(), "--ray-address", cluster["address"],
+                         "--ray-dashboard", cluster["dashboard"], env=env, up_s=120)
 
     def node_of(self, name):
         return self.status()[name]["node_id"]
 
-    def client(self):
-        from openai import OpenAI
-
-        return OpenAI(base_url=self.url + "/v1", api_key="unused", max_retries=0, timeout=300)
-
     def ask(self, name):
-        return self.client().completions.create(model=name, prompt="Once", max_tokens=3).choices[0].text
+        return self.client(timeout=300).completions.create(model=name, prompt="Once", max_tokens=3).choices[0].text
 
 
 def actors(dashboard):

@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -13,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from conftest import QUICK_VLLM, ROOT, TINY, wait_for
+from conftest import QUICK_VLLM, ROOT, TINY, GatewayProc, wait_for
 
 pytestmark = pytest.mark.vllm
 ADAPTER = ROOT / "examples" / "tiny-llama-lora"
@@ -22,46 +21,7 @@ assert set(QUICK) == {a.lstrip("-") for a in QUICK_VLLM if a.startswith("--")}
 BUDGET = "1.5GiB"  # each model is planned at 1 GiB of KV cache plus its weights: one at a time
 
 
-class GatewayProc:
-    """`python -m launcher serve` as a user runs it; kill() is kill -9."""
-
-    def __init__(self, home, models_file, port):
-        self.home, self.models_file, self.port = home, models_file, port
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc = None
-
-    def start(self):
-        env = dict(os.environ, LAUNCHER_HOME=str(self.home), PYTHONUNBUFFERED="1")
-        self.log = open(self.home / f"gateway-{time.time():.0f}.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "launcher", "serve", "--models", str(self.models_file),
-                                      "--port", str(self.port), "--memory-budget", BUDGET, "--queue-timeout", "300",
-                                      "--retry-failed-after", "5"],
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
-        wait_for(lambda: self._up(), 60, 0.2, "the gateway to listen")
-        return self
-
-    def _up(self):
-        assert self.proc.poll() is None, open(self.log.name).read()
-        try:
-            return urllib.request.urlopen(self.url + "/health", timeout=1).status == 200
-        except OSError:
-            return False
-
-    def status(self):
-        return {m["name"]: m for m in json.loads(urllib.request.urlopen(self.url + "/gateway/status").read())["models"]}
-
-    def metric(self, name, **labels):
-        text = urllib.request.urlopen(self.url + "/metrics").read().decode()
-        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        for line in text.splitlines():
-            if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0 if want else None
-
-    def client(self, **kw):
-        from openai import OpenAI
-
-        return OpenAI(base_url=self.url + "/v1", api_key="unused", max_retries=0, timeout=600, **kw)
+SERVE_ARGS = ("--memory-budget", BUDGET, "--queue-timeout", "300", "--retry-failed-after", "5")
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +39,7 @@ def gateway(tmp_path_factory):
         {"name": "tiny-b", "model_path": str(TINY), "env": env, "engine_args": {"max-model-len": 1024, **QUICK}}]}
     path = home / "models.yaml"
     path.write_text(yaml.safe_dump(models))
-    gw = GatewayProc(home, path, health.find_free_port()).start()
+    gw = GatewayProc(home, path, health.find_free_port(), *SERVE_ARGS).start()
     yield gw
     if gw.proc.poll() is None:
         gw.proc.send_signal(signal.SIGINT)  # a clean stop stops every model
@@ -468,7 +428,7 @@ def test_ctrl_c_while_a_model_starts_leaves_no_process(tmp_path):
     path.write_text(yaml.safe_dump({"models": [{"name": "tiny-s", "model_path": str(TINY),
                                                 "env": {"VLLM_CPU_KVCACHE_SPACE": "1"},
                                                 "engine_args": {"max-model-len": 512, **QUICK}}]}))
-    gw = GatewayProc(home, path, health.find_free_port()).start()
+    gw = GatewayProc(home, path, health.find_free_port(), *SERVE_ARGS).start()
     threading.Thread(target=lambda: _complete_quietly(gw), daemon=True).start()
     wait_for(lambda: gw.status()["tiny-s"]["state"] == "starting", 60, 0.1, "the model starting")
     saved = os.environ.get("LAUNCHER_HOME")
