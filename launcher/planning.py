@@ -481,6 +481,12 @@ def cpu_state_layout(m: ModelArch, avx512_bf16: bool | None = None) -> ModelArch
     return replace(m, state=replace(m.state, temporal_fp32=True))
 
 
+def cpu_held_bytes(cpu_kv: dict) -> int:
+    """What a launch on the CPU build holds, as planned (cpu_kv_cache's answer, or launch.json's `cpu_kv`): its
+    weights and its KV cache (the Python runtime of its server not counted)."""
+    return int(cpu_kv.get("weights_bytes") or 0) + int(cpu_kv.get("kv_cache_bytes") or 0)
+
+
 def cpu_kv_cache(m: ModelArch, s: EngineSettings, env: dict | None = None, available_bytes: int | None = None,
                  avx512_bf16: bool | None = None) -> dict:
     """The CPU build sizes its KV cache from VLLM_CPU_KVCACHE_SPACE (GiB) or --kv-cache-memory-bytes.

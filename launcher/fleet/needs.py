@@ -67,7 +67,7 @@ def memory_need_of(entry: ModelEntry, order: int) -> Need:
     import os
 
     from ..errors import BadInput
-    from ..planning import plan, resolve_model
+    from ..planning import cpu_held_bytes, plan, resolve_model
 
     s = entry.spec
     base = Need(entry.name, 1, pinned=entry.pinned, preload=entry.preload, order=order)
@@ -77,6 +77,6 @@ def memory_need_of(entry: ModelEntry, order: int) -> Need:
         kv = plan(ref, dict(s.engine_args), device="cpu", env={**os.environ, **s.env}, suggest=False).cpu_kv or {}
     except BadInput as e:
         return _with(base, reason=str(e))
-    need = int(kv.get("weights_bytes") or 0) + int(kv.get("kv_cache_bytes") or 0)
+    need = cpu_held_bytes(kv)
     return _with(base, bytes_per_gpu=need, share_bytes=need)
 

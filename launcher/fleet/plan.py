@@ -44,21 +44,22 @@ def plan_fleet(models_file: str, gpu: str | None = None, num_gpus: int | None = 
     from .needs import need_of
 
     t0 = time.perf_counter()
-    entries = load_models(models_file, vllm_engine.arg_spec(vllm_engine.installed()))
     inst = vllm_engine.installed()
-    if ray_address and inst is not None and inst.cpu_build and not cluster_gpus(None, ray_address, ray_dashboard):
+    entries = load_models(models_file, vllm_engine.arg_spec(inst))
+    nodes = cluster_gpus(inventory, ray_address, ray_dashboard) if inventory or ray_address else []
+    if ray_address and inst is not None and inst.cpu_build and \
+            not (cluster_gpus(None, ray_address, ray_dashboard) if inventory else nodes):
         # CPU nodes: each node one device of the memory Ray reports for it, as `serve --ray-address` places them
         from .needs import memory_need_of
 
-        nodes = memory_nodes(ray_address, ray_dashboard)
-        if not nodes:
+        by_memory = memory_nodes(ray_address, ray_dashboard)
+        if not by_memory:
             raise BadInput("no node to plan for: the cluster reports none alive.")
-        placed = pack([memory_need_of(e, i) for i, e in enumerate(entries)], nodes)
+        placed = pack([memory_need_of(e, i) for i, e in enumerate(entries)], by_memory)
         for p in placed:  # each node is one device: its GPU index says nothing
             p.reason = p.reason.replace("on GPU 0,", f"on node {p.node},").replace("on GPU 0", "on a node")
-        return FleetPlan(models_file, nodes, placed, inst.version, time.perf_counter() - t0)
+        return FleetPlan(models_file, by_memory, placed, inst.version, time.perf_counter() - t0)
     if inventory or ray_address:
-        nodes = cluster_gpus(inventory, ray_address, ray_dashboard)
         gpus = [Gpu(label, g.index, g.name, g.total_bytes) for label, g in nodes]
         infos = [g for _, g in nodes]
     else:

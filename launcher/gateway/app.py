@@ -99,8 +99,10 @@ class Gateway:
     def where_of(self, b) -> dict:
         """Its GPUs on this host, or its node on a Ray cluster (gateway/nodes.py: the node's id and address)."""
         if self.opts.homes is not None and self.opts.homes.by_memory:
-            label, _, nid = (b.gpus[0] if b.gpus else "").rpartition("|")
-            return {"gpus": None, "node": label or None, "node_id": nid or None}
+            from .nodes import node_id, node_label
+
+            key = b.gpus[0] if b.gpus else None
+            return {"gpus": None, "node": key and node_label(key) or None, "node_id": key and node_id(key) or None}
         return {"gpus": list(b.gpus) if b.gpus else None}
 
     # HTTP

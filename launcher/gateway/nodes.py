@@ -40,11 +40,12 @@ def node_memory(cluster: Cluster) -> dict[str, int]:
 
 
 def node_id(key: str) -> str:
-    return key.rsplit("|", 1)[-1]
+    return key.rpartition("|")[2]
 
 
 def node_label(key: str) -> str:
-    return key.rsplit("|", 1)[0]
+    """The node's label ("" for a bare id: a node adopted before the dashboard listed it)."""
+    return key.rpartition("|")[0]
 
 
 def plan_nodes(needs: list[tuple[str, int, bool, bool]], capacity: dict[str, int]) -> Homes:
@@ -86,6 +87,15 @@ class RayStarter(Starter):
         self.started: dict[str, NodeLaunch] = {}
         self.lost: set[str] = set()  # nodes a launch was lost with: a node that comes back does so under a new id
         self._actors: set[str] | None = None
+        self._needs: dict[str, tuple] = {}  # name -> (the entry, what it needs): the plan's, reused at its first start
+
+    def need(self, entry: ModelEntry, key: str) -> tuple[int, int | None, int | None]:
+        """As Starter.need, planned once per entry (the plan at the gateway's start asked already; an entry read
+        again from the models file is planned again)."""
+        found = self._needs.get(entry.name)
+        if found is None or found[0] is not entry:
+            found = self._needs[entry.name] = (entry, super().need(entry, key))
+        return found[1]
 
     def prepare(self, entry: ModelEntry, key: str, claim: bool, placed: tuple | None = None) -> Prepared:
         prep = super().prepare(entry, key, claim, None)  # nothing pinned on this host: the node is placed

@@ -11,7 +11,9 @@ def need_of(estimate: dict | None, cpu_kv: dict | None) -> int:
         return (int(estimate.get("requested_bytes") or 0) + int(estimate.get("outside_budget_bytes") or 0)) \
             * _gpu_count(estimate)
     if cpu_kv:
-        return int(cpu_kv.get("weights_bytes") or 0) + int(cpu_kv.get("kv_cache_bytes") or 0)
+        from ..planning import cpu_held_bytes
+
+        return cpu_held_bytes(cpu_kv)
     return 0
 
 
