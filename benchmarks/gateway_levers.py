@@ -11,7 +11,9 @@ Levers (LAUNCHER_GATEWAY_* variables read by the gateway, each one's default the
   no-keep-alive    LAUNCHER_GATEWAY_KEEP_ALIVE=0  (shipped: connections to the model's server kept alive)
 The request body is never re-encoded (sent on as it came) and its `model` is read by json.loads of the whole body: the
 128 kB prompt column shows what a long body costs.
-usage: .venv/bin/python benchmarks/gateway_levers.py [--rounds 5] [--markdown FILE]
+  --baseline DIR  the gateway of another checkout beside them (`git worktree add DIR COMMIT`), e.g. the relay on
+                  aiohttp's client before gateway/upstream.py: its row is named after DIR's commit
+usage: .venv/bin/python benchmarks/gateway_levers.py [--rounds 5] [--baseline DIR] [--markdown FILE]
 """
 from __future__ import annotations
 
@@ -141,6 +143,7 @@ def main() -> None:
     ap.add_argument("--chunk-gap-ms", type=float, default=20.0,
                     help="paced streams: ms between chunks of a stream (20: 50 tokens/s each, about what an 8B model on "
                          "one H100 gives each of 64 streams)")
+    ap.add_argument("--baseline", help="another checkout whose gateway runs beside this one's")
     ap.add_argument("--markdown")
     a = ap.parse_args()
     levers = {"shipped": {}, "access-log-off": {"LAUNCHER_GATEWAY_ACCESS_LOG": "0"},
@@ -153,9 +156,14 @@ def main() -> None:
     try:
         wait_up(18401)
         gws = {}
-        for i, name in enumerate(a.levers.split(",")):
-            p = subprocess.Popen([sys.executable, "-c", GATEWAY, "18401", str(18410 + i)], env={**env, **levers[name]},
-                                 cwd=ROOT)
+        runs = [(name, levers[name], ROOT) for name in a.levers.split(",")]
+        if a.baseline:
+            commit = subprocess.run(["git", "-C", a.baseline, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                    text=True, check=True).stdout.strip()
+            runs.append((f"at {commit}", {}, os.path.abspath(a.baseline)))
+        for i, (name, extra, tree) in enumerate(runs):
+            p = subprocess.Popen([sys.executable, "-c", GATEWAY, "18401", str(18410 + i)],
+                                 env={**env, **extra, "PYTHONPATH": tree}, cwd=tree)
             procs.append(p)
             wait_up(18410 + i)
             gws[name] = 18410 + i

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
+from aiohttp import web
 
 from . import housekeeping
 from .backends import Backends
@@ -20,6 +20,7 @@ from .model import GatewayError, gateway_dir
 from .options import Options
 from .metrics import GatewayMetrics
 from .proxy import forward
+from .upstream import Upstream
 
 if TYPE_CHECKING:
     from ..engine_args import ArgSpec
@@ -40,7 +41,7 @@ class Gateway:
         self.opts, self.engine_spec, self.api_key, self.watch = opts, engine_spec, api_key, watch
         self.control = Control(self.backends, engine_spec, api_key, models_file)
         self.backends.after_move = lambda: self.url and self.write_record()
-        self.session: ClientSession | None = None
+        self.upstream: Upstream | None = None
         self.url = ""
         self.started_at = time.time()
         self._tasks: list[asyncio.Task] = []
@@ -51,11 +52,9 @@ class Gateway:
 
     # lifecycle
     async def on_startup(self, app: web.Application) -> None:
-        # no total timeout: a streamed answer may run for minutes; a backend that does not connect fails fast
+        # no timeout on an answer: a streamed one may run for minutes; a backend that does not connect fails fast
         # connections to the models' servers kept alive (LAUNCHER_GATEWAY_KEEP_ALIVE=0: one a request, to measure it)
-        keep = os.environ.get("LAUNCHER_GATEWAY_KEEP_ALIVE", "1") != "0"
-        self.session = ClientSession(connector=TCPConnector(limit=0, force_close=not keep),
-                                     timeout=ClientTimeout(total=None, sock_connect=10), auto_decompress=False)
+        self.upstream = Upstream(keep_alive=os.environ.get("LAUNCHER_GATEWAY_KEEP_ALIVE", "1") != "0")
         # every model's server an earlier gateway left running, taken over at once (on a Ray cluster each
         # adoption starts a follower of its own: side by side, not one after another)
         models = list(self.backends.by_name.values())
@@ -74,8 +73,8 @@ class Gateway:
         for t in self._tasks:
             t.cancel()
         await self.backends.stop_all()
-        if self.session is not None:
-            await self.session.close()
+        if self.upstream is not None:
+            self.upstream.close()
         self.write_record(stopped=True)
         if self._log is not None:
             self._log.close()
@@ -107,7 +106,7 @@ class Gateway:
 
     # HTTP
     async def proxy(self, request: web.Request) -> web.StreamResponse:
-        return await forward(self.backends, self.session, request)
+        return await forward(self.backends, self.upstream, request)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._auth_and_log])

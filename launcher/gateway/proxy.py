@@ -9,24 +9,25 @@ import time
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from .model import GatewayError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from aiohttp import ClientSession
-
     from .backends import Backends
+    from .upstream import Upstream
 
 # hop-by-hop headers and those the gateway sets itself (RFC 9110 7.6.1; the body's length is recomputed)
 DROP_REQUEST = {"host", "authorization", "content-length", "connection", "keep-alive", "transfer-encoding", "te",
-                "upgrade", "proxy-authorization", "x-api-key"}
-DROP_RESPONSE = {"content-length", "connection", "keep-alive", "transfer-encoding", "content-encoding", "date",
-                 "server"}
+                "upgrade", "proxy-authorization", "x-api-key", "expect"}
+# (Content-Encoding passes: the body goes on as its bytes came)
+DROP_RESPONSE = {"content-length", "connection", "keep-alive", "transfer-encoding", "date", "server"}
+WHOLE_BYTES = 1 << 20  # an answer of known length up to this is read whole and written in one go (one send, not three)
 
 
-async def forward(pool: Backends, session: ClientSession, request: web.Request) -> web.StreamResponse:
+async def forward(pool: Backends, upstream: Upstream, request: web.Request) -> web.StreamResponse:
     """One /v1 request to its model's server (started or woken first), the answer streamed back chunk by chunk."""
     body = await request.read()
     model = _model_of(request, body)
@@ -36,33 +37,38 @@ async def forward(pool: Backends, session: ClientSession, request: web.Request) 
     b = await pool.acquire(model)
     status = 502
     try:
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in DROP_REQUEST}
-        headers["Authorization"] = f"Bearer {b.key}"
-        url = f"http://{b.host}:{b.port}{request.rel_url}"
+        sent = [(k, v) for k, v in request.headers.items() if k.lower() not in DROP_REQUEST]
+        sent.append(("Authorization", f"Bearer {b.key}"))
         resp = None
         try:
             if isinstance(model, str) and model in b.adapters and b.reloading is not None and not b.reloading.done():
                 await asyncio.shield(b.reloading)  # a new server of its base gets its adapters first
-            async with session.request(request.method, url, data=body, headers=headers) as up:
+            up = await upstream.request(b.host, b.port, request.method, request.raw_path, sent, body)
+            ended = False
+            try:
                 status = up.status
-                if status >= 500 and up.content_type == "application/json":  # small, never a stream: read whole
-                    text = explained(await up.read(), lambda: b.launch.failure() if b.launch else "")
-                    return web.Response(body=text, status=status, content_type="application/json")
-                resp = web.StreamResponse(status=up.status, reason=up.reason, headers={
-                    k: v for k, v in up.headers.items() if k.lower() not in DROP_RESPONSE})
-                try:
-                    await resp.prepare(request)
-                    # chunk by chunk as they come (SSE included): never buffered whole
-                    async for chunk in up.content.iter_any():
-                        await resp.write(chunk)
-                    await resp.write_eof()
-                except BaseException:
-                    # the client went away (the handler cancelled, or its socket reset): close the connection to
-                    # the model's server, not hand it back to the pool, so that vLLM aborts the request
-                    up.close()
-                    raise
+                headers = CIMultiDict((k, v) for k, v in up.headers if k.lower() not in DROP_RESPONSE)
+                length, failed = up.length, status >= 500 and up.content_type == "application/json"
+                if length is not None and length <= WHOLE_BYTES or failed:  # not a stream: read whole, one write
+                    data = await up.read()
+                    ended = True
+                    if failed:  # small, never a stream
+                        data = explained(data, lambda: b.launch.failure() if b.launch else "")
+                    return web.Response(body=data, status=status, reason=up.reason or None, headers=headers)
+                resp = web.StreamResponse(status=status, reason=up.reason or None, headers=headers)
+                await resp.prepare(request)
+                # chunk by chunk as they come (SSE included): never buffered whole
+                async for chunk in up.chunks():
+                    await resp.write(chunk)
+                ended = True
+                await resp.write_eof()
                 return resp
-        except OSError as e:  # the backend went away mid-request (a crash; the supervisor restarts it)
+            finally:
+                if not ended:
+                    # the client went away (the handler cancelled, or its socket reset), or the answer broke off:
+                    # the connection to the model's server closed, not reused, so that vLLM aborts the request
+                    up.close()
+        except OSError as e:  # the backend went away, before or during its answer (the supervisor restarts it)
             if resp is not None and resp.prepared:
                 raise
             raise GatewayError(503, f"`{b.name}` did not answer: {e}", retry_after_s=15,
