@@ -9,9 +9,10 @@ gives the median of the rounds and their spread (min-max).
 Levers (LAUNCHER_GATEWAY_* variables read by the gateway, each one's default the shipped behaviour):
   access-log-off   LAUNCHER_GATEWAY_ACCESS_LOG=0  (shipped: one line a request)
   no-keep-alive    LAUNCHER_GATEWAY_KEEP_ALIVE=0  (shipped: connections to the model's server kept alive)
+  uvloop           the gateway's event loop uvloop's (shipped: asyncio's own)
 The request body is never re-encoded (sent on as it came) and its `model` is read by json.loads of the whole body: the
 128 kB prompt column shows what a long body costs.
-  --baseline DIR  the gateway of another checkout beside them (`git worktree add DIR COMMIT`), e.g. the relay on
+  --baseline DIR  the gateway of another checkout beside them (repeatable) (`git worktree add DIR COMMIT`), e.g. the relay on
                   aiohttp's client before gateway/upstream.py: its row is named after DIR's commit
 usage: .venv/bin/python benchmarks/gateway_levers.py [--rounds 5] [--baseline DIR] [--markdown FILE]
 """
@@ -27,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import psutil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -59,7 +62,7 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print
 '''
 
 GATEWAY = r'''
-import asyncio, sys
+import asyncio, os, sys
 from launcher.gateway.app import Gateway, serve
 from launcher.models_file import ModelEntry
 from launcher.gateway.options import Options
@@ -77,8 +80,22 @@ gw = Gateway([ModelEntry(LaunchSpec(name="m", model_path="/nowhere"))], Options(
              starter=Starter())
 async def main():
     await serve(gw, "127.0.0.1", port, asyncio.Event())
-asyncio.run(main())
+if os.environ.get("BENCH_LOOP") == "uvloop":
+    import uvloop
+    uvloop.run(main())
+else:
+    asyncio.run(main())
 '''
+
+
+def cpu_s(pid: int) -> float:
+    """The CPU time a process has had, in seconds: the scheduler's own count in nanoseconds where Linux gives it
+    (/proc/PID/schedstat), else user and system time in clock ticks (10 ms)."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as fh:
+            return int(fh.read().split()[0]) / 1e9
+    except OSError:
+        return sum(psutil.Process(pid).cpu_times()[:2])
 
 
 def wait_up(port: int) -> None:
@@ -143,11 +160,12 @@ def main() -> None:
     ap.add_argument("--chunk-gap-ms", type=float, default=20.0,
                     help="paced streams: ms between chunks of a stream (20: 50 tokens/s each, about what an 8B model on "
                          "one H100 gives each of 64 streams)")
-    ap.add_argument("--baseline", help="another checkout whose gateway runs beside this one's")
+    ap.add_argument("--baseline", action="append", default=[],
+                    help="another checkout whose gateway runs beside this one's (more than one: repeat)")
     ap.add_argument("--markdown")
     a = ap.parse_args()
     levers = {"shipped": {}, "access-log-off": {"LAUNCHER_GATEWAY_ACCESS_LOG": "0"},
-              "no-keep-alive": {"LAUNCHER_GATEWAY_KEEP_ALIVE": "0"}}
+              "no-keep-alive": {"LAUNCHER_GATEWAY_KEEP_ALIVE": "0"}, "uvloop": {"BENCH_LOOP": "uvloop"}}
     home = tempfile.mkdtemp(prefix="gw-levers-")
     env = dict(os.environ, LAUNCHER_HOME=home, PYTHONPATH=ROOT)
     up = subprocess.Popen([sys.executable, "-c", UPSTREAM, "18401"], env=env)
@@ -157,20 +175,28 @@ def main() -> None:
         wait_up(18401)
         gws = {}
         runs = [(name, levers[name], ROOT) for name in a.levers.split(",")]
-        if a.baseline:
-            commit = subprocess.run(["git", "-C", a.baseline, "rev-parse", "--short", "HEAD"], capture_output=True,
+        for tree in a.baseline:
+            commit = subprocess.run(["git", "-C", tree, "rev-parse", "--short", "HEAD"], capture_output=True,
                                     text=True, check=True).stdout.strip()
-            runs.append((f"at {commit}", {}, os.path.abspath(a.baseline)))
+            dirty = subprocess.run(["git", "-C", tree, "diff", "--stat"], capture_output=True, text=True).stdout
+            runs.append((f"at {commit}" + (" (changed)" if dirty else ""), {}, os.path.abspath(tree)))
         for i, (name, extra, tree) in enumerate(runs):
             p = subprocess.Popen([sys.executable, "-c", GATEWAY, "18401", str(18410 + i)],
                                  env={**env, **extra, "PYTHONPATH": tree}, cwd=tree)
             procs.append(p)
             wait_up(18410 + i)
             gws[name] = 18410 + i
-        res: dict = {k: {"p50": [], "p99": [], "long": [], "tput": [], "paced": []} for k in ["direct", *gws]}
+        res: dict = {k: {"p50": [], "p99": [], "long": [], "tput": [], "paced": [], "cpu": []}
+                     for k in ["direct", *gws]}
+        cpu_of = {"direct": up, **{name: procs[1 + i] for i, name in enumerate(gws)}}
         for r in range(a.rounds):
             for name, port in [("direct", 18401), *gws.items()]:
+                # the CPU time the gateway process spends (the stand-in's own for direct): less moved by a busy
+                # machine than the wall time, which also holds the waits for a core
+                pid = cpu_of[name].pid
+                c0 = cpu_s(pid)
                 lat = asyncio.run(one_token(port, a.requests))
+                res[name]["cpu"].append((cpu_s(pid) - c0) / (a.requests + 20) * 1e3)
                 res[name]["p50"].append(pct(lat, 50) * 1e3)
                 res[name]["p99"].append(pct(lat, 99) * 1e3)
                 res[name]["long"].append(pct(asyncio.run(one_token(port, a.requests // 4, 128_000)), 50) * 1e3)
@@ -192,8 +218,10 @@ def main() -> None:
              f"{a.requests} one-token requests one at a time on a kept-alive connection, and 64 streams of 64 chunks "
              f"at once (unpaced, and paced at one chunk every {a.chunk_gap_ms:g} ms a stream), per path and round, the paths "
              "interleaved. Median of the rounds (min to max).", "",
-             "| path | one-token p50 | added at p50 | one-token p99 | 128 kB prompt, one token: p50 | "
-             "64 streams unpaced: chunks/s | kept | 64 streams paced: kept |", "|---|---|---|---|---|---|---|---|"]
+             "The CPU column is the CPU time (user and system) of the gateway's process per one-token request (for "
+             "direct: the stand-in's own), which a busy machine moves less than the wall time.", "",
+             "| path | one-token p50 | added at p50 | CPU a request | one-token p99 | 128 kB prompt, one token: p50 | "
+             "64 streams unpaced: chunks/s | kept | 64 streams paced: kept |", "|---|---|---|---|---|---|---|---|---|"]
     for name, v in rows.items():
         added = [x - y for x, y in zip(v["p50"], d["p50"])]
         kept = [x / y * 100 for x, y in zip(v["tput"], d["tput"])]
@@ -201,7 +229,7 @@ def main() -> None:
         span = lambda xs, f: f"{f(med(xs))} ({f(min(xs))} to {f(max(xs))})"  # noqa: E731
         lines.append(f"| {name} | {med(v['p50']):.3f} ms | "
                      + ("-" if name == "direct" else span(added, lambda x: f"{x:+.3f} ms"))
-                     + f" | {med(v['p99']):.3f} ms | {med(v['long']):.3f} ms | {med(v['tput']):,.0f} | "
+                     + f" | {span(v['cpu'], lambda x: f'{x:.3f} ms')} | {med(v['p99']):.3f} ms | {med(v['long']):.3f} ms | {med(v['tput']):,.0f} | "
                      + ("-" if name == "direct" else span(kept, lambda x: f"{x:.1f}%")) + " | "
                      + (f"{med(v['paced']):,.0f} chunks/s" if name == "direct" else span(paced, lambda x: f"{x:.1f}%"))
                      + " |")
