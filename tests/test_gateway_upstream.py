@@ -88,7 +88,7 @@ def test_request_and_headers_reach_the_server_and_the_answer_comes_back_whole():
     with Uvicorn() as srv:
         async def go():
             u = Upstream()
-            a = await u.request("127.0.0.1", srv.port, "POST", "/echo?x=1%2F2", [("Authorization", "Bearer k")],
+            a = await u.request("127.0.0.1", srv.port, "POST", "/echo?x=1%2F2", [(b"Authorization", b"Bearer k")],
                                 b'{"model": "m"}')
             assert a.status == 201 and a.content_type == "text/plain"
             got = await a.read()

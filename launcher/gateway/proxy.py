@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from .upstream import Upstream
 
 # hop-by-hop headers and those the gateway sets itself (RFC 9110 7.6.1; the body's length is recomputed)
-DROP_REQUEST = {"host", "authorization", "content-length", "connection", "keep-alive", "transfer-encoding", "te",
-                "upgrade", "proxy-authorization", "x-api-key", "expect"}
+DROP_REQUEST = {b"host", b"authorization", b"content-length", b"connection", b"keep-alive", b"transfer-encoding",
+                b"te", b"upgrade", b"proxy-authorization", b"x-api-key", b"expect"}  # names as the client's bytes
 # (Content-Encoding passes: the body goes on as its bytes came)
 DROP_RESPONSE = {"content-length", "connection", "keep-alive", "transfer-encoding", "date", "server"}
 WHOLE_BYTES = 1 << 20  # an answer of known length up to this is read whole and written in one go (one send, not three)
@@ -37,8 +37,8 @@ async def forward(pool: Backends, upstream: Upstream, request: web.Request) -> w
     b = await pool.acquire(model)
     status = 502
     try:
-        sent = [(k, v) for k, v in request.headers.items() if k.lower() not in DROP_REQUEST]
-        sent.append(("Authorization", f"Bearer {b.key}"))
+        sent = [(k, v) for k, v in request.raw_headers if k.lower() not in DROP_REQUEST]
+        sent.append((b"Authorization", f"Bearer {b.key}".encode()))
         resp = None
         try:
             if isinstance(model, str) and model in b.adapters and b.reloading is not None and not b.reloading.done():

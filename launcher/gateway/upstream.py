@@ -185,17 +185,18 @@ class Upstream:
         self.keep_alive = keep_alive
         self._idle: dict[tuple[str, int], list[_Conn]] = {}
 
-    async def request(self, host: str, port: int, method: str, target: str, headers: list[tuple[str, str]],
+    async def request(self, host: str, port: int, method: str, target: str, headers: list[tuple[bytes, bytes]],
                       body: bytes) -> Answer:
-        """Send one request (target: the path and query as the client sent them) and wait for the answer's head."""
+        """Send one request (target: the path and query as the client sent them; headers as their bytes came) and
+        wait for the answer's head."""
         key = (host, port)
-        lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}:{port}\r\n"]
-        lines += [f"{k}: {v}\r\n" for k, v in headers]
+        head = [f"{method} {target} HTTP/1.1\r\nHost: {host}:{port}\r\n".encode("latin-1")]
+        head += [b"%s: %s\r\n" % kv for kv in headers]
         if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
-            lines.append(f"Content-Length: {len(body)}\r\n")
+            head.append(b"Content-Length: %d\r\n" % len(body))
         if not self.keep_alive:
-            lines.append("Connection: close\r\n")
-        data = "".join(lines).encode("latin-1") + b"\r\n" + body
+            head.append(b"Connection: close\r\n")
+        data = b"".join(head) + b"\r\n" + body
         for _ in range(2):
             conn = self._idle_conn(key) or await self._connect(key)
             fut = conn.send(data, method == "HEAD")
