@@ -5,7 +5,7 @@ alternating rounds on the same server, the same `launcher bench` workload sent s
 through the gateway, and a run of one-token requests one at a time (where the gateway's share of each request is not
 hidden behind the model's own time).
 
-usage: .venv/bin/python benchmarks/gateway_overhead.py [--rounds 3] [--model-path DIR] [--markdown docs/gateway-overhead-table.md]
+usage: .venv/bin/python benchmarks/gateway_overhead.py [--rounds 3] [--concurrency 8] [--model-path DIR] [--markdown docs/gateway-overhead-table.md]
        on a GPU host (8B model, dummy weights): python3 benchmarks/gateway_overhead.py --model-path DIR \
            --engine-args '{"max-model-len": 8192, "load-format": "dummy"}' --env '{}' --label "..." --markdown FILE
 """
@@ -48,6 +48,12 @@ def start_gateway(home: str, model_path: str, port: int, engine_args: dict, env_
     raise SystemExit("the gateway did not come up")
 
 
+def cpu_s(pid: int) -> float:
+    """The CPU time a process has had, in seconds (Linux's scheduler count)."""
+    with open(f"/proc/{pid}/schedstat") as fh:
+        return int(fh.read().split()[0]) / 1e9
+
+
 def one_token_latencies(url: str, key: str, n: int, timeout_s: float = 60) -> list[float]:
     body = json.dumps({"model": "m", "prompt": "Hello", "max_tokens": 1, "temperature": 0}).encode()
     out = []
@@ -69,6 +75,7 @@ def main() -> None:
     ap.add_argument("--one-token", type=int, default=200, help="one-token requests per path and round")
     ap.add_argument("--engine-args", default='{"max-model-len": 1024}', help="the model's engine_args (JSON)")
     ap.add_argument("--env", default='{"VLLM_CPU_KVCACHE_SPACE": "1"}', help="the model's env (JSON)")
+    ap.add_argument("--concurrency", type=int, default=8, help="the bench's requests at once (its requests: 8 times as many)")
     ap.add_argument("--label", default="", help="what ran (GPU, model), for the table's first line")
     ap.add_argument("--markdown")
     a = ap.parse_args()
@@ -89,14 +96,18 @@ def main() -> None:
         st = json.loads(urllib.request.urlopen(gw_url + "/gateway/status").read())["models"][0]
         direct_url, key = f"http://127.0.0.1:{st['port']}", backend_key("m")
         vocab = json.load(open(os.path.join(a.model_path, "config.json")))["vocab_size"]
-        w = Workload(num_requests=64, concurrency=8, prompt_len=(128, 128), output_len=(64, 64), warmup=4)
+        w = Workload(num_requests=8 * a.concurrency, concurrency=a.concurrency, prompt_len=(128, 128), output_len=(64, 64), warmup=4)
         rows = {"direct": [], "gateway": []}
         single = {"direct": [], "gateway": []}
+        cores: list[float] = []
         for r in range(a.rounds):
             order = ["direct", "gateway"] if r % 2 == 0 else ["gateway", "direct"]
             for path in order:
                 url, k = (direct_url, key) if path == "direct" else (gw_url, None)
+                c0, t0 = cpu_s(gw.pid), time.perf_counter()
                 rep = run_bench(url, "m", w, vocab_size=vocab, api_key=k)
+                if path == "gateway":  # the share of a core the gateway's process took while it relayed the bench
+                    cores.append((cpu_s(gw.pid) - c0) / (time.perf_counter() - t0))
                 assert rep.failed == 0, rep.errors
                 rows[path].append(rep)
                 single[path] += one_token_latencies(url, k or "", a.one_token)
@@ -122,10 +133,15 @@ def main() -> None:
                            ("bench latency p99", lambda x: x.latency_s["p99"], "ms"),
                            ("bench TTFT p50", lambda x: x.ttft_s["p50"], "ms")):
         d, g = med("direct", f) * 1000, med("gateway", f) * 1000
-        lines.append(f"| {label} (64 requests, 8 at once, 128 in / 64 out; median of {a.rounds} rounds) | "
+        lines.append(f"| {label} ({w.num_requests} requests, {w.concurrency} at once, 128 in / 64 out; median of {a.rounds} rounds) | "
                      f"{d:.1f} {unit} | {g:.1f} {unit} | {g - d:+.2f} {unit} |")
     d, g = med("direct", lambda x: x.output_throughput), med("gateway", lambda x: x.output_throughput)
     lines.append(f"| bench output throughput | {d:.1f} tok/s | {g:.1f} tok/s | {g / d * 100:.1f}% kept |")
+    kept = sorted(g.output_throughput / d.output_throughput * 100 for g, d in zip(rows["gateway"], rows["direct"]))
+    lines.append(f"| bench output throughput, each round's gateway over its direct | - | - | "
+                 + ", ".join(f"{k:.1f}%" for k in kept) + " |")
+    lines.append(f"| the gateway's CPU while it relayed the bench (share of one core, median) | - | "
+                 f"{statistics.median(cores) * 100:.0f}% | - |")
     for p in (50, 99):
         d, g = pct(single["direct"], p) * 1000, pct(single["gateway"], p) * 1000
         lines.append(f"| one-token request p{p} ({len(single['direct'])} one after another) | {d:.2f} ms | "

@@ -347,7 +347,10 @@ async def _run(base_url: str, model: str, w: Workload, vocab_size: int, api_key:
     alive = _throttled(alive, 0.5)  # the check reads state files: not once per request on the hot path
     t_origin = time.perf_counter()
     timeout = aiohttp.ClientTimeout(total=timeout_s)
-    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=w.concurrency)) as session:
+    # connections idle for 4 s are not reused: vLLM's server closes them after 5 (VLLM_HTTP_TIMEOUT_KEEP_ALIVE), and
+    # aiohttp's own 15 s let a request go out on one being closed (a "Server disconnected" failure that is the client's)
+    connector = aiohttp.TCPConnector(limit=w.concurrency, keepalive_timeout=4)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         for body in warm:
             r = await send(session, base_url, body, api_key, t_origin)
             if not r.ok:
