@@ -15,7 +15,7 @@ M=/root/models/l8
 [ -d $M ] || [ "$1" = D ] || python3 benchmarks/gpu/make_dummy_model.py llama-3.1-instruct 8 $M > /dev/null
 case "$1" in
   A) OUT=$W CASE_S=${CASE_S:-260} timeout ${A_S:-520} python3 benchmarks/gpu/measure_vllm.py benchmarks/gpu/cases-h100-round3.json \
-       exaone4_32b_64k_v026 eagle3_llama31_8b_32k_v026 > $W/stream.log 2>&1
+       ${CASES:-exaone4_32b_64k_v026 eagle3_llama31_8b_32k_v026} > $W/stream.log 2>&1
      grep -h '"case"' $W/results.jsonl | cut -c1-600 ;;
   B) OUT=$W CASE_S=200 timeout ${B_S:-540} python3 benchmarks/gpu/small_cards.py $M ${STARTS:-L4:20.57 L4:21.0 L4:21.3 RTX4090:22.07} 2>&1 | tail -8 ;;
   D) timeout ${D_S:-300} python3 benchmarks/gateway_levers.py --rounds ${ROUNDS:-3} --requests 300 \
