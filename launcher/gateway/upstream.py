@@ -190,15 +190,15 @@ class Upstream:
         """Send one request (target: the path and query as the client sent them; headers as their bytes came) and
         wait for the answer's head."""
         key = (host, port)
-        head = [f"{method} {target} HTTP/1.1\r\nHost: {host}:{port}\r\n".encode("latin-1")]
+        head = [f"{method} {target} HTTP/1.1\r\nHost: {host}:{port}\r\n".encode("utf-8", "surrogateescape")]
         head += [b"%s: %s\r\n" % kv for kv in headers]
         if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
             head.append(b"Content-Length: %d\r\n" % len(body))
         if not self.keep_alive:
             head.append(b"Connection: close\r\n")
         data = b"".join(head) + b"\r\n" + body
-        for _ in range(2):
-            conn = self._idle_conn(key) or await self._connect(key)
+        for attempt in range(2):
+            conn = (self._idle_conn(key) if attempt == 0 else None) or await self._connect(key)
             fut = conn.send(data, method == "HEAD")
             try:
                 status = await fut
@@ -211,7 +211,7 @@ class Upstream:
                 raise
             conn.used = True
             return Answer(self, key, conn, status)
-        raise UpstreamError("the model's server closed two connections in a row before answering")
+        raise UpstreamError("the model's server closed a new connection before answering")
 
     def _idle_conn(self, key: tuple[str, int]) -> _Conn | None:
         idle = self._idle.get(key)
