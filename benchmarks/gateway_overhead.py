@@ -27,6 +27,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from launcher.bench import pct  # noqa: E402
 
+from gateway_levers import cpu_s  # noqa: E402  (a process's CPU time, as the levers count it)
+
 
 def start_gateway(home: str, model_path: str, port: int, engine_args: dict, env_vars: dict) -> subprocess.Popen:
     """The gateway through its library entry (run_gateway), as `launcher serve` runs it, in a process of its own."""
@@ -46,12 +48,6 @@ def start_gateway(home: str, model_path: str, port: int, engine_args: dict, env_
         except OSError:
             time.sleep(0.2)
     raise SystemExit("the gateway did not come up")
-
-
-def cpu_s(pid: int) -> float:
-    """The CPU time a process has had, in seconds (Linux's scheduler count)."""
-    with open(f"/proc/{pid}/schedstat") as fh:
-        return int(fh.read().split()[0]) / 1e9
 
 
 def one_token_latencies(url: str, key: str, n: int, timeout_s: float = 60) -> list[float]:
