@@ -127,20 +127,19 @@ class Answer:
         self.reason = conn.reason.decode("latin-1")
         self.headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in conn.headers]
 
+    def header(self, name: str) -> str | None:
+        """The first value of a header (name in lower case), or None."""
+        return next((v for k, v in self.headers if k.lower() == name), None)
+
     @property
     def content_type(self) -> str:
-        for k, v in self.headers:
-            if k.lower() == "content-type":
-                return v.split(";", 1)[0].strip().lower()
-        return ""
+        return (self.header("content-type") or "").split(";", 1)[0].strip().lower()
 
     @property
     def length(self) -> int | None:
         """The body's length where the answer gives it (not a stream)."""
-        for k, v in self.headers:
-            if k.lower() == "content-length":
-                return int(v) if v.strip().isdigit() else None
-        return None
+        v = (self.header("content-length") or "").strip()
+        return int(v) if v.isdigit() else None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body, chunk by chunk as the model's server writes it (transfer coding taken off); the connection goes
