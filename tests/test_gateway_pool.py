@@ -583,3 +583,16 @@ def test_a_model_added_while_serving_on_planned_gpus_is_planned_then_placed_wher
         with pytest.raises(GatewayError, match="placed it on no GPU: weights 140 GiB"):
             await pool.acquire("huge")
     run(go())
+
+
+def test_an_adopted_server_takes_requests_once_its_new_supervisor_saw_it_answer():
+    """A gateway started again adopts a server whose new supervisor is STARTING until its first health probe: a
+    request that comes meanwhile is served once the probe answers, not refused as "restarting" (a 503)."""
+    async def go():
+        pool, starter = pool_of([entry("a")], capacity_gib=2)
+        adopted = FakeLaunch("a", starter)  # STARTING: the new supervisor has not probed it yet
+        starter.adopt = lambda name, key: (adopted, 9100, (G, None, None)) if name == "a" else None
+        assert await pool.by_name["a"].adopt(starter)
+        a = await pool.acquire("a")
+        assert a.life.phase == Phase.RUNNING and a.port == 9100 and not starter.launches
+    run(go())

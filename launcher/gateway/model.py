@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from ..models_file import ModelEntry
     from .starting import Starter
 
+# how long an adopted server's new supervisor may take to see it answer (its first health probe) before the gateway
+# takes requests for it
+ADOPT_WAIT_S = 30.0
 
 class GatewayError(Exception):
     """A request the gateway cannot serve now: the HTTP status, OpenAI's error type, and Retry-After if any."""
@@ -233,8 +236,12 @@ class Backend:
             if need[0] is None:
                 need = await asyncio.to_thread(starter.need, self.entry, self.key)
         self.launch, self.port, (self.need_bytes, self.asleep_bytes, self.host_bytes) = launch, port, need
+        # its new supervisor starts at STARTING and is READY at the server's first 200: running only then, or a
+        # request in between would find it "restarting" (the supervisor's STARTING followed) and get a 503
+        await asyncio.to_thread(launch.wait_ready, ADOPT_WAIT_S)
         self.last_used = time.monotonic()
         self.move(Phase.RUNNING, "adopted from an earlier gateway")
+        self.sync()  # not READY by then: restarting or failed, as its supervisor says
         return True
 
 
