@@ -72,6 +72,7 @@ upstream, port = int(sys.argv[1]), int(sys.argv[2])
 class Up:  # the stand-in server, adopted as an earlier gateway's model would be
     alive, state = True, State.READY
     def failure(self): return ""
+    def wait_ready(self, timeout_s): return self.state
     def stop(self, timeout_s=None): self.alive = False; return State.STOPPED
 class Starter:
     def need(self, entry, key): return 0, None, None
