@@ -99,14 +99,16 @@ def published_section() -> list[str]:
     rows = conformance.to_json(conformance.run_published())
     built = [r for r in rows if r["status"] not in ("not built", "no config")]
     matched = [r for r in built if r["status"] == "matched"]
-    low = [r for r in built if r["weights_error"] < -conformance.WEIGHT_TOLERANCE or r["kv_estimate"] < r["kv_vllm"]]
+    low = [r for r in built if r["weights_estimate"] < r["weights_vllm"] or r["kv_estimate"] < r["kv_vllm"]]
+    exact = [r for r in built if r["weights_estimate"] == r["weights_vllm"] and r["kv_estimate"] == r["kv_vllm"]]
     out = ["\n## Published configs\n",
            f"{len(rows)} config.json files as their publishers wrote them (`tests/published_configs/`, each naming "
            "where it was copied from), every key kept, shrunk to their first "
            f"{conformance.SHRUNK_LAYERS} layers (per-layer lists cut to match; `conformance.shrink`), so that "
            "switches a config leaves to transformers' defaults are read as vLLM reads them. Built by vLLM on the "
            f"meta device and compared as above: {len(matched)} of {len(built)} built match "
-           f"({len(matched) / max(1, len(built)):.0%}), {len(low)} counted low; {len(rows) - len(built)} not built "
+           f"({len(matched) / max(1, len(built)):.0%}), {len(exact)} of them to the byte, {len(low)} counted low by "
+           f"any amount; {len(rows) - len(built)} not built "
            "(vLLM needs the model's own remote code, dropped the architecture, or has no CPU kernel for its "
            "quantization: the reason is listed). `tests/test_published_configs.py` repeats the run in `make test`.\n",
            "| fixture | architecture | vs vLLM | weights (estimate vs vLLM) | KV bytes/token (estimate / vLLM) | source | why |",

@@ -80,9 +80,10 @@ def test_budget_becomes_the_utilization_of_that_share_on_a_gpu():
 def test_budget_on_the_cpu_build_is_the_kv_cache_beside_the_weights():
     """tiny-llama's weights in bfloat16: 2 x 512 x 256 (embedding, head) + 2 layers x (3 x 256 x 512 MLP +
     256 x (256 + 128 + 128) QKV + 256 x 256 o_proj + 2 x 256 norms) + 256 final norm, and the rotary cache
-    2,048 x 64; x 2 bytes = 3,148,288 bytes."""
+    2,048 x 64; x 2 bytes = 3,148,288 bytes; and each attention layer's four float32 scales (vLLM's Attention:
+    _k_scale, _v_scale, _q_scale, _prob_scale), 2 x 16 bytes."""
     s = budget_settings(from_config(CFG), EngineSettings(), "1GiB", None)
-    assert s.kv_cache_memory_bytes == GiB - 3_148_288
+    assert s.kv_cache_memory_bytes == GiB - 3_148_288 - 32
     with pytest.raises(BadInput, match="not more than the weights"):
         budget_settings(from_config(CFG), EngineSettings(), "1MiB", None)
 

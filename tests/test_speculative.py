@@ -93,18 +93,19 @@ def test_eagle_head_weights_as_vllm_builds_them():
     """vLLM 0.24.0 llama_eagle.py: the head's embedding is the target's when the head has no copy of its own
     (spec_decode/eagle/utils.load_eagle_model deletes the head's and shares), no final norm, no lm_head (the
     target's), the first layer without its input norm, and fc (2 x 4096 -> 4096, no bias). Worked by hand:
-    attention 4096 x (4096 + 2 x 1024) + 4096 x 4096, MLP 3 x 4096 x 14336, one norm 4096, fc 2 x 4096 x 4096."""
+    attention 4096 x (4096 + 2 x 1024) + 4096 x 4096, MLP 3 x 4096 x 14336, one norm 4096, fc 2 x 4096 x 4096;
+    and the attention's four float32 scales (16 bytes)."""
     layer = 4096 * (4096 + 2 * 1024) + 4096 * 4096 + 3 * 4096 * 14336 + 4096
     fc = 2 * 4096 * 4096
     s = _with_draft({"method": "eagle", "model": "org/EAGLE-LLaMA3.1-Instruct-8B", "num_speculative_tokens": 3},
                     EAGLE1, own_embedding=False)
     e = estimate(from_config(LLAMA8B), s, H100)
-    assert e.draft_weights_bytes == (layer + fc) * 2
+    assert e.draft_weights_bytes == (layer + fc) * 2 + 16
     assert e.draft_kv_layers == 1
     # a head whose checkpoint carries its own embedding (or one not read) keeps it: counted, never lower
     s_own = _with_draft({"method": "eagle", "model": "org/EAGLE-LLaMA3.1-Instruct-8B", "num_speculative_tokens": 3},
                         EAGLE1, own_embedding=None)
-    assert estimate(from_config(LLAMA8B), s_own, H100).draft_weights_bytes == (layer + fc + 128256 * 4096) * 2
+    assert estimate(from_config(LLAMA8B), s_own, H100).draft_weights_bytes == (layer + fc + 128256 * 4096) * 2 + 16
 
 
 @pytest.mark.parametrize("method, runner", [("eagle", "v2"), ("eagle3", "v2"), ("mtp", "v2"), ("ngram", "v1"),
@@ -176,12 +177,13 @@ def test_eagle3_head_weights_as_vllm_builds_them(tmp_path):
     """vLLM 0.26.0 llama_eagle3.py and spec_decode/eagle/utils.load_eagle_model, worked by hand for a one-layer head
     of Llama-3.1-8B's width with a 32,000-token draft vocabulary: the decoder layer (attention 4096 x (4096 + 2 x
     1024) + 4096 x 4096, MLP 3 x 4096 x 14336, two norms), its QKV's second hidden width 4096 x 6144 and hidden norm,
-    fc 3 x 4096 -> 4096, the final norm and the draft-to-target map (32,000 int64). The embedding and lm_head are
+    fc 3 x 4096 -> 4096, the final norm, the attention's four float32 scales and the draft-to-target map (32,000
+    int64). The embedding and lm_head are
     the target's unless the checkpoint loads its own (has_own_*: dummy weights never do); an own lm_head has the
     draft vocabulary's 32,000 rows, not 128,256."""
     layer = 4096 * (4096 + 2 * 1024) + 4096 * 4096 + 3 * 4096 * 14336 + 2 * 4096
     eagle3 = 4096 * 6144 + 4096 + 3 * 4096 * 4096 + 4096
-    built = (layer + eagle3) * 2 + 32000 * 8
+    built = (layer + eagle3) * 2 + 16 + 32000 * 8
     m = from_config(LLAMA8B)
     dummy = estimate(m, _eagle3_settings(tmp_path / "a", []), H100)
     assert dummy.draft_weights_bytes == built

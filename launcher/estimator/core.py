@@ -296,11 +296,12 @@ ASYNC_SPECULATIVE_METHODS = {"eagle", "eagle3", "mtp", "deepseek_mtp", "draft_mo
 
 def as_built(m: ModelArch, vllm_version: tuple[int, ...]) -> ModelArch:
     """The model as this release builds it: through its Transformers backend (releases.TRANSFORMERS_BACKEND) no rotary
-    cos/sin cache is registered."""
+    cos/sin cache is registered, only transformers' inv_freq and original_inv_freq (rotary_dim / 2 float32 each)."""
     from .releases import builds_through_transformers
 
     if m.rotary and builds_through_transformers(m.architecture, vllm_version):
-        return replace(m, rotary=False)
+        rotary = m.qk_rope_head_dim if m.mla or m.kv_lora_rank else int(m.head_dim * m.rotary_fraction)
+        return replace(m, rotary=False, inv_freq_bytes=2 * (rotary // 2) * 4)
     return m
 
 

@@ -6,6 +6,8 @@ from dataclasses import replace
 from ..models.config import ModelArch
 
 VOCAB_PADDING = 64  # vLLM's DEFAULT_VOCAB_PADDING_SIZE
+# each attention layer's four float32 scalars (vLLM's Attention: _k_scale, _v_scale, _q_scale, _prob_scale)
+ATTENTION_SCALE_BYTES = 4 * 4
 # Measured, not derived: what vLLM 0.24 counts as model loading beyond the parameters of a multimodal
 # model (Qwen2-VL-7B 0.13 GiB, Qwen2.5-VL-7B 0.20 GiB above the tower's and the language model's
 # parameters, H200, 2026-11-23); the larger is kept for every model with a vision tower.
@@ -44,6 +46,8 @@ def _attention(m: ModelArch, tp: int, cap: tuple[int, int] | None = None) -> flo
         n += h * b
     if m.qk_norm:
         n += 2 * d * b
+    elif m.full_qk_norm:
+        n += (m.num_heads + m.num_kv_heads) * d * b
     return n
 
 
@@ -75,12 +79,12 @@ def layer_bytes(m: ModelArch, index: int, tp: int, cap: tuple[int, int] | None =
     """Bytes of decoder layer `index` on one GPU."""
     parts = m.layer_plan[index] if m.layer_plan else "AF"
     # one norm before each part (a lone state mixer: one), each a weight and, for LayerNorm, a bias
-    count = (1 if parts == "S" else 2) + m.extra_norms_per_layer
+    count = (1 if parts == "S" or m.one_norm_per_layer else 2) + m.extra_norms_per_layer
     n = count * _norm(m)
     if "F" in parts:
         n += _moe(m, tp, cap) if m.is_moe_layer(index) else _mlp(m, m.intermediate_size, tp, cap)
     if "A" in parts:
-        n += _attention(m, tp, cap)
+        n += _attention(m, tp, cap) + ATTENTION_SCALE_BYTES
     if "S" in parts and m.state is not None:  # the state mixer's projections, conv and norm (unquantized)
         n += m.state.mixer_params / tp * m.dtype_bytes + m.state.mixer_fp32 / tp * (4 - m.dtype_bytes)
     return n
@@ -109,9 +113,16 @@ def weights_bytes(m: ModelArch, tp: int = 1, pp: int = 1, capability: tuple[int,
     if m.checkpoint is None:
         return f
     whole = _formula(m, 1, 1, capability)
-    total = (m.checkpoint.bytes(m.dtype_bytes) - tower + _rope(m) + m.mask_buffer_bytes
+    attention_layers = sum("A" in p for p in m.layer_plan) if m.layer_plan else m.num_layers
+    total = (m.checkpoint.bytes(m.dtype_bytes) - tower + _buffers(m) + ATTENTION_SCALE_BYTES * attention_layers
              + _kernel_layout_change(m, capability))
     return int(f * total / whole) if whole else total
+
+
+def _buffers(m: ModelArch) -> int:
+    """Buffers of the whole model that no checkpoint stores: the rotary cache (or, through the Transformers backend,
+    transformers' inv_freq vectors) and a causal mask."""
+    return _rope(m) + m.inv_freq_bytes + m.mask_buffer_bytes
 
 
 def _rope(m: ModelArch) -> int:
@@ -144,7 +155,7 @@ def _formula(m: ModelArch, tp: int, pp: int, cap: tuple[int, int] | None = None)
         embed += 2 * m.embed_dim * m.hidden_size * b
     head = 0 if m.tie_word_embeddings and pp == 1 else vocab * width * b
     layers_per_stage = -(-(m.weight_layers or m.num_layers) // pp)
-    buffers = _rope(m) + m.mask_buffer_bytes  # buffers every stage keeps whole
+    buffers = _buffers(m)  # buffers every stage keeps whole
     body = sum(layer_bytes(m, i, tp, cap) for i in range(layers_per_stage)) + buffers
     # the vision tower sits with the first stage, whole on every TP rank
     vision = m.vision_params * b + (VISION_LOAD_EXTRA if m.vision_layers else 0)

@@ -60,6 +60,14 @@ NO_ROTARY = {*LEARNED_POSITIONS, "jamba", "bloom", "mpt"}
 # Model types whose every linear layer has a bias and whose LayerNorms have one (OPT: enable_bias,
 # layer_norm_elementwise_affine, both true unless the config says otherwise)
 BIASED = {"gpt2", "gpt_sw3", "gpt_bigcode", "opt"}
+# Model types whose attention normalises the whole query and the whole key (q_norm over num_heads x head_dim,
+# k_norm over num_kv_heads x head_dim: vLLM's olmoe.py, transformers' Olmo2Attention and Olmo3Attention)
+FULL_QK_NORM = {"olmo2", "olmo3", "olmoe", "flex_olmo"}
+# Model types whose LayerNorms carry a bias (nn.LayerNorm) without being BIASED: their linear layers' biases are
+# read in _layout from the config's own switch
+LAYER_NORM_WITH_BIAS = {"gpt_neox", "starcoder2", "stablelm", "gptj", "falcon"}
+# Model types that keep a scalar buffer of the model's dtype (Gemma's `normalizer`, sqrt(hidden_size))
+NORMALIZER_BUFFER = {"gemma", "gemma2", "gemma3", "gemma3_text"}
 # Model types whose query projection carries an output gate by default (vLLM's attn_output_gate)
 QUERY_GATE = {"qwen3_next", "hrm_text"}
 # Models whose every layer keeps vLLM's sliding window (no per-layer list in their config)
@@ -99,8 +107,13 @@ class ModelArch:
     layer_windows: tuple[int | None, ...]  # sliding window per layer, None for full attention
     attention_bias: bool = False
     gated_mlp: bool = True  # gate+up+down (SwiGLU/GeGLU); False: up+down only (GPT-2/NeoX/StarCoder style)
-    qk_norm: bool = False
+    qk_norm: bool = False  # a norm of head_dim on each query and key head (Qwen3)
+    # a norm over all query heads' width and one over all key heads' (OLMo 2/3, OLMoE: q_norm, k_norm), whole on
+    # every rank
+    full_qk_norm: bool = False
     extra_norms_per_layer: int = 0
+    # attention and MLP side by side after one norm (GPT-J's ln_1, Cohere's input_layernorm, Falcon-7B's)
+    one_norm_per_layer: bool = False
     # the query projection also gives a gate per query dimension (Qwen3-Next's attn_output_gate, HRM's gqkv)
     query_gate: bool = False
     # biases on every linear layer (qkv, output, MLP) and LayerNorms with a bias (GPT-2, OPT, GPT-BigCode)
@@ -112,6 +125,9 @@ class ModelArch:
     # bytes of buffers the model keeps besides the rotary cache: the causal mask of transformers' GPT-BigCode
     # (max_positions² booleans), which vLLM builds through its Transformers backend (registry: 0.26, 0.32)
     mask_buffer_bytes: int = 0
+    # the rotary embedding as transformers' modules keep it where vLLM builds the model through its Transformers
+    # backend: inv_freq and original_inv_freq, rotary_dim / 2 float32 each, in place of vLLM's cos/sin cache
+    inv_freq_bytes: int = 0
     rotary: bool = True  # False: vLLM builds no rotary cache (learned positions, ALiBi, Jamba's attention)
     embed_dim: int = 0  # the token embedding's width where it differs from hidden_size (OPT's word_embed_proj_dim)
     weight_layers: int = 0  # decoder layers with their own weights, where fewer than the cache's layers (HRM)
@@ -328,8 +344,10 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", mtype.startswith("gemma"))),
         dtype=tdtype, derived_max_len=derive_max_len(cfg), layer_windows=tuple(windows),
         attention_bias=bool(cfg.get("attention_bias", mtype == "qwen2")) or mtype in ("qwen2", "qwen2_moe"),
-        qk_norm=mtype in ("qwen3", "qwen3_moe", "qwen3_next"),
-        extra_norms_per_layer=2 if mtype in ("gemma2", "glm4") else 0,  # post-attention and post-MLP norms
+        qk_norm=mtype in ("qwen3", "qwen3_moe", "qwen3_next", "gemma3", "gemma3_text"),
+        full_qk_norm=mtype in FULL_QK_NORM,
+        # post-attention and post-MLP norms (Gemma 3's pre- and post-feedforward beside its two)
+        extra_norms_per_layer=2 if mtype in ("gemma2", "glm4", "gemma3", "gemma3_text") else 0,
         rotary_fraction=_rotary_fraction(cfg, layer_types),
         rope_max_pos=_rope_positions(cfg),
         quant=_quant(cfg, quantization, notes),
@@ -357,6 +375,24 @@ def _layout(cfg: dict, mtype: str, hidden: int, plan: tuple[str, ...]) -> dict:
         out["linear_bias"] = bool(cfg.get("enable_bias", True))
         out["norm_bias"] = bool(cfg.get("layer_norm_elementwise_affine", True))
         out["attention_bias"] = out["linear_bias"]
+    if family in LAYER_NORM_WITH_BIAS:
+        out["norm_bias"] = True
+    if family == "gpt_neox":  # every linear layer biased: qkv and dense by attention_bias, the MLP's always
+        out["linear_bias"], out["attention_bias"] = True, bool(cfg.get("attention_bias", True))
+    elif family == "starcoder2":  # use_bias: qkv, o_proj, c_fc and c_proj alike
+        out["linear_bias"] = out["attention_bias"] = bool(cfg.get("use_bias", True))
+    elif family == "stablelm":  # vLLM's stablelm.py: a qkv bias by use_qkv_bias, none on o_proj or the MLP
+        out["attention_bias"] = bool(cfg.get("use_qkv_bias", False))
+    elif family == "chatglm":  # chatglm.py: qkv biased by add_bias_linear or add_qkv_bias, the rest by add_bias_linear
+        out["linear_bias"] = bool(cfg.get("add_bias_linear", False))
+        out["attention_bias"] = out["linear_bias"] or bool(cfg.get("add_qkv_bias", False))
+    elif family == "gptj":  # gpt_j.py: fc_in and fc_out biased (out_proj is not: counted, the larger reading), and
+        out["linear_bias"] = True  # lm_head has a bias of the padded vocabulary
+        out["extra_params"] = -(-int(cfg.get("vocab_size") or 0) // 64) * 64
+    out["one_norm_per_layer"] = family in ("gptj", "cohere", "cohere2") or (
+        family == "falcon" and bool(cfg.get("parallel_attn", True)) and not cfg.get("new_decoder_architecture"))
+    if family in NORMALIZER_BUFFER:
+        out["extra_params"] = 1
     if family == "opt":
         width = int(cfg.get("word_embed_proj_dim") or hidden)
         out["embed_dim"] = width if width != hidden else 0
@@ -374,7 +410,13 @@ def _layout(cfg: dict, mtype: str, hidden: int, plan: tuple[str, ...]) -> dict:
 
 def _rotary_fraction(cfg: dict, layer_types: list | None) -> float:
     """The share of head_dim the rotary cache covers: partial_rotary_factor, at the top level or (transformers 5)
-    in rope_parameters, which may give one per layer type (the largest of the types present is kept)."""
+    in rope_parameters, which may give one per layer type (the largest of the types present is kept); ChatGLM's
+    half (vLLM's chatglm.py sets 0.5) and GPT-J's rotary_dim (gpt_j.py: rotary_dim / head_size)."""
+    if cfg.get("model_type") == "chatglm":
+        return 0.5
+    if cfg.get("model_type") == "gptj" and cfg.get("rotary_dim"):
+        heads = int(cfg.get("n_head") or cfg.get("num_attention_heads") or 1)
+        return int(cfg["rotary_dim"]) / (int(cfg.get("n_embd") or cfg.get("hidden_size")) // heads)
     if cfg.get("partial_rotary_factor"):
         return float(cfg["partial_rotary_factor"])
     rope = cfg.get("rope_parameters")
@@ -535,9 +577,12 @@ def _head_size(cfg: dict, hidden: int, heads: int) -> int:
 
 def _rope_positions(cfg: dict) -> int:
     """Positions held by vLLM's rotary cos/sin caches: linear and dynamic scaling build theirs for
-    max_position x factor, YaRN for original_max_position x factor (rotary_embedding/*.py); Gemma 3's
+    max_position x factor, YaRN for original_max_position x factor, Phi-3's LongRoPE for max_position plus
+    original_max_position (rotary_embedding/*.py); Gemma 3's
     sliding layers keep a second, unscaled cache (rope_local_base_freq)."""
-    pos = int(cfg.get("max_position_embeddings") or 0)
+    # DBRX's max_seq_len (dbrx.py), ChatGLM's seq_length (chatglm.py), GPT-J's n_positions (its config's alias)
+    pos = int(cfg.get("max_position_embeddings") or cfg.get("max_seq_len") or cfg.get("seq_length")
+              or cfg.get("n_positions") or 0)
     rope = cfg.get("rope_scaling") or {}
     n = pos
     if isinstance(rope, dict):
@@ -545,6 +590,9 @@ def _rope_positions(cfg: dict) -> int:
         factor = float(rope.get("factor") or 1.0)
         if kind in ("linear", "dynamic"):
             n = int(pos * factor)
+        elif kind in ("longrope", "su"):  # Phi-3: a short cache (original positions) and a long one, concatenated
+            n = pos + int(rope.get("original_max_position_embeddings") or cfg.get("original_max_position_embeddings")
+                          or pos)
         elif kind == "yarn":
             n = int(int(rope.get("original_max_position_embeddings") or pos) * factor)
     kinds = {str(t) for t in cfg.get("layer_types") or ()}

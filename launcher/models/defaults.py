@@ -24,6 +24,8 @@ DEFAULTS: dict[str, dict] = {
         "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0, "hidden_activation": "gelu_pytorch_tanh",
         "tie_word_embeddings": True,
     },
+    # FalconConfig's max_position_embeddings (falcon-7b's config.json gives none; vLLM's rotary cache is that long)
+    "falcon": {"max_position_embeddings": 2048},
     "gemma3": {"mm_tokens_per_image": 256, "image_token_index": 262144, "boi_token_index": 255999,
                "eoi_token_index": 256000},
     "siglip_vision_model": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
