@@ -442,7 +442,11 @@ def _layer_windows(cfg: dict, mtype: str, layers: int, plan: tuple[str, ...],
         return [int(sw_vllm) if str(t) == "sliding_attention" and sw else None for t in layer_types][:layers]
     if mtype == "gemma2" and sw:
         return [int(sw) if i % 2 == 0 else None for i in range(layers)]
-    pattern = cfg.get("sliding_window_pattern", 4 if mtype == "exaone4" else None)
+    pattern = cfg.get("sliding_window_pattern", cfg.get("_sliding_window_pattern", 4 if mtype == "exaone4" else None))
+    if mtype in ("cohere2", "cohere2_moe") and sw and pattern:
+        # transformers' Cohere2Config derives layer_types from it: every pattern-th layer full, the others sliding
+        # (seen with window + 1 in vLLM's build of Command R7B's published config, as above)
+        return [None if (i + 1) % int(pattern) == 0 else int(sw) + 1 for i in range(layers)]
     if mtype == "exaone4" and sw and pattern:
         # transformers' Exaone4Config: every pattern-th layer full ("LLLG" is 4: L local, G global), the rest sliding
         if isinstance(pattern, str):
