@@ -413,6 +413,10 @@ def test_a_sliding_window_reserves_the_tokens_in_flight_from_0_25_as_vllm_0_26_l
            "sliding_window_pattern": "LLLG", "rms_norm_eps": 1e-5, "rope_theta": 1000000, "torch_dtype": "bfloat16",
            "tie_word_embeddings": False}
     m = from_config(cfg)
+    # its weights as vLLM constructs them on the meta device (parameters and buffers): the per-head q/k norms
+    # (exaone4.py) and each attention layer's four float32 scales included, 33,792 bytes short without them
+    from launcher.estimator.weights import weights_bytes
+    assert weights_bytes(m) == 64_039_988_224
     lay = kv.layout(m, tp=1, pp=1, block_size=16, kv_cache_dtype="auto", max_model_len=65536)
     assert lay.bytes_per_block == 16 * 65536  # 16 layers a group, 64 KiB a page
     avail = int(11.3 * (1 << 30))
