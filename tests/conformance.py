@@ -136,9 +136,10 @@ def all_jobs(archs: list[str]) -> list[dict]:
 
 def estimator_layers(m) -> list[tuple[int, int]]:
     """(bytes per token, sliding window or 0) of each attention layer with its own cache, as the estimator counts."""
-    eb = m.dtype_bytes
-    per_token = (m.kv_lora_rank + m.qk_rope_head_dim) * eb if m.mla else 2 * max(1, m.num_kv_heads) * m.head_dim * eb
-    return sorted((per_token, w or 0) for w in m.layer_windows)
+    from launcher.estimator.kv import own_cache_windows, token_bytes
+
+    per_token = token_bytes(m, 1)
+    return sorted((per_token, w or 0) for w in own_cache_windows(m))
 
 
 def _state_bytes(layer: dict) -> int:

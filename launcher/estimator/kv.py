@@ -100,11 +100,24 @@ MLA_HYBRID_BLOCK_ALIGNMENT = 128
 
 def token_bytes(m: ModelArch, tp: int, kv_cache_dtype: str = "auto") -> int:
     """One attention layer's KV cache bytes per token on one GPU: MLA's latent and rope parts, else K and V of its
-    KV heads on this rank (replicated when there are fewer KV heads than ranks)."""
+    KV heads on this rank (replicated when there are fewer KV heads than ranks). Gemma 4's full-attention layers
+    have their own head size: every layer is counted at the larger one (never below vLLM; its page-size
+    unification across such layers is not modelled)."""
     eb = kv_dtype_bytes(kv_cache_dtype, m.dtype_bytes)
     if m.mla:
         return (m.kv_lora_rank + m.qk_rope_head_dim) * eb
+    if m.full_head_dim:
+        heads = max(m.num_kv_heads, m.full_kv_heads)
+        return 2 * max(1, heads // tp) * max(m.head_dim, m.full_head_dim) * eb
     return 2 * max(1, m.num_kv_heads // tp) * m.head_dim * eb
+
+
+def own_cache_windows(m: ModelArch) -> list[int | None]:
+    """The sliding window (None: full) of each layer with a KV cache of its own, in layer order: Gemma 3n/4's last
+    kv_shared_layers read the cache of the last earlier layer of their kind (vLLM's gemma3n.py: 2 before the first
+    shared layer for a sliding one, 1 for a full one), and keep one of their own only where there is none."""
+    first = m.num_layers - m.kv_shared_layers
+    return [w for i, w in enumerate(m.layer_windows) if i < first or first - (2 if w else 1) < 0]
 
 
 def layout(m: ModelArch, *, tp: int, pp: int, block_size: int, kv_cache_dtype: str = "auto",
@@ -119,7 +132,7 @@ def layout(m: ModelArch, *, tp: int, pp: int, block_size: int, kv_cache_dtype: s
                               mode=mamba_cache_mode, max_model_len=max_model_len, extra=extra_full_layers,
                               align=MLA_HYBRID_BLOCK_ALIGNMENT if mla_hybrid_alignment and (m.mla or m.kv_lora_rank)
                               else KERNEL_BLOCK_ALIGNMENT)
-    layers = m.layer_windows[: cdiv(m.num_layers, pp)]
+    layers = own_cache_windows(m)[: cdiv(m.num_layers, pp)]
     counts: dict[int | None, int] = {}
     for w in layers:
         counts[w] = counts.get(w, 0) + 1

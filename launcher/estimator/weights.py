@@ -18,7 +18,9 @@ def _pad(n: int, to: int) -> int:
     return -(-n // to) * to
 
 
-def _attention(m: ModelArch, tp: int, cap: tuple[int, int] | None = None) -> float:
+def _attention(m: ModelArch, tp: int, cap: tuple[int, int] | None = None, own_kv: bool = True) -> float:
+    """One attention layer's bytes on one rank; own_kv False: a layer that reads an earlier layer's KV cache (Gemma
+    3n/4's last num_kv_shared_layers: a query projection and its norm, no key or value)."""
     h, d, b = m.hidden_size, m.head_dim, m.dtype_bytes
 
     def lin(k: int, n: int, dtype_bytes: int) -> float:  # with this GPU's kernel choice
@@ -37,7 +39,7 @@ def _attention(m: ModelArch, tp: int, cap: tuple[int, int] | None = None) -> flo
         n += lin(heads * m.v_head_dim, h, b)
         return n
     q_heads = m.num_heads // tp
-    kv_heads = max(1, m.num_kv_heads // tp)  # replicated when kv heads < tp
+    kv_heads = max(1, m.num_kv_heads // tp) if own_kv else 0  # replicated when kv heads < tp
     q_out = (2 if m.query_gate else 1) * q_heads  # a gated query projects the gate too
     n = lin(h, (q_out + 2 * kv_heads) * d, b) + lin(q_heads * d, h, b)
     if m.attention_bias:
@@ -45,7 +47,7 @@ def _attention(m: ModelArch, tp: int, cap: tuple[int, int] | None = None) -> flo
     if m.linear_bias:  # the output projection's bias (whole on every rank)
         n += h * b
     if m.qk_norm:
-        n += 2 * d * b
+        n += (2 if own_kv else 1) * d * b
     elif m.full_qk_norm:
         n += (m.num_heads + m.num_kv_heads) * d * b
     return n
@@ -84,7 +86,11 @@ def layer_bytes(m: ModelArch, index: int, tp: int, cap: tuple[int, int] | None =
     if "F" in parts:
         n += _moe(m, tp, cap) if m.is_moe_layer(index) else _mlp(m, m.intermediate_size, tp, cap)
     if "A" in parts:
-        n += _attention(m, tp, cap) + ATTENTION_SCALE_BYTES
+        full = m.full_head_dim and index < len(m.layer_windows) and m.layer_windows[index] is None
+        # Gemma 4's full-attention layers: their own head size and KV heads
+        at = replace(m, head_dim=m.full_head_dim, num_kv_heads=m.full_kv_heads) if full else m
+        n += _attention(at, tp, cap, own_kv=index < m.num_layers - m.kv_shared_layers) + ATTENTION_SCALE_BYTES
+    n += m.layer_extra_params * m.dtype_bytes
     if "S" in parts and m.state is not None:  # the state mixer's projections, conv and norm (unquantized)
         n += m.state.mixer_params / tp * m.dtype_bytes + m.state.mixer_fp32 / tp * (4 - m.dtype_bytes)
     return n
@@ -130,6 +136,8 @@ def _rope(m: ModelArch) -> int:
     if not m.rotary:
         return 0
     rotary = m.qk_rope_head_dim if m.mla or m.kv_lora_rank else int(m.head_dim * m.rotary_fraction)
+    if m.full_head_dim:  # Gemma 4: a cache for its sliding layers and one as wide as its full layers' heads
+        rotary = m.head_dim + m.full_head_dim
     return m.rope_max_pos * rotary * m.dtype_bytes
 
 
@@ -151,6 +159,7 @@ def _formula(m: ModelArch, tp: int, pp: int, cap: tuple[int, int] | None = None)
     vocab = _pad(m.vocab_size, VOCAB_PADDING) // tp
     width = m.embed_dim or m.hidden_size  # OPT's narrower embedding, projected in and out (replicated)
     embed = vocab * width * b + m.learned_positions * m.hidden_size * b + m.extra_params * b
+    embed += m.per_layer_embed_params // tp * b  # Gemma 3n/4's per-layer input embedding, vocabulary-parallel
     if m.embed_dim:
         embed += 2 * m.embed_dim * m.hidden_size * b
     head = 0 if m.tie_word_embeddings and pp == 1 else vocab * width * b

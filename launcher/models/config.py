@@ -67,7 +67,9 @@ FULL_QK_NORM = {"olmo2", "olmo3", "olmoe", "flex_olmo"}
 # read in _layout from the config's own switch
 LAYER_NORM_WITH_BIAS = {"gpt_neox", "starcoder2", "stablelm", "gptj", "falcon"}
 # Model types that keep a scalar buffer of the model's dtype (Gemma's `normalizer`, sqrt(hidden_size))
-NORMALIZER_BUFFER = {"gemma", "gemma2", "gemma3", "gemma3_text"}
+NORMALIZER_BUFFER = {"gemma", "gemma2", "gemma3", "gemma3_text", "gemma4_text", "gemma4"}
+# Model types with per-layer inputs (Gemma 3n, Gemma 4: embed_tokens_per_layer and its projections)
+PER_LAYER_INPUT = {"gemma3n_text", "gemma3n", "gemma4_text", "gemma4"}
 # Model types whose query projection carries an output gate by default (vLLM's attn_output_gate)
 QUERY_GATE = {"qwen3_next", "hrm_text"}
 # Models whose every layer keeps vLLM's sliding window (no per-layer list in their config)
@@ -132,6 +134,15 @@ class ModelArch:
     embed_dim: int = 0  # the token embedding's width where it differs from hidden_size (OPT's word_embed_proj_dim)
     weight_layers: int = 0  # decoder layers with their own weights, where fewer than the cache's layers (HRM)
     extra_params: int = 0  # parameters outside the layers not counted otherwise (HRM's z_L_init)
+    # Gemma 3n and 4: the per-layer input embedding (vocab x layers x hidden_size_per_layer_input, split over TP as
+    # vLLM's VocabParallelEmbedding is), and what each decoder layer holds beyond attention, MLP and its norms
+    per_layer_embed_params: int = 0
+    layer_extra_params: int = 0
+    # Gemma 4: its full-attention layers' own head size and KV heads (global_head_dim, num_global_key_value_heads)
+    full_head_dim: int = 0
+    full_kv_heads: int = 0
+    # Gemma 3n/4: the last num_kv_shared_layers layers read an earlier layer's KV cache: no K/V projection, no cache
+    kv_shared_layers: int = 0
     # MoE
     num_experts: int = 0
     experts_per_tok: int = 0
@@ -347,17 +358,22 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
         # a norm of head_dim on each query and key head: always in these types' vLLM classes, by the config's switch in
         # GLM-4.5's (glm4_moe.py use_qk_norm) and Qwen2's (qwen2.py qk_norm)
         qk_norm=mtype in ("qwen3", "qwen3_moe", "qwen3_next", "gemma3", "gemma3_text", "exaone4", "exaone_moe",
-                          "apertus", "afmoe") or bool(cfg.get("use_qk_norm") and mtype == "glm4_moe")
+                          "apertus", "afmoe", *PER_LAYER_INPUT) or bool(cfg.get("use_qk_norm") and mtype == "glm4_moe")
         or bool(cfg.get("qk_norm") is True and mtype == "qwen2"),
         full_qk_norm=mtype in FULL_QK_NORM,
         # post-attention and post-MLP norms (Gemma 3's pre- and post-feedforward beside its two)
-        extra_norms_per_layer=2 if mtype in ("gemma2", "glm4", "gemma3", "gemma3_text") else 0,
+        extra_norms_per_layer=2 if mtype in ("gemma2", "glm4", "gemma3", "gemma3_text", *PER_LAYER_INPUT) else 0,
         rotary_fraction=_rotary_fraction(cfg, layer_types),
         rope_max_pos=_rope_positions(cfg),
         quant=_quant(cfg, quantization, notes),
         mtp_layers=int(cfg.get("num_nextn_predict_layers") or cfg.get("mtp_num_hidden_layers") or 0),
     )
     common.update(_layout(cfg, mtype, h, plan))
+    if common.get("full_head_dim", 0) > head_dim:
+        notes.append(Caveat(f"its full-attention layers have heads of {common['full_head_dim']} against {head_dim}: "
+                            "every layer's KV cache is counted at the larger size (never below vLLM's; how vLLM "
+                            "lays out pages of two sizes is not modelled, so it holds more tokens than said)",
+                            topic="KV cache", margin=Margin.SHAPES))
     common["caveats"] = tuple(notes)  # _quant may have added one
     common.update(layer_plan=plan, state=state, **vision)
     return _with_experts_or_latents(cfg, common, arch, mtype, layers, inter, source)
@@ -395,8 +411,10 @@ def _layout(cfg: dict, mtype: str, hidden: int, plan: tuple[str, ...]) -> dict:
         out["extra_params"] = -(-int(cfg.get("vocab_size") or 0) // 64) * 64
     out["one_norm_per_layer"] = family in ("gptj", "cohere", "cohere2") or (
         family == "falcon" and bool(cfg.get("parallel_attn", True)) and not cfg.get("new_decoder_architecture"))
+    if family in PER_LAYER_INPUT:
+        out.update(_per_layer_input(cfg, family, hidden))
     if family in NORMALIZER_BUFFER:
-        out["extra_params"] = 1
+        out["extra_params"] = out.get("extra_params", 0) + 1
     if family == "opt":
         width = int(cfg.get("word_embed_proj_dim") or hidden)
         out["embed_dim"] = width if width != hidden else 0
@@ -409,6 +427,45 @@ def _layout(cfg: dict, mtype: str, hidden: int, plan: tuple[str, ...]) -> dict:
         cache_layers = int(cfg.get("H_cycles") or 2) * (int(cfg.get("L_cycles") or 2) + 1) * per_stack
         out.update(norm_weights=False, final_norm=False, extra_params=hidden, weight_layers=2 * per_stack,
                    num_layers=cache_layers, layer_windows=(None,) * cache_layers)
+    return out
+
+
+def _per_layer_input(cfg: dict, family: str, hidden: int) -> dict:
+    """What vLLM's gemma3n.py / gemma4.py build beyond a Gemma 3 decoder, as parameter counts (read there, checked
+    against vLLM's construction on the meta device: tests/test_published_configs.py, docs/architectures.md).
+
+    Both: embed_tokens_per_layer (vocab_size_per_layer_input x layers x hidden_size_per_layer_input),
+    per_layer_model_projection (hidden -> layers x that) and its norm; per layer per_layer_input_gate and
+    per_layer_projection (hidden <-> that) and post_per_layer_input_norm. Gemma 3n: altup's projections in and out
+    ((altup_num_inputs - 1) x hidden x hidden each) and per layer its router, router norm, output scale and
+    coefficients, and laurel's low-rank pair (laurel_rank) and norm. Gemma 4: each layer's scalar and, for its full
+    attention layers, global_head_dim (512 unless given) and num_global_key_value_heads where attention_k_eq_v."""
+    layers = int(cfg.get("num_hidden_layers") or 0)
+    per = int(cfg.get("hidden_size_per_layer_input") or 0)
+    vocab = -(-int(cfg.get("vocab_size_per_layer_input") or cfg.get("vocab_size") or 0) // 64) * 64
+    out: dict = {}
+    if per:
+        out["per_layer_embed_params"] = vocab * layers * per
+        extra = hidden * layers * per + per
+        layer = 2 * hidden * per + hidden
+    else:
+        extra, layer = 0, 0
+    if family.startswith("gemma3n"):
+        n = int(cfg.get("altup_num_inputs") or 4)
+        rank = int(cfg.get("laurel_rank") or 64)
+        extra += 2 * (n - 1) * hidden * hidden
+        # router, its norm, the output scale (float32: two 16-bit units), coefficients, the router's input scale
+        layer += hidden * n + hidden + 2 * hidden + n * n * n + n * n + 1
+        layer += 2 * hidden * rank + hidden  # laurel and its norm
+        extra += 4  # embed_scale, embed_scale_per_layer, per_layer_input_scale, per_layer_projection_scale
+    else:
+        layer += 1  # layer_scalar
+        extra += 3  # embed_scale_per_layer, per_layer_input_scale, per_layer_projection_scale
+        out["full_head_dim"] = int(cfg.get("global_head_dim") or 512)
+        kv = cfg.get("num_global_key_value_heads") if cfg.get("attention_k_eq_v") else None
+        out["full_kv_heads"] = int(kv or cfg.get("num_key_value_heads") or cfg.get("num_attention_heads") or 1)
+    out["extra_params"], out["layer_extra_params"] = extra, layer
+    out["kv_shared_layers"] = min(layers, int(cfg.get("num_kv_shared_layers") or 0))
     return out
 
 
@@ -604,7 +661,9 @@ def _rope_positions(cfg: dict) -> int:
         elif kind == "yarn":
             n = int(int(rope.get("original_max_position_embeddings") or pos) * factor)
     kinds = {str(t) for t in cfg.get("layer_types") or ()}
-    if cfg.get("rope_local_base_freq") and {"sliding_attention", "full_attention"} <= kinds:
+    per_type = isinstance(cfg.get("rope_parameters"), dict) and "sliding_attention" in cfg["rope_parameters"]
+    if (cfg.get("rope_local_base_freq") or per_type) and {"sliding_attention", "full_attention"} <= kinds \
+            and not str(cfg.get("model_type", "")).startswith("gemma4"):  # Gemma 4's two: weights._rope
         n += pos  # a second cache for the sliding layers (only where both kinds of layer are built)
     return n
 
