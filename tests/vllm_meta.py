@@ -235,17 +235,27 @@ def lora_support() -> dict:
     return {"vllm": vllm.__version__, "architectures": out}
 
 
+# Keys every published config of the architecture carries that transformers' config class leaves out at its
+# defaults (vLLM's class reads them): added where the class has none. Sources: ai-dynamo/aiconfigurator's
+# src/aiconfigurator/model_configs/zai-org--GLM-4.7-FP8_config.json (head_dim) and zai-org--GLM-4.7-Flash_config.json
+# (first_k_dense_replace).
+PUBLISHED_KEYS = {
+    "Glm4MoeForCausalLM": {"head_dim": 128},
+    "Glm4MoeLiteForCausalLM": {"first_k_dense_replace": 1},
+}
+
+
 def transformers_config(arch: str) -> tuple[dict | None, str]:
     """transformers' own config class for the architecture, at its defaults with few layers: (config, model_type),
     or (None, why)."""
     from transformers import CONFIG_MAPPING
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    mtype = None
-    for t, cls in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.items():
-        if arch in (cls if isinstance(cls, (list, tuple)) else [cls]):
-            mtype = t
-            break
+    # a causal LM several model types map to (Llama 4's wrapper and its text config): the text one, which vLLM's
+    # class for it reads (Llama4ForCausalLM builds from llama4_text's fields)
+    found = [t for t, cls in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.items()
+             if arch in (cls if isinstance(cls, (list, tuple)) else [cls])]
+    mtype = next((t for t in found if t.endswith("_text")), found[0] if found else None)
     if mtype is None:
         return None, "no transformers config class (its config is vLLM's own or the model's remote code)"
     cls = CONFIG_MAPPING[mtype]
@@ -259,6 +269,9 @@ def transformers_config(arch: str) -> tuple[dict | None, str]:
         return None, f"transformers' {cls.__name__} cannot be made at its defaults: {_one_line(e)}"
     if cfg.get("num_attention_heads") and "num_key_value_heads" in cfg and cfg["num_key_value_heads"] is None:
         cfg["num_key_value_heads"] = cfg["num_attention_heads"]  # None means multi-head (transformers fills it so)
+    for k, v in PUBLISHED_KEYS.get(arch, {}).items():
+        if cfg.get(k) is None:
+            cfg[k] = v
     cfg["architectures"] = [arch]
     cfg["model_type"] = mtype
     cfg["dtype"] = "bfloat16"

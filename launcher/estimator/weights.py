@@ -68,7 +68,8 @@ def _moe(m: ModelArch, tp: int, cap: tuple[int, int] | None = None) -> float:
         n = m.num_experts * m.quant.mxfp4_expert_bytes(h, m.moe_intermediate_size // tp, b)
     else:
         n = m.num_experts * _mlp(m, m.moe_intermediate_size, tp, (8, 0) if m.quant.is_int else cap)
-    n += h * m.num_experts * b  # router gate (replicated, unquantized)
+    n += h * m.num_experts * (4 if m.router_fp32 else b)  # router gate (replicated, unquantized)
+    n += m.num_experts * 4 if m.router_bias else 0  # its float32 score correction bias
     if m.shared_experts:
         if m.mla:  # DeepSeek: n_shared_experts x moe_intermediate_size
             n += _mlp(m, m.moe_intermediate_size * m.shared_experts, tp, cap)

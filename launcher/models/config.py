@@ -145,6 +145,10 @@ class ModelArch:
     kv_shared_layers: int = 0
     # MoE
     num_experts: int = 0
+    # the router in float32 (vLLM's Glm4MoE gate: GLM-4.5, GLM-4.7-Flash) and its float32 score correction bias (those
+    # and DeepSeek-V3's noaux_tc routing)
+    router_fp32: bool = False
+    router_bias: bool = False
     experts_per_tok: int = 0
     moe_intermediate_size: int = 0
     shared_experts: int = 0
@@ -367,6 +371,8 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
         rope_max_pos=_rope_positions(cfg),
         quant=_quant(cfg, quantization, notes),
         mtp_layers=int(cfg.get("num_nextn_predict_layers") or cfg.get("mtp_num_hidden_layers") or 0),
+        router_fp32=mtype in ("glm4_moe", "glm4_moe_lite"),
+        router_bias=mtype in ("glm4_moe", "glm4_moe_lite") or cfg.get("topk_method") == "noaux_tc",
     )
     common.update(_layout(cfg, mtype, h, plan))
     if common.get("full_head_dim", 0) > head_dim:
@@ -531,7 +537,10 @@ def _with_experts_or_latents(cfg: dict, common: dict, arch: str, mtype: str, lay
     if arch in MOE or (generic and experts_any and not cfg.get("kv_lora_rank")):
         moe_i = int(cfg.get("moe_intermediate_size") or inter)
         # a shared expert of its own size (Qwen2-MoE), or n shared experts of the experts' size (Ernie 4.5, EXAONE)
-        n_shared = int(cfg.get("moe_num_shared_experts") or cfg.get("num_shared_experts") or 0)
+        n_shared = int(cfg.get("moe_num_shared_experts") or cfg.get("num_shared_experts")
+                       or cfg.get("n_shared_experts") or 0)
+        if mtype in ("llama4", "llama4_text"):  # vLLM's Llama4MoE: one shared expert of intermediate_size, always
+            n_shared = 1
         shared_i = int(cfg.get("shared_expert_intermediate_size") or cfg.get("shared_intermediate_size") or 0) \
             or n_shared * moe_i
         return ModelArch(**common, num_experts=experts_any,
