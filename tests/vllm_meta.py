@@ -24,6 +24,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+IN_MEMORY_LIMIT = 3 << 29  # 1.5 GiB: what a model built in memory may take here (the meta device holds nothing)
+
+
+def _rough_bytes(config: dict) -> int:
+    """An upper bound of a 16-bit model's bytes from its config: embedding and head, and 16 x hidden² a layer."""
+    h = int(config.get("hidden_size") or config.get("n_embed") or config.get("n_embd") or config.get("d_model") or 0)
+    layers = int(config.get("num_hidden_layers") or config.get("n_layer") or config.get("num_layers") or 0)
+    vocab = int(config.get("vocab_size") or 0)
+    return 2 * (2 * vocab * h + layers * 16 * h * h) if h and layers else IN_MEMORY_LIMIT + 1
+
+
 def _one_line(e: BaseException) -> str:
     """The error on one line (a validation error's first complaint included)."""
     lines = [x.strip() for x in f"{type(e).__name__}: {e}".splitlines() if x.strip()]
@@ -82,10 +93,15 @@ class Builder:
                         self.destroy_mp()
                     self.init_mp(1, 1)
                     self.mp_ready = True
-                    vc.compilation_config.static_forward_context.clear()
                     torch.set_default_dtype(vc.model_config.dtype)
-                    with torch.device("meta"):
-                        model = self.initialize_model(vllm_config=vc)
+                    try:
+                        model = self._construct(vc, "meta")
+                    except NotImplementedError as e:
+                        # a class that computes a buffer from data at construction (BLOOM's ALiBi slopes) cannot be
+                        # built on the meta device: a small one is built in memory instead
+                        if "meta tensor" not in str(e) or _rough_bytes(config) > IN_MEMORY_LIMIT:
+                            raise
+                        model = self._construct(vc, "cpu")
                     layers = self._kv_layers(vc)
                     params = sum(t.numel() * t.element_size() for t in model.parameters())
                     buffers = sum(t.numel() * t.element_size() for t in _own_buffers(model))
@@ -100,6 +116,11 @@ class Builder:
         if adapters is not None:
             out["lora"] = adapters
         return out
+
+    def _construct(self, vc, device: str):
+        vc.compilation_config.static_forward_context.clear()
+        with self.torch.device(device):
+            return self.initialize_model(vllm_config=vc)
 
     def _lora_buffers(self, model, vc) -> dict:
         """What vLLM's LoRA manager allocates for the adapters' slots (the model runner's own call)."""

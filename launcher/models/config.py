@@ -65,7 +65,7 @@ BIASED = {"gpt2", "gpt_sw3", "gpt_bigcode", "opt"}
 FULL_QK_NORM = {"olmo2", "olmo3", "olmoe", "flex_olmo"}
 # Model types whose LayerNorms carry a bias (nn.LayerNorm) without being BIASED: their linear layers' biases are
 # read in _layout from the config's own switch
-LAYER_NORM_WITH_BIAS = {"gpt_neox", "starcoder2", "stablelm", "gptj", "falcon"}
+LAYER_NORM_WITH_BIAS = {"gpt_neox", "starcoder2", "stablelm", "gptj", "falcon", "bloom"}
 # Model types that keep a scalar buffer of the model's dtype (Gemma's `normalizer`, sqrt(hidden_size))
 NORMALIZER_BUFFER = {"gemma", "gemma2", "gemma3", "gemma3_text", "gemma4_text", "gemma4"}
 # Model types with per-layer inputs (Gemma 3n, Gemma 4: embed_tokens_per_layer and its projections)
@@ -221,7 +221,7 @@ class ModelArch:
 # Other names that architectures without a specific model here give the same shapes (GPT-2, Falcon,
 # ChatGLM, MPT, ... style configs).
 ALIASES = {
-    "hidden_size": ("d_model", "n_embd", "model_dim", "dim"),
+    "hidden_size": ("d_model", "n_embd", "n_embed", "model_dim", "dim"),  # n_embed: BLOOM (BloomConfig pops it)
     "num_hidden_layers": ("n_layer", "num_layers", "n_layers"),
     "num_attention_heads": ("n_head", "num_heads", "n_heads"),
     "num_key_value_heads": ("num_kv_heads", "n_head_kv", "multi_query_group_num", "n_kv_heads"),
@@ -412,6 +412,9 @@ def _layout(cfg: dict, mtype: str, hidden: int, plan: tuple[str, ...]) -> dict:
     elif family == "chatglm":  # chatglm.py: qkv biased by add_bias_linear or add_qkv_bias, the rest by add_bias_linear
         out["linear_bias"] = bool(cfg.get("add_bias_linear", False))
         out["attention_bias"] = out["linear_bias"] or bool(cfg.get("add_qkv_bias", False))
+    elif family == "bloom":  # bloom.py: every linear layer biased, and a LayerNorm on the embedding (weight, bias)
+        out["linear_bias"] = out["attention_bias"] = True
+        out["extra_params"] = out.get("extra_params", 0) + 2 * hidden
     elif family == "gptj":  # gpt_j.py: fc_in and fc_out biased (out_proj is not: counted, the larger reading), and
         out["linear_bias"] = True  # lm_head has a bias of the padded vocabulary
         out["extra_params"] = -(-int(cfg.get("vocab_size") or 0) // 64) * 64
