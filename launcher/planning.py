@@ -127,6 +127,7 @@ SETTINGS_KEYS = {
     "limit-mm-per-prompt": "limit_mm_per_prompt", "mm-processor-kwargs": "mm_processor_kwargs",
     "enable-extensible-kv-cache": "extensible_kv_cache", "async-scheduling": "async_scheduling",
     "distributed-executor-backend": "executor",
+    "disable-hybrid-kv-cache-manager": "disable_hybrid_kv_cache_manager",
 }
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("vllm_meta.py")
 WEIGHT_TOLERANCE = 0.001  # 0.1%
-KV_SPECS = ("FullAttentionSpec", "SlidingWindowSpec", "MLAAttentionSpec")
+# a chunked local layer (Llama 4) is compared as the estimate counts it: a window of attention_chunk_size + 1
+KV_SPECS = ("FullAttentionSpec", "SlidingWindowSpec", "MLAAttentionSpec", "ChunkedLocalAttentionSpec")
 STATE_SPECS = ("MambaSpec",)
 
 # Configs of dialects the generic path once read wrong (GPU starts, 2026-12): each must match vLLM exactly.
@@ -174,7 +175,8 @@ def compare(job_id: str, r: dict) -> Row:
         status = "no config" if r.get("stage") == "no-config" else "not built"
         return Row(job_id, arch, status, r.get("error", ""))
     cfg = r.get("config") or DIALECTS.get(job_id)
-    vllm_layers = sorted((x["bytes_per_token"], x.get("spec_sliding_window") or 0) for x in r["layers"]
+    vllm_layers = sorted((x["bytes_per_token"], x.get("spec_sliding_window") or
+                          (x["spec_chunk"] + 1 if x.get("spec_chunk") else 0)) for x in r["layers"]
                          if x.get("spec") in KV_SPECS and not x.get("kv_sharing_target_layer_name"))
     state = [x for x in r["layers"] if x.get("spec") in STATE_SPECS]
     other = sorted({x.get("spec") or x.get("spec_error", "?") for x in r["layers"]

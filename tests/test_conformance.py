@@ -114,6 +114,37 @@ def test_an_architecture_counted_low_says_so_and_keeps_the_large_margin(run):
         int(EXTRAPOLATED_MARGIN * e.requested_bytes)  # the large margin, not the derived one
 
 
+def test_llama_4s_chunked_layers_are_bounded_where_vllm_bounds_them(run):
+    """vLLM 0.32's llama4.py: the layers with RoPE attend within chunks of attention_chunk_size (ChunkedLocalAttention),
+    every fourth (no_rope_layers 0) to the whole sequence; its hybrid KV cache manager gives the chunked ones a cache
+    bounded by the chunk and the tokens in flight (VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE=1 by default;
+    config/vllm.py turns the manager off with an EAGLE/MTP proposer; 0.24.0's and 0.26.0's sources say the same). The
+    run finds the layers as the estimate reads them."""
+    from launcher.estimator import EngineSettings, estimate
+    from launcher.estimator.speculative import SpecSettings
+    from launcher.gpu import GpuBudget
+    from launcher.models.config import from_config
+
+    assert DATA["architectures"]["Llama4ForCausalLM"]["status"] == "matched"
+    m = from_config(RAW["Llama4ForCausalLM"]["config"])
+    assert m.layer_windows == (8193, 8193, 8193, None) and m.chunked_local
+    from launcher.estimator import kv
+    from launcher.estimator.core import _chunked_layers
+
+    gpu, s = GpuBudget("H200", 143771 << 20), EngineSettings(max_model_len=131072)
+    eagle = EngineSettings(max_model_len=131072, speculative=SpecSettings(method="eagle", num_speculative_tokens=3))
+    assert _chunked_layers(m, eagle, (0, 32, 0)).layer_windows == (None,) * 4  # the manager off: all full
+    new, old = (kv.layout(_chunked_layers(m, x, (0, 32, 0)), tp=1, pp=1, block_size=16, max_model_len=131072)
+                .bytes_per_request(131072, 16, 16384) for x in (s, eagle))
+    # a 131,072-token request: 8,192 pages of 16 tokens in each of 4 full layers (with EAGLE) against 8,192 in the
+    # NoPE layer and cdiv(8,192 + 16,384 in flight, 16) + 1 = 1,537 in each chunked one; a page is 16 tokens of 8 KV
+    # heads of 128 in bfloat16
+    page = 16 * 2 * 8 * 128 * 2
+    assert (new, old) == ((8192 + 3 * 1537) * page, 4 * 8192 * page)
+    assert _chunked_layers(m, s, (0, 24, 0)).layer_windows == m.layer_windows  # 0.24.0 (read) bounds them too
+    assert estimate(m, s, gpu, vllm_version=(0, 32, 0)).kv_cache_tokens > 0
+
+
 def test_gemma_3n_and_4_llama_4_and_glm_4_5_are_counted_as_vllm_builds_them(run):
     """vLLM's gemma3n.py and gemma4.py: the per-layer input embedding (vocab_size_per_layer_input x layers x
     hidden_size_per_layer_input: 4.7 GB of Gemma-3n-E4B's, uncounted before, 22.8% low), its projections and gates,

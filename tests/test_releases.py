@@ -453,3 +453,21 @@ def test_a_plan_for_described_gpus_is_for_the_release_a_user_installs_today(laun
     assert (d["vllm_version"], d["vllm_gpu_memory_utilization"]) == ("0.24.0", 0.92)
     monkeypatch.setattr(vllm_engine, "installed", lambda: vllm_engine.Installed("vllm", "0.26.0"))
     assert _planned([], capsys)["vllm_version"] == "0.26.0"
+
+
+def test_without_the_hybrid_kv_cache_manager_a_sliding_window_holds_the_whole_request():
+    """--disable-hybrid-kv-cache-manager: vLLM's kv_cache_utils.unify_hybrid_kv_cache_specs turns each sliding window
+    layer into full attention, so Gemma-2's windowed half of the layers holds the whole request too: the estimate is
+    then the one of the same model without windows. Left as windows, it promised more tokens than vLLM has."""
+    from launcher.estimator import EngineSettings, estimate
+    from launcher.gpu import GpuBudget
+    from launcher.planning import settings_from_engine_args
+
+    cfg = {"architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2", "hidden_size": 3584, "intermediate_size": 14336,
+           "num_hidden_layers": 42, "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 256,
+           "vocab_size": 256000, "max_position_embeddings": 32768, "sliding_window": 4096, "torch_dtype": "bfloat16"}
+    m, gpu = from_config(cfg), GpuBudget("H100", 81559 << 20)
+    hybrid = estimate(m, EngineSettings(max_model_len=32768), gpu)
+    off = estimate(m, settings_from_engine_args({"max-model-len": 32768, "disable-hybrid-kv-cache-manager": True}), gpu)
+    full = estimate(from_config({**cfg, "sliding_window": None}), EngineSettings(max_model_len=32768), gpu)
+    assert off.kv_cache_tokens == full.kv_cache_tokens < hybrid.kv_cache_tokens

@@ -168,6 +168,7 @@ class Builder:
                                            "CrossAttentionSpec", "EncoderOnlyAttentionSpec") and bs:
                     row["bytes_per_token"] = int(spec.page_size_bytes) // int(bs)
                 row["spec_sliding_window"] = getattr(spec, "sliding_window", None)
+                row["spec_chunk"] = getattr(spec, "attention_chunk_size", None)
                 shapes = getattr(spec, "shapes", None)
                 if shapes is not None:
                     row["state_shapes"] = [list(s) for s in shapes]

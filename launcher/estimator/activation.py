@@ -479,10 +479,10 @@ def pre_profile_buffers_bytes(m: ModelArch, runner_kind: str, *, max_num_seqs: i
 def kv_groups(m: ModelArch) -> int:
     """How many KV cache groups vLLM forms for the whole model: its layers counted per kind (full attention, each
     sliding window, recurrent state) and grouped by kv._group (kv_cache_utils._get_kv_cache_groups_uniform_page_size)."""
-    from .kv import _group
+    from .kv import _group, own_cache_windows
 
     counts: dict = {}
-    for w in m.layer_windows:
+    for w in own_cache_windows(m):
         counts[w] = counts.get(w, 0) + 1
     if m.state_layers:
         counts["state"] = m.state_layers

@@ -92,6 +92,8 @@ class EngineSettings:
     # --async-scheduling / --no-async-scheduling (None: vLLM's default, on where nothing rules it out)
     async_scheduling: bool | None = None
     executor: str | None = None  # --distributed-executor-backend (ray rules async scheduling out)
+    # --disable-hybrid-kv-cache-manager: sliding-window and chunked layers take a full-length cache like the others
+    disable_hybrid_kv_cache_manager: bool | None = None
 
     def mm_items_per_prompt(self, layout: str) -> int | None:
         """Items per prompt the encoder's profile may use, from --limit-mm-per-prompt: 0 when every
@@ -305,6 +307,24 @@ def as_built(m: ModelArch, vllm_version: tuple[int, ...]) -> ModelArch:
     return m
 
 
+# speculative methods with which vLLM turns its hybrid KV cache manager off for chunked local attention (use_eagle)
+EAGLE_KINDS = {"eagle", "eagle3", "mtp"}
+
+
+def _chunked_layers(m: ModelArch, s: EngineSettings, vllm_version: tuple[int, ...]) -> ModelArch:
+    """Llama 4's chunked layers as this launch sizes them: chunk-bounded where vLLM's hybrid KV cache manager runs
+    for them (releases.RULES chunked_local_hybrid, and no EAGLE/MTP proposer: config/vllm.py turns it off then), else
+    full attention like the rest."""
+    from .releases import since
+
+    if not m.chunked_local:
+        return m
+    eagle = s.speculative is not None and s.speculative.method in EAGLE_KINDS
+    if since("chunked_local_hybrid", vllm_version) and not eagle:
+        return m
+    return replace(m, layer_windows=(None,) * len(m.layer_windows), chunked_local=False)
+
+
 def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: tuple[int, ...] = (0, 24, 0),
              num_gpus_available: int | None = None, suggest: bool = True) -> Estimate:
     """Predict vLLM's memory accounting on one GPU (the most loaded one) and decide whether it fits."""
@@ -318,6 +338,10 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     want_len, auto = _wanted_length(m, s)
     m = _with_launch_notes(m, s, gpu, vllm_version)
     m = as_built(m, vllm_version)
+    m = _chunked_layers(m, s, vllm_version)
+    if s.disable_hybrid_kv_cache_manager and m.layer_windows and not m.state_layers:
+        # vLLM's unify_hybrid_kv_cache_specs turns every sliding window into full attention without the manager
+        m = replace(m, layer_windows=(None,) * len(m.layer_windows))
     run = activation.runner(m, vllm_version, s.speculative)
     items = s.mm_items_per_prompt(m.vision_layout)
     w = weights.weights_bytes(m, tp, pp, capability=gpu.capability, vision=items != 0)

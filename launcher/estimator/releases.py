@@ -39,6 +39,10 @@ RULES: dict[str, tuple[tuple[int, ...], str]] = {
                                             "max_admission_blocks_per_request: a sliding window reserves window - 1 + "
                                             "the tokens in flight; seen in 0.26's log (EXAONE-4.0-32B at 64k), 0.25 "
                                             "not read: assumed, the smaller estimate"),
+    "chunked_local_hybrid": ((0, 24), "envs.py VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE defaults to 1 and "
+                                      "kv_cache_interface.py ChunkedLocalAttentionSpec bounds a request by the chunk "
+                                      "and the tokens in flight (read in 0.24.0, 0.26.0 and 0.32.0; older vLLM "
+                                      "defaulted to 0: full attention, the larger reading)"),
     "graph_estimate_env": ((0, 21), "envs.py VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS appears"),
     "v1_engine_only": ((0, 11), "the V0 engine removed: VLLM_USE_V1 no longer selects an engine"),
 }

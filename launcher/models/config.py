@@ -143,6 +143,9 @@ class ModelArch:
     full_kv_heads: int = 0
     # Gemma 3n/4: the last num_kv_shared_layers layers read an earlier layer's KV cache: no K/V projection, no cache
     kv_shared_layers: int = 0
+    # Llama 4: its windowed layers attend within chunks (attention_chunk_size), sized as windows only where vLLM's
+    # hybrid KV cache manager runs (estimator.core.as_built)
+    chunked_local: bool = False
     # MoE
     num_experts: int = 0
     # the router in float32 (vLLM's Glm4MoE gate: GLM-4.5, GLM-4.7-Flash) and its float32 score correction bias (those
@@ -371,6 +374,8 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
         rope_max_pos=_rope_positions(cfg),
         quant=_quant(cfg, quantization, notes),
         mtp_layers=int(cfg.get("num_nextn_predict_layers") or cfg.get("mtp_num_hidden_layers") or 0),
+        chunked_local=mtype in ("llama4", "llama4_text") and bool(cfg.get("attention_chunk_size"))
+        and isinstance(cfg.get("no_rope_layers"), list),
         router_fp32=mtype in ("glm4_moe", "glm4_moe_lite"),
         router_bias=mtype in ("glm4_moe", "glm4_moe_lite") or cfg.get("topk_method") == "noaux_tc",
     )
@@ -506,6 +511,13 @@ def _layer_windows(cfg: dict, mtype: str, layers: int, plan: tuple[str, ...],
     sw = cfg.get("sliding_window")
     if plan:  # a hybrid: the attention layers only (full attention in every hybrid vLLM serves)
         return [None] * sum("A" in p for p in plan)
+    chunk, nope = cfg.get("attention_chunk_size"), cfg.get("no_rope_layers")
+    if mtype in ("llama4", "llama4_text") and chunk and isinstance(nope, list):
+        # vLLM's llama4.py: a layer with RoPE (no_rope_layers[i] != 0) attends within chunks of attention_chunk_size
+        # (ChunkedLocalAttention), the NoPE ones to the whole sequence. A request holds at most a chunk and the tokens
+        # in flight of a chunked layer (ChunkedLocalAttentionSpec): counted as a window of chunk + 1, which holds one
+        # block more (never fewer)
+        return [int(chunk) + 1 if i < len(nope) and nope[i] != 0 else None for i in range(layers)]
     if layer_types:
         # Cohere2's sliding layers see [pos - window, pos]: vLLM gives them window + 1 (commandr.py, cohere2_moe.py)
         sw_vllm = int(sw) + 1 if sw and mtype in ("cohere2", "cohere2_moe") else sw
