@@ -188,3 +188,25 @@ def test_the_comparison_does_not_depend_on_the_host_cpu(avx512_bf16):
     rows = {a: conformance.compare(a, res[a]) for a in STATE_ARCHS}
     assert all(r.state_match for r in rows.values()), {a: r.reason for a, r in rows.items() if not r.state_match}
     assert {a: r.status for a, r in rows.items()} == {a: DATA["architectures"][a]["status"] for a in STATE_ARCHS}
+
+
+def test_towers_whose_shapes_are_not_read_are_said_and_keep_the_large_margin():
+    """Gemma 3n's vision tower is timm's MobileNetV5 (vision_config names an `architecture`, no ViT depth) and it has
+    an audio encoder (audio_config): neither is counted here, so the estimate says so and keeps the large margin
+    rather than promising the tokens their weights take (about 1 GB in bfloat16 for Gemma-3n-E4B)."""
+    import transformers
+
+    from launcher.estimator.activation import EXTRAPOLATED_MARGIN, extrapolated_margin_bytes
+    from launcher.estimator import EngineSettings, estimate
+    from launcher.gpu import GpuBudget
+    from launcher.models.config import from_config
+
+    cfg = {**transformers.CONFIG_MAPPING["gemma3n"]().to_dict(), "architectures": ["Gemma3nForConditionalGeneration"]}
+    m = from_config(cfg)
+    assert m.vision_params == 0 and any("vision and audio towers" in str(c) for c in m.caveats)
+    e = estimate(m, EngineSettings(max_model_len=8192), GpuBudget("H100", 81559 << 20))
+    assert "not counted" in e.confidence_reason
+    assert extrapolated_margin_bytes(m, (0, 32, 0), e.requested_bytes, e.kv_cache_bytes) == \
+        int(EXTRAPOLATED_MARGIN * e.requested_bytes)
+    text_only = {**cfg, "vision_config": None, "audio_config": None}
+    assert not any("tower" in str(c) for c in from_config(text_only).caveats)

@@ -308,6 +308,9 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
     nested = isinstance(cfg.get("text_config"), dict) and "hidden_size" not in cfg
     text = with_defaults(cfg["text_config"]) if nested else cfg
     vision = _vision(cfg, text.get("hidden_size"))
+    # towers whose shapes are not read here (Gemma 3n's MobileNetV5 vision and its audio encoder): not counted, said
+    uncounted = [k.split("_")[0] for k in ("vision_config", "audio_config")
+                 if isinstance(cfg.get(k), dict) and not (k == "vision_config" and vision)]
     if nested:
         # the language model's config, with what the outer one says of the whole checkpoint (its dtype,
         # quantization) where the inner one is silent
@@ -329,6 +332,10 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
     low = _conformance_note(arch)
     if low:
         notes.append(low)
+    if uncounted:
+        notes.append(Caveat(f"its {' and '.join(uncounted)} tower{'s' if len(uncounted) > 1 else ''} (config.json's "
+                            f"{', '.join(u + '_config' for u in uncounted)}) not counted: their shapes are not read "
+                            "here; the estimate keeps the large margin"))
     if vision and not vision.get("vision_layout"):
         notes.append(Caveat(f"multimodal '{arch or mtype}': the dummy inputs of its encoder's profile run are not "
                             "modelled here; the tower is assumed to run max_model_len tokens' worth of patches"))
