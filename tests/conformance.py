@@ -137,10 +137,9 @@ def all_jobs(archs: list[str]) -> list[dict]:
 
 def estimator_layers(m) -> list[tuple[int, int]]:
     """(bytes per token, sliding window or 0) of each attention layer with its own cache, as the estimator counts."""
-    from launcher.estimator.kv import own_cache_windows, token_bytes
+    from launcher.estimator.kv import layer_token_bytes, own_cache_windows
 
-    per_token = token_bytes(m, 1)
-    return sorted((per_token, w or 0) for w in own_cache_windows(m))
+    return sorted((layer_token_bytes(m, 1, window=w), w or 0) for w in own_cache_windows(m))
 
 
 def _state_bytes(layer: dict) -> int:

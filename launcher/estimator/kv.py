@@ -18,12 +18,16 @@ class LayerSpec:
     page_bytes: int
     window: int | None
     state_blocks: int | None = None  # a recurrent layer's state: this many pages per request (MambaSpec)
+    # tokens a block of this kind holds, in blocks of the configured size: a layer of a smaller page per token has
+    # its block grown until its page is the largest one (kv_cache_utils.unify_kv_cache_spec_page_size)
+    block_scale: int = 1
 
     def blocks_per_request(self, max_model_len: int, block_size: int, max_num_batched_tokens: int) -> int:
         """Blocks one request of max_model_len needs in this layer kind (vLLM's max_memory_usage_bytes per page): a
         state's pages, a sliding window's (window - 1 + one step's tokens, plus one), or the whole length."""
         if self.state_blocks is not None:
             return self.state_blocks
+        block_size *= self.block_scale
         if self.window is None:
             return cdiv(max_model_len, block_size)
         return cdiv(min(self.window - 1 + max_num_batched_tokens, max_model_len), block_size) + 1
@@ -78,11 +82,14 @@ def kv_dtype_bytes(kv_cache_dtype: str, model_dtype_bytes: int) -> int:
     return 1 if kv_cache_dtype.startswith("fp8") else model_dtype_bytes
 
 
-def _group(counts: dict, page: int, state_blocks: int | None = None, block_size: int | None = None) -> KvLayout:
+def _group(counts: dict, page: int, state_blocks: int | None = None, block_size: int | None = None,
+           scales: dict | None = None) -> KvLayout:
     """vLLM's _get_kv_cache_groups_uniform_page_size: the smallest layer count is the group size (the
     largest when it is under 1.5x the smallest); each kind splits into groups of that many layers."""
     def spec(kind: int | str | None) -> LayerSpec:  # kind: a sliding window, None (full attention) or "state"
-        return LayerSpec(page, None, state_blocks) if kind == "state" else LayerSpec(page, kind)
+        if kind == "state":
+            return LayerSpec(page, None, state_blocks)
+        return LayerSpec(page, kind, block_scale=(scales or {}).get(kind, 1))
     if len(counts) == 1:
         (w, n), = counts.items()
         return KvLayout(((spec(w), 1),), n, block_size)
@@ -101,8 +108,7 @@ MLA_HYBRID_BLOCK_ALIGNMENT = 128
 def token_bytes(m: ModelArch, tp: int, kv_cache_dtype: str = "auto") -> int:
     """One attention layer's KV cache bytes per token on one GPU: MLA's latent and rope parts, else K and V of its
     KV heads on this rank (replicated when there are fewer KV heads than ranks). Gemma 4's full-attention layers
-    have their own head size: every layer is counted at the larger one (never below vLLM; its page-size
-    unification across such layers is not modelled)."""
+    have their own head size: the larger of the two (layer_token_bytes gives each kind's)."""
     eb = kv_dtype_bytes(kv_cache_dtype, m.dtype_bytes)
     if m.mla:
         return (m.kv_lora_rank + m.qk_rope_head_dim) * eb
@@ -110,6 +116,16 @@ def token_bytes(m: ModelArch, tp: int, kv_cache_dtype: str = "auto") -> int:
         heads = max(m.num_kv_heads, m.full_kv_heads)
         return 2 * max(1, heads // tp) * max(m.head_dim, m.full_head_dim) * eb
     return 2 * max(1, m.num_kv_heads // tp) * m.head_dim * eb
+
+
+def layer_token_bytes(m: ModelArch, tp: int, kv_cache_dtype: str = "auto", window: int | None = None) -> int:
+    """token_bytes of one layer of this kind: Gemma 4's full-attention layers (window None) have global_head_dim and
+    their own KV heads, its sliding ones the model's head_dim."""
+    if m.full_head_dim and not m.mla:
+        eb = kv_dtype_bytes(kv_cache_dtype, m.dtype_bytes)
+        heads, dim = (m.full_kv_heads, m.full_head_dim) if window is None else (m.num_kv_heads, m.head_dim)
+        return 2 * max(1, heads // tp) * dim * eb
+    return token_bytes(m, tp, kv_cache_dtype)
 
 
 def own_cache_windows(m: ModelArch) -> list[int | None]:
@@ -138,6 +154,13 @@ def layout(m: ModelArch, *, tp: int, pp: int, block_size: int, kv_cache_dtype: s
         counts[w] = counts.get(w, 0) + 1
     if extra_full_layers:
         counts[None] = counts.get(None, 0) + extra_full_layers
+    per_kind = {w: layer_token_bytes(m, tp, kv_cache_dtype, w) for w in counts}
+    if len(set(per_kind.values())) > 1:
+        # pages of two sizes (Gemma 4): vLLM grows the smaller page's block until the pages are equal, or pads the
+        # page where its size does not divide the largest (unify_kv_cache_spec_page_size)
+        big = max(per_kind.values())
+        scales = {w: big // b if big % b == 0 else 1 for w, b in per_kind.items()}
+        return _group(counts, block_size * big, scales=scales)
     return _group(counts, block_size * per_token)
 
 

@@ -389,8 +389,8 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
     common.update(_layout(cfg, mtype, h, plan))
     if common.get("full_head_dim", 0) > head_dim:
         notes.append(Caveat(f"its full-attention layers have heads of {common['full_head_dim']} against {head_dim}: "
-                            "every layer's KV cache is counted at the larger size (never below vLLM's; how vLLM "
-                            "lays out pages of two sizes is not modelled, so it holds more tokens than said)",
+                            "the sliding layers' blocks are grown to the same page, as vLLM's "
+                            "unify_kv_cache_spec_page_size does (read from its source, not measured on a GPU)",
                             topic="KV cache", margin=Margin.SHAPES))
     common["caveats"] = tuple(notes)  # _quant may have added one
     common.update(layer_plan=plan, state=state, **vision)
