@@ -32,7 +32,7 @@ SUPPORTED = DENSE | MOE | MLA
 UNGATED_MLP = {"starcoder2", "gpt2", "gpt_sw3", "gpt_bigcode", "gpt_neox", "gptj", "falcon", "mpt", "bloom", "opt", "phi",
                "codegen", "persimmon", "gpt_neo", "nemotron",
                # vLLM's ArceeMLP (arcee.py) and NemotronHMLP (nemotron_h.py): up_proj and down_proj, relu2 between
-               "arcee", "nemotron_h"}
+               "arcee", "nemotron_h", "apertus"}
 # Activations whose MLP shapes are read here (a gated MLP: gate, up, down; the model types above: up, down). Another
 # one, where the model type's class is not known to be ungated, may come with a different MLP (Arcee's non-gated
 # relu2 once did): the gated reading, the larger, is kept and the estimate marked extrapolated.
@@ -432,6 +432,8 @@ def _layout(cfg: dict, mtype: str, hidden: int, plan: tuple[str, ...]) -> dict:
         out["extra_params"] = -(-int(cfg.get("vocab_size") or 0) // 64) * 64
     out["one_norm_per_layer"] = family in ("gptj", "cohere", "cohere2") or (
         family == "falcon" and bool(cfg.get("parallel_attn", True)) and not cfg.get("new_decoder_architecture"))
+    if family == "apertus":  # its xIELU activation: alpha_p, alpha_n (parameters), beta, eps (buffers) a layer
+        out["layer_extra_params"] = 4
     if family in PER_LAYER_INPUT:
         out.update(_per_layer_input(cfg, family, hidden))
     if family in NORMALIZER_BUFFER:
