@@ -349,7 +349,10 @@ def _build_one(builder: "Builder", job: dict, quiet) -> None:
                 return
             extra = {"config": config, "model_type": mtype}
         with contextlib.redirect_stdout(quiet):
-            res = builder.build(config, job.get("max_model_len", 1024), lora=job.get("lora"))
+            # 1024 tokens, or fewer where the model has fewer positions (an encoder's 512)
+            positions = config.get("max_position_embeddings") if isinstance(config, dict) else None
+            length = min(1024, positions) if isinstance(positions, int) and positions > 0 else 1024
+            res = builder.build(config, job.get("max_model_len", length), lora=job.get("lora"))
         res.update(id=job["id"], seconds=round(time.monotonic() - t, 2), **extra)
         print(json.dumps(res, default=str), flush=True)
 
