@@ -3,6 +3,7 @@ pre-flight's port check, the cluster and the gateway."""
 from __future__ import annotations
 
 import socket
+import threading
 import urllib.error
 import urllib.request
 
@@ -44,7 +45,20 @@ def port_free(host: str, port: int) -> bool:
             return False
 
 
-def find_free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+_GIVEN: set[int] = set()  # ports this process has handed out: none twice, even before the first one is bound
+_GIVEN_LOCK = threading.Lock()
+
+
+def find_free_port(host: str = "127.0.0.1", avoid: frozenset[int] | set[int] = frozenset()) -> int:
+    """A port free now that this process has not handed out before, nor one of `avoid` (ports already promised to
+    something not listening yet): the system may offer a port again while the process it was chosen for has not
+    bound it (a local Ray node's dashboard and its agent got the same one)."""
+    with _GIVEN_LOCK:
+        for _ in range(64):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind((host, 0))
+                port = s.getsockname()[1]
+            if port not in _GIVEN and port not in avoid:
+                _GIVEN.add(port)
+                return port
+    return port

@@ -267,3 +267,50 @@ def test_ps_at_80_columns_folds_a_long_endpoint_instead_of_cutting_it():
     assert "…" not in text and max(len(ln) for ln in text.splitlines()) <= 80
     cells = "".join(ln.split("│")[7].strip() for ln in text.splitlines() if ln.count("│") > 7)
     assert cells == "http://127.0.0.1:18001/v1", text
+
+
+def test_a_free_port_is_never_handed_out_twice(monkeypatch):
+    """`cluster up --local-nodes` picks a port for each Ray component before any is bound; the system offered the
+    dashboard's port again for the dashboard agent and the head node refused to start (seen in CI). Offered the
+    same port twice, find_free_port asks again."""
+    import socket as socket_mod
+
+    from launcher import health
+
+    offered = iter([40001, 40001, 40002])
+    real = socket_mod.socket
+
+    class Fake(real):
+        def getsockname(self):
+            return ("127.0.0.1", next(offered))
+
+    monkeypatch.setattr(health.socket, "socket", Fake)
+    monkeypatch.setattr(health, "_GIVEN", set())
+    assert [health.find_free_port(), health.find_free_port()] == [40001, 40002]
+    # a port promised elsewhere (the dashboard port another process chose) is asked again too
+    offered = iter([40005, 40006])
+    assert health.find_free_port(avoid={40005}) == 40006
+
+
+def test_a_local_nodes_ports_avoid_the_heads_gcs_and_dashboard_ports(monkeypatch):
+    """The head's GCS and dashboard ports come from the inventory (the caller chose them; nothing listens yet): the
+    ports picked for a local node's other components are never those."""
+    from launcher import health
+    from launcher.cluster import control
+    from launcher.cluster.inventory import local
+
+    inv = local(2, port=40101, dashboard_port=40102)
+    offered = iter([40102, 40101, *range(40200, 40230)])
+    monkeypatch.setattr(health, "_GIVEN", set())
+
+    def first_offered(host="127.0.0.1", avoid=frozenset()):
+        port = next(offered)
+        while port in avoid:
+            port = next(offered)
+        return port
+
+    monkeypatch.setattr(health, "find_free_port", first_offered)
+    name, spec = inv.nodes()[0]
+    argv = control._node_argv("ray", inv, name, spec, True, True, 0)
+    ports = [argv[i + 1] for i, x in enumerate(argv) if x.endswith("-port") and x not in ("--port", "--dashboard-port")]
+    assert "40101" not in ports and "40102" not in ports and len(set(ports)) == len(ports)

@@ -72,12 +72,14 @@ def _node_argv(ray: str, inv: Inventory, name: str, spec: NodeSpec, head: bool, 
         a += ["--address", inv.address]
     if local:
         a += ["--node-ip-address", "127.0.0.1"]
-        # every local node gets its own ports, so several can share this host
+        # every local node gets its own ports, so several can share this host (none of them the head's GCS or
+        # dashboard port, which the inventory holds but nothing listens on yet)
+        taken = {inv.head.port, inv.head.dashboard_port}
         for flag in ("--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
                      "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port"):
-            a += [flag, str(health.find_free_port())]
+            a += [flag, str(health.find_free_port(avoid=taken))]
         if head:
-            a += ["--ray-client-server-port", str(health.find_free_port())]
+            a += ["--ray-client-server-port", str(health.find_free_port(avoid=taken))]
         lo = 20000 + 1000 * index
         a += ["--min-worker-port", str(lo), "--max-worker-port", str(lo + 999)]
     if spec.num_gpus is not None:
