@@ -114,7 +114,7 @@ def test_an_architecture_counted_low_says_so_and_keeps_the_large_margin(run):
         int(EXTRAPOLATED_MARGIN * e.requested_bytes)  # the large margin, not the derived one
 
 
-def test_llama_4s_chunked_layers_are_bounded_where_vllm_bounds_them(run):
+def test_llama_4s_windows_as_sized_are_bounded_where_vllm_bounds_them(run):
     """vLLM 0.32's llama4.py: the layers with RoPE attend within chunks of attention_chunk_size (ChunkedLocalAttention),
     every fourth (no_rope_layers 0) to the whole sequence; its hybrid KV cache manager gives the chunked ones a cache
     bounded by the chunk and the tokens in flight (VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE=1 by default;
@@ -129,19 +129,19 @@ def test_llama_4s_chunked_layers_are_bounded_where_vllm_bounds_them(run):
     m = from_config(RAW["Llama4ForCausalLM"]["config"])
     assert m.layer_windows == (8193, 8193, 8193, None) and m.chunked_local
     from launcher.estimator import kv
-    from launcher.estimator.core import _chunked_layers
+    from launcher.estimator.core import _windows_as_sized
 
     gpu, s = GpuBudget("H200", 143771 << 20), EngineSettings(max_model_len=131072)
     eagle = EngineSettings(max_model_len=131072, speculative=SpecSettings(method="eagle", num_speculative_tokens=3))
-    assert _chunked_layers(m, eagle, (0, 32, 0)).layer_windows == (None,) * 4  # the manager off: all full
-    new, old = (kv.layout(_chunked_layers(m, x, (0, 32, 0)), tp=1, pp=1, block_size=16, max_model_len=131072)
+    assert _windows_as_sized(m, eagle, (0, 32, 0)).layer_windows == (None,) * 4  # the manager off: all full
+    new, old = (kv.layout(_windows_as_sized(m, x, (0, 32, 0)), tp=1, pp=1, block_size=16, max_model_len=131072)
                 .bytes_per_request(131072, 16, 16384) for x in (s, eagle))
     # a 131,072-token request: 8,192 pages of 16 tokens in each of 4 full layers (with EAGLE) against 8,192 in the
     # NoPE layer and cdiv(8,192 + 16,384 in flight, 16) + 1 = 1,537 in each chunked one; a page is 16 tokens of 8 KV
     # heads of 128 in bfloat16
     page = 16 * 2 * 8 * 128 * 2
     assert (new, old) == ((8192 + 3 * 1537) * page, 4 * 8192 * page)
-    assert _chunked_layers(m, s, (0, 24, 0)).layer_windows == m.layer_windows  # 0.24.0 (read) bounds them too
+    assert _windows_as_sized(m, s, (0, 24, 0)).layer_windows == m.layer_windows  # 0.24.0 (read) bounds them too
     assert estimate(m, s, gpu, vllm_version=(0, 32, 0)).kv_cache_tokens > 0
 
 

@@ -302,8 +302,7 @@ def as_built(m: ModelArch, vllm_version: tuple[int, ...]) -> ModelArch:
     from .releases import builds_through_transformers
 
     if m.rotary and builds_through_transformers(m.architecture, vllm_version):
-        rotary = m.qk_rope_head_dim if m.mla or m.kv_lora_rank else int(m.head_dim * m.rotary_fraction)
-        return replace(m, rotary=False, inv_freq_bytes=2 * (rotary // 2) * 4)
+        return replace(m, rotary=False, inv_freq_bytes=2 * (weights.rotary_dim(m) // 2) * 4)
     return m
 
 
@@ -311,16 +310,20 @@ def as_built(m: ModelArch, vllm_version: tuple[int, ...]) -> ModelArch:
 EAGLE_KINDS = {"eagle", "eagle3", "mtp"}
 
 
-def _chunked_layers(m: ModelArch, s: EngineSettings, vllm_version: tuple[int, ...]) -> ModelArch:
-    """Llama 4's chunked layers as this launch sizes them: chunk-bounded where vLLM's hybrid KV cache manager runs
-    for them (releases.RULES chunked_local_hybrid, and no EAGLE/MTP proposer: config/vllm.py turns it off then), else
-    full attention like the rest."""
+def _windows_as_sized(m: ModelArch, s: EngineSettings, vllm_version: tuple[int, ...]) -> ModelArch:
+    """The windowed layers as this launch sizes their caches: bounded where vLLM's hybrid KV cache manager runs, full
+    length without it (vLLM's unify_hybrid_kv_cache_specs turns every window into full attention). It is off with
+    --disable-hybrid-kv-cache-manager, and for Llama 4's chunked layers also with an EAGLE/MTP proposer
+    (config/vllm.py) or in a release before releases.RULES chunked_local_hybrid."""
     from .releases import since
 
-    if not m.chunked_local:
+    if not m.layer_windows or m.state_layers:
         return m
-    eagle = s.speculative is not None and s.speculative.method in EAGLE_KINDS
-    if since("chunked_local_hybrid", vllm_version) and not eagle:
+    off = bool(s.disable_hybrid_kv_cache_manager)
+    if m.chunked_local:
+        eagle = s.speculative is not None and s.speculative.method in EAGLE_KINDS
+        off = off or eagle or not since("chunked_local_hybrid", vllm_version)
+    if not off:
         return m
     return replace(m, layer_windows=(None,) * len(m.layer_windows), chunked_local=False)
 
@@ -338,10 +341,7 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     want_len, auto = _wanted_length(m, s)
     m = _with_launch_notes(m, s, gpu, vllm_version)
     m = as_built(m, vllm_version)
-    m = _chunked_layers(m, s, vllm_version)
-    if s.disable_hybrid_kv_cache_manager and m.layer_windows and not m.state_layers:
-        # vLLM's unify_hybrid_kv_cache_specs turns every sliding window into full attention without the manager
-        m = replace(m, layer_windows=(None,) * len(m.layer_windows))
+    m = _windows_as_sized(m, s, vllm_version)
     run = activation.runner(m, vllm_version, s.speculative)
     items = s.mm_items_per_prompt(m.vision_layout)
     w = weights.weights_bytes(m, tp, pp, capability=gpu.capability, vision=items != 0)

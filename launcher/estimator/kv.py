@@ -113,18 +113,21 @@ def token_bytes(m: ModelArch, tp: int, kv_cache_dtype: str = "auto") -> int:
     if m.mla:
         return (m.kv_lora_rank + m.qk_rope_head_dim) * eb
     if m.full_head_dim:
-        heads = max(m.num_kv_heads, m.full_kv_heads)
-        return 2 * max(1, heads // tp) * max(m.head_dim, m.full_head_dim) * eb
-    return 2 * max(1, m.num_kv_heads // tp) * m.head_dim * eb
+        return _kv_per_token(max(m.num_kv_heads, m.full_kv_heads), max(m.head_dim, m.full_head_dim), tp, eb)
+    return _kv_per_token(m.num_kv_heads, m.head_dim, tp, eb)
+
+
+def _kv_per_token(kv_heads: int, head_dim: int, tp: int, eb: int) -> int:
+    """K and V of these KV heads on one rank (replicated when there are fewer of them than ranks)."""
+    return 2 * max(1, kv_heads // tp) * head_dim * eb
 
 
 def layer_token_bytes(m: ModelArch, tp: int, kv_cache_dtype: str = "auto", window: int | None = None) -> int:
     """token_bytes of one layer of this kind: Gemma 4's full-attention layers (window None) have global_head_dim and
     their own KV heads, its sliding ones the model's head_dim."""
     if m.full_head_dim and not m.mla:
-        eb = kv_dtype_bytes(kv_cache_dtype, m.dtype_bytes)
         heads, dim = (m.full_kv_heads, m.full_head_dim) if window is None else (m.num_kv_heads, m.head_dim)
-        return 2 * max(1, heads // tp) * dim * eb
+        return _kv_per_token(heads, dim, tp, kv_dtype_bytes(kv_cache_dtype, m.dtype_bytes))
     return token_bytes(m, tp, kv_cache_dtype)
 
 

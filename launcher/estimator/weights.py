@@ -4,18 +4,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..models.config import ModelArch
+from ..models.layouts import padded
 
-VOCAB_PADDING = 64  # vLLM's DEFAULT_VOCAB_PADDING_SIZE
 # each attention layer's four float32 scalars (vLLM's Attention: _k_scale, _v_scale, _q_scale, _prob_scale)
 ATTENTION_SCALE_BYTES = 4 * 4
 # Measured, not derived: what vLLM 0.24 counts as model loading beyond the parameters of a multimodal
 # model (Qwen2-VL-7B 0.13 GiB, Qwen2.5-VL-7B 0.20 GiB above the tower's and the language model's
 # parameters, H200, 2026-11-23); the larger is kept for every model with a vision tower.
 VISION_LOAD_EXTRA = int(0.21 * (1 << 30))
-
-
-def _pad(n: int, to: int) -> int:
-    return -(-n // to) * to
 
 
 def _attention(m: ModelArch, tp: int, cap: tuple[int, int] | None = None, own_kv: bool = True) -> float:
@@ -132,11 +128,17 @@ def _buffers(m: ModelArch) -> int:
     return _rope(m) + m.inv_freq_bytes + m.mask_buffer_bytes
 
 
+def rotary_dim(m: ModelArch) -> int:
+    """The width the rotary embedding rotates: MLA's rope part, else the share of head_dim partial_rotary_factor
+    gives."""
+    return m.qk_rope_head_dim if m.mla or m.kv_lora_rank else int(m.head_dim * m.rotary_fraction)
+
+
 def _rope(m: ModelArch) -> int:
     # the rotary cos/sin cache is a buffer of the model (max_position x rotary dim)
     if not m.rotary:
         return 0
-    rotary = m.qk_rope_head_dim if m.mla or m.kv_lora_rank else int(m.head_dim * m.rotary_fraction)
+    rotary = rotary_dim(m)
     if m.full_head_dim:  # Gemma 4: a cache for its sliding layers and one as wide as its full layers' heads
         rotary = m.head_dim + m.full_head_dim
     return m.rope_max_pos * rotary * m.dtype_bytes
@@ -157,7 +159,7 @@ def _kernel_layout_change(m: ModelArch, capability: tuple[int, int] | None) -> i
 
 def _formula(m: ModelArch, tp: int, pp: int, cap: tuple[int, int] | None = None) -> int:
     b = m.dtype_bytes
-    vocab = _pad(m.vocab_size, VOCAB_PADDING) // tp
+    vocab = padded(m.vocab_size) // tp
     width = m.embed_dim or m.hidden_size  # OPT's narrower embedding, projected in and out (replicated)
     embed = vocab * width * b + m.learned_positions * m.hidden_size * b + m.extra_params * b
     embed += m.per_layer_embed_params // tp * b  # Gemma 3n/4's per-layer input embedding, vocabulary-parallel

@@ -5,6 +5,13 @@ fields of models.config.ModelArch. Each is held to vLLM's own construction on th
 (tests/test_published_configs.py, tests/test_conformance.py, docs/architectures.md)."""
 from __future__ import annotations
 
+VOCAB_PADDING = 64  # vLLM's DEFAULT_VOCAB_PADDING_SIZE: an embedding's rows are padded to a multiple of it
+
+
+def padded(n: int, to: int = VOCAB_PADDING) -> int:
+    return -(-n // to) * to
+
+
 # Model types whose MLP is up + down projections only (vLLM's model code for them has no gate), whatever the
 # activation (Nemotron's relu2 included)
 UNGATED_MLP = {"starcoder2", "gpt2", "gpt_sw3", "gpt_bigcode", "gpt_neox", "gptj", "falcon", "mpt", "bloom", "opt", "phi",
@@ -69,7 +76,7 @@ def layout(cfg: dict, mtype: str, hidden: int, plan: tuple[str, ...]) -> dict:
         out["extra_params"] = out.get("extra_params", 0) + 2 * hidden
     elif family == "gptj":  # gpt_j.py: fc_in and fc_out biased (out_proj is not: counted, the larger reading), and
         out["linear_bias"] = True  # lm_head has a bias of the padded vocabulary
-        out["extra_params"] = -(-int(cfg.get("vocab_size") or 0) // 64) * 64
+        out["extra_params"] = padded(int(cfg.get("vocab_size") or 0))
     out["one_norm_per_layer"] = family in ("gptj", "cohere", "cohere2") or (
         family == "falcon" and bool(cfg.get("parallel_attn", True)) and not cfg.get("new_decoder_architecture"))
     if family == "apertus":  # its xIELU activation: alpha_p, alpha_n (parameters), beta, eps (buffers) a layer
@@ -105,7 +112,7 @@ def per_layer_input(cfg: dict, family: str, hidden: int) -> dict:
     attention layers, global_head_dim (512 unless given) and num_global_key_value_heads where attention_k_eq_v."""
     layers = int(cfg.get("num_hidden_layers") or 0)
     per = int(cfg.get("hidden_size_per_layer_input") or 0)
-    vocab = -(-int(cfg.get("vocab_size_per_layer_input") or cfg.get("vocab_size") or 0) // 64) * 64
+    vocab = padded(int(cfg.get("vocab_size_per_layer_input") or cfg.get("vocab_size") or 0))
     out: dict = {}
     if per:
         out["per_layer_embed_params"] = vocab * layers * per
