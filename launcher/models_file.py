@@ -10,6 +10,8 @@ from .errors import BadInput
 from .spec import LaunchSpec, build, launch_mapping, read_mapping
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .engine_args import ArgSpec
 
 GATEWAY_KEYS = ("aliases", "ttl", "sleep_ttl", "pinned", "preload")
@@ -52,11 +54,13 @@ def load_models(path: str, engine_spec: ArgSpec) -> list[ModelEntry]:
     return entries
 
 
-def load_checked(path: str, engine_spec: ArgSpec, capacity_bytes: int | None) -> list[ModelEntry]:
-    """The models file read and every entry checked (check_entry) before anything starts or changes."""
+def load_checked(path: str, engine_spec: ArgSpec, capacity_bytes: int | None,
+                 as_started: Callable[[ModelEntry], LaunchSpec] | None = None) -> list[ModelEntry]:
+    """The models file read and every entry checked (check_entry) before anything starts or changes; as_started: the
+    launch each entry becomes where it is started (on a Ray cluster's GPU nodes: planned for their GPUs)."""
     entries = load_models(path, engine_spec)
     for i, e in enumerate(entries):
-        check_entry(e, f"models file '{path}': models[{i}]", capacity_bytes)
+        check_entry(e, f"models file '{path}': models[{i}]", capacity_bytes, as_started)
     return entries
 
 
@@ -141,7 +145,8 @@ def _flag(own: dict, key: str, where: str) -> bool:
     return v
 
 
-def check_entry(entry: ModelEntry, where: str, capacity_bytes: int | None = None) -> None:
+def check_entry(entry: ModelEntry, where: str, capacity_bytes: int | None = None,
+                as_started: Callable[[ModelEntry], LaunchSpec] | None = None) -> None:
     """Before anything starts: the entry names a model that is there, and its launch plans as `launcher estimate`
     plans it. BadInput (exit 2) with the reason; a launch that does not fit beside what runs now is accepted when it
     fits the gateway's budget alone (room is made for it at its first request)."""
@@ -157,7 +162,7 @@ def check_entry(entry: ModelEntry, where: str, capacity_bytes: int | None = None
     if s.model_path and not Path(s.model_path).expanduser().is_dir():
         raise BadInput(f"{where} ('{entry.name}'): model_path '{s.model_path}' is not a folder here.")
     try:
-        prepare(s, claim=False, check_port=False)
+        prepare(as_started(entry) if as_started else s, claim=False, check_port=False)
     except DoesNotFit as e:
         est = getattr(e, "estimate", None)
         if est is None or capacity_bytes is None:

@@ -96,12 +96,14 @@ class Gateway:
                        for b in self.backends.by_name.values()}})
 
     def where_of(self, b) -> dict:
-        """Its GPUs on this host, or its node on a Ray cluster (gateway/nodes.py: the node's id and address)."""
-        if self.opts.homes is not None and self.opts.homes.by_memory:
-            from .nodes import node_id, node_label
+        """Its GPUs on this host, or its node on a Ray cluster and its GPUs there (gateway/nodes.py: the node's id)."""
+        homes = self.opts.homes
+        if homes is not None and (homes.by_memory or homes.on_nodes):
+            from .devices import gpu_index, node_id, node_label
 
             key = b.gpus[0] if b.gpus else None
-            return {"gpus": None, "node": key and node_label(key) or None, "node_id": key and node_id(key) or None}
+            gpus = [gpu_index(d) for d in b.gpus] if b.gpus and homes.on_nodes else None
+            return {"gpus": gpus, "node": key and node_label(key) or None, "node_id": key and node_id(key) or None}
         return {"gpus": list(b.gpus) if b.gpus else None}
 
     # HTTP

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import TYPE_CHECKING
 
+from .devices import node_of
 from .placement import Room, make_room_on
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ class Homes:
     why_not: dict[str, str] = field(default_factory=dict)  # a model placed on no GPU: the plan's reason
     kind: tuple[str, int] = ("", 0)  # the smallest GPU's name and total: what a model added later is planned for
     by_memory: bool = False  # the devices are a Ray cluster's nodes, each holding models by memory (nodes.py)
+    on_nodes: bool = False  # the devices are GPUs of a Ray cluster's nodes (devices.gpu_on_node; nodes.py)
 
     def home_alone(self, name: str, need: int) -> bool:
         """Its home on the largest device that holds it alone (it waits there for room); False where none does."""
@@ -40,8 +42,19 @@ class Homes:
         return True
 
     def others(self, home: tuple[int, ...]) -> list[tuple[int, ...]]:
-        """Every other set of as many GPUs, lowest indices first."""
-        return [c for c in combinations(sorted(self.capacity), len(home)) if c != tuple(home)]
+        """Every other set of as many GPUs, lowest indices first; on a Ray cluster's nodes, GPUs of one node (a
+        server runs on one node)."""
+        return [c for c in combinations(sorted(self.capacity), len(home))
+                if c != tuple(home) and len({node_of(d) for d in c}) == 1]
+
+    def first_gpus(self, n: int, need: int = 0) -> tuple | None:
+        """The lowest n GPUs of one host or node that each offer `need`: where a model added later, or one whose node
+        was lost, is homed (room_on_gpus moves it to others with room); None where no node has n such."""
+        by_node: dict[str, list] = {}
+        for d in sorted(self.capacity):
+            if self.capacity[d] >= need:
+                by_node.setdefault(node_of(d), []).append(d)
+        return next((tuple(ds[:n]) for ds in by_node.values() if len(ds) >= n), None)
 
 
 def plan_homes(entries: list[ModelEntry], gpus: list[GpuInfo], vllm_version: str | None = None) -> Homes:
@@ -76,7 +89,12 @@ def plan_one(homes: Homes, entry: ModelEntry, need: int | None = None) -> None:
     if not n.fits_alone:
         homes.why_not[entry.name] = n.reason
         return
-    homes.home[entry.name] = tuple(sorted(homes.capacity)[:n.gpus])
+    first = homes.first_gpus(n.gpus, n.bytes_per_gpu)
+    if first is None:
+        homes.why_not[entry.name] = (f"needs {n.gpus} GPU(s) of one node offering {n.bytes_per_gpu / 2**30:.2f} GiB "
+                                     "each; no node has as many")
+        return
+    homes.home[entry.name] = first
     homes.share[entry.name], homes.per_gpu[entry.name] = n.share_bytes, n.bytes_per_gpu
 
 

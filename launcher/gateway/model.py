@@ -232,7 +232,7 @@ class Backend:
             return False
         launch, port, need = found
         if getattr(launch, "device", None):  # on a node of a Ray cluster: its address, its node, its size
-            self.host, self.gpus = launch.host, (launch.device,)
+            self.host, self.gpus = launch.host, tuple(getattr(launch, "devices", ()) or (launch.device,))
             if need[0] is None:
                 need = await asyncio.to_thread(starter.need, self.entry, self.key)
         self.launch, self.port, (self.need_bytes, self.asleep_bytes, self.host_bytes) = launch, port, need

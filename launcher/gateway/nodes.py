@@ -1,11 +1,14 @@
 """The gateway across a Ray cluster (`launcher serve --ray-address`, docs/placement.md): each model's server placed on
-a node by what the model needs (its estimate) and what each node offers (the `memory` Ray reports for it: `cluster up
---memory-per-node`, or `ray start --memory`), started and supervised there (launching/on_node.py: a detached actor
-pinned to the node runs the supervisor beside the server), and proxied to at the node's address. The nodes take the
-place of GPUs in gpus.Homes: room is made per node (placement.make_room_on), a model moves to another node only
-where its own has no room. A node lost: its models fail (503 with Retry-After for the requests it had) and start on a
-node with room at their next request (no retry window: the cause is the node, not the model); a node that joins is used from the next start; a gateway started again adopts what runs on
-every node (the actors outlive it)."""
+a node by what the model needs (its estimate) and what each node offers, started and supervised there
+(launching/on_node.py: a detached actor pinned to the node runs the supervisor beside the server), and proxied to at
+the node's address. Nodes with GPUs offer each GPU as its dashboard agent reports it (NVML's name, total and free
+memory), planned one by one as `launcher plan` plans GPUs (fleet/pack.py: a model on GPUs of one node, with its share
+of each; CUDA_VISIBLE_DEVICES set for its server on the node); nodes without GPUs (vLLM's CPU build) offer the
+`memory` Ray reports for them (`cluster up --memory-per-node`, or `ray start --memory`). The nodes or their GPUs take
+the place of this host's GPUs in gpus.Homes: room is made on them (placement.make_room_on), a model moves elsewhere
+only where its own have no room. A node lost: its models fail (503 with Retry-After for the requests it had) and start
+on a node with room at their next request (no retry window: the cause is the node, not the model); a node that joins
+is used from the next start; a gateway started again adopts what runs on every node (the actors outlive it)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,11 +16,14 @@ from typing import TYPE_CHECKING
 
 from ..launching.on_node import NODE_LOST
 from ..runs import RunState
+from .devices import gpu_index, gpu_on_node, node_id, node_label, node_of
 from .gpus import Homes
-from .starting import Starter
+from .starting import Starter, launch_spec, with_share
 
 if TYPE_CHECKING:
+    from ..gpu import GpuInfo
     from ..launching import Prepared
+    from ..spec import LaunchSpec
     from ..launching.node_launch import NodeLaunch
     from ..models_file import ModelEntry
     from .options import Options
@@ -39,13 +45,22 @@ def node_memory(cluster: Cluster) -> dict[str, int]:
             for v in Dashboard(cluster.dashboard).nodes() if v.alive}
 
 
-def node_id(key: str) -> str:
-    return key.rpartition("|")[2]
+def node_gpus(cluster: Cluster, wait_s: float = 20.0) -> dict[str, GpuInfo]:
+    """Every GPU of the alive nodes as its node's dashboard agent reports it (NVML: name, total, free), by device key
+    ("LABEL|ID#INDEX"); {} where no node has GPUs. A node that just joined is waited for up to wait_s until its agent
+    reports its GPUs' memory (cluster/plan.live_nodes)."""
+    from ..cluster.api import Dashboard
+    from ..cluster.plan import live_nodes
+
+    return {gpu_on_node(f"{n.label}|{n.node_id}", g.index): g
+            for n in live_nodes(Dashboard(cluster.dashboard), wait_s=wait_s) for g in n.gpus}
 
 
-def node_label(key: str) -> str:
-    """The node's label ("" for a bare id: a node adopted before the dashboard listed it)."""
-    return key.rpartition("|")[0]
+def has_gpus(cluster: Cluster) -> bool:
+    """Whether any alive node of the cluster offers GPUs (Ray's GPU resource)."""
+    from ..cluster.api import Dashboard
+
+    return any(v.alive and v.num_gpus for v in Dashboard(cluster.dashboard).nodes(with_gpus=False))
 
 
 def plan_nodes(needs: list[tuple[str, int, bool, bool]], capacity: dict[str, int]) -> Homes:
@@ -70,6 +85,30 @@ def plan_nodes(needs: list[tuple[str, int, bool, bool]], capacity: dict[str, int
     return h
 
 
+def plan_node_gpus(entries: list[ModelEntry], gpus: dict[str, GpuInfo], vllm_version: str | None = None) -> Homes:
+    """Each model's home on the GPUs of the cluster's nodes, as `launcher plan --ray-address` places them (each GPU
+    offering its free memory now, footprints taken on the smallest GPU): the GPUs of one node, its share of each and
+    what it holds there awake; a model placed on no GPU, or whose pipeline stages would span nodes (one server runs
+    on one node here), gets the reason."""
+    from ..fleet.needs import need_of
+    from ..fleet.pack import Gpu, pack
+
+    smallest = min(gpus.values(), key=lambda g: g.total_bytes)
+    needs = [need_of(e, smallest.name, smallest.total_bytes, i, vllm_version) for i, e in enumerate(entries)]
+    h = Homes({d: g.free_bytes for d, g in gpus.items()}, kind=(smallest.name, smallest.total_bytes), on_nodes=True)
+    devices = [Gpu(node_of(d), gpu_index(d), g.name, g.free_bytes) for d, g in sorted(gpus.items())]
+    for p in pack(needs, devices):
+        if p.stages:
+            h.why_not[p.name] = (f"its {len(p.stages)} pipeline stages would span nodes; the gateway runs a model's "
+                                 "server on one node: launch it with `launcher launch --ray-address`")
+        elif p.gpus:
+            h.home[p.name] = tuple(gpu_on_node(p.node, i) for i in p.gpus)
+            h.share[p.name], h.per_gpu[p.name] = p.share_bytes, p.bytes_per_gpu
+        else:
+            h.why_not[p.name] = p.reason
+    return h
+
+
 def memory_devices(capacity: dict[str, int]) -> list:
     """Each node as one device of its memory, for fleet/pack.py (node: its key, "LABEL|ID"; index 0)."""
     from ..fleet.pack import Gpu
@@ -88,19 +127,60 @@ class RayStarter(Starter):
         self.lost: set[str] = set()  # nodes a launch was lost with: a node that comes back does so under a new id
         self._actors: set[str] | None = None
         self._needs: dict[str, tuple] = {}  # name -> (the entry, what it needs): the plan's, reused at its first start
+        self.gpus: dict[str, GpuInfo] = {}  # GPU nodes: every GPU seen (device key -> as its node reported it)
+        self.homes: Homes | None = None  # the plan the gateway follows (plan_cluster)
 
     def need(self, entry: ModelEntry, key: str) -> tuple[int, int | None, int | None]:
         """As Starter.need, planned once per entry (the plan at the gateway's start asked already; an entry read
-        again from the models file is planned again)."""
+        again from the models file is planned again); on GPU nodes, on the GPUs of its home."""
         found = self._needs.get(entry.name)
         if found is None or found[0] is not entry:
-            found = self._needs[entry.name] = (entry, super().need(entry, key))
+            if self.gpus:
+                h = self.homes
+                placed = (h.home[entry.name], h.share.get(entry.name)) if h and entry.name in h.home else None
+                found = self._needs[entry.name] = (entry, self._need_on(entry, key, placed))
+            else:
+                found = self._needs[entry.name] = (entry, super().need(entry, key))
         return found[1]
 
+    def _need_on(self, entry: ModelEntry, key: str, placed: tuple | None) -> tuple[int, int | None, int | None]:
+        from ..errors import DoesNotFit
+        from .sizing import asleep_of, host_asleep_of, need_of
+
+        try:
+            prep = self.prepare(entry, key, False, placed)
+        except DoesNotFit as e:  # its size all the same, where it is known
+            if getattr(e, "estimate", None) is None:
+                raise
+            d = e.estimate.to_dict()
+            return need_of(d, None), asleep_of(d), host_asleep_of(d)
+        d = prep.plan.estimate.to_dict() if prep.plan and prep.plan.estimate else None
+        return need_of(d, None), asleep_of(d), host_asleep_of(d)
+
+    def spec_for(self, entry: ModelEntry, placed: tuple | None) -> LaunchSpec:
+        """On GPU nodes: planned for the GPUs of its node as that node reported them (this host's NVML is not
+        asked), with the plan's share of each; on memory nodes: as the entry gives it (nothing pinned here)."""
+        from dataclasses import replace
+
+        spec = launch_spec(entry, self.opts, None)
+        if not self.gpus:
+            return spec
+        devices = tuple(placed[0]) if placed and placed[0] else ()
+        infos = [self.gpus[d] for d in devices if d in self.gpus]
+        total = min(g.total_bytes for g in infos or self.gpus.values())  # placed nowhere yet: the smallest GPU
+        args = spec.engine_args
+        n = len(infos) or int(args.get("tensor-parallel-size") or 1) * int(args.get("pipeline-parallel-size") or 1)
+        spec = replace(spec, gpus=None, gpu=None, gpu_memory=f"{total >> 20}MiB", num_gpus=n)
+        return with_share(spec, placed[1] if placed else None)
+
     def prepare(self, entry: ModelEntry, key: str, claim: bool, placed: tuple | None = None) -> Prepared:
-        prep = super().prepare(entry, key, claim, None)  # nothing pinned on this host: the node is placed
-        if placed:
-            self.node_of[entry.name] = placed[0][0]
+        prep = super().prepare(entry, key, claim, placed)
+        if placed and placed[0]:
+            devices = tuple(placed[0])
+            self.node_of[entry.name] = node_of(devices[0])
+            if self.gpus:  # its GPUs on that node, by NVML index as the node's agent reported them
+                prep.env["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu_index(d)) for d in devices)
+                prep.env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         return prep
 
     def launch(self, prep: Prepared) -> NodeLaunch:
@@ -122,6 +202,8 @@ class RayStarter(Starter):
         if launch is None:
             return None
         launch.device = next((k for k in node_memory(self.cluster) if node_id(k) == launch.node_id), launch.node_id)
+        if self.gpus and launch.gpus:  # the GPUs its server was given there
+            launch.devices = tuple(gpu_on_node(launch.device, int(i)) for i in launch.gpus.split(",") if i.isdigit())
         self.started[name] = launch
         return launch, launch.port, (None, None, None)
 
@@ -138,19 +220,34 @@ class RayStarter(Starter):
 
     def refresh(self, homes: Homes | None) -> None:
         """The nodes as Ray reports them now: a lost one's models get a new home among those left, a joined one is
-        offered to the next start."""
+        offered to the next start. A GPU keeps what it offered when first seen (what runs there since is ours)."""
         if homes is None:
             return
         for name, launch in self.started.items():  # Ray's dashboard says a node is dead some seconds after it is
             if launch.state == RunState.FATAL and NODE_LOST in launch.failure():
                 self.lost.add(launch.device)
-        now = {n: b for n, b in node_memory(self.cluster).items() if n not in self.lost}
+        if self.gpus:
+            seen = node_gpus(self.cluster, wait_s=2.0)
+            for d, g in seen.items():
+                self.gpus.setdefault(d, g)
+            now = {d: homes.capacity.get(d, g.free_bytes) for d, g in seen.items() if node_of(d) not in self.lost}
+        else:
+            now = {n: b for n, b in node_memory(self.cluster).items() if n not in self.lost}
         homes.capacity.clear()
         homes.capacity.update(now)
         for name, need in homes.per_gpu.items():
             if not set(homes.home.get(name, ())) <= set(now) or name in homes.why_not:
-                homes.home.pop(name, None)
-                homes.home_alone(name, need)
+                width = len(homes.home.pop(name, ())) or self._gpus_wanted(name)
+                if not self.gpus:
+                    homes.home_alone(name, need)
+                elif (first := homes.first_gpus(width, need)) is not None:  # GPUs of one node that hold it alone
+                    homes.home[name] = first
+                    homes.why_not.pop(name, None)
+
+    def _gpus_wanted(self, name: str) -> int:
+        found = self._needs.get(name)
+        args = found[0].spec.engine_args if found else {}
+        return int(args.get("tensor-parallel-size") or 1) * int(args.get("pipeline-parallel-size") or 1)
 
 
 def cluster_for(address: str | None, dashboard: str | None) -> Cluster:
@@ -163,9 +260,14 @@ def cluster_for(address: str | None, dashboard: str | None) -> Cluster:
 
 
 def plan_cluster(entries: list[ModelEntry], opts: Options, starter: RayStarter) -> Homes:
-    """The models file planned on the cluster's nodes as they are now."""
+    """The models file planned on the cluster's nodes as they are now: per GPU where nodes have GPUs, else per node
+    by memory."""
     from .model import backend_key
 
+    if starter.gpus:
+        starter.homes = plan_node_gpus(entries, starter.gpus)
+        return starter.homes
     capacity = node_memory(starter.cluster)
     needs = [(e.name, starter.need(e, backend_key(e.name))[0] or 0, e.pinned, e.preload) for e in entries]
-    return plan_nodes(needs, capacity)
+    starter.homes = plan_nodes(needs, capacity)
+    return starter.homes

@@ -55,24 +55,34 @@ def build(settings: GatewaySettings):
     inst = vllm_engine.installed()
     spec = vllm_engine.arg_spec(inst)
     gpu = not (inst is not None and inst.cpu_build)
-    if settings.ray_address is not None and gpu:
-        raise BadInput("serving across a Ray cluster (--ray-address) places models by each node's memory: the CPU "
-                       "build of vLLM only, so far; GPU nodes are not placed per GPU yet.",
-                       hint="Plan GPU nodes with `launcher plan --ray-address`, and launch each model there with "
-                            "`launcher launch --ray-address`.")
-    gpus = visible_gpus() if gpu and not settings.memory_budget else []  # read once: the budget and the plan
+    cluster = None
+    if settings.ray_address is not None:  # the nodes' GPUs, or without any their memory (gateway/nodes.py)
+        from .nodes import cluster_for, has_gpus
+
+        cluster = cluster_for(settings.ray_address, settings.ray_dashboard)
+        gpu = has_gpus(cluster)
+    gpus = visible_gpus() if gpu and not settings.memory_budget and cluster is None else []  # read once
     opts = Options(capacity_bytes=capacity(settings.memory_budget, gpus), gpu=gpu, queue_max=settings.queue_size,
                    queue_timeout_s=settings.queue_timeout_s, failed_retry_s=settings.failed_retry_s,
                    min_stay_s=settings.min_stay_s, max_wait_s=settings.max_wait_s,
                    first_sleep_after_s=FIRST_SLEEP_AFTER_S if settings.early_first_sleep else None,
-                   host_budget_bytes=host_budget(settings.host_memory_budget, gpu))
+                   # on a cluster the nodes' host memory is theirs: sleepers' weights limited only where asked
+                   host_budget_bytes=host_budget(settings.host_memory_budget, gpu and cluster is None))
     starter = None
-    if settings.ray_address is not None:  # each node's memory as Ray reports it (gateway/nodes.py)
-        from .nodes import RayStarter, cluster_for, node_memory
+    if cluster is not None:
+        from .nodes import RayStarter, node_gpus, node_memory
 
-        starter = RayStarter(opts, cluster_for(settings.ray_address, settings.ray_dashboard))
-        opts.capacity_bytes = max(node_memory(starter.cluster).values(), default=0)
-    entries = load_checked(settings.models_file, spec, opts.capacity_bytes)  # whole, before anything starts
+        starter = RayStarter(opts, cluster)
+        if gpu:
+            starter.gpus = node_gpus(cluster)
+            if not starter.gpus:
+                raise BadInput("the Ray cluster's nodes have GPUs, but their dashboard agents report none of their "
+                               "memory.", hint="Retry in a few seconds; see `launcher cluster status`.")
+            opts.capacity_bytes = sum(g.free_bytes for g in starter.gpus.values())
+        else:
+            opts.capacity_bytes = max(node_memory(cluster).values(), default=0)
+    as_started = (lambda e: starter.spec_for(e, None)) if starter is not None and starter.gpus else None
+    entries = load_checked(settings.models_file, spec, opts.capacity_bytes, as_started)  # whole, before anything starts
     if gpus:  # each model's home on them (gateway/gpus.py: planned one by one as `launcher plan` plans them)
         from .gpus import plan_homes
 

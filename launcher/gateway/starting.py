@@ -51,13 +51,17 @@ class Starter:
         (GPU indices, share bytes) of a gateway whose GPUs are planned one by one."""
         from ..launching import prepare
 
-        prep = prepare(launch_spec(entry, self.opts, placed), claim=claim, check_port=claim)
+        prep = prepare(self.spec_for(entry, placed), claim=claim, check_port=claim)
         prep.env["VLLM_API_KEY"] = key  # the environment only: never argv, never the records
         if lora_enabled(entry.spec.engine_args):
             prep.env[LORA_RUNTIME_ENV] = "True"  # LoRA adapters loaded at run time (gateway/adapters.py)
         if self.opts.gpu:
             prep.env["VLLM_SERVER_DEV_MODE"] = "1"  # vLLM's /sleep and /wake_up endpoints
         return prep
+
+    def spec_for(self, entry: ModelEntry, placed: tuple | None) -> LaunchSpec:
+        """The entry's launch as started here (placed: on those GPUs of this host, with that share)."""
+        return launch_spec(entry, self.opts, placed)
 
     def launch(self, prep: Prepared) -> Launch:
         """Its server started under a supervisor in a thread here; returns at once (Launch.wait_ready)."""
@@ -102,6 +106,13 @@ def launch_spec(entry: ModelEntry, opts: Options, placed: tuple | None = None) -
                    engine_args=args, startup_timeout_s=opts.start_timeout_s)
     if placed:
         gpus, share = placed
-        spec = replace(spec, gpus=",".join(map(str, gpus)), gpu_memory_budget=spec.gpu_memory_budget or
-                       (f"{share >> 20}MiB" if share and "gpu-memory-utilization" not in args else None))
+        spec = with_share(replace(spec, gpus=",".join(map(str, gpus))), share)
     return spec
+
+
+def with_share(spec: LaunchSpec, share: int | None) -> LaunchSpec:
+    """The launch with the plan's share of each GPU (--gpu-memory-budget), unless it gives its own budget or
+    --gpu-memory-utilization."""
+    if spec.gpu_memory_budget or not share or "gpu-memory-utilization" in spec.engine_args:
+        return spec
+    return replace(spec, gpu_memory_budget=f"{share >> 20}MiB")

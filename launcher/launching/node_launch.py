@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from .prepare import Prepared
 
 NO_ACTOR = "none"  # on_node.py --adopt: no actor of that name runs
+# sent to the node even where this host has the same value: the node's own (Ray's, for an actor asking no GPU) differs
+ALWAYS_SENT = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
 
 
 class NodeLaunch:
@@ -28,6 +30,7 @@ class NodeLaunch:
         self._name, self.proc, self.prep = name, proc, prep
         self.last: dict = {"state": "starting"}
         self.device: str | None = None  # the node as whoever placed it names it (gateway/nodes.py: "LABEL|ID")
+        self.devices: tuple = ()  # its GPUs there, as whoever placed it names them (gateway/devices.py)
         self.seen = threading.Condition()
         self._reader = threading.Thread(target=self._read, name=f"follow-{name}", daemon=True)
         self._reader.start()
@@ -39,7 +42,7 @@ class NodeLaunch:
         from .records import policy_for
 
         # what the launcher sets for the server, not this host's whole environment: the node has its own
-        sets = {k: v for k, v in prep.env.items() if os.environ.get(k) != v}
+        sets = {k: v for k, v in prep.env.items() if os.environ.get(k) != v or k in ALWAYS_SENT}
         job = {"argv": prep.argv, "env": sets, "host": "node", "port": 0, "home": home,
                "policy": asdict(policy_for(prep.spec))}
         jobs = os.path.join(home, "jobs")
@@ -113,6 +116,11 @@ class NodeLaunch:
     @property
     def node_id(self) -> str | None:
         return self.last.get("node_id")
+
+    @property
+    def gpus(self) -> str | None:
+        """The GPUs its server was given on the node (its CUDA_VISIBLE_DEVICES there), as its actor reports them."""
+        return self.last.get("gpus")
 
     def wait_ready(self, timeout_s: float, poll_s: float = 0.1) -> RunState:
         """Block until READY, FATAL, the end of following or the deadline; the state then."""

@@ -1,7 +1,7 @@
 """A model's server on a chosen node of a Ray cluster, supervised there: a detached Ray actor pinned to the node
 (NodeAffinitySchedulingStrategy, not soft) runs the launcher's supervisor (supervisor/run.ServerRun) beside the
 server it spawns on that node; a process here follows the actor and answers for it. The building block of
-`launcher serve --ray-address` (docs/placement.md: not wired into the gateway yet). Ray is imported only in that
+`launcher serve --ray-address` (gateway/nodes.py, docs/placement.md). Ray is imported only in that
 process, as in cluster/placement.py:
 
     python -m launcher.launching.on_node --address HOST:PORT --node NODE_ID --name NAME --job JOB.json
@@ -10,7 +10,8 @@ JOB.json: {"argv": [...], "env": {...}, "host": "127.0.0.1", "port": N, "home": 
 environment and address, the LAUNCHER_HOME its supervisor records into on the node). "host": "node" makes the server
 listen on the node's address (a gateway on another host reaches it there); "port": 0 has a free port of the node
 chosen there (the argv's --host and --port are set to them). It prints one JSON line per change:
-{"state": "starting|ready|backoff|restarting|fatal|stopped", "node_id": ..., "node_ip": ..., "port": N, "why": ...};
+{"state": "starting|ready|backoff|restarting|fatal|stopped", "node_id": ..., "node_ip": ..., "port": N, "why": ...,
+"gpus": its CUDA_VISIBLE_DEVICES or null};
 "node lost" when the actor dies with its node. A line "stop" on its stdin stops the server and the actor, and ends it.
 With --adopt (and no --job) it follows the actor an earlier process started under that name, or says
 {"state": "none"} and ends: a gateway started again takes over what runs on every node.
@@ -52,6 +53,7 @@ def _actor_class():
             # the node's tag (its processes carry LAUNCHER_RUN_ID) kept for the server, which gets a tag of its own:
             # a node's loss drill (cluster/control.kill_node) takes it down with the node
             env = {**os.environ, **job.get("env", {}), "LAUNCHER_NODE_RUN_ID": os.environ.get("LAUNCHER_RUN_ID", "")}
+            self.gpus = job.get("env", {}).get("CUDA_VISIBLE_DEVICES")
             self.run = ServerRun(name, job["argv"], env, job["host"], job["port"], d,
                                  RestartPolicy(**job.get("policy", {})), gpu_check=GpuReleaseCheck())
             self.thread = threading.Thread(target=self.run.run, kwargs={"install_signals": False}, daemon=True)
@@ -63,7 +65,7 @@ def _actor_class():
         def state(self) -> dict:
             sup = self.run.sup
             return {"state": sup.state.value.lower(), "node_id": self.node_id, "node_ip": self.node_ip,
-                    "port": self.run.port, "why": sup.reason}
+                    "port": self.run.port, "why": sup.reason, "gpus": self.gpus}
 
         def stop(self) -> dict:
             self.run.request_stop()
