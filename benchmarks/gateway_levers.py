@@ -168,7 +168,8 @@ def main() -> None:
     levers = {"shipped": {}, "access-log-off": {"LAUNCHER_GATEWAY_ACCESS_LOG": "0"},
               "no-keep-alive": {"LAUNCHER_GATEWAY_KEEP_ALIVE": "0"}, "uvloop": {"BENCH_LOOP": "uvloop"}}
     home = tempfile.mkdtemp(prefix="gw-levers-")
-    env = dict(os.environ, LAUNCHER_HOME=home, PYTHONPATH=ROOT)
+    extra_path = os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else ""  # e.g. a staged site
+    env = dict(os.environ, LAUNCHER_HOME=home, PYTHONPATH=ROOT + extra_path)
     up = subprocess.Popen([sys.executable, "-c", UPSTREAM, "18401"], env=env)
     procs = [up]
     rows = {}
@@ -183,7 +184,7 @@ def main() -> None:
             runs.append((f"at {commit}" + (" (changed)" if dirty else ""), {}, os.path.abspath(tree)))
         for i, (name, extra, tree) in enumerate(runs):
             p = subprocess.Popen([sys.executable, "-c", GATEWAY, "18401", str(18410 + i)],
-                                 env={**env, **extra, "PYTHONPATH": tree}, cwd=tree)
+                                 env={**env, **extra, "PYTHONPATH": tree + extra_path}, cwd=tree)
             procs.append(p)
             wait_up(18410 + i)
             gws[name] = 18410 + i

@@ -28,49 +28,83 @@ NODE_LOST = "node lost"  # how a follower says the actor died with its node (the
 NAMESPACE = "launcher"
 
 
+class NodeHost:
+    """The supervisor of one model's server, on the node it was placed on (ModelHost, the Ray actor, is this on
+    the node; tests run it bare). Its LAUNCHER_HOME is the job's: this process is the node's worker, not the user's."""
+
+    def __init__(self, name: str, job: dict, node_ip: str, node_id: str) -> None:
+        import os
+        from pathlib import Path
+
+        os.environ["LAUNCHER_HOME"] = job["home"]
+        from launcher import health  # absolute: this class runs in a Ray worker on the node
+        from launcher.runs import run_dir
+        from launcher.supervisor.policy import RestartPolicy
+        from launcher.supervisor.run import GpuReleaseCheck, ServerRun
+
+        self.node_ip, self.node_id = node_ip, node_id
+        job = _on_this_node(job, self.node_ip, health.find_free_port)
+        d = run_dir(name)
+        Path(d).mkdir(parents=True, exist_ok=True)
+        # the node's tag (its processes carry LAUNCHER_RUN_ID) kept for the server, which gets a tag of its own:
+        # a node's loss drill (cluster/control.kill_node) takes it down with the node
+        env = {**os.environ, **job.get("env", {}), "LAUNCHER_NODE_RUN_ID": os.environ.get("LAUNCHER_RUN_ID", "")}
+        self.gpus = job.get("env", {}).get("CUDA_VISIBLE_DEVICES")
+        self.run = ServerRun(name, job["argv"], env, job["host"], job["port"], d,
+                             RestartPolicy(**job.get("policy", {})), gpu_check=GpuReleaseCheck())
+        self.waiting, self.stopping, self.ran = True, False, False  # for the start lock; asked to stop; run begun
+        self.thread = threading.Thread(target=self._run, args=(name, job.get("start_wait_s", 900.0)), daemon=True)
+        self.thread.start()  # state() says "starting" from here on
+
+    def _run(self, name: str, wait_s: float) -> None:
+        """The run once no other start is under way on this node (locks.StartLock in the nodes' LAUNCHER_HOME, as
+        on one host: two vLLM starts profiling one GPU at once size their KV caches from memory the other is
+        about to take; seen on an H100, 2026-12-07: "No available memory for the cache blocks"); released at
+        READY by the supervisor. Waited for up to wait_s, then started regardless."""
+        from launcher.errors import BadInput
+        from launcher.locks import StartLock
+
+        deadline = time.monotonic() + wait_s
+        while not self.stopping and time.monotonic() < deadline:
+            try:
+                self.run.start_lock = StartLock.acquire_waiting(name, 1.0)
+                break
+            except BadInput:  # another start is under way: wait on, unless asked to stop
+                continue
+        if self.stopping:
+            self.run._release_start()
+            self.waiting = False
+            return
+        self.ran, self.waiting = True, False
+        self.run.run(install_signals=False)
+
+    def state(self) -> dict:
+        from launcher.supervisor.machine import State
+
+        sup = self.run.sup
+        if self.waiting or (not self.stopping and sup.state == State.STOPPED and self.thread.is_alive()):
+            state = "starting"  # for the start lock, or the run about to begin
+        else:
+            state = "stopped" if self.stopping and not self.ran else sup.state.value.lower()
+        return {"state": state, "node_id": self.node_id, "node_ip": self.node_ip,
+                "port": self.run.port, "why": sup.reason, "gpus": self.gpus}
+
+    def stop(self) -> dict:
+        self.stopping = True
+        self.run.request_stop()
+        self.thread.join(120)
+        return self.state()
+
+
 def _actor_class():
     import ray
 
     @ray.remote(num_cpus=0, max_restarts=0)
-    class ModelHost:
-        """The supervisor of one model's server, on the node it was placed on."""
+    class ModelHost(NodeHost):
+        """NodeHost as a detached actor pinned to its node."""
 
         def __init__(self, name: str, job: dict) -> None:
-            import os
-            from pathlib import Path
-
-            os.environ["LAUNCHER_HOME"] = job["home"]
-            from launcher import health  # absolute: this class runs in a Ray worker on the node
-            from launcher.runs import run_dir
-            from launcher.supervisor.machine import State
-            from launcher.supervisor.policy import RestartPolicy
-            from launcher.supervisor.run import GpuReleaseCheck, ServerRun
-
-            self.node_ip, self.node_id = ray.util.get_node_ip_address(), ray.get_runtime_context().get_node_id()
-            job = _on_this_node(job, self.node_ip, health.find_free_port)
-            d = run_dir(name)
-            Path(d).mkdir(parents=True, exist_ok=True)
-            # the node's tag (its processes carry LAUNCHER_RUN_ID) kept for the server, which gets a tag of its own:
-            # a node's loss drill (cluster/control.kill_node) takes it down with the node
-            env = {**os.environ, **job.get("env", {}), "LAUNCHER_NODE_RUN_ID": os.environ.get("LAUNCHER_RUN_ID", "")}
-            self.gpus = job.get("env", {}).get("CUDA_VISIBLE_DEVICES")
-            self.run = ServerRun(name, job["argv"], env, job["host"], job["port"], d,
-                                 RestartPolicy(**job.get("policy", {})), gpu_check=GpuReleaseCheck())
-            self.thread = threading.Thread(target=self.run.run, kwargs={"install_signals": False}, daemon=True)
-            self.thread.start()
-            deadline = time.monotonic() + 10
-            while self.run.sup.state == State.STOPPED and self.thread.is_alive() and time.monotonic() < deadline:
-                time.sleep(0.01)  # answered from the first state of the run on
-
-        def state(self) -> dict:
-            sup = self.run.sup
-            return {"state": sup.state.value.lower(), "node_id": self.node_id, "node_ip": self.node_ip,
-                    "port": self.run.port, "why": sup.reason, "gpus": self.gpus}
-
-        def stop(self) -> dict:
-            self.run.request_stop()
-            self.thread.join(120)
-            return self.state()
+            super().__init__(name, job, ray.util.get_node_ip_address(), ray.get_runtime_context().get_node_id())
 
     return ModelHost
 
