@@ -194,3 +194,18 @@ def test_serve_on_a_cluster_of_gpu_nodes_plans_each_gpu_its_node_reports(tmp_pat
     assert gw.opts.capacity_bytes == 2 * (H100 - 559) * MiB
     assert set(h.capacity) == {"w0|n0#0", "w1|n1#0"} and set(h.home) == {"x", "y"}
     assert gw.opts.host_budget_bytes is None  # the nodes' host memory is theirs
+
+
+def test_a_gateway_started_again_adopts_a_server_with_the_gpus_its_node_gave_it(monkeypatch):
+    """The actor reports its server's CUDA_VISIBLE_DEVICES (on_node.NodeHost.state): the adopting gateway counts the
+    model on those GPUs of that node, not on the node as a whole."""
+    from launcher.launching import node_launch
+
+    gpus = {"w0|n0#0": _gpu(0, 81000), "w0|n0#2": _gpu(2, 81000)}
+    s = _starter(gpus)
+    adopted = SimpleNamespace(node_id="n0", gpus="0,2", port=4321, host="10.0.0.1", devices=())
+    monkeypatch.setattr(node_launch.NodeLaunch, "adopt", classmethod(lambda cls, *a, **k: adopted))
+    monkeypatch.setattr(s, "alive_actors", lambda: {"x"})
+    monkeypatch.setattr(nodes, "node_memory", lambda cluster: {"w0|n0": 64 * GiB})
+    launch, port, _ = s.adopt("x", "key")
+    assert launch.device == "w0|n0" and launch.devices == ("w0|n0#0", "w0|n0#2") and port == 4321
