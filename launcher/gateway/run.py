@@ -57,7 +57,8 @@ def build(settings: GatewaySettings):
     gpu = not (inst is not None and inst.cpu_build)
     cluster = None
     if settings.ray_address is not None:  # the nodes' GPUs, or without any their memory (gateway/nodes.py)
-        from .nodes import cluster_for, has_gpus
+        from .node_plan import has_gpus
+        from .nodes import cluster_for
 
         cluster = cluster_for(settings.ray_address, settings.ray_dashboard)
         gpu = has_gpus(cluster)
@@ -70,7 +71,8 @@ def build(settings: GatewaySettings):
                    host_budget_bytes=host_budget(settings.host_memory_budget, gpu and cluster is None))
     starter = None
     if cluster is not None:
-        from .nodes import RayStarter, node_gpus, node_memory
+        from .node_plan import node_gpus, node_memory
+        from .nodes import RayStarter
 
         starter = RayStarter(opts, cluster)
         if gpu:
