@@ -8,7 +8,7 @@ from ..errors import BadInput
 from ..models.caveats import Caveat
 from ..models.config import ModelArch
 from ..units import GiB
-from . import activation, kv, releases, weights
+from . import activation, kv, pinned, releases, weights
 from . import lora as loramod
 from . import speculative as specmod
 
@@ -238,6 +238,9 @@ class Estimate:
     # what vLLM takes beyond gpu_memory_utilization x total (graph pool, per-request tables, warm-up): it
     # must be free as well on a GPU shared with other processes
     outside_budget_bytes: int = 0
+    # the pinned host memory its weights (adapters and a draft included) take while it sleeps, per GPU (pinned.py:
+    # one power-of-two backup per weight allocation)
+    host_asleep_bytes: int = 0
     # part of cudagraph_bytes: one allocator segment per graph after the first, which vLLM's second capture
     # sometimes takes and then multiplies (activation.SEGMENT_PER_GRAPH); 0 without CUDA graph sampling
     graph_segment_bytes: int = 0
@@ -396,6 +399,7 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
         max_concurrency=round(lay.num_blocks(avail_pos) / per_req, 2) if per_req else 0.0, runner=run, auto=auto,
         confidence=confidence, confidence_reason=why, graph_segment_bytes=segment, graph_memory=mode,
         vllm_gpu_memory_utilization=vllm_util, outside_budget_bytes=outside,
+        host_asleep_bytes=pinned.pinned_weights_bytes(m, tp, pp, gpu.capability) + 2 * (adapters + draft_w),
         weights_source=(m.checkpoint.source if m.checkpoint is not None else "config.json shapes")
         + (f"; {m.weights_note}" if m.weights_note else ""),
     )

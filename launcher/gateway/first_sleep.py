@@ -2,7 +2,7 @@
 
 vLLM's first sleep of a server is slow (13-18 s for an 8B model on an H100, vLLM 0.26.0, docs/gateway.md): its cumem
 allocator backs each weight up in freshly allocated pinned host memory (device_allocator/cumem.py sleep:
-torch.empty(pin_memory=True)), and page-locking 16 GB takes that long. The wake frees that memory into torch's
+torch.empty(pin_memory=True), each rounded up to a power of two), and page-locking 19 GB takes that long. The wake frees that memory into torch's
 pinned-memory cache, which keeps it, so later sleeps take it from there. Paying the first sleep (a sleep and a wake)
 once the model has been idle for `after_s` moves that cost off the request path. Only where a switch may come (the
 models do not all fit awake together), where the host may keep its weights (--host-memory-budget, counting what

@@ -30,10 +30,13 @@ def asleep_of(estimate: dict | None) -> int | None:
 
 def host_asleep_of(estimate: dict | None) -> int | None:
     """What a model asleep (sleep mode level 1) keeps in the host's memory: its weights, moved there (vLLM's cumem
-    allocator backs them up to pinned host memory), on every GPU it spans. None without an estimate."""
+    allocator backs each weight allocation up to pinned host memory, which torch rounds up to a power of two:
+    estimator/pinned.py), on every GPU it spans; the weights themselves where an older record has no such count.
+    None without an estimate."""
     if not estimate:
         return None
-    return int(estimate.get("weights_bytes") or 0) * _gpu_count(estimate)
+    per_gpu = estimate.get("host_asleep_bytes") or estimate.get("weights_bytes") or 0
+    return int(per_gpu) * _gpu_count(estimate)
 
 
 def _gpu_count(estimate: dict) -> int:
