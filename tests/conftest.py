@@ -189,3 +189,29 @@ class GatewayProc:
         from openai import OpenAI
 
         return OpenAI(base_url=self.url + "/v1", api_key="unused", max_retries=0, timeout=timeout, **kw)
+
+
+def ray_dashboard_stub(nodes: list[dict], summary: list[dict], actors: list[dict] | None = None):
+    """A stand-in for Ray's dashboard answering its routes in their shapes (/api/v0/nodes, /nodes?view=summary,
+    /api/v0/actors); the running server (its port: server_address[1]; srv.shutdown() when done)."""
+    import http.server
+    import json
+    import threading
+
+    routes = {"/api/v0/nodes": {"result": True, "data": {"result": {"result": nodes}}},
+              "/nodes": {"result": True, "data": {"summary": summary}},
+              "/api/v0/actors": {"result": True, "data": {"result": {"result": actors or []}}}}
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            body = json.dumps(routes[self.path.split("?")[0]]).encode()
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from conftest import cli
+from conftest import cli, ray_dashboard_stub
 from launcher.cluster import inventory
 from launcher.cluster.plan import ClusterNode, assign_ranks, plan_across
 from launcher.errors import BadInput
@@ -93,9 +93,6 @@ def test_launch_on_ray_with_the_cpu_build_is_refused_at_once():
 def test_dashboard_gives_each_node_its_own_gpus(tmp_path):
     """Two Ray nodes on one 2-GPU host: the agent reports both GPUs on each; the launcher_gpu_<i>
     resources set by `cluster up` say which one is whose. Served by a stub of the dashboard's routes."""
-    import http.server
-    import threading
-
     from launcher.cluster.api import Dashboard
     from launcher.cluster.plan import nodes_from_dashboard
 
@@ -103,21 +100,7 @@ def test_dashboard_gives_each_node_its_own_gpus(tmp_path):
     nodes = [{"node_id": f"n{i}", "node_ip": "10.0.0.1", "is_head_node": i == 0, "state": "ALIVE",
               "resources_total": {"GPU": 1.0, "CPU": 8.0, f"launcher_node_{'head' if i == 0 else 'worker1'}": 1.0,
                                   f"launcher_gpu_{i}": 1.0}} for i in range(2)]
-    routes = {"/api/v0/nodes": {"result": True, "data": {"result": {"result": nodes}}},
-              "/nodes": {"result": True, "data": {"summary": [{"raylet": {"nodeId": f"n{i}"}, "gpus": gpus} for i in range(2)]}}}
-
-    class H(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
-
-        def do_GET(self):
-            body = json.dumps(routes[self.path.split("?")[0]]).encode()
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(body)
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    srv = ray_dashboard_stub(nodes, [{"raylet": {"nodeId": f"n{i}"}, "gpus": gpus} for i in range(2)])
     try:
         views = Dashboard(f"127.0.0.1:{srv.server_address[1]}").nodes()
     finally:

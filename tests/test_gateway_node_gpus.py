@@ -2,19 +2,16 @@
 reports it, models placed per GPU as `launcher plan` places them, a tensor-parallel model on GPUs of one node only,
 its server started with that node's GPU indices and the plan's share, a lost node's models homed on the GPUs left.
 The numbers are NVML's MiB as Ray's dashboard reports them; the expected homes are worked by hand below."""
-import http.server
 import json
-import threading
 from types import SimpleNamespace
 
-import pytest
-
+from conftest import ray_dashboard_stub
 from launcher.engines import vllm as vllm_engine
 from launcher.gateway import nodes
 from launcher.gateway.gpus import plan_one, room_on_gpus
 from launcher.gateway.options import Options
 from launcher.gpu import GpuInfo
-from launcher.models_file import ModelEntry, load_models
+from launcher.models_file import load_models
 from launcher.runs import RunState
 
 MiB, GiB = 1 << 20, 1 << 30
@@ -151,26 +148,6 @@ def test_room_is_made_only_on_the_gpu_of_that_node(tmp_path):
     assert room.fits and where == h.home["y"] and [s.name for s in room.steps] == ["y"]
 
 
-def _dashboard(nodes_json, summary):
-    routes = {"/api/v0/nodes": {"result": True, "data": {"result": {"result": nodes_json}}},
-              "/nodes": {"result": True, "data": {"summary": summary}},
-              "/api/v0/actors": {"result": True, "data": {"result": {"result": []}}}}
-
-    class H(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
-
-        def do_GET(self):
-            body = json.dumps(routes[self.path.split("?")[0]]).encode()
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(body)
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv
-
-
 def test_serve_on_a_cluster_of_gpu_nodes_plans_each_gpu_its_node_reports(tmp_path, monkeypatch):
     """`launcher serve --ray-address` with GPU nodes (it was refused before): sleep mode on, each model homed on a
     GPU of a node, the pooled budget the nodes' free GPU memory. Ray's dashboard stubbed with its routes' shapes."""
@@ -181,7 +158,7 @@ def test_serve_on_a_cluster_of_gpu_nodes_plans_each_gpu_its_node_reports(tmp_pat
     nodes_json = [{"node_id": f"n{i}", "node_ip": "10.0.0.1", "is_head_node": i == 0, "state": "ALIVE",
                    "resources_total": {"GPU": 1.0, "CPU": 8.0, f"launcher_node_w{i}": 1.0, "launcher_gpu_0": 1.0}}
                   for i in range(2)]
-    srv = _dashboard(nodes_json, [{"raylet": {"nodeId": f"n{i}"}, "gpus": gpus} for i in range(2)])
+    srv = ray_dashboard_stub(nodes_json, [{"raylet": {"nodeId": f"n{i}"}, "gpus": gpus} for i in range(2)])
     f = tmp_path / "models.yaml"
     f.write_text(json.dumps({"models": [_llama8("x"), _llama8("y", **{"max-model-len": 131072})]}))
     try:

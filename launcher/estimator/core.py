@@ -399,7 +399,8 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
         max_concurrency=round(lay.num_blocks(avail_pos) / per_req, 2) if per_req else 0.0, runner=run, auto=auto,
         confidence=confidence, confidence_reason=why, graph_segment_bytes=segment, graph_memory=mode,
         vllm_gpu_memory_utilization=vllm_util, outside_budget_bytes=outside,
-        host_asleep_bytes=pinned.pinned_weights_bytes(m, tp, pp, gpu.capability) + 2 * (adapters + draft_w),
+        host_asleep_bytes=pinned.pinned_weights_bytes(m, tp, pp, gpu.capability, total=w if items != 0 else None)
+        + 2 * (adapters + draft_w),
         weights_source=(m.checkpoint.source if m.checkpoint is not None else "config.json shapes")
         + (f"; {m.weights_note}" if m.weights_note else ""),
     )

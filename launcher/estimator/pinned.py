@@ -62,10 +62,11 @@ def large_tensors(m: ModelArch, tp: int = 1) -> list[int]:
     return out
 
 
-def pinned_weights_bytes(m: ModelArch, tp: int = 1, pp: int = 1, capability: tuple[int, int] | None = None) -> int:
+def pinned_weights_bytes(m: ModelArch, tp: int = 1, pp: int = 1, capability: tuple[int, int] | None = None,
+                         total: int | None = None) -> int:
     """The pinned host memory one GPU's worth of weights takes while its server sleeps (never less than vLLM and
-    torch take: see the module's note)."""
-    total = weights_bytes(m, tp, pp, capability)
+    torch take: see the module's note); total: weights_bytes(m, tp, pp, capability) where the caller has it."""
+    total = weights_bytes(m, tp, pp, capability) if total is None else total
     tensors = large_tensors(m, tp) if pp == 1 else []
     rest = max(0, total - sum(tensors))
     return sum(backup_bytes(t) for t in tensors) + 2 * rest + SMALL_POOLS + int(UNEXPLAINED * total)

@@ -48,27 +48,10 @@ class RayStarter(Starter):
         again from the models file is planned again); on GPU nodes, on the GPUs of its home."""
         found = self._needs.get(entry.name)
         if found is None or found[0] is not entry:
-            if self.gpus:
-                h = self.homes
-                placed = (h.home[entry.name], h.share.get(entry.name)) if h and entry.name in h.home else None
-                found = self._needs[entry.name] = (entry, self._need_on(entry, key, placed))
-            else:
-                found = self._needs[entry.name] = (entry, super().need(entry, key))
+            h = self.homes
+            placed = (h.home[entry.name], h.share.get(entry.name)) if self.gpus and h and entry.name in h.home else None
+            found = self._needs[entry.name] = (entry, super().need(entry, key, placed))
         return found[1]
-
-    def _need_on(self, entry: ModelEntry, key: str, placed: tuple | None) -> tuple[int, int | None, int | None]:
-        from ..errors import DoesNotFit
-        from .sizing import asleep_of, host_asleep_of, need_of
-
-        try:
-            prep = self.prepare(entry, key, False, placed)
-        except DoesNotFit as e:  # its size all the same, where it is known
-            if getattr(e, "estimate", None) is None:
-                raise
-            d = e.estimate.to_dict()
-            return need_of(d, None), asleep_of(d), host_asleep_of(d)
-        d = prep.plan.estimate.to_dict() if prep.plan and prep.plan.estimate else None
-        return need_of(d, None), asleep_of(d), host_asleep_of(d)
 
     def spec_for(self, entry: ModelEntry, placed: tuple | None) -> LaunchSpec:
         """On GPU nodes: planned for the GPUs of its node as that node reported them (this host's NVML is not
@@ -81,8 +64,7 @@ class RayStarter(Starter):
         devices = tuple(placed[0]) if placed and placed[0] else ()
         infos = [self.gpus[d] for d in devices if d in self.gpus]
         total = min(g.total_bytes for g in infos or self.gpus.values())  # placed nowhere yet: the smallest GPU
-        args = spec.engine_args
-        n = len(infos) or int(args.get("tensor-parallel-size") or 1) * int(args.get("pipeline-parallel-size") or 1)
+        n = len(infos) or gpus_wanted(spec.engine_args)
         spec = replace(spec, gpus=None, gpu=None, gpu_memory=f"{total >> 20}MiB", num_gpus=n)
         return with_share(spec, placed[1] if placed else None)
 
@@ -159,8 +141,12 @@ class RayStarter(Starter):
 
     def _gpus_wanted(self, name: str) -> int:
         found = self._needs.get(name)
-        args = found[0].spec.engine_args if found else {}
-        return int(args.get("tensor-parallel-size") or 1) * int(args.get("pipeline-parallel-size") or 1)
+        return gpus_wanted(found[0].spec.engine_args if found else {})
+
+
+def gpus_wanted(engine_args: dict) -> int:
+    """The GPUs a launch spans: tensor x pipeline parallel."""
+    return int(engine_args.get("tensor-parallel-size") or 1) * int(engine_args.get("pipeline-parallel-size") or 1)
 
 
 def cluster_for(address: str | None, dashboard: str | None) -> Cluster:

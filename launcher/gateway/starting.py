@@ -31,13 +31,13 @@ class Starter:
     def __init__(self, opts: Options) -> None:
         self.opts = opts
 
-    def need(self, entry: ModelEntry, key: str) -> tuple[int, int | None, int | None]:
+    def need(self, entry: ModelEntry, key: str, placed: tuple | None = None) -> tuple[int, int | None, int | None]:
         """What the model will hold awake, asleep on the device and asleep in host memory, planned as `launcher
-        estimate` plans it (no process started)."""
+        estimate` plans it (no process started); placed: on those devices with that share (prepare's)."""
         from ..errors import DoesNotFit
 
         try:
-            prep = self.prepare(entry, key, claim=False)
+            prep = self.prepare(entry, key, claim=False, placed=placed)
         except DoesNotFit as e:  # it does not fit beside what runs now: still its size, to make room for
             if getattr(e, "estimate", None) is None:
                 raise
