@@ -7,6 +7,7 @@ import pytest
 
 from conformance import SHRUNK_LAYERS, WEIGHT_TOLERANCE, published, run_published, shrink
 from conftest import ROOT
+from launcher.estimator.kv import token_bytes
 from launcher.estimator.weights import weights_bytes
 from launcher.models.config import from_config
 
@@ -48,17 +49,18 @@ def rows():
 
 
 def test_published_configs_build_as_the_estimate_counts_them(rows):
-    """The issue's bar: at least 60 published configs vLLM builds, at least 95% of them matched (weights within 0.1%,
-    every layer's KV cache exact), none counted low, weights or KV, by a single byte: the parameters and buffers of
-    vLLM's build (biases, LayerNorm biases, q/k norms, both LongRoPE caches, the attention layers' scales, Gemma's
+    """The bar: at least 110 published configs, at least 60 of them built by vLLM, at least 95% of those matched
+    (weights within 0.1%, every layer's KV cache exact), none counted low, weights or KV, by a single byte, and each
+    one not built with vLLM's reason: the parameters and buffers of vLLM's build (biases, LayerNorm biases, q/k norms, both LongRoPE caches, the attention layers' scales, Gemma's
     normalizer, transformers' inv_freq where the Transformers backend builds the model)."""
     built = {k: r for k, r in rows.items() if r.status not in ("not built", "no config")}
     matched = [k for k, r in built.items() if r.status == "matched"]
     low = {k: (r.weights_estimate - r.weights_vllm, r.kv_estimate - r.kv_vllm) for k, r in built.items()
            if r.weights_estimate < r.weights_vllm or r.kv_estimate < r.kv_vllm}
-    assert len(built) >= 60, sorted(set(rows) - set(built))
+    assert len(rows) >= 110 and len(built) >= 60, sorted(set(rows) - set(built))
     assert len(matched) >= 0.95 * len(built), {k: r.reason for k, r in built.items() if r.status != "matched"}
     assert not low, low
+    assert all(r.reason for k, r in rows.items() if k not in built), "every fixture not built says vLLM's reason"
 
 
 def test_the_table_lists_each_fixture_as_it_compares(rows):
@@ -133,3 +135,26 @@ def test_an_activation_not_read_here_keeps_the_larger_reading_and_says_so():
     assert m.gated_mlp and any("activation 'xielu'" in n for n in m.notes)
     assert weights_bytes(m) == weights_bytes(from_config(published()["qwen3-8b"]["config"]))
     assert not from_config(published()["qwen3-8b"]["config"]).caveats
+
+
+LFM2 = published()["lfm2-1_2b"]["config"]  # LiquidAI/LFM2-1.2B config.json
+
+
+def test_lfm2_attention_layers_come_from_full_attn_idxs():
+    """LFM2-1.2B as vLLM's lfm2.py builds it from transformers' Lfm2Config, which turns full_attn_idxs [2, 5, 8, 10,
+    12, 14] into layer_types: 6 attention layers (q_proj and out_proj d x d, k_proj and v_proj d x 8 heads x 64, and
+    q_layernorm, k_layernorm of head_dim 64), 10 short-conv layers (in_proj d x 3d, a depthwise conv d x L_cache 3,
+    out_proj d x d, no bias), each layer an MLP of w1, w3, w2 with block_ff_dim 12,288 auto-adjusted to 2/3 (8,192,
+    a multiple of 256) and two norms; the embedding tied, a final norm. KV cache per token: 6 layers x K and V x 8
+    heads x 64 x 2 bytes = 12,288 B; a conv state of d x (L_cache - 1) per conv layer. Read as every layer a state
+    mixer (full_attn_idxs not read) the KV cache was 0 bytes a token, every request's attention counted as free."""
+    m = from_config(LFM2)
+    h, ff = 2048, 8192
+    params = (65536 * h + 6 * (2 * h * h + 2 * h * 512 + 2 * 64) + 10 * (3 * h * h + 3 * h + h * h)
+              + 16 * (3 * h * ff + 2 * h) + h)
+    assert params == 1_170_340_608
+    assert m.layer_plan.count("AF") == 6 and m.layer_plan.count("SF") == 10
+    assert token_bytes(m, 1) * 6 == 12_288
+    assert (m.state.kind, m.state.conv, m.state.temporal) == ("short_conv", h * 2, 0)
+    # and the rotary cache of 128,000 positions x 64, each attention layer's four float32 scales
+    assert weights_bytes(m) == 2 * params + 128_000 * 64 * 2 + 6 * 16

@@ -341,10 +341,12 @@ def from_config(cfg: dict, *, source: str = "config.json", dtype: str | None = N
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", mtype.startswith("gemma"))),
         dtype=tdtype, derived_max_len=derive_max_len(cfg), layer_windows=tuple(windows),
         attention_bias=bool(cfg.get("attention_bias", mtype == "qwen2")) or mtype in ("qwen2", "qwen2_moe"),
-        # a norm of head_dim on each query and key head: always in these types' vLLM classes, by the config's switch in
-        # GLM-4.5's (glm4_moe.py use_qk_norm) and Qwen2's (qwen2.py qk_norm)
+        # a norm of head_dim on each query and key head: always in these types' vLLM classes (lfm2.py's q_layernorm
+        # and k_layernorm too), by the config's switch in GLM-4.5's (glm4_moe.py use_qk_norm) and Qwen2's (qwen2.py
+        # qk_norm)
         qk_norm=mtype in ("qwen3", "qwen3_moe", "qwen3_next", "gemma3", "gemma3_text", "exaone4", "exaone_moe",
-                          "apertus", "afmoe", *PER_LAYER_INPUT) or bool(cfg.get("use_qk_norm") and mtype == "glm4_moe")
+                          "apertus", "afmoe", "lfm2", "lfm2_moe", *PER_LAYER_INPUT)
+        or bool(cfg.get("use_qk_norm") and mtype == "glm4_moe")
         or bool(cfg.get("qk_norm") is True and mtype == "qwen2"),
         full_qk_norm=mtype in FULL_QK_NORM,
         # post-attention and post-MLP norms (Gemma 3's pre- and post-feedforward beside its two)

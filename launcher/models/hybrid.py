@@ -84,6 +84,11 @@ def layer_plan(cfg: dict, mtype: str, layers: int) -> tuple[str, ...]:
     if isinstance(interval, int) and interval > 0:  # Qwen3-Next: full attention in every interval-th layer
         # (its config's layer_types: "full_attention" where (i + 1) % interval == 0, else "linear_attention")
         return tuple(("A" if (i + 1) % interval == 0 else "S") + "F" for i in range(layers))
+    if mtype.startswith("lfm2") and "full_attn_idxs" in cfg:  # LFM2: transformers' Lfm2Config builds layer_types
+        # from it ("full_attention" at those indices, "conv" elsewhere; every layer attention when it is null)
+        idx = cfg.get("full_attn_idxs")
+        idx = set(range(layers)) if idx is None else set(idx)
+        return tuple(("A" if i in idx else "S") + "F" for i in range(layers))
     if "attn_layer_indices" in cfg:  # Bamba
         idx = set(cfg.get("attn_layer_indices") or [])
         return tuple(("A" if i in idx else "S") + "F" for i in range(layers))
