@@ -8,7 +8,7 @@ from ..errors import BadInput
 from ..models.caveats import Caveat
 from ..models.config import ModelArch
 from ..units import GiB
-from . import activation, kv, pinned, releases, weights
+from . import activation, blocks, kv, pinned, releases, weights
 from . import lora as loramod
 from . import speculative as specmod
 
@@ -347,7 +347,8 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
     m = _windows_as_sized(m, s, vllm_version)
     run = activation.runner(m, vllm_version, s.speculative)
     items = s.mm_items_per_prompt(m.vision_layout)
-    w = weights.weights_bytes(m, tp, pp, capability=gpu.capability, vision=items != 0)
+    own = weights.weights_bytes(m, tp, pp, capability=gpu.capability, vision=items != 0)
+    w = own + blocks.weights_slack_bytes(m, tp, pp)  # as torch's allocator holds them (vLLM's "Model loading took")
     adapters = loramod.adapter_bytes(m, s.lora, tp=tp, pp=pp) if s.lora is not None else 0
     draft_w, draft_layers, m = _proposer(m, s, tp, gpu.capability, run)
     shape = activation.profile_shape(m, max_num_batched_tokens=batched, max_num_seqs=seqs, tp=tp, max_model_len=want_len,
@@ -399,7 +400,7 @@ def estimate(m: ModelArch, s: EngineSettings, gpu: GpuBudget, *, vllm_version: t
         max_concurrency=round(lay.num_blocks(avail_pos) / per_req, 2) if per_req else 0.0, runner=run, auto=auto,
         confidence=confidence, confidence_reason=why, graph_segment_bytes=segment, graph_memory=mode,
         vllm_gpu_memory_utilization=vllm_util, outside_budget_bytes=outside,
-        host_asleep_bytes=pinned.pinned_weights_bytes(m, tp, pp, gpu.capability, total=w if items != 0 else None)
+        host_asleep_bytes=pinned.pinned_weights_bytes(m, tp, pp, gpu.capability, total=own if items != 0 else None)
         + 2 * (adapters + draft_w),
         weights_source=(m.checkpoint.source if m.checkpoint is not None else "config.json shapes")
         + (f"; {m.weights_note}" if m.weights_note else ""),
