@@ -26,6 +26,11 @@ def cuda_reserved_bytes(nvml_total: int) -> int:
 
 
 CUDA_RESERVED_BYTES = cuda_reserved_bytes(143771 * MiB)
+# vLLM's own CUDA context, created before it reads the free memory: 0.51 GiB on an idle H200 (vLLM 0.24.0, 2026-12-02)
+# and 0.51 to 0.52 GiB on an H100 (vLLM 0.26.0, 2026-12-07: NVML's free memory before each start less the
+# "Initial free memory" vLLM logged, three starts, 0.5126 and 0.5132 GiB with the log's rounding of 0.005 GiB; its
+# worker's snapshot "cuda_memory=0.51GiB"): at most 531 MiB. More than the H100's reserve of 480 MiB.
+CUDA_CONTEXT_BYTES = 531 * MiB
 LARGE_GPU_BYTES = 70 * GiB  # vLLM's threshold for its larger batch defaults
 
 
@@ -51,10 +56,13 @@ class GpuBudget:
     @property
     def cuda_free_bytes(self) -> int | None:
         """Free memory as vLLM's start-up check sees it. NVML's free memory (nvmlDeviceGetMemoryInfo v1)
-        already leaves out the driver's reserve; taking the reserve off once more stands in for vLLM's own
-        CUDA context, created before it reads the free memory (measured on an idle H200: NVML free 139.80 GiB,
-        vLLM's "Initial free memory" 139.29 GiB, 2026-12-02; this gives 139.20)."""
-        return None if self.free_bytes is None else max(0, self.free_bytes - cuda_reserved_bytes(self.total_bytes))
+        already leaves out the driver's reserve; the larger of the reserve and CUDA_CONTEXT_BYTES is taken off once
+        more for vLLM's own CUDA context, created before it reads the free memory (measured on an idle H200: NVML free
+        139.80 GiB, vLLM's "Initial free memory" 139.29 GiB, 2026-12-02; this gives 139.20. On an H100 holding an L4's
+        free memory, 2026-12-07: NVML 22.14 GiB, vLLM 21.63; this gives 21.62, the reserve alone 21.67)."""
+        if self.free_bytes is None:
+            return None
+        return max(0, self.free_bytes - max(cuda_reserved_bytes(self.total_bytes), CUDA_CONTEXT_BYTES))
 
 
 @dataclass(frozen=True)
