@@ -263,11 +263,11 @@ def test_0_34_sizes_the_extensible_cache_as_vllm_measure_kv_cache_bytes_does(uti
 
     from vllm_034_sizing import measure_kv_cache_bytes
 
-    from launcher.estimator.core import cuda_reserved_bytes, extensible_budget
+    from launcher.estimator.core import context_bytes, extensible_budget
 
     gpu = GpuBudget("H100-80GB", 81559 << 20, None if free_gib is None else int(free_gib * GiB))
     requested = math.ceil(gpu.cuda_total_bytes * (util or 1.0))
-    free = gpu.cuda_free_bytes if free_gib is not None else gpu.cuda_total_bytes - cuda_reserved_bytes(gpu.total_bytes)
+    free = gpu.cuda_free_bytes if free_gib is not None else gpu.cuda_total_bytes - context_bytes(gpu.total_bytes)
     peak, held = int(peak_gib * GiB), 17 * GiB + 123_456_789
     budget, kept = extensible_budget(gpu, requested, peak)
     vllm = measure_kv_cache_bytes(init_free_memory=free, free_memory=free - held, committed_bytes=0,

@@ -31,6 +31,11 @@ CUDA_RESERVED_BYTES = cuda_reserved_bytes(143771 * MiB)
 # "Initial free memory" vLLM logged, three starts, 0.5126 and 0.5132 GiB with the log's rounding of 0.005 GiB; its
 # worker's snapshot "cuda_memory=0.51GiB"): at most 531 MiB. More than the H100's reserve of 480 MiB.
 CUDA_CONTEXT_BYTES = 531 * MiB
+
+
+def context_bytes(nvml_total: int) -> int:
+    """What vLLM's process takes off NVML's free memory before it reads it: its CUDA context, at least the reserve."""
+    return max(cuda_reserved_bytes(nvml_total), CUDA_CONTEXT_BYTES)
 LARGE_GPU_BYTES = 70 * GiB  # vLLM's threshold for its larger batch defaults
 
 
@@ -62,7 +67,7 @@ class GpuBudget:
         free memory, 2026-12-07: NVML 22.14 GiB, vLLM 21.63; this gives 21.62, the reserve alone 21.67)."""
         if self.free_bytes is None:
             return None
-        return max(0, self.free_bytes - max(cuda_reserved_bytes(self.total_bytes), CUDA_CONTEXT_BYTES))
+        return max(0, self.free_bytes - context_bytes(self.total_bytes))
 
 
 @dataclass(frozen=True)
@@ -539,7 +544,7 @@ def extensible_budget(gpu: GpuBudget, requested: int, peak: int) -> tuple[int, i
     that budget less the held terms (non_kv) and the second value."""
     free = gpu.cuda_free_bytes
     if free is None:  # an idle GPU: the total less the driver's reserve and vLLM's CUDA context
-        free = gpu.cuda_total_bytes - cuda_reserved_bytes(gpu.total_bytes)
+        free = gpu.cuda_total_bytes - context_bytes(gpu.total_bytes)
     margin = max(activation.EXTENSIBLE_MARGIN_FLOOR, int(peak * activation.EXTENSIBLE_MARGIN_FRACTION))
     return min(requested, free), peak + max(0, margin - max(0, free - requested))
 

@@ -1,8 +1,8 @@
 """How many copies of a launch fit on one GPU at a given length, each started after the previous one is READY.
 
 Each copy needs the smallest share (utilization x total) at which the length fits, what vLLM takes beyond its share
-(estimate.outside_budget_bytes: CUDA graph capture, per-request tables, warm-up) and its own CUDA context (the driver's
-reserve, core.cuda_reserved_bytes). vLLM checks at start-up that its share is free, so copies started one after the
+(estimate.outside_budget_bytes: CUDA graph capture, per-request tables, warm-up) and its own CUDA context (at least
+the driver's reserve, core.context_bytes). vLLM checks at start-up that its share is free, so copies started one after the
 other (as `launcher launch` starts them) fit while the sum of those footprints fits in the GPU's free memory.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..models.config import ModelArch
-from .core import EngineSettings, Estimate, GpuBudget, cuda_reserved_bytes, estimate
+from .core import EngineSettings, Estimate, GpuBudget, context_bytes, estimate
 
 
 def smallest_share(m: ModelArch, s: EngineSettings, gpu: GpuBudget, vllm_version: tuple[int, ...],
@@ -45,6 +45,6 @@ def copies(m: ModelArch, s: EngineSettings, gpu: GpuBudget, vllm_version: tuple[
     if found is None:
         return {"copies": 0, "utilization": None, "footprint_bytes": None, "max_model_len": max_model_len}
     u, e = found
-    footprint = e.requested_bytes + e.outside_budget_bytes + cuda_reserved_bytes(gpu.total_bytes)
+    footprint = e.requested_bytes + e.outside_budget_bytes + context_bytes(gpu.total_bytes)
     free = gpu.free_bytes if gpu.free_bytes is not None else gpu.total_bytes
     return {"copies": free // footprint, "utilization": u, "footprint_bytes": footprint, "max_model_len": max_model_len}

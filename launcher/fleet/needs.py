@@ -17,7 +17,7 @@ def need_of(entry: ModelEntry, gpu_name: str, total_bytes: int, order: int, vllm
     none (the estimate's own reason and advice)."""
     from ..errors import BadInput, DoesNotFit
     from ..estimator import GpuBudget
-    from ..estimator.core import cuda_reserved_bytes
+    from ..estimator.core import context_bytes
     from ..estimator.sharing import smallest_share
     from ..engines import vllm as vllm_engine
     from ..planning import plan, resolve_model
@@ -35,7 +35,7 @@ def need_of(entry: ModelEntry, gpu_name: str, total_bytes: int, order: int, vllm
     except (BadInput, DoesNotFit) as e:
         return _with(base, reason=str(e))
     e = p.estimate
-    ctx = cuda_reserved_bytes(total_bytes)
+    ctx = context_bytes(total_bytes)
     if s.gpu_memory_budget or args.get("gpu-memory-utilization") is not None:  # its share as written
         if not e.fits:
             return _with(base, reason=_why(e))
