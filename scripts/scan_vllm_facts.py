@@ -1,7 +1,8 @@
 """Facts of the installed vLLM the estimator keeps as data (launcher/models/hybrid.py STATE_ARCHS,
 launcher/estimator/releases.py TRANSFORMERS_BACKEND), read from its sources without building a model: the classes that
-implement IsHybrid or IsAttentionFree (a per-request recurrent state), and the architectures its registry builds
-through the Transformers backend. Prints JSON; tests/test_releases.py holds the shipped data equal to it.
+implement IsHybrid or IsAttentionFree (a per-request recurrent state), the architectures its registry builds
+through the Transformers backend, and every architecture name its registry knows (launcher/estimator/
+vllm_registry.json). Prints JSON; tests/test_releases.py holds the shipped data equal to it.
 
 usage: .venv/bin/python scripts/scan_vllm_facts.py
 """
@@ -33,7 +34,8 @@ def main() -> None:
     state = sorted(a for a, (_, c) in _VLLM_MODELS.items() if has(c, "IsHybrid") or has(c, "IsAttentionFree"))
     state = [a for a in state if a != "Terratorch"]  # not a language model: no KV cache or state to plan
     backend = sorted(a for a, (mod, _) in _VLLM_MODELS.items() if mod == "transformers" and not a.startswith("Transformers"))
-    print(json.dumps({"vllm": vllm.__version__, "state_archs": state, "transformers_backend": backend}))
+    print(json.dumps({"vllm": vllm.__version__, "state_archs": state, "transformers_backend": backend,
+                      "registered": sorted(_VLLM_MODELS)}))
 
 
 if __name__ == "__main__":

@@ -394,6 +394,29 @@ def test_the_release_facts_read_from_vllms_sources_are_the_installed_releases():
     vv = tuple(int(x) for x in facts["vllm"].split(".")[:2])
     assert set(facts["state_archs"]) == STATE_ARCHS
     assert set(facts["transformers_backend"]) == TRANSFORMERS_BACKEND[vv][1]
+    from launcher.estimator.releases import registry
+    assert facts["vllm"].startswith(registry()["vllm"]) and facts["registered"] == registry()["architectures"]
+
+
+def test_an_architecture_name_the_release_does_not_register_is_said_and_moves_no_number(monkeypatch):
+    """ERNIE-4.5-0.3B's first published config names `Ernie4_5_ForCausalLM`; vLLM 0.32 registers `Ernie4_5ForCausalLM`
+    and refused the config at validation ("Model architectures ['Ernie4_5_ForCausalLM'] are not supported for now",
+    docs/architectures.md). A plan for 0.32 or later says so, with the registered name; one for 0.26 (registry not
+    read) does not; the numbers stay those of the same estimate without the sentence."""
+    from conformance import published
+    from launcher.estimator.releases import unregistered
+
+    cfg = published()["ernie-4_5-0_3b-base-pt"]["config"]
+    old, new = from_config(cfg), from_config({**cfg, "architectures": ["Ernie4_5ForCausalLM"]})
+    e = estimate(old, EngineSettings(), H100, vllm_version=(0, 32, 0))
+    assert "no architecture 'Ernie4_5_ForCausalLM' (it has 'Ernie4_5ForCausalLM')" in e.confidence_reason
+    assert "was not read" in estimate(old, EngineSettings(), H100, vllm_version=(0, 34, 0)).confidence_reason
+    assert "registry" not in estimate(old, EngineSettings(), H100, vllm_version=(0, 26, 0)).confidence_reason
+    assert "registry" not in estimate(new, EngineSettings(), H100, vllm_version=(0, 32, 0)).confidence_reason
+    monkeypatch.setattr(releases, "unregistered", lambda *_: None)
+    unsaid = estimate(old, EngineSettings(), H100, vllm_version=(0, 32, 0))
+    assert "registry" not in unsaid.confidence_reason and unsaid.kv_cache_tokens == e.kv_cache_tokens
+    assert unregistered("MPTForCausalLM", (0, 32, 0)) and unregistered("LlamaForCausalLM", (0, 34, 0)) is None
 
 
 def test_a_sliding_window_reserves_the_tokens_in_flight_from_0_25_as_vllm_0_26_logged_exaone_4():

@@ -5,7 +5,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 
 from ..errors import BadInput
-from ..models.caveats import Caveat
+from ..models.caveats import Caveat, Margin
 from ..models.config import ModelArch
 from ..units import GiB
 from . import activation, blocks, kv, pinned, releases, weights
@@ -499,6 +499,9 @@ def _wanted_length(m: ModelArch, s: EngineSettings) -> tuple[int, bool]:
 
 def _with_launch_notes(m: ModelArch, s: EngineSettings, gpu: GpuBudget, vllm_version: tuple[int, ...]) -> ModelArch:
     """The model with what this launch adds that is not measured (its `caveats` decide confidence and margin)."""
+    refused = releases.unregistered(m.architecture, vllm_version)
+    if refused:  # said, and no number moved: vLLM would not start it whatever it took
+        m = replace(m, caveats=(*m.caveats, Caveat(refused, margin=Margin.SHAPES)))
     if activation.datacentre_blackwell(gpu.capability) and releases.since("blackwell_prefill_graphs", vllm_version) \
             and not s.enforce_eager:
         m = replace(m, caveats=(*m.caveats, Caveat(

@@ -4,6 +4,7 @@ V2 model runner, whether VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS exists, and wh
 0.24.0 (the release the GPU starts were measured on), each change reviewed or not."""
 from __future__ import annotations
 
+import difflib
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -160,6 +161,26 @@ UNMODELLED_LAYOUTS = {
                        "kv_cache_utils._get_kv_cache_groups_glm5_next) is not modelled")
     for arch in ("Glm5NextForCausalLM", "Glm5NextForConditionalGeneration")
 }
+
+
+@lru_cache(maxsize=1)
+def registry() -> dict:
+    """Every architecture name of the one release whose model registry was read (vllm_registry.json)."""
+    return json.loads(Path(__file__).with_name("vllm_registry.json").read_text())
+
+
+def unregistered(architecture: str, vv: tuple[int, ...]) -> str | None:
+    """Why vLLM would refuse this architecture name at start, for a plan on the release whose registry was read or a
+    later one (a name gone from it, like MPT's after 0.28 or ERNIE 4.5's first `Ernie4_5_ForCausalLM`); None when the
+    name is registered, unknown, or the plan is for an earlier release."""
+    reg = registry()
+    read = _key(reg["vllm"])
+    if not architecture or tuple(vv[:3]) < read or architecture in reg["architectures"]:
+        return None
+    near = difflib.get_close_matches(architecture, reg["architectures"], n=1, cutoff=0.85)
+    later = "" if tuple(vv[:3]) == read else f" (the registry of vLLM {'.'.join(map(str, vv[:3]))} was not read)"
+    return (f"vLLM {reg['vllm']}'s model registry has no architecture '{architecture}'"
+            + (f" (it has '{near[0]}')" if near else "") + f": vLLM refuses the config at start{later}")
 
 
 def is_listed(vv: tuple[int, ...]) -> bool:
