@@ -2,7 +2,8 @@
 its 2 MiB pages rounded up to a power of two by torch's caching host allocator. Expected values worked by hand from
 the shapes vLLM builds, and the H100 measurement (vLLM 0.26.0, 2026-12-07: the host's available memory fell by
 19,210,506,240 bytes at Llama-3.1-8B's first sleep, benchmarks/results/h100-round3/C/first-sleep.json)."""
-from launcher.estimator.pinned import backup_bytes, large_tensors, pinned_weights_bytes
+from launcher.estimator.blocks import large_tensors
+from launcher.estimator.pinned import backup_bytes, pinned_weights_bytes
 from launcher.gateway.sizing import host_asleep_of
 from launcher.planning import resolve_model
 

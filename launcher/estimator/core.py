@@ -36,6 +36,8 @@ CUDA_CONTEXT_BYTES = 531 * MiB
 def context_bytes(nvml_total: int) -> int:
     """What vLLM's process takes off NVML's free memory before it reads it: its CUDA context, at least the reserve."""
     return max(cuda_reserved_bytes(nvml_total), CUDA_CONTEXT_BYTES)
+
+
 LARGE_GPU_BYTES = 70 * GiB  # vLLM's threshold for its larger batch defaults
 
 

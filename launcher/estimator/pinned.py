@@ -17,14 +17,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..models.layouts import padded
+from .blocks import ROUND_LARGE, large_tensors
 from .weights import weights_bytes
 
 if TYPE_CHECKING:
     from ..models.config import ModelArch
 
 MiB = 1 << 20
-PAGE = 2 * MiB  # the CUDA caching allocator's rounding of a large block (kRoundLarge)
 SMALL_POOLS = 64 * MiB  # the 2 MiB and 20 MiB segments small tensors share, each backed up whole, rounded
 UNEXPLAINED = (18_320 - 17_408) / 15_348  # MiB beyond the backups over MiB of weights, measured (above)
 
@@ -33,33 +32,8 @@ def backup_bytes(n: int) -> int:
     """The pinned bytes one allocation of n bytes takes asleep: its 2 MiB pages, rounded up to a power of two."""
     if n <= 0:
         return 0
-    pages = -(-n // PAGE) * PAGE
+    pages = -(-n // ROUND_LARGE) * ROUND_LARGE
     return 1 << (pages - 1).bit_length()
-
-
-def large_tensors(m: ModelArch, tp: int = 1) -> list[int]:
-    """The bytes of each large weight tensor on one GPU, as vLLM builds them (unquantized attention and MLP/MoE
-    layers, the embedding, the LM head); [] where the model is not modelled tensor by tensor."""
-    if m.quant.method != "none" or m.mla or m.kv_lora_rank or m.state is not None or m.embed_dim:
-        return []
-    b, h, d = m.dtype_bytes, m.hidden_size, m.head_dim
-    vocab = padded(m.vocab_size) // tp * h * b
-    out = [vocab] + ([] if m.tie_word_embeddings else [vocab])
-    q = m.num_heads // tp
-    kv = max(1, m.num_kv_heads // tp)
-    q_out = (2 if m.query_gate else 1) * q
-    up = 2 if m.gated_mlp else 1
-    for i in range(m.weight_layers or m.num_layers):
-        parts = m.layer_plan[i] if m.layer_plan else "AF"
-        if "A" in parts and not m.full_head_dim:
-            out += [(q_out + 2 * kv) * d * h * b, q * d * h * b]
-        if "F" in parts and m.is_moe_layer(i):
-            inter = m.moe_intermediate_size // tp
-            out += [m.num_experts * up * inter * h * b, m.num_experts * inter * h * b]
-        elif "F" in parts:
-            inter = m.intermediate_size // tp
-            out += [up * inter * h * b, inter * h * b]
-    return out
 
 
 def pinned_weights_bytes(m: ModelArch, tp: int = 1, pp: int = 1, capability: tuple[int, int] | None = None,
